@@ -1,0 +1,302 @@
+//! One child process's life: spawning, running, the stop sequence (stdin closed, then SIGTERM,
+//! then SIGKILL to the process group, each after the grace period) and its exit.
+
+use crate::{ChildId, ExitStatus, Output, Signal};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub(crate) struct Child {
+    pub(crate) id: ChildId,
+    state: State,
+    stdout_eof: bool,
+    /// After the exit, how long the remaining stdout may take to reach end of file (a
+    /// grandchild may hold the pipe open).
+    drain_deadline: Option<Instant>,
+    stderr: StderrLines,
+}
+
+#[derive(Debug)]
+enum State {
+    Spawning {
+        stop_requested: bool,
+    },
+    Running {
+        pid: u32,
+    },
+    Stopping {
+        pid: u32,
+        stage: Stage,
+        deadline: Option<Instant>,
+    },
+    Exited {
+        status: ExitStatus,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    StdinClosed,
+    Termed,
+    Killed,
+}
+
+impl Child {
+    pub(crate) fn spawn(id: ChildId, out: &mut VecDeque<Output>) -> Self {
+        out.push_back(Output::Spawn { child: id });
+        Child {
+            id,
+            state: State::Spawning {
+                stop_requested: false,
+            },
+            stdout_eof: false,
+            drain_deadline: None,
+            stderr: StderrLines::default(),
+        }
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self.state {
+            State::Running { pid } | State::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// The process is gone (reaped) or never existed.
+    pub(crate) fn is_gone(&self) -> bool {
+        matches!(self.state, State::Exited { .. } | State::Failed { .. })
+    }
+
+    pub(crate) fn spawn_error(&self) -> Option<&str> {
+        match &self.state {
+            State::Failed { error } => Some(error),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
+        match self.state {
+            State::Exited { status } => Some(status),
+            _ => None,
+        }
+    }
+
+    /// No more output will come from stdout.
+    pub(crate) fn output_done(&self) -> bool {
+        self.stdout_eof || matches!(self.state, State::Failed { .. })
+    }
+
+    /// Returns whether the stop sequence must start now (it was asked for while spawning).
+    pub(crate) fn spawned(&mut self, pid: u32) -> bool {
+        match self.state {
+            State::Spawning { stop_requested } => {
+                self.state = State::Running { pid };
+                stop_requested
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn spawn_failed(&mut self, error: &str) {
+        if let State::Spawning { .. } = self.state {
+            self.state = State::Failed {
+                error: error.to_owned(),
+            };
+        }
+    }
+
+    /// Starts the stop sequence; the caller closes stdin. Idempotent.
+    pub(crate) fn stop(&mut self, now: Instant, grace: Duration) {
+        match self.state {
+            State::Spawning { .. } => {
+                self.state = State::Spawning {
+                    stop_requested: true,
+                }
+            }
+            State::Running { pid } => {
+                self.state = State::Stopping {
+                    pid,
+                    stage: Stage::StdinClosed,
+                    deadline: Some(now + grace),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Skips the rest of the stop sequence: SIGKILL now.
+    pub(crate) fn kill(&mut self, out: &mut VecDeque<Output>) {
+        match self.state {
+            State::Spawning { .. } => {
+                self.state = State::Spawning {
+                    stop_requested: true,
+                }
+            }
+            State::Running { pid }
+            | State::Stopping {
+                pid,
+                stage: Stage::StdinClosed | Stage::Termed,
+                ..
+            } => {
+                out.push_back(Output::Signal {
+                    child: self.id,
+                    signal: Signal::Kill,
+                });
+                self.state = State::Stopping {
+                    pid,
+                    stage: Stage::Killed,
+                    deadline: None,
+                };
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn exited(
+        &mut self,
+        status: ExitStatus,
+        now: Instant,
+        grace: Duration,
+        out: &mut VecDeque<Output>,
+    ) {
+        if self.is_gone() {
+            return;
+        }
+        // Grandchildren (npx, uvx, a shell) may outlive the process we started: the group goes
+        // with it.
+        out.push_back(Output::Signal {
+            child: self.id,
+            signal: Signal::Kill,
+        });
+        self.state = State::Exited { status };
+        if !self.stdout_eof {
+            self.drain_deadline = Some(now + grace);
+        }
+    }
+
+    /// Stop waiting for output (immediate shutdown).
+    pub(crate) fn abandon_output(&mut self) {
+        self.stdout_eof();
+    }
+
+    pub(crate) fn stdout_eof(&mut self) {
+        self.stdout_eof = true;
+        self.drain_deadline = None;
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
+        if let State::Stopping {
+            deadline: Some(d),
+            stage,
+            ..
+        } = self.state
+        {
+            let reason = match stage {
+                Stage::StdinClosed => "child: SIGTERM after grace",
+                _ => "child: SIGKILL after grace",
+            };
+            return Some((d, reason));
+        }
+        self.drain_deadline
+            .map(|d| (d, "child: stdout still open after exit"))
+    }
+
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        grace: Duration,
+        out: &mut VecDeque<Output>,
+    ) {
+        if let State::Stopping {
+            pid,
+            stage,
+            deadline: Some(d),
+        } = self.state
+        {
+            if d <= now {
+                let (signal, next, deadline) = match stage {
+                    Stage::StdinClosed => (Signal::Term, Stage::Termed, Some(now + grace)),
+                    _ => (Signal::Kill, Stage::Killed, None),
+                };
+                log::info!("{} (pid {pid}) still running: sending {signal:?}", self.id);
+                out.push_back(Output::Signal {
+                    child: self.id,
+                    signal,
+                });
+                self.state = State::Stopping {
+                    pid,
+                    stage: next,
+                    deadline,
+                };
+            }
+        }
+        if self.drain_deadline.is_some_and(|d| d <= now) {
+            log::warn!(
+                "{}: stdout still open {grace:?} after the server exited (a grandchild holds it?); giving up on its output",
+                self.id
+            );
+            self.stdout_eof();
+        }
+    }
+
+    /// Logs the child's stderr line by line.
+    pub(crate) fn stderr(&mut self, label: &str, data: &[u8]) {
+        let pid = self.pid();
+        self.stderr.push(data, |line| log_stderr(label, pid, line));
+    }
+
+    pub(crate) fn stderr_eof(&mut self, label: &str) {
+        let pid = self.pid();
+        self.stderr.flush(|line| log_stderr(label, pid, line));
+    }
+}
+
+fn log_stderr(label: &str, pid: Option<u32>, line: &[u8]) {
+    let text = String::from_utf8_lossy(line);
+    match pid {
+        Some(pid) => log::info!(target: "mcp_relay::server", "[{label} pid {pid}] {text}"),
+        None => log::info!(target: "mcp_relay::server", "[{label}] {text}"),
+    }
+}
+
+/// Splits stderr into lines for the log; a line longer than this is logged in pieces.
+const MAX_STDERR_LINE: usize = 8 * 1024;
+
+#[derive(Debug, Default)]
+struct StderrLines {
+    buf: Vec<u8>,
+}
+
+impl StderrLines {
+    fn push(&mut self, mut data: &[u8], mut f: impl FnMut(&[u8])) {
+        while !data.is_empty() {
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    self.buf.extend_from_slice(&data[..i]);
+                    data = &data[i + 1..];
+                    self.flush(&mut f);
+                }
+                None => {
+                    let room = MAX_STDERR_LINE - self.buf.len();
+                    let take = room.min(data.len());
+                    self.buf.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if self.buf.len() >= MAX_STDERR_LINE {
+                        self.flush(&mut f);
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, mut f: impl FnMut(&[u8])) {
+        let line = self.buf.strip_suffix(b"\r").unwrap_or(&self.buf);
+        if !line.is_empty() {
+            f(line);
+        }
+        self.buf.clear();
+    }
+}

@@ -1,0 +1,200 @@
+//! Newline-delimited framing: one JSON-RPC message per line.
+//!
+//! The framer never holds more than `max` bytes of one line. A longer line is not buffered: it
+//! is skipped up to its newline while a streaming scanner looks for its top-level `"id"`, so
+//! that the sender can still be answered.
+
+use crate::message::{IdScanner, RawId};
+use memchr::memchr;
+
+/// What the framer found in the bytes it was given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete line, without its `\n` or `\r\n`. Never blank.
+    Line(&'a [u8]),
+    /// A line longer than the limit was discarded. `len` is its length; `id` is the top-level
+    /// JSON-RPC id it carried, when one could be found.
+    Oversize { len: usize, id: Option<RawId> },
+}
+
+/// Splits a byte stream into lines, with a bound on the length of one line.
+#[derive(Debug)]
+pub struct LineFramer {
+    buf: Vec<u8>,
+    max: usize,
+    discard: Option<Discard>,
+}
+
+#[derive(Debug)]
+struct Discard {
+    len: usize,
+    scanner: IdScanner,
+}
+
+/// Capacity above which the partial-line buffer is released once it is empty again, so that one
+/// large message does not pin memory for the rest of the session.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+impl LineFramer {
+    pub fn new(max: usize) -> Self {
+        LineFramer {
+            buf: Vec::new(),
+            max: max.max(1),
+            discard: None,
+        }
+    }
+
+    /// Bytes held for an incomplete line.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The bytes of a line not yet ended by a newline, if any (what end of file cut off).
+    pub fn has_partial(&self) -> bool {
+        !self.buf.is_empty() || self.discard.is_some()
+    }
+
+    /// Feeds bytes in; calls `f` for every line they complete, in order.
+    pub fn push(&mut self, mut data: &[u8], mut f: impl FnMut(Frame<'_>)) {
+        while !data.is_empty() {
+            let newline = memchr(b'\n', data);
+            if let Some(d) = &mut self.discard {
+                let end = newline.unwrap_or(data.len());
+                d.scanner.feed(&data[..end]);
+                d.len += end;
+                match newline {
+                    None => return,
+                    Some(i) => {
+                        data = &data[i + 1..];
+                        if let Some(d) = self.discard.take() {
+                            f(Frame::Oversize {
+                                len: d.len,
+                                id: d.scanner.finish(),
+                            });
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(i) = newline else {
+                if self.buf.len() + data.len() > self.max {
+                    self.start_discard(data);
+                } else {
+                    self.buf.extend_from_slice(data);
+                }
+                return;
+            };
+            let part = &data[..i];
+            data = &data[i + 1..];
+            if self.buf.len() + part.len() > self.max + usize::from(part.last() == Some(&b'\r')) {
+                self.start_discard(part);
+                if let Some(d) = self.discard.take() {
+                    f(Frame::Oversize {
+                        len: d.len,
+                        id: d.scanner.finish(),
+                    });
+                }
+            } else if self.buf.is_empty() {
+                emit(part, &mut f);
+            } else {
+                self.buf.extend_from_slice(part);
+                emit(&self.buf, &mut f);
+                self.clear();
+            }
+        }
+    }
+
+    fn start_discard(&mut self, data: &[u8]) {
+        let mut scanner = IdScanner::default();
+        scanner.feed(&self.buf);
+        scanner.feed(data);
+        self.discard = Some(Discard {
+            len: self.buf.len() + data.len(),
+            scanner,
+        });
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+fn emit(line: &[u8], f: &mut impl FnMut(Frame<'_>)) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !line.iter().all(u8::is_ascii_whitespace) {
+        f(Frame::Line(line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` through a framer with limit `max` and renders what came out.
+    fn check(max: usize, chunks: &[&str], expect: &[&str]) {
+        let mut framer = LineFramer::new(max);
+        let mut got = Vec::new();
+        for chunk in chunks {
+            framer.push(chunk.as_bytes(), |frame| {
+                got.push(match frame {
+                    Frame::Line(l) => String::from_utf8_lossy(l).into_owned(),
+                    Frame::Oversize { len, id } => {
+                        format!("oversize {len} {}", id.as_ref().map_or("-", |i| i.as_str()))
+                    }
+                })
+            });
+        }
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn splits_lines() {
+        check(100, &["a\nb\n"], &["a", "b"]);
+        check(100, &["a", "b\n", "c"], &["ab"]);
+        check(100, &["a\r\n\r\n  \nb\r", "\n"], &["a", "b"]);
+        check(100, &["", "\n", "x\n"], &["x"]);
+    }
+
+    #[test]
+    fn limit_is_inclusive() {
+        check(3, &["abc\n"], &["abc"]);
+        check(3, &["abc\r\n"], &["abc"]);
+        check(3, &["ab", "c\n"], &["abc"]);
+        check(3, &["abcd\n"], &["oversize 4 -"]);
+        check(3, &["ab", "cd", "ef\nok\n"], &["oversize 6 -", "ok"]);
+    }
+
+    #[test]
+    fn oversize_keeps_the_id() {
+        check(
+            10,
+            &[
+                r#"{"method":"x","params":{"id":7,"#,
+                r#""a":"}\""},"id":"q\"1"}"#,
+                "\n{}\n",
+            ],
+            &[r#"oversize 54 "q\"1""#, "{}"],
+        );
+        check(5, &[r#"[{"id":1}]"#, "\n"], &["oversize 10 -"]);
+        check(
+            5,
+            &[r#"{"id":12345"#, r#"6,"x":1}"#, "\n"],
+            &["oversize 19 123456"],
+        );
+    }
+
+    #[test]
+    fn releases_large_buffers() {
+        let mut framer = LineFramer::new(1 << 20);
+        let big = vec![b'x'; 200_000];
+        framer.push(&big, |_| {});
+        assert_eq!(framer.buffered(), 200_000);
+        framer.push(b"\n", |_| {});
+        assert_eq!(framer.buffered(), 0);
+        assert!(framer.buf.capacity() <= KEEP_CAPACITY);
+    }
+}
