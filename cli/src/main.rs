@@ -1,0 +1,242 @@
+//! `mcp-relay`: flags → validated configuration → the mio runtime. Nothing else lives here.
+
+mod config;
+mod demo;
+
+use argh::FromArgs;
+use config::Listen;
+use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Serve a stdio MCP server over the network: every client connection gets its own
+/// supervised server process, bridged as newline-delimited JSON-RPC.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "mcp-relay --listen 127.0.0.1:9000 --demo\nmcp-relay --listen 127.0.0.1:9000 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --listen 127.0.0.1:9000 --env API_KEY=… --cwd /srv/mcp -- ./server --its --args",
+    note = "The server command after `--` is run exactly as given, without a shell, once per client\nconnection, in a process group of its own. When the client leaves, the server's stdin is\nclosed, then SIGTERM and SIGKILL follow (each after --shutdown-grace) to the whole group.\n\nSecurity: TCP has no authentication. Anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it, and then only on a trusted network.\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
+)]
+struct Args {
+    /// address to listen on: HOST:PORT or tcp://HOST:PORT, IPv6 as [::1]:9000; repeat for
+    /// several (required; 127.0.0.1 recommended)
+    #[argh(option, from_str_fn(parse_listen))]
+    listen: Vec<Listen>,
+
+    /// serve the built-in demo MCP server instead of a command after `--`
+    #[argh(switch)]
+    demo: bool,
+
+    /// extra environment variable for the server, KEY=VALUE (repeatable)
+    #[argh(option, from_str_fn(parse_env))]
+    env: Vec<(String, String)>,
+
+    /// working directory of the server (default: the relay's)
+    #[argh(option)]
+    cwd: Option<PathBuf>,
+
+    /// start the server with only PATH and the --env variables instead of the relay's
+    /// environment
+    #[argh(switch)]
+    clean_env: bool,
+
+    /// time between closing the server's stdin, SIGTERM and SIGKILL (default: 5s)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(5)"
+    )]
+    shutdown_grace: Duration,
+
+    /// longest JSON-RPC message accepted from either side; longer ones are dropped and
+    /// answered with an error (default: 16MiB)
+    #[argh(option, from_str_fn(parse_size), default = "16 << 20")]
+    max_message_size: usize,
+
+    /// bytes queued toward a slow reader before the relay stops reading from the other side
+    /// (default: 4MiB)
+    #[argh(option, from_str_fn(parse_size), default = "4 << 20")]
+    max_buffered: usize,
+
+    /// log level: error, warn, info, debug or trace (default: info, or RUST_LOG)
+    #[argh(option)]
+    log_level: Option<log::LevelFilter>,
+
+    /// shorthand for --log-level debug
+    #[argh(switch)]
+    debug: bool,
+
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
+
+    /// the server command and its arguments, after `--`
+    #[argh(positional, greedy)]
+    command: Vec<OsString>,
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    config::parse_listen(s)
+}
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    config::parse_env(s)
+}
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s)
+}
+fn parse_size(s: &str) -> Result<usize, String> {
+    config::parse_size(s)
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if argv.get(1).map(String::as_str) == Some("demo-server") {
+        let code = demo::run(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    let strs: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+    let args = match Args::from_args(&["mcp-relay"], &strs) {
+        Ok(args) => args,
+        Err(early) => {
+            return if early.status.is_ok() {
+                println!("{}", early.output);
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("mcp-relay: {}", early.output.trim_end());
+                eprintln!("Run `mcp-relay --help` for usage.");
+                ExitCode::from(2)
+            };
+        }
+    };
+    if args.version {
+        println!("mcp-relay {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&args);
+    let config = match validate(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("mcp-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    run(config)
+}
+
+fn init_logging(args: &Args) {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(level) = args.log_level {
+        builder.filter_level(level);
+    }
+    if args.debug {
+        builder.filter_level(log::LevelFilter::Debug);
+    }
+    builder.format_target(false).init();
+}
+
+fn validate(args: Args) -> Result<RuntimeConfig, String> {
+    if args.listen.is_empty() {
+        return Err(
+            "nothing to listen on: give --listen HOST:PORT (for example --listen 127.0.0.1:9000)"
+                .into(),
+        );
+    }
+    let mut command = args.command;
+    if args.demo {
+        if !command.is_empty() {
+            return Err(
+                "--demo serves the built-in server: leave out the command after `--`".into(),
+            );
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("--demo: cannot find this program's own path: {e}"))?;
+        command = vec![exe.into_os_string(), "demo-server".into()];
+    }
+    if command.is_empty() {
+        return Err("no server command: put it after `--` (for example `-- ./server --stdio`), or use --demo".into());
+    }
+    if args.max_message_size == 0 {
+        return Err("--max-message-size must be at least 1 byte".into());
+    }
+    if args.max_buffered == 0 {
+        return Err("--max-buffered must be at least 1 byte".into());
+    }
+    if let Some(dir) = &args.cwd {
+        if !dir.is_dir() {
+            return Err(format!("--cwd {}: not a directory", dir.display()));
+        }
+    }
+    let mut listen = Vec::new();
+    for Listen::Tcp(addrs) in args.listen {
+        for addr in addrs {
+            if !listen.contains(&addr) {
+                listen.push(addr);
+            }
+        }
+    }
+    let server_label = command
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut command = command.into_iter();
+    let program = command.next().unwrap_or_default();
+    Ok(RuntimeConfig {
+        listen,
+        command: CommandSpec {
+            program,
+            args: command.collect(),
+            env: args
+                .env
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            cwd: args.cwd,
+            clean_env: args.clean_env,
+        },
+        core: mcp_relay_core::Config {
+            max_message_size: args.max_message_size,
+            max_buffered: args.max_buffered,
+            shutdown_grace: args.shutdown_grace,
+            server_label,
+        },
+    })
+}
+
+fn run(config: RuntimeConfig) -> ExitCode {
+    let server = config.core.server_label.clone();
+    let runtime = match Runtime::bind(config) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    for addr in runtime.local_addrs() {
+        log::info!("listening on tcp://{addr}, serving `{server}`");
+        if !addr.ip().is_loopback() {
+            log::warn!(
+                "tcp://{addr} is reachable from other machines and has no authentication: anyone who can connect can run `{server}`"
+            );
+        }
+    }
+    let handle = runtime.shutdown_handle();
+    if let Err(e) = ctrlc::set_handler(move || handle.shutdown()) {
+        log::error!("cannot install the Ctrl-C handler: {e}");
+        return ExitCode::from(1);
+    }
+    match runtime.run() {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

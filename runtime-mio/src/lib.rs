@@ -1,0 +1,607 @@
+//! The mio driver of mcp-relay's core.
+//!
+//! Mechanism only: one event loop owns the core, every listener, socket and pipe; it turns
+//! readiness into [`Input`]s and performs the core's [`Output`]s. It makes no protocol
+//! decision: anything that needs one is a question for the core. Blocking work (spawning,
+//! waiting for exits) runs on worker threads that report back over a channel and a
+//! [`mio::Waker`].
+
+mod process;
+
+pub use process::CommandSpec;
+
+use crossbeam_channel::{Receiver, Sender};
+use mcp_relay_core::{ChildId, ConnId, Endpoint, ExitStatus, Input, Output, Relay, Signal};
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::pipe;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything the runtime needs to start.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// TCP addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    pub command: CommandSpec,
+    pub core: mcp_relay_core::Config,
+}
+
+/// Facts from worker threads (and the signal handler) for the loop.
+pub(crate) enum Event {
+    Spawned(ChildId, process::Started),
+    SpawnFailed(ChildId, String),
+    Exited(ChildId, ExitStatus),
+    Shutdown,
+}
+
+/// Asks a running [`Runtime`] to shut down; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    events: Sender<Event>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// The first call drains gracefully; a second one stops at once (children are killed).
+    pub fn shutdown(&self) {
+        if self.events.send(Event::Shutdown).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+const WAKER: usize = 0;
+const LISTENER: usize = 1;
+const CONN: usize = 2;
+const STDIN: usize = 3;
+const STDOUT: usize = 4;
+const STDERR: usize = 5;
+const KIND_BITS: u32 = 3;
+
+fn token(kind: usize, id: u64) -> Token {
+    Token(((id as usize) << KIND_BITS) | kind)
+}
+
+/// Bytes the core handed out for one endpoint, written in order.
+#[derive(Default)]
+struct WriteQueue {
+    chunks: VecDeque<Vec<u8>>,
+    /// How much of the front chunk is already written.
+    offset: usize,
+}
+
+impl WriteQueue {
+    fn push(&mut self, data: Vec<u8>) {
+        if !data.is_empty() {
+            self.chunks.push_back(data);
+        }
+    }
+
+    /// Writes until done or `WouldBlock`; returns the bytes written, or the error that ended
+    /// the stream (with what was written before it).
+    fn flush(&mut self, w: &mut impl Write) -> (usize, Option<io::Error>) {
+        let mut total = 0;
+        while let Some(front) = self.chunks.front() {
+            match w.write(&front[self.offset..]) {
+                Ok(0) => return (total, Some(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    total += n;
+                    self.offset += n;
+                    if self.offset == front.len() {
+                        self.chunks.pop_front();
+                        self.offset = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (total, Some(e)),
+            }
+        }
+        (total, None)
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    queue: WriteQueue,
+    paused: bool,
+    eof: bool,
+}
+
+struct Child {
+    pid: u32,
+    stdin: Option<(pipe::Sender, WriteQueue)>,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
+    stdout_paused: bool,
+}
+
+/// What to do next in [`Runtime::pump`].
+enum Work {
+    Flush(Endpoint),
+    Read(Endpoint),
+}
+
+/// The event loop. Build it with [`Runtime::bind`], then [`Runtime::run`] it.
+pub struct Runtime {
+    poll: Poll,
+    core: Relay,
+    listeners: Vec<TcpListener>,
+    conns: BTreeMap<ConnId, Conn>,
+    children: BTreeMap<ChildId, Child>,
+    next_conn: u64,
+    events_rx: Receiver<Event>,
+    handle: ShutdownHandle,
+    spawn_tx: Option<Sender<ChildId>>,
+    spawner: Option<std::thread::JoinHandle<()>>,
+    work: VecDeque<Work>,
+    read_buf: Vec<u8>,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Runtime {
+    /// Binds every listener and starts the spawner thread. Fails if an address cannot be
+    /// bound.
+    pub fn bind(config: RuntimeConfig) -> io::Result<Runtime> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER))?);
+        let mut listeners = Vec::new();
+        for (i, addr) in config.listen.iter().enumerate() {
+            let mut l = TcpListener::bind(*addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            poll.registry()
+                .register(&mut l, token(LISTENER, i as u64), Interest::READABLE)?;
+            listeners.push(l);
+        }
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let (spawn_tx, spawn_rx) = crossbeam_channel::unbounded();
+        let spawner = process::spawner(
+            Arc::new(config.command),
+            spawn_rx,
+            events_tx.clone(),
+            Arc::clone(&waker),
+        )?;
+        Ok(Runtime {
+            poll,
+            core: Relay::new(config.core),
+            listeners,
+            conns: BTreeMap::new(),
+            children: BTreeMap::new(),
+            next_conn: 1,
+            events_rx,
+            handle: ShutdownHandle {
+                events: events_tx,
+                waker,
+            },
+            spawn_tx: Some(spawn_tx),
+            spawner: Some(spawner),
+            work: VecDeque::new(),
+            read_buf: vec![0; READ_CHUNK],
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until a shutdown has finished. After a graceful shutdown every child has been
+    /// reaped; after an immediate one every child has been sent SIGKILL.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        while !self.core.is_finished() {
+            let timeout = self
+                .core
+                .poll_timeout()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                let t = event.token().0;
+                let kind = t & ((1 << KIND_BITS) - 1);
+                let id = (t >> KIND_BITS) as u64;
+                match kind {
+                    WAKER => self.drain_events(),
+                    LISTENER => self.accept(id as usize),
+                    CONN => {
+                        let ep = Endpoint::Conn(ConnId(id));
+                        if event.is_writable() {
+                            self.work.push_back(Work::Flush(ep));
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.work.push_back(Work::Read(ep));
+                        }
+                    }
+                    STDIN => self
+                        .work
+                        .push_back(Work::Flush(Endpoint::Child(ChildId(id)))),
+                    STDOUT => self
+                        .work
+                        .push_back(Work::Read(Endpoint::Child(ChildId(id)))),
+                    STDERR => self.read_stderr(ChildId(id)),
+                    _ => {}
+                }
+            }
+            self.pump();
+            self.core.handle_timeout(Instant::now());
+            self.pump();
+        }
+        Ok(())
+    }
+
+    // ---- feeding the core ----
+
+    fn feed(&mut self, input: Input<'_>) {
+        self.core.handle_input(Instant::now(), input);
+        self.perform();
+    }
+
+    /// Performs every output the core has; writes and reads it asks for are queued as work.
+    fn perform(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Spawn { child } => {
+                    let sent = self.spawn_tx.as_ref().map(|tx| tx.send(child));
+                    if !matches!(sent, Some(Ok(()))) {
+                        self.core.handle_input(
+                            Instant::now(),
+                            Input::SpawnFailed {
+                                child,
+                                error: "the spawner thread is gone",
+                            },
+                        );
+                    }
+                }
+                Output::Send { to, data } => {
+                    match to {
+                        Endpoint::Conn(c) => {
+                            if let Some(conn) = self.conns.get_mut(&c) {
+                                conn.queue.push(data);
+                            }
+                        }
+                        Endpoint::Child(c) => {
+                            if let Some((_, q)) =
+                                self.children.get_mut(&c).and_then(|c| c.stdin.as_mut())
+                            {
+                                q.push(data);
+                            }
+                        }
+                    }
+                    self.work.push_back(Work::Flush(to));
+                }
+                Output::Close { endpoint } => self.close(endpoint),
+                Output::Pause { endpoint } => self.set_paused(endpoint, true),
+                Output::Resume { endpoint } => {
+                    self.set_paused(endpoint, false);
+                    self.work.push_back(Work::Read(endpoint));
+                }
+                Output::Signal { child, signal } => {
+                    if let Some(c) = self.children.get(&child) {
+                        process::signal_group(c.pid, signal);
+                    }
+                }
+                Output::StopAccepting => {
+                    for mut l in self.listeners.drain(..) {
+                        let _ = self.poll.registry().deregister(&mut l);
+                    }
+                }
+                Output::Release { child } => {
+                    if let Some(mut c) = self.children.remove(&child) {
+                        let registry = self.poll.registry();
+                        if let Some((mut s, _)) = c.stdin.take() {
+                            let _ = registry.deregister(&mut s);
+                        }
+                        if let Some(mut r) = c.stdout.take() {
+                            let _ = registry.deregister(&mut r);
+                        }
+                        if let Some(mut r) = c.stderr.take() {
+                            let _ = registry.deregister(&mut r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Does the queued reads and writes until none is left; each may produce more.
+    fn pump(&mut self) {
+        self.perform();
+        while let Some(work) = self.work.pop_front() {
+            match work {
+                Work::Flush(ep) => self.flush(ep),
+                Work::Read(ep) => self.read(ep),
+            }
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Ok(event) = self.events_rx.try_recv() {
+            match event {
+                Event::Spawned(child, started) => self.spawned(child, started),
+                Event::SpawnFailed(child, error) => {
+                    self.feed(Input::SpawnFailed {
+                        child,
+                        error: &error,
+                    });
+                }
+                Event::Exited(child, status) => self.feed(Input::Exited { child, status }),
+                Event::Shutdown => self.feed(Input::Shutdown),
+            }
+        }
+    }
+
+    fn spawned(&mut self, id: ChildId, started: process::Started) {
+        let process::Started {
+            pid,
+            mut stdin,
+            mut stdout,
+            mut stderr,
+        } = started;
+        let registry = self.poll.registry();
+        let registered = registry
+            .register(&mut stdin, token(STDIN, id.0), Interest::WRITABLE)
+            .and_then(|_| registry.register(&mut stdout, token(STDOUT, id.0), Interest::READABLE))
+            .and_then(|_| registry.register(&mut stderr, token(STDERR, id.0), Interest::READABLE));
+        self.children.insert(
+            id,
+            Child {
+                pid,
+                stdin: Some((stdin, WriteQueue::default())),
+                stdout: Some(stdout),
+                stderr: Some(stderr),
+                stdout_paused: false,
+            },
+        );
+        self.feed(Input::Spawned { child: id, pid });
+        if let Err(e) = registered {
+            // The child runs but cannot be talked to: report its pipes as failed.
+            let reason = format!("cannot watch the server's pipes: {e}");
+            self.feed(Input::Broken {
+                endpoint: Endpoint::Child(id),
+                reason: &reason,
+            });
+            self.feed(Input::Eof {
+                from: Endpoint::Child(id),
+            });
+            self.feed(Input::StderrEof { child: id });
+        }
+        // Output may already be waiting in the pipes.
+        self.work.push_back(Work::Read(Endpoint::Child(id)));
+        self.read_stderr(id);
+    }
+
+    // ---- sockets ----
+
+    fn accept(&mut self, index: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let local = stream.local_addr().unwrap_or(peer);
+                    if let Err(e) = stream.set_nodelay(true) {
+                        log::debug!("TCP_NODELAY failed for {peer}: {e}");
+                    }
+                    let id = ConnId(self.next_conn);
+                    self.next_conn += 1;
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        token(CONN, id.0),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::warn!("cannot watch the connection from {peer}: {e}");
+                        continue;
+                    }
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            stream,
+                            queue: WriteQueue::default(),
+                            paused: false,
+                            eof: false,
+                        },
+                    );
+                    self.feed(Input::Accepted {
+                        conn: id,
+                        local,
+                        peer,
+                    });
+                    self.work.push_back(Work::Read(Endpoint::Conn(id)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of file descriptors, for instance: try again on the next readiness.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn set_paused(&mut self, ep: Endpoint, paused: bool) {
+        match ep {
+            Endpoint::Conn(c) => {
+                if let Some(conn) = self.conns.get_mut(&c) {
+                    conn.paused = paused;
+                }
+            }
+            Endpoint::Child(c) => {
+                if let Some(child) = self.children.get_mut(&c) {
+                    child.stdout_paused = paused;
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, ep: Endpoint) {
+        match ep {
+            Endpoint::Conn(c) => {
+                if let Some(mut conn) = self.conns.remove(&c) {
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                }
+            }
+            Endpoint::Child(c) => {
+                if let Some((mut s, _)) = self.children.get_mut(&c).and_then(|c| c.stdin.take()) {
+                    let _ = self.poll.registry().deregister(&mut s);
+                }
+            }
+        }
+    }
+
+    /// Reads until `WouldBlock`, end of file, or the core pauses the endpoint.
+    fn read(&mut self, ep: Endpoint) {
+        loop {
+            let result = match ep {
+                Endpoint::Conn(c) => match self.conns.get_mut(&c) {
+                    Some(conn) if !conn.paused && !conn.eof => conn.stream.read(&mut self.read_buf),
+                    _ => return,
+                },
+                Endpoint::Child(c) => match self.children.get_mut(&c) {
+                    Some(Child {
+                        stdout: Some(r),
+                        stdout_paused: false,
+                        ..
+                    }) => r.read(&mut self.read_buf),
+                    _ => return,
+                },
+            };
+            match result {
+                Ok(0) => {
+                    match ep {
+                        Endpoint::Conn(c) => {
+                            if let Some(conn) = self.conns.get_mut(&c) {
+                                conn.eof = true;
+                            }
+                        }
+                        Endpoint::Child(c) => {
+                            if let Some(mut r) =
+                                self.children.get_mut(&c).and_then(|c| c.stdout.take())
+                            {
+                                let _ = self.poll.registry().deregister(&mut r);
+                            }
+                        }
+                    }
+                    self.feed(Input::Eof { from: ep });
+                    return;
+                }
+                Ok(n) => {
+                    self.core.handle_input(
+                        Instant::now(),
+                        Input::Data {
+                            from: ep,
+                            data: &self.read_buf[..n],
+                        },
+                    );
+                    self.perform();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.broken(ep, &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_stderr(&mut self, id: ChildId) {
+        loop {
+            let Some(r) = self.children.get_mut(&id).and_then(|c| c.stderr.as_mut()) else {
+                return;
+            };
+            match r.read(&mut self.read_buf) {
+                Ok(0) | Err(_) => {
+                    let r = self.children.get_mut(&id).and_then(|c| c.stderr.take());
+                    if let Some(mut r) = r {
+                        let _ = self.poll.registry().deregister(&mut r);
+                    }
+                    self.feed(Input::StderrEof { child: id });
+                    return;
+                }
+                Ok(n) => {
+                    self.core.handle_input(
+                        Instant::now(),
+                        Input::Stderr {
+                            child: id,
+                            data: &self.read_buf[..n],
+                        },
+                    );
+                    self.perform();
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, ep: Endpoint) {
+        let (n, err) = match ep {
+            Endpoint::Conn(c) => match self.conns.get_mut(&c) {
+                Some(conn) => conn.queue.flush(&mut conn.stream),
+                None => return,
+            },
+            Endpoint::Child(c) => match self.children.get_mut(&c).and_then(|c| c.stdin.as_mut()) {
+                Some((sender, queue)) => queue.flush(sender),
+                None => return,
+            },
+        };
+        if n > 0 {
+            self.feed(Input::Written { to: ep, n });
+        }
+        if let Some(e) = err {
+            self.broken(ep, &e);
+        }
+    }
+
+    /// The endpoint failed: drop it and tell the core.
+    fn broken(&mut self, ep: Endpoint, e: &io::Error) {
+        match ep {
+            Endpoint::Conn(c) => {
+                if let Some(mut conn) = self.conns.remove(&c) {
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                }
+            }
+            Endpoint::Child(c) => {
+                if let Some((mut s, _)) = self.children.get_mut(&c).and_then(|c| c.stdin.take()) {
+                    let _ = self.poll.registry().deregister(&mut s);
+                }
+            }
+        }
+        let reason = e.to_string();
+        self.feed(Input::Broken {
+            endpoint: ep,
+            reason: &reason,
+        });
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Closing the request channel ends the spawner thread. After an immediate shutdown
+        // children may still be exiting; they were sent SIGKILL and, on Linux, also die with
+        // the spawner thread (PR_SET_PDEATHSIG).
+        for child in self.children.values() {
+            process::signal_group(child.pid, Signal::Kill);
+        }
+        self.spawn_tx = None;
+        if let Some(spawner) = self.spawner.take() {
+            let _ = spawner.join();
+        }
+    }
+}

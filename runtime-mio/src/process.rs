@@ -1,0 +1,184 @@
+//! Starting, watching and signalling child processes, off the event loop's thread.
+//!
+//! One spawner thread starts children (fork/exec can block on a slow file system); one small
+//! waiter thread per child blocks in `wait()` and reports the exit. Both report over the
+//! event channel and wake the loop.
+
+use crate::Event;
+use crossbeam_channel::{Receiver, Sender};
+use mcp_relay_core::{ChildId, ExitStatus, Signal};
+use mio::unix::pipe;
+use mio::Waker;
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+
+/// The server command, exactly as given: no shell in between.
+#[derive(Clone, Debug, Default)]
+pub struct CommandSpec {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Extra variables (`--env`), applied after the inherited ones.
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: Option<PathBuf>,
+    /// Start from an empty environment (keeping only `PATH`) instead of the relay's.
+    pub clean_env: bool,
+}
+
+/// A child the spawner started: its pid and its three pipes, already non-blocking.
+pub(crate) struct Started {
+    pub(crate) pid: u32,
+    pub(crate) stdin: pipe::Sender,
+    pub(crate) stdout: pipe::Receiver,
+    pub(crate) stderr: pipe::Receiver,
+}
+
+/// Runs the spawner thread until the request channel closes.
+pub(crate) fn spawner(
+    spec: Arc<CommandSpec>,
+    requests: Receiver<ChildId>,
+    events: Sender<Event>,
+    waker: Arc<Waker>,
+) -> io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("mcp-relay-spawner".into())
+        .spawn(move || {
+            for child in requests {
+                let event = match start(&spec, child, &events, &waker) {
+                    Ok(started) => Event::Spawned(child, started),
+                    Err(e) => Event::SpawnFailed(child, describe_spawn_error(&spec, &e)),
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            }
+        })
+}
+
+fn describe_spawn_error(spec: &CommandSpec, e: &io::Error) -> String {
+    let program = spec.program.to_string_lossy();
+    match e.kind() {
+        io::ErrorKind::NotFound => format!("`{program}` was not found: {e}"),
+        io::ErrorKind::PermissionDenied => format!("`{program}` is not executable: {e}"),
+        _ => format!("`{program}` failed to start: {e}"),
+    }
+}
+
+fn start(
+    spec: &CommandSpec,
+    id: ChildId,
+    events: &Sender<Event>,
+    waker: &Arc<Waker>,
+) -> io::Result<Started> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that the stop signals reach grandchildren too.
+        .process_group(0);
+    if spec.clean_env {
+        let path = std::env::var_os("PATH");
+        cmd.env_clear();
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe. It asks the kernel to SIGKILL the child if the spawner thread (which
+    // lives as long as the relay) dies, so that not even a SIGKILLed relay leaks its servers.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
+        // All three were asked for as pipes above, so std always provides them.
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other("the child's pipes were not created"));
+    };
+    let stdin = pipe::Sender::from(stdin);
+    let stdout = pipe::Receiver::from(stdout);
+    let stderr = pipe::Receiver::from(stderr);
+    let nonblocking = stdin
+        .set_nonblocking(true)
+        .and_then(|_| stdout.set_nonblocking(true))
+        .and_then(|_| stderr.set_nonblocking(true));
+    let events = events.clone();
+    let waker = Arc::clone(waker);
+    let waiter = nonblocking.and_then(|_| {
+        thread::Builder::new()
+            .name(format!("mcp-relay-wait-{pid}"))
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let status = match child.wait() {
+                    Ok(status) => match (status.code(), status.signal()) {
+                        (Some(code), _) => ExitStatus::Code(code),
+                        (None, Some(sig)) => ExitStatus::Signal(sig),
+                        (None, None) => ExitStatus::Code(-1),
+                    },
+                    Err(e) => {
+                        log::error!("waiting for pid {pid} failed: {e}");
+                        ExitStatus::Code(-1)
+                    }
+                };
+                if events.send(Event::Exited(id, status)).is_ok() {
+                    let _ = waker.wake();
+                }
+            })
+    });
+    if let Err(e) = waiter {
+        // Without a waiter nobody would reap it: stop it here, where blocking is allowed.
+        signal_group(pid, Signal::Kill);
+        return Err(e);
+    }
+    Ok(Started {
+        pid,
+        stdin,
+        stdout,
+        stderr,
+    })
+}
+
+/// Sends a signal to a child's whole process group (the child leads its own group).
+pub(crate) fn signal_group(pid: u32, signal: Signal) {
+    let Ok(pgid) = i32::try_from(pid) else {
+        return;
+    };
+    // kill(0, …) and kill(-1, …) would reach the relay's own group or every process.
+    if pgid <= 1 {
+        return;
+    }
+    let sig = match signal {
+        Signal::Term => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
+    let rc = unsafe { libc::kill(-pgid, sig) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        // ESRCH: the group is already empty, which is the usual case after an exit.
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            log::warn!("signalling process group {pgid} failed: {err}");
+        }
+    }
+}
