@@ -5,6 +5,7 @@ mod demo;
 
 use argh::FromArgs;
 use config::Listen;
+use mcp_relay_core::RestartPolicy;
 use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -59,6 +60,42 @@ struct Args {
     #[argh(option, from_str_fn(parse_size), default = "4 << 20")]
     max_buffered: usize,
 
+    /// client requests waiting for an answer before the relay stops reading the client
+    /// (default: 1024)
+    #[argh(option, default = "1024")]
+    max_in_flight: usize,
+
+    /// restart the server when it exits: on-failure (crash, kill, hang), always, or never
+    /// (default: on-failure)
+    #[argh(option, from_str_fn(parse_restart), default = "RestartPolicy::OnFailure")]
+    restart: RestartPolicy,
+
+    /// delay before the first restart; it doubles with each restart, up to 30s (default: 1s)
+    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(1)")]
+    restart_delay: Duration,
+
+    /// restarts allowed within --restart-window before the session is closed (default: 5)
+    #[argh(option, default = "5")]
+    max_restarts: u32,
+
+    /// the window --max-restarts counts in (default: 60s)
+    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(60)")]
+    restart_window: Duration,
+
+    /// probe a server quiet this long with an MCP ping; 0 disables (default: 30s)
+    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(30)")]
+    ping_interval: Duration,
+
+    /// an unanswered probe, or stdin not read, for this long means the server is hung
+    /// (default: 10s)
+    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(10)")]
+    ping_timeout: Duration,
+
+    /// period of heartbeat_response messages to clients that sent {"type":"heartbeat"}; such
+    /// a client silent for twice as long is disconnected (default: 30s)
+    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(30)")]
+    heartbeat_interval: Duration,
+
     /// log level: error, warn, info, debug or trace (default: info, or RUST_LOG)
     #[argh(option)]
     log_level: Option<log::LevelFilter>,
@@ -87,6 +124,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 fn parse_size(s: &str) -> Result<usize, String> {
     config::parse_size(s)
+}
+fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
+    match s {
+        "on-failure" => Ok(RestartPolicy::OnFailure),
+        "always" => Ok(RestartPolicy::Always),
+        "never" => Ok(RestartPolicy::Never),
+        _ => Err(format!("`{s}` is not a restart policy (on-failure, always or never)")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -165,6 +210,18 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
     if args.max_buffered == 0 {
         return Err("--max-buffered must be at least 1 byte".into());
     }
+    if args.max_in_flight == 0 {
+        return Err("--max-in-flight must be at least 1".into());
+    }
+    if args.heartbeat_interval.is_zero() {
+        return Err("--heartbeat-interval must be more than 0".into());
+    }
+    if args.ping_timeout.is_zero() {
+        return Err("--ping-timeout must be more than 0".into());
+    }
+    if args.restart_window.is_zero() && args.max_restarts > 0 {
+        return Err("--restart-window must be more than 0".into());
+    }
     if let Some(dir) = &args.cwd {
         if !dir.is_dir() {
             return Err(format!("--cwd {}: not a directory", dir.display()));
@@ -203,6 +260,15 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
             max_buffered: args.max_buffered,
             shutdown_grace: args.shutdown_grace,
             server_label,
+            max_in_flight: args.max_in_flight,
+            heartbeat_interval: args.heartbeat_interval,
+            ping_interval: (!args.ping_interval.is_zero()).then_some(args.ping_interval),
+            ping_timeout: args.ping_timeout,
+            restart: args.restart,
+            restart_delay: args.restart_delay,
+            max_restart_delay: Duration::from_secs(30).max(args.restart_delay),
+            max_restarts: args.max_restarts,
+            restart_window: args.restart_window,
         },
     })
 }

@@ -10,31 +10,20 @@ pub(crate) struct Child {
     pub(crate) id: ChildId,
     state: State,
     stdout_eof: bool,
-    /// After the exit, how long the remaining stdout may take to reach end of file (a
-    /// grandchild may hold the pipe open).
+    stderr_eof: bool,
+    /// After the exit, how long the remaining output may take to reach end of file (a
+    /// grandchild may hold the pipes open).
     drain_deadline: Option<Instant>,
     stderr: StderrLines,
 }
 
 #[derive(Debug)]
 enum State {
-    Spawning {
-        stop_requested: bool,
-    },
-    Running {
-        pid: u32,
-    },
-    Stopping {
-        pid: u32,
-        stage: Stage,
-        deadline: Option<Instant>,
-    },
-    Exited {
-        status: ExitStatus,
-    },
-    Failed {
-        error: String,
-    },
+    Spawning { stop_requested: bool },
+    Running { pid: u32 },
+    Stopping { pid: u32, stage: Stage, deadline: Option<Instant> },
+    Exited { status: ExitStatus },
+    Failed { error: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +42,7 @@ impl Child {
                 stop_requested: false,
             },
             stdout_eof: false,
+            stderr_eof: false,
             drain_deadline: None,
             stderr: StderrLines::default(),
         }
@@ -65,9 +55,18 @@ impl Child {
         }
     }
 
-    /// The process is gone (reaped) or never existed.
-    pub(crate) fn is_gone(&self) -> bool {
-        matches!(self.state, State::Exited { .. } | State::Failed { .. })
+    /// Started and not asked to stop.
+    pub(crate) fn is_running(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
+
+    /// Exited and reaped, or never started; all its output read (or given up on).
+    pub(crate) fn is_finished(&self) -> bool {
+        match self.state {
+            State::Failed { .. } => true,
+            State::Exited { .. } => self.stdout_eof && self.stderr_eof,
+            _ => false,
+        }
     }
 
     pub(crate) fn spawn_error(&self) -> Option<&str> {
@@ -82,11 +81,6 @@ impl Child {
             State::Exited { status } => Some(status),
             _ => None,
         }
-    }
-
-    /// No more output will come from stdout.
-    pub(crate) fn output_done(&self) -> bool {
-        self.stdout_eof || matches!(self.state, State::Failed { .. })
     }
 
     /// Returns whether the stop sequence must start now (it was asked for while spawning).
@@ -108,7 +102,7 @@ impl Child {
         }
     }
 
-    /// Starts the stop sequence; the caller closes stdin. Idempotent.
+    /// Starts the stop sequence at "stdin closed" (the caller closes it). Idempotent.
     pub(crate) fn stop(&mut self, now: Instant, grace: Duration) {
         match self.state {
             State::Spawning { .. } => {
@@ -123,6 +117,30 @@ impl Child {
                     deadline: Some(now + grace),
                 }
             }
+            _ => {}
+        }
+    }
+
+    /// Starts the stop sequence at SIGTERM (a hung child will not read its stdin).
+    pub(crate) fn terminate(&mut self, now: Instant, grace: Duration, out: &mut VecDeque<Output>) {
+        match self.state {
+            State::Running { pid }
+            | State::Stopping {
+                pid,
+                stage: Stage::StdinClosed,
+                ..
+            } => {
+                out.push_back(Output::Signal {
+                    child: self.id,
+                    signal: Signal::Term,
+                });
+                self.state = State::Stopping {
+                    pid,
+                    stage: Stage::Termed,
+                    deadline: Some(now + grace),
+                };
+            }
+            State::Spawning { .. } => self.stop(now, grace),
             _ => {}
         }
     }
@@ -162,7 +180,7 @@ impl Child {
         grace: Duration,
         out: &mut VecDeque<Output>,
     ) {
-        if self.is_gone() {
+        if matches!(self.state, State::Exited { .. } | State::Failed { .. }) {
             return;
         }
         // Grandchildren (npx, uvx, a shell) may outlive the process we started: the group goes
@@ -172,19 +190,23 @@ impl Child {
             signal: Signal::Kill,
         });
         self.state = State::Exited { status };
-        if !self.stdout_eof {
+        if !(self.stdout_eof && self.stderr_eof) {
             self.drain_deadline = Some(now + grace);
         }
     }
 
-    /// Stop waiting for output (immediate shutdown).
+    /// Stop waiting for output (immediate shutdown, or the drain deadline).
     pub(crate) fn abandon_output(&mut self) {
-        self.stdout_eof();
+        self.stdout_eof = true;
+        self.stderr_eof = true;
+        self.drain_deadline = None;
     }
 
     pub(crate) fn stdout_eof(&mut self) {
         self.stdout_eof = true;
-        self.drain_deadline = None;
+        if self.stderr_eof {
+            self.drain_deadline = None;
+        }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
@@ -201,7 +223,7 @@ impl Child {
             return Some((d, reason));
         }
         self.drain_deadline
-            .map(|d| (d, "child: stdout still open after exit"))
+            .map(|d| (d, "child: output still open after exit"))
     }
 
     pub(crate) fn handle_timeout(
@@ -235,10 +257,10 @@ impl Child {
         }
         if self.drain_deadline.is_some_and(|d| d <= now) {
             log::warn!(
-                "{}: stdout still open {grace:?} after the server exited (a grandchild holds it?); giving up on its output",
+                "{}: output still open {grace:?} after the server exited (a grandchild holds it?); giving up on it",
                 self.id
             );
-            self.stdout_eof();
+            self.abandon_output();
         }
     }
 
@@ -251,6 +273,10 @@ impl Child {
     pub(crate) fn stderr_eof(&mut self, label: &str) {
         let pid = self.pid();
         self.stderr.flush(|line| log_stderr(label, pid, line));
+        self.stderr_eof = true;
+        if self.stdout_eof {
+            self.drain_deadline = None;
+        }
     }
 }
 
@@ -273,14 +299,14 @@ struct StderrLines {
 impl StderrLines {
     fn push(&mut self, mut data: &[u8], mut f: impl FnMut(&[u8])) {
         while !data.is_empty() {
-            match memchr::memchr(b'\n', data) {
+            let room = MAX_STDERR_LINE - self.buf.len();
+            match memchr::memchr(b'\n', &data[..room.min(data.len())]) {
                 Some(i) => {
                     self.buf.extend_from_slice(&data[..i]);
                     data = &data[i + 1..];
                     self.flush(&mut f);
                 }
                 None => {
-                    let room = MAX_STDERR_LINE - self.buf.len();
                     let take = room.min(data.len());
                     self.buf.extend_from_slice(&data[..take]);
                     data = &data[take..];

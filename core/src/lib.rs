@@ -26,9 +26,12 @@ mod framing;
 pub mod message;
 mod outbound;
 mod relay;
+mod session;
+mod supervisor;
 
 pub use framing::{Frame, LineFramer};
 pub use relay::{Config, Relay, Stats};
+pub use supervisor::RestartPolicy;
 
 use std::fmt;
 

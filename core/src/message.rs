@@ -22,6 +22,8 @@ pub mod codes {
     /// The server's answer to this request could not be delivered (for instance it was larger
     /// than the relay accepts).
     pub const RESPONSE_LOST: i64 = -32001;
+    /// The server crashed, exited or hung before answering this request.
+    pub const SERVER_FAILED: i64 = -32003;
 }
 
 /// What kind of JSON-RPC message a line (or one entry of a batch) is.
@@ -33,6 +35,9 @@ pub enum Kind {
     Notification,
     /// Has `result` or `error` and no method.
     Response,
+    /// `{"type":"heartbeat"}` or `{"type":"handshake"}`: the relay's own keep-alive, from the
+    /// original mcp TCP proxy's protocol. Never forwarded.
+    Heartbeat,
     /// Valid JSON, but none of the above.
     Invalid,
 }
@@ -44,6 +49,8 @@ pub struct Envelope<'a> {
     /// The id as raw JSON text (`7`, `"abc"`), if present and not null.
     pub id: Option<&'a RawValue>,
     pub method: Option<Cow<'a, str>>,
+    /// The params, unparsed.
+    pub params: Option<&'a RawValue>,
 }
 
 /// A classified line: one message, or a batch of them (MCP 2025-03-26 allowed arrays).
@@ -163,6 +170,7 @@ impl Envelope<'_> {
             kind: Kind::Invalid,
             id: None,
             method: None,
+            params: None,
         }
     }
 }
@@ -171,6 +179,8 @@ fn read_envelope<'de, A: MapAccess<'de>>(mut map: A) -> Result<Envelope<'de>, A:
     let mut id: Option<&'de RawValue> = None;
     let mut method: Option<Option<Cow<'de, str>>> = None;
     let mut has_outcome = false;
+    let mut params: Option<&'de RawValue> = None;
+    let mut heartbeat = false;
     while let Some(key) = map.next_key::<Key>()? {
         match key {
             Key::Id => {
@@ -182,6 +192,11 @@ fn read_envelope<'de, A: MapAccess<'de>>(mut map: A) -> Result<Envelope<'de>, A:
                 map.next_value::<IgnoredAny>()?;
                 has_outcome = true;
             }
+            Key::Params => params = Some(map.next_value()?),
+            Key::Type => {
+                let t = map.next_value::<MaybeStr<'de>>()?.0;
+                heartbeat = matches!(t.as_deref(), Some("heartbeat" | "handshake"));
+            }
             Key::Other => {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -191,12 +206,14 @@ fn read_envelope<'de, A: MapAccess<'de>>(mut map: A) -> Result<Envelope<'de>, A:
         (Some(Some(_)), false) if id.is_some() => Kind::Request,
         (Some(Some(_)), false) => Kind::Notification,
         (None, true) => Kind::Response,
+        (None, false) if heartbeat => Kind::Heartbeat,
         _ => Kind::Invalid,
     };
     Ok(Envelope {
         kind,
         id,
         method: method.flatten(),
+        params,
     })
 }
 
@@ -206,6 +223,8 @@ enum Key {
     Method,
     Result,
     Error,
+    Params,
+    Type,
     Other,
 }
 
@@ -223,6 +242,8 @@ impl<'de> de::Deserialize<'de> for Key {
                     "method" => Key::Method,
                     "result" => Key::Result,
                     "error" => Key::Error,
+                    "params" => Key::Params,
+                    "type" => Key::Type,
                     _ => Key::Other,
                 })
             }
@@ -295,6 +316,11 @@ impl RawId {
         }
     }
 
+    /// The id that is the JSON string `text`.
+    pub fn string(text: &str) -> Self {
+        RawId(serde_json::Value::String(text.to_owned()).to_string().into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -304,6 +330,45 @@ impl fmt::Display for RawId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The `requestId` of a `notifications/cancelled`, as an id.
+pub fn cancelled_request_id(params: Option<&RawValue>) -> Option<RawId> {
+    #[derive(serde::Deserialize)]
+    struct P<'a> {
+        #[serde(borrow, rename = "requestId")]
+        request_id: &'a RawValue,
+    }
+    let p: P<'_> = serde_json::from_str(params?.get()).ok()?;
+    RawId::parse(p.request_id.get())
+}
+
+/// The string field `field` of the params (`uri` of `resources/subscribe`, for instance).
+pub fn param_str(params: Option<&RawValue>, field: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(params?.get()).ok()?;
+    v.get(field)?.as_str().map(str::to_owned)
+}
+
+/// The `result.protocolVersion` of an `initialize` response line, or why there is none.
+pub fn initialize_outcome(line: &[u8]) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("unreadable response: {e}"))?;
+    if let Some(err) = v.get("error") {
+        return Err(format!("it answered with an error: {err}"));
+    }
+    v.pointer("/result/protocolVersion")
+        .and_then(|p| p.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| "its answer has no protocolVersion".to_owned())
+}
+
+/// The same request line with its id replaced by `id` (raw JSON text), re-serialised. Used
+/// only for the few messages the relay replays itself.
+pub fn with_id(line: &[u8], id: &str) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let id: serde_json::Value = serde_json::from_str(id).ok()?;
+    v.as_object_mut()?.insert("id".into(), id);
+    serde_json::to_vec(&v).ok()
 }
 
 /// Builds one error response line (with its trailing newline). `id` is raw JSON text; `None`
@@ -539,7 +604,9 @@ mod tests {
             "Response - -",
         );
         check(r#"{"jsonrpc":"2.0","id":3,"result":null}"#, "Response 3 -");
-        check(r#"{"type":"heartbeat"}"#, "Invalid - -");
+        check(r#"{"type":"heartbeat"}"#, "Heartbeat - -");
+        check(r#"{"type":"handshake","x":1}"#, "Heartbeat - -");
+        check(r#"{"type":"other"}"#, "Invalid - -");
         check(r#"{"id":1,"method":5}"#, "Invalid 1 -");
         check(r#"{"method":"a\/b","id":2}"#, "Request 2 a/b");
         check(
@@ -550,6 +617,25 @@ mod tests {
         check("hello", "not json");
         check(r#"{"id":1} x"#, "not json");
         check(r#"{"id":1,"method":"a""#, "not json");
+    }
+
+    #[test]
+    fn helpers() {
+        let params = |s: &str| serde_json::from_str::<Box<RawValue>>(s).unwrap();
+        let p = params(r#"{"requestId":"a\"b","reason":"x"}"#);
+        assert_eq!(cancelled_request_id(Some(&p)).unwrap().as_str(), r#""a\"b""#);
+        assert_eq!(cancelled_request_id(Some(&params("{}"))), None);
+        let p = params(r#"{"uri":"demo://x"}"#);
+        assert_eq!(param_str(Some(&p), "uri").as_deref(), Some("demo://x"));
+        assert_eq!(
+            initialize_outcome(br#"{"id":1,"result":{"protocolVersion":"2025-06-18"}}"#),
+            Ok("2025-06-18".into())
+        );
+        assert!(initialize_outcome(br#"{"id":1,"error":{"code":1}}"#).is_err());
+        let line = with_id(br#"{"jsonrpc":"2.0","id":7,"method":"m"}"#, r#""r1""#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["id"], "r1");
+        assert_eq!(v["method"], "m");
     }
 
     #[test]

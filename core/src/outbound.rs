@@ -1,12 +1,12 @@
-//! Bytes on their way to one sink (a socket, or a child's stdin), and the backpressure that
-//! keeps them bounded.
+//! Bytes on their way to one sink (a socket, or a child's stdin), and how loaded it is.
 //!
 //! Bytes are first *staged* while one input is handled (so that the lines of one read leave
 //! as one write), then handed to the driver with [`Output::Send`] once the sink exists. The
 //! driver reports what it wrote; what it holds and what is staged together are the sink's
-//! *load*. Above the high-water mark the source feeding this sink is paused; at half of it,
-//! resumed. One message may exceed the mark on its own (it was accepted whole by the framer),
-//! so the load is bounded by the mark plus one message.
+//! *load*. The sink is *loaded* above the high-water mark and stays so until the load falls
+//! to half of it; the session pauses the source feeding a loaded sink. One message may exceed
+//! the mark on its own (the framer accepted it whole), so the load is bounded by the mark plus
+//! one message.
 
 use crate::{Endpoint, Output};
 use std::collections::VecDeque;
@@ -14,46 +14,31 @@ use std::collections::VecDeque;
 #[derive(Debug)]
 pub(crate) struct Outbound {
     sink: Endpoint,
-    /// The endpoint whose reading is paused when this sink is loaded.
-    source: Endpoint,
     staged: Vec<u8>,
     in_driver: usize,
     /// The sink exists and may be handed bytes.
     open: bool,
     /// The sink is gone: staged and future bytes are dropped.
     gone: bool,
-    source_paused: bool,
-    /// The source will not be read again (end of file, or closed): never pause or resume it.
-    source_done: bool,
     close_when_flushed: bool,
     closed: bool,
     high_water: usize,
+    loaded: bool,
 }
 
 impl Outbound {
-    pub(crate) fn new(sink: Endpoint, source: Endpoint, open: bool, high_water: usize) -> Self {
+    pub(crate) fn new(sink: Endpoint, open: bool, high_water: usize) -> Self {
         Outbound {
             sink,
-            source,
             staged: Vec::new(),
             in_driver: 0,
             open,
             gone: false,
-            source_paused: false,
-            source_done: false,
             close_when_flushed: false,
             closed: false,
             high_water: high_water.max(1),
+            loaded: false,
         }
-    }
-
-    pub(crate) fn sink(&self) -> Endpoint {
-        self.sink
-    }
-
-    /// Takes back what was staged and not yet handed out.
-    pub(crate) fn take_staged(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.staged)
     }
 
     /// Bytes staged or held by the driver.
@@ -61,9 +46,23 @@ impl Outbound {
         self.staged.len() + self.in_driver
     }
 
+    /// Above the high-water mark (with hysteresis): the source should not be read.
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
+    /// Handed out and not yet written (the driver is waiting for the sink).
+    pub(crate) fn in_driver(&self) -> usize {
+        self.in_driver
+    }
+
     /// No more bytes can go this way (closed, or the sink failed).
     pub(crate) fn is_finished(&self) -> bool {
         self.closed || self.gone
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone
     }
 
     pub(crate) fn accepts(&self) -> bool {
@@ -92,12 +91,12 @@ impl Outbound {
         self.flush(out);
     }
 
-    /// The sink failed: drop everything, never write again, and stop pausing the source.
-    pub(crate) fn set_gone(&mut self, out: &mut VecDeque<Output>) {
+    /// The sink failed or was dropped: forget everything and never write again.
+    pub(crate) fn set_gone(&mut self) {
         self.gone = true;
         self.staged = Vec::new();
         self.in_driver = 0;
-        self.resume_source(out);
+        self.loaded = false;
     }
 
     /// Closes the sink once everything staged has been written.
@@ -108,62 +107,35 @@ impl Outbound {
         }
     }
 
-    /// Hands staged bytes to the driver, closes when due, and pauses the source when loaded.
+    /// Hands staged bytes to the driver, and closes when due.
     pub(crate) fn flush(&mut self, out: &mut VecDeque<Output>) {
-        if self.gone || self.closed || !self.open {
-            self.update_pause(out);
-            return;
+        if !self.gone && !self.closed && self.open {
+            if !self.staged.is_empty() {
+                let data = std::mem::take(&mut self.staged);
+                self.in_driver += data.len();
+                out.push_back(Output::Send {
+                    to: self.sink,
+                    data,
+                });
+            }
+            if self.close_when_flushed && self.in_driver == 0 {
+                self.closed = true;
+                out.push_back(Output::Close {
+                    endpoint: self.sink,
+                });
+            }
         }
-        if !self.staged.is_empty() {
-            let data = std::mem::take(&mut self.staged);
-            self.in_driver += data.len();
-            out.push_back(Output::Send {
-                to: self.sink,
-                data,
-            });
+        let load = self.load();
+        if load > self.high_water {
+            self.loaded = true;
+        } else if load <= self.high_water / 2 || self.is_finished() {
+            self.loaded = false;
         }
-        if self.close_when_flushed && self.in_driver == 0 {
-            self.closed = true;
-            out.push_back(Output::Close {
-                endpoint: self.sink,
-            });
-        }
-        self.update_pause(out);
     }
 
     /// The driver wrote `n` bytes.
     pub(crate) fn written(&mut self, n: usize, out: &mut VecDeque<Output>) {
         self.in_driver = self.in_driver.saturating_sub(n);
         self.flush(out);
-    }
-
-    /// The source will not be read again: forget about pausing it.
-    pub(crate) fn source_done(&mut self) {
-        self.source_done = true;
-        self.source_paused = false;
-    }
-
-    fn update_pause(&mut self, out: &mut VecDeque<Output>) {
-        if self.source_done {
-            return;
-        }
-        let load = self.load();
-        if !self.source_paused && load > self.high_water && !self.gone {
-            self.source_paused = true;
-            out.push_back(Output::Pause {
-                endpoint: self.source,
-            });
-        } else if self.source_paused && (load <= self.high_water / 2 || self.is_finished()) {
-            self.resume_source(out);
-        }
-    }
-
-    fn resume_source(&mut self, out: &mut VecDeque<Output>) {
-        if self.source_paused && !self.source_done {
-            self.source_paused = false;
-            out.push_back(Output::Resume {
-                endpoint: self.source,
-            });
-        }
     }
 }

@@ -201,6 +201,10 @@ impl Runtime {
     /// reaped; after an immediate one every child has been sent SIGKILL.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.core.set_wall_clock(Instant::now(), unix);
         while !self.core.is_finished() {
             let timeout = self
                 .core
@@ -399,6 +403,9 @@ impl Runtime {
                     if let Err(e) = stream.set_nodelay(true) {
                         log::debug!("TCP_NODELAY failed for {peer}: {e}");
                     }
+                    if let Err(e) = set_keepalive(&stream) {
+                        log::debug!("SO_KEEPALIVE failed for {peer}: {e}");
+                    }
                     let id = ConnId(self.next_conn);
                     self.next_conn += 1;
                     if let Err(e) = self.poll.registry().register(
@@ -528,6 +535,8 @@ impl Runtime {
                 return;
             };
             match r.read(&mut self.read_buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(0) | Err(_) => {
                     let r = self.children.get_mut(&id).and_then(|c| c.stderr.take());
                     if let Some(mut r) = r {
@@ -589,6 +598,39 @@ impl Runtime {
             reason: &reason,
         });
     }
+}
+
+/// TCP keepalive, so that a peer that vanished without a FIN is noticed by the kernel: first
+/// probe after 60 s idle, then every 10 s, 6 probes.
+fn set_keepalive(stream: &TcpStream) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| -> io::Result<()> {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid pointer to a local
+        // c_int; the fd is owned by `stream`, which outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    #[cfg(target_os = "linux")]
+    {
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 60)?;
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10)?;
+        set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6)?;
+    }
+    Ok(())
 }
 
 impl Drop for Runtime {

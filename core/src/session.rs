@@ -1,0 +1,1173 @@
+//! One client connection and the supervised child that serves it.
+//!
+//! The session forwards lines both ways and keeps the few facts that let it survive its
+//! child: the client's requests in flight (each gets exactly one answer, from the server or
+//! from the relay), the client's `initialize` and the state it set up (replayed to a
+//! replacement), the server's requests to the client, the heartbeat with the client and the
+//! liveness probe of the server.
+
+use crate::child::Child;
+use crate::framing::{Frame, LineFramer};
+use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
+use crate::outbound::Outbound;
+use crate::relay::{Config, Stats};
+use crate::supervisor::{Decision, Supervisor};
+use crate::{ChildId, ConnId, Endpoint, ExitStatus, Output};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+/// What a session's handlers may touch besides the session.
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) config: &'a Config,
+    pub(crate) out: &'a mut VecDeque<Output>,
+    pub(crate) stats: &'a mut Stats,
+    /// Unix time at `now`, in seconds, for the messages that carry a timestamp.
+    pub(crate) unix_now: f64,
+    /// Names the next child.
+    pub(crate) next_child: &'a mut u64,
+}
+
+impl Ctx<'_> {
+    fn new_child_id(&mut self) -> ChildId {
+        let id = ChildId(*self.next_child);
+        *self.next_child += 1;
+        id
+    }
+}
+
+/// Where the session stands with its server.
+#[derive(Debug)]
+enum Phase {
+    /// The current child serves the client (or is being started for the first time; what the
+    /// client sends meanwhile waits in the child's queue).
+    Serving,
+    /// The child ended; a replacement starts at `at` (once the old one is finished).
+    Restarting { at: Instant, reason: String },
+    /// The replacement is being started.
+    Respawning { reason: String },
+    /// The replacement got the client's `initialize` again; the client's messages wait in
+    /// `held` until it answers (by `deadline`).
+    Replaying {
+        init_id: RawId,
+        deadline: Instant,
+        reason: String,
+    },
+    /// No server will serve this session again. Requests are answered with `reason`; the
+    /// connection closes once that is written (or, if the client has said nothing yet, at
+    /// `linger`, so that its first request can still be told why).
+    Ended {
+        reason: String,
+        linger: Option<Instant>,
+    },
+}
+
+/// The client's setup, replayed to a replacement child.
+#[derive(Debug, Default)]
+struct Setup {
+    /// The client's `initialize` line, once the server accepted it, and the version agreed.
+    initialize: Option<(Vec<u8>, String)>,
+    /// An `initialize` sent and not yet answered: its id and line.
+    pending_initialize: Option<(RawId, Vec<u8>)>,
+    initialized: bool,
+    log_level: Option<Vec<u8>>,
+    subscriptions: BTreeMap<String, Vec<u8>>,
+    /// The session saw requests but no `initialize`: a 2026-07-28 (stateless) client.
+    stateless: bool,
+}
+
+/// Most `resources/subscribe` kept for replay per session.
+const MAX_SUBSCRIPTIONS: usize = 256;
+
+pub(crate) struct Session {
+    from_client: LineFramer,
+    from_child: LineFramer,
+    link: Link,
+}
+
+struct Link {
+    conn: ConnId,
+    label: String,
+    to_client: Outbound,
+    to_child: Outbound,
+    child: Child,
+    /// The current child's output is no longer wanted (it was found hung): drop it.
+    doomed: bool,
+    phase: Phase,
+    supervisor: Supervisor,
+    /// Client requests handed to the current child and not answered yet.
+    in_flight: BTreeSet<RawId>,
+    /// Client messages waiting for a replacement child, and the request ids among them.
+    held: Vec<u8>,
+    held_ids: Vec<RawId>,
+    /// Requests from the server to the client not answered yet, oldest first.
+    server_requests: VecDeque<RawId>,
+    /// Responses the relay swallows: its own pings and replayed requests.
+    own_ids: BTreeSet<RawId>,
+    next_own_id: u64,
+    setup: Setup,
+    /// The client closed its side, left, or the relay is shutting down: no restarts.
+    stopping: bool,
+    client_eof: bool,
+    /// What was last told to the driver about reading the connection and the child.
+    conn_paused: bool,
+    child_paused: bool,
+    heartbeat: Heartbeat,
+    liveness: Liveness,
+    /// Why the last child was replaced, for `$/mcp/serverRestarted`.
+    restart_reason: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Heartbeat {
+    /// The client asked for heartbeats.
+    on: bool,
+    next_send: Option<Instant>,
+    last_heard: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Liveness {
+    /// When the current child last said anything.
+    last_output: Option<Instant>,
+    /// The probe in flight and its deadline.
+    probe: Option<(RawId, Instant)>,
+    /// Since when bytes for the child's stdin have waited without any being written.
+    stalled_since: Option<Instant>,
+}
+
+impl Session {
+    pub(crate) fn new(conn: ConnId, peer: core::net::SocketAddr, ctx: &mut Ctx<'_>) -> Self {
+        let config = ctx.config;
+        let child = Child::spawn(ctx.new_child_id(), ctx.out);
+        ctx.stats.children_spawned += 1;
+        log::info!("{conn}: accepted from {peer}; starting {}", child.id);
+        Session {
+            from_client: LineFramer::new(config.max_message_size),
+            from_child: LineFramer::new(config.max_message_size),
+            link: Link {
+                conn,
+                label: format!("{conn} {peer}"),
+                to_client: Outbound::new(Endpoint::Conn(conn), true, config.max_buffered),
+                to_child: Outbound::new(Endpoint::Child(child.id), false, config.max_buffered),
+                child,
+                doomed: false,
+                phase: Phase::Serving,
+                supervisor: Supervisor::new(
+                    config.restart,
+                    config.restart_delay,
+                    config.max_restart_delay,
+                    config.max_restarts,
+                    config.restart_window,
+                ),
+                in_flight: BTreeSet::new(),
+                held: Vec::new(),
+                held_ids: Vec::new(),
+                server_requests: VecDeque::new(),
+                own_ids: BTreeSet::new(),
+                next_own_id: 1,
+                setup: Setup::default(),
+                stopping: false,
+                client_eof: false,
+                conn_paused: false,
+                child_paused: false,
+                heartbeat: Heartbeat::default(),
+                liveness: Liveness {
+                    last_output: Some(ctx.now),
+                    ..Liveness::default()
+                },
+                restart_reason: None,
+            },
+        }
+    }
+
+    // ---- getters ----
+
+    pub(crate) fn child_id(&self) -> ChildId {
+        self.link.child.id
+    }
+
+    pub(crate) fn label(&self) -> &str {
+        &self.link.label
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        let l = &self.link;
+        self.from_client.buffered()
+            + self.from_child.buffered()
+            + l.to_child.load()
+            + l.to_client.load()
+            + l.held.len()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.link.in_flight.len() + self.link.held_ids.len()
+    }
+
+    /// Nothing of the session is left: the connection is closed and the child finished.
+    pub(crate) fn is_done(&self) -> bool {
+        self.link.to_client.is_finished() && self.link.child.is_finished()
+    }
+
+    pub(crate) fn poll_timeout(&self, config: &Config) -> Option<(Instant, &'static str)> {
+        let l = &self.link;
+        let phase = match &l.phase {
+            Phase::Restarting { at, .. } => Some((*at, "session: start the replacement child")),
+            Phase::Replaying { deadline, .. } => {
+                Some((*deadline, "session: replacement did not answer initialize"))
+            }
+            Phase::Ended {
+                linger: Some(d), ..
+            } => Some((*d, "session: close a connection no server will serve")),
+            _ => None,
+        };
+        let heartbeat = l.heartbeat.on.then(|| {
+            let send = l.heartbeat.next_send.map(|d| (d, "heartbeat: send"));
+            let silent = l
+                .heartbeat
+                .last_heard
+                .map(|t| (t + 2 * config.heartbeat_interval, "heartbeat: client silent"));
+            [send, silent].into_iter().flatten().min_by_key(|(d, _)| *d)
+        });
+        [
+            l.child.poll_timeout(),
+            phase,
+            heartbeat.flatten(),
+            l.liveness_deadline(config),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(d, _)| *d)
+    }
+
+    // ---- handle_* ----
+
+    pub(crate) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let l = &mut self.link;
+        l.child.handle_timeout(now, ctx.config.shutdown_grace, ctx.out);
+        match &l.phase {
+            Phase::Restarting { at, .. } if *at <= now => l.try_restart(ctx),
+            Phase::Replaying {
+                deadline, reason, ..
+            } if *deadline <= now => {
+                let why = format!(
+                    "{reason}; its replacement did not answer initialize within {:?}",
+                    ctx.config.ping_timeout
+                );
+                l.hung(why, ctx);
+            }
+            Phase::Ended {
+                linger: Some(d), ..
+            } if *d <= now => {
+                l.to_client.close_when_flushed(ctx.out);
+                if let Phase::Ended { linger, .. } = &mut l.phase {
+                    *linger = None;
+                }
+            }
+            _ => {}
+        }
+        l.heartbeat_timeout(ctx);
+        if l.liveness_deadline(ctx.config).is_some_and(|(d, _)| d <= now) {
+            l.liveness_timeout(ctx);
+        }
+    }
+
+    pub(crate) fn client_data(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+        let link = &mut self.link;
+        if link.client_eof || link.to_client.is_finished() {
+            return;
+        }
+        link.heartbeat.last_heard = Some(ctx.now);
+        self.from_client.push(data, |frame| match frame {
+            Frame::Line(line) => link.client_line(line, ctx),
+            Frame::Oversize { len, id } => {
+                ctx.stats.oversize_messages += 1;
+                log::warn!(
+                    "{}: dropped a {len}-byte message from the client (--max-message-size is {})",
+                    link.label,
+                    ctx.config.max_message_size
+                );
+                let msg = format!(
+                    "mcp-relay: message of {len} bytes exceeds the limit of {} bytes (--max-message-size); it was not delivered to the server",
+                    ctx.config.max_message_size
+                );
+                link.to_client.stage(&message::error_line(
+                    id.as_ref().map(|i| i.as_str()),
+                    codes::INVALID_REQUEST,
+                    &msg,
+                ));
+            }
+        });
+    }
+
+    pub(crate) fn child_data(&mut self, child: ChildId, data: &[u8], ctx: &mut Ctx<'_>) {
+        let link = &mut self.link;
+        if child != link.child.id {
+            return;
+        }
+        link.liveness.last_output = Some(ctx.now);
+        if let Some((_, deadline)) = &mut link.liveness.probe {
+            // Output shows it is alive, even if the probe waits behind other work.
+            *deadline = ctx.now + ctx.config.ping_timeout;
+        }
+        self.from_child.push(data, |frame| match frame {
+            Frame::Line(line) => link.child_line(line, ctx),
+            Frame::Oversize { len, id } => {
+                ctx.stats.oversize_messages += 1;
+                log::warn!(
+                    "{}: dropped a {len}-byte message from the server (--max-message-size is {})",
+                    link.label,
+                    ctx.config.max_message_size
+                );
+                if let Some(id) = id {
+                    if link.in_flight.remove(&id) {
+                        let msg = format!(
+                            "mcp-relay: the server's response of {len} bytes exceeds the limit of {} bytes (--max-message-size) and was dropped",
+                            ctx.config.max_message_size
+                        );
+                        link.to_client.stage(&message::error_line(
+                            Some(id.as_str()),
+                            codes::RESPONSE_LOST,
+                            &msg,
+                        ));
+                    }
+                }
+            }
+        });
+    }
+
+    pub(crate) fn client_eof(&mut self, ctx: &mut Ctx<'_>) {
+        if self.from_client.has_partial() {
+            log::warn!(
+                "{}: the client closed in the middle of a message; it was dropped",
+                self.link.label
+            );
+        }
+        log::info!("{}: the client closed its side", self.link.label);
+        self.link.client_gone(ctx);
+    }
+
+    pub(crate) fn client_written(&mut self, n: usize, ctx: &mut Ctx<'_>) {
+        self.link.to_client.written(n, ctx.out);
+    }
+
+    pub(crate) fn child_written(&mut self, child: ChildId, n: usize, ctx: &mut Ctx<'_>) {
+        let l = &mut self.link;
+        if child == l.child.id {
+            l.to_child.written(n, ctx.out);
+            l.liveness.stalled_since = (l.to_child.in_driver() > 0).then_some(ctx.now);
+        }
+    }
+
+    pub(crate) fn child_eof(&mut self, child: ChildId, ctx: &mut Ctx<'_>) {
+        if child != self.link.child.id {
+            return;
+        }
+        if self.from_child.has_partial() {
+            log::warn!(
+                "{}: the server closed stdout in the middle of a message; it was dropped",
+                self.link.label
+            );
+        }
+        self.from_child = LineFramer::new(ctx.config.max_message_size);
+        let l = &mut self.link;
+        l.child.stdout_eof();
+        // A server that closes stdout can no longer answer: it is stopped (and its exit
+        // decides what comes next).
+        l.to_child.close_when_flushed(ctx.out);
+        l.child.stop(ctx.now, ctx.config.shutdown_grace);
+    }
+
+    pub(crate) fn client_broken(&mut self, reason: &str, ctx: &mut Ctx<'_>) {
+        log::info!("{}: connection lost: {reason}", self.link.label);
+        self.link.to_client.set_gone();
+        self.link.client_gone(ctx);
+    }
+
+    pub(crate) fn child_stdin_broken(&mut self, child: ChildId, reason: &str, ctx: &mut Ctx<'_>) {
+        let l = &mut self.link;
+        if child != l.child.id {
+            return;
+        }
+        log::warn!("{}: the server stopped reading its stdin: {reason}", l.label);
+        l.to_child.set_gone();
+        l.child.stop(ctx.now, ctx.config.shutdown_grace);
+    }
+
+    pub(crate) fn stderr(&mut self, child: ChildId, data: &[u8]) {
+        if child == self.link.child.id {
+            self.link.child.stderr(&self.link.label, data);
+        }
+    }
+
+    pub(crate) fn stderr_eof(&mut self, child: ChildId) {
+        if child == self.link.child.id {
+            self.link.child.stderr_eof(&self.link.label);
+        }
+    }
+
+    pub(crate) fn spawned(&mut self, child: ChildId, pid: u32, ctx: &mut Ctx<'_>) {
+        let l = &mut self.link;
+        if child != l.child.id {
+            return;
+        }
+        log::info!("{}: server started as {} (pid {pid})", l.label, l.child.id);
+        l.liveness.last_output = Some(ctx.now);
+        if l.child.spawned(pid) {
+            l.to_child.close_when_flushed(ctx.out);
+            l.child.stop(ctx.now, ctx.config.shutdown_grace);
+        }
+        l.to_child.open(ctx.out);
+        if l.restart_reason.is_some() {
+            l.replay(ctx);
+        }
+    }
+
+    pub(crate) fn spawn_failed(&mut self, child: ChildId, error: &str, ctx: &mut Ctx<'_>) {
+        let l = &mut self.link;
+        if child != l.child.id {
+            return;
+        }
+        log::error!(
+            "{}: could not start the server ({}): {error}",
+            l.label,
+            ctx.config.server_label
+        );
+        ctx.stats.spawn_failures += 1;
+        l.child.spawn_failed(error);
+        l.to_child.set_gone();
+        if l.restart_reason.is_none() {
+            // The very first start: the command is unusable as given; retrying would only
+            // delay the client's error.
+            let reason = format!(
+                "mcp-relay: could not start the server ({}): {error}",
+                ctx.config.server_label
+            );
+            // Everything the client asked so far is answered; if it asked nothing yet, the
+            // connection waits a little for its first request, to say why.
+            let linger = l.in_flight.is_empty().then(|| ctx.now + ctx.config.shutdown_grace);
+            l.phase = Phase::Ended { reason, linger };
+            l.fail_in_flight(codes::SERVER_UNAVAILABLE, ctx);
+        } else {
+            // A replacement that failed to start: what the client sent meanwhile is still
+            // held for the next one.
+            l.child_finished(ctx);
+        }
+    }
+
+    pub(crate) fn exited(&mut self, child: ChildId, status: ExitStatus, ctx: &mut Ctx<'_>) {
+        let l = &mut self.link;
+        if child != l.child.id {
+            return;
+        }
+        if status.success() || l.stopping {
+            log::info!("{}: server {} {status}", l.label, l.child.id);
+        } else {
+            log::warn!("{}: server {} {status}", l.label, l.child.id);
+        }
+        l.child
+            .exited(status, ctx.now, ctx.config.shutdown_grace, ctx.out);
+        l.to_child.set_gone();
+    }
+
+    /// Graceful shutdown: no more client input; the child gets end of file on stdin and what
+    /// it still says reaches the client.
+    pub(crate) fn drain(&mut self, ctx: &mut Ctx<'_>) {
+        self.link.client_gone(ctx);
+    }
+
+    /// Immediate shutdown: kill the child, drop the connection.
+    pub(crate) fn abort(&mut self, ctx: &mut Ctx<'_>) {
+        let l = &mut self.link;
+        l.stopping = true;
+        l.child.kill(ctx.out);
+        l.child.abandon_output();
+        if !l.to_client.is_finished() {
+            ctx.out.push_back(Output::Close {
+                endpoint: Endpoint::Conn(l.conn),
+            });
+        }
+        l.to_client.set_gone();
+        l.to_child.set_gone();
+        l.client_eof = true;
+    }
+
+    /// After every event: hand out what was staged, settle pauses, and move the session
+    /// toward its next phase.
+    pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
+        let l = &mut self.link;
+        if l.child.is_finished() && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
+        {
+            l.child_finished(ctx);
+        }
+        if let Phase::Restarting { at, .. } = l.phase {
+            if at <= ctx.now {
+                l.try_restart(ctx);
+            }
+        }
+        if let Phase::Ended { linger, .. } = &l.phase {
+            // Close once the client was told, or at once if it has nothing more to say.
+            if linger.is_none() || l.client_eof {
+                l.to_client.close_when_flushed(ctx.out);
+            }
+        }
+        l.to_child.flush(ctx.out);
+        l.to_client.flush(ctx.out);
+        if l.to_child.in_driver() == 0 {
+            l.liveness.stalled_since = None;
+        } else if l.liveness.stalled_since.is_none() {
+            l.liveness.stalled_since = Some(ctx.now);
+        }
+        l.update_pauses(ctx);
+    }
+}
+
+impl Link {
+    // ---- lines from the client ----
+
+    fn client_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
+        let msg = match classify(line) {
+            Ok(msg) => msg,
+            Err(ClassifyError::NotJson(e)) => {
+                let text = format!("mcp-relay: parse error: {e}");
+                self.to_client
+                    .stage(&message::error_line(None, codes::PARSE_ERROR, &text));
+                return;
+            }
+            Err(ClassifyError::NotAMessage) => {
+                self.to_client.stage(&message::error_line(
+                    None,
+                    codes::INVALID_REQUEST,
+                    "mcp-relay: invalid request: a JSON-RPC message is an object (or an array of them)",
+                ));
+                return;
+            }
+        };
+        let entries: &[Envelope<'_>] = match &msg {
+            Message::Single(e) => std::slice::from_ref(e),
+            Message::Batch(es) => es,
+        };
+        if let Message::Single(e) = &msg {
+            match e.kind {
+                Kind::Heartbeat => return self.client_heartbeat(ctx),
+                Kind::Invalid => {
+                    self.to_client.stage(&message::error_line(
+                        e.id.map(|i| i.get()),
+                        codes::INVALID_REQUEST,
+                        "mcp-relay: invalid request: not a JSON-RPC request, notification or response",
+                    ));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if let Phase::Ended { reason, .. } = &self.phase {
+            let reason = reason.clone();
+            self.answer_unavailable(entries, &reason);
+            if let Phase::Ended { linger, .. } = &mut self.phase {
+                *linger = None;
+            }
+            return;
+        }
+        // Responses to the server's requests: only those it is waiting for.
+        let mut forward = true;
+        for e in entries.iter().filter(|e| e.kind == Kind::Response) {
+            let known = e.id.map(RawId::from_raw).and_then(|id| {
+                let at = self.server_requests.iter().position(|r| *r == id)?;
+                self.server_requests.remove(at)
+            });
+            if known.is_none() && entries.len() == 1 {
+                log::info!(
+                    "{}: dropped a response from the client to an unknown request id {}",
+                    self.label,
+                    e.id.map_or("null", |i| i.get())
+                );
+                forward = false;
+            }
+        }
+        if !forward {
+            return;
+        }
+        let holding = !matches!(self.phase, Phase::Serving) || !self.to_child.accepts();
+        for e in entries {
+            self.note_client_message(e, line, holding);
+        }
+        if holding {
+            // A replacement will get it, or the session's end will answer it.
+            self.held.extend_from_slice(line);
+            self.held.push(b'\n');
+        } else {
+            ctx.stats.messages_to_server += 1;
+            self.to_child.stage_line(line);
+        }
+    }
+
+    /// Keeps what the session must know about a message going to the server.
+    fn note_client_message(&mut self, e: &Envelope<'_>, line: &[u8], holding: bool) {
+        let method = e.method.as_deref().unwrap_or("");
+        if e.kind == Kind::Request {
+            if let Some(id) = e.id.map(RawId::from_raw) {
+                if method == "initialize" {
+                    self.setup.pending_initialize = Some((id.clone(), line.to_vec()));
+                } else if self.setup.initialize.is_none() && self.setup.pending_initialize.is_none()
+                {
+                    self.setup.stateless = true;
+                }
+                match method {
+                    "logging/setLevel" => self.setup.log_level = Some(line.to_vec()),
+                    "resources/subscribe" | "resources/unsubscribe" => {
+                        if let Some(uri) = message::param_str(e.params, "uri") {
+                            if method == "resources/unsubscribe" {
+                                self.setup.subscriptions.remove(&uri);
+                            } else if self.setup.subscriptions.len() < MAX_SUBSCRIPTIONS {
+                                self.setup.subscriptions.insert(uri, line.to_vec());
+                            } else {
+                                log::warn!(
+                                    "{}: more than {MAX_SUBSCRIPTIONS} subscriptions; {uri} will not be renewed after a restart",
+                                    self.label
+                                );
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if holding {
+                    self.held_ids.push(id);
+                } else {
+                    self.in_flight.insert(id);
+                }
+            }
+        } else if e.kind == Kind::Notification {
+            match method {
+                "notifications/initialized" => self.setup.initialized = true,
+                "notifications/cancelled" => {
+                    if let Some(id) = message::cancelled_request_id(e.params) {
+                        // The server will not answer a cancelled request.
+                        self.in_flight.remove(&id);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Answers every request among `entries` with a -32000 error saying `reason`.
+    fn answer_unavailable(&mut self, entries: &[Envelope<'_>], reason: &str) {
+        let requests: Vec<&Envelope<'_>> =
+            entries.iter().filter(|e| e.kind == Kind::Request).collect();
+        if requests.is_empty() {
+            return;
+        }
+        let mut body = Vec::new();
+        let batch = entries.len() > 1;
+        for (i, e) in requests.iter().enumerate() {
+            if batch {
+                body.push(if i == 0 { b'[' } else { b',' });
+            } else if i > 0 {
+                body.push(b'\n');
+            }
+            message::write_error(
+                &mut body,
+                e.id.map(|i| i.get()),
+                codes::SERVER_UNAVAILABLE,
+                reason,
+            );
+        }
+        if batch {
+            body.push(b']');
+        }
+        body.push(b'\n');
+        self.to_client.stage(&body);
+    }
+
+    fn unavailable_reason(&self, config: &Config) -> String {
+        if let Phase::Ended { reason, .. } = &self.phase {
+            return reason.clone();
+        }
+        if let Some(error) = self.child.spawn_error() {
+            format!(
+                "mcp-relay: could not start the server ({}): {error}",
+                config.server_label
+            )
+        } else if let Some(status) = self.child.exit_status() {
+            format!("mcp-relay: the server {status}")
+        } else {
+            "mcp-relay: the server is shutting down".to_owned()
+        }
+    }
+
+    fn client_heartbeat(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.heartbeat.on {
+            log::info!("{}: the client turned heartbeats on", self.label);
+            self.heartbeat.on = true;
+        }
+        self.send_heartbeat(ctx);
+    }
+
+    fn send_heartbeat(&mut self, ctx: &mut Ctx<'_>) {
+        let alive = matches!(self.phase, Phase::Serving)
+            && self.child.is_running()
+            && !self.doomed
+            && self.child.pid().is_some();
+        let line = format!(
+            r#"{{"type":"heartbeat_response","timestamp":{:.3},"mcp_alive":{alive}}}"#,
+            ctx.unix_now
+        );
+        self.to_client.stage_line(line.as_bytes());
+        self.heartbeat.next_send = Some(ctx.now + ctx.config.heartbeat_interval);
+    }
+
+    fn heartbeat_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.heartbeat.on || self.to_client.is_finished() {
+            return;
+        }
+        let silent_limit = 2 * ctx.config.heartbeat_interval;
+        if self
+            .heartbeat
+            .last_heard
+            .is_some_and(|t| t + silent_limit <= ctx.now)
+        {
+            log::warn!(
+                "{}: no heartbeat from the client for {silent_limit:?}; closing the connection",
+                self.label
+            );
+            ctx.stats.heartbeat_failures += 1;
+            self.heartbeat.on = false;
+            ctx.out.push_back(Output::Close {
+                endpoint: Endpoint::Conn(self.conn),
+            });
+            self.to_client.set_gone();
+            self.client_gone(ctx);
+            return;
+        }
+        if self.heartbeat.next_send.is_some_and(|d| d <= ctx.now) {
+            self.send_heartbeat(ctx);
+        }
+    }
+
+    // ---- lines from the child ----
+
+    fn child_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
+        if self.doomed {
+            return;
+        }
+        let msg = match classify(line) {
+            Ok(Message::Single(e)) if e.kind == Kind::Invalid || e.kind == Kind::Heartbeat => None,
+            Ok(msg) => Some(msg),
+            Err(_) => None,
+        };
+        let Some(msg) = msg else {
+            ctx.stats.dropped_server_lines += 1;
+            let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+            log::warn!(
+                "{}: dropped a line from the server's stdout that is not a JSON-RPC message: {shown}",
+                self.label
+            );
+            return;
+        };
+        let entries: &[Envelope<'_>] = match &msg {
+            Message::Single(e) => std::slice::from_ref(e),
+            Message::Batch(es) => es,
+        };
+        let mut forward = false;
+        for e in entries {
+            match e.kind {
+                Kind::Response => {
+                    let Some(id) = e.id.map(RawId::from_raw) else {
+                        forward = true;
+                        continue;
+                    };
+                    if self.own_ids.remove(&id) {
+                        self.own_response(&id, line, ctx);
+                    } else if self.in_flight.remove(&id) {
+                        forward = true;
+                        if self
+                            .setup
+                            .pending_initialize
+                            .as_ref()
+                            .is_some_and(|(p, _)| *p == id)
+                        {
+                            if let Some((_, request)) = self.setup.pending_initialize.take() {
+                                if let Ok(version) = message::initialize_outcome(line) {
+                                    self.setup.initialize = Some((request, version));
+                                }
+                            }
+                        }
+                    } else {
+                        log::debug!(
+                            "{}: dropped a response from the server to id {id}, which is not waiting (already answered or cancelled)",
+                            self.label
+                        );
+                    }
+                }
+                Kind::Request => {
+                    if let Some(id) = e.id.map(RawId::from_raw) {
+                        if self.server_requests.len() >= ctx.config.max_in_flight {
+                            self.server_requests.pop_front();
+                        }
+                        self.server_requests.push_back(id);
+                    }
+                    forward = true;
+                }
+                _ => forward = true,
+            }
+        }
+        if forward && !matches!(self.phase, Phase::Replaying { .. }) {
+            ctx.stats.messages_to_client += 1;
+            self.to_client.stage_line(line);
+        }
+    }
+
+    /// A response to a message the relay sent itself: a probe or a replayed request.
+    fn own_response(&mut self, id: &RawId, line: &[u8], ctx: &mut Ctx<'_>) {
+        if self.liveness.probe.as_ref().is_some_and(|(p, _)| p == id) {
+            // Any answer, even "method not found", shows the server is alive.
+            self.liveness.probe = None;
+            return;
+        }
+        if let Phase::Replaying {
+            init_id, reason, ..
+        } = &self.phase
+        {
+            if init_id == id {
+                let reason = reason.clone();
+                let expected = self.setup.initialize.as_ref().map(|(_, v)| v.clone());
+                match message::initialize_outcome(line) {
+                    Ok(version) if Some(&version) == expected.as_ref() => {
+                        self.finish_replay(reason, ctx)
+                    }
+                    Ok(version) => self.end(
+                        format!(
+                            "mcp-relay: the restarted server answered initialize with protocol version {version}, not {}; the session cannot go on",
+                            expected.unwrap_or_default()
+                        ),
+                        ctx,
+                    ),
+                    Err(why) => self.end(
+                        format!(
+                            "mcp-relay: the restarted server refused initialize ({why}); the session cannot go on"
+                        ),
+                        ctx,
+                    ),
+                }
+            }
+        }
+    }
+
+    fn own_id(&mut self, kind: &str) -> RawId {
+        let n = self.next_own_id;
+        self.next_own_id += 1;
+        // A string no client is likely to use; ids in flight are also checked.
+        let mut text = format!("mcp-relay:{kind}:{n}");
+        let mut id = RawId::string(&text);
+        while self.in_flight.contains(&id) || self.held_ids.contains(&id) {
+            text.insert(0, '_');
+            id = RawId::string(&text);
+        }
+        self.own_ids.insert(id.clone());
+        id
+    }
+
+    // ---- liveness of the server ----
+
+    fn liveness_deadline(&self, config: &Config) -> Option<(Instant, &'static str)> {
+        let interval = config.ping_interval?;
+        if !matches!(self.phase, Phase::Serving) || !self.child.is_running() || self.doomed {
+            return None;
+        }
+        let stall = self
+            .liveness
+            .stalled_since
+            .map(|t| (t + config.ping_timeout, "liveness: server not reading stdin"));
+        let probe = match &self.liveness.probe {
+            Some((_, deadline)) => Some((*deadline, "liveness: probe unanswered")),
+            None => self
+                .liveness
+                .last_output
+                .map(|t| (t + interval, "liveness: send a probe")),
+        };
+        [stall, probe].into_iter().flatten().min_by_key(|(d, _)| *d)
+    }
+
+    fn liveness_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let timeout = ctx.config.ping_timeout;
+        if self.liveness.stalled_since.is_some_and(|t| t + timeout <= now) {
+            return self.hung(
+                format!("the server stopped reading its stdin for {timeout:?}"),
+                ctx,
+            );
+        }
+        match &self.liveness.probe {
+            Some((_, deadline)) if *deadline <= now => {
+                self.hung(format!("the server did not answer a ping within {timeout:?}"), ctx)
+            }
+            Some(_) => {}
+            None => {
+                let method = if self.setup.stateless {
+                    "server/discover"
+                } else {
+                    "ping"
+                };
+                let id = self.own_id("probe");
+                let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
+                log::debug!("{}: the server was quiet; probing it with {method}", self.label);
+                self.to_child.stage_line(line.as_bytes());
+                self.liveness.probe = Some((id, now + timeout));
+            }
+        }
+    }
+
+    /// The child is hung: answer what waits on it, stop it, and let its exit decide the rest.
+    fn hung(&mut self, why: String, ctx: &mut Ctx<'_>) {
+        log::warn!("{}: {why}; stopping {}", self.label, self.child.id);
+        self.doomed = true;
+        self.liveness = Liveness::default();
+        let message = format!("mcp-relay: the server was hung ({why}) and is being restarted");
+        self.fail_in_flight_with(codes::SERVER_FAILED, &message);
+        self.restart_reason = Some(format!("hung: {why}"));
+        self.to_child.set_gone();
+        if matches!(self.phase, Phase::Replaying { .. }) {
+            self.phase = Phase::Serving;
+        }
+        self.child
+            .terminate(ctx.now, ctx.config.shutdown_grace, ctx.out);
+    }
+
+    // ---- ends and restarts ----
+
+    /// The child has exited (or never started) and all its output is in: answer what waited
+    /// on it, then restart it or end the session.
+    fn child_finished(&mut self, ctx: &mut Ctx<'_>) {
+        let status = self.child.exit_status();
+        let hung = self.doomed;
+        let why = match (status, self.child.spawn_error(), hung) {
+            (_, _, true) => self
+                .restart_reason
+                .clone()
+                .unwrap_or_else(|| "hung".to_owned()),
+            (Some(status), _, _) => format!("the server {status}"),
+            (None, Some(error), _) => format!("the server could not be started again: {error}"),
+            (None, None, _) => "the server is gone".to_owned(),
+        };
+        self.fail_in_flight_with(
+            codes::SERVER_FAILED,
+            &format!("mcp-relay: {why} before answering this request"),
+        );
+        self.server_requests.clear();
+        self.own_ids.clear();
+        self.liveness = Liveness::default();
+        if matches!(self.phase, Phase::Replaying { .. } | Phase::Respawning { .. }) {
+            // The replacement died before serving: the client's messages are still held.
+            self.phase = Phase::Serving;
+        }
+        if self.stopping {
+            self.end(format!("mcp-relay: {why}"), ctx);
+            return;
+        }
+        let failed = hung || status.map_or(true, |s| !s.success());
+        match self.supervisor.decide(ctx.now, failed) {
+            Decision::RestartAfter(delay) => {
+                ctx.stats.restarts += 1;
+                log::warn!(
+                    "{}: {why}; restarting it in {delay:?} ({} of {} restarts within {:?})",
+                    self.label,
+                    self.supervisor.recent(ctx.now),
+                    ctx.config.max_restarts,
+                    ctx.config.restart_window
+                );
+                self.restart_reason = Some(why.clone());
+                self.phase = Phase::Restarting {
+                    at: ctx.now + delay,
+                    reason: why,
+                };
+            }
+            Decision::Stop => {
+                log::info!("{}: {why}; the session ends with it (--restart)", self.label);
+                self.end(format!("mcp-relay: {why}"), ctx);
+            }
+            Decision::GiveUp => {
+                log::error!(
+                    "{}: {why}; giving up after {} restarts within {:?} (--max-restarts); closing the connection",
+                    self.label,
+                    ctx.config.max_restarts,
+                    ctx.config.restart_window
+                );
+                self.end(
+                    format!(
+                        "mcp-relay: {why}, and it was restarted {} times within {:?}; the relay gave up on it",
+                        ctx.config.max_restarts, ctx.config.restart_window
+                    ),
+                    ctx,
+                );
+            }
+        }
+    }
+
+    /// Starts the replacement child, if the old one is finished.
+    fn try_restart(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.child.is_finished() || self.stopping {
+            return;
+        }
+        let Phase::Restarting { reason, .. } = &self.phase else {
+            return;
+        };
+        let reason = reason.clone();
+        let old = self.child.id;
+        let id = ctx.new_child_id();
+        ctx.out.push_back(Output::Release { child: old });
+        ctx.stats.children_spawned += 1;
+        log::info!("{}: starting {id} to replace {old}", self.label);
+        self.child = Child::spawn(id, ctx.out);
+        self.to_child = Outbound::new(Endpoint::Child(id), false, ctx.config.max_buffered);
+        self.doomed = false;
+        self.child_paused = false;
+        self.restart_reason = Some(reason.clone());
+        // Until it is up (and re-initialized), what the client sends waits in `held`.
+        self.phase = Phase::Respawning { reason };
+    }
+
+    /// The replacement is running: give it the client's `initialize` again, or go straight
+    /// to serving if the client never sent one.
+    fn replay(&mut self, ctx: &mut Ctx<'_>) {
+        let reason = match &self.phase {
+            Phase::Respawning { reason } => reason.clone(),
+            _ => return,
+        };
+        let Some((request, _)) = &self.setup.initialize else {
+            return self.finish_replay(reason, ctx);
+        };
+        let request = request.clone();
+        let id = self.own_id("init");
+        match message::with_id(&request, id.as_str()) {
+            Some(line) => {
+                self.to_child.stage_line(&line);
+                self.phase = Phase::Replaying {
+                    init_id: id,
+                    deadline: ctx.now + ctx.config.ping_timeout,
+                    reason,
+                };
+            }
+            None => self.end(
+                "mcp-relay: the client's initialize could not be replayed".to_owned(),
+                ctx,
+            ),
+        }
+    }
+
+    /// The replacement is initialized: restore the client's setup, release what it sent
+    /// meanwhile, and tell it the server restarted.
+    fn finish_replay(&mut self, reason: String, ctx: &mut Ctx<'_>) {
+        if self.setup.initialize.is_some() && self.setup.initialized {
+            self.to_child
+                .stage_line(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        }
+        let mut restore: Vec<Vec<u8>> = self.setup.log_level.iter().cloned().collect();
+        restore.extend(self.setup.subscriptions.values().cloned());
+        for request in restore {
+            let id = self.own_id("replay");
+            if let Some(line) = message::with_id(&request, id.as_str()) {
+                self.to_child.stage_line(&line);
+            }
+        }
+        let held = std::mem::take(&mut self.held);
+        self.to_child.stage(&held);
+        self.in_flight.extend(self.held_ids.drain(..));
+        self.phase = Phase::Serving;
+        self.liveness.last_output = Some(ctx.now);
+        let note = format!(
+            r#"{{"jsonrpc":"2.0","method":"$/mcp/serverRestarted","params":{{"timestamp":{:.3},"reason":{}}}}}"#,
+            ctx.unix_now,
+            serde_json::Value::String(reason.clone())
+        );
+        self.to_client.stage_line(note.as_bytes());
+        log::info!("{}: the server is back ({reason})", self.label);
+    }
+
+    /// No server will serve this session again.
+    fn end(&mut self, reason: String, ctx: &mut Ctx<'_>) {
+        self.fail_in_flight_with(codes::SERVER_FAILED, &reason);
+        let held: Vec<RawId> = std::mem::take(&mut self.held_ids);
+        for id in held {
+            self.to_client.stage(&message::error_line(
+                Some(id.as_str()),
+                codes::SERVER_UNAVAILABLE,
+                &reason,
+            ));
+        }
+        self.held = Vec::new();
+        self.phase = Phase::Ended {
+            reason,
+            linger: None,
+        };
+        self.to_child.close_when_flushed(ctx.out);
+        self.child.stop(ctx.now, ctx.config.shutdown_grace);
+    }
+
+    fn fail_in_flight(&mut self, code: i64, ctx: &mut Ctx<'_>) {
+        let reason = self.unavailable_reason(ctx.config);
+        self.fail_in_flight_with(code, &reason);
+    }
+
+    fn fail_in_flight_with(&mut self, code: i64, message: &str) {
+        for id in std::mem::take(&mut self.in_flight) {
+            self.to_client
+                .stage(&message::error_line(Some(id.as_str()), code, message));
+        }
+        self.setup.pending_initialize = None;
+    }
+
+    /// The client will send nothing more (end of file, gone, or shutdown).
+    fn client_gone(&mut self, ctx: &mut Ctx<'_>) {
+        if self.client_eof {
+            return;
+        }
+        self.client_eof = true;
+        self.stopping = true;
+        self.heartbeat.on = false;
+        if matches!(
+            self.phase,
+            Phase::Restarting { .. } | Phase::Respawning { .. } | Phase::Replaying { .. }
+        ) {
+            let reason = "mcp-relay: the client left while the server was restarting".to_owned();
+            self.end(reason, ctx);
+        }
+        self.to_child.close_when_flushed(ctx.out);
+        self.child.stop(ctx.now, ctx.config.shutdown_grace);
+    }
+
+    /// Tells the driver which sides to read: the connection unless its child queue is loaded,
+    /// too many requests wait, or the client is done; the child unless the client queue is
+    /// loaded.
+    fn update_pauses(&mut self, ctx: &mut Ctx<'_>) {
+        let waiting = self.in_flight.len() + self.held_ids.len();
+        let held_full = self.held.len() > ctx.config.max_buffered;
+        let conn_pause = self.to_child.is_loaded()
+            || held_full
+            || waiting >= ctx.config.max_in_flight
+            || (self.client_eof && !self.to_client.is_gone());
+        let conn_open = !self.to_client.is_finished();
+        if conn_open && conn_pause != self.conn_paused {
+            self.conn_paused = conn_pause;
+            let endpoint = Endpoint::Conn(self.conn);
+            ctx.out.push_back(if conn_pause {
+                Output::Pause { endpoint }
+            } else {
+                Output::Resume { endpoint }
+            });
+        }
+        let child_pause = self.to_client.is_loaded();
+        let child_open = self.child.pid().is_some() || self.child.exit_status().is_some();
+        let child_reading = child_open && !self.child.is_finished();
+        if child_reading && child_pause != self.child_paused {
+            self.child_paused = child_pause;
+            let endpoint = Endpoint::Child(self.child.id);
+            ctx.out.push_back(if child_pause {
+                Output::Pause { endpoint }
+            } else {
+                Output::Resume { endpoint }
+            });
+        }
+    }
+}
