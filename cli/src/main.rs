@@ -67,11 +67,19 @@ struct Args {
 
     /// restart the server when it exits: on-failure (crash, kill, hang), always, or never
     /// (default: on-failure)
-    #[argh(option, from_str_fn(parse_restart), default = "RestartPolicy::OnFailure")]
+    #[argh(
+        option,
+        from_str_fn(parse_restart),
+        default = "RestartPolicy::OnFailure"
+    )]
     restart: RestartPolicy,
 
     /// delay before the first restart; it doubles with each restart, up to 30s (default: 1s)
-    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(1)")]
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(1)"
+    )]
     restart_delay: Duration,
 
     /// restarts allowed within --restart-window before the session is closed (default: 5)
@@ -79,21 +87,37 @@ struct Args {
     max_restarts: u32,
 
     /// the window --max-restarts counts in (default: 60s)
-    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(60)")]
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(60)"
+    )]
     restart_window: Duration,
 
     /// probe a server quiet this long with an MCP ping; 0 disables (default: 30s)
-    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(30)")]
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(30)"
+    )]
     ping_interval: Duration,
 
     /// an unanswered probe, or stdin not read, for this long means the server is hung
     /// (default: 10s)
-    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(10)")]
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(10)"
+    )]
     ping_timeout: Duration,
 
     /// period of heartbeat_response messages to clients that sent {"type":"heartbeat"}; such
     /// a client silent for twice as long is disconnected (default: 30s)
-    #[argh(option, from_str_fn(parse_duration), default = "Duration::from_secs(30)")]
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(30)"
+    )]
     heartbeat_interval: Duration,
 
     /// log level: error, warn, info, debug or trace (default: info, or RUST_LOG)
@@ -130,7 +154,9 @@ fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
         "on-failure" => Ok(RestartPolicy::OnFailure),
         "always" => Ok(RestartPolicy::Always),
         "never" => Ok(RestartPolicy::Never),
-        _ => Err(format!("`{s}` is not a restart policy (on-failure, always or never)")),
+        _ => Err(format!(
+            "`{s}` is not a restart policy (on-failure, always or never)"
+        )),
     }
 }
 

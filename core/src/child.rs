@@ -19,11 +19,23 @@ pub(crate) struct Child {
 
 #[derive(Debug)]
 enum State {
-    Spawning { stop_requested: bool },
-    Running { pid: u32 },
-    Stopping { pid: u32, stage: Stage, deadline: Option<Instant> },
-    Exited { status: ExitStatus },
-    Failed { error: String },
+    Spawning {
+        stop_requested: bool,
+    },
+    Running {
+        pid: u32,
+    },
+    Stopping {
+        pid: u32,
+        stage: Stage,
+        deadline: Option<Instant>,
+    },
+    Exited {
+        status: ExitStatus,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -318,7 +318,11 @@ impl RawId {
 
     /// The id that is the JSON string `text`.
     pub fn string(text: &str) -> Self {
-        RawId(serde_json::Value::String(text.to_owned()).to_string().into())
+        RawId(
+            serde_json::Value::String(text.to_owned())
+                .to_string()
+                .into(),
+        )
     }
 
     pub fn as_str(&self) -> &str {
@@ -623,7 +627,10 @@ mod tests {
     fn helpers() {
         let params = |s: &str| serde_json::from_str::<Box<RawValue>>(s).unwrap();
         let p = params(r#"{"requestId":"a\"b","reason":"x"}"#);
-        assert_eq!(cancelled_request_id(Some(&p)).unwrap().as_str(), r#""a\"b""#);
+        assert_eq!(
+            cancelled_request_id(Some(&p)).unwrap().as_str(),
+            r#""a\"b""#
+        );
         assert_eq!(cancelled_request_id(Some(&params("{}"))), None);
         let p = params(r#"{"uri":"demo://x"}"#);
         assert_eq!(param_str(Some(&p), "uri").as_deref(), Some("demo://x"));

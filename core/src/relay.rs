@@ -280,7 +280,10 @@ impl Relay {
             Shutdown::Draining
         };
         if immediate {
-            log::warn!("shutting down now: killing {} server(s)", self.sessions.len());
+            log::warn!(
+                "shutting down now: killing {} server(s)",
+                self.sessions.len()
+            );
         } else {
             log::info!(
                 "shutting down: draining {} session(s); send the signal again to stop at once",

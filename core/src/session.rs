@@ -76,12 +76,61 @@ struct Setup {
     stateless: bool,
 }
 
+/// Client request ids waiting for an answer. A multiset: a client that (wrongly) reuses an
+/// id while it is in flight still gets one answer per request.
+#[derive(Debug, Default)]
+struct InFlight {
+    ids: BTreeMap<RawId, u32>,
+    len: usize,
+}
+
+impl InFlight {
+    fn insert(&mut self, id: RawId) {
+        *self.ids.entry(id).or_default() += 1;
+        self.len += 1;
+    }
+
+    /// Removes one occurrence; false if the id was not waiting.
+    fn remove(&mut self, id: &RawId) -> bool {
+        let Some(n) = self.ids.get_mut(id) else {
+            return false;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.ids.remove(id);
+        }
+        self.len -= 1;
+        true
+    }
+
+    fn contains(&self, id: &RawId) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every waiting request, one entry per occurrence, in id order.
+    fn drain(self) -> impl Iterator<Item = RawId> {
+        self.ids
+            .into_iter()
+            .flat_map(|(id, n)| std::iter::repeat_n(id, n as usize))
+    }
+}
+
 /// Most `resources/subscribe` kept for replay per session.
 const MAX_SUBSCRIPTIONS: usize = 256;
 
 pub(crate) struct Session {
     from_client: LineFramer,
     from_child: LineFramer,
+    /// The child whose stdout `from_child` frames.
+    framed_child: ChildId,
     link: Link,
 }
 
@@ -96,7 +145,7 @@ struct Link {
     phase: Phase,
     supervisor: Supervisor,
     /// Client requests handed to the current child and not answered yet.
-    in_flight: BTreeSet<RawId>,
+    in_flight: InFlight,
     /// Client messages waiting for a replacement child, and the request ids among them.
     held: Vec<u8>,
     held_ids: Vec<RawId>,
@@ -145,6 +194,7 @@ impl Session {
         Session {
             from_client: LineFramer::new(config.max_message_size),
             from_child: LineFramer::new(config.max_message_size),
+            framed_child: child.id,
             link: Link {
                 conn,
                 label: format!("{conn} {peer}"),
@@ -160,7 +210,7 @@ impl Session {
                     config.max_restarts,
                     config.restart_window,
                 ),
-                in_flight: BTreeSet::new(),
+                in_flight: InFlight::default(),
                 held: Vec::new(),
                 held_ids: Vec::new(),
                 server_requests: VecDeque::new(),
@@ -223,10 +273,12 @@ impl Session {
         };
         let heartbeat = l.heartbeat.on.then(|| {
             let send = l.heartbeat.next_send.map(|d| (d, "heartbeat: send"));
-            let silent = l
-                .heartbeat
-                .last_heard
-                .map(|t| (t + 2 * config.heartbeat_interval, "heartbeat: client silent"));
+            let silent = l.heartbeat.last_heard.map(|t| {
+                (
+                    t + 2 * config.heartbeat_interval,
+                    "heartbeat: client silent",
+                )
+            });
             [send, silent].into_iter().flatten().min_by_key(|(d, _)| *d)
         });
         [
@@ -245,7 +297,8 @@ impl Session {
     pub(crate) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let l = &mut self.link;
-        l.child.handle_timeout(now, ctx.config.shutdown_grace, ctx.out);
+        l.child
+            .handle_timeout(now, ctx.config.shutdown_grace, ctx.out);
         match &l.phase {
             Phase::Restarting { at, .. } if *at <= now => l.try_restart(ctx),
             Phase::Replaying {
@@ -268,7 +321,9 @@ impl Session {
             _ => {}
         }
         l.heartbeat_timeout(ctx);
-        if l.liveness_deadline(ctx.config).is_some_and(|(d, _)| d <= now) {
+        if l.liveness_deadline(ctx.config)
+            .is_some_and(|(d, _)| d <= now)
+        {
             l.liveness_timeout(ctx);
         }
     }
@@ -390,7 +445,10 @@ impl Session {
         if child != l.child.id {
             return;
         }
-        log::warn!("{}: the server stopped reading its stdin: {reason}", l.label);
+        log::warn!(
+            "{}: the server stopped reading its stdin: {reason}",
+            l.label
+        );
         l.to_child.set_gone();
         l.child.stop(ctx.now, ctx.config.shutdown_grace);
     }
@@ -446,7 +504,10 @@ impl Session {
             );
             // Everything the client asked so far is answered; if it asked nothing yet, the
             // connection waits a little for its first request, to say why.
-            let linger = l.in_flight.is_empty().then(|| ctx.now + ctx.config.shutdown_grace);
+            let linger = l
+                .in_flight
+                .is_empty()
+                .then(|| ctx.now + ctx.config.shutdown_grace);
             l.phase = Phase::Ended { reason, linger };
             l.fail_in_flight(codes::SERVER_UNAVAILABLE, ctx);
         } else {
@@ -497,7 +558,8 @@ impl Session {
     /// toward its next phase.
     pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if l.child.is_finished() && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
+        if l.child.is_finished()
+            && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
         {
             l.child_finished(ctx);
         }
@@ -520,6 +582,11 @@ impl Session {
             l.liveness.stalled_since = Some(ctx.now);
         }
         l.update_pauses(ctx);
+        if self.framed_child != self.link.child.id {
+            // A replacement starts with a clean line, whatever its predecessor left half-said.
+            self.framed_child = self.link.child.id;
+            self.from_child = LineFramer::new(ctx.config.max_message_size);
+        }
     }
 }
 
@@ -876,10 +943,12 @@ impl Link {
         if !matches!(self.phase, Phase::Serving) || !self.child.is_running() || self.doomed {
             return None;
         }
-        let stall = self
-            .liveness
-            .stalled_since
-            .map(|t| (t + config.ping_timeout, "liveness: server not reading stdin"));
+        let stall = self.liveness.stalled_since.map(|t| {
+            (
+                t + config.ping_timeout,
+                "liveness: server not reading stdin",
+            )
+        });
         let probe = match &self.liveness.probe {
             Some((_, deadline)) => Some((*deadline, "liveness: probe unanswered")),
             None => self
@@ -893,16 +962,21 @@ impl Link {
     fn liveness_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let timeout = ctx.config.ping_timeout;
-        if self.liveness.stalled_since.is_some_and(|t| t + timeout <= now) {
+        if self
+            .liveness
+            .stalled_since
+            .is_some_and(|t| t + timeout <= now)
+        {
             return self.hung(
                 format!("the server stopped reading its stdin for {timeout:?}"),
                 ctx,
             );
         }
         match &self.liveness.probe {
-            Some((_, deadline)) if *deadline <= now => {
-                self.hung(format!("the server did not answer a ping within {timeout:?}"), ctx)
-            }
+            Some((_, deadline)) if *deadline <= now => self.hung(
+                format!("the server did not answer a ping within {timeout:?}"),
+                ctx,
+            ),
             Some(_) => {}
             None => {
                 let method = if self.setup.stateless {
@@ -912,7 +986,10 @@ impl Link {
                 };
                 let id = self.own_id("probe");
                 let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
-                log::debug!("{}: the server was quiet; probing it with {method}", self.label);
+                log::debug!(
+                    "{}: the server was quiet; probing it with {method}",
+                    self.label
+                );
                 self.to_child.stage_line(line.as_bytes());
                 self.liveness.probe = Some((id, now + timeout));
             }
@@ -958,7 +1035,10 @@ impl Link {
         self.server_requests.clear();
         self.own_ids.clear();
         self.liveness = Liveness::default();
-        if matches!(self.phase, Phase::Replaying { .. } | Phase::Respawning { .. }) {
+        if matches!(
+            self.phase,
+            Phase::Replaying { .. } | Phase::Respawning { .. }
+        ) {
             // The replacement died before serving: the client's messages are still held.
             self.phase = Phase::Serving;
         }
@@ -966,7 +1046,7 @@ impl Link {
             self.end(format!("mcp-relay: {why}"), ctx);
             return;
         }
-        let failed = hung || status.map_or(true, |s| !s.success());
+        let failed = hung || status.is_none_or(|s| !s.success());
         match self.supervisor.decide(ctx.now, failed) {
             Decision::RestartAfter(delay) => {
                 ctx.stats.restarts += 1;
@@ -984,7 +1064,10 @@ impl Link {
                 };
             }
             Decision::Stop => {
-                log::info!("{}: {why}; the session ends with it (--restart)", self.label);
+                log::info!(
+                    "{}: {why}; the session ends with it (--restart)",
+                    self.label
+                );
                 self.end(format!("mcp-relay: {why}"), ctx);
             }
             Decision::GiveUp => {
@@ -1073,7 +1156,9 @@ impl Link {
         }
         let held = std::mem::take(&mut self.held);
         self.to_child.stage(&held);
-        self.in_flight.extend(self.held_ids.drain(..));
+        for id in self.held_ids.drain(..) {
+            self.in_flight.insert(id);
+        }
         self.phase = Phase::Serving;
         self.liveness.last_output = Some(ctx.now);
         let note = format!(
@@ -1111,7 +1196,7 @@ impl Link {
     }
 
     fn fail_in_flight_with(&mut self, code: i64, message: &str) {
-        for id in std::mem::take(&mut self.in_flight) {
+        for id in std::mem::take(&mut self.in_flight).drain() {
             self.to_client
                 .stage(&message::error_line(Some(id.as_str()), code, message));
         }

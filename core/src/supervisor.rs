@@ -98,6 +98,8 @@ impl Supervisor {
 }
 
 #[cfg(test)]
+// The tests need some instant to count from; nothing here reads the clock otherwise.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
@@ -115,9 +117,21 @@ mod tests {
     fn backoff_doubles_then_gives_up() {
         let t0 = Instant::now();
         let mut s = sup(RestartPolicy::OnFailure);
-        let delays: Vec<_> = (0..6).map(|i| s.decide(t0 + Duration::from_millis(i), true)).collect();
+        let delays: Vec<_> = (0..6)
+            .map(|i| s.decide(t0 + Duration::from_millis(i), true))
+            .collect();
         let secs = |n| Decision::RestartAfter(Duration::from_secs(n));
-        assert_eq!(delays, [secs(1), secs(2), secs(4), secs(8), secs(16), Decision::GiveUp]);
+        assert_eq!(
+            delays,
+            [
+                secs(1),
+                secs(2),
+                secs(4),
+                secs(8),
+                secs(16),
+                Decision::GiveUp
+            ]
+        );
         // Once the window has passed, the budget is back, and so is the short delay.
         assert_eq!(s.decide(t0 + Duration::from_secs(61), true), secs(1));
     }
@@ -139,8 +153,14 @@ mod tests {
     #[test]
     fn policies() {
         let t0 = Instant::now();
-        assert_eq!(sup(RestartPolicy::OnFailure).decide(t0, false), Decision::Stop);
-        assert!(matches!(sup(RestartPolicy::Always).decide(t0, false), Decision::RestartAfter(_)));
+        assert_eq!(
+            sup(RestartPolicy::OnFailure).decide(t0, false),
+            Decision::Stop
+        );
+        assert!(matches!(
+            sup(RestartPolicy::Always).decide(t0, false),
+            Decision::RestartAfter(_)
+        ));
         assert_eq!(sup(RestartPolicy::Never).decide(t0, true), Decision::Stop);
     }
 }
