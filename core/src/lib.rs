@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod child;
+mod client;
 mod framing;
 pub mod message;
 mod outbound;

@@ -347,6 +347,17 @@ pub fn cancelled_request_id(params: Option<&RawValue>) -> Option<RawId> {
     RawId::parse(p.request_id.get())
 }
 
+/// The id-like field `field` of the params (`progressToken` in `notifications/progress`).
+pub fn param_raw(params: Option<&RawValue>, field: &str) -> Option<RawId> {
+    let v: serde_json::Value = serde_json::from_str(params?.get()).ok()?;
+    match v.get(field)? {
+        t @ (serde_json::Value::String(_) | serde_json::Value::Number(_)) => {
+            RawId::parse(&t.to_string())
+        }
+        _ => None,
+    }
+}
+
 /// The string field `field` of the params (`uri` of `resources/subscribe`, for instance).
 pub fn param_str(params: Option<&RawValue>, field: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(params?.get()).ok()?;

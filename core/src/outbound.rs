@@ -41,6 +41,10 @@ impl Outbound {
         }
     }
 
+    pub(crate) fn sink(&self) -> Endpoint {
+        self.sink
+    }
+
     /// Bytes staged or held by the driver.
     pub(crate) fn load(&self) -> usize {
         self.staged.len() + self.in_driver

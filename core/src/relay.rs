@@ -1,5 +1,6 @@
 //! The top-level machine: every client connection, its session and its child processes.
 
+use crate::client::ClientSide;
 use crate::session::{Ctx, Session};
 use crate::supervisor::RestartPolicy;
 use crate::{ChildId, ConnId, Endpoint, Input, Output};
@@ -80,11 +81,19 @@ enum Shutdown {
     Immediate,
 }
 
-/// The relay: one session per accepted connection, each with its own child.
+/// A session, named by the core. Never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct SessionKey(pub(crate) u64);
+
+/// The relay: sessions (one per TCP connection, or per HTTP session), each with its own
+/// supervised child.
 pub struct Relay {
     config: Config,
-    sessions: BTreeMap<ConnId, Session>,
-    owner: BTreeMap<ChildId, ConnId>,
+    sessions: BTreeMap<SessionKey, Session>,
+    /// The session of each TCP connection.
+    tcp: BTreeMap<ConnId, SessionKey>,
+    owner: BTreeMap<ChildId, SessionKey>,
+    next_session: u64,
     next_child: u64,
     out: VecDeque<Output>,
     shutdown: Shutdown,
@@ -98,7 +107,9 @@ impl Relay {
         Relay {
             config,
             sessions: BTreeMap::new(),
+            tcp: BTreeMap::new(),
             owner: BTreeMap::new(),
+            next_session: 1,
             next_child: 1,
             out: VecDeque::new(),
             shutdown: Shutdown::No,
@@ -132,7 +143,7 @@ impl Relay {
 
     /// Bytes the relay holds for one connection's session (framers and queues).
     pub fn buffered(&self, conn: ConnId) -> Option<usize> {
-        self.sessions.get(&conn).map(Session::buffered)
+        self.tcp_session(conn).map(Session::buffered)
     }
 
     /// The most bytes one session may hold: two framers, two queues and the messages held
@@ -144,12 +155,16 @@ impl Relay {
 
     /// Client requests of a connection that wait for an answer.
     pub fn in_flight(&self, conn: ConnId) -> Option<usize> {
-        self.sessions.get(&conn).map(Session::in_flight)
+        self.tcp_session(conn).map(Session::in_flight)
     }
 
-    /// The child currently serving a connection.
+    /// The child currently serving a TCP connection.
     pub fn child_of(&self, conn: ConnId) -> Option<ChildId> {
-        self.sessions.get(&conn).map(Session::child_id)
+        self.tcp_session(conn).map(Session::child_id)
+    }
+
+    fn tcp_session(&self, conn: ConnId) -> Option<&Session> {
+        self.sessions.get(self.tcp.get(&conn)?)
     }
 
     // ---- mutators ----
@@ -169,18 +184,18 @@ impl Relay {
             Input::Data {
                 from: Endpoint::Conn(conn),
                 data,
-            } => self.with_session(now, conn, |s, ctx| s.client_data(data, ctx)),
+            } => self.with_conn(now, conn, |s, ctx| s.client_data(data, ctx)),
             Input::Eof {
                 from: Endpoint::Conn(conn),
-            } => self.with_session(now, conn, |s, ctx| s.client_eof(ctx)),
+            } => self.with_conn(now, conn, |s, ctx| s.client_eof(ctx)),
             Input::Written {
                 to: Endpoint::Conn(conn),
                 n,
-            } => self.with_session(now, conn, |s, ctx| s.client_written(n, ctx)),
+            } => self.with_conn(now, conn, |s, ctx| s.client_written(n, ctx)),
             Input::Broken {
                 endpoint: Endpoint::Conn(conn),
                 reason,
-            } => self.with_session(now, conn, |s, ctx| s.client_broken(reason, ctx)),
+            } => self.with_conn(now, conn, |s, ctx| s.client_broken(reason, ctx)),
             Input::Data {
                 from: Endpoint::Child(child),
                 data,
@@ -216,7 +231,7 @@ impl Relay {
 
     /// Fires every deadline at or before `now`. Harmless when nothing is due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<ConnId> = self
+        let due: Vec<SessionKey> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.poll_timeout(&self.config).is_some_and(|(d, _)| d <= now))
@@ -248,7 +263,7 @@ impl Relay {
     // ---- internals ----
 
     fn accept(&mut self, now: Instant, conn: ConnId, local: SocketAddr, peer: SocketAddr) {
-        if self.shutdown != Shutdown::No || self.sessions.contains_key(&conn) {
+        if self.shutdown != Shutdown::No || self.tcp.contains_key(&conn) {
             log::info!("{conn}: refused (shutting down)");
             self.out.push_back(Output::Close {
                 endpoint: Endpoint::Conn(conn),
@@ -266,10 +281,15 @@ impl Relay {
             unix_now,
             next_child: &mut self.next_child,
         };
-        let session = Session::new(conn, peer, &mut ctx);
-        self.owner.insert(session.child_id(), conn);
-        self.sessions.insert(conn, session);
-        self.with_session(now, conn, |_, _| {});
+        let key = SessionKey(self.next_session);
+        self.next_session += 1;
+        log::info!("{conn}: accepted from {peer}");
+        let client = ClientSide::tcp(conn, self.config.max_buffered);
+        let session = Session::new(format!("{conn} {peer}"), client, &mut ctx);
+        self.owner.insert(session.child_id(), key);
+        self.sessions.insert(key, session);
+        self.tcp.insert(conn, key);
+        self.with_session(now, key, |_, _| {});
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
@@ -291,9 +311,9 @@ impl Relay {
             );
             self.out.push_back(Output::StopAccepting);
         }
-        let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
-        for conn in conns {
-            self.with_session(now, conn, |s, ctx| {
+        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        for key in keys {
+            self.with_session(now, key, |s, ctx| {
                 if immediate {
                     s.abort(ctx)
                 } else {
@@ -317,8 +337,19 @@ impl Relay {
         child: ChildId,
         f: impl FnOnce(&mut Session, &mut Ctx<'_>),
     ) {
-        if let Some(conn) = self.owner.get(&child).copied() {
-            self.with_session(now, conn, f);
+        if let Some(key) = self.owner.get(&child).copied() {
+            self.with_session(now, key, f);
+        }
+    }
+
+    fn with_conn(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        f: impl FnOnce(&mut Session, &mut Ctx<'_>),
+    ) {
+        if let Some(key) = self.tcp.get(&conn).copied() {
+            self.with_session(now, key, f);
         }
     }
 
@@ -327,11 +358,11 @@ impl Relay {
     fn with_session(
         &mut self,
         now: Instant,
-        conn: ConnId,
+        key: SessionKey,
         f: impl FnOnce(&mut Session, &mut Ctx<'_>),
     ) {
         let unix_now = self.unix_at(now);
-        let Some(session) = self.sessions.get_mut(&conn) else {
+        let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
         let before = session.child_id();
@@ -349,13 +380,14 @@ impl Relay {
         if after != before {
             // The session released the old child when it started the new one.
             self.owner.remove(&before);
-            self.owner.insert(after, conn);
+            self.owner.insert(after, key);
         }
         if session.is_done() {
             log::info!("{}: session ended", session.label());
             self.out.push_back(Output::Release { child: after });
             self.owner.remove(&after);
-            self.sessions.remove(&conn);
+            self.sessions.remove(&key);
+            self.tcp.retain(|_, k| *k != key);
         }
     }
 }

@@ -7,12 +7,13 @@
 //! liveness probe of the server.
 
 use crate::child::Child;
+use crate::client::{ClientSide, Route};
 use crate::framing::{Frame, LineFramer};
 use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
 use crate::outbound::Outbound;
 use crate::relay::{Config, Stats};
 use crate::supervisor::{Decision, Supervisor};
-use crate::{ChildId, ConnId, Endpoint, ExitStatus, Output};
+use crate::{ChildId, Endpoint, ExitStatus, Output};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
@@ -135,9 +136,8 @@ pub(crate) struct Session {
 }
 
 struct Link {
-    conn: ConnId,
     label: String,
-    to_client: Outbound,
+    client: ClientSide,
     to_child: Outbound,
     child: Child,
     /// The current child's output is no longer wanted (it was found hung): drop it.
@@ -186,19 +186,19 @@ struct Liveness {
 }
 
 impl Session {
-    pub(crate) fn new(conn: ConnId, peer: core::net::SocketAddr, ctx: &mut Ctx<'_>) -> Self {
+    /// A session serving `client`, named `label` in logs; its first child starts now.
+    pub(crate) fn new(label: String, client: ClientSide, ctx: &mut Ctx<'_>) -> Self {
         let config = ctx.config;
         let child = Child::spawn(ctx.new_child_id(), ctx.out);
         ctx.stats.children_spawned += 1;
-        log::info!("{conn}: accepted from {peer}; starting {}", child.id);
+        log::info!("{label}: starting {}", child.id);
         Session {
             from_client: LineFramer::new(config.max_message_size),
             from_child: LineFramer::new(config.max_message_size),
             framed_child: child.id,
             link: Link {
-                conn,
-                label: format!("{conn} {peer}"),
-                to_client: Outbound::new(Endpoint::Conn(conn), true, config.max_buffered),
+                label,
+                client,
                 to_child: Outbound::new(Endpoint::Child(child.id), false, config.max_buffered),
                 child,
                 doomed: false,
@@ -246,8 +246,22 @@ impl Session {
         self.from_client.buffered()
             + self.from_child.buffered()
             + l.to_child.load()
-            + l.to_client.load()
+            + l.client.load()
             + l.held.len()
+    }
+
+    /// The session wants no more client messages for now (backpressure).
+    pub(crate) fn client_paused(&self) -> bool {
+        self.link.conn_paused
+    }
+
+    pub(crate) fn client_side(&mut self) -> &mut ClientSide {
+        &mut self.link.client
+    }
+
+    /// The server is up and serving (for health reports and heartbeats).
+    pub(crate) fn server_alive(&self) -> bool {
+        self.link.server_alive()
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -256,7 +270,7 @@ impl Session {
 
     /// Nothing of the session is left: the connection is closed and the child finished.
     pub(crate) fn is_done(&self) -> bool {
-        self.link.to_client.is_finished() && self.link.child.is_finished()
+        self.link.client.is_finished() && self.link.child.is_finished()
     }
 
     pub(crate) fn poll_timeout(&self, config: &Config) -> Option<(Instant, &'static str)> {
@@ -313,7 +327,7 @@ impl Session {
             Phase::Ended {
                 linger: Some(d), ..
             } if *d <= now => {
-                l.to_client.close_when_flushed(ctx.out);
+                l.client.close_when_flushed(ctx.out);
                 if let Phase::Ended { linger, .. } = &mut l.phase {
                     *linger = None;
                 }
@@ -330,7 +344,7 @@ impl Session {
 
     pub(crate) fn client_data(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
         let link = &mut self.link;
-        if link.client_eof || link.to_client.is_finished() {
+        if link.client_eof || link.client.is_finished() {
             return;
         }
         link.heartbeat.last_heard = Some(ctx.now);
@@ -347,11 +361,7 @@ impl Session {
                     "mcp-relay: message of {len} bytes exceeds the limit of {} bytes (--max-message-size); it was not delivered to the server",
                     ctx.config.max_message_size
                 );
-                link.to_client.stage(&message::error_line(
-                    id.as_ref().map(|i| i.as_str()),
-                    codes::INVALID_REQUEST,
-                    &msg,
-                ));
+                link.client.error(id.as_ref(), codes::INVALID_REQUEST, &msg);
             }
         });
     }
@@ -381,11 +391,7 @@ impl Session {
                             "mcp-relay: the server's response of {len} bytes exceeds the limit of {} bytes (--max-message-size) and was dropped",
                             ctx.config.max_message_size
                         );
-                        link.to_client.stage(&message::error_line(
-                            Some(id.as_str()),
-                            codes::RESPONSE_LOST,
-                            &msg,
-                        ));
+                        link.client.error(Some(&id), codes::RESPONSE_LOST, &msg);
                     }
                 }
             }
@@ -404,7 +410,7 @@ impl Session {
     }
 
     pub(crate) fn client_written(&mut self, n: usize, ctx: &mut Ctx<'_>) {
-        self.link.to_client.written(n, ctx.out);
+        self.link.client.written(n, ctx.out);
     }
 
     pub(crate) fn child_written(&mut self, child: ChildId, n: usize, ctx: &mut Ctx<'_>) {
@@ -436,7 +442,7 @@ impl Session {
 
     pub(crate) fn client_broken(&mut self, reason: &str, ctx: &mut Ctx<'_>) {
         log::info!("{}: connection lost: {reason}", self.link.label);
-        self.link.to_client.set_gone();
+        self.link.client.set_gone();
         self.link.client_gone(ctx);
     }
 
@@ -544,12 +550,12 @@ impl Session {
         l.stopping = true;
         l.child.kill(ctx.out);
         l.child.abandon_output();
-        if !l.to_client.is_finished() {
+        if let (false, Some(conn)) = (l.client.is_finished(), l.client.conn()) {
             ctx.out.push_back(Output::Close {
-                endpoint: Endpoint::Conn(l.conn),
+                endpoint: Endpoint::Conn(conn),
             });
         }
-        l.to_client.set_gone();
+        l.client.set_gone();
         l.to_child.set_gone();
         l.client_eof = true;
     }
@@ -571,11 +577,11 @@ impl Session {
         if let Phase::Ended { linger, .. } = &l.phase {
             // Close once the client was told, or at once if it has nothing more to say.
             if linger.is_none() || l.client_eof {
-                l.to_client.close_when_flushed(ctx.out);
+                l.client.close_when_flushed(ctx.out);
             }
         }
         l.to_child.flush(ctx.out);
-        l.to_client.flush(ctx.out);
+        l.client.flush(ctx.out);
         if l.to_child.in_driver() == 0 {
             l.liveness.stalled_since = None;
         } else if l.liveness.stalled_since.is_none() {
@@ -598,16 +604,15 @@ impl Link {
             Ok(msg) => msg,
             Err(ClassifyError::NotJson(e)) => {
                 let text = format!("mcp-relay: parse error: {e}");
-                self.to_client
-                    .stage(&message::error_line(None, codes::PARSE_ERROR, &text));
+                self.client.error(None, codes::PARSE_ERROR, &text);
                 return;
             }
             Err(ClassifyError::NotAMessage) => {
-                self.to_client.stage(&message::error_line(
+                self.client.error(
                     None,
                     codes::INVALID_REQUEST,
                     "mcp-relay: invalid request: a JSON-RPC message is an object (or an array of them)",
-                ));
+                );
                 return;
             }
         };
@@ -619,11 +624,11 @@ impl Link {
             match e.kind {
                 Kind::Heartbeat => return self.client_heartbeat(ctx),
                 Kind::Invalid => {
-                    self.to_client.stage(&message::error_line(
-                        e.id.map(|i| i.get()),
+                    self.client.error(
+                        e.id.map(RawId::from_raw).as_ref(),
                         codes::INVALID_REQUEST,
                         "mcp-relay: invalid request: not a JSON-RPC request, notification or response",
-                    ));
+                    );
                     return;
                 }
                 _ => {}
@@ -726,26 +731,34 @@ impl Link {
         if requests.is_empty() {
             return;
         }
-        let mut body = Vec::new();
         let batch = entries.len() > 1;
-        for (i, e) in requests.iter().enumerate() {
-            if batch {
+        if batch && matches!(self.client, ClientSide::Tcp(_)) {
+            // A batch is answered with a batch.
+            let mut body = Vec::new();
+            for (i, e) in requests.iter().enumerate() {
                 body.push(if i == 0 { b'[' } else { b',' });
-            } else if i > 0 {
-                body.push(b'\n');
+                message::write_error(
+                    &mut body,
+                    e.id.map(|i| i.get()),
+                    codes::SERVER_UNAVAILABLE,
+                    reason,
+                );
             }
-            message::write_error(
-                &mut body,
-                e.id.map(|i| i.get()),
-                codes::SERVER_UNAVAILABLE,
-                reason,
-            );
-        }
-        if batch {
             body.push(b']');
+            self.client.send(
+                Route::FromServer {
+                    progress_token: None,
+                },
+                &body,
+            );
+        } else {
+            // Over HTTP each answer finds its request's stream on its own.
+            for e in requests {
+                let id = e.id.map(RawId::from_raw);
+                self.client
+                    .error(id.as_ref(), codes::SERVER_UNAVAILABLE, reason);
+            }
         }
-        body.push(b'\n');
-        self.to_client.stage(&body);
     }
 
     fn unavailable_reason(&self, config: &Config) -> String {
@@ -772,21 +785,22 @@ impl Link {
         self.send_heartbeat(ctx);
     }
 
+    fn server_alive(&self) -> bool {
+        matches!(self.phase, Phase::Serving) && self.child.is_running() && !self.doomed
+    }
+
     fn send_heartbeat(&mut self, ctx: &mut Ctx<'_>) {
-        let alive = matches!(self.phase, Phase::Serving)
-            && self.child.is_running()
-            && !self.doomed
-            && self.child.pid().is_some();
+        let alive = self.server_alive();
         let line = format!(
             r#"{{"type":"heartbeat_response","timestamp":{:.3},"mcp_alive":{alive}}}"#,
             ctx.unix_now
         );
-        self.to_client.stage_line(line.as_bytes());
+        self.client.send(Route::Relay, line.as_bytes());
         self.heartbeat.next_send = Some(ctx.now + ctx.config.heartbeat_interval);
     }
 
     fn heartbeat_timeout(&mut self, ctx: &mut Ctx<'_>) {
-        if !self.heartbeat.on || self.to_client.is_finished() {
+        if !self.heartbeat.on || self.client.is_finished() {
             return;
         }
         let silent_limit = 2 * ctx.config.heartbeat_interval;
@@ -801,10 +815,12 @@ impl Link {
             );
             ctx.stats.heartbeat_failures += 1;
             self.heartbeat.on = false;
-            ctx.out.push_back(Output::Close {
-                endpoint: Endpoint::Conn(self.conn),
-            });
-            self.to_client.set_gone();
+            if let Some(conn) = self.client.conn() {
+                ctx.out.push_back(Output::Close {
+                    endpoint: Endpoint::Conn(conn),
+                });
+            }
+            self.client.set_gone();
             self.client_gone(ctx);
             return;
         }
@@ -882,7 +898,20 @@ impl Link {
         }
         if forward && !matches!(self.phase, Phase::Replaying { .. }) {
             ctx.stats.messages_to_client += 1;
-            self.to_client.stage_line(line);
+            let route = match &msg {
+                Message::Single(e) if e.kind == Kind::Response => {
+                    Route::Response(e.id.map(RawId::from_raw))
+                }
+                Message::Single(e) if e.method.as_deref() == Some("notifications/progress") => {
+                    Route::FromServer {
+                        progress_token: message::param_raw(e.params, "progressToken"),
+                    }
+                }
+                _ => Route::FromServer {
+                    progress_token: None,
+                },
+            };
+            self.client.send(route, line);
         }
     }
 
@@ -1166,7 +1195,7 @@ impl Link {
             ctx.unix_now,
             serde_json::Value::String(reason.clone())
         );
-        self.to_client.stage_line(note.as_bytes());
+        self.client.send(Route::Relay, note.as_bytes());
         log::info!("{}: the server is back ({reason})", self.label);
     }
 
@@ -1175,11 +1204,8 @@ impl Link {
         self.fail_in_flight_with(codes::SERVER_FAILED, &reason);
         let held: Vec<RawId> = std::mem::take(&mut self.held_ids);
         for id in held {
-            self.to_client.stage(&message::error_line(
-                Some(id.as_str()),
-                codes::SERVER_UNAVAILABLE,
-                &reason,
-            ));
+            self.client
+                .error(Some(&id), codes::SERVER_UNAVAILABLE, &reason);
         }
         self.held = Vec::new();
         self.phase = Phase::Ended {
@@ -1197,8 +1223,7 @@ impl Link {
 
     fn fail_in_flight_with(&mut self, code: i64, message: &str) {
         for id in std::mem::take(&mut self.in_flight).drain() {
-            self.to_client
-                .stage(&message::error_line(Some(id.as_str()), code, message));
+            self.client.error(Some(&id), code, message);
         }
         self.setup.pending_initialize = None;
     }
@@ -1231,18 +1256,21 @@ impl Link {
         let conn_pause = self.to_child.is_loaded()
             || held_full
             || waiting >= ctx.config.max_in_flight
-            || (self.client_eof && !self.to_client.is_gone());
-        let conn_open = !self.to_client.is_finished();
+            || (self.client_eof && !self.client.is_gone());
+        let conn_open = !self.client.is_finished();
         if conn_open && conn_pause != self.conn_paused {
             self.conn_paused = conn_pause;
-            let endpoint = Endpoint::Conn(self.conn);
-            ctx.out.push_back(if conn_pause {
-                Output::Pause { endpoint }
-            } else {
-                Output::Resume { endpoint }
-            });
+            // Over HTTP the HTTP layer reads `client_paused` and holds back request bodies.
+            if let Some(conn) = self.client.conn() {
+                let endpoint = Endpoint::Conn(conn);
+                ctx.out.push_back(if conn_pause {
+                    Output::Pause { endpoint }
+                } else {
+                    Output::Resume { endpoint }
+                });
+            }
         }
-        let child_pause = self.to_client.is_loaded();
+        let child_pause = self.client.is_loaded();
         let child_open = self.child.pid().is_some() || self.child.exit_status().is_some();
         let child_reading = child_open && !self.child.is_finished();
         if child_reading && child_pause != self.child_paused {
