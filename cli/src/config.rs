@@ -67,23 +67,38 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Listen {
     Tcp(Vec<SocketAddr>),
+    Http(Vec<SocketAddr>),
 }
 
-/// Parses `tcp://HOST:PORT` or `HOST:PORT` (IPv6 as `[::1]:9000`). A host name is resolved
-/// and every address it has is bound.
+/// Parses `tcp://HOST:PORT`, `http://HOST:PORT` or `HOST:PORT` (TCP; IPv6 as `[::1]:9000`).
+/// A host name is resolved and every address it has is bound.
 pub fn parse_listen(text: &str) -> Result<Listen, String> {
-    let rest = if let Some(rest) = text.strip_prefix("tcp://") {
-        rest
+    let (rest, http) = if let Some(rest) = text.strip_prefix("tcp://") {
+        (rest, false)
+    } else if let Some(rest) = text.strip_prefix("http://") {
+        (rest, true)
     } else if let Some((scheme, _)) = text.split_once("://") {
         return Err(format!(
-            "--listen {text}: unsupported scheme `{scheme}://` (this version serves tcp://HOST:PORT)"
+            "--listen {text}: unsupported scheme `{scheme}://` (use tcp://HOST:PORT or http://HOST:PORT)"
         ));
     } else {
-        text
+        (text, false)
+    };
+    let wrap = |addrs| {
+        if http {
+            Listen::Http(addrs)
+        } else {
+            Listen::Tcp(addrs)
+        }
     };
     let rest = rest.trim_end_matches('/');
+    if let Some((_, path)) = rest.split_once('/') {
+        return Err(format!(
+            "--listen {text}: no path please (`/{path}`): MCP is served at /mcp and /sse"
+        ));
+    }
     if let Ok(addr) = rest.parse::<SocketAddr>() {
-        return Ok(Listen::Tcp(vec![addr]));
+        return Ok(wrap(vec![addr]));
     }
     let Some((host, port)) = rest.rsplit_once(':') else {
         return Err(format!(
@@ -105,7 +120,7 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
     if addrs.is_empty() {
         return Err(format!("--listen {text}: `{host}` has no address"));
     }
-    Ok(Listen::Tcp(addrs))
+    Ok(wrap(addrs))
 }
 
 /// Parses `KEY=VALUE` for `--env`.
@@ -163,6 +178,11 @@ mod tests {
         one("[::1]:9000", "[::1]:9000");
         one("tcp://[::]:80/", "[::]:80");
         assert!(matches!(parse_listen("localhost:9000"), Ok(Listen::Tcp(a)) if !a.is_empty()));
+        assert_eq!(
+            parse_listen("http://127.0.0.1:8080"),
+            Ok(Listen::Http(vec!["127.0.0.1:8080".parse().unwrap()]))
+        );
+        assert!(parse_listen("http://127.0.0.1:8080/mcp").is_err());
         for bad in [
             "9000",
             ":9000",

@@ -5,9 +5,10 @@ mod demo;
 
 use argh::FromArgs;
 use config::Listen;
-use mcp_relay_core::RestartPolicy;
+use mcp_relay_core::{HttpConfig, RestartPolicy, Transport};
 use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,8 +21,9 @@ use std::time::Duration;
     note = "The server command after `--` is run exactly as given, without a shell, once per client\nconnection, in a process group of its own. When the client leaves, the server's stdin is\nclosed, then SIGTERM and SIGKILL follow (each after --shutdown-grace) to the whole group.\n\nSecurity: TCP has no authentication. Anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it, and then only on a trusted network.\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
 )]
 struct Args {
-    /// address to listen on: HOST:PORT or tcp://HOST:PORT, IPv6 as [::1]:9000; repeat for
-    /// several (required; 127.0.0.1 recommended)
+    /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC), or
+    /// http://HOST:PORT (Streamable HTTP at /mcp, HTTP+SSE at /sse); IPv6 as [::1]:9000;
+    /// repeat for several (required; 127.0.0.1 recommended)
     #[argh(option, from_str_fn(parse_listen))]
     listen: Vec<Listen>,
 
@@ -119,6 +121,59 @@ struct Args {
         default = "Duration::from_secs(30)"
     )]
     heartbeat_interval: Duration,
+
+    /// HTTP: an Origin allowed besides loopback ones (repeatable; `*` allows any)
+    #[argh(option)]
+    allow_origin: Vec<String>,
+
+    /// HTTP: a Host header value allowed, host or host:port (repeatable; default: the bound
+    /// address, plus localhost on loopback)
+    #[argh(option)]
+    allow_host: Vec<String>,
+
+    /// HTTP: require `Authorization: Bearer TOKEN` (repeatable; also MCP_RELAY_AUTH_TOKEN)
+    #[argh(option)]
+    auth_token: Vec<String>,
+
+    /// HTTP: a file of bearer tokens, one per line
+    #[argh(option)]
+    auth_token_file: Option<PathBuf>,
+
+    /// HTTP: end sessions with no request and no open stream for this long (default: 300s)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(300)"
+    )]
+    session_timeout: Duration,
+
+    /// HTTP: most sessions at once; more get 503 (default: 1000)
+    #[argh(option, default = "1000")]
+    max_sessions: usize,
+
+    /// HTTP: period of keep-alive comments on event streams (default: 15s)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(15)"
+    )]
+    sse_keepalive: Duration,
+
+    /// HTTP: time allowed for a request head to arrive; slower clients get 408 (default: 10s)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Duration::from_secs(10)"
+    )]
+    header_timeout: Duration,
+
+    /// HTTP: do not serve /healthz
+    #[argh(switch)]
+    no_healthz: bool,
+
+    /// HTTP: do not serve /metrics
+    #[argh(switch)]
+    no_metrics: bool,
 
     /// log level: error, warn, info, debug or trace (default: info, or RUST_LOG)
     #[argh(option)]
@@ -253,14 +308,53 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
             return Err(format!("--cwd {}: not a directory", dir.display()));
         }
     }
-    let mut listen = Vec::new();
-    for Listen::Tcp(addrs) in args.listen {
+    let mut listen: Vec<(SocketAddr, Transport)> = Vec::new();
+    for l in args.listen {
+        let (addrs, transport) = match l {
+            Listen::Tcp(addrs) => (addrs, Transport::Tcp),
+            Listen::Http(addrs) => (addrs, Transport::Http),
+        };
         for addr in addrs {
-            if !listen.contains(&addr) {
-                listen.push(addr);
+            if listen.iter().any(|(a, _)| *a == addr) {
+                return Err(format!("--listen: {addr} is given twice"));
             }
+            listen.push((addr, transport));
         }
     }
+    let mut auth_tokens = args.auth_token;
+    if let Ok(token) = std::env::var("MCP_RELAY_AUTH_TOKEN") {
+        auth_tokens.push(token);
+    }
+    if let Some(path) = &args.auth_token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--auth-token-file {}: {e}", path.display()))?;
+        auth_tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    if let Some(bad) = auth_tokens
+        .iter()
+        .find(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        let _ = bad;
+        return Err("--auth-token: a token must be non-empty and have no spaces".into());
+    }
+    if args.max_sessions == 0 {
+        return Err("--max-sessions must be at least 1".into());
+    }
+    if args.sse_keepalive.is_zero()
+        || args.header_timeout.is_zero()
+        || args.session_timeout.is_zero()
+    {
+        return Err(
+            "--sse-keepalive, --header-timeout and --session-timeout must be more than 0".into(),
+        );
+    }
+    let seed = mcp_relay_runtime::os_seed()
+        .map_err(|e| format!("cannot read OS randomness for session ids: {e}"))?;
     let server_label = command
         .iter()
         .map(|a| a.to_string_lossy())
@@ -295,12 +389,26 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
             max_restart_delay: Duration::from_secs(30).max(args.restart_delay),
             max_restarts: args.max_restarts,
             restart_window: args.restart_window,
+            http: HttpConfig {
+                allowed_origins: args.allow_origin,
+                allowed_hosts: args.allow_host,
+                auth_tokens,
+                session_timeout: args.session_timeout,
+                max_sessions: args.max_sessions,
+                sse_keepalive: args.sse_keepalive,
+                header_timeout: args.header_timeout,
+                replay_buffer: args.max_buffered.min(1 << 20),
+                healthz: !args.no_healthz,
+                metrics: !args.no_metrics,
+            },
+            seed,
         },
     })
 }
 
 fn run(config: RuntimeConfig) -> ExitCode {
     let server = config.core.server_label.clone();
+    let authenticated = !config.core.http.auth_tokens.is_empty();
     let runtime = match Runtime::bind(config) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -308,12 +416,26 @@ fn run(config: RuntimeConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for addr in runtime.local_addrs() {
-        log::info!("listening on tcp://{addr}, serving `{server}`");
-        if !addr.ip().is_loopback() {
-            log::warn!(
-                "tcp://{addr} is reachable from other machines and has no authentication: anyone who can connect can run `{server}`"
-            );
+    for (addr, transport) in runtime.local_addrs() {
+        match transport {
+            Transport::Tcp => {
+                log::info!("listening on tcp://{addr}, serving `{server}`");
+                if !addr.ip().is_loopback() {
+                    log::warn!(
+                        "tcp://{addr} is reachable from other machines and has no authentication: anyone who can connect can run `{server}`"
+                    );
+                }
+            }
+            Transport::Http => {
+                log::info!(
+                    "listening on http://{addr} (Streamable HTTP at /mcp, HTTP+SSE at /sse), serving `{server}`"
+                );
+                if !addr.ip().is_loopback() && !authenticated {
+                    log::warn!(
+                        "http://{addr} is reachable from other machines without --auth-token: anyone who can connect can run `{server}`"
+                    );
+                }
+            }
         }
     }
     let handle = runtime.shutdown_handle();

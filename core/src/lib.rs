@@ -24,6 +24,7 @@
 mod child;
 mod client;
 mod framing;
+mod http;
 pub mod message;
 mod outbound;
 mod relay;
@@ -31,6 +32,7 @@ mod session;
 mod supervisor;
 
 pub use framing::{Frame, LineFramer};
+pub use http::{HttpConfig, SESSION_ERA_VERSIONS};
 pub use relay::{Config, Relay, Stats};
 pub use supervisor::RestartPolicy;
 
@@ -99,6 +101,15 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+/// What a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Newline-delimited JSON-RPC; one session per connection.
+    Tcp,
+    /// HTTP/1.1: Streamable HTTP at `/mcp`, HTTP+SSE at `/sse`.
+    Http,
+}
+
 /// A signal the core asks the driver to send to a child's whole process group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
@@ -118,6 +129,8 @@ pub enum Input<'a> {
         conn: ConnId,
         local: core::net::SocketAddr,
         peer: core::net::SocketAddr,
+        /// What the listener serves.
+        transport: Transport,
     },
     /// Bytes read from a connection or from a child's stdout.
     Data { from: Endpoint, data: &'a [u8] },

@@ -358,6 +358,17 @@ pub fn param_raw(params: Option<&RawValue>, field: &str) -> Option<RawId> {
     }
 }
 
+/// The `_meta.progressToken` of a request's params.
+pub fn meta_progress_token(params: Option<&RawValue>) -> Option<RawId> {
+    let v: serde_json::Value = serde_json::from_str(params?.get()).ok()?;
+    match v.pointer("/_meta/progressToken")? {
+        t @ (serde_json::Value::String(_) | serde_json::Value::Number(_)) => {
+            RawId::parse(&t.to_string())
+        }
+        _ => None,
+    }
+}
+
 /// The string field `field` of the params (`uri` of `resources/subscribe`, for instance).
 pub fn param_str(params: Option<&RawValue>, field: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(params?.get()).ok()?;

@@ -1,8 +1,10 @@
 //! The top-level machine: every client connection, its session and its child processes.
 
 use crate::client::ClientSide;
+use crate::http::{HttpConfig, HttpState};
 use crate::session::{Ctx, Session};
 use crate::supervisor::RestartPolicy;
+use crate::Transport;
 use crate::{ChildId, ConnId, Endpoint, Input, Output};
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
@@ -37,6 +39,11 @@ pub struct Config {
     /// Restarts allowed within `restart_window`; past that the session ends.
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// The HTTP transports (used by connections accepted with [`Transport::Http`]).
+    pub http: HttpConfig,
+    /// Seeds the generator of HTTP session ids. Give it 32 bytes of OS entropy in
+    /// production (ids must be unguessable), and the test seed in simulation.
+    pub seed: [u8; 32],
 }
 
 impl Default for Config {
@@ -55,6 +62,8 @@ impl Default for Config {
             max_restart_delay: Duration::from_secs(30),
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
+            http: HttpConfig::default(),
+            seed: [0; 32],
         }
     }
 }
@@ -72,6 +81,8 @@ pub struct Stats {
     pub dropped_server_lines: u64,
     pub oversize_messages: u64,
     pub heartbeat_failures: u64,
+    pub bytes_to_server: u64,
+    pub bytes_to_client: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,23 +99,29 @@ pub(crate) struct SessionKey(pub(crate) u64);
 /// The relay: sessions (one per TCP connection, or per HTTP session), each with its own
 /// supervised child.
 pub struct Relay {
-    config: Config,
-    sessions: BTreeMap<SessionKey, Session>,
+    pub(crate) config: Config,
+    pub(crate) sessions: BTreeMap<SessionKey, Session>,
     /// The session of each TCP connection.
     tcp: BTreeMap<ConnId, SessionKey>,
     owner: BTreeMap<ChildId, SessionKey>,
     next_session: u64,
     next_child: u64,
-    out: VecDeque<Output>,
+    pub(crate) out: VecDeque<Output>,
     shutdown: Shutdown,
     stats: Stats,
     /// A moment and the Unix time (seconds) at it, for timestamps in messages.
     wall_clock: Option<(Instant, f64)>,
+    pub(crate) http: HttpState,
+    /// The latest `now` handed in.
+    pub(crate) last_now: Instant,
 }
 
 impl Relay {
-    pub fn new(config: Config) -> Self {
+    /// A relay whose clock starts at `now`.
+    pub fn new(config: Config, now: Instant) -> Self {
         Relay {
+            http: HttpState::new(config.seed),
+            last_now: now,
             config,
             sessions: BTreeMap::new(),
             tcp: BTreeMap::new(),
@@ -141,9 +158,22 @@ impl Relay {
         }
     }
 
-    /// Bytes the relay holds for one connection's session (framers and queues).
+    /// Bytes the relay holds for one connection: its session's framers and queues (TCP), or
+    /// its request and response buffers (HTTP).
     pub fn buffered(&self, conn: ConnId) -> Option<usize> {
-        self.tcp_session(conn).map(Session::buffered)
+        self.tcp_session(conn)
+            .map(Session::buffered)
+            .or_else(|| self.http.buffered(conn))
+    }
+
+    /// Server processes running now.
+    pub fn children_alive(&self) -> usize {
+        self.sessions.values().filter(|s| s.server_alive()).count()
+    }
+
+    /// Client requests waiting for an answer, over all sessions.
+    pub fn requests_in_flight(&self) -> usize {
+        self.sessions.values().map(Session::in_flight).sum()
     }
 
     /// The most bytes one session may hold: two framers, two queues and the messages held
@@ -178,8 +208,32 @@ impl Relay {
     // ---- handle_* ----
 
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.last_now = now;
+        if let Some(conn) = http_conn(&input).filter(|c| self.http.has_conn(*c)) {
+            match input {
+                Input::Data { data, .. } => self.http_data(now, conn, data),
+                Input::Eof { .. } => self.http_eof(now, conn),
+                Input::Written { n, .. } => self.http_written(now, conn, n),
+                Input::Broken { .. } => self.http_broken(now, conn),
+                _ => {}
+            }
+            return;
+        }
         match input {
-            Input::Accepted { conn, local, peer } => self.accept(now, conn, local, peer),
+            Input::Accepted {
+                conn,
+                local,
+                peer,
+                transport: Transport::Http,
+            } => {
+                if self.tcp.contains_key(&conn) || self.http.has_conn(conn) {
+                    return;
+                }
+                self.http_accept(now, conn, local, peer)
+            }
+            Input::Accepted {
+                conn, local, peer, ..
+            } => self.accept(now, conn, local, peer),
             Input::Shutdown => self.begin_shutdown(now),
             Input::Data {
                 from: Endpoint::Conn(conn),
@@ -231,6 +285,10 @@ impl Relay {
 
     /// Fires every deadline at or before `now`. Harmless when nothing is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = now;
+        if self.http_poll_timeout().is_some_and(|(d, _)| d <= now) {
+            self.http_handle_timeout(now);
+        }
         let due: Vec<SessionKey> = self
             .sessions
             .iter()
@@ -257,6 +315,7 @@ impl Relay {
         self.sessions
             .values()
             .filter_map(|s| s.poll_timeout(&self.config))
+            .chain(self.http_poll_timeout())
             .min_by_key(|(d, _)| *d)
     }
 
@@ -270,8 +329,35 @@ impl Relay {
             });
             return;
         }
-        log::debug!("{conn}: accepted on {local}");
+        log::info!("{conn}: accepted from {peer} on {local}");
+        let key = self.new_session_key();
+        let client = ClientSide::tcp(conn, self.config.max_buffered);
+        let session = self.with_ctx(now, |ctx| {
+            Session::new(format!("{conn} {peer}"), client, ctx)
+        });
+        self.add_session(key, session);
+        self.tcp.insert(conn, key);
+        self.with_session(now, key, |_, _| {});
+    }
+
+    pub(crate) fn new_session_key(&mut self) -> SessionKey {
+        let key = SessionKey(self.next_session);
+        self.next_session += 1;
+        key
+    }
+
+    pub(crate) fn add_session(&mut self, key: SessionKey, session: Session) {
         self.stats.sessions_total += 1;
+        self.owner.insert(session.child_id(), key);
+        self.sessions.insert(key, session);
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutdown != Shutdown::No
+    }
+
+    /// Runs `f` with a context for session code that has no session yet.
+    pub(crate) fn with_ctx<T>(&mut self, now: Instant, f: impl FnOnce(&mut Ctx<'_>) -> T) -> T {
         let unix_now = self.unix_at(now);
         let mut ctx = Ctx {
             now,
@@ -281,15 +367,7 @@ impl Relay {
             unix_now,
             next_child: &mut self.next_child,
         };
-        let key = SessionKey(self.next_session);
-        self.next_session += 1;
-        log::info!("{conn}: accepted from {peer}");
-        let client = ClientSide::tcp(conn, self.config.max_buffered);
-        let session = Session::new(format!("{conn} {peer}"), client, &mut ctx);
-        self.owner.insert(session.child_id(), key);
-        self.sessions.insert(key, session);
-        self.tcp.insert(conn, key);
-        self.with_session(now, key, |_, _| {});
+        f(&mut ctx)
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
@@ -310,6 +388,10 @@ impl Relay {
                 self.sessions.len()
             );
             self.out.push_back(Output::StopAccepting);
+            self.http_shutdown();
+        }
+        if immediate {
+            self.http_abort();
         }
         let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
         for key in keys {
@@ -355,7 +437,7 @@ impl Relay {
 
     /// Runs `f` on a session, then settles it, follows a change of child, and removes the
     /// session once nothing of it is left.
-    fn with_session(
+    pub(crate) fn with_session(
         &mut self,
         now: Instant,
         key: SessionKey,
@@ -376,6 +458,10 @@ impl Relay {
         };
         f(session, &mut ctx);
         session.settle(&mut ctx);
+        self.http_deliver(key);
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
         let after = session.child_id();
         if after != before {
             // The session released the old child when it started the new one.
@@ -389,5 +475,27 @@ impl Relay {
             self.sessions.remove(&key);
             self.tcp.retain(|_, k| *k != key);
         }
+    }
+}
+
+/// The connection an input is about, if it is about one.
+fn http_conn(input: &Input<'_>) -> Option<ConnId> {
+    match input {
+        Input::Data {
+            from: Endpoint::Conn(c),
+            ..
+        }
+        | Input::Eof {
+            from: Endpoint::Conn(c),
+        }
+        | Input::Written {
+            to: Endpoint::Conn(c),
+            ..
+        }
+        | Input::Broken {
+            endpoint: Endpoint::Conn(c),
+            ..
+        } => Some(*c),
+        _ => None,
     }
 }

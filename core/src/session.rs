@@ -250,11 +250,6 @@ impl Session {
             + l.held.len()
     }
 
-    /// The session wants no more client messages for now (backpressure).
-    pub(crate) fn client_paused(&self) -> bool {
-        self.link.conn_paused
-    }
-
     pub(crate) fn client_side(&mut self) -> &mut ClientSide {
         &mut self.link.client
     }
@@ -396,6 +391,18 @@ impl Session {
                 }
             }
         });
+    }
+
+    /// One message from an HTTP client (already framed and checked).
+    pub(crate) fn client_message(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
+        let link = &mut self.link;
+        link.heartbeat.last_heard = Some(ctx.now);
+        link.client_line(line, ctx);
+    }
+
+    /// The client ended the session (HTTP DELETE, expiry, its stream closed).
+    pub(crate) fn client_leaves(&mut self, ctx: &mut Ctx<'_>) {
+        self.link.client_gone(ctx);
     }
 
     pub(crate) fn client_eof(&mut self, ctx: &mut Ctx<'_>) {
@@ -671,6 +678,7 @@ impl Link {
             self.held.push(b'\n');
         } else {
             ctx.stats.messages_to_server += 1;
+            ctx.stats.bytes_to_server += line.len() as u64 + 1;
             self.to_child.stage_line(line);
         }
     }
@@ -898,6 +906,7 @@ impl Link {
         }
         if forward && !matches!(self.phase, Phase::Replaying { .. }) {
             ctx.stats.messages_to_client += 1;
+            ctx.stats.bytes_to_client += line.len() as u64 + 1;
             let route = match &msg {
                 Message::Single(e) if e.kind == Kind::Response => {
                     Route::Response(e.id.map(RawId::from_raw))

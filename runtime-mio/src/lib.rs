@@ -11,7 +11,9 @@ mod process;
 pub use process::CommandSpec;
 
 use crossbeam_channel::{Receiver, Sender};
-use mcp_relay_core::{ChildId, ConnId, Endpoint, ExitStatus, Input, Output, Relay, Signal};
+use mcp_relay_core::{
+    ChildId, ConnId, Endpoint, ExitStatus, Input, Output, Relay, Signal, Transport,
+};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::pipe;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -24,8 +26,8 @@ use std::time::Instant;
 /// Everything the runtime needs to start.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// TCP addresses to listen on.
-    pub listen: Vec<SocketAddr>,
+    /// Addresses to listen on, and what each serves.
+    pub listen: Vec<(SocketAddr, Transport)>,
     pub command: CommandSpec,
     pub core: mcp_relay_core::Config,
 }
@@ -130,7 +132,7 @@ enum Work {
 pub struct Runtime {
     poll: Poll,
     core: Relay,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, Transport)>,
     conns: BTreeMap<ConnId, Conn>,
     children: BTreeMap<ChildId, Child>,
     next_conn: u64,
@@ -151,12 +153,12 @@ impl Runtime {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER))?);
         let mut listeners = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
+        for (i, (addr, transport)) in config.listen.iter().enumerate() {
             let mut l = TcpListener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             poll.registry()
                 .register(&mut l, token(LISTENER, i as u64), Interest::READABLE)?;
-            listeners.push(l);
+            listeners.push((l, *transport));
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (spawn_tx, spawn_rx) = crossbeam_channel::unbounded();
@@ -168,7 +170,7 @@ impl Runtime {
         )?;
         Ok(Runtime {
             poll,
-            core: Relay::new(config.core),
+            core: Relay::new(config.core, Instant::now()),
             listeners,
             conns: BTreeMap::new(),
             children: BTreeMap::new(),
@@ -185,11 +187,11 @@ impl Runtime {
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    /// The addresses actually bound (useful with port 0), with what each serves.
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, Transport)> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, t)| Some((l.local_addr().ok()?, *t)))
             .collect()
     }
 
@@ -301,7 +303,7 @@ impl Runtime {
                     }
                 }
                 Output::StopAccepting => {
-                    for mut l in self.listeners.drain(..) {
+                    for (mut l, _) in self.listeners.drain(..) {
                         let _ = self.poll.registry().deregister(&mut l);
                     }
                 }
@@ -394,9 +396,10 @@ impl Runtime {
 
     fn accept(&mut self, index: usize) {
         loop {
-            let Some(listener) = self.listeners.get(index) else {
+            let Some((listener, transport)) = self.listeners.get(index) else {
                 return;
             };
+            let transport = *transport;
             match listener.accept() {
                 Ok((mut stream, peer)) => {
                     let local = stream.local_addr().unwrap_or(peer);
@@ -429,6 +432,7 @@ impl Runtime {
                         conn: id,
                         local,
                         peer,
+                        transport,
                     });
                     self.work.push_back(Work::Read(Endpoint::Conn(id)));
                 }
@@ -646,4 +650,12 @@ impl Drop for Runtime {
             let _ = spawner.join();
         }
     }
+}
+
+/// 32 bytes of OS entropy, to seed the core's session-id generator.
+pub fn os_seed() -> io::Result<[u8; 32]> {
+    use std::io::Read as _;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    Ok(seed)
 }
