@@ -167,6 +167,11 @@ struct Args {
     )]
     header_timeout: Duration,
 
+    /// HTTP: most servers answering stateless (MCP 2026-07-28) requests, one request each at
+    /// a time (default: 4)
+    #[argh(option, default = "4")]
+    stateless_pool: usize,
+
     /// HTTP: do not serve /healthz
     #[argh(switch)]
     no_healthz: bool,
@@ -342,6 +347,9 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
         let _ = bad;
         return Err("--auth-token: a token must be non-empty and have no spaces".into());
     }
+    if args.stateless_pool == 0 {
+        return Err("--stateless-pool must be at least 1".into());
+    }
     if args.max_sessions == 0 {
         return Err("--max-sessions must be at least 1".into());
     }
@@ -400,6 +408,7 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
                 replay_buffer: args.max_buffered.min(1 << 20),
                 healthz: !args.no_healthz,
                 metrics: !args.no_metrics,
+                stateless_pool: args.stateless_pool,
             },
             seed,
         },

@@ -24,6 +24,12 @@ pub mod codes {
     pub const RESPONSE_LOST: i64 = -32001;
     /// The server crashed, exited or hung before answering this request.
     pub const SERVER_FAILED: i64 = -32003;
+    /// MCP 2026-07-28: an HTTP header does not match the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// MCP 2026-07-28: the protocol version is not supported (`data.supported` lists them).
+    pub const UNSUPPORTED_VERSION: i64 = -32022;
+    /// JSON-RPC: the method does not exist.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
 }
 
 /// What kind of JSON-RPC message a line (or one entry of a batch) is.
@@ -408,6 +414,17 @@ pub fn error_line(id: Option<&str>, code: i64, message: &str) -> Vec<u8> {
 
 /// Writes one error response object (no newline).
 pub fn write_error(out: &mut Vec<u8>, id: Option<&str>, code: i64, message: &str) {
+    write_error_data(out, id, code, message, None);
+}
+
+/// Writes one error response object with optional `data` (raw JSON).
+pub fn write_error_data(
+    out: &mut Vec<u8>,
+    id: Option<&str>,
+    code: i64,
+    message: &str,
+    data: Option<&str>,
+) {
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     out.extend_from_slice(id.unwrap_or("null").as_bytes());
     out.extend_from_slice(br#","error":{"code":"#);
@@ -415,6 +432,10 @@ pub fn write_error(out: &mut Vec<u8>, id: Option<&str>, code: i64, message: &str
     out.extend_from_slice(br#","message":"#);
     // Serialising a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, message);
+    if let Some(data) = data {
+        out.extend_from_slice(br#","data":"#);
+        out.extend_from_slice(data.as_bytes());
+    }
     out.extend_from_slice(b"}}");
 }
 

@@ -7,6 +7,7 @@
 //! connection only while one carries it. A stream that lost its connection keeps a bounded
 //! replay buffer, so that a client resuming with `Last-Event-ID` gets what it missed.
 
+mod stateless;
 pub(crate) mod wire;
 
 use crate::client::{ClientSide, HttpSide, Route};
@@ -50,6 +51,8 @@ pub struct HttpConfig {
     pub replay_buffer: usize,
     pub healthz: bool,
     pub metrics: bool,
+    /// Most children serving stateless (2026-07-28) requests, one request each at a time.
+    pub stateless_pool: usize,
 }
 
 impl Default for HttpConfig {
@@ -65,6 +68,7 @@ impl Default for HttpConfig {
             replay_buffer: 1024 * 1024,
             healthz: true,
             metrics: true,
+            stateless_pool: 4,
         }
     }
 }
@@ -87,6 +91,9 @@ pub(crate) struct HttpState {
     pub(crate) sessions_created: u64,
     pub(crate) sessions_expired: u64,
     pub(crate) sessions_deleted: u64,
+    /// Stateless requests waiting for a free child.
+    pool_queue: VecDeque<stateless::Queued>,
+    pool_started: u64,
 }
 
 impl HttpState {
@@ -104,6 +111,8 @@ impl HttpState {
             sessions_created: 0,
             sessions_expired: 0,
             sessions_deleted: 0,
+            pool_queue: VecDeque::new(),
+            pool_started: 0,
         }
     }
 
@@ -152,6 +161,8 @@ enum ConnState {
     },
     /// A response is in progress on this stream.
     Busy(StreamId),
+    /// A stateless request waits for a free child.
+    Queued,
     /// Done: the connection closes once its output is written.
     Closing,
 }
@@ -183,11 +194,19 @@ struct Stream {
     extra_headers: Vec<(&'static str, String)>,
     /// Send a priming event (clients on 2025-11-25 and later).
     priming: bool,
+    /// A 2026-07-28 request: closing the stream cancels it.
+    stateless: bool,
 }
 
 struct HttpSession {
     id: String,
     legacy: bool,
+    /// A stateless pool child: serves one request at a time, has no id for clients.
+    pool: bool,
+    /// The request a pool child is serving.
+    busy: Option<StreamId>,
+    /// A pool child whose request was cancelled rests until then.
+    cooldown_until: Option<Instant>,
     /// Index of the bearer token that created it.
     token: Option<usize>,
     get_stream: Option<StreamId>,
@@ -210,6 +229,10 @@ struct Reject {
     code: i64,
     message: String,
     headers: Vec<(&'static str, String)>,
+    /// Raw JSON for the error's `data`.
+    data: Option<String>,
+    /// The id of the request being refused, when there is one.
+    id: Option<RawId>,
 }
 
 fn reject(status: u16, code: i64, message: impl Into<String>) -> Reject {
@@ -218,6 +241,8 @@ fn reject(status: u16, code: i64, message: impl Into<String>) -> Reject {
         code,
         message: message.into(),
         headers: Vec::new(),
+        data: None,
+        id: None,
     }
 }
 
@@ -341,7 +366,7 @@ impl Relay {
                 return;
             };
             match &mut c.state {
-                ConnState::Closing | ConnState::Busy(_) => return,
+                ConnState::Closing | ConnState::Busy(_) | ConnState::Queued => return,
                 ConnState::Head => {
                     if c.inbuf.is_empty() {
                         c.deadline = Some(now + KEEPALIVE_IDLE);
@@ -475,7 +500,13 @@ impl Relay {
     /// Answers with an error status and a JSON-RPC error body.
     fn http_fail(&mut self, conn: ConnId, r: Reject, close: bool) {
         let mut body = Vec::new();
-        message::write_error(&mut body, None, r.code, &r.message);
+        message::write_error_data(
+            &mut body,
+            r.id.as_ref().map(RawId::as_str),
+            r.code,
+            &r.message,
+            r.data.as_deref(),
+        );
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let peer = self.http.conns.get(&conn).map(|c| c.peer);
         log::debug!("{conn} {peer:?}: HTTP {}: {}", r.status, r.message);
@@ -573,7 +604,9 @@ impl Relay {
             }
             "/mcp" => {
                 let token = self.http_auth(head).map_err(with_cors)?;
+                let stateless = head.header("mcp-protocol-version") == Some(stateless::STATELESS_VERSION);
                 match head.method.as_str() {
+                    "GET" | "DELETE" if stateless => Err(method_not_allowed("POST, OPTIONS")),
                     "POST" => self.http_post(now, conn, head, body, token, &cors_headers),
                     "GET" => self.http_get(now, conn, head, token, &cors_headers),
                     "DELETE" => self.http_delete(now, conn, head, token, &cors_headers),
@@ -755,6 +788,9 @@ impl Relay {
             HttpSession {
                 id,
                 legacy,
+                pool: false,
+                busy: None,
+                cooldown_until: None,
                 token,
                 get_stream: None,
                 streams: Vec::new(),
@@ -793,6 +829,7 @@ impl Relay {
                 replay_bytes: 0,
                 extra_headers: Vec::new(),
                 priming,
+                stateless: false,
             },
         );
         if let Some(s) = self.http.sessions.get_mut(&key) {
@@ -867,22 +904,12 @@ impl Relay {
                 "mcp-relay: invalid JSON-RPC message",
             ));
         }
-        let version_header = head.header("mcp-protocol-version");
-        if let Some(v) = version_header {
+        if let Some(version) = stateless::modern_version(head, entries) {
+            return self.http_stateless_post(now, conn, head, body, entries, version, cors);
+        }
+        if let Some(v) = head.header("mcp-protocol-version") {
             if !SESSION_ERA_VERSIONS.contains(&v) {
-                let mut r = reject(
-                    400,
-                    codes::INVALID_REQUEST,
-                    format!(
-                        "mcp-relay: unsupported MCP-Protocol-Version {v}; supported: {}",
-                        SESSION_ERA_VERSIONS.join(", ")
-                    ),
-                );
-                r.headers.push((
-                    "Mcp-Protocol-Version",
-                    SESSION_ERA_VERSIONS[SESSION_ERA_VERSIONS.len() - 1].into(),
-                ));
-                return Err(r);
+                return Err(stateless::unsupported_version(v));
             }
         }
         let initialize = entries
@@ -1221,10 +1248,8 @@ impl Relay {
             c.out.stage(&head);
         }
         if priming {
-            let mut e = wire::sse_event(Some(&prime_id), None, b"");
-            // An empty data field primes the client's Last-Event-ID.
-            e.truncate(e.len() - 2);
-            e.extend_from_slice(b"\n\n");
+            // An event id with empty data primes the client's Last-Event-ID.
+            let e = wire::sse_event(Some(&prime_id), None, b"");
             self.http_write_chunk(conn, &e);
         }
         if self.http.next_keepalive.is_none() {
@@ -1258,14 +1283,28 @@ impl Relay {
         if st.kind == StreamKind::Post && !st.sse && last && st.seq == 0 {
             if let Some(conn) = st.conn {
                 let headers: Vec<(&str, String)> = st.extra_headers.clone();
+                let status = if st.stateless {
+                    stateless::status_for(msg)
+                } else {
+                    200
+                };
+                let key = st.session;
                 st.done = true;
                 self.http_finish_stream(stream);
                 let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-                self.http_respond(conn, 200, &h, Some("application/json"), msg, false);
+                self.http_respond(conn, status, &h, Some("application/json"), msg, false);
+                self.http_released(key, stream);
                 self.http_after_response(conn);
                 return;
             }
         }
+        if st.conn.is_some() && !st.sse {
+            // The head (and a priming event) go first, so that event numbers follow it.
+            self.http_start_sse(stream);
+        }
+        let Some(st) = self.http.streams.get_mut(&stream) else {
+            return;
+        };
         st.seq += 1;
         let id = format!("{}-{}", stream.0, st.seq);
         let event_name = (st.kind == StreamKind::Legacy).then_some("message");
@@ -1285,6 +1324,7 @@ impl Relay {
             st.done = true;
         }
         let conn = st.conn;
+        let key = st.session;
         if let Some(conn) = conn {
             self.http_start_sse(stream);
             self.http_write_chunk(conn, &event);
@@ -1292,6 +1332,21 @@ impl Relay {
                 self.http_end_stream(self.last_now, stream);
             }
             self.http_flush_conn(conn);
+        }
+        if last {
+            self.http_released(key, stream);
+        }
+    }
+
+    /// A stream got its last answer: a pool child serving it is free again.
+    fn http_released(&mut self, key: SessionKey, stream: StreamId) {
+        let pool_busy = self
+            .http
+            .sessions
+            .get(&key)
+            .is_some_and(|s| s.pool && s.busy == Some(stream));
+        if pool_busy {
+            self.http_pool_release(self.last_now, key, None);
         }
     }
 
@@ -1373,6 +1428,19 @@ impl Relay {
                     s.last_activity = now;
                 }
             }
+            StreamKind::Post if st.stateless => {
+                // 2026-07-28: closing the response stream cancels the request.
+                let cancelled = (!st.done).then(|| st.waiting.first().cloned()).flatten();
+                self.http_drop_stream(stream);
+                let busy = self
+                    .http
+                    .sessions
+                    .get(&key)
+                    .is_some_and(|s| s.busy == Some(stream));
+                if busy {
+                    self.http_pool_release(now, key, cancelled);
+                }
+            }
             StreamKind::Post => {
                 if st.done {
                     self.http_drop_stream(stream);
@@ -1446,11 +1514,22 @@ impl Relay {
             Route::Response(Some(id)) => {
                 waiting_for(&self.http.streams, id).map(|st| (st, Some(id.clone())))
             }
-            Route::FromServer { progress_token } => {
-                let by_token = progress_token
-                    .as_ref()
-                    .and_then(|t| s.progress.get(t))
-                    .and_then(|id| waiting_for(&self.http.streams, id));
+            Route::FromServer {
+                progress_token: Some(t),
+            } => {
+                // Progress about a request no stream waits for any more goes nowhere.
+                let Some(stream) = s
+                    .progress
+                    .get(t)
+                    .and_then(|id| waiting_for(&self.http.streams, id))
+                else {
+                    log::debug!("session: progress for token {t} after its request ended; dropped");
+                    return;
+                };
+                Some((stream, None))
+            }
+            Route::FromServer { .. } => {
+                let by_token: Option<StreamId> = None;
                 by_token
                     .or_else(|| {
                         s.streams.iter().copied().find(|x| {
@@ -1485,6 +1564,11 @@ impl Relay {
             None => {
                 if let Route::Response(Some(id)) = &route {
                     log::debug!("session: no stream waits for the answer to {id}; dropped");
+                    return;
+                }
+                if s.pool {
+                    // A stateless child speaks only within a request.
+                    log::debug!("stateless child: a message outside any request; dropped");
                     return;
                 }
                 let get = s
