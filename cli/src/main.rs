@@ -62,6 +62,11 @@ struct Args {
     #[argh(option, from_str_fn(parse_size), default = "4 << 20")]
     max_buffered: usize,
 
+    /// keep N servers started ahead of need, so that a new session does not wait for one to
+    /// start (default: 0)
+    #[argh(option, default = "0")]
+    prespawn: usize,
+
     /// client requests waiting for an answer before the relay stops reading the client
     /// (default: 1024)
     #[argh(option, default = "1024")]
@@ -410,6 +415,7 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
                 metrics: !args.no_metrics,
                 stateless_pool: args.stateless_pool,
             },
+            prespawn: args.prespawn,
             seed,
         },
     })

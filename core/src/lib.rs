@@ -27,6 +27,7 @@ mod framing;
 mod http;
 pub mod message;
 mod outbound;
+mod pool;
 mod relay;
 mod session;
 mod supervisor;

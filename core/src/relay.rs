@@ -2,8 +2,10 @@
 
 use crate::client::ClientSide;
 use crate::http::{HttpConfig, HttpState};
+use crate::pool::Warm;
 use crate::session::{Ctx, Session};
 use crate::supervisor::RestartPolicy;
+use crate::supervisor::Supervisor;
 use crate::Transport;
 use crate::{ChildId, ConnId, Endpoint, Input, Output};
 use core::net::SocketAddr;
@@ -41,6 +43,8 @@ pub struct Config {
     pub restart_window: Duration,
     /// The HTTP transports (used by connections accepted with [`Transport::Http`]).
     pub http: HttpConfig,
+    /// Children kept started ahead of need, so that a new session does not wait for one.
+    pub prespawn: usize,
     /// Seeds the generator of HTTP session ids. Give it 32 bytes of OS entropy in
     /// production (ids must be unguessable), and the test seed in simulation.
     pub seed: [u8; 32],
@@ -63,6 +67,7 @@ impl Default for Config {
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             http: HttpConfig::default(),
+            prespawn: 0,
             seed: [0; 32],
         }
     }
@@ -105,13 +110,14 @@ pub struct Relay {
     tcp: BTreeMap<ConnId, SessionKey>,
     owner: BTreeMap<ChildId, SessionKey>,
     next_session: u64,
-    next_child: u64,
+    pub(crate) next_child: u64,
     pub(crate) out: VecDeque<Output>,
     shutdown: Shutdown,
     stats: Stats,
     /// A moment and the Unix time (seconds) at it, for timestamps in messages.
     wall_clock: Option<(Instant, f64)>,
     pub(crate) http: HttpState,
+    pub(crate) warm: Warm,
     /// The latest `now` handed in.
     pub(crate) last_now: Instant,
 }
@@ -119,8 +125,16 @@ pub struct Relay {
 impl Relay {
     /// A relay whose clock starts at `now`.
     pub fn new(config: Config, now: Instant) -> Self {
+        let warm = Warm::new(Supervisor::new(
+            RestartPolicy::OnFailure,
+            config.restart_delay,
+            config.max_restart_delay,
+            config.max_restarts,
+            config.restart_window,
+        ));
         Relay {
             http: HttpState::new(config.seed),
+            warm,
             last_now: now,
             config,
             sessions: BTreeMap::new(),
@@ -153,7 +167,7 @@ impl Relay {
     pub fn is_finished(&self) -> bool {
         match self.shutdown {
             Shutdown::No => false,
-            Shutdown::Draining => self.sessions.is_empty(),
+            Shutdown::Draining => self.sessions.is_empty() && self.warm.is_empty(),
             Shutdown::Immediate => true,
         }
     }
@@ -197,7 +211,19 @@ impl Relay {
         self.sessions.get(self.tcp.get(&conn)?)
     }
 
+    /// Servers started ahead of need and waiting for a session.
+    pub fn prespawned_idle(&self) -> usize {
+        self.warm.idle_running()
+    }
+
     // ---- mutators ----
+
+    /// Starts what the relay keeps running before any client comes (`prespawn` children).
+    /// Call once, then drain `poll_output`.
+    pub fn start(&mut self, now: Instant) {
+        self.last_now = now;
+        self.pool_fill(now);
+    }
 
     /// Anchors timestamps (heartbeats, restart notices): at `now` the Unix time is
     /// `unix_secs`. Without it they count from 0.
@@ -215,6 +241,21 @@ impl Relay {
                 Input::Eof { .. } => self.http_eof(now, conn),
                 Input::Written { n, .. } => self.http_written(now, conn, n),
                 Input::Broken { .. } => self.http_broken(now, conn),
+                _ => {}
+            }
+            return;
+        }
+        if let Some(child) = child_of_input(&input).filter(|c| self.warm.contains(*c)) {
+            match input {
+                Input::Spawned { pid, .. } => self.pool_spawned(now, child, pid),
+                Input::SpawnFailed { error, .. } => self.pool_spawn_failed(now, child, error),
+                Input::Exited { status, .. } => self.pool_exited(now, child, status),
+                Input::Eof { .. } => self.pool_stdout_eof(now, child),
+                Input::Stderr { data, .. } => self.pool_stderr(child, data),
+                Input::StderrEof { .. } => self.pool_stderr_eof(now, child),
+                Input::Data { .. } => {
+                    log::debug!("prespawned {child} said something before any client; dropped")
+                }
                 _ => {}
             }
             return;
@@ -289,6 +330,9 @@ impl Relay {
         if self.http_poll_timeout().is_some_and(|(d, _)| d <= now) {
             self.http_handle_timeout(now);
         }
+        if self.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
+            self.pool_handle_timeout(now);
+        }
         let due: Vec<SessionKey> = self
             .sessions
             .iter()
@@ -316,6 +360,7 @@ impl Relay {
             .values()
             .filter_map(|s| s.poll_timeout(&self.config))
             .chain(self.http_poll_timeout())
+            .chain(self.warm.poll_timeout())
             .min_by_key(|(d, _)| *d)
     }
 
@@ -332,12 +377,31 @@ impl Relay {
         log::info!("{conn}: accepted from {peer} on {local}");
         let key = self.new_session_key();
         let client = ClientSide::tcp(conn, self.config.max_buffered);
-        let session = self.with_ctx(now, |ctx| {
-            Session::new(format!("{conn} {peer}"), client, ctx)
-        });
+        let session = self.new_session(now, format!("{conn} {peer}"), client);
         self.add_session(key, session);
         self.tcp.insert(conn, key);
         self.with_session(now, key, |_, _| {});
+    }
+
+    /// A session with a prespawned child if one waits, else a child started now.
+    pub(crate) fn new_session(
+        &mut self,
+        now: Instant,
+        label: String,
+        client: ClientSide,
+    ) -> Session {
+        match self.pool_take(now) {
+            Some(child) => self.with_ctx(now, |ctx| Session::with_child(label, client, child, ctx)),
+            None => self.with_ctx(now, |ctx| Session::new(label, client, ctx)),
+        }
+    }
+
+    pub(crate) fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+
+    pub(crate) fn shutdown_requested(&self) -> bool {
+        self.shutdown != Shutdown::No
     }
 
     pub(crate) fn new_session_key(&mut self) -> SessionKey {
@@ -390,6 +454,7 @@ impl Relay {
             self.out.push_back(Output::StopAccepting);
             self.http_shutdown();
         }
+        self.pool_stop(now, immediate);
         if immediate {
             self.http_abort();
         }
@@ -496,6 +561,33 @@ fn http_conn(input: &Input<'_>) -> Option<ConnId> {
             endpoint: Endpoint::Conn(c),
             ..
         } => Some(*c),
+        _ => None,
+    }
+}
+
+/// The child an input is about, if it is about one.
+fn child_of_input(input: &Input<'_>) -> Option<ChildId> {
+    match input {
+        Input::Data {
+            from: Endpoint::Child(c),
+            ..
+        }
+        | Input::Eof {
+            from: Endpoint::Child(c),
+        }
+        | Input::Written {
+            to: Endpoint::Child(c),
+            ..
+        }
+        | Input::Broken {
+            endpoint: Endpoint::Child(c),
+            ..
+        }
+        | Input::Stderr { child: c, .. }
+        | Input::StderrEof { child: c }
+        | Input::Spawned { child: c, .. }
+        | Input::SpawnFailed { child: c, .. }
+        | Input::Exited { child: c, .. } => Some(*c),
         _ => None,
     }
 }

@@ -188,10 +188,24 @@ struct Liveness {
 impl Session {
     /// A session serving `client`, named `label` in logs; its first child starts now.
     pub(crate) fn new(label: String, client: ClientSide, ctx: &mut Ctx<'_>) -> Self {
-        let config = ctx.config;
         let child = Child::spawn(ctx.new_child_id(), ctx.out);
         ctx.stats.children_spawned += 1;
         log::info!("{label}: starting {}", child.id);
+        Session::with_child(label, client, child, ctx)
+    }
+
+    /// A session served by a child that was started ahead of need (`--prespawn`).
+    pub(crate) fn with_child(
+        label: String,
+        client: ClientSide,
+        child: Child,
+        ctx: &mut Ctx<'_>,
+    ) -> Self {
+        let config = ctx.config;
+        let running = child.pid().is_some();
+        if let Some(pid) = child.pid() {
+            log::info!("{label}: served by prespawned {} (pid {pid})", child.id);
+        }
         Session {
             from_client: LineFramer::new(config.max_message_size),
             from_child: LineFramer::new(config.max_message_size),
@@ -199,7 +213,7 @@ impl Session {
             link: Link {
                 label,
                 client,
-                to_child: Outbound::new(Endpoint::Child(child.id), false, config.max_buffered),
+                to_child: Outbound::new(Endpoint::Child(child.id), running, config.max_buffered),
                 child,
                 doomed: false,
                 phase: Phase::Serving,

@@ -207,6 +207,8 @@ impl Runtime {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.core.set_wall_clock(Instant::now(), unix);
+        self.core.start(Instant::now());
+        self.pump();
         while !self.core.is_finished() {
             let timeout = self
                 .core

@@ -14,7 +14,6 @@ use crate::client::{ClientSide, HttpSide, Route};
 use crate::message::{self, classify, codes, ClassifyError, Kind, Message, RawId};
 use crate::outbound::Outbound;
 use crate::relay::{Relay, SessionKey};
-use crate::session::Session;
 use crate::{ConnId, Endpoint, Output};
 use core::net::SocketAddr;
 use rand_core::RngCore;
@@ -778,9 +777,7 @@ impl Relay {
         let id = self.http.new_session_id();
         let key = self.new_session_key();
         let label = format!("session {}…", &id[..8]);
-        let session = self.with_ctx(now, |ctx| {
-            Session::new(label, ClientSide::Http(HttpSide::default()), ctx)
-        });
+        let session = self.new_session(now, label, ClientSide::Http(HttpSide::default()));
         self.add_session(key, session);
         self.http.ids.insert(id.clone(), key);
         self.http.sessions.insert(

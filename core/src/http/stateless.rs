@@ -13,7 +13,6 @@ use super::{reject, ConnState, Reject, StreamKind};
 use crate::client::{ClientSide, HttpSide};
 use crate::message::{self, codes, Envelope, Kind, RawId};
 use crate::relay::{Relay, SessionKey};
-use crate::session::Session;
 use crate::ConnId;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -287,9 +286,7 @@ impl Relay {
         let key = self.new_session_key();
         self.http.pool_started += 1;
         let label = format!("stateless#{}", self.http.pool_started);
-        let session = self.with_ctx(now, |ctx| {
-            Session::new(label, ClientSide::Http(HttpSide::default()), ctx)
-        });
+        let session = self.new_session(now, label, ClientSide::Http(HttpSide::default()));
         self.add_session(key, session);
         self.http.sessions.insert(
             key,
