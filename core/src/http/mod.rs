@@ -14,6 +14,7 @@ use crate::client::{ClientSide, HttpSide, Route};
 use crate::message::{self, classify, codes, ClassifyError, Kind, Message, RawId};
 use crate::outbound::Outbound;
 use crate::relay::{Relay, SessionKey};
+use crate::session::Session;
 use crate::{ConnId, Endpoint, Output};
 use core::net::SocketAddr;
 use rand_core::RngCore;
@@ -920,6 +921,16 @@ impl Relay {
         } else {
             self.http_session_for(head, token, false)?
         };
+        let waiting = self.sessions.get(&key).map_or(0, Session::in_flight);
+        if waiting >= self.config.max_in_flight {
+            let mut r = reject(
+                503,
+                codes::SERVER_UNAVAILABLE,
+                format!("mcp-relay: {waiting} requests of this session already wait for the server (--max-in-flight); try again later"),
+            );
+            r.headers.push(("Retry-After", "1".into()));
+            return Err(r);
+        }
         let requests: Vec<RawId> = entries
             .iter()
             .filter(|e| e.kind == Kind::Request)
