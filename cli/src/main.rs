@@ -202,6 +202,9 @@ struct Args {
     command: Vec<OsString>,
 }
 
+/// The environment variable that may hold a bearer token.
+const AUTH_TOKEN_VAR: &str = "MCP_RELAY_AUTH_TOKEN";
+
 fn parse_listen(s: &str) -> Result<Listen, String> {
     config::parse_listen(s)
 }
@@ -332,7 +335,7 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
         }
     }
     let mut auth_tokens = args.auth_token;
-    if let Ok(token) = std::env::var("MCP_RELAY_AUTH_TOKEN") {
+    if let Ok(token) = std::env::var(AUTH_TOKEN_VAR) {
         auth_tokens.push(token);
     }
     if let Some(path) = &args.auth_token_file {
@@ -387,6 +390,8 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
                 .collect(),
             cwd: args.cwd,
             clean_env: args.clean_env,
+            // The relay's own secret is not the server's to see.
+            env_remove: vec![AUTH_TOKEN_VAR.into()],
         },
         core: mcp_relay_core::Config {
             max_message_size: args.max_message_size,

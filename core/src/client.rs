@@ -16,6 +16,8 @@ pub(crate) enum Route {
     FromServer { progress_token: Option<RawId> },
     /// Said by the relay itself and tied to no request (`$/mcp/serverRestarted`).
     Relay,
+    /// The client cancelled this request: no answer will come (the message is empty).
+    Cancelled(RawId),
 }
 
 #[derive(Debug)]
@@ -71,6 +73,15 @@ impl ClientSide {
         let mut line = Vec::with_capacity(64 + text.len());
         message::write_error(&mut line, id.map(RawId::as_str), code, text);
         self.send(Route::Response(id.cloned()), &line);
+    }
+
+    /// The client cancelled a request: over HTTP its stream must end without an answer.
+    pub(crate) fn cancelled(&mut self, id: RawId) {
+        if let ClientSide::Http(h) = self {
+            if !h.gone && !h.close_requested {
+                h.outbox.push_back((Route::Cancelled(id), Vec::new()));
+            }
+        }
     }
 
     pub(crate) fn load(&self) -> usize {

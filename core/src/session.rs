@@ -154,6 +154,10 @@ struct Link {
     /// Responses the relay swallows: its own pings and replayed requests.
     own_ids: BTreeSet<RawId>,
     next_own_id: u64,
+    /// The batch each waiting request came in (by order of arrival), so that the relay's own
+    /// answers to a batch are a batch too.
+    batch_of: BTreeMap<RawId, u64>,
+    next_batch: u64,
     setup: Setup,
     /// The client closed its side, left, or the relay is shutting down: no restarts.
     stopping: bool,
@@ -230,6 +234,8 @@ impl Session {
                 server_requests: VecDeque::new(),
                 own_ids: BTreeSet::new(),
                 next_own_id: 1,
+                batch_of: BTreeMap::new(),
+                next_batch: 1,
                 setup: Setup::default(),
                 stopping: false,
                 client_eof: false,
@@ -395,7 +401,7 @@ impl Session {
                     ctx.config.max_message_size
                 );
                 if let Some(id) = id {
-                    if link.in_flight.remove(&id) {
+                    if link.answered(&id) {
                         let msg = format!(
                             "mcp-relay: the server's response of {len} bytes exceeds the limit of {} bytes (--max-message-size) and was dropped",
                             ctx.config.max_message_size
@@ -683,7 +689,14 @@ impl Link {
             return;
         }
         let holding = !matches!(self.phase, Phase::Serving) || !self.to_child.accepts();
+        let batch = matches!(msg, Message::Batch(_)).then(|| {
+            self.next_batch += 1;
+            self.next_batch
+        });
         for e in entries {
+            if let (Some(batch), Kind::Request, Some(id)) = (batch, e.kind, e.id) {
+                self.batch_of.insert(RawId::from_raw(id), batch);
+            }
             self.note_client_message(e, line, holding);
         }
         if holding {
@@ -738,7 +751,9 @@ impl Link {
                 "notifications/cancelled" => {
                     if let Some(id) = message::cancelled_request_id(e.params) {
                         // The server will not answer a cancelled request.
-                        self.in_flight.remove(&id);
+                        if self.answered(&id) {
+                            self.client.cancelled(id);
+                        }
                     }
                 }
                 _ => {}
@@ -885,7 +900,7 @@ impl Link {
                     };
                     if self.own_ids.remove(&id) {
                         self.own_response(&id, line, ctx);
-                    } else if self.in_flight.remove(&id) {
+                    } else if self.answered(&id) {
                         forward = true;
                         if self
                             .setup
@@ -1226,10 +1241,7 @@ impl Link {
     fn end(&mut self, reason: String, ctx: &mut Ctx<'_>) {
         self.fail_in_flight_with(codes::SERVER_FAILED, &reason);
         let held: Vec<RawId> = std::mem::take(&mut self.held_ids);
-        for id in held {
-            self.client
-                .error(Some(&id), codes::SERVER_UNAVAILABLE, &reason);
-        }
+        self.answer_all(held, codes::SERVER_UNAVAILABLE, &reason);
         self.held = Vec::new();
         self.phase = Phase::Ended {
             reason,
@@ -1245,10 +1257,46 @@ impl Link {
     }
 
     fn fail_in_flight_with(&mut self, code: i64, message: &str) {
-        for id in std::mem::take(&mut self.in_flight).drain() {
-            self.client.error(Some(&id), code, message);
-        }
+        let ids: Vec<RawId> = std::mem::take(&mut self.in_flight).drain().collect();
+        self.answer_all(ids, code, message);
         self.setup.pending_initialize = None;
+    }
+
+    /// One request is answered: it no longer waits.
+    fn answered(&mut self, id: &RawId) -> bool {
+        let waited = self.in_flight.remove(id);
+        if waited && !self.in_flight.contains(id) {
+            self.batch_of.remove(id);
+        }
+        waited
+    }
+
+    /// Answers each request with an error made by the relay; requests that came in one batch
+    /// get one batch back on TCP (over HTTP each answer goes to its request's stream).
+    fn answer_all(&mut self, ids: Vec<RawId>, code: i64, message: &str) {
+        let mut batches: BTreeMap<u64, Vec<RawId>> = BTreeMap::new();
+        for id in ids {
+            match self.batch_of.remove(&id) {
+                Some(b) if matches!(self.client, ClientSide::Tcp(_)) => {
+                    batches.entry(b).or_default().push(id)
+                }
+                _ => self.client.error(Some(&id), code, message),
+            }
+        }
+        for ids in batches.into_values() {
+            let mut body = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                body.push(if i == 0 { b'[' } else { b',' });
+                message::write_error(&mut body, Some(id.as_str()), code, message);
+            }
+            body.push(b']');
+            self.client.send(
+                Route::FromServer {
+                    progress_token: None,
+                },
+                &body,
+            );
+        }
     }
 
     /// The client will send nothing more (end of file, gone, or shutdown).

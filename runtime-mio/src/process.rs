@@ -27,6 +27,8 @@ pub struct CommandSpec {
     pub cwd: Option<PathBuf>,
     /// Start from an empty environment (keeping only `PATH`) instead of the relay's.
     pub clean_env: bool,
+    /// Variables of the relay's environment the child must not inherit (its own secrets).
+    pub env_remove: Vec<OsString>,
 }
 
 /// A child the spawner started: its pid and its three pipes, already non-blocking.
@@ -88,6 +90,9 @@ fn start(
         if let Some(path) = path {
             cmd.env("PATH", path);
         }
+    }
+    for k in &spec.env_remove {
+        cmd.env_remove(k);
     }
     for (k, v) in &spec.env {
         cmd.env(k, v);

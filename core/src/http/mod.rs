@@ -1346,6 +1346,24 @@ impl Relay {
         }
     }
 
+    /// A request on this stream was cancelled: it waits no more, and a stream left with
+    /// nothing to wait for ends (an empty event stream, if nothing was sent yet).
+    fn http_cancelled(&mut self, key: SessionKey, stream: StreamId, id: &RawId) {
+        let Some(st) = self.http.streams.get_mut(&stream) else {
+            return;
+        };
+        st.waiting.retain(|w| w != id);
+        if !st.waiting.is_empty() || st.done {
+            return;
+        }
+        st.done = true;
+        if st.conn.is_some() && !st.sse {
+            self.http_start_sse(stream);
+        }
+        self.http_end_stream(self.last_now, stream);
+        self.http_released(key, stream);
+    }
+
     /// A stream got its last answer: a pool child serving it is free again.
     fn http_released(&mut self, key: SessionKey, stream: StreamId) {
         let pool_busy = self
@@ -1518,6 +1536,12 @@ impl Relay {
                     .is_some_and(|st| st.kind == StreamKind::Post && st.waiting.contains(id))
             })
         };
+        if let Route::Cancelled(id) = &route {
+            if let Some(stream) = waiting_for(&self.http.streams, id) {
+                self.http_cancelled(key, stream, id);
+            }
+            return;
+        }
         let target = match &route {
             Route::Response(Some(id)) => {
                 waiting_for(&self.http.streams, id).map(|st| (st, Some(id.clone())))
