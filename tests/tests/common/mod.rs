@@ -1,0 +1,847 @@
+//! Shared helpers of the end-to-end tests (`tests/tests/e2e_*.rs`).
+//!
+//! They start the real `mcp-relay` binary on `127.0.0.1:0`, talk to it over real TCP
+//! sockets, and watch its real child processes through `/proc`. Every wait has a deadline
+//! and waits for an event (a log line, a socket read, a process appearing or disappearing),
+//! never a bare sleep. Each [`Relay`] is killed (with whatever it left behind) when dropped.
+
+// Every e2e file compiles this module on its own and uses a different part of it.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The default bound of every wait: generous for a loaded 2-core machine, yet a hang fails
+/// the test instead of the whole run.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// How often `/proc` is looked at while waiting for processes to come or go (there is no
+/// event to wait on for another process's children).
+const PROC_POLL: Duration = Duration::from_millis(10);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary
+// ---------------------------------------------------------------------------------------
+
+/// The `mcp-relay` binary: `$MCP_RELAY_BIN` if set, otherwise built once per test process
+/// with `$CARGO build -p mcp-relay --bin mcp-relay` into the target directory this test
+/// binary lives in (`.../target/debug/deps/<test>` → `.../target/debug/mcp-relay`).
+pub fn relay_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("MCP_RELAY_BIN") {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "MCP_RELAY_BIN={} is not a file",
+                path.display()
+            );
+            return path;
+        }
+        let exe = std::env::current_exe().expect("the test binary's own path");
+        // .../target/<profile>/deps/<test-hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in <target>/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir
+            .parent()
+            .expect("<target>/<profile> has a parent");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ is inside the workspace");
+        let cargo = std::env::var_os("CARGO")
+            .or_else(|| option_env!("CARGO").map(OsString::from))
+            .unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace)
+            .args(["build", "--quiet", "-p", "mcp-relay", "--bin", "mcp-relay"])
+            .arg("--manifest-path")
+            .arg(workspace.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile_dir.file_name().and_then(OsStr::to_str) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(other) => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()
+            .expect("running cargo build for mcp-relay");
+        assert!(
+            out.status.success(),
+            "cargo build -p mcp-relay failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = profile_dir.join("mcp-relay");
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+/// Runs `mcp-relay` with `args` to completion (bounded by [`DEADLINE`]); for CLI checks.
+pub fn run_cli(args: &[&str]) -> CliOutput {
+    let mut child = Command::new(relay_bin())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning mcp-relay");
+    let stdout = drain_in_thread(child.stdout.take().expect("stdout"));
+    let stderr = drain_in_thread(child.stderr.take().expect("stderr"));
+    let status = wait_child(&mut child, DEADLINE).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("mcp-relay {args:?} did not exit within {DEADLINE:?}");
+    });
+    CliOutput {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn drain_in_thread(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Waits for a process we spawned to exit, up to `timeout`.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(PROC_POLL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The relay process
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// The relay's stderr, collected line by line by a reader thread.
+#[derive(Default)]
+struct Log {
+    state: Mutex<LogState>,
+    changed: Condvar,
+}
+
+impl Log {
+    /// Waits until `pred` holds for the lines so far; false if the deadline passed or the
+    /// log ended without it.
+    fn wait(&self, timeout: Duration, mut pred: impl FnMut(&[String]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.state);
+        loop {
+            if pred(&state.lines) {
+                return true;
+            }
+            let now = Instant::now();
+            if state.closed || now >= deadline {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// How to start a relay: `mcp-relay --listen 127.0.0.1:0 <args> [-- <command>]`.
+pub struct RelayBuilder {
+    args: Vec<OsString>,
+    command: Vec<OsString>,
+}
+
+impl RelayBuilder {
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Serves the built-in demo server (`--demo`).
+    pub fn demo(self) -> Self {
+        self.arg("--demo")
+    }
+
+    /// The server command, given after `--`.
+    pub fn command<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, command: I) -> Self {
+        self.command = command.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Starts the relay and waits for its `listening on tcp://…` log line.
+    pub fn start(self) -> Relay {
+        let mut cmd = Command::new(relay_bin());
+        cmd.arg("--listen").arg("127.0.0.1:0").args(&self.args);
+        if !self.command.is_empty() {
+            cmd.arg("--").args(&self.command);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning mcp-relay");
+        let log = Arc::new(Log::default());
+        let stderr = child.stderr.take().expect("stderr");
+        let reader_log = Arc::clone(&log);
+        thread::Builder::new()
+            .name(format!("relay-{}-stderr", child.id()))
+            .spawn(move || {
+                let mut r = BufReader::new(stderr);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                            lock(&reader_log.state).lines.push(line);
+                            reader_log.changed.notify_all();
+                        }
+                    }
+                }
+                lock(&reader_log.state).closed = true;
+                reader_log.changed.notify_all();
+            })
+            .expect("starting the stderr reader");
+        let mut relay = Relay {
+            pid: i32::try_from(child.id()).expect("pid fits i32"),
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            groups: Mutex::new(Vec::new()),
+            status: None,
+        };
+        let line = relay
+            .try_wait_log("listening on tcp://", DEADLINE)
+            .unwrap_or_else(|| {
+                panic!(
+                    "the relay did not report its address within {DEADLINE:?}; its log:\n{}",
+                    relay.log_text()
+                )
+            });
+        let addr = line
+            .split("listening on tcp://")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse the address out of {line:?}"));
+        relay.addr = addr;
+        relay
+    }
+}
+
+/// A running `mcp-relay`; killed (SIGKILL), with its leftover process groups, on drop.
+pub struct Relay {
+    child: Child,
+    pid: i32,
+    pub addr: SocketAddr,
+    log: Arc<Log>,
+    /// Process groups of children seen so far, killed on drop if anything is left in them.
+    groups: Mutex<Vec<i32>>,
+    status: Option<ExitStatus>,
+}
+
+impl Relay {
+    pub fn builder() -> RelayBuilder {
+        RelayBuilder {
+            args: Vec::new(),
+            command: Vec::new(),
+        }
+    }
+
+    /// `mcp-relay --listen 127.0.0.1:0 --demo`.
+    pub fn demo() -> Relay {
+        Relay::builder().demo().start()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    // ---- log ----
+
+    pub fn log_lines(&self) -> Vec<String> {
+        lock(&self.log.state).lines.clone()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log_lines().join("\n")
+    }
+
+    /// The first log line containing `needle`, waiting up to `timeout` for it.
+    pub fn try_wait_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let mut found = None;
+        self.log.wait(timeout, |lines| {
+            found = lines.iter().find(|l| l.contains(needle)).cloned();
+            found.is_some()
+        });
+        found
+    }
+
+    /// Like [`Relay::try_wait_log`], but a missing line fails the test (showing the log).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        self.try_wait_log(needle, timeout).unwrap_or_else(|| {
+            panic!(
+                "no log line containing {needle:?} within {timeout:?}; the relay's log:\n{}",
+                self.log_text()
+            )
+        })
+    }
+
+    /// Waits until at least `n` log lines contain `needle`.
+    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+        let ok = self.log.wait(timeout, |lines| {
+            lines.iter().filter(|l| l.contains(needle)).count() >= n
+        });
+        assert!(
+            ok,
+            "fewer than {n} log lines contain {needle:?} after {timeout:?}; the relay's log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_count(&self, needle: &str) -> usize {
+        lock(&self.log.state)
+            .lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    // ---- processes ----
+
+    /// The relay's child processes right now (zombies included).
+    pub fn children(&self) -> Vec<Proc> {
+        let kids: Vec<Proc> = all_procs()
+            .into_iter()
+            .filter(|p| p.ppid == self.pid)
+            .collect();
+        let mut groups = lock(&self.groups);
+        for k in &kids {
+            if k.pgrp != self.pid && k.pgrp > 1 && !groups.contains(&k.pgrp) {
+                groups.push(k.pgrp);
+            }
+        }
+        kids
+    }
+
+    /// Waits until the relay has exactly `n` children; returns them.
+    pub fn wait_children(&self, n: usize, timeout: Duration) -> Vec<Proc> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let kids = self.children();
+            if kids.len() == n {
+                return kids;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the relay has {} children, not {n}, after {timeout:?}: {kids:#?}\nits log:\n{}",
+                    kids.len(),
+                    self.log_text()
+                );
+            }
+            thread::sleep(PROC_POLL);
+        }
+    }
+
+    /// The relay's children that are zombies (exited, not reaped).
+    pub fn zombies(&self) -> Vec<Proc> {
+        self.children()
+            .into_iter()
+            .filter(|p| p.state == 'Z')
+            .collect()
+    }
+
+    /// Remembers a process group so that drop kills what is left in it.
+    pub fn track_group(&self, pgrp: i32) {
+        let mut groups = lock(&self.groups);
+        if pgrp > 1 && pgrp != self.pid && !groups.contains(&pgrp) {
+            groups.push(pgrp);
+        }
+    }
+
+    /// RSS of the relay in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid).expect("the relay's VmRSS")
+    }
+
+    // ---- lifetime ----
+
+    pub fn signal(&self, sig: libc::c_int) {
+        signal(self.pid, sig);
+    }
+
+    /// The relay's exit status, if it has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
+    /// Waits for the relay to exit: first for its stderr to close (the event), then for the
+    /// process to be reaped.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        self.log.wait(timeout, |_| false);
+        wait_child(&mut self.child, timeout.saturating_sub(start.elapsed())).inspect(|s| {
+            self.status = Some(*s);
+        })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            signal(self.pid, libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+        // Whatever a failed test left behind (children die with the relay through
+        // PR_SET_PDEATHSIG; grandchildren in their groups may not).
+        for pgrp in lock(&self.groups).iter() {
+            if !live_group_members(*pgrp).is_empty() {
+                // SAFETY: kill(2) has no memory-safety preconditions; pgrp > 1 was checked.
+                unsafe {
+                    libc::kill(-pgrp, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+pub fn signal(pid: i32, sig: libc::c_int) {
+    assert!(pid > 1, "refusing to signal pid {pid}");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
+}
+
+// ---------------------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------------------
+
+/// One process as `/proc/<pid>/stat` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+}
+
+pub fn read_proc(pid: i32) -> Option<Proc> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    Some(Proc {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+pub fn all_procs() -> Vec<Proc> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(read_proc)
+        .collect()
+}
+
+/// Every process (zombies included) in process group `pgrp`.
+pub fn group_members(pgrp: i32) -> Vec<Proc> {
+    all_procs().into_iter().filter(|p| p.pgrp == pgrp).collect()
+}
+
+/// The processes of group `pgrp` that still run: zombies are dead already. (A killed
+/// grandchild is reparented to PID 1, which may take its time to reap it; a zombie child of
+/// the relay itself shows up in [`Relay::children`] instead.)
+pub fn live_group_members(pgrp: i32) -> Vec<Proc> {
+    group_members(pgrp)
+        .into_iter()
+        .filter(|p| p.state != 'Z')
+        .collect()
+}
+
+/// Waits until nothing runs any more in process group `pgrp`; returns how long that took, or
+/// what still runs.
+pub fn wait_group_gone(pgrp: i32, timeout: Duration) -> Result<Duration, Vec<Proc>> {
+    let start = Instant::now();
+    loop {
+        let left = live_group_members(pgrp);
+        if left.is_empty() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return Err(left);
+        }
+        thread::sleep(PROC_POLL);
+    }
+}
+
+/// Waits until `pid` is no longer a live process (gone, or a zombie).
+pub fn wait_pid_gone(pid: i32, timeout: Duration) -> Result<Duration, Proc> {
+    let start = Instant::now();
+    loop {
+        match read_proc(pid) {
+            None => return Ok(start.elapsed()),
+            Some(p) if p.state == 'Z' => return Ok(start.elapsed()),
+            Some(p) if start.elapsed() >= timeout => return Err(p),
+            Some(_) => thread::sleep(PROC_POLL),
+        }
+    }
+}
+
+fn status_field(pid: i32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Resident set size in KiB (`VmRSS`).
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+/// Bytes a process has written so far (`wchar` of `/proc/<pid>/io`).
+pub fn bytes_written(pid: i32) -> Option<u64> {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+/// What ended a read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Orderly end of stream.
+    Eof,
+    /// The peer reset the connection.
+    Reset,
+}
+
+/// A line-oriented JSON-RPC client over one TCP connection. Reads time out after
+/// [`DEADLINE`] (a test failure, not a hang).
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    next_id: i64,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, DEADLINE)
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        stream.set_write_timeout(Some(DEADLINE)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            writer: stream.try_clone().expect("clone"),
+            reader: BufReader::with_capacity(256 * 1024, stream),
+            next_id: 1000,
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.writer
+            .set_read_timeout(Some(timeout))
+            .expect("set_read_timeout");
+    }
+
+    /// Sends `line` plus a newline.
+    pub fn send(&mut self, line: &str) {
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        self.send_raw(&buf);
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("writing {} bytes to the relay: {e}", bytes.len()));
+    }
+
+    pub fn send_json(&mut self, msg: &Value) {
+        self.send(&msg.to_string());
+    }
+
+    /// The next line (without its newline), or how the stream ended.
+    pub fn next_line(&mut self) -> Result<String, Closed> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => Err(Closed::Eof),
+            Ok(_) => {
+                assert!(
+                    buf.ends_with(b"\n"),
+                    "the connection ended in the middle of a line: {:?}",
+                    String::from_utf8_lossy(&buf[..buf.len().min(200)])
+                );
+                buf.pop();
+                Ok(String::from_utf8(buf).expect("the relay sent UTF-8"))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(Closed::Reset),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("no line from the relay within the read timeout ({e})")
+            }
+            Err(e) => panic!("reading from the relay: {e}"),
+        }
+    }
+
+    /// The next line; the connection must still be open.
+    pub fn read_line(&mut self) -> String {
+        self.next_line()
+            .unwrap_or_else(|c| panic!("expected a line, the connection closed: {c:?}"))
+    }
+
+    pub fn read_json(&mut self) -> Value {
+        let line = self.read_line();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// Reads until the response with `id` arrives; returns it and the messages before it.
+    pub fn read_response(&mut self, id: &Value) -> (Value, Vec<Value>) {
+        let mut before = Vec::new();
+        loop {
+            let msg = self.read_json();
+            if msg.get("method").is_none() && msg.get("id") == Some(id) {
+                return (msg, before);
+            }
+            before.push(msg);
+        }
+    }
+
+    /// Sends a request and waits for its response (other messages are skipped).
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = json!(self.next_id);
+        self.send_json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        self.read_response(&id).0
+    }
+
+    /// `tools/call` of `name`; returns the whole response.
+    pub fn call_tool(&mut self, name: &str, arguments: Value) -> Value {
+        self.request("tools/call", json!({"name": name, "arguments": arguments}))
+    }
+
+    /// The MCP handshake: `initialize` then `notifications/initialized`.
+    pub fn initialize(&mut self) -> Value {
+        let resp = self.request(
+            "initialize",
+            json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "mcp-relay-e2e", "version": "0"},
+            }),
+        );
+        assert!(resp.get("result").is_some(), "initialize failed: {resp}");
+        self.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        resp
+    }
+
+    /// Reads every remaining line until the relay closes the connection.
+    pub fn read_to_close(&mut self) -> (Vec<String>, Closed) {
+        let mut lines = Vec::new();
+        loop {
+            match self.next_line() {
+                Ok(line) => lines.push(line),
+                Err(closed) => return (lines, closed),
+            }
+        }
+    }
+
+    /// The connection must be closed by the relay with nothing more sent.
+    pub fn expect_closed(&mut self) -> Closed {
+        let (lines, closed) = self.read_to_close();
+        assert!(
+            lines.is_empty(),
+            "expected the relay to close, got {lines:?}"
+        );
+        closed
+    }
+
+    /// Closes our sending side (the relay sees end of file) but keeps reading.
+    pub fn shutdown_write(&self) {
+        self.writer.shutdown(Shutdown::Write).expect("shutdown");
+    }
+}
+
+/// The text of the first content item of a `tools/call` response.
+pub fn tool_text(resp: &Value) -> &str {
+    resp["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a text tool result: {resp}"))
+}
+
+/// The error code of a JSON-RPC error response.
+pub fn error_code(resp: &Value) -> i64 {
+    resp["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error response: {resp}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// A server run directly over stdio (no relay), for comparisons
+// ---------------------------------------------------------------------------------------
+
+/// A stdio server started directly; its stdout is read by a thread so that reads can have a
+/// deadline. Killed on drop.
+pub struct StdioServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl StdioServer {
+    pub fn start<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(program: &Path, args: I) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            loop {
+                let mut buf = Vec::new();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if buf.ends_with(b"\n") {
+                            buf.pop();
+                        }
+                        let line = String::from_utf8(buf).expect("UTF-8 from the server");
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        StdioServer {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| stdin.write_all(b"\n"))
+            .and_then(|()| stdin.flush())
+            .expect("writing to the server");
+    }
+
+    pub fn read_line(&mut self) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|e| panic!("no line from the stdio server: {e}"))
+    }
+}
+
+impl Drop for StdioServer {
+    fn drop(&mut self) {
+        self.stdin = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

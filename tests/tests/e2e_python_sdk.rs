@@ -1,0 +1,163 @@
+//! End to end with the official MCP Python SDK as the client (tests/python/sdk_tcp_client.py,
+//! `ClientSession` over a TCP stream) against (a) the demo server and (b) the reference
+//! "everything" server from npm (tests/node), both behind the relay.
+//!
+//! Needs `pip install mcp` and `npm ci --prefix tests/node`. Without them each test prints a
+//! SKIP line and passes, unless MCP_RELAY_REQUIRE_SDK=1 (as in CI), which makes it fail.
+
+mod common;
+
+use common::{wait_child, Relay, DEADLINE};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+/// The script's own bound; the process is killed a little after it.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn tests_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> String {
+    std::env::var("MCP_RELAY_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Skips the test (or fails it, when the SDK is required) for a missing prerequisite.
+fn skip(test: &str, why: &str) {
+    if std::env::var("MCP_RELAY_REQUIRE_SDK").as_deref() == Ok("1") {
+        panic!("{test}: {why} (MCP_RELAY_REQUIRE_SDK=1)");
+    }
+    // Straight to stderr, past the test harness's capture, so that the skip shows.
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+}
+
+/// Runs a command to completion with a deadline; returns (success, stdout, stderr).
+fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<(bool, String, String)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut out = child.stdout.take()?;
+    let mut err = child.stderr.take()?;
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let status = match wait_child(&mut child, timeout) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+    };
+    Some((
+        status.success(),
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    ))
+}
+
+/// Whether the Python SDK can be imported; the reason if not.
+fn python_sdk_missing() -> Option<String> {
+    let py = python();
+    match run_bounded(
+        Command::new(&py).args(["-c", "import mcp, anyio; print(mcp.__name__)"]),
+        DEADLINE,
+    ) {
+        None => Some(format!("{py} not found")),
+        Some((false, _, err)) => Some(format!(
+            "the MCP Python SDK is not installed for {py} (pip install mcp): {}",
+            err.lines().last().unwrap_or("")
+        )),
+        Some((true, _, _)) => None,
+    }
+}
+
+/// Runs the SDK script against the relay and checks it printed OK.
+fn run_sdk_client(relay: &Relay) {
+    let script = tests_dir().join("python").join("sdk_tcp_client.py");
+    let (ok, out, err) = run_bounded(
+        Command::new(python())
+            .arg(&script)
+            .arg("--host")
+            .arg(relay.addr.ip().to_string())
+            .arg("--port")
+            .arg(relay.addr.port().to_string())
+            .arg("--timeout")
+            .arg(SCRIPT_TIMEOUT.as_secs().to_string()),
+        SCRIPT_TIMEOUT + Duration::from_secs(15),
+    )
+    .expect("running the SDK client");
+    assert!(
+        ok && out.lines().last() == Some("OK"),
+        "the SDK client failed.\nstdout:\n{out}\nstderr:\n{err}\nrelay log:\n{}",
+        relay.log_text()
+    );
+    // What it did, for the test log (shown with --nocapture).
+    println!("{err}");
+}
+
+#[test]
+fn python_sdk_against_the_demo_server() {
+    if let Some(why) = python_sdk_missing() {
+        return skip("python_sdk_against_the_demo_server", &why);
+    }
+    let relay = Relay::demo();
+    run_sdk_client(&relay);
+    relay.wait_log("session ended", DEADLINE);
+    relay.wait_children(0, DEADLINE);
+}
+
+fn everything_server() -> PathBuf {
+    tests_dir()
+        .join("node")
+        .join("node_modules")
+        .join("@modelcontextprotocol")
+        .join("server-everything")
+        .join("dist")
+        .join("index.js")
+}
+
+#[test]
+fn python_sdk_against_the_everything_server() {
+    if let Some(why) = python_sdk_missing() {
+        return skip("python_sdk_against_the_everything_server", &why);
+    }
+    let server = everything_server();
+    if !server.is_file() {
+        return skip(
+            "python_sdk_against_the_everything_server",
+            &format!(
+                "{} is missing (npm ci --prefix tests/node)",
+                server.display()
+            ),
+        );
+    }
+    if !matches!(
+        run_bounded(Command::new("node").arg("--version"), DEADLINE),
+        Some((true, _, _))
+    ) {
+        return skip(
+            "python_sdk_against_the_everything_server",
+            "node is not installed",
+        );
+    }
+    let relay = Relay::builder()
+        .command(["node".as_ref(), server.as_os_str(), "stdio".as_ref()])
+        .start();
+    run_sdk_client(&relay);
+    relay.wait_log("session ended", DEADLINE);
+    relay.wait_children(0, DEADLINE);
+}
