@@ -396,6 +396,7 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
         core: mcp_relay_core::Config {
             max_message_size: args.max_message_size,
             max_buffered: args.max_buffered,
+            max_read: 64 * 1024,
             shutdown_grace: args.shutdown_grace,
             server_label,
             max_in_flight: args.max_in_flight,

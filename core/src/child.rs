@@ -15,6 +15,9 @@ pub(crate) struct Child {
     /// grandchild may hold the pipes open).
     drain_deadline: Option<Instant>,
     stderr: StderrLines,
+    /// The relay stopped reading stdout (backpressure): what is left in the pipe is not the
+    /// child's fault, so the drain deadline waits.
+    output_paused: bool,
 }
 
 #[derive(Debug)]
@@ -57,6 +60,7 @@ impl Child {
             stderr_eof: false,
             drain_deadline: None,
             stderr: StderrLines::default(),
+            output_paused: false,
         }
     }
 
@@ -235,7 +239,17 @@ impl Child {
             return Some((d, reason));
         }
         self.drain_deadline
+            .filter(|_| !self.output_paused)
             .map(|d| (d, "child: output still open after exit"))
+    }
+
+    /// The relay paused or resumed reading stdout. On resume, the output gets its full grace
+    /// again to reach end of file.
+    pub(crate) fn set_output_paused(&mut self, paused: bool, now: Instant, grace: Duration) {
+        if self.output_paused && !paused && self.drain_deadline.is_some() {
+            self.drain_deadline = Some(now + grace);
+        }
+        self.output_paused = paused;
     }
 
     pub(crate) fn handle_timeout(
@@ -267,7 +281,7 @@ impl Child {
                 };
             }
         }
-        if self.drain_deadline.is_some_and(|d| d <= now) {
+        if !self.output_paused && self.drain_deadline.is_some_and(|d| d <= now) {
             log::warn!(
                 "{}: output still open {grace:?} after the server exited (a grandchild holds it?); giving up on it",
                 self.id

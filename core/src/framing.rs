@@ -17,12 +17,25 @@ pub enum Frame<'a> {
     Oversize { len: usize, id: Option<RawId> },
 }
 
+/// What the consumer of a frame wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Hand out the next frame.
+    Continue,
+    /// Stop here: keep the rest for [`LineFramer::resume`] (the consumer is loaded).
+    Stop,
+}
+
 /// Splits a byte stream into lines, with a bound on the length of one line.
+///
+/// A consumer that is loaded can stop the framer between two lines; the bytes not yet framed
+/// wait in a backlog (at most what was pushed since) until [`LineFramer::resume`].
 #[derive(Debug)]
 pub struct LineFramer {
     buf: Vec<u8>,
     max: usize,
     discard: Option<Discard>,
+    backlog: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -41,12 +54,28 @@ impl LineFramer {
             buf: Vec::new(),
             max: max.max(1),
             discard: None,
+            backlog: Vec::new(),
         }
     }
 
-    /// Bytes held for an incomplete line.
+    /// Bytes held: an incomplete line and the backlog.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.backlog.len()
+    }
+
+    /// Bytes pushed but not framed yet because the consumer stopped.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Frames the backlog, until done or the consumer stops again.
+    pub fn resume(&mut self, f: impl FnMut(Frame<'_>) -> Flow) {
+        let backlog = std::mem::take(&mut self.backlog);
+        self.push(&backlog, f);
+        if self.backlog.capacity() < backlog.capacity() && self.backlog.is_empty() {
+            // Keep nothing large around once it is framed.
+            self.backlog = Vec::new();
+        }
     }
 
     /// The bytes of a line not yet ended by a newline, if any (what end of file cut off).
@@ -54,9 +83,19 @@ impl LineFramer {
         !self.buf.is_empty() || self.discard.is_some()
     }
 
-    /// Feeds bytes in; calls `f` for every line they complete, in order.
-    pub fn push(&mut self, mut data: &[u8], mut f: impl FnMut(Frame<'_>)) {
+    /// Feeds bytes in; calls `f` for every line they complete, in order, until it says stop.
+    pub fn push(&mut self, mut data: &[u8], mut f: impl FnMut(Frame<'_>) -> Flow) {
+        if !self.backlog.is_empty() {
+            // Order: what waits is framed first.
+            self.backlog.extend_from_slice(data);
+            return;
+        }
+        let mut flow = Flow::Continue;
         while !data.is_empty() {
+            if flow == Flow::Stop {
+                self.backlog.extend_from_slice(data);
+                return;
+            }
             let newline = memchr(b'\n', data);
             if let Some(d) = &mut self.discard {
                 let end = newline.unwrap_or(data.len());
@@ -67,7 +106,7 @@ impl LineFramer {
                     Some(i) => {
                         data = &data[i + 1..];
                         if let Some(d) = self.discard.take() {
-                            f(Frame::Oversize {
+                            flow = f(Frame::Oversize {
                                 len: d.len,
                                 id: d.scanner.finish(),
                             });
@@ -89,16 +128,16 @@ impl LineFramer {
             if self.buf.len() + part.len() > self.max + usize::from(part.last() == Some(&b'\r')) {
                 self.start_discard(part);
                 if let Some(d) = self.discard.take() {
-                    f(Frame::Oversize {
+                    flow = f(Frame::Oversize {
                         len: d.len,
                         id: d.scanner.finish(),
                     });
                 }
             } else if self.buf.is_empty() {
-                emit(part, &mut f);
+                flow = emit(part, &mut f);
             } else {
                 self.buf.extend_from_slice(part);
-                emit(&self.buf, &mut f);
+                flow = emit(&self.buf, &mut f);
                 self.clear();
             }
         }
@@ -123,10 +162,12 @@ impl LineFramer {
     }
 }
 
-fn emit(line: &[u8], f: &mut impl FnMut(Frame<'_>)) {
+fn emit(line: &[u8], f: &mut impl FnMut(Frame<'_>) -> Flow) -> Flow {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if !line.iter().all(u8::is_ascii_whitespace) {
-        f(Frame::Line(line));
+    if line.iter().all(u8::is_ascii_whitespace) {
+        Flow::Continue
+    } else {
+        f(Frame::Line(line))
     }
 }
 
@@ -145,7 +186,8 @@ mod tests {
                     Frame::Oversize { len, id } => {
                         format!("oversize {len} {}", id.as_ref().map_or("-", |i| i.as_str()))
                     }
-                })
+                });
+                Flow::Continue
             });
         }
         assert_eq!(got, expect);
@@ -188,12 +230,47 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_consumer_resumes_where_it_stopped() {
+        let mut framer = LineFramer::new(100);
+        let mut got = Vec::new();
+        let take_one = |got: &mut Vec<String>| {
+            let mut first = true;
+            move |f: Frame<'_>| {
+                if let Frame::Line(l) = f {
+                    got.push(String::from_utf8_lossy(l).into_owned());
+                }
+                if std::mem::take(&mut first) {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            }
+        };
+        framer.push(b"a\nb\nc", take_one(&mut got));
+        assert_eq!(got, ["a"]);
+        assert!(framer.has_backlog());
+        framer.push(b"\nd\n", |_| Flow::Continue);
+        assert_eq!(got, ["a"], "nothing overtakes the backlog");
+        framer.resume(take_one(&mut got));
+        assert_eq!(got, ["a", "b"]);
+        framer.resume(|f| {
+            if let Frame::Line(l) = f {
+                got.push(String::from_utf8_lossy(l).into_owned());
+            }
+            Flow::Continue
+        });
+        assert_eq!(got, ["a", "b", "c", "d"]);
+        assert!(!framer.has_backlog());
+        assert_eq!(framer.buffered(), 0);
+    }
+
+    #[test]
     fn releases_large_buffers() {
         let mut framer = LineFramer::new(1 << 20);
         let big = vec![b'x'; 200_000];
-        framer.push(&big, |_| {});
+        framer.push(&big, |_| Flow::Continue);
         assert_eq!(framer.buffered(), 200_000);
-        framer.push(b"\n", |_| {});
+        framer.push(b"\n", |_| Flow::Continue);
         assert_eq!(framer.buffered(), 0);
         assert!(framer.buf.capacity() <= KEEP_CAPACITY);
     }

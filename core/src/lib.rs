@@ -32,7 +32,7 @@ mod relay;
 mod session;
 mod supervisor;
 
-pub use framing::{Frame, LineFramer};
+pub use framing::{Flow, Frame, LineFramer};
 pub use http::{HttpConfig, SESSION_ERA_VERSIONS};
 pub use relay::{Config, Relay, Stats};
 pub use supervisor::RestartPolicy;

@@ -19,6 +19,9 @@ pub struct Config {
     pub max_message_size: usize,
     /// Bytes queued toward one slow reader before the relay stops reading from the other side.
     pub max_buffered: usize,
+    /// The most bytes the driver hands in with one `Input::Data` (its read size). A loaded
+    /// session keeps at most one such read unframed until it can go on.
+    pub max_read: usize,
     /// Client requests waiting for an answer before the relay stops reading the client.
     pub max_in_flight: usize,
     /// Time between each step of a child's stop sequence: stdin closed, SIGTERM, SIGKILL.
@@ -55,6 +58,7 @@ impl Default for Config {
         Config {
             max_message_size: 16 * 1024 * 1024,
             max_buffered: 4 * 1024 * 1024,
+            max_read: 64 * 1024,
             max_in_flight: 1024,
             shutdown_grace: Duration::from_secs(5),
             server_label: "server".into(),
@@ -190,11 +194,12 @@ impl Relay {
         self.sessions.values().map(Session::in_flight).sum()
     }
 
-    /// The most bytes one session may hold: two framers, two queues and the messages held
-    /// during a restart, each at most its limit plus one message.
+    /// The most bytes one session may hold: two framers (a partial line and one unframed
+    /// read each), two queues and the messages held during a restart, each at most its limit
+    /// plus one message.
     pub fn buffer_bound(&self) -> usize {
         let c = &self.config;
-        2 * (c.max_message_size + 1) + 3 * (c.max_buffered + c.max_message_size + 1)
+        2 * (c.max_message_size + 1 + c.max_read) + 3 * (c.max_buffered + c.max_message_size + 1)
     }
 
     /// Client requests of a connection that wait for an answer.

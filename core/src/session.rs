@@ -8,7 +8,7 @@
 
 use crate::child::Child;
 use crate::client::{ClientSide, Route};
-use crate::framing::{Frame, LineFramer};
+use crate::framing::{Flow, Frame, LineFramer};
 use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
 use crate::outbound::Outbound;
 use crate::relay::{Config, Stats};
@@ -363,22 +363,8 @@ impl Session {
             return;
         }
         link.heartbeat.last_heard = Some(ctx.now);
-        self.from_client.push(data, |frame| match frame {
-            Frame::Line(line) => link.client_line(line, ctx),
-            Frame::Oversize { len, id } => {
-                ctx.stats.oversize_messages += 1;
-                log::warn!(
-                    "{}: dropped a {len}-byte message from the client (--max-message-size is {})",
-                    link.label,
-                    ctx.config.max_message_size
-                );
-                let msg = format!(
-                    "mcp-relay: message of {len} bytes exceeds the limit of {} bytes (--max-message-size); it was not delivered to the server",
-                    ctx.config.max_message_size
-                );
-                link.client.error(id.as_ref(), codes::INVALID_REQUEST, &msg);
-            }
-        });
+        self.from_client
+            .push(data, |frame| link.client_frame(frame, ctx));
     }
 
     pub(crate) fn child_data(&mut self, child: ChildId, data: &[u8], ctx: &mut Ctx<'_>) {
@@ -391,26 +377,8 @@ impl Session {
             // Output shows it is alive, even if the probe waits behind other work.
             *deadline = ctx.now + ctx.config.ping_timeout;
         }
-        self.from_child.push(data, |frame| match frame {
-            Frame::Line(line) => link.child_line(line, ctx),
-            Frame::Oversize { len, id } => {
-                ctx.stats.oversize_messages += 1;
-                log::warn!(
-                    "{}: dropped a {len}-byte message from the server (--max-message-size is {})",
-                    link.label,
-                    ctx.config.max_message_size
-                );
-                if let Some(id) = id {
-                    if link.answered(&id) {
-                        let msg = format!(
-                            "mcp-relay: the server's response of {len} bytes exceeds the limit of {} bytes (--max-message-size) and was dropped",
-                            ctx.config.max_message_size
-                        );
-                        link.client.error(Some(&id), codes::RESPONSE_LOST, &msg);
-                    }
-                }
-            }
-        });
+        self.from_child
+            .push(data, |frame| link.child_frame(frame, ctx));
     }
 
     /// One message from an HTTP client (already framed and checked).
@@ -609,12 +577,32 @@ impl Session {
         }
         l.to_child.flush(ctx.out);
         l.client.flush(ctx.out);
+        // Lines held back while a side was loaded go on once it is not.
+        if self.from_child.has_backlog() && l.client.load() <= ctx.config.max_buffered {
+            self.from_child.resume(|f| l.child_frame(f, ctx));
+        }
+        if self.from_client.has_backlog() && !l.client_input_loaded(ctx.config) {
+            self.from_client.resume(|f| l.client_frame(f, ctx));
+        }
+        if self.from_client.has_backlog() && matches!(l.phase, Phase::Ended { .. }) {
+            // The session is closing: what the client sent still gets its answers.
+            self.from_client.resume(|f| {
+                l.client_frame(f, ctx);
+                Flow::Continue
+            });
+        }
+        l.to_child.flush(ctx.out);
+        l.client.flush(ctx.out);
         if l.to_child.in_driver() == 0 {
             l.liveness.stalled_since = None;
         } else if l.liveness.stalled_since.is_none() {
             l.liveness.stalled_since = Some(ctx.now);
         }
-        l.update_pauses(ctx);
+        l.update_pauses(
+            self.from_client.has_backlog(),
+            self.from_child.has_backlog(),
+            ctx,
+        );
         if self.framed_child != self.link.child.id {
             // A replacement starts with a clean line, whatever its predecessor left half-said.
             self.framed_child = self.link.child.id;
@@ -625,6 +613,67 @@ impl Session {
 
 impl Link {
     // ---- lines from the client ----
+
+    /// One frame from the client; stops the framer while what it produces is loaded.
+    fn client_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
+        match frame {
+            Frame::Line(line) => self.client_line(line, ctx),
+            Frame::Oversize { len, id } => {
+                ctx.stats.oversize_messages += 1;
+                log::warn!(
+                    "{}: dropped a {len}-byte message from the client (--max-message-size is {})",
+                    self.label,
+                    ctx.config.max_message_size
+                );
+                let msg = format!(
+                    "mcp-relay: message of {len} bytes exceeds the limit of {} bytes (--max-message-size); it was not delivered to the server",
+                    ctx.config.max_message_size
+                );
+                self.client.error(id.as_ref(), codes::INVALID_REQUEST, &msg);
+            }
+        }
+        if self.client_input_loaded(ctx.config) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    /// What client input produces (for the server, or the relay's own answers) is above
+    /// the mark: frame no more of it for now.
+    fn client_input_loaded(&self, config: &Config) -> bool {
+        let high = config.max_buffered;
+        self.to_child.load() > high || self.client.load() > high || self.held.len() > high
+    }
+
+    /// One frame from the server; stops the framer while the client side is loaded.
+    fn child_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
+        match frame {
+            Frame::Line(line) => self.child_line(line, ctx),
+            Frame::Oversize { len, id } => {
+                ctx.stats.oversize_messages += 1;
+                log::warn!(
+                    "{}: dropped a {len}-byte message from the server (--max-message-size is {})",
+                    self.label,
+                    ctx.config.max_message_size
+                );
+                if let Some(id) = id {
+                    if self.answered(&id) {
+                        let msg = format!(
+                            "mcp-relay: the server's response of {len} bytes exceeds the limit of {} bytes (--max-message-size) and was dropped",
+                            ctx.config.max_message_size
+                        );
+                        self.client.error(Some(&id), codes::RESPONSE_LOST, &msg);
+                    }
+                }
+            }
+        }
+        if self.client.load() > ctx.config.max_buffered {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
 
     fn client_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
         let msg = match classify(line) {
@@ -1321,10 +1370,13 @@ impl Link {
     /// Tells the driver which sides to read: the connection unless its child queue is loaded,
     /// too many requests wait, or the client is done; the child unless the client queue is
     /// loaded.
-    fn update_pauses(&mut self, ctx: &mut Ctx<'_>) {
+    fn update_pauses(&mut self, client_backlog: bool, child_backlog: bool, ctx: &mut Ctx<'_>) {
         let waiting = self.in_flight.len() + self.held_ids.len();
         let held_full = self.held.len() > ctx.config.max_buffered;
+        // A client that does not read its answers does not get to send more either.
         let conn_pause = self.to_child.is_loaded()
+            || self.client.is_loaded()
+            || client_backlog
             || held_full
             || waiting >= ctx.config.max_in_flight
             || (self.client_eof && !self.client.is_gone());
@@ -1341,11 +1393,13 @@ impl Link {
                 });
             }
         }
-        let child_pause = self.client.is_loaded();
+        let child_pause = self.client.is_loaded() || child_backlog;
         let child_open = self.child.pid().is_some() || self.child.exit_status().is_some();
         let child_reading = child_open && !self.child.is_finished();
         if child_reading && child_pause != self.child_paused {
             self.child_paused = child_pause;
+            self.child
+                .set_output_paused(child_pause, ctx.now, ctx.config.shutdown_grace);
             let endpoint = Endpoint::Child(self.child.id);
             ctx.out.push_back(if child_pause {
                 Output::Pause { endpoint }

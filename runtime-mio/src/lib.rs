@@ -144,13 +144,13 @@ pub struct Runtime {
     read_buf: Vec<u8>,
 }
 
-const READ_CHUNK: usize = 64 * 1024;
-
 impl Runtime {
     /// Binds every listener and starts the spawner thread. Fails if an address cannot be
     /// bound.
     pub fn bind(config: RuntimeConfig) -> io::Result<Runtime> {
         let poll = Poll::new()?;
+        // The core bounds what it keeps by the size of one read.
+        let read_size = config.core.max_read.max(1);
         let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER))?);
         let mut listeners = Vec::new();
         for (i, (addr, transport)) in config.listen.iter().enumerate() {
@@ -183,7 +183,7 @@ impl Runtime {
             spawn_tx: Some(spawn_tx),
             spawner: Some(spawner),
             work: VecDeque::new(),
-            read_buf: vec![0; READ_CHUNK],
+            read_buf: vec![0; read_size],
         })
     }
 
