@@ -229,23 +229,25 @@ mod tests {
         );
     }
 
+    /// A consumer that takes one line, then stops.
+    fn take_one(got: &mut Vec<String>) -> impl FnMut(Frame<'_>) -> Flow + '_ {
+        let mut first = true;
+        move |f: Frame<'_>| {
+            if let Frame::Line(l) = f {
+                got.push(String::from_utf8_lossy(l).into_owned());
+            }
+            if std::mem::take(&mut first) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        }
+    }
+
     #[test]
     fn a_stopped_consumer_resumes_where_it_stopped() {
         let mut framer = LineFramer::new(100);
         let mut got = Vec::new();
-        let take_one = |got: &mut Vec<String>| {
-            let mut first = true;
-            move |f: Frame<'_>| {
-                if let Frame::Line(l) = f {
-                    got.push(String::from_utf8_lossy(l).into_owned());
-                }
-                if std::mem::take(&mut first) {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            }
-        };
         framer.push(b"a\nb\nc", take_one(&mut got));
         assert_eq!(got, ["a"]);
         assert!(framer.has_backlog());
