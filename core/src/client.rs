@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 pub(crate) enum Route {
     /// The answer to the client request with this id (`None`: an error about an unreadable id).
     Response(Option<RawId>),
+    /// A batch of answers, to the client requests with these ids.
+    Responses(Vec<RawId>),
     /// A message from the server that is not an answer: a notification (with the progress
     /// token it carries, if any), a request, or a batch.
     FromServer { progress_token: Option<RawId> },

@@ -994,6 +994,15 @@ impl Link {
                         progress_token: message::param_raw(e.params, "progressToken"),
                     }
                 }
+                Message::Batch(es)
+                    if !es.is_empty() && es.iter().all(|e| e.kind == Kind::Response) =>
+                {
+                    Route::Responses(
+                        es.iter()
+                            .filter_map(|e| e.id.map(RawId::from_raw))
+                            .collect(),
+                    )
+                }
                 _ => Route::FromServer {
                     progress_token: None,
                 },

@@ -461,7 +461,11 @@ impl Relay {
                         Dechunked::Error => {
                             return self.http_fail(
                                 conn,
-                                reject(400, codes::INVALID_REQUEST, "malformed chunked body"),
+                                reject(
+                                    400,
+                                    codes::INVALID_REQUEST,
+                                    "mcp-relay: malformed chunked body",
+                                ),
                                 true,
                             );
                         }
@@ -1256,8 +1260,10 @@ impl Relay {
             c.out.stage(&head);
         }
         if priming {
-            // An event id with empty data primes the client's Last-Event-ID.
-            let e = wire::sse_event(Some(&prime_id), None, b"");
+            // An event id with empty data primes the client's Last-Event-ID; `retry` says how
+            // soon to come back if the connection drops.
+            let mut e = b"retry: 1000\n".to_vec();
+            e.extend_from_slice(&wire::sse_event(Some(&prime_id), None, b""));
             self.http_write_chunk(conn, &e);
         }
         if self.http.next_keepalive.is_none() {
@@ -1536,6 +1542,25 @@ impl Relay {
                     .is_some_and(|st| st.kind == StreamKind::Post && st.waiting.contains(id))
             })
         };
+        if let Route::Responses(ids) = &route {
+            // A batch's answers end the stream of the batch that asked.
+            let Some(stream) = ids
+                .iter()
+                .find_map(|id| waiting_for(&self.http.streams, id))
+            else {
+                log::debug!("session: no stream waits for a batch of answers; dropped");
+                return;
+            };
+            let last = match self.http.streams.get_mut(&stream) {
+                Some(st) => {
+                    st.waiting.retain(|w| !ids.contains(w));
+                    st.waiting.is_empty()
+                }
+                None => false,
+            };
+            self.http_stream_send(stream, &msg, last);
+            return;
+        }
         if let Route::Cancelled(id) = &route {
             if let Some(stream) = waiting_for(&self.http.streams, id) {
                 self.http_cancelled(key, stream, id);

@@ -63,14 +63,20 @@ pub(crate) fn parse_head(buf: &[u8]) -> HeadParse {
     match req.parse(buf) {
         Ok(httparse::Status::Partial) => {
             if buf.len() > MAX_HEAD {
-                HeadParse::Error(431, "the request head is too large")
+                HeadParse::Error(
+                    431,
+                    "mcp-relay: the request head is too large (16 KiB at most)",
+                )
             } else {
                 HeadParse::Partial
             }
         }
         Ok(httparse::Status::Complete(n)) => {
             if n > MAX_HEAD {
-                return HeadParse::Error(431, "the request head is too large");
+                return HeadParse::Error(
+                    431,
+                    "mcp-relay: the request head is too large (16 KiB at most)",
+                );
             }
             let target = req.path.unwrap_or("/");
             let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -105,10 +111,11 @@ pub(crate) fn parse_head(buf: &[u8]) -> HeadParse {
                 n,
             )
         }
-        Err(httparse::Error::TooManyHeaders) => {
-            HeadParse::Error(431, "the request has too many header lines")
-        }
-        Err(_) => HeadParse::Error(400, "the request is not valid HTTP/1.1"),
+        Err(httparse::Error::TooManyHeaders) => HeadParse::Error(
+            431,
+            "mcp-relay: the request has too many header lines (64 at most)",
+        ),
+        Err(_) => HeadParse::Error(400, "mcp-relay: the request is not valid HTTP/1.1"),
     }
 }
 
@@ -125,11 +132,14 @@ pub(crate) fn body_kind(head: &Head) -> Result<BodyKind, (u16, &'static str)> {
     let cl = head.header("content-length");
     match (te, cl) {
         (Some(te), _) if te.eq_ignore_ascii_case("chunked") => Ok(BodyKind::Chunked),
-        (Some(_), _) => Err((501, "only chunked transfer encoding is supported")),
+        (Some(_), _) => Err((
+            501,
+            "mcp-relay: only chunked transfer encoding is supported",
+        )),
         (None, Some(cl)) => cl
             .parse::<usize>()
             .map(BodyKind::Length)
-            .map_err(|_| (400, "Content-Length is not a number")),
+            .map_err(|_| (400, "mcp-relay: Content-Length is not a number")),
         (None, None) => Ok(BodyKind::Length(0)),
     }
 }
