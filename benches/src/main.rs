@@ -1,121 +1,389 @@
-//! mcp-relay benchmarks. `cargo run --release -p mcp-relay-benches -- framing` runs the
-//! micro-benchmarks of the core; the load generator comes with the benchmark suite.
+//! mcp-relay benchmarks: a load generator that measures the relay against talking to the same
+//! MCP server directly, and micro-benchmarks of the core.
+//!
+//! `cargo run --release -p mcp-relay-benches -- all` builds the relay
+//! (`cargo build --release -p mcp-relay`), runs everything (about a minute and a half on 2
+//! cores; `--quick` for a ~30 s smoke run) and writes a Markdown report to stdout and to `--out`
+//! (default `target/bench-report.md`). Other subcommands: `load` (only the load generator),
+//! `framing`, `core`, `soak` (see below). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this binary, do not build),
+//! `--no-build`, `--no-pin`, `--only seq,seq64k,pipe,sessions,first,big,idle`.
+//!
+//! # The back end and the two ways of reaching it
+//!
+//! The server is always the relay's built-in demo server (`mcp-relay demo-server`, tool
+//! `echo`), which answers a small call in a few microseconds. Every workload runs twice with
+//! the same code, through the [`transport::Transport`] trait (send bytes, read a line):
+//!
+//! * **direct**: the load generator spawns `mcp-relay demo-server` itself and talks over its
+//!   stdin/stdout pipes. No relay at all: the lower bound.
+//! * **relay**: `mcp-relay --listen 127.0.0.1:0 --demo --ping-interval 0` (pings off, to keep
+//!   probes out of the figures), one TCP connection per session, each served by its own
+//!   demo-server child of the relay.
+//!
+//! Streamable HTTP and legacy SSE will be further `transport::Target`s.
+//!
+//! **ratio** = relay figure ÷ direct figure, in the same unit, from the same run. For times
+//! (latency, round trip) lower is better, so a ratio of 1.3 means the relay takes 30 % longer;
+//! for throughputs higher is better, so 0.6 means the relay gets 60 % of the direct rate.
+//!
+//! Repetitions of a workload alternate direct and relay, and the report gives the median
+//! over the repetitions. Where there are two or more CPUs, the load generator is pinned to
+//! the first and the server side (the relay, whose children inherit its affinity, or the
+//! directly spawned servers) to the others, so both sides get the same CPUs.
+//!
+//! # Workloads
+//!
+//! * **sequential, ~100 B**: one session, one `echo` call at a time with a short message;
+//!   p50 and p99 latency per call and calls/s. Target: relay p50 ≤ 1.6× direct.
+//! * **sequential, 64 KiB**: the same with a 64 KiB message (64 KiB each way).
+//! * **32 in flight**: one session, 32 calls always outstanding; calls/s. Target ≥ 0.6×.
+//! * **20 sessions × 200 calls**: 20 sessions (20 TCP connections, or 20 direct children),
+//!   each driven by its own thread making sequential calls, started together; total calls/s.
+//!   Target ≥ 0.4×.
+//! * **new session**: connect (or spawn) + `initialize` + `initialized` + first call, repeated;
+//!   the time to the first call's answer, dominated by starting the server (direct: a plain
+//!   `posix_spawn` by the load generator, then its pipes). Target ≤ 1.3×.
+//! * **10 MiB each way**: one call whose message and answer are 10 MiB; round-trip time.
+//!   Target ≤ 1.5×. Then **64 MiB each way** through a relay run with
+//!   `--max-message-size 128MiB`: it must not fail.
+//! * **relay memory**: the relay process's peak RSS (VmHWM in `/proc/<pid>/status`) after the
+//!   20-session workload (target ≤ 8 MiB), and the growth of its RSS (VmRSS) per idle session
+//!   with 1,000 sessions open, each initialized (target ≤ 64 KiB). The servers are separate
+//!   processes and are not counted. No direct figure: there is no relay there.
+//! * **with 1,000 idle sessions open**: while those sessions stay open, the sequential ~100 B
+//!   p50 and the new-session time again (no targets: they show what idle sessions cost the
+//!   busy ones).
+//!
+//! Each group of workloads gets a fresh relay (single-session workloads; 20 sessions; 64 MiB
+//! with `--max-message-size 128MiB`; idle sessions), so each memory figure is its own.
+//!
+//! `soak` runs sequential (or `--depth N` pipelined) calls through a relay only (optionally
+//! with `--idle N` idle sessions open beside), printing its pid, so that `perf record -p`, `perf stat -p` or `strace -c -p` can be attached to it.
+//!
+//! # Micro-benchmarks of the core
+//!
+//! * **framing**: `LineFramer` (and `classify`) over randomly fragmented input, GB/s.
+//! * **core loop**: `mcp_relay_core::Relay` driven without I/O (accept, spawned, client data,
+//!   child data, writes completed, poll_timeout and handle_timeout after every input, as the
+//!   mio loop does) with a fake clock and no-op I/O; messages/s (a request in and its response
+//!   out count as two). One variant keeps 1,000 idle sessions open beside the busy one.
 
-use mcp_relay_core::message::classify;
-use mcp_relay_core::{Frame, LineFramer};
-use std::hint::black_box;
+mod client;
+mod core_loop;
+mod framing;
+mod load;
+mod machine;
+mod relay;
+mod report;
+mod transport;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// A small deterministic PRNG (splitmix64), so every run fragments the same way.
-struct Rng(u64);
+const USAGE: &str = "\
+usage: mcp-relay-benches [all|load|framing|core] [options]
+  all       build the relay, run the load generator and the micro-benchmarks, write the report
+  load      the load-generator workloads only (report written too)
+  framing   framing throughput of the core on randomly fragmented input
+  core      the core loop (messages/s) with no I/O
+  soak      sequential calls through a relay only, printing its pid, to attach perf or strace
+            (--seconds N, default 10; --payload BYTES, default 20; --depth N, default 1;
+            --idle N: open N idle sessions first)
+options:
+  --quick         a ~30 s smoke run
+  --out PATH      where to write the report (default: target/bench-report.md)
+  --relay PATH    the mcp-relay binary to measure (default: next to this one; not rebuilt)
+  --no-build      do not run `cargo build --release -p mcp-relay` first
+  --no-pin        do not pin the load generator and the server side to different CPUs
+  --only LIST     comma-separated workloads: seq,seq64k,pipe,sessions,first,big,idle";
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+struct Options {
+    command: String,
+    quick: bool,
+    out: Option<PathBuf>,
+    relay: Option<PathBuf>,
+    build: bool,
+    pin: bool,
+    only: Option<Vec<String>>,
+    seconds: f64,
+    payload: usize,
+    depth: usize,
+    idle: usize,
 }
 
-/// Newline-delimited JSON-RPC requests whose payloads average about `avg` bytes.
-fn corpus(rng: &mut Rng, total: usize, avg: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(total + avg * 2);
-    let mut id = 0u64;
-    while out.len() < total {
-        id += 1;
-        let len = 1 + rng.below(avg * 2);
-        let text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-        out.extend_from_slice(
-            format!(
-                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"{text}"}}}}}}"#
-            )
-            .as_bytes(),
-        );
-        out.push(b'\n');
-    }
-    out
-}
-
-/// Cuts `data` into chunks of random size up to `max_chunk`.
-fn fragments(rng: &mut Rng, data: &[u8], max_chunk: usize) -> Vec<(usize, usize)> {
-    let mut cuts = Vec::new();
-    let mut at = 0;
-    while at < data.len() {
-        let n = (1 + rng.below(max_chunk)).min(data.len() - at);
-        cuts.push((at, at + n));
-        at += n;
-    }
-    cuts
-}
-
-/// Runs `f` repeatedly for about `budget` and returns the median seconds per run.
-fn median_secs(budget: Duration, mut f: impl FnMut()) -> f64 {
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < budget || times.len() < 5 {
-        let t = Instant::now();
-        f();
-        times.push(t.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
-fn framing() {
-    println!("| benchmark | payload | median throughput |");
-    println!("|---|---|---|");
-    for (avg, max_chunk) in [(64, 4096), (1024, 65536), (65536, 65536)] {
-        let mut rng = Rng(42);
-        let data = corpus(&mut rng, 32 << 20, avg);
-        let cuts = fragments(&mut rng, &data, max_chunk);
-        let secs = median_secs(Duration::from_secs(2), || {
-            let mut framer = LineFramer::new(16 << 20);
-            let mut lines = 0usize;
-            for &(a, b) in &cuts {
-                framer.push(&data[a..b], |f| {
-                    if let Frame::Line(l) = f {
-                        lines += l.len();
-                    }
-                });
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        command: "framing".into(),
+        quick: false,
+        out: None,
+        relay: None,
+        build: true,
+        pin: true,
+        only: None,
+        seconds: 10.0,
+        payload: 20,
+        depth: 1,
+        idle: 0,
+    };
+    let mut args = std::env::args().skip(1);
+    let mut command = None;
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--out" => o.out = Some(value("--out")?.into()),
+            "--relay" => o.relay = Some(value("--relay")?.into()),
+            "--no-build" => o.build = false,
+            "--no-pin" => o.pin = false,
+            "--only" => {
+                let list: Vec<String> = value("--only")?
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect();
+                if let Some(bad) = list.iter().find(|w| !load::WORKLOADS.contains(&w.as_str())) {
+                    return Err(format!(
+                        "unknown workload `{bad}`; known: {}",
+                        load::WORKLOADS.join(",")
+                    ));
+                }
+                o.only = Some(list);
             }
-            black_box(lines);
-        });
-        println!(
-            "| framing, chunks ≤ {max_chunk} B | ~{avg} B messages | {:.2} GB/s |",
-            data.len() as f64 / secs / 1e9
-        );
-        let secs = median_secs(Duration::from_secs(2), || {
-            let mut framer = LineFramer::new(16 << 20);
-            let mut n = 0usize;
-            for &(a, b) in &cuts {
-                framer.push(&data[a..b], |f| {
-                    if let Frame::Line(l) = f {
-                        n += usize::from(classify(l).is_ok());
-                    }
-                });
+            "--seconds" | "--payload" | "--depth" | "--idle" => {
+                let v = value(&a)?;
+                let bad = || format!("{a}: bad number `{v}`");
+                match a.as_str() {
+                    "--seconds" => o.seconds = v.parse().map_err(|_| bad())?,
+                    "--payload" => o.payload = v.parse().map_err(|_| bad())?,
+                    "--idle" => o.idle = v.parse().map_err(|_| bad())?,
+                    _ => o.depth = v.parse().map_err(|_| bad())?,
+                }
             }
-            black_box(n);
-        });
-        println!(
-            "| framing + classification | ~{avg} B messages | {:.2} GB/s |",
-            data.len() as f64 / secs / 1e9
-        );
+            "-h" | "--help" => return Err(String::new()),
+            c if !c.starts_with('-') && command.is_none() => command = Some(c.to_string()),
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    if let Some(c) = command {
+        o.command = c;
+    }
+    Ok(o)
+}
+
+/// The cargo target directory this binary was built into (`…/target`).
+fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+fn build_relay() -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    eprintln!("[bench] cargo build --release -p mcp-relay");
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "mcp-relay", "--manifest-path"])
+        .arg(&manifest)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`cargo build --release -p mcp-relay` failed ({status})"
+        ))
     }
 }
 
-fn main() {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "framing".into());
-    match which.as_str() {
-        "framing" | "all" => framing(),
-        other => {
-            eprintln!("unknown benchmark `{other}`; available: framing, all");
-            std::process::exit(2);
+fn relay_exe(o: &Options) -> Result<PathBuf, String> {
+    let exe = match &o.relay {
+        Some(p) => p.clone(),
+        None => {
+            if o.build {
+                build_relay()?;
+            }
+            std::env::current_exe()
+                .map_err(|e| format!("cannot find this program's path: {e}"))?
+                .with_file_name("mcp-relay")
+        }
+    };
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "the relay binary {} is missing: build it with `cargo build --release -p mcp-relay`, \
+             or pass --relay PATH",
+            exe.display()
+        ))
+    }
+}
+
+fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
+    let started = Instant::now();
+    let account = machine::CpuAccount::start();
+    let load_start = machine::load_average();
+    let exe = relay_exe(o)?;
+    let pinning = if o.pin { machine::plan_pinning() } else { None };
+    let pin_note = match &pinning {
+        Some(p) => match p.generator.apply(0) {
+            Ok(()) => format!(
+                "load generator (all its threads) on CPU {}; server side on CPU {} (the relay, \
+                 set before exec, so its threads and its server children inherit it; the \
+                 directly spawned servers, set right after spawn)",
+                p.generator, p.server
+            ),
+            Err(e) => {
+                eprintln!("[bench] cannot pin the load generator: {e}");
+                "not pinned (sched_setaffinity failed)".into()
+            }
+        },
+        None if !o.pin => "not pinned (--no-pin)".into(),
+        None => "not pinned (fewer than 2 CPUs available)".into(),
+    };
+    let pinning = pinning.filter(|_| pin_note.starts_with("load generator"));
+    let plan = if o.quick {
+        load::Plan::quick()
+    } else {
+        load::Plan::full()
+    };
+    let env = load::Env {
+        relay_exe: exe.clone(),
+        pinning,
+        only: o.only.clone(),
+    };
+    let (rows, notes) = load::run(&env, &plan);
+
+    let mut micro = String::new();
+    if with_micro {
+        let budget = if o.quick {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(2)
+        };
+        eprintln!("[bench] framing micro-benchmark");
+        micro += &framing::run(budget);
+        micro.push('\n');
+        eprintln!("[bench] core loop micro-benchmark");
+        micro += &core_loop::table(&core_loop::run(budget / 2));
+    }
+
+    let (other_cpu, other_share, wall) = account.others();
+    let mut r = String::new();
+    let _ = writeln!(r, "# mcp-relay benchmark report\n");
+    let _ = writeln!(r, "- date: {}", machine::utc_now());
+    let _ = writeln!(r, "- machine: {}", machine::description());
+    let _ = writeln!(
+        r,
+        "- run: {} ({} repetitions of each workload unless its row says otherwise; medians reported; direct and relay repetitions alternate)",
+        if o.quick { "--quick" } else { "full" },
+        plan.reps
+    );
+    let _ = writeln!(
+        r,
+        "- relay: `{} {}`; back end: its built-in demo server (`mcp-relay demo-server`, tool `echo`); direct: the load generator spawns the same demo server and uses its stdin/stdout",
+        exe.display(),
+        relay::BASE_ARGS.join(" ")
+    );
+    let _ = writeln!(r, "- pinning: {pin_note}");
+    let _ = writeln!(
+        r,
+        "- background load: load average {load_start} at start, {} at end; processes other than this benchmark used {other_cpu:.1} CPU-s ({:.0} % of the machine) during the {wall:.0} s run{}",
+        machine::load_average(),
+        other_share * 100.0,
+        if other_share > 0.1 {
+            " — **the machine was busy with other work: figures are noisy**"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        r,
+        "- ratio = relay figure ÷ direct figure (times: lower is better; throughputs: higher is better)\n"
+    );
+    r += &report::table(&rows);
+    let passed = rows.iter().filter(|x| x.verdict() == Some(true)).count();
+    let judged = rows.iter().filter(|x| x.verdict().is_some()).count();
+    let _ = writeln!(r, "\nTargets met: {passed} of {judged}.\n");
+    for n in &notes {
+        let _ = writeln!(r, "- {n}");
+    }
+    if !micro.is_empty() {
+        let _ = writeln!(r, "\n## Micro-benchmarks of the core\n\n{micro}");
+    }
+    let _ = writeln!(r, "\nTotal time: {:.0} s.", started.elapsed().as_secs_f64());
+
+    print!("{r}");
+    let out = o
+        .out
+        .clone()
+        .unwrap_or_else(|| target_dir().join("bench-report.md"));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&out, &r).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    eprintln!("[bench] report written to {}", out.display());
+    Ok(())
+}
+
+fn soak(o: &Options) -> Result<(), String> {
+    let exe = relay_exe(o)?;
+    let pinning = if o.pin { machine::plan_pinning() } else { None };
+    if let Some(p) = &pinning {
+        p.generator
+            .apply(0)
+            .map_err(|e| format!("cannot pin: {e}"))?;
+    }
+    let env = load::Env {
+        relay_exe: exe,
+        pinning,
+        only: None,
+    };
+    let rate =
+        load::soak(&env, o.seconds, o.payload, o.depth, o.idle).map_err(|e| e.to_string())?;
+    println!("{rate:.0} calls/s");
+    Ok(())
+}
+
+fn write_optional(o: &Options, text: &str) -> Result<(), String> {
+    print!("{text}");
+    if let Some(out) = &o.out {
+        std::fs::write(out, text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("mcp-relay-benches: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let budget = if o.quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(2)
+    };
+    let result = match o.command.as_str() {
+        "all" => run_report(&o, true),
+        "load" => run_report(&o, false),
+        "framing" => write_optional(&o, &framing::run(budget)),
+        "core" => write_optional(&o, &core_loop::table(&core_loop::run(budget / 2))),
+        "soak" => soak(&o),
+        other => Err(format!("unknown benchmark `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-relay-benches: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,730 @@
+//! The load-generator workloads, each run against the direct-stdio lower bound and the relay
+//! over TCP with the same code, repetitions interleaved (direct, relay, direct, relay, …) so
+//! that a change in the machine's background load hits both alike.
+
+use crate::client::{Echo, Session, INITIALIZED};
+use crate::machine::{self, Pinning};
+use crate::relay::{Error, RelayProc};
+use crate::report::{Goal, Row, Unit};
+use crate::transport::Target;
+use std::collections::BTreeSet;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1024 * 1024;
+
+/// How much of each workload to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub reps: usize,
+    pub seq_small_calls: usize,
+    pub seq_64k_calls: usize,
+    pub pipe_depth: usize,
+    pub pipe_calls: usize,
+    pub sessions: usize,
+    pub session_calls: usize,
+    pub session_reps: usize,
+    pub first_response_samples: usize,
+    pub big_size: usize,
+    pub big_reps: usize,
+    pub huge_size: usize,
+    pub huge_reps: usize,
+    pub idle_sessions: usize,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            reps: 9,
+            seq_small_calls: 4000,
+            seq_64k_calls: 600,
+            pipe_depth: 32,
+            pipe_calls: 20_000,
+            sessions: 20,
+            session_calls: 200,
+            session_reps: 9,
+            first_response_samples: 30,
+            big_size: 10 * MIB,
+            big_reps: 7,
+            huge_size: 64 * MIB,
+            huge_reps: 3,
+            idle_sessions: 1000,
+        }
+    }
+
+    pub fn quick() -> Plan {
+        Plan {
+            reps: 3,
+            seq_small_calls: 500,
+            seq_64k_calls: 100,
+            pipe_calls: 3000,
+            session_reps: 2,
+            first_response_samples: 8,
+            big_reps: 2,
+            huge_reps: 1,
+            idle_sessions: 200,
+            ..Plan::full()
+        }
+    }
+}
+
+/// Which workloads to run (all by default; `--only` narrows it for development).
+pub const WORKLOADS: [&str; 7] = ["seq", "seq64k", "pipe", "sessions", "first", "big", "idle"];
+
+pub struct Env {
+    pub relay_exe: PathBuf,
+    pub pinning: Option<Pinning>,
+    pub only: Option<Vec<String>>,
+}
+
+impl Env {
+    fn wants(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| x == name))
+    }
+
+    fn direct(&self) -> Target {
+        Target::Direct {
+            program: self.relay_exe.clone(),
+            args: vec!["demo-server".into()],
+            cpus: self.pinning.as_ref().map(|p| p.server.clone()),
+        }
+    }
+
+    fn start_relay(&self, extra: &[&str]) -> Result<RelayProc, Error> {
+        RelayProc::start(
+            &self.relay_exe,
+            extra,
+            self.pinning.as_ref().map(|p| &p.server),
+        )
+    }
+}
+
+/// Median of the values (the mean of the middle two for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64()
+}
+
+/// Runs `f` `reps` times on each target, interleaved; returns the results per target.
+fn interleaved<T>(
+    reps: usize,
+    targets: [&Target; 2],
+    mut f: impl FnMut(&Target) -> io::Result<T>,
+) -> Result<[Vec<T>; 2], Error> {
+    let mut out = [Vec::new(), Vec::new()];
+    for _ in 0..reps {
+        for (i, t) in targets.iter().enumerate() {
+            let name = if i == 0 { "direct" } else { "relay" };
+            out[i].push(f(t).map_err(|e| format!("{name}: {e}"))?);
+        }
+    }
+    Ok(out)
+}
+
+/// One repetition of a sequential workload: p50 and p99 latency (s) and calls per second.
+struct Seq {
+    p50: f64,
+    p99: f64,
+    rate: f64,
+}
+
+fn sequential(target: &Target, payload: usize, calls: usize) -> io::Result<Seq> {
+    let mut s = Session::open(target)?;
+    let mut echo = Echo::new(payload);
+    let warmup = (calls / 10).clamp(10, 200) as u64;
+    for id in 1..=warmup {
+        s.call(&mut echo, id)?;
+    }
+    let mut lat = Vec::with_capacity(calls);
+    let start = Instant::now();
+    for i in 0..calls as u64 {
+        let t = Instant::now();
+        s.call(&mut echo, warmup + 1 + i)?;
+        lat.push(t.elapsed());
+    }
+    let rate = calls as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    Ok(Seq {
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        rate,
+    })
+}
+
+fn seq_rows(name: &str, runs: Result<[Vec<Seq>; 2], Error>, p50_goal: Option<Goal>) -> Vec<Row> {
+    let p50 = Row::new(name, "p50 latency", Unit::Micros);
+    let p99 = Row::new(name, "p99 latency", Unit::Micros);
+    let rate = Row::new(name, "throughput", Unit::ReqPerSec);
+    let mut rows = match runs {
+        Ok([d, r]) => {
+            let m = |v: &[Seq], f: fn(&Seq) -> f64| Some(median(v.iter().map(f).collect()));
+            vec![
+                p50.values(m(&d, |s| s.p50 * 1e6), m(&r, |s| s.p50 * 1e6)),
+                p99.values(m(&d, |s| s.p99 * 1e6), m(&r, |s| s.p99 * 1e6)),
+                rate.values(m(&d, |s| s.rate), m(&r, |s| s.rate)),
+            ]
+        }
+        Err(e) => vec![p50.failed(e.to_string()), p99, rate],
+    };
+    if let Some(g) = p50_goal {
+        rows[0] = rows[0].clone().goal(g);
+    }
+    rows
+}
+
+/// `depth` requests kept in flight on one session; returns calls per second.
+fn pipelined(target: &Target, depth: usize, calls: usize) -> io::Result<f64> {
+    let mut s = Session::open(target)?;
+    let mut echo = Echo::new(20);
+    for id in 1..=100 {
+        s.call(&mut echo, id)?;
+    }
+    let base = 1000u64;
+    let mut waiting = BTreeSet::new();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while (sent as usize) < depth.min(calls) {
+        s.send(echo.with_id(base + sent))?;
+        waiting.insert(base + sent);
+        sent += 1;
+    }
+    for _ in 0..calls {
+        let (id, _) = s.recv_response()?;
+        if !waiting.remove(&id) {
+            return Err(io::Error::other(format!("unexpected response id {id}")));
+        }
+        if (sent as usize) < calls {
+            s.send(echo.with_id(base + sent))?;
+            waiting.insert(base + sent);
+            sent += 1;
+        }
+    }
+    Ok(calls as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `n` sessions, each on its own thread making `calls` sequential calls, all starting
+/// together once every session is open and warmed up; returns calls per second overall.
+fn concurrent(target: &Target, n: usize, calls: usize) -> io::Result<f64> {
+    let barrier = Arc::new(Barrier::new(n + 1));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                scope.spawn(move || -> io::Result<Instant> {
+                    let mut echo = Echo::new(20);
+                    let opened = Session::open(target).and_then(|mut s| {
+                        for id in 1..=10 {
+                            s.call(&mut echo, id)?;
+                        }
+                        Ok(s)
+                    });
+                    // Everyone waits at the barrier, even after a failure, so none hangs.
+                    barrier.wait();
+                    let mut s = opened?;
+                    for i in 0..calls as u64 {
+                        s.call(&mut echo, 11 + i)?;
+                    }
+                    Ok(Instant::now())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut end = start;
+        for h in handles {
+            let t = h
+                .join()
+                .map_err(|_| io::Error::other("a session thread panicked"))??;
+            end = end.max(t);
+        }
+        Ok((n * calls) as f64 / (end - start).as_secs_f64())
+    })
+}
+
+/// Time from nothing to the answer of the first call: open (connect, or spawn), initialize,
+/// initialized, one echo call. The session is closed (and for direct, reaped) untimed.
+fn first_responses(
+    target: &Target,
+    samples: usize,
+    relay: Option<(&RelayProc, usize)>,
+) -> io::Result<Vec<Duration>> {
+    let mut echo = Echo::new(20);
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        if let Some((r, keep)) = relay {
+            // The previous session's server is gone before the next one starts, as in the
+            // direct case where it is reaped before the next spawn.
+            r.settle(keep, Duration::from_secs(5));
+        }
+        let t = Instant::now();
+        let mut s = Session::raw(target)?;
+        s.initialize()?;
+        s.call(&mut echo, 1)?;
+        out.push(t.elapsed());
+        drop(s);
+    }
+    Ok(out)
+}
+
+/// One echo of `echo.payload()` bytes each way on a fresh session; returns the round trip.
+fn big_round_trip(target: &Target, echo: &mut Echo) -> io::Result<Duration> {
+    let mut s = Session::open(target)?;
+    s.call(&mut Echo::new(1000), 1)?;
+    let t = Instant::now();
+    s.call(echo, 2)?;
+    Ok(t.elapsed())
+}
+
+/// What [`idle_sessions`] measured.
+struct Idle {
+    rss_before: u64,
+    rss_after: u64,
+    peak: u64,
+    servers: usize,
+    threads: u64,
+    seq: Result<[Vec<Seq>; 2], Error>,
+    first: Result<[Vec<Duration>; 2], Error>,
+}
+
+/// Opens `n` sessions that stay idle; measures the relay's RSS before and with them open,
+/// then, while they stay open, a short sequential workload and new-session timings (each
+/// interleaved with the direct figure, which idle relay sessions do not affect).
+fn idle_sessions(env: &Env, relay: &RelayProc, n: usize, plan: &Plan) -> Result<Idle, Error> {
+    let tcp = Target::Tcp { addr: relay.addr };
+    // Fault in the code paths of a session first, so they are not counted per session.
+    {
+        let mut s = Session::open(&tcp)?;
+        s.call(&mut Echo::new(20), 1)?;
+    }
+    relay.settle(0, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(100));
+    let rss_before = relay.rss().ok_or("cannot read the relay's VmRSS")?;
+    let mut sessions = Vec::with_capacity(n);
+    // Connect in batches: the relay starts servers one at a time anyway.
+    let mut opened = 0;
+    while opened < n {
+        let batch = (n - opened).min(32);
+        let mut pending = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            let mut s = Session::raw(&tcp).map_err(|e| {
+                format!(
+                    "connection {} of {n} failed: {e}",
+                    opened + pending.len() + 1
+                )
+            })?;
+            s.send(crate::client::INITIALIZE)?;
+            pending.push(s);
+        }
+        for mut s in pending {
+            s.expect(0)
+                .map_err(|e| format!("initialize on session {} failed: {e}", opened + 1))?;
+            s.send(INITIALIZED)?;
+            sessions.push(s);
+            opened += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_after = relay.rss().ok_or("cannot read the relay's VmRSS")?;
+    let peak = relay.peak_rss().ok_or("cannot read the relay's VmHWM")?;
+    let servers = machine::child_count(relay.pid()).unwrap_or(0);
+    let threads = machine::proc_status_value(relay.pid(), "Threads").unwrap_or(0);
+
+    let direct = env.direct();
+    let targets = [&direct, &tcp];
+    let reps = plan.reps.min(3);
+    let seq = interleaved(reps, targets, |t| {
+        sequential(t, 20, plan.seq_small_calls / 2)
+    });
+    let first = interleaved(reps, targets, |t| {
+        let r = matches!(t, Target::Tcp { .. }).then_some((relay, n));
+        first_responses(t, plan.first_response_samples / 2 + 1, r)
+    })
+    .map(|[d, r]| [d.concat(), r.concat()]);
+
+    drop(sessions);
+    relay.settle(0, Duration::from_secs(30));
+    Ok(Idle {
+        rss_before,
+        rss_after,
+        peak,
+        servers,
+        threads,
+        seq,
+        first,
+    })
+}
+
+/// Sequential calls against the relay only, for `seconds`, so that `perf` or `strace -c` can
+/// be attached to the relay (its pid is printed first). Returns calls per second.
+pub fn soak(
+    env: &Env,
+    seconds: f64,
+    payload: usize,
+    depth: usize,
+    idle: usize,
+) -> Result<f64, Error> {
+    let relay = env.start_relay(&[])?;
+    let mut idle_sessions = Vec::with_capacity(idle);
+    if idle > 0 {
+        machine::raise_nofile(65_536);
+        let tcp = Target::Tcp { addr: relay.addr };
+        for _ in 0..idle {
+            idle_sessions.push(Session::open(&tcp)?);
+        }
+        eprintln!("[bench] {idle} idle sessions open");
+    }
+    eprintln!(
+        "[bench] relay pid {} on {}: {}-byte echo calls, {depth} in flight, for {seconds} s",
+        relay.pid(),
+        relay.addr,
+        payload
+    );
+    let tcp = Target::Tcp { addr: relay.addr };
+    let mut s = Session::open(&tcp)?;
+    let mut echo = Echo::new(payload);
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut calls = 0u64;
+    let mut id = 1u64;
+    while Instant::now() < until {
+        if depth <= 1 {
+            s.call(&mut echo, id)?;
+            id += 1;
+            calls += 1;
+        } else {
+            for _ in 0..depth {
+                s.send(echo.with_id(id))?;
+                id += 1;
+            }
+            for _ in 0..depth {
+                s.recv_response()?;
+            }
+            calls += depth as u64;
+        }
+    }
+    let rate = calls as f64 / start.elapsed().as_secs_f64();
+    drop(s);
+    drop(idle_sessions);
+    relay.settle(0, Duration::from_secs(30));
+    relay.stop()?;
+    Ok(rate)
+}
+
+fn progress(msg: &str) {
+    eprintln!("[bench] {msg}");
+}
+
+fn ms(d: &[Duration]) -> String {
+    let v: Vec<String> = d
+        .iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64() * 1e3))
+        .collect();
+    v.join(" ")
+}
+
+/// Runs the selected workloads; returns the table rows and notes for the report.
+pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let direct = env.direct();
+
+    // Relay A: the single-session workloads and the first-response timing.
+    let group_a = ["seq", "seq64k", "pipe", "first", "big"];
+    if group_a.iter().any(|w| env.wants(w)) {
+        match env.start_relay(&[]) {
+            Err(e) => {
+                for w in group_a.iter().filter(|w| env.wants(w)) {
+                    rows.push(Row::new(w, "relay start", Unit::Millis).failed(e.to_string()));
+                }
+            }
+            Ok(relay) => {
+                let tcp = Target::Tcp { addr: relay.addr };
+                let t = [&direct, &tcp];
+                if env.wants("seq") {
+                    progress("sequential round trips, small payload");
+                    let runs =
+                        interleaved(plan.reps, t, |t| sequential(t, 20, plan.seq_small_calls));
+                    rows.extend(seq_rows(
+                        &format!("sequential, ~100 B ({} calls)", plan.seq_small_calls),
+                        runs,
+                        Some(Goal::RatioAtMost(1.6)),
+                    ));
+                }
+                if env.wants("seq64k") {
+                    progress("sequential round trips, 64 KiB payload");
+                    let runs = interleaved(plan.reps, t, |t| {
+                        sequential(t, 64 * 1024, plan.seq_64k_calls)
+                    });
+                    rows.extend(seq_rows(
+                        &format!("sequential, 64 KiB each way ({} calls)", plan.seq_64k_calls),
+                        runs,
+                        None,
+                    ));
+                }
+                if env.wants("pipe") {
+                    progress("32 in flight on one session");
+                    let runs = interleaved(plan.reps, t, |t| {
+                        pipelined(t, plan.pipe_depth, plan.pipe_calls)
+                    });
+                    let row = Row::new(
+                        &format!(
+                            "{} in flight, one session ({} calls)",
+                            plan.pipe_depth, plan.pipe_calls
+                        ),
+                        "throughput",
+                        Unit::ReqPerSec,
+                    )
+                    .goal(Goal::RatioAtLeast(0.6));
+                    rows.push(match runs {
+                        Ok([d, r]) => row.values(Some(median(d)), Some(median(r))),
+                        Err(e) => row.failed(e.to_string()),
+                    });
+                }
+                if env.wants("first") {
+                    progress("time to first response");
+                    let mut samples = [Vec::new(), Vec::new()];
+                    let mut err = None;
+                    for _ in 0..plan.reps {
+                        for (i, target) in t.iter().enumerate() {
+                            let r = (i == 1).then_some((&relay, 0));
+                            match first_responses(target, plan.first_response_samples, r) {
+                                Ok(v) => samples[i].extend(v),
+                                Err(e) => err = Some(e.to_string()),
+                            }
+                        }
+                    }
+                    let name = format!(
+                        "new session: connect/spawn + initialize + first call ({} samples)",
+                        plan.reps * plan.first_response_samples
+                    );
+                    let p50 = Row::new(&name, "p50 time to first response", Unit::Millis)
+                        .goal(Goal::RatioAtMost(1.3));
+                    let p99 = Row::new(&name, "p99 time to first response", Unit::Millis);
+                    if let Some(e) = err {
+                        rows.push(p50.failed(e));
+                    } else {
+                        let [mut d, mut r] = samples;
+                        d.sort();
+                        r.sort();
+                        let pct = |v: &[Duration], p| Some(percentile(v, p) * 1e3);
+                        rows.push(p50.values(pct(&d, 0.5), pct(&r, 0.5)));
+                        rows.push(p99.values(pct(&d, 0.99), pct(&r, 0.99)));
+                    }
+                }
+                if env.wants("big") {
+                    progress("10 MiB each way");
+                    let mut echo = Echo::new(plan.big_size);
+                    let runs = interleaved(plan.big_reps, t, |t| big_round_trip(t, &mut echo));
+                    drop(echo);
+                    rows.extend(big_rows(
+                        &format!(
+                            "{} MiB each way, one call ({} reps)",
+                            plan.big_size / MIB,
+                            plan.big_reps
+                        ),
+                        plan.big_size,
+                        runs,
+                        Goal::RatioAtMost(1.5),
+                    ));
+                }
+                let peak = relay.peak_rss();
+                if let Err(e) = relay.stop() {
+                    notes.push(format!("relay A did not stop cleanly: {e}"));
+                }
+                if let Some(p) = peak {
+                    notes.push(format!(
+                        "Relay A (single-session workloads, up to 10 MiB messages) peaked at {:.2} MiB RSS.",
+                        p as f64 / MIB as f64
+                    ));
+                }
+            }
+        }
+    }
+
+    // Relay B: 20 concurrent sessions, and its peak memory.
+    if env.wants("sessions") {
+        progress("20 concurrent sessions");
+        let name = format!(
+            "{} sessions × {} calls, concurrent ({} reps)",
+            plan.sessions, plan.session_calls, plan.session_reps
+        );
+        let tput = Row::new(&name, "throughput", Unit::ReqPerSec).goal(Goal::RatioAtLeast(0.4));
+        let mem = Row::new(
+            &format!("relay memory, {} sessions", plan.sessions),
+            "peak RSS of the relay (VmHWM)",
+            Unit::MiB,
+        )
+        .goal(Goal::AtMost(8.0));
+        match env.start_relay(&[]) {
+            Err(e) => {
+                rows.push(tput.failed(e.to_string()));
+                rows.push(mem.failed(e.to_string()));
+            }
+            Ok(relay) => {
+                let tcp = Target::Tcp { addr: relay.addr };
+                let runs = interleaved(plan.session_reps, [&direct, &tcp], |t| {
+                    let r = concurrent(t, plan.sessions, plan.session_calls);
+                    relay.settle(0, Duration::from_secs(10));
+                    r
+                });
+                let peak = relay.peak_rss();
+                match runs {
+                    Ok([d, r]) => rows.push(tput.values(Some(median(d)), Some(median(r)))),
+                    Err(e) => rows.push(tput.failed(e.to_string())),
+                }
+                rows.push(match peak {
+                    Some(p) => mem.values(None, Some(p as f64 / MIB as f64)),
+                    None => mem.failed("cannot read VmHWM".into()),
+                });
+                if let Err(e) = relay.stop() {
+                    notes.push(format!("relay B did not stop cleanly: {e}"));
+                }
+            }
+        }
+    }
+
+    // Relay C: one huge message each way with the limit raised.
+    if env.wants("big") {
+        progress("64 MiB each way, --max-message-size 128MiB");
+        let name = format!(
+            "{} MiB each way, --max-message-size 128MiB ({} reps)",
+            plan.huge_size / MIB,
+            plan.huge_reps
+        );
+        match env.start_relay(&["--max-message-size", "128MiB"]) {
+            Err(e) => rows.push(Row::new(&name, "round trip", Unit::Millis).failed(e.to_string())),
+            Ok(relay) => {
+                let tcp = Target::Tcp { addr: relay.addr };
+                let mut echo = Echo::new(plan.huge_size);
+                let runs = interleaved(plan.huge_reps, [&direct, &tcp], |t| {
+                    big_round_trip(t, &mut echo)
+                });
+                drop(echo);
+                rows.extend(big_rows(&name, plan.huge_size, runs, Goal::Succeeds));
+                let peak = relay.peak_rss();
+                if let Err(e) = relay.stop() {
+                    notes.push(format!("relay C did not stop cleanly: {e}"));
+                }
+                if let Some(p) = peak {
+                    notes.push(format!(
+                        "Relay C (64 MiB messages) peaked at {:.1} MiB RSS.",
+                        p as f64 / MIB as f64
+                    ));
+                }
+            }
+        }
+    }
+
+    // Relay D: idle sessions.
+    if env.wants("idle") {
+        let n = plan.idle_sessions;
+        progress(&format!("{n} idle sessions"));
+        let row = Row::new(
+            &format!("relay memory, {n} idle sessions"),
+            "RSS per idle session (VmRSS delta ÷ sessions)",
+            Unit::KiB,
+        )
+        .goal(Goal::AtMost(64.0));
+        let limit = machine::raise_nofile(65_536);
+        let result = if limit < (n as u64) * 5 + 100 {
+            Err(format!(
+                "RLIMIT_NOFILE is {limit}, too low for {n} sessions (the relay needs about 4 descriptors per session)"
+            )
+            .into())
+        } else {
+            env.start_relay(&[]).and_then(|relay| {
+                let r = idle_sessions(env, &relay, n, plan);
+                if let Err(e) = relay.stop() {
+                    notes.push(format!("relay D did not stop cleanly: {e}"));
+                }
+                r
+            })
+        };
+        match result {
+            Ok(idle) => {
+                let per = idle.rss_after.saturating_sub(idle.rss_before) as f64 / n as f64 / 1024.0;
+                rows.push(row.values(None, Some(per)));
+                rows.extend(
+                    seq_rows(
+                        &format!("sequential, ~100 B, with {n} idle sessions open"),
+                        idle.seq,
+                        None,
+                    )
+                    .into_iter()
+                    .take(1),
+                );
+                let first = Row::new(
+                    &format!("new session, with {n} idle sessions open"),
+                    "p50 time to first response",
+                    Unit::Millis,
+                );
+                rows.push(match idle.first {
+                    Ok([mut d, mut r]) => {
+                        d.sort();
+                        r.sort();
+                        first.values(
+                            Some(percentile(&d, 0.5) * 1e3),
+                            Some(percentile(&r, 0.5) * 1e3),
+                        )
+                    }
+                    Err(e) => first.failed(e.to_string()),
+                });
+                let mib = |b: u64| b as f64 / MIB as f64;
+                notes.push(format!(
+                    "Relay D: VmRSS {:.2} MiB after one warm-up session, {:.2} MiB with {n} idle sessions open \
+                     ({} servers running, {} relay threads), VmHWM {:.2} MiB; by VmHWM that is {:.1} KiB per session.",
+                    mib(idle.rss_before),
+                    mib(idle.rss_after),
+                    idle.servers,
+                    idle.threads,
+                    mib(idle.peak),
+                    idle.peak.saturating_sub(idle.rss_before) as f64 / n as f64 / 1024.0
+                ));
+            }
+            Err(e) => rows.push(row.failed(e.to_string())),
+        }
+    }
+    (rows, notes)
+}
+
+fn big_rows(
+    name: &str,
+    size: usize,
+    runs: Result<[Vec<Duration>; 2], Error>,
+    goal: Goal,
+) -> Vec<Row> {
+    let rt = Row::new(name, "round trip", Unit::Millis).goal(goal);
+    let bw = Row::new(name, "throughput each way", Unit::MiBPerSec);
+    match runs {
+        Ok([d, r]) => {
+            progress(&format!("  direct: {} ms; relay: {} ms", ms(&d), ms(&r)));
+            let med = |v: &[Duration]| median(v.iter().map(Duration::as_secs_f64).collect());
+            let (dm, rm) = (med(&d), med(&r));
+            let mib = size as f64 / MIB as f64;
+            vec![
+                rt.values(Some(dm * 1e3), Some(rm * 1e3)),
+                bw.values(Some(mib / dm), Some(mib / rm)),
+            ]
+        }
+        Err(e) => vec![rt.failed(e.to_string())],
+    }
+}

@@ -1,0 +1,189 @@
+//! The relay under test: `mcp-relay --listen 127.0.0.1:0 --demo --ping-interval 0`, started
+//! as a child of the load generator, its port read from its log, its memory from `/proc`.
+
+use crate::machine::{self, CpuSet};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The flags every relay of the suite gets (plus per-workload extras).
+pub const BASE_ARGS: [&str; 7] = [
+    "--listen",
+    "127.0.0.1:0",
+    "--demo",
+    "--ping-interval",
+    "0",
+    "--log-level",
+    "info",
+];
+
+pub struct RelayProc {
+    child: Child,
+    pub addr: SocketAddr,
+    log_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl RelayProc {
+    /// Starts the relay (on `cpus`, which its threads and children inherit) and waits for
+    /// its `listening on tcp://…` line.
+    pub fn start(exe: &Path, extra: &[&str], cpus: Option<&CpuSet>) -> Result<RelayProc, Error> {
+        let mut cmd = Command::new(exe);
+        cmd.args(BASE_ARGS)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let cpus = cpus.cloned();
+        // SAFETY: runs in the forked child before exec and only calls sched_setaffinity and
+        // prctl, which are async-signal-safe; `cpus` was cloned before the fork and building
+        // the cpu_set_t from it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(cpus) = &cpus {
+                    cpus.apply(0)?;
+                }
+                // The relay (and through its own PR_SET_PDEATHSIG, its servers) must not
+                // outlive an interrupted benchmark. The relay is always started from the
+                // main thread, which lives as long as the run.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the relay {}: {e}", exe.display()))?;
+        let stderr = child.stderr.take().ok_or("the relay has no stderr pipe")?;
+        let log_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, rx) = mpsc::channel();
+        let tail = Arc::clone(&log_tail);
+        // Drains the relay's log for its whole life: a full pipe would block the relay.
+        std::thread::Builder::new()
+            .name("relay-log".into())
+            .spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = listening_addr(&line) {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                    if t.len() == 40 {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            })?;
+        let mut relay = RelayProc {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_tail,
+        };
+        match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(addr) => {
+                relay.addr = addr;
+                Ok(relay)
+            }
+            Err(_) => {
+                let _ = relay.child.kill();
+                let _ = relay.child.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                Err(format!(
+                    "the relay did not report `listening on tcp://…` within 15 s; its log:\n{}",
+                    relay.log()
+                )
+                .into())
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines the relay logged.
+    pub fn log(&self) -> String {
+        let t = self.log_tail.lock().unwrap_or_else(|e| e.into_inner());
+        t.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Peak resident set size so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        machine::proc_status_bytes(self.pid(), "VmHWM")
+    }
+
+    /// Current resident set size (VmRSS), in bytes.
+    pub fn rss(&self) -> Option<u64> {
+        machine::proc_status_bytes(self.pid(), "VmRSS")
+    }
+
+    /// Waits until the relay's servers of closed sessions are gone (at most `n` left).
+    pub fn settle(&self, n: usize, timeout: Duration) -> bool {
+        machine::wait_children_at_most(self.pid(), n, timeout)
+    }
+
+    /// SIGTERM (graceful drain), SIGKILL after 10 s; reaps it.
+    pub fn stop(mut self) -> Result<(), Error> {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("the relay exited with {status}; its log:\n{}", self.log()).into())
+                };
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err("the relay did not stop within 10 s of SIGTERM".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The address in `… listening on tcp://127.0.0.1:PORT, serving …`.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on tcp://")? + "listening on tcp://".len()..];
+    let end = rest.find(',').unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listening_line() {
+        assert_eq!(
+            super::listening_addr(
+                "[2026-11-21T06:23:41Z INFO ] listening on tcp://127.0.0.1:41821, serving `x`"
+            ),
+            Some(([127, 0, 0, 1], 41821).into())
+        );
+        assert_eq!(super::listening_addr("something else"), None);
+    }
+}
