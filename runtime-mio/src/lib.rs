@@ -62,6 +62,7 @@ const CONN: usize = 2;
 const STDIN: usize = 3;
 const STDOUT: usize = 4;
 const STDERR: usize = 5;
+const PIDFD: usize = 6;
 const KIND_BITS: u32 = 3;
 
 fn token(kind: usize, id: u64) -> Token {
@@ -87,15 +88,33 @@ impl WriteQueue {
     /// the stream (with what was written before it).
     fn flush(&mut self, w: &mut impl Write) -> (usize, Option<io::Error>) {
         let mut total = 0;
-        while let Some(front) = self.chunks.front() {
-            match w.write(&front[self.offset..]) {
+        while !self.chunks.is_empty() {
+            // One writev for everything queued: a chunk per client read would otherwise be a
+            // write(2) each.
+            let mut slices = [io::IoSlice::new(&[]); 64];
+            let mut count = 0;
+            for (i, chunk) in self.chunks.iter().take(slices.len()).enumerate() {
+                let start = if i == 0 { self.offset } else { 0 };
+                slices[i] = io::IoSlice::new(&chunk[start..]);
+                count = i + 1;
+            }
+            match w.write_vectored(&slices[..count]) {
                 Ok(0) => return (total, Some(io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
+                Ok(mut n) => {
                     total += n;
-                    self.offset += n;
-                    if self.offset == front.len() {
-                        self.chunks.pop_front();
-                        self.offset = 0;
+                    while n > 0 {
+                        let Some(front) = self.chunks.front() else {
+                            break;
+                        };
+                        let left = front.len() - self.offset;
+                        if n >= left {
+                            n -= left;
+                            self.chunks.pop_front();
+                            self.offset = 0;
+                        } else {
+                            self.offset += n;
+                            n = 0;
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -116,6 +135,8 @@ struct Conn {
 
 struct Child {
     pid: u32,
+    /// The process and its pidfd, when the loop itself reaps it.
+    reap: Option<(std::os::fd::OwnedFd, std::process::Child)>,
     stdin: Option<(pipe::Sender, WriteQueue)>,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
@@ -125,7 +146,9 @@ struct Child {
 /// What to do next in [`Runtime::pump`].
 enum Work {
     Flush(Endpoint),
-    Read(Endpoint),
+    /// Read; `until_blocked` says the last read must be the one that says `WouldBlock`
+    /// (otherwise a short read counts as drained).
+    Read(Endpoint, bool),
 }
 
 /// The event loop. Build it with [`Runtime::bind`], then [`Runtime::run`] it.
@@ -233,16 +256,20 @@ impl Runtime {
                             self.work.push_back(Work::Flush(ep));
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.work.push_back(Work::Read(ep));
+                            let closed = event.is_read_closed() || event.is_error();
+                            self.work.push_back(Work::Read(ep, closed));
                         }
                     }
                     STDIN => self
                         .work
                         .push_back(Work::Flush(Endpoint::Child(ChildId(id)))),
-                    STDOUT => self
-                        .work
-                        .push_back(Work::Read(Endpoint::Child(ChildId(id)))),
+                    STDOUT => {
+                        let closed = event.is_read_closed() || event.is_error();
+                        self.work
+                            .push_back(Work::Read(Endpoint::Child(ChildId(id)), closed));
+                    }
                     STDERR => self.read_stderr(ChildId(id)),
+                    PIDFD => self.reap(ChildId(id)),
                     _ => {}
                 }
             }
@@ -297,7 +324,7 @@ impl Runtime {
                 Output::Pause { endpoint } => self.set_paused(endpoint, true),
                 Output::Resume { endpoint } => {
                     self.set_paused(endpoint, false);
-                    self.work.push_back(Work::Read(endpoint));
+                    self.work.push_back(Work::Read(endpoint, true));
                 }
                 Output::Signal { child, signal } => {
                     if let Some(c) = self.children.get(&child) {
@@ -310,6 +337,23 @@ impl Runtime {
                     }
                 }
                 Output::Release { child } => {
+                    if self.children.get(&child).is_some_and(|c| c.reap.is_some()) {
+                        // Not reaped yet (the core gave up waiting): drop the pipes, keep
+                        // watching for the exit so that no zombie is left.
+                        if let Some(c) = self.children.get_mut(&child) {
+                            let registry = self.poll.registry();
+                            if let Some((mut s, _)) = c.stdin.take() {
+                                let _ = registry.deregister(&mut s);
+                            }
+                            if let Some(mut r) = c.stdout.take() {
+                                let _ = registry.deregister(&mut r);
+                            }
+                            if let Some(mut r) = c.stderr.take() {
+                                let _ = registry.deregister(&mut r);
+                            }
+                        }
+                        continue;
+                    }
                     if let Some(mut c) = self.children.remove(&child) {
                         let registry = self.poll.registry();
                         if let Some((mut s, _)) = c.stdin.take() {
@@ -333,7 +377,7 @@ impl Runtime {
         while let Some(work) = self.work.pop_front() {
             match work {
                 Work::Flush(ep) => self.flush(ep),
-                Work::Read(ep) => self.read(ep),
+                Work::Read(ep, until_blocked) => self.read(ep, until_blocked),
             }
         }
     }
@@ -360,8 +404,31 @@ impl Runtime {
             mut stdin,
             mut stdout,
             mut stderr,
+            reaper,
         } = started;
         let registry = self.poll.registry();
+        let reap = match reaper {
+            process::Reaper::Pidfd(fd, child) => {
+                use std::os::fd::AsRawFd;
+                let raw = fd.as_raw_fd();
+                match registry.register(
+                    &mut mio::unix::SourceFd(&raw),
+                    token(PIDFD, id.0),
+                    Interest::READABLE,
+                ) {
+                    Ok(()) => Some((fd, child)),
+                    Err(e) => {
+                        // Nobody could reap it: better no server than a zombie.
+                        log::error!("cannot watch pid {pid} for its exit: {e}");
+                        let mut child = child;
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        None
+                    }
+                }
+            }
+            process::Reaper::Thread => None,
+        };
         let registered = registry
             .register(&mut stdin, token(STDIN, id.0), Interest::WRITABLE)
             .and_then(|_| registry.register(&mut stdout, token(STDOUT, id.0), Interest::READABLE))
@@ -370,6 +437,7 @@ impl Runtime {
             id,
             Child {
                 pid,
+                reap,
                 stdin: Some((stdin, WriteQueue::default())),
                 stdout: Some(stdout),
                 stderr: Some(stderr),
@@ -390,7 +458,7 @@ impl Runtime {
             self.feed(Input::StderrEof { child: id });
         }
         // Output may already be waiting in the pipes.
-        self.work.push_back(Work::Read(Endpoint::Child(id)));
+        self.work.push_back(Work::Read(Endpoint::Child(id), true));
         self.read_stderr(id);
     }
 
@@ -436,7 +504,7 @@ impl Runtime {
                         peer,
                         transport,
                     });
-                    self.work.push_back(Work::Read(Endpoint::Conn(id)));
+                    self.work.push_back(Work::Read(Endpoint::Conn(id), true));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -480,7 +548,7 @@ impl Runtime {
     }
 
     /// Reads until `WouldBlock`, end of file, or the core pauses the endpoint.
-    fn read(&mut self, ep: Endpoint) {
+    fn read(&mut self, ep: Endpoint, until_blocked: bool) {
         loop {
             let result = match ep {
                 Endpoint::Conn(c) => match self.conns.get_mut(&c) {
@@ -524,6 +592,13 @@ impl Runtime {
                         },
                     );
                     self.perform();
+                    if n < self.read_buf.len() && !until_blocked {
+                        // A short read drained the socket or pipe; with edge-triggered
+                        // readiness the next data brings a new event, so skip the read that
+                        // would only say EAGAIN. Not when the event also said the peer
+                        // closed: that end of file is only seen by reading on.
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -532,6 +607,40 @@ impl Runtime {
                     return;
                 }
             }
+        }
+    }
+
+    /// The pidfd says the child exited: reap it (never blocks) and tell the core.
+    fn reap(&mut self, id: ChildId) {
+        let Some(c) = self.children.get_mut(&id) else {
+            return;
+        };
+        let Some((fd, child)) = c.reap.as_mut() else {
+            return;
+        };
+        let status = match child.try_wait() {
+            Ok(Some(status)) => process::exit_status(status),
+            Ok(None) => return,
+            Err(e) => {
+                log::error!("reaping pid {} failed: {e}", c.pid);
+                ExitStatus::Code(-1)
+            }
+        };
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut mio::unix::SourceFd(&raw));
+        c.reap = None;
+        self.feed(Input::Exited { child: id, status });
+        // A child the core already released is forgotten once reaped.
+        if self
+            .children
+            .get(&id)
+            .is_some_and(|c| c.stdin.is_none() && c.stdout.is_none() && c.stderr.is_none())
+        {
+            self.children.remove(&id);
         }
     }
 

@@ -11,9 +11,10 @@ use mio::unix::pipe;
 use mio::Waker;
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 
@@ -37,6 +38,42 @@ pub(crate) struct Started {
     pub(crate) stdin: pipe::Sender,
     pub(crate) stdout: pipe::Receiver,
     pub(crate) stderr: pipe::Receiver,
+    /// How its exit will be observed.
+    pub(crate) reaper: Reaper,
+}
+
+/// Who waits for a child's exit.
+pub(crate) enum Reaper {
+    /// The event loop: the pidfd becomes readable when the child exits, and the loop reaps
+    /// it with a non-blocking wait. No thread per child (Linux 5.3 and later).
+    Pidfd(OwnedFd, Child),
+    /// A small thread blocked in `wait()` (where pidfds are not available).
+    Thread,
+}
+
+/// Turns a reaped status into the core's terms.
+pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(sig)) => ExitStatus::Signal(sig),
+        (None, None) => ExitStatus::Code(-1),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1; it
+    // touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
+    None
 }
 
 /// Runs the spawner thread until the request channel closes.
@@ -128,29 +165,37 @@ fn start(
         .set_nonblocking(true)
         .and_then(|_| stdout.set_nonblocking(true))
         .and_then(|_| stderr.set_nonblocking(true));
+    if let Err(e) = nonblocking {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    if let Some(pidfd) = pidfd_open(pid) {
+        return Ok(Started {
+            pid,
+            stdin,
+            stdout,
+            stderr,
+            reaper: Reaper::Pidfd(pidfd, child),
+        });
+    }
     let events = events.clone();
     let waker = Arc::clone(waker);
-    let waiter = nonblocking.and_then(|_| {
-        thread::Builder::new()
-            .name(format!("mcp-relay-wait-{pid}"))
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                let status = match child.wait() {
-                    Ok(status) => match (status.code(), status.signal()) {
-                        (Some(code), _) => ExitStatus::Code(code),
-                        (None, Some(sig)) => ExitStatus::Signal(sig),
-                        (None, None) => ExitStatus::Code(-1),
-                    },
-                    Err(e) => {
-                        log::error!("waiting for pid {pid} failed: {e}");
-                        ExitStatus::Code(-1)
-                    }
-                };
-                if events.send(Event::Exited(id, status)).is_ok() {
-                    let _ = waker.wake();
+    let waiter = thread::Builder::new()
+        .name(format!("mcp-relay-wait-{pid}"))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let status = match child.wait() {
+                Ok(status) => exit_status(status),
+                Err(e) => {
+                    log::error!("waiting for pid {pid} failed: {e}");
+                    ExitStatus::Code(-1)
                 }
-            })
-    });
+            };
+            if events.send(Event::Exited(id, status)).is_ok() {
+                let _ = waker.wake();
+            }
+        });
     if let Err(e) = waiter {
         // Without a waiter nobody would reap it: stop it here, where blocking is allowed.
         signal_group(pid, Signal::Kill);
@@ -161,6 +206,7 @@ fn start(
         stdin,
         stdout,
         stderr,
+        reaper: Reaper::Thread,
     })
 }
 
