@@ -9,7 +9,7 @@ use crate::supervisor::Supervisor;
 use crate::Transport;
 use crate::{ChildId, ConnId, Endpoint, Input, Output};
 use core::net::SocketAddr;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// What the relay is configured to do. Plain data, validated by the caller.
@@ -110,6 +110,10 @@ pub(crate) struct SessionKey(pub(crate) u64);
 pub struct Relay {
     pub(crate) config: Config,
     pub(crate) sessions: BTreeMap<SessionKey, Session>,
+    /// Each session's next deadline, indexed by time, so that neither `poll_timeout` nor
+    /// `handle_timeout` walks every session.
+    timers: BTreeSet<(Instant, SessionKey)>,
+    timer_of: BTreeMap<SessionKey, (Instant, &'static str)>,
     /// The session of each TCP connection.
     tcp: BTreeMap<ConnId, SessionKey>,
     owner: BTreeMap<ChildId, SessionKey>,
@@ -142,6 +146,8 @@ impl Relay {
             last_now: now,
             config,
             sessions: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            timer_of: BTreeMap::new(),
             tcp: BTreeMap::new(),
             owner: BTreeMap::new(),
             next_session: 1,
@@ -339,10 +345,10 @@ impl Relay {
             self.pool_handle_timeout(now);
         }
         let due: Vec<SessionKey> = self
-            .sessions
+            .timers
             .iter()
-            .filter(|(_, s)| s.poll_timeout(&self.config).is_some_and(|(d, _)| d <= now))
-            .map(|(c, _)| *c)
+            .take_while(|(d, _)| *d <= now)
+            .map(|(_, k)| *k)
             .collect();
         for conn in due {
             self.with_session(now, conn, |s, ctx| s.handle_timeout(ctx));
@@ -361,9 +367,10 @@ impl Relay {
 
     /// The next deadline and why it is set.
     pub fn next_deadline(&self) -> Option<(Instant, &'static str)> {
-        self.sessions
-            .values()
-            .filter_map(|s| s.poll_timeout(&self.config))
+        self.timers
+            .first()
+            .and_then(|(_, k)| self.timer_of.get(k).copied())
+            .into_iter()
             .chain(self.http_poll_timeout())
             .chain(self.warm.poll_timeout())
             .min_by_key(|(d, _)| *d)
@@ -418,7 +425,20 @@ impl Relay {
     pub(crate) fn add_session(&mut self, key: SessionKey, session: Session) {
         self.stats.sessions_total += 1;
         self.owner.insert(session.child_id(), key);
+        let deadline = session.poll_timeout(&self.config);
         self.sessions.insert(key, session);
+        self.set_timer(key, deadline);
+    }
+
+    /// Records a session's next deadline in the index.
+    fn set_timer(&mut self, key: SessionKey, deadline: Option<(Instant, &'static str)>) {
+        if let Some((old, _)) = self.timer_of.remove(&key) {
+            self.timers.remove(&(old, key));
+        }
+        if let Some((at, why)) = deadline {
+            self.timers.insert((at, key));
+            self.timer_of.insert(key, (at, why));
+        }
     }
 
     pub(crate) fn shutting_down(&self) -> bool {
@@ -544,6 +564,10 @@ impl Relay {
             self.owner.remove(&after);
             self.sessions.remove(&key);
             self.tcp.retain(|_, k| *k != key);
+            self.set_timer(key, None);
+        } else {
+            let deadline = session.poll_timeout(&self.config);
+            self.set_timer(key, deadline);
         }
     }
 }
