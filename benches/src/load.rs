@@ -71,7 +71,9 @@ impl Plan {
 }
 
 /// Which workloads to run (all by default; `--only` narrows it for development).
-pub const WORKLOADS: [&str; 7] = ["seq", "seq64k", "pipe", "sessions", "first", "big", "idle"];
+pub const WORKLOADS: [&str; 8] = [
+    "seq", "seq64k", "pipe", "sessions", "first", "prespawn", "big", "idle",
+];
 
 pub struct Env {
     pub relay_exe: PathBuf,
@@ -102,6 +104,12 @@ impl Env {
         )
     }
 }
+
+/// Time between new sessions in the prespawn workload: long enough for the pool to refill
+/// (the relay starts a replacement 20 ms after a child is taken), as when sessions arrive
+/// now and then. Back to back on one pinned core, a prespawned child only moves the cost of
+/// starting a process, it does not remove it.
+const PRESPAWN_GAP: Duration = Duration::from_millis(40);
 
 /// Median of the values (the mean of the middle two for an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -266,10 +274,13 @@ fn first_responses(
     target: &Target,
     samples: usize,
     relay: Option<(&RelayProc, usize)>,
+    gap: Duration,
 ) -> io::Result<Vec<Duration>> {
     let mut echo = Echo::new(20);
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
+        // Sessions that arrive apart, as in life, rather than back to back.
+        std::thread::sleep(gap);
         if let Some((r, keep)) = relay {
             // The previous session's server is gone before the next one starts, as in the
             // direct case where it is reaped before the next spawn.
@@ -356,7 +367,7 @@ fn idle_sessions(env: &Env, relay: &RelayProc, n: usize, plan: &Plan) -> Result<
     });
     let first = interleaved(reps, targets, |t| {
         let r = matches!(t, Target::Tcp { .. }).then_some((relay, n));
-        first_responses(t, plan.first_response_samples / 2 + 1, r)
+        first_responses(t, plan.first_response_samples / 2 + 1, r, Duration::ZERO)
     })
     .map(|[d, r]| [d.concat(), r.concat()]);
 
@@ -506,7 +517,12 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
                     for _ in 0..plan.reps {
                         for (i, target) in t.iter().enumerate() {
                             let r = (i == 1).then_some((&relay, 0));
-                            match first_responses(target, plan.first_response_samples, r) {
+                            match first_responses(
+                                target,
+                                plan.first_response_samples,
+                                r,
+                                Duration::ZERO,
+                            ) {
                                 Ok(v) => samples[i].extend(v),
                                 Err(e) => err = Some(e.to_string()),
                             }
@@ -555,6 +571,50 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
                         "Relay A (single-session workloads, up to 10 MiB messages) peaked at {:.2} MiB RSS.",
                         p as f64 / MIB as f64
                     ));
+                }
+            }
+        }
+    }
+
+    // Relay P: time to first response when servers are started ahead of need.
+    if env.wants("prespawn") {
+        progress("time to first response with --prespawn 4");
+        let name = format!(
+            "new session with --prespawn 4, sessions {} ms apart ({} samples)",
+            PRESPAWN_GAP.as_millis(),
+            plan.reps * plan.first_response_samples
+        );
+        let p50 = Row::new(&name, "p50 time to first response", Unit::Millis)
+            .goal(Goal::RatioAtMost(0.5));
+        match env.start_relay(&["--prespawn", "4"]) {
+            Err(e) => rows.push(p50.failed(e.to_string())),
+            Ok(relay) => {
+                let tcp = Target::Tcp { addr: relay.addr };
+                let t = [&direct, &tcp];
+                let mut samples = [Vec::new(), Vec::new()];
+                let mut err = None;
+                for _ in 0..plan.reps {
+                    for (i, target) in t.iter().enumerate() {
+                        // Each sample starts with the pool full again.
+                        let r = (i == 1).then_some((&relay, 4));
+                        match first_responses(target, plan.first_response_samples, r, PRESPAWN_GAP)
+                        {
+                            Ok(v) => samples[i].extend(v),
+                            Err(e) => err = Some(e.to_string()),
+                        }
+                    }
+                }
+                if let Some(e) = err {
+                    rows.push(p50.failed(e));
+                } else {
+                    let [mut d, mut r] = samples;
+                    d.sort();
+                    r.sort();
+                    let pct = |v: &[Duration], p| Some(percentile(v, p) * 1e3);
+                    rows.push(p50.values(pct(&d, 0.5), pct(&r, 0.5)));
+                }
+                if let Err(e) = relay.stop() {
+                    notes.push(format!("relay P did not stop cleanly: {e}"));
                 }
             }
         }

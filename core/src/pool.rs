@@ -7,7 +7,10 @@ use crate::relay::Relay;
 use crate::supervisor::{Decision, Supervisor};
 use crate::{ChildId, Endpoint, ExitStatus, Output};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long after a child is taken its replacement starts.
+const REFILL_DELAY: Duration = Duration::from_millis(20);
 
 pub(crate) struct Warm {
     children: BTreeMap<ChildId, Child>,
@@ -85,7 +88,12 @@ impl Relay {
             })
             .map(|(id, _)| *id)?;
         let child = self.warm.children.remove(&id);
-        self.pool_fill(now);
+        // The replacement starts a moment later: starting a process right now would compete
+        // for the CPU with the session that just began (its first answer is the point).
+        let at = now + REFILL_DELAY;
+        if self.warm.respawn_at.is_none_or(|t| t < at) {
+            self.warm.respawn_at = Some(at);
+        }
         child
     }
 
