@@ -1,1 +1,117 @@
+//! Deterministic simulation tests of mcp-relay's sans-IO core (TCP transport).
+//!
+//! The harness plays every part the core does not: the driver (it performs each
+//! [`Output`](mcp_relay_core::Output) and reports facts back as
+//! [`Input`](mcp_relay_core::Input)s), the clients and the child servers. Time is simulated
+//! ([`clock`]), every choice comes from one seeded PRNG ([`rng`]), so one seed is one run,
+//! and the same seed gives the same trace byte for byte.
+//!
+//! * [`sim::Sim`] — the world and its event loop: `step()` runs one input (or timeout) and
+//!   performs every output; `run()` goes to the end and checks the end-of-run invariants.
+//! * [`client`], [`server`] — the scripted peers; [`jsonrpc`] — the lines they write and the
+//!   reaction each line is owed; [`pipe`] — byte streams between peers and driver.
+//! * [`model`], [`invariants`] — what must hold; [`runner`] — seeds, replay, reports.
+//! * [`profile`] — which faults a family of runs injects, and how often; [`known`] — core
+//!   bugs found, which random runs may step around ([`Tolerate`]).
+//! * [`script::Script`] — a hand-driven relay for regression tests of one exact sequence.
+//!
+//! Replay: `SIM_SEED=<n>` runs one seed, `SIM_SEEDS=<count>` changes how many run,
+//! `SIM_TRACE=<file>` writes the whole trace, `SIM_STRICT=1` tolerates no known bug.
+//!
+//! Not modelled: the HTTP transports, pipe and socket capacities (writers never block), real
+//! process groups (a grandchild only holds pipes), servers that send requests to clients.
+//!
+//! # Invariants
+//!
+//! Checked after every step (step = one input or one `handle_timeout`, plus draining and
+//! performing all outputs):
+//!
+//! 1. Every complete message a peer sent reaches the right peer only, at most once, in
+//!    order, byte for byte: a client's lines reach its session's children (a `\r\n`
+//!    ending becomes `\n`; the only gap is where a replacement child starts, and the lines
+//!    the relay writes itself carry its own ids); a child's JSON-RPC lines reach its own
+//!    client, never another. At the end: nothing owed is missing.
+//! 2. Nothing is sent, closed, paused or resumed on an endpoint after it was closed, broke or
+//!    was released; nothing is sent to, paused on or signalled to a child before it is
+//!    spawned or after it is released.
+//! 3. `relay.buffered(conn) <= relay.buffer_bound()` for every connection.
+//! 4. After `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`.
+//! 5. Every non-JSON client line gets -32700 with id null; every other malformed line and
+//!    every oversize line gets -32600 (with the line's id when it has one), in order; non-JSON
+//!    lines of a child never reach a client; an oversize answer gets -32001 with its id.
+//! 6. When a session's server could not be spawned, its requests get -32000 naming the cause.
+//! 7. At the end (every peer done, a graceful shutdown, the clock run until the relay is
+//!    finished): every spawned child exited, its exit was reported and it was released; no
+//!    connection is left open; the run ended within a bounded number of steps.
+//!
+//! Also: every client request gets exactly one answer (its server's, or the relay's error);
+//! the stop sequence keeps time (SIGTERM exactly `shutdown_grace` after stdin was closed,
+//! SIGKILL exactly `shutdown_grace` after that, to the nanosecond of simulated time); a server
+//! is declared hung only when it is; restarts follow the policy, the budget and the exact
+//! backoff; a second shutdown kills every child at once; no ERROR is logged except for a
+//! failed spawn or a spent restart budget.
+//!
+//! Completeness is judged at the end of a run, excusing what a fault explains: a reset
+//! client, a crashed or hung child, a shutdown, a cancelled request.
 
+pub mod client;
+pub mod clock;
+pub mod invariants;
+pub mod jsonrpc;
+pub mod known;
+pub mod logger;
+pub mod model;
+pub mod pipe;
+pub mod profile;
+pub mod rng;
+pub mod runner;
+pub mod script;
+pub mod server;
+pub mod sim;
+pub mod trace;
+
+pub use profile::{Profile, Tolerate};
+pub use runner::{run_seeds, TestName};
+pub use script::Script;
+pub use sim::{Sabotage, Sim};
+
+/// The harness's own tests: a driver that misbehaves must be caught.
+#[cfg(test)]
+mod self_test {
+    use super::*;
+
+    /// Runs seeds with the sabotage until one run applies it; that run must fail.
+    fn caught(sabotage: Sabotage, profile: Profile) {
+        for seed in 0..50 {
+            let mut sim = Sim::new(seed, profile.clone(), false);
+            sim.sabotage = Some(sabotage);
+            let result = sim.run();
+            logger::stop_capture();
+            if sim.sabotage.is_none() {
+                match result {
+                    Ok(()) => panic!("seed {seed}: {sabotage:?} went unnoticed by the invariants"),
+                    Err(f) => eprintln!("{sabotage:?} caught: {}", f.what),
+                }
+                return;
+            }
+        }
+        panic!("{sabotage:?} never applied");
+    }
+
+    #[test]
+    fn a_corrupted_byte_is_caught() {
+        caught(Sabotage::CorruptClientByte, Profile::healthy());
+    }
+
+    #[test]
+    fn cross_talk_is_caught() {
+        let mut p = Profile::healthy();
+        p.conns = (3, 4);
+        caught(Sabotage::MisrouteChildOutput, p);
+    }
+
+    #[test]
+    fn a_lost_line_is_caught() {
+        caught(Sabotage::LoseChildOutput, Profile::healthy());
+    }
+}
