@@ -22,12 +22,16 @@ pub(crate) struct Child {
 
 #[derive(Debug)]
 enum State {
+    /// `stop`: stop it as soon as it runs; `kill`: kill it then.
     Spawning {
-        stop_requested: bool,
+        stop: bool,
+        kill: bool,
     },
     Running {
         pid: u32,
     },
+    /// In the stop sequence; `deadline` is when the next stage is due (`None` while waiting
+    /// for stdin to be closed, or after SIGKILL).
     Stopping {
         pid: u32,
         stage: Stage,
@@ -54,7 +58,8 @@ impl Child {
         Child {
             id,
             state: State::Spawning {
-                stop_requested: false,
+                stop: false,
+                kill: false,
             },
             stdout_eof: false,
             stderr_eof: false,
@@ -99,17 +104,6 @@ impl Child {
         }
     }
 
-    /// Returns whether the stop sequence must start now (it was asked for while spawning).
-    pub(crate) fn spawned(&mut self, pid: u32) -> bool {
-        match self.state {
-            State::Spawning { stop_requested } => {
-                self.state = State::Running { pid };
-                stop_requested
-            }
-            _ => false,
-        }
-    }
-
     pub(crate) fn spawn_failed(&mut self, error: &str) {
         if let State::Spawning { .. } = self.state {
             self.state = State::Failed {
@@ -118,22 +112,64 @@ impl Child {
         }
     }
 
-    /// Starts the stop sequence at "stdin closed" (the caller closes it). Idempotent.
-    pub(crate) fn stop(&mut self, now: Instant, grace: Duration) {
+    /// Returns whether the stop sequence must start now (it was asked for while spawning).
+    /// A kill asked for while spawning is sent now.
+    pub(crate) fn spawned(&mut self, pid: u32, out: &mut VecDeque<Output>) -> bool {
         match self.state {
-            State::Spawning { .. } => {
-                self.state = State::Spawning {
-                    stop_requested: true,
+            State::Spawning { stop, kill } => {
+                self.state = State::Running { pid };
+                if kill {
+                    self.kill(out);
+                    return false;
                 }
+                stop
             }
+            _ => false,
+        }
+    }
+
+    /// Starts the stop sequence. The caller closes stdin once what is queued for it is
+    /// written and says so with [`Child::stdin_closed`]: the grace period before SIGTERM
+    /// starts then, not before. Idempotent.
+    pub(crate) fn stop(&mut self) {
+        match self.state {
+            State::Spawning { kill, .. } => self.state = State::Spawning { stop: true, kill },
             State::Running { pid } => {
                 self.state = State::Stopping {
                     pid,
                     stage: Stage::StdinClosed,
-                    deadline: Some(now + grace),
+                    deadline: None,
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Stopping, and stdin not closed yet.
+    pub(crate) fn awaits_stdin_close(&self) -> bool {
+        matches!(
+            self.state,
+            State::Stopping {
+                stage: Stage::StdinClosed,
+                deadline: None,
+                ..
+            }
+        )
+    }
+
+    /// Stdin is closed (or unusable): SIGTERM follows after the grace period.
+    pub(crate) fn stdin_closed(&mut self, now: Instant, grace: Duration) {
+        if let State::Stopping {
+            pid,
+            stage: Stage::StdinClosed,
+            deadline: None,
+        } = self.state
+        {
+            self.state = State::Stopping {
+                pid,
+                stage: Stage::StdinClosed,
+                deadline: Some(now + grace),
+            };
         }
     }
 
@@ -156,17 +192,18 @@ impl Child {
                     deadline: Some(now + grace),
                 };
             }
-            State::Spawning { .. } => self.stop(now, grace),
+            State::Spawning { .. } => self.stop(),
             _ => {}
         }
     }
 
-    /// Skips the rest of the stop sequence: SIGKILL now.
+    /// Skips the rest of the stop sequence: SIGKILL now (or as soon as it has started).
     pub(crate) fn kill(&mut self, out: &mut VecDeque<Output>) {
         match self.state {
             State::Spawning { .. } => {
                 self.state = State::Spawning {
-                    stop_requested: true,
+                    stop: true,
+                    kill: true,
                 }
             }
             State::Running { pid }
@@ -258,28 +295,30 @@ impl Child {
         grace: Duration,
         out: &mut VecDeque<Output>,
     ) {
-        if let State::Stopping {
+        // With no grace at all, every due stage fires now.
+        while let State::Stopping {
             pid,
             stage,
             deadline: Some(d),
         } = self.state
         {
-            if d <= now {
-                let (signal, next, deadline) = match stage {
-                    Stage::StdinClosed => (Signal::Term, Stage::Termed, Some(now + grace)),
-                    _ => (Signal::Kill, Stage::Killed, None),
-                };
-                log::info!("{} (pid {pid}) still running: sending {signal:?}", self.id);
-                out.push_back(Output::Signal {
-                    child: self.id,
-                    signal,
-                });
-                self.state = State::Stopping {
-                    pid,
-                    stage: next,
-                    deadline,
-                };
+            if d > now {
+                break;
             }
+            let (signal, next, deadline) = match stage {
+                Stage::StdinClosed => (Signal::Term, Stage::Termed, Some(now + grace)),
+                _ => (Signal::Kill, Stage::Killed, None),
+            };
+            log::info!("{} (pid {pid}) still running: sending {signal:?}", self.id);
+            out.push_back(Output::Signal {
+                child: self.id,
+                signal,
+            });
+            self.state = State::Stopping {
+                pid,
+                stage: next,
+                deadline,
+            };
         }
         if !self.output_paused && self.drain_deadline.is_some_and(|d| d <= now) {
             log::warn!(

@@ -116,7 +116,9 @@ impl LineFramer {
                 }
             }
             let Some(i) = newline else {
-                if self.buf.len() + data.len() > self.max {
+                // A `\r` may be the first half of the line's `\r\n`: it does not count.
+                let cr = usize::from(data.last() == Some(&b'\r'));
+                if self.buf.len() + data.len() > self.max + cr {
                     self.start_discard(data);
                 } else {
                     self.buf.extend_from_slice(data);
@@ -125,7 +127,11 @@ impl LineFramer {
             };
             let part = &data[..i];
             data = &data[i + 1..];
-            if self.buf.len() + part.len() > self.max + usize::from(part.last() == Some(&b'\r')) {
+            let ends_in_cr = match part.last() {
+                Some(b) => *b == b'\r',
+                None => self.buf.last() == Some(&b'\r'),
+            };
+            if self.buf.len() + part.len() > self.max + usize::from(ends_in_cr) {
                 self.start_discard(part);
                 if let Some(d) = self.discard.take() {
                     flow = f(Frame::Oversize {
@@ -206,6 +212,9 @@ mod tests {
         check(3, &["abc\n"], &["abc"]);
         check(3, &["abc\r\n"], &["abc"]);
         check(3, &["ab", "c\n"], &["abc"]);
+        check(3, &["abc\r", "\n"], &["abc"]);
+        check(3, &["ab", "c\r", "\n"], &["abc"]);
+        check(3, &["abcd\r", "\n"], &["oversize 5 -"]);
         check(3, &["abcd\n"], &["oversize 4 -"]);
         check(3, &["ab", "cd", "ef\nok\n"], &["oversize 6 -", "ok"]);
     }

@@ -57,6 +57,7 @@ impl Relay {
     pub(crate) fn pool_fill(&mut self, now: Instant) {
         let target = self.config.prespawn;
         if self.shutting_down() || self.warm.given_up {
+            self.warm.respawn_at = None;
             return;
         }
         if self.warm.respawn_at.is_some_and(|t| t > now) {
@@ -101,12 +102,13 @@ impl Relay {
         let grace = self.config.shutdown_grace;
         if let Some(c) = self.warm.children.get_mut(&child) {
             log::debug!("prespawned {child} is up (pid {pid})");
-            if c.spawned(pid) {
+            if c.spawned(pid, &mut self.out) {
                 // Asked to stop while it was starting (shutdown).
                 self.out.push_back(Output::Close {
                     endpoint: Endpoint::Child(child),
                 });
-                c.stop(now, grace);
+                c.stop();
+                c.stdin_closed(now, grace);
             }
         }
     }
@@ -120,7 +122,9 @@ impl Relay {
             );
             self.stats_mut().spawn_failures += 1;
             self.out.push_back(Output::Release { child });
-            self.pool_decide(now, true);
+            if !self.shutdown_requested() {
+                self.pool_decide(now, true);
+            }
         }
     }
 
@@ -137,8 +141,19 @@ impl Relay {
     }
 
     pub(crate) fn pool_stdout_eof(&mut self, now: Instant, child: ChildId) {
+        let grace = self.config.shutdown_grace;
         if let Some(c) = self.warm.children.get_mut(&child) {
             c.stdout_eof();
+            if c.is_running() {
+                // A server that closed its stdout can serve nobody: stop it (its exit brings
+                // a replacement).
+                log::warn!("prespawned {child} closed its stdout while idle; stopping it");
+                self.out.push_back(Output::Close {
+                    endpoint: Endpoint::Child(child),
+                });
+                c.stop();
+                c.stdin_closed(now, grace);
+            }
         }
         self.pool_reap(now);
     }
@@ -211,11 +226,13 @@ impl Relay {
                 self.out.push_back(Output::Close {
                     endpoint: Endpoint::Child(*id),
                 });
-                c.stop(now, grace);
+                c.stop();
+                c.stdin_closed(now, grace);
             } else {
-                c.stop(now, grace);
+                c.stop();
             }
         }
         self.warm.respawn_at = None;
+        self.pool_reap(now);
     }
 }

@@ -48,10 +48,11 @@ enum Phase {
     /// The replacement is being started.
     Respawning { reason: String },
     /// The replacement got the client's `initialize` again; the client's messages wait in
-    /// `held` until it answers (by `deadline`).
+    /// `held` until it answers, by `deadline` (which runs once the request is written and
+    /// while the relay reads the answer).
     Replaying {
         init_id: RawId,
-        deadline: Instant,
+        deadline: Option<Instant>,
         reason: String,
     },
     /// No server will serve this session again. Requests are answered with `reason`; the
@@ -183,8 +184,9 @@ struct Heartbeat {
 struct Liveness {
     /// When the current child last said anything.
     last_output: Option<Instant>,
-    /// The probe in flight and its deadline.
-    probe: Option<(RawId, Instant)>,
+    /// The probe in flight and its deadline, which runs only while the server can answer:
+    /// the probe is written and its stdout is being read.
+    probe: Option<(RawId, Option<Instant>)>,
     /// Since when bytes for the child's stdin have waited without any being written.
     stalled_since: Option<Instant>,
 }
@@ -292,17 +294,18 @@ impl Session {
         let l = &self.link;
         let phase = match &l.phase {
             Phase::Restarting { at, .. } => Some((*at, "session: start the replacement child")),
-            Phase::Replaying { deadline, .. } => {
-                Some((*deadline, "session: replacement did not answer initialize"))
-            }
+            Phase::Replaying {
+                deadline: Some(d), ..
+            } => Some((*d, "session: replacement did not answer initialize")),
             Phase::Ended {
                 linger: Some(d), ..
             } => Some((*d, "session: close a connection no server will serve")),
             _ => None,
         };
-        let heartbeat = l.heartbeat.on.then(|| {
+        let heartbeat = l.heartbeat_active().then(|| {
             let send = l.heartbeat.next_send.map(|d| (d, "heartbeat: send"));
-            let silent = l.heartbeat.last_heard.map(|t| {
+            // Silence counts only while the relay reads the client.
+            let silent = l.heartbeat.last_heard.filter(|_| !l.conn_paused).map(|t| {
                 (
                     t + 2 * config.heartbeat_interval,
                     "heartbeat: client silent",
@@ -310,11 +313,23 @@ impl Session {
             });
             [send, silent].into_iter().flatten().min_by_key(|(d, _)| *d)
         });
+        let stdin_close = l
+            .child
+            .awaits_stdin_close()
+            .then_some(l.liveness.stalled_since)
+            .flatten()
+            .map(|t| {
+                (
+                    t + config.ping_timeout,
+                    "child: stdin not read while stopping",
+                )
+            });
         [
             l.child.poll_timeout(),
             phase,
             heartbeat.flatten(),
             l.liveness_deadline(config),
+            stdin_close,
         ]
         .into_iter()
         .flatten()
@@ -331,8 +346,10 @@ impl Session {
         match &l.phase {
             Phase::Restarting { at, .. } if *at <= now => l.try_restart(ctx),
             Phase::Replaying {
-                deadline, reason, ..
-            } if *deadline <= now => {
+                deadline: Some(d),
+                reason,
+                ..
+            } if *d <= now => {
                 let why = format!(
                     "{reason}; its replacement did not answer initialize within {:?}",
                     ctx.config.ping_timeout
@@ -355,6 +372,10 @@ impl Session {
         {
             l.liveness_timeout(ctx);
         }
+        l.stopping_stall_timeout(ctx);
+        // A verdict above may have started a stop sequence that is already due (no grace).
+        l.child
+            .handle_timeout(now, ctx.config.shutdown_grace, ctx.out);
     }
 
     pub(crate) fn client_data(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
@@ -373,7 +394,7 @@ impl Session {
             return;
         }
         link.liveness.last_output = Some(ctx.now);
-        if let Some((_, deadline)) = &mut link.liveness.probe {
+        if let Some((_, Some(deadline))) = &mut link.liveness.probe {
             // Output shows it is alive, even if the probe waits behind other work.
             *deadline = ctx.now + ctx.config.ping_timeout;
         }
@@ -432,7 +453,7 @@ impl Session {
         // A server that closes stdout can no longer answer: it is stopped (and its exit
         // decides what comes next).
         l.to_child.close_when_flushed(ctx.out);
-        l.child.stop(ctx.now, ctx.config.shutdown_grace);
+        l.child.stop();
     }
 
     pub(crate) fn client_broken(&mut self, reason: &str, ctx: &mut Ctx<'_>) {
@@ -441,7 +462,7 @@ impl Session {
         self.link.client_gone(ctx);
     }
 
-    pub(crate) fn child_stdin_broken(&mut self, child: ChildId, reason: &str, ctx: &mut Ctx<'_>) {
+    pub(crate) fn child_stdin_broken(&mut self, child: ChildId, reason: &str, _ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
         if child != l.child.id {
             return;
@@ -451,7 +472,7 @@ impl Session {
             l.label
         );
         l.to_child.set_gone();
-        l.child.stop(ctx.now, ctx.config.shutdown_grace);
+        l.child.stop();
     }
 
     pub(crate) fn stderr(&mut self, child: ChildId, data: &[u8]) {
@@ -473,9 +494,9 @@ impl Session {
         }
         log::info!("{}: server started as {} (pid {pid})", l.label, l.child.id);
         l.liveness.last_output = Some(ctx.now);
-        if l.child.spawned(pid) {
+        if l.child.spawned(pid, ctx.out) {
             l.to_child.close_when_flushed(ctx.out);
-            l.child.stop(ctx.now, ctx.config.shutdown_grace);
+            l.child.stop();
         }
         l.to_child.open(ctx.out);
         if l.restart_reason.is_some() {
@@ -569,6 +590,24 @@ impl Session {
                 l.try_restart(ctx);
             }
         }
+        l.to_child.flush(ctx.out);
+        l.client.flush(ctx.out);
+        // Lines held back while a side was loaded go on once it is not.
+        if self.from_child.has_backlog() && l.client.load() <= ctx.config.max_buffered {
+            self.from_child.resume(|f| l.child_frame(f, ctx));
+        }
+        if self.from_client.has_backlog() && !l.client.is_finished() {
+            if matches!(l.phase, Phase::Ended { .. }) {
+                // The session is closing: what the client sent still gets its answers,
+                // before the connection closes.
+                self.from_client.resume(|f| {
+                    l.client_frame(f, ctx);
+                    Flow::Continue
+                });
+            } else if !l.client_input_loaded(ctx.config) {
+                self.from_client.resume(|f| l.client_frame(f, ctx));
+            }
+        }
         if let Phase::Ended { linger, .. } = &l.phase {
             // Close once the client was told, or at once if it has nothing more to say.
             if linger.is_none() || l.client_eof {
@@ -577,22 +616,7 @@ impl Session {
         }
         l.to_child.flush(ctx.out);
         l.client.flush(ctx.out);
-        // Lines held back while a side was loaded go on once it is not.
-        if self.from_child.has_backlog() && l.client.load() <= ctx.config.max_buffered {
-            self.from_child.resume(|f| l.child_frame(f, ctx));
-        }
-        if self.from_client.has_backlog() && !l.client_input_loaded(ctx.config) {
-            self.from_client.resume(|f| l.client_frame(f, ctx));
-        }
-        if self.from_client.has_backlog() && matches!(l.phase, Phase::Ended { .. }) {
-            // The session is closing: what the client sent still gets its answers.
-            self.from_client.resume(|f| {
-                l.client_frame(f, ctx);
-                Flow::Continue
-            });
-        }
-        l.to_child.flush(ctx.out);
-        l.client.flush(ctx.out);
+        l.settle_stdin_close(ctx);
         if l.to_child.in_driver() == 0 {
             l.liveness.stalled_since = None;
         } else if l.liveness.stalled_since.is_none() {
@@ -603,6 +627,7 @@ impl Session {
             self.from_child.has_backlog(),
             ctx,
         );
+        l.arm_probe(ctx);
         if self.framed_child != self.link.child.id {
             // A replacement starts with a clean line, whatever its predecessor left half-said.
             self.framed_child = self.link.child.id;
@@ -712,9 +737,11 @@ impl Link {
         }
         if let Phase::Ended { reason, .. } = &self.phase {
             let reason = reason.clone();
-            self.answer_unavailable(entries, &reason);
-            if let Phase::Ended { linger, .. } = &mut self.phase {
-                *linger = None;
+            if self.answer_unavailable(entries, &reason) {
+                // The client has its explanation: the connection may close.
+                if let Phase::Ended { linger, .. } = &mut self.phase {
+                    *linger = None;
+                }
             }
             return;
         }
@@ -810,12 +837,13 @@ impl Link {
         }
     }
 
-    /// Answers every request among `entries` with a -32000 error saying `reason`.
-    fn answer_unavailable(&mut self, entries: &[Envelope<'_>], reason: &str) {
+    /// Answers every request among `entries` with a -32000 error saying `reason`; false if
+    /// there was none.
+    fn answer_unavailable(&mut self, entries: &[Envelope<'_>], reason: &str) -> bool {
         let requests: Vec<&Envelope<'_>> =
             entries.iter().filter(|e| e.kind == Kind::Request).collect();
         if requests.is_empty() {
-            return;
+            return false;
         }
         let batch = entries.len() > 1;
         if batch && matches!(self.client, ClientSide::Tcp(_)) {
@@ -845,6 +873,7 @@ impl Link {
                     .error(id.as_ref(), codes::SERVER_UNAVAILABLE, reason);
             }
         }
+        true
     }
 
     fn unavailable_reason(&self, config: &Config) -> String {
@@ -864,6 +893,10 @@ impl Link {
     }
 
     fn client_heartbeat(&mut self, ctx: &mut Ctx<'_>) {
+        if self.client_eof || self.client.is_finished() {
+            // Read from a backlog after the client left: nobody to answer.
+            return;
+        }
         if !self.heartbeat.on {
             log::info!("{}: the client turned heartbeats on", self.label);
             self.heartbeat.on = true;
@@ -885,15 +918,21 @@ impl Link {
         self.heartbeat.next_send = Some(ctx.now + ctx.config.heartbeat_interval);
     }
 
+    /// Heartbeats are on and there is a client to send them to.
+    fn heartbeat_active(&self) -> bool {
+        self.heartbeat.on && !self.client_eof && !self.client.is_finished()
+    }
+
     fn heartbeat_timeout(&mut self, ctx: &mut Ctx<'_>) {
-        if !self.heartbeat.on || self.client.is_finished() {
+        if !self.heartbeat_active() {
             return;
         }
         let silent_limit = 2 * ctx.config.heartbeat_interval;
-        if self
-            .heartbeat
-            .last_heard
-            .is_some_and(|t| t + silent_limit <= ctx.now)
+        if !self.conn_paused
+            && self
+                .heartbeat
+                .last_heard
+                .is_some_and(|t| t + silent_limit <= ctx.now)
         {
             log::warn!(
                 "{}: no heartbeat from the client for {silent_limit:?}; closing the connection",
@@ -1063,9 +1102,35 @@ impl Link {
 
     // ---- liveness of the server ----
 
+    /// A probe's deadline runs only while the server can answer it: written to its stdin,
+    /// and its stdout read.
+    fn arm_probe(&mut self, ctx: &Ctx<'_>) {
+        let can_answer = self.to_child.load() == 0 && !self.child_paused;
+        // The replayed initialize is judged the same way.
+        if let Phase::Replaying { deadline, .. } = &mut self.phase {
+            match (can_answer, *deadline) {
+                (true, None) => *deadline = Some(ctx.now + ctx.config.ping_timeout),
+                (false, Some(_)) => *deadline = None,
+                _ => {}
+            }
+        }
+        if let Some((_, deadline)) = &mut self.liveness.probe {
+            match (can_answer, *deadline) {
+                (true, None) => *deadline = Some(ctx.now + ctx.config.ping_timeout),
+                (false, Some(_)) => *deadline = None,
+                _ => {}
+            }
+        }
+    }
+
     fn liveness_deadline(&self, config: &Config) -> Option<(Instant, &'static str)> {
         let interval = config.ping_interval?;
-        if !matches!(self.phase, Phase::Serving) || !self.child.is_running() || self.doomed {
+        if !matches!(self.phase, Phase::Serving)
+            || !self.child.is_running()
+            || self.doomed
+            || self.child_paused
+        {
+            // Not serving, or the relay itself is not reading it: nothing to judge.
             return None;
         }
         let stall = self.liveness.stalled_since.map(|t| {
@@ -1075,7 +1140,7 @@ impl Link {
             )
         });
         let probe = match &self.liveness.probe {
-            Some((_, deadline)) => Some((*deadline, "liveness: probe unanswered")),
+            Some((_, deadline)) => deadline.map(|d| (d, "liveness: probe unanswered")),
             None => self
                 .liveness
                 .last_output
@@ -1098,7 +1163,7 @@ impl Link {
             );
         }
         match &self.liveness.probe {
-            Some((_, deadline)) if *deadline <= now => self.hung(
+            Some((_, Some(deadline))) if *deadline <= now => self.hung(
                 format!("the server did not answer a ping within {timeout:?}"),
                 ctx,
             ),
@@ -1116,7 +1181,8 @@ impl Link {
                     self.label
                 );
                 self.to_child.stage_line(line.as_bytes());
-                self.liveness.probe = Some((id, now + timeout));
+                // Its deadline starts once it is written (see `settle`).
+                self.liveness.probe = Some((id, None));
             }
         }
     }
@@ -1253,7 +1319,7 @@ impl Link {
                 self.to_child.stage_line(&line);
                 self.phase = Phase::Replaying {
                     init_id: id,
-                    deadline: ctx.now + ctx.config.ping_timeout,
+                    deadline: None,
                     reason,
                 };
             }
@@ -1306,7 +1372,7 @@ impl Link {
             linger: None,
         };
         self.to_child.close_when_flushed(ctx.out);
-        self.child.stop(ctx.now, ctx.config.shutdown_grace);
+        self.child.stop();
     }
 
     fn fail_in_flight(&mut self, code: i64, ctx: &mut Ctx<'_>) {
@@ -1373,7 +1439,33 @@ impl Link {
             self.end(reason, ctx);
         }
         self.to_child.close_when_flushed(ctx.out);
-        self.child.stop(ctx.now, ctx.config.shutdown_grace);
+        self.child.stop();
+    }
+
+    /// A stopping child's grace period starts when its stdin is closed (everything queued
+    /// for it written).
+    fn settle_stdin_close(&mut self, ctx: &mut Ctx<'_>) {
+        if self.child.awaits_stdin_close() && self.to_child.is_finished() {
+            self.child.stdin_closed(ctx.now, ctx.config.shutdown_grace);
+        }
+    }
+
+    /// A stopping child that reads none of its remaining input for `ping_timeout` (even with
+    /// probes off) will never see end of file: it is treated as hung (SIGTERM, SIGKILL).
+    fn stopping_stall_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let limit = ctx.config.ping_timeout;
+        if self.child.awaits_stdin_close()
+            && !self.to_child.is_finished()
+            && self
+                .liveness
+                .stalled_since
+                .is_some_and(|t| t + limit <= ctx.now)
+        {
+            self.hung(
+                format!("it read none of its input for {limit:?} while stopping"),
+                ctx,
+            );
+        }
     }
 
     /// Tells the driver which sides to read: the connection unless its child queue is loaded,
@@ -1392,6 +1484,10 @@ impl Link {
         let conn_open = !self.client.is_finished();
         if conn_open && conn_pause != self.conn_paused {
             self.conn_paused = conn_pause;
+            if !conn_pause && self.heartbeat.last_heard.is_some() {
+                // The client was not silent; the relay was not reading it.
+                self.heartbeat.last_heard = Some(ctx.now);
+            }
             // Over HTTP the HTTP layer reads `client_paused` and holds back request bodies.
             if let Some(conn) = self.client.conn() {
                 let endpoint = Endpoint::Conn(conn);
@@ -1407,6 +1503,10 @@ impl Link {
         let child_reading = child_open && !self.child.is_finished();
         if child_reading && child_pause != self.child_paused {
             self.child_paused = child_pause;
+            if !child_pause {
+                // It was not quiet; the relay was not listening.
+                self.liveness.last_output = Some(ctx.now);
+            }
             self.child
                 .set_output_paused(child_pause, ctx.now, ctx.config.shutdown_grace);
             let endpoint = Endpoint::Child(self.child.id);

@@ -45,7 +45,7 @@ fn paused_conn(out: &[Output]) -> bool {
     })
 }
 
-/// Known bug `relay-errors-exceed-bound` (core/src/session.rs, `Link::update_pauses`): the
+/// Regression test (fixed) for `relay-errors-exceed-bound` (core/src/session.rs, `Link::update_pauses`): the
 /// relay's own answers to malformed lines go to the client queue, but a loaded client queue
 /// only pauses the *server*. A client that writes malformed lines and reads nothing makes the
 /// relay hold its errors without limit.
@@ -75,7 +75,7 @@ fn a_client_that_writes_garbage_and_never_reads_stays_bounded() {
     }
 }
 
-/// Known bug `multi-line-read-exceeds-bound` (core/src/outbound.rs, module doc and
+/// Regression test (fixed) for `multi-line-read-exceeds-bound` (core/src/outbound.rs, module doc and
 /// `relay.rs`, `buffer_bound`): a queue under its mark takes a whole read, which may hold
 /// many lines, not "one message". With `--max-message-size 128` and the runtime's 64 KiB
 /// reads, one read of a chatty server's output is held whole for a client that does not read.
@@ -107,7 +107,7 @@ fn one_read_of_many_lines_stays_within_the_bound() {
     );
 }
 
-/// Known bug `drain-deadline-ignores-own-pause` (core/src/child.rs, `Child::exited` sets
+/// Regression test (fixed) for `drain-deadline-ignores-own-pause` (core/src/child.rs, `Child::exited` sets
 /// `drain_deadline` whatever the pause; `handle_timeout` gives up on the output): after a
 /// server exits, the relay waits `shutdown_grace` for the rest of its stdout, even when the
 /// relay itself paused that stdout because the client reads slowly. The server's answers,
@@ -164,7 +164,7 @@ fn answers_in_a_paused_pipe_survive_the_exit_of_their_server() {
     );
 }
 
-/// Known bug `backlog-answers-dropped-at-session-end` (core/src/session.rs, `Session::settle`:
+/// Regression test (fixed) for `backlog-answers-dropped-at-session-end` (core/src/session.rs, `Session::settle`:
 /// in `Phase::Ended` the client queue is set to `close_when_flushed` *before* the client
 /// backlog is resumed "so that what the client sent still gets its answers"; the -32000
 /// answers are then staged into a closing queue and dropped). Requests the relay read but held

@@ -38,11 +38,9 @@ fn term_or_kill(out: &[Output]) -> bool {
     out.iter().any(|o| matches!(o, Output::Signal { .. }))
 }
 
-/// Known bug `hang-verdict-ignores-own-pause` (core/src/session.rs, `Link::liveness_deadline`
-/// and `liveness_timeout`): the probe deadline runs while the relay itself has paused the
-/// server's stdout (its client reads slowly). The server answers the probe, the answer waits
-/// in the paused pipe, and the relay declares a healthy server hung, kills it and fails its
-/// requests with -32003.
+/// Regression (`hang-verdict-ignores-own-pause`): no hang verdict while the relay itself has
+/// paused the server's stdout (its client reads slowly): an answer to a probe would wait in
+/// the paused pipe, so a healthy server would be killed and its requests failed.
 #[test]
 fn a_server_whose_stdout_the_relay_paused_is_not_declared_hung() {
     let mut s = Script::new(Config {
@@ -63,8 +61,7 @@ fn a_server_whose_stdout_the_relay_paused_is_not_declared_hung() {
     assert!(out.contains(&Output::Pause {
         endpoint: Endpoint::Child(child)
     }));
-    // The relay probes the quiet server; the server reads the probe and answers at once, into
-    // the pipe the relay does not read.
+    // Time passes with the server's stdout paused.
     let out = s.advance(Duration::from_millis(100));
     let probe: usize = out
         .iter()
@@ -76,8 +73,10 @@ fn a_server_whose_stdout_the_relay_paused_is_not_declared_hung() {
             _ => None,
         })
         .sum();
-    assert!(probe > 0, "a quiet server is probed: {}", s.show());
-    s.written(Endpoint::Child(child), probe);
+    // The relay may probe it, or (as it does) not judge a server it is not reading at all.
+    if probe > 0 {
+        s.written(Endpoint::Child(child), probe);
+    }
     let out = s.advance(Duration::from_secs(2));
     assert!(
         !term_or_kill(&out),
@@ -87,7 +86,7 @@ fn a_server_whose_stdout_the_relay_paused_is_not_declared_hung() {
     );
 }
 
-/// Known bug `hang-verdict-while-probe-queued` (core/src/session.rs, `liveness_timeout`: the
+/// Regression test (fixed) for `hang-verdict-while-probe-queued` (core/src/session.rs, `liveness_timeout`: the
 /// probe's deadline starts when it is staged): a server busy reading a large request, slowly
 /// but steadily, is probed; the probe waits behind the request in its stdin, and the relay
 /// declares it hung `ping_timeout` later, before the server could even read the probe.

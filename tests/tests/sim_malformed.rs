@@ -28,7 +28,7 @@ fn line_at_limit(max: usize) -> Vec<u8> {
     line
 }
 
-/// Known bug `crlf-at-limit-depends-on-fragmentation` (core/src/framing.rs, `push`): a line
+/// Regression test (fixed) for `crlf-at-limit-depends-on-fragmentation` (core/src/framing.rs, `push`): a line
 /// of exactly the limit ending in `\r\n` is accepted when `\r\n` arrives in one read, but
 /// rejected as oversize (-32600, "201 bytes") when a read ends between `\r` and `\n`,
 /// because the partial-line check counts the `\r`.

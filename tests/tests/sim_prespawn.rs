@@ -61,7 +61,7 @@ fn assert_deadline_moves(s: &mut Script, what: &str) {
     );
 }
 
-/// Known bug `prespawn-respawn-deadline-stuck-in-shutdown` (core/src/pool.rs: `pool_decide`
+/// Regression test (fixed) for `prespawn-respawn-deadline-stuck-in-shutdown` (core/src/pool.rs: `pool_decide`
 /// sets `respawn_at` even when the pool cannot fill, and `pool_fill` returns early on
 /// `given_up` or a shutdown without clearing it): the deadline "prespawn: replace a child"
 /// stays in the past, `handle_timeout` never clears it, and the runtime busy-loops.
@@ -91,7 +91,7 @@ fn the_pool_deadline_moves_during_a_shutdown() {
     assert_deadline_moves(&mut s, "during a shutdown");
 }
 
-/// Known bug `prespawned-child-not-released-after-immediate-shutdown` (core/src/pool.rs,
+/// Regression test (fixed) for `prespawned-child-not-released-after-immediate-shutdown` (core/src/pool.rs,
 /// `pool_stop`: the immediate branch abandons the output of every pooled child but does not
 /// reap the ones already exited): such a child is never released.
 #[test]

@@ -78,7 +78,7 @@ fn a_second_shutdown_kills_every_server_at_once() {
     assert!(s.relay.is_finished());
 }
 
-/// Known bug `no-kill-for-child-spawned-after-immediate-shutdown` (core/src/session.rs,
+/// Regression test (fixed) for `no-kill-for-child-spawned-after-immediate-shutdown` (core/src/session.rs,
 /// `Session::spawned`: a stop requested while spawning starts the graceful sequence;
 /// core/src/child.rs, `Child::kill` only records `stop_requested` for a child being
 /// spawned): a server whose spawn completes after a second shutdown gets SIGTERM one grace

@@ -16,7 +16,7 @@ fn requests_to_a_server_that_cannot_start_get_the_cause() {
     );
 }
 
-/// Known bug `linger-ended-by-notification` (core/src/session.rs, `Link::client_line`, the
+/// Regression test (fixed) for `linger-ended-by-notification` (core/src/session.rs, `Link::client_line`, the
 /// `Phase::Ended` branch clears `linger` even when `answer_unavailable` answered nothing):
 /// after the first start failed, the relay waits for the client's first request to tell it
 /// why — but a notification ends that wait, the connection closes, and the request that

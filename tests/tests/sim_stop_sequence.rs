@@ -114,7 +114,7 @@ fn a_server_that_leaves_on_term_gets_no_kill() {
     );
 }
 
-/// Known bug `term-before-stdin-closed` (core/src/session.rs, `Link::client_gone` calls
+/// Regression test (fixed) for `term-before-stdin-closed` (core/src/session.rs, `Link::client_gone` calls
 /// `child.stop(now)` at once while `to_child.close_when_flushed` closes stdin only once the
 /// queue is written; core/src/child.rs, `Child::stop` starts the SIGTERM timer): a server
 /// still reading the client's last requests gets SIGTERM `shutdown_grace` after the client
@@ -162,7 +162,7 @@ fn term_comes_a_grace_after_stdin_is_closed_not_before() {
     );
 }
 
-/// Known bug `zero-grace-deadline-not-after-now` (core/src/child.rs, `Child::handle_timeout`
+/// Regression test (fixed) for `zero-grace-deadline-not-after-now` (core/src/child.rs, `Child::handle_timeout`
 /// fires one stage per call and sets the next deadline to `now + grace`): with
 /// `--shutdown-grace 0`, after `handle_timeout(now)` sent SIGTERM, `poll_timeout()` is `now`
 /// itself, a deadline that is not after the one just handled.
