@@ -71,8 +71,8 @@ impl Plan {
 }
 
 /// Which workloads to run (all by default; `--only` narrows it for development).
-pub const WORKLOADS: [&str; 8] = [
-    "seq", "seq64k", "pipe", "sessions", "first", "prespawn", "big", "idle",
+pub const WORKLOADS: [&str; 9] = [
+    "seq", "seq64k", "pipe", "sessions", "first", "prespawn", "big", "idle", "http",
 ];
 
 pub struct Env {
@@ -615,6 +615,61 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
                 }
                 if let Err(e) = relay.stop() {
                     notes.push(format!("relay P did not stop cleanly: {e}"));
+                }
+            }
+        }
+    }
+
+    // Relay H: the same workloads over Streamable HTTP (POST /mcp, keep-alive, JSON or SSE
+    // replies, Mcp-Session-Id).
+    if env.wants("http") {
+        progress("Streamable HTTP");
+        match env.start_relay(&[]) {
+            Err(e) => rows.push(
+                Row::new("Streamable HTTP", "relay start", Unit::Millis).failed(e.to_string()),
+            ),
+            Ok(relay) => {
+                let http = Target::Http { addr: relay.http };
+                let t = [&direct, &http];
+                let runs = interleaved(plan.reps, t, |t| sequential(t, 20, plan.seq_small_calls));
+                rows.extend(seq_rows(
+                    &format!(
+                        "Streamable HTTP: sequential, ~100 B ({} calls)",
+                        plan.seq_small_calls
+                    ),
+                    runs,
+                    Some(Goal::RatioAtMost(3.0)),
+                ));
+                let name = format!(
+                    "Streamable HTTP: {} sessions × {} calls, concurrent ({} reps)",
+                    plan.sessions, plan.session_calls, plan.session_reps
+                );
+                let tput =
+                    Row::new(&name, "throughput", Unit::ReqPerSec).goal(Goal::RatioAtLeast(0.25));
+                let runs = interleaved(plan.session_reps, t, |t| {
+                    let r = concurrent(t, plan.sessions, plan.session_calls);
+                    relay.settle(0, Duration::from_secs(10));
+                    r
+                });
+                rows.push(match runs {
+                    Ok([d, r]) => tput.values(Some(median(d)), Some(median(r))),
+                    Err(e) => tput.failed(e.to_string()),
+                });
+                let mut echo = Echo::new(plan.big_size);
+                let runs = interleaved(plan.big_reps, t, |t| big_round_trip(t, &mut echo));
+                drop(echo);
+                rows.extend(big_rows(
+                    &format!(
+                        "Streamable HTTP: {} MiB each way, one call ({} reps)",
+                        plan.big_size / MIB,
+                        plan.big_reps
+                    ),
+                    plan.big_size,
+                    runs,
+                    Goal::RatioAtMost(1.5),
+                ));
+                if let Err(e) = relay.stop() {
+                    notes.push(format!("relay H did not stop cleanly: {e}"));
                 }
             }
         }

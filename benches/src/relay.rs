@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The flags every relay of the suite gets (plus per-workload extras).
-pub const BASE_ARGS: [&str; 7] = [
+pub const BASE_ARGS: [&str; 9] = [
     "--listen",
     "127.0.0.1:0",
+    "--listen",
+    "http://127.0.0.1:0",
     "--demo",
     "--ping-interval",
     "0",
@@ -28,6 +30,8 @@ pub const BASE_ARGS: [&str; 7] = [
 pub struct RelayProc {
     child: Child,
     pub addr: SocketAddr,
+    /// Its Streamable HTTP listener.
+    pub http: SocketAddr,
     log_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
@@ -72,11 +76,18 @@ impl RelayProc {
             .name("relay-log".into())
             .spawn(move || {
                 let mut tx = Some(tx);
+                let (mut tcp, mut http) = (None, None);
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(addr) = listening_addr(&line) {
+                    if let Some(addr) = listening_addr(&line, "tcp") {
+                        tcp = Some(addr);
+                    }
+                    if let Some(addr) = listening_addr(&line, "http") {
+                        http = Some(addr);
+                    }
+                    if let (Some(t), Some(h)) = (tcp, http) {
                         if let Some(tx) = tx.take() {
-                            let _ = tx.send(addr);
+                            let _ = tx.send((t, h));
                         }
                     }
                     let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,11 +100,13 @@ impl RelayProc {
         let mut relay = RelayProc {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_tail,
         };
         match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(addr) => {
-                relay.addr = addr;
+            Ok((tcp, http)) => {
+                relay.addr = tcp;
+                relay.http = http;
                 Ok(relay)
             }
             Err(_) => {
@@ -168,9 +181,10 @@ impl Drop for RelayProc {
 }
 
 /// The address in `… listening on tcp://127.0.0.1:PORT, serving …`.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on tcp://")? + "listening on tcp://".len()..];
-    let end = rest.find(',').unwrap_or(rest.len());
+fn listening_addr(line: &str, scheme: &str) -> Option<SocketAddr> {
+    let marker = format!("listening on {scheme}://");
+    let rest = &line[line.find(&marker)? + marker.len()..];
+    let end = rest.find([',', ' ']).unwrap_or(rest.len());
     rest[..end].trim().parse().ok()
 }
 
@@ -180,7 +194,8 @@ mod tests {
     fn listening_line() {
         assert_eq!(
             super::listening_addr(
-                "[2026-11-21T06:23:41Z INFO ] listening on tcp://127.0.0.1:41821, serving `x`"
+                "[2026-11-21T06:23:41Z INFO ] listening on tcp://127.0.0.1:41821, serving `x`",
+                "tcp"
             ),
             Some(([127, 0, 0, 1], 41821).into())
         );

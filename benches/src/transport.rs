@@ -2,9 +2,8 @@
 //! [`Transport`] that sends bytes and reads lines. The workloads only see these two, so the
 //! direct-stdio lower bound and the relay over TCP run the very same code.
 //!
-//! Streamable HTTP and legacy SSE are planned: each will be one more `Target` variant and one
-//! more `Transport` (POST a message, read replies from the response body or the event stream
-//! as lines), and every workload then measures it unchanged.
+//! Streamable HTTP is one more `Target` and `Transport` (POST a message, read replies from
+//! the JSON body or the event stream of the response); legacy SSE would be another.
 
 use crate::machine::CpuSet;
 use std::io::{self, BufRead, BufReader, Write};
@@ -34,7 +33,8 @@ pub enum Target {
     },
     /// The relay, raw TCP: one connection per session.
     Tcp { addr: SocketAddr },
-    // Planned: `StreamableHttp { url }` and `LegacySse { url }`, with their transports.
+    /// The relay, Streamable HTTP at `/mcp`: one keep-alive connection per session.
+    Http { addr: SocketAddr },
 }
 
 impl Target {
@@ -50,6 +50,7 @@ impl Target {
                 cpus.as_ref(),
             )?)),
             Target::Tcp { addr } => Ok(Box::new(TcpTransport::connect(*addr)?)),
+            Target::Http { addr } => Ok(Box::new(HttpTransport::connect(*addr)?)),
         }
     }
 }
@@ -158,5 +159,191 @@ impl Transport for TcpTransport {
 
     fn recv_line(&mut self, line: &mut Vec<u8>) -> io::Result<()> {
         read_line(&mut self.reader, line)
+    }
+}
+
+/// A Streamable HTTP session with the relay (`POST /mcp`, keep-alive): each message is one
+/// POST; a reply is read from the JSON body or the event stream of its response. Requests
+/// go one at a time on the connection, as HTTP/1.1 clients do.
+pub struct HttpTransport {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+    host: String,
+    session: Option<String>,
+    /// Messages sent but not yet POSTed (one exchange at a time).
+    queue: std::collections::VecDeque<Vec<u8>>,
+    /// Messages received and not yet read.
+    lines: std::collections::VecDeque<Vec<u8>>,
+    request: Vec<u8>,
+}
+
+impl HttpTransport {
+    fn connect(addr: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let reader = BufReader::with_capacity(READ_BUFFER, stream.try_clone()?);
+        Ok(HttpTransport {
+            writer: stream,
+            reader,
+            host: addr.to_string(),
+            session: None,
+            queue: Default::default(),
+            lines: Default::default(),
+            request: Vec::new(),
+        })
+    }
+
+    fn head(&mut self, method: &str, body_len: usize) {
+        let r = &mut self.request;
+        r.clear();
+        r.extend_from_slice(method.as_bytes());
+        r.extend_from_slice(b" /mcp HTTP/1.1\r\nHost: ");
+        r.extend_from_slice(self.host.as_bytes());
+        r.extend_from_slice(
+            b"\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n",
+        );
+        if let Some(id) = &self.session {
+            r.extend_from_slice(b"Mcp-Session-Id: ");
+            r.extend_from_slice(id.as_bytes());
+            r.extend_from_slice(b"\r\nMCP-Protocol-Version: 2025-06-18\r\n");
+        }
+        r.extend_from_slice(format!("Content-Length: {body_len}\r\n\r\n").as_bytes());
+    }
+
+    /// One POST and its whole response; the messages in it go to `lines`.
+    fn exchange(&mut self, body: &[u8]) -> io::Result<()> {
+        self.head("POST", body.len());
+        self.writer.write_all(&self.request)?;
+        self.writer.write_all(body)?;
+        let head = self.read_head()?;
+        match head.status {
+            200 | 202 => {}
+            s => return Err(io::Error::other(format!("HTTP {s} from the relay"))),
+        }
+        if let Some(id) = &head.session {
+            self.session = Some(id.clone());
+        }
+        let body = self.read_body(&head)?;
+        if head.sse {
+            for event in body.split(|b| *b == b'\n') {
+                if let Some(data) = event.strip_prefix(b"data: ") {
+                    if !data.is_empty() {
+                        let mut line = data.to_vec();
+                        line.push(b'\n');
+                        self.lines.push_back(line);
+                    }
+                }
+            }
+        } else if !body.is_empty() {
+            let mut line = body;
+            line.push(b'\n');
+            self.lines.push_back(line);
+        }
+        Ok(())
+    }
+
+    fn read_head(&mut self) -> io::Result<HttpHead> {
+        let mut line = Vec::new();
+        read_line(&mut self.reader, &mut line)?;
+        let status = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| io::Error::other("not an HTTP response"))?;
+        let mut head = HttpHead {
+            status,
+            ..HttpHead::default()
+        };
+        loop {
+            read_line(&mut self.reader, &mut line)?;
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end();
+            if text.is_empty() {
+                return Ok(head);
+            }
+            let Some((name, value)) = text.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => head.length = value.parse().ok(),
+                "transfer-encoding" => head.chunked = value.eq_ignore_ascii_case("chunked"),
+                "content-type" => head.sse = value.starts_with("text/event-stream"),
+                "mcp-session-id" => head.session = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+    }
+
+    fn read_body(&mut self, head: &HttpHead) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut body = Vec::new();
+        if head.chunked {
+            let mut line = Vec::new();
+            loop {
+                read_line(&mut self.reader, &mut line)?;
+                let size = usize::from_str_radix(String::from_utf8_lossy(&line).trim(), 16)
+                    .map_err(|_| io::Error::other("bad chunk size"))?;
+                if size == 0 {
+                    read_line(&mut self.reader, &mut line)?;
+                    return Ok(body);
+                }
+                let start = body.len();
+                body.resize(start + size, 0);
+                self.reader.read_exact(&mut body[start..])?;
+                read_line(&mut self.reader, &mut line)?;
+            }
+        }
+        if let Some(n) = head.length {
+            body.resize(n, 0);
+            self.reader.read_exact(&mut body)?;
+        }
+        Ok(body)
+    }
+}
+
+#[derive(Default)]
+struct HttpHead {
+    status: u16,
+    length: Option<usize>,
+    chunked: bool,
+    sse: bool,
+    session: Option<String>,
+}
+
+impl Transport for HttpTransport {
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            self.queue.push_back(line.to_vec());
+        }
+        Ok(())
+    }
+
+    fn recv_line(&mut self, line: &mut Vec<u8>) -> io::Result<()> {
+        loop {
+            if let Some(l) = self.lines.pop_front() {
+                *line = l;
+                return Ok(());
+            }
+            let Some(body) = self.queue.pop_front() else {
+                return Err(eof());
+            };
+            self.exchange(&body)?;
+        }
+    }
+}
+
+impl Drop for HttpTransport {
+    /// Ends the session (DELETE), so that its server goes away with it.
+    fn drop(&mut self) {
+        if self.session.is_some() {
+            self.head("DELETE", 0);
+            if self.writer.write_all(&self.request).is_ok() {
+                if let Ok(head) = self.read_head() {
+                    let _ = self.read_body(&head);
+                }
+            }
+        }
     }
 }

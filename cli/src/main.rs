@@ -328,7 +328,8 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
             Listen::Http(addrs) => (addrs, Transport::Http),
         };
         for addr in addrs {
-            if listen.iter().any(|(a, _)| *a == addr) {
+            // Port 0 asks for any free port: twice is two listeners, not a mistake.
+            if addr.port() != 0 && listen.iter().any(|(a, _)| *a == addr) {
                 return Err(format!("--listen: {addr} is given twice"));
             }
             listen.push((addr, transport));
