@@ -539,8 +539,16 @@ impl Relay {
             return;
         };
         let close = close || c.close_after || c.eof;
-        c.out
-            .stage(&wire::response(status, headers, content_type, body, close));
+        // The head and the body go out as they are: a large body is not copied into a
+        // buffer of its own first.
+        c.out.stage(&wire::response_head(
+            status,
+            headers,
+            content_type,
+            body.len(),
+            close,
+        ));
+        c.out.stage(body);
         c.out.flush(&mut self.out);
         if close {
             self.http_close_conn(conn);
@@ -983,8 +991,7 @@ impl Relay {
                 st.extra_headers.push(("Mcp-Session-Id", session_id));
             }
         }
-        let line = body.to_vec();
-        self.with_session(now, key, |s, ctx| s.client_message(&line, ctx));
+        self.with_session(now, key, |s, ctx| s.client_message(body, ctx));
         Ok(())
     }
 
@@ -1226,8 +1233,7 @@ impl Relay {
         }
         let h: Vec<(&str, &str)> = cors.iter().map(|(n, v)| (*n, v.as_str())).collect();
         self.http_respond(conn, 202, &h, Some("text/plain"), b"Accepted", false);
-        let line = body.to_vec();
-        self.with_session(now, key, |s, ctx| s.client_message(&line, ctx));
+        self.with_session(now, key, |s, ctx| s.client_message(body, ctx));
         Ok(())
     }
 

@@ -263,6 +263,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
 }
 
 /// A complete response with a body and its `Content-Length`.
+#[cfg(test)]
 pub(crate) fn response(
     status: u16,
     headers: &[(&str, &str)],
@@ -270,14 +271,26 @@ pub(crate) fn response(
     body: &[u8],
     close: bool,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160 + body.len());
+    let mut out = response_head(status, headers, content_type, body.len(), close);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The head of a complete response whose body of `len` bytes follows.
+pub(crate) fn response_head(
+    status: u16,
+    headers: &[(&str, &str)],
+    content_type: Option<&str>,
+    len: usize,
+    close: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(192);
     status_line(&mut out, status, headers, close);
     if let Some(ct) = content_type {
         header(&mut out, "Content-Type", ct);
     }
-    header(&mut out, "Content-Length", &body.len().to_string());
+    header(&mut out, "Content-Length", &len.to_string());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
     out
 }
 
