@@ -199,6 +199,13 @@ mod tests {
             ),
             Some(([127, 0, 0, 1], 41821).into())
         );
-        assert_eq!(super::listening_addr("something else"), None);
+        assert_eq!(super::listening_addr("something else", "tcp"), None);
+        assert_eq!(
+            super::listening_addr(
+                "listening on http://127.0.0.1:8080 (Streamable HTTP at /mcp, HTTP+SSE at /sse), serving `x`",
+                "http"
+            ),
+            Some(([127, 0, 0, 1], 8080).into())
+        );
     }
 }

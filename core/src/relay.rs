@@ -245,6 +245,11 @@ impl Relay {
     // ---- handle_* ----
 
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.dispatch(now, input);
+        self.http_run_deferred(now);
+    }
+
+    fn dispatch(&mut self, now: Instant, input: Input<'_>) {
         self.last_now = now;
         if let Some(conn) = http_conn(&input).filter(|c| self.http.has_conn(*c)) {
             match input {
@@ -350,9 +355,10 @@ impl Relay {
             .take_while(|(d, _)| *d <= now)
             .map(|(_, k)| *k)
             .collect();
-        for conn in due {
-            self.with_session(now, conn, |s, ctx| s.handle_timeout(ctx));
+        for key in due {
+            self.with_session(now, key, |s, ctx| s.handle_timeout(ctx));
         }
+        self.http_run_deferred(now);
     }
 
     // ---- poll_* ----
@@ -548,7 +554,29 @@ impl Relay {
         };
         f(session, &mut ctx);
         session.settle(&mut ctx);
-        self.http_deliver(key);
+        // Over HTTP, delivering may unload the client side, which lets the session go on
+        // (a backlog resumes, the child is read again): deliver and settle until nothing is
+        // left to place. Bounded: a round that leaves the outbox empty ends it.
+        if self.sessions.get(&key).is_some_and(Session::is_http) {
+            for _ in 0..16 {
+                self.http_deliver(key);
+                let Some(session) = self.sessions.get_mut(&key) else {
+                    return;
+                };
+                let mut ctx = Ctx {
+                    now,
+                    config: &self.config,
+                    out: &mut self.out,
+                    stats: &mut self.stats,
+                    unix_now,
+                    next_child: &mut self.next_child,
+                };
+                session.settle(&mut ctx);
+                if !session.has_outbox() {
+                    break;
+                }
+            }
+        }
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };

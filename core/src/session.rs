@@ -276,6 +276,15 @@ impl Session {
         &mut self.link.client
     }
 
+    pub(crate) fn is_http(&self) -> bool {
+        matches!(self.link.client, ClientSide::Http(_))
+    }
+
+    /// Messages wait for the HTTP layer to place them.
+    pub(crate) fn has_outbox(&self) -> bool {
+        matches!(&self.link.client, ClientSide::Http(h) if !h.outbox.is_empty())
+    }
+
     /// The server is up and serving (for health reports and heartbeats).
     pub(crate) fn server_alive(&self) -> bool {
         self.link.server_alive()

@@ -93,6 +93,8 @@ pub(crate) struct HttpState {
     pub(crate) sessions_deleted: u64,
     /// Stateless requests waiting for a free child.
     pool_queue: VecDeque<stateless::Queued>,
+    /// Connections whose next request is read once the current input is handled.
+    deferred: VecDeque<ConnId>,
     pool_started: u64,
 }
 
@@ -112,6 +114,7 @@ impl HttpState {
             sessions_expired: 0,
             sessions_deleted: 0,
             pool_queue: VecDeque::new(),
+            deferred: VecDeque::new(),
             pool_started: 0,
         }
     }
@@ -148,6 +151,11 @@ struct Conn {
     /// Close once the current response is written.
     close_after: bool,
     paused: bool,
+    /// The session whose responses this connection carried last (to settle it when they
+    /// are written).
+    session: Option<SessionKey>,
+    /// Finished event streams whose last bytes are not written yet: resumable until they are.
+    flushing: Vec<StreamId>,
 }
 
 enum ConnState {
@@ -270,6 +278,8 @@ impl Relay {
                 eof: false,
                 close_after: false,
                 paused: false,
+                session: None,
+                flushing: Vec::new(),
             },
         );
         if self.shutting_down() {
@@ -299,6 +309,7 @@ impl Relay {
     }
 
     pub(crate) fn http_eof(&mut self, now: Instant, conn: ConnId) {
+        self.http_detach_flushing(conn);
         let Some(c) = self.http.conns.get_mut(&conn) else {
             return;
         };
@@ -319,12 +330,19 @@ impl Relay {
     }
 
     pub(crate) fn http_broken(&mut self, now: Instant, conn: ConnId) {
+        self.http_detach_flushing(conn);
         if let Some(c) = self.http.conns.get_mut(&conn) {
             c.out.set_gone();
+            let session = c.session;
             if let ConnState::Busy(stream) = c.state {
                 self.http_detach(now, stream);
             }
             self.http_forget_conn(conn);
+            // Its unwritten bytes no longer load the session.
+            if let Some(key) = session {
+                self.http_update_load(key);
+                self.with_session(now, key, |_, _| {});
+            }
         }
     }
 
@@ -333,14 +351,38 @@ impl Relay {
             return;
         };
         c.out.written(n, &mut self.out);
+        if c.out.load() == 0 {
+            // Everything of the finished streams reached the client: no resuming needed.
+            for stream in std::mem::take(&mut c.flushing) {
+                self.http_drop_stream(stream);
+            }
+        }
+        let Some(c) = self.http.conns.get_mut(&conn) else {
+            return;
+        };
+        let session = c.session;
         if c.out.is_finished() {
             self.http_forget_conn(conn);
-            return;
         }
-        if let ConnState::Busy(stream) = c.state {
-            if let Some(key) = self.http.streams.get(&stream).map(|s| s.session) {
-                self.http_update_load(key);
-                self.with_session(now, key, |_, _| {});
+        // What was written no longer loads the session: it may read its server again.
+        if let Some(key) = session {
+            if let Some(s) = self.http.sessions.get_mut(&key) {
+                s.last_activity = now;
+            }
+            self.http_update_load(key);
+            self.with_session(now, key, |_, _| {});
+        }
+    }
+
+    /// The connection is gone with finished streams not fully written: they stay resumable.
+    fn http_detach_flushing(&mut self, conn: ConnId) {
+        let Some(c) = self.http.conns.get_mut(&conn) else {
+            return;
+        };
+        for stream in std::mem::take(&mut c.flushing) {
+            if let Some(st) = self.http.streams.get_mut(&stream) {
+                st.conn = None;
+                st.sse = false;
             }
         }
     }
@@ -847,6 +889,7 @@ impl Relay {
         }
         if let Some(c) = conn.and_then(|c| self.http.conns.get_mut(&c)) {
             c.state = ConnState::Busy(id);
+            c.session = Some(key);
         }
         id
     }
@@ -1116,6 +1159,7 @@ impl Relay {
         }
         if let Some(c) = self.http.conns.get_mut(&conn) {
             c.state = ConnState::Busy(stream);
+            c.session = Some(key);
         }
         self.http_start_sse(stream);
         let events: Vec<Vec<u8>> = self
@@ -1416,10 +1460,21 @@ impl Relay {
 
     /// A complete stream is forgotten unless a client may still resume it.
     fn http_finish_stream(&mut self, stream: StreamId) {
-        if let Some(st) = self.http.streams.get(&stream) {
-            if st.conn.is_some() {
-                self.http_drop_stream(stream);
-            }
+        let Some(st) = self.http.streams.get(&stream) else {
+            return;
+        };
+        let (key, conn, sse) = (st.session, st.conn, st.sse);
+        if let Some(s) = self.http.sessions.get_mut(&key) {
+            // The session was busy until now, not idle.
+            s.last_activity = self.last_now;
+        }
+        let Some(conn) = conn else {
+            return;
+        };
+        match self.http.conns.get_mut(&conn) {
+            // Its end is not written yet: keep it resumable until it is.
+            Some(c) if sse && c.out.load() > 0 => c.flushing.push(stream),
+            _ => self.http_drop_stream(stream),
         }
     }
 
@@ -1436,7 +1491,21 @@ impl Relay {
 
     /// The connection finished a response: read its next request, if any.
     fn http_after_response(&mut self, conn: ConnId) {
-        let now = self.last_now;
+        // Not now: this runs while a session's messages are being placed, and the next request
+        // may be for that same session. It is read once the current input is handled.
+        if !self.http.deferred.contains(&conn) {
+            self.http.deferred.push_back(conn);
+        }
+    }
+
+    /// Reads the next requests of connections whose response just ended.
+    pub(crate) fn http_run_deferred(&mut self, now: Instant) {
+        while let Some(conn) = self.http.deferred.pop_front() {
+            self.http_read_next(now, conn);
+        }
+    }
+
+    fn http_read_next(&mut self, now: Instant, conn: ConnId) {
         if self
             .http
             .conns
@@ -1771,9 +1840,12 @@ impl Relay {
     }
 
     fn http_has_open_stream(&self, s: &HttpSession) -> bool {
-        s.streams
-            .iter()
-            .any(|x| self.http.streams.get(x).is_some_and(|st| st.conn.is_some()))
+        s.streams.iter().any(|x| {
+            self.http
+                .streams
+                .get(x)
+                .is_some_and(|st| st.conn.is_some() && !st.done)
+        })
     }
 
     pub(crate) fn http_handle_timeout(&mut self, now: Instant) {
@@ -1827,7 +1899,7 @@ impl Relay {
                 .http
                 .streams
                 .values()
-                .filter(|st| st.sse)
+                .filter(|st| st.sse && !st.done)
                 .filter_map(|st| st.conn)
                 .collect();
             for conn in &targets {
