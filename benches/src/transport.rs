@@ -296,6 +296,8 @@ impl HttpTransport {
             }
         }
         if let Some(n) = head.length {
+            // Room for the newline the caller adds, so that it does not copy the body again.
+            body.reserve_exact(n + 1);
             body.resize(n, 0);
             self.reader.read_exact(&mut body)?;
         }
@@ -314,8 +316,14 @@ struct HttpHead {
 
 impl Transport for HttpTransport {
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            self.queue.push_back(line.to_vec());
+        let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+        for line in lines {
+            if self.queue.is_empty() && self.lines.is_empty() {
+                // Nothing waits: this exchange can happen now, without a copy of the message.
+                self.exchange(line)?;
+            } else {
+                self.queue.push_back(line.to_vec());
+            }
         }
         Ok(())
     }

@@ -298,6 +298,19 @@ impl Relay {
         if c.inbuf.is_empty() && matches!(c.state, ConnState::Head) {
             c.deadline = Some(now + self.config.http.header_timeout);
         }
+        let mut data = data;
+        if let ConnState::Body {
+            kind: BodyKind::Length(len),
+            ..
+        } = &c.state
+        {
+            if c.inbuf.is_empty() {
+                // The body goes straight where it belongs, not through the input buffer.
+                let take = (*len - c.body.len()).min(data.len());
+                c.body.extend_from_slice(&data[..take]);
+                data = &data[take..];
+            }
+        }
         c.inbuf.extend_from_slice(data);
         if c.inbuf.len() > limit && !c.paused {
             c.paused = true;
@@ -467,7 +480,8 @@ impl Relay {
                 } => {
                     let need = *len - c.body.len();
                     let take = need.min(c.inbuf.len());
-                    c.body.extend(c.inbuf.drain(..take));
+                    c.body.extend_from_slice(&c.inbuf[..take]);
+                    c.inbuf.drain(..take);
                     if c.body.len() < *len {
                         return;
                     }
