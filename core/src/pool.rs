@@ -122,7 +122,7 @@ impl Relay {
             );
             self.stats_mut().spawn_failures += 1;
             self.out.push_back(Output::Release { child });
-            if !self.shutdown_requested() {
+            if !self.shutting_down() {
                 self.pool_decide(now, true);
             }
         }
@@ -130,7 +130,7 @@ impl Relay {
 
     pub(crate) fn pool_exited(&mut self, now: Instant, child: ChildId, status: ExitStatus) {
         let grace = self.config.shutdown_grace;
-        let quiet = self.shutdown_requested();
+        let quiet = self.shutting_down();
         if let Some(c) = self.warm.children.get_mut(&child) {
             if !quiet {
                 log::warn!("prespawned {child} {status} while idle");
@@ -183,7 +183,7 @@ impl Relay {
         for id in done {
             self.warm.children.remove(&id);
             self.out.push_back(Output::Release { child: id });
-            if !self.shutdown_requested() {
+            if !self.shutting_down() {
                 self.pool_decide(now, true);
             }
         }

@@ -418,10 +418,6 @@ impl Relay {
         &mut self.stats
     }
 
-    pub(crate) fn shutdown_requested(&self) -> bool {
-        self.shutdown != Shutdown::No
-    }
-
     pub(crate) fn new_session_key(&mut self) -> SessionKey {
         let key = SessionKey(self.next_session);
         self.next_session += 1;

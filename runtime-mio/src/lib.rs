@@ -143,6 +143,21 @@ struct Child {
     stdout_paused: bool,
 }
 
+impl Child {
+    /// Stops watching, and closes, whatever pipes of the child are still open.
+    fn drop_pipes(&mut self, registry: &mio::Registry) {
+        if let Some((mut s, _)) = self.stdin.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        if let Some(mut r) = self.stdout.take() {
+            let _ = registry.deregister(&mut r);
+        }
+        if let Some(mut r) = self.stderr.take() {
+            let _ = registry.deregister(&mut r);
+        }
+    }
+}
+
 /// What to do next in [`Runtime::pump`].
 enum Work {
     Flush(Endpoint),
@@ -337,34 +352,18 @@ impl Runtime {
                     }
                 }
                 Output::Release { child } => {
-                    if self.children.get(&child).is_some_and(|c| c.reap.is_some()) {
-                        // Not reaped yet (the core gave up waiting): drop the pipes, keep
-                        // watching for the exit so that no zombie is left.
-                        if let Some(c) = self.children.get_mut(&child) {
-                            let registry = self.poll.registry();
-                            if let Some((mut s, _)) = c.stdin.take() {
-                                let _ = registry.deregister(&mut s);
-                            }
-                            if let Some(mut r) = c.stdout.take() {
-                                let _ = registry.deregister(&mut r);
-                            }
-                            if let Some(mut r) = c.stderr.take() {
-                                let _ = registry.deregister(&mut r);
-                            }
+                    let registry = self.poll.registry();
+                    let reaped = match self.children.get_mut(&child) {
+                        Some(c) => {
+                            c.drop_pipes(registry);
+                            c.reap.is_none()
                         }
-                        continue;
-                    }
-                    if let Some(mut c) = self.children.remove(&child) {
-                        let registry = self.poll.registry();
-                        if let Some((mut s, _)) = c.stdin.take() {
-                            let _ = registry.deregister(&mut s);
-                        }
-                        if let Some(mut r) = c.stdout.take() {
-                            let _ = registry.deregister(&mut r);
-                        }
-                        if let Some(mut r) = c.stderr.take() {
-                            let _ = registry.deregister(&mut r);
-                        }
+                        None => false,
+                    };
+                    // A child not reaped yet (the core gave up waiting for its output) stays,
+                    // watched for its exit, so that no zombie is left.
+                    if reaped {
+                        self.children.remove(&child);
                     }
                 }
             }

@@ -939,23 +939,7 @@ impl Relay {
             ));
         }
         let body = trim_ascii(body);
-        let msg = match classify(body) {
-            Ok(msg) => msg,
-            Err(ClassifyError::NotJson(e)) => {
-                return Err(reject(
-                    400,
-                    codes::PARSE_ERROR,
-                    format!("mcp-relay: parse error: {e}"),
-                ))
-            }
-            Err(ClassifyError::NotAMessage) => {
-                return Err(reject(
-                    400,
-                    codes::INVALID_REQUEST,
-                    "mcp-relay: the body is not a JSON-RPC message",
-                ))
-            }
-        };
+        let msg = classify_body(body)?;
         let entries = match &msg {
             Message::Single(e) => std::slice::from_ref(e),
             Message::Batch(es) => es.as_slice(),
@@ -1262,28 +1246,13 @@ impl Relay {
     ) -> Result<(), Reject> {
         let key = self.http_session_for(head, token, true)?;
         let body = trim_ascii(body);
-        match classify(body) {
-            Ok(Message::Single(e)) if matches!(e.kind, Kind::Invalid | Kind::Heartbeat) => {
+        if let Message::Single(e) = classify_body(body)? {
+            if matches!(e.kind, Kind::Invalid | Kind::Heartbeat) {
                 return Err(reject(
                     400,
                     codes::INVALID_REQUEST,
                     "mcp-relay: invalid JSON-RPC message",
                 ));
-            }
-            Ok(_) => {}
-            Err(ClassifyError::NotJson(e)) => {
-                return Err(reject(
-                    400,
-                    codes::PARSE_ERROR,
-                    format!("mcp-relay: parse error: {e}"),
-                ))
-            }
-            Err(ClassifyError::NotAMessage) => {
-                return Err(reject(
-                    400,
-                    codes::INVALID_REQUEST,
-                    "mcp-relay: the body is not a JSON-RPC message",
-                ))
             }
         }
         if let Some(s) = self.http.sessions.get_mut(&key) {
@@ -2064,6 +2033,22 @@ impl Relay {
         );
         out
     }
+}
+
+/// Classifies a request body; what is not a JSON-RPC message is a 400 with its error.
+fn classify_body(body: &[u8]) -> Result<Message<'_>, Reject> {
+    classify(body).map_err(|e| match e {
+        ClassifyError::NotJson(e) => reject(
+            400,
+            codes::PARSE_ERROR,
+            format!("mcp-relay: parse error: {e}"),
+        ),
+        ClassifyError::NotAMessage => reject(
+            400,
+            codes::INVALID_REQUEST,
+            "mcp-relay: the body is not a JSON-RPC message",
+        ),
+    })
 }
 
 fn waiting_for_any(
