@@ -16,11 +16,9 @@ fn slow_readers_keep_every_queue_bounded() {
     );
 }
 
-/// The same runs with nothing tolerated: fails until the known bugs about the bound are
-/// fixed (`relay-errors-exceed-bound`, `multi-line-read-exceeds-bound`, and the others the
-/// runs meet).
+/// The same runs with nothing tolerated (the bugs about the bound these runs used to meet,
+/// `relay-errors-exceed-bound` and `multi-line-read-exceeds-bound`, are fixed).
 #[test]
-#[ignore = "known core bugs; run with --ignored to see them"]
 fn slow_readers_keep_every_queue_bounded_strictly() {
     run_seeds(
         test_name!("slow_readers_keep_every_queue_bounded_strictly"),
