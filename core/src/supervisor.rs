@@ -1,5 +1,7 @@
 //! The restart policy: whether a child that ended is started again, after how long, and when
-//! the budget is spent. A small value driven by `now`; no clock of its own.
+//! the budget is spent. A small value driven by `now`; no clock of its own. Its schedule is
+//! tested to the nanosecond of simulated time by `tests/tests/sim_restarts.rs` (the core's
+//! unit tests read no clock).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -94,73 +96,5 @@ impl Supervisor {
             .iter()
             .filter(|t| now.saturating_duration_since(**t) < self.window)
             .count()
-    }
-}
-
-#[cfg(test)]
-// The tests need some instant to count from; nothing here reads the clock otherwise.
-#[allow(clippy::disallowed_methods)]
-mod tests {
-    use super::*;
-
-    fn sup(policy: RestartPolicy) -> Supervisor {
-        Supervisor::new(
-            policy,
-            Duration::from_secs(1),
-            Duration::from_secs(30),
-            5,
-            Duration::from_secs(60),
-        )
-    }
-
-    #[test]
-    fn backoff_doubles_then_gives_up() {
-        let t0 = Instant::now();
-        let mut s = sup(RestartPolicy::OnFailure);
-        let delays: Vec<_> = (0..6)
-            .map(|i| s.decide(t0 + Duration::from_millis(i), true))
-            .collect();
-        let secs = |n| Decision::RestartAfter(Duration::from_secs(n));
-        assert_eq!(
-            delays,
-            [
-                secs(1),
-                secs(2),
-                secs(4),
-                secs(8),
-                secs(16),
-                Decision::GiveUp
-            ]
-        );
-        // Once the window has passed, the budget is back, and so is the short delay.
-        assert_eq!(s.decide(t0 + Duration::from_secs(61), true), secs(1));
-    }
-
-    #[test]
-    fn delay_is_capped() {
-        let t0 = Instant::now();
-        let mut s = Supervisor::new(
-            RestartPolicy::Always,
-            Duration::from_secs(1),
-            Duration::from_secs(30),
-            100,
-            Duration::from_secs(3600),
-        );
-        let last = (0..10).map(|_| s.decide(t0, true)).last();
-        assert_eq!(last, Some(Decision::RestartAfter(Duration::from_secs(30))));
-    }
-
-    #[test]
-    fn policies() {
-        let t0 = Instant::now();
-        assert_eq!(
-            sup(RestartPolicy::OnFailure).decide(t0, false),
-            Decision::Stop
-        );
-        assert!(matches!(
-            sup(RestartPolicy::Always).decide(t0, false),
-            Decision::RestartAfter(_)
-        ));
-        assert_eq!(sup(RestartPolicy::Never).decide(t0, true), Decision::Stop);
     }
 }

@@ -489,31 +489,21 @@ impl Relay {
                 }
                 ConnState::Body { dechunk, .. } => {
                     let max = self.config.max_message_size;
-                    match dechunk.feed(&c.inbuf, &mut c.body) {
-                        Dechunked::More(n) => {
-                            c.inbuf.drain(..n);
-                            if c.body.len() > max {
-                                let why = format!("mcp-relay: the body exceeds the limit of {max} bytes (--max-message-size)");
-                                return self.http_fail(
-                                    conn,
-                                    reject(413, codes::INVALID_REQUEST, why),
-                                    true,
-                                );
-                            }
-                            return;
+                    let fed = dechunk.feed(&c.inbuf, &mut c.body);
+                    if let Dechunked::More(n) | Dechunked::Done(n) = fed {
+                        c.inbuf.drain(..n);
+                        if c.body.len() > max {
+                            let why = format!("mcp-relay: the body exceeds the limit of {max} bytes (--max-message-size)");
+                            return self.http_fail(
+                                conn,
+                                reject(413, codes::INVALID_REQUEST, why),
+                                true,
+                            );
                         }
-                        Dechunked::Done(n) => {
-                            c.inbuf.drain(..n);
-                            if c.body.len() > max {
-                                let why = format!("mcp-relay: the body exceeds the limit of {max} bytes (--max-message-size)");
-                                return self.http_fail(
-                                    conn,
-                                    reject(413, codes::INVALID_REQUEST, why),
-                                    true,
-                                );
-                            }
-                            self.http_request_complete(now, conn);
-                        }
+                    }
+                    match fed {
+                        Dechunked::More(_) => return,
+                        Dechunked::Done(_) => self.http_request_complete(now, conn),
                         Dechunked::Error => {
                             return self.http_fail(
                                 conn,
