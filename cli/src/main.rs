@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Serve a stdio MCP server over the network: every client connection gets its own
-/// supervised server process, bridged as newline-delimited JSON-RPC.
+/// Serve a stdio MCP server over the network (raw TCP, Streamable HTTP, HTTP+SSE): every
+/// client session gets its own supervised server process.
 #[derive(FromArgs, Debug)]
 #[argh(
-    example = "mcp-relay --listen 127.0.0.1:9000 --demo\nmcp-relay --listen 127.0.0.1:9000 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --listen 127.0.0.1:9000 --env API_KEY=… --cwd /srv/mcp -- ./server --its --args",
-    note = "The server command after `--` is run exactly as given, without a shell, once per client\nconnection, in a process group of its own. When the client leaves, the server's stdin is\nclosed, then SIGTERM and SIGKILL follow (each after --shutdown-grace) to the whole group.\n\nSecurity: TCP has no authentication. Anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it, and then only on a trusted network.\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
+    example = "mcp-relay --listen 127.0.0.1:9000 --demo\nmcp-relay --listen http://127.0.0.1:8080 --demo\nmcp-relay --listen 127.0.0.1:9000 --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --listen http://0.0.0.0:8080 --auth-token-file tokens.txt --allow-host mcp.example.com -- ./server --its --args",
+    note = "The server command after `--` is run exactly as given, without a shell, once per client\nsession (a TCP connection, an HTTP session), in a process group of its own. When the\nsession ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each after\n--shutdown-grace) to the whole group.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
 )]
 struct Args {
     /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC), or
