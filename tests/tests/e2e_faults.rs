@@ -164,3 +164,47 @@ fn server_writing_stderr_after_startup_survives() {
         relay.log_text()
     );
 }
+
+/// A server that exits at once on every start: restarted with backoff until the budget is
+/// spent, then every request gets an error and the connection closes, with one error-level
+/// log line saying why; no child is left.
+#[test]
+fn a_server_that_always_exits_spends_the_restart_budget() {
+    let mut relay = Relay::builder()
+        .args([
+            "--restart-delay",
+            "10ms",
+            "--max-restarts",
+            "2",
+            "--restart-window",
+            "60s",
+            "--shutdown-grace",
+            "300ms",
+        ])
+        .command(["sh", "-c", "exit 3"])
+        .start();
+    let mut c = relay.connect();
+    c.send(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+    // The request gets the relay's answer (its server died under it); each replacement is
+    // announced; once the budget is spent the relay closes the connection.
+    let (lines, closed) = c.read_to_close();
+    assert_eq!(closed, Closed::Eof, "{lines:?}");
+    let msgs: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let answers: Vec<&serde_json::Value> = msgs.iter().filter(|m| m["id"] == 1).collect();
+    assert_eq!(answers.len(), 1, "exactly one answer: {lines:?}");
+    let code = error_code(answers[0]);
+    assert!(code == -32000 || code == -32003, "{}", answers[0]);
+    let message = answers[0]["error"]["message"].as_str().expect("message");
+    assert!(message.starts_with("mcp-relay:"), "{message}");
+    for m in msgs.iter().filter(|m| m["id"] != 1) {
+        assert_eq!(m["method"], "$/mcp/serverRestarted", "{m}");
+    }
+    let line = relay.wait_log("giving up after 2 restarts", DEADLINE);
+    assert!(line.contains("ERROR"), "{line}");
+    assert_eq!(relay.log_count("restarting it in"), 2);
+    relay.wait_children(0, DEADLINE);
+    assert!(relay.is_running());
+}
