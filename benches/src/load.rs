@@ -452,6 +452,30 @@ fn ms(d: &[Duration]) -> String {
     v.join(" ")
 }
 
+/// Times to first response, sorted, direct and through `relay` (which is settled to `keep`
+/// children before each of its samples), `plan.reps` rounds alternating between the two.
+fn first_response_runs(
+    plan: &Plan,
+    targets: [&Target; 2],
+    relay: &RelayProc,
+    keep: usize,
+    gap: Duration,
+) -> Result<[Vec<Duration>; 2], String> {
+    let mut samples = [Vec::new(), Vec::new()];
+    for _ in 0..plan.reps {
+        for (i, target) in targets.iter().enumerate() {
+            let r = (i == 1).then_some((relay, keep));
+            let v = first_responses(target, plan.first_response_samples, r, gap)
+                .map_err(|e| e.to_string())?;
+            samples[i].extend(v);
+        }
+    }
+    for s in &mut samples {
+        s.sort();
+    }
+    Ok(samples)
+}
+
 /// Runs the selected workloads; returns the table rows and notes for the report.
 pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
     let mut rows = Vec::new();
@@ -512,22 +536,6 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
                 }
                 if env.wants("first") {
                     progress("time to first response");
-                    let mut samples = [Vec::new(), Vec::new()];
-                    let mut err = None;
-                    for _ in 0..plan.reps {
-                        for (i, target) in t.iter().enumerate() {
-                            let r = (i == 1).then_some((&relay, 0));
-                            match first_responses(
-                                target,
-                                plan.first_response_samples,
-                                r,
-                                Duration::ZERO,
-                            ) {
-                                Ok(v) => samples[i].extend(v),
-                                Err(e) => err = Some(e.to_string()),
-                            }
-                        }
-                    }
                     let name = format!(
                         "new session: connect/spawn + initialize + first call ({} samples)",
                         plan.reps * plan.first_response_samples
@@ -535,15 +543,13 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
                     let p50 = Row::new(&name, "p50 time to first response", Unit::Millis)
                         .goal(Goal::RatioAtMost(1.3));
                     let p99 = Row::new(&name, "p99 time to first response", Unit::Millis);
-                    if let Some(e) = err {
-                        rows.push(p50.failed(e));
-                    } else {
-                        let [mut d, mut r] = samples;
-                        d.sort();
-                        r.sort();
-                        let pct = |v: &[Duration], p| Some(percentile(v, p) * 1e3);
-                        rows.push(p50.values(pct(&d, 0.5), pct(&r, 0.5)));
-                        rows.push(p99.values(pct(&d, 0.99), pct(&r, 0.99)));
+                    match first_response_runs(plan, t, &relay, 0, Duration::ZERO) {
+                        Err(e) => rows.push(p50.failed(e)),
+                        Ok([d, r]) => {
+                            let pct = |v: &[Duration], p| Some(percentile(v, p) * 1e3);
+                            rows.push(p50.values(pct(&d, 0.5), pct(&r, 0.5)));
+                            rows.push(p99.values(pct(&d, 0.99), pct(&r, 0.99)));
+                        }
                     }
                 }
                 if env.wants("big") {
@@ -590,28 +596,13 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
             Err(e) => rows.push(p50.failed(e.to_string())),
             Ok(relay) => {
                 let tcp = Target::Tcp { addr: relay.addr };
-                let t = [&direct, &tcp];
-                let mut samples = [Vec::new(), Vec::new()];
-                let mut err = None;
-                for _ in 0..plan.reps {
-                    for (i, target) in t.iter().enumerate() {
-                        // Each sample starts with the pool full again.
-                        let r = (i == 1).then_some((&relay, 4));
-                        match first_responses(target, plan.first_response_samples, r, PRESPAWN_GAP)
-                        {
-                            Ok(v) => samples[i].extend(v),
-                            Err(e) => err = Some(e.to_string()),
-                        }
+                // Each sample starts with the pool full again (4 servers waiting).
+                match first_response_runs(plan, [&direct, &tcp], &relay, 4, PRESPAWN_GAP) {
+                    Err(e) => rows.push(p50.failed(e)),
+                    Ok([d, r]) => {
+                        let pct = |v: &[Duration], p| Some(percentile(v, p) * 1e3);
+                        rows.push(p50.values(pct(&d, 0.5), pct(&r, 0.5)));
                     }
-                }
-                if let Some(e) = err {
-                    rows.push(p50.failed(e));
-                } else {
-                    let [mut d, mut r] = samples;
-                    d.sort();
-                    r.sort();
-                    let pct = |v: &[Duration], p| Some(percentile(v, p) * 1e3);
-                    rows.push(p50.values(pct(&d, 0.5), pct(&r, 0.5)));
                 }
                 if let Err(e) = relay.stop() {
                     notes.push(format!("relay P did not stop cleanly: {e}"));

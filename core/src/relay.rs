@@ -130,6 +130,21 @@ pub struct Relay {
     pub(crate) last_now: Instant,
 }
 
+/// The context session code runs in, borrowed from the relay's fields one by one (so that a
+/// session taken from `self.sessions` can be borrowed beside it).
+macro_rules! ctx {
+    ($relay:ident, $now:expr, $unix_now:expr) => {
+        Ctx {
+            now: $now,
+            config: &$relay.config,
+            out: &mut $relay.out,
+            stats: &mut $relay.stats,
+            unix_now: $unix_now,
+            next_child: &mut $relay.next_child,
+        }
+    };
+}
+
 impl Relay {
     /// A relay whose clock starts at `now`.
     pub fn new(config: Config, now: Instant) -> Self {
@@ -450,14 +465,7 @@ impl Relay {
     /// Runs `f` with a context for session code that has no session yet.
     pub(crate) fn with_ctx<T>(&mut self, now: Instant, f: impl FnOnce(&mut Ctx<'_>) -> T) -> T {
         let unix_now = self.unix_at(now);
-        let mut ctx = Ctx {
-            now,
-            config: &self.config,
-            out: &mut self.out,
-            stats: &mut self.stats,
-            unix_now,
-            next_child: &mut self.next_child,
-        };
+        let mut ctx = ctx!(self, now, unix_now);
         f(&mut ctx)
     }
 
@@ -540,14 +548,7 @@ impl Relay {
             return;
         };
         let before = session.child_id();
-        let mut ctx = Ctx {
-            now,
-            config: &self.config,
-            out: &mut self.out,
-            stats: &mut self.stats,
-            unix_now,
-            next_child: &mut self.next_child,
-        };
+        let mut ctx = ctx!(self, now, unix_now);
         f(session, &mut ctx);
         session.settle(&mut ctx);
         // Over HTTP, delivering may unload the client side, which lets the session go on
@@ -559,14 +560,7 @@ impl Relay {
                 let Some(session) = self.sessions.get_mut(&key) else {
                     return;
                 };
-                let mut ctx = Ctx {
-                    now,
-                    config: &self.config,
-                    out: &mut self.out,
-                    stats: &mut self.stats,
-                    unix_now,
-                    next_child: &mut self.next_child,
-                };
+                let mut ctx = ctx!(self, now, unix_now);
                 session.settle(&mut ctx);
                 if !session.has_outbox() {
                     break;

@@ -62,6 +62,7 @@ pub mod known;
 pub mod logger;
 pub mod model;
 pub mod pipe;
+pub mod process;
 pub mod profile;
 pub mod rng;
 pub mod runner;

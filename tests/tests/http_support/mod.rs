@@ -8,8 +8,9 @@
 //! or going), never a bare sleep. Each [`HttpRelay`] is killed, with whatever it left
 //! behind, when dropped.
 //!
-//! Independent of `tests/tests/common` (the TCP tests' helpers) on purpose: the HTTP relay
-//! reports another address line, and raw HTTP needs its own client.
+//! Apart from `tests/tests/common` (the TCP tests' helpers): the HTTP relay reports another
+//! address line, and raw HTTP needs its own client. What both need (the binary, `/proc`)
+//! lives in the library, `mcp_relay_tests::process`.
 
 // Every e2e_http file compiles this module on its own and uses a different part of it.
 #![allow(dead_code)]
@@ -21,7 +22,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,72 +42,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // The binary
 // ---------------------------------------------------------------------------------------
 
-/// The `mcp-relay` binary: `$MCP_RELAY_BIN` if set, otherwise built once per test process
-/// with `$CARGO build -p mcp-relay --bin mcp-relay` into the target directory this test
-/// binary lives in (`.../target/debug/deps/<test>` → `.../target/debug/mcp-relay`).
-pub fn relay_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("MCP_RELAY_BIN") {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "MCP_RELAY_BIN={} is not a file",
-                path.display()
-            );
-            return path;
-        }
-        let exe = std::env::current_exe().expect("the test binary's own path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary lives in <target>/<profile>/deps")
-            .to_path_buf();
-        let target_dir = profile_dir
-            .parent()
-            .expect("<target>/<profile> has a parent");
-        let cargo = std::env::var_os("CARGO")
-            .or_else(|| option_env!("CARGO").map(OsString::from))
-            .unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace())
-            .args(["build", "--quiet", "-p", "mcp-relay", "--bin", "mcp-relay"])
-            .arg("--manifest-path")
-            .arg(workspace().join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile_dir.file_name().and_then(OsStr::to_str) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(other) => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let out = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .output()
-            .expect("running cargo build for mcp-relay");
-        assert!(
-            out.status.success(),
-            "cargo build -p mcp-relay failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = profile_dir.join("mcp-relay");
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-}
-
-/// The workspace root.
-pub fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the workspace")
-}
+// Each e2e_http file uses a different part of these.
+#[allow(unused_imports)]
+pub use mcp_relay_tests::process::{relay_bin, workspace};
 
 /// `tests/`.
 pub fn tests_dir() -> &'static Path {
@@ -417,43 +355,8 @@ impl Drop for HttpRelay {
 // /proc
 // ---------------------------------------------------------------------------------------
 
-/// One process as `/proc/<pid>/stat` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Proc {
-    pub pid: i32,
-    pub comm: String,
-    pub state: char,
-    pub ppid: i32,
-    pub pgrp: i32,
-}
-
-pub fn read_proc(pid: i32) -> Option<Proc> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_owned();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    let pgrp = rest.next()?.parse().ok()?;
-    Some(Proc {
-        pid,
-        comm,
-        state,
-        ppid,
-        pgrp,
-    })
-}
-
-pub fn all_procs() -> Vec<Proc> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(read_proc)
-        .collect()
-}
+#[allow(unused_imports)]
+pub use mcp_relay_tests::process::{all_procs, read_proc, Proc};
 
 /// The environment of a process, as `KEY=VALUE` strings.
 pub fn environ(pid: i32) -> Vec<String> {
