@@ -1,12 +1,15 @@
-//! What the end-to-end tests share: the `mcp-relay` binary they run, and the processes they
-//! watch through `/proc` (the TCP helpers in `tests/tests/common` and the HTTP ones in
+//! What the end-to-end tests share: the `mcp-relay` binary they run, its log, and the
+//! processes they watch through `/proc` (the TCP helpers in `tests/tests/common` and the HTTP ones in
 //! `tests/tests/http_support` both use these).
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn workspace() -> &'static Path {
@@ -113,4 +116,85 @@ pub fn all_procs() -> Vec<Proc> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(read_proc)
         .collect()
+}
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// A process's stderr, collected line by line by a reader thread, with waits on it.
+#[derive(Default)]
+pub struct Log {
+    state: Mutex<LogState>,
+    changed: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Log {
+    /// Starts collecting `stderr` on a thread named `name`.
+    pub fn collect(stderr: impl Read + Send + 'static, name: String) -> Arc<Log> {
+        let log = Arc::new(Log::default());
+        let reader = Arc::clone(&log);
+        thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let mut r = BufReader::new(stderr);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                            lock(&reader.state).lines.push(line);
+                            reader.changed.notify_all();
+                        }
+                    }
+                }
+                lock(&reader.state).closed = true;
+                reader.changed.notify_all();
+            })
+            .expect("starting the stderr reader");
+        log
+    }
+
+    /// The lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        lock(&self.state).lines.clone()
+    }
+
+    /// How many lines so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        lock(&self.state)
+            .lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until `pred` holds for the lines so far; false if the deadline passed or the
+    /// log ended without it.
+    pub fn wait(&self, timeout: Duration, mut pred: impl FnMut(&[String]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.state);
+        loop {
+            if pred(&state.lines) {
+                return true;
+            }
+            let now = Instant::now();
+            if state.closed || now >= deadline {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
 }

@@ -16,7 +16,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -96,42 +96,6 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 // The relay process
 // ---------------------------------------------------------------------------------------
 
-#[derive(Default)]
-struct LogState {
-    lines: Vec<String>,
-    closed: bool,
-}
-
-/// The relay's stderr, collected line by line by a reader thread.
-#[derive(Default)]
-struct Log {
-    state: Mutex<LogState>,
-    changed: Condvar,
-}
-
-impl Log {
-    /// Waits until `pred` holds for the lines so far; false if the deadline passed or the
-    /// log ended without it.
-    fn wait(&self, timeout: Duration, mut pred: impl FnMut(&[String]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.state);
-        loop {
-            if pred(&state.lines) {
-                return true;
-            }
-            let now = Instant::now();
-            if state.closed || now >= deadline {
-                return false;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-}
-
 /// How to start a relay: `mcp-relay --listen 127.0.0.1:0 <args> [-- <command>]`.
 pub struct RelayBuilder {
     args: Vec<OsString>,
@@ -175,29 +139,8 @@ impl RelayBuilder {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning mcp-relay");
-        let log = Arc::new(Log::default());
         let stderr = child.stderr.take().expect("stderr");
-        let reader_log = Arc::clone(&log);
-        thread::Builder::new()
-            .name(format!("relay-{}-stderr", child.id()))
-            .spawn(move || {
-                let mut r = BufReader::new(stderr);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    match r.read_until(b'\n', &mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                            lock(&reader_log.state).lines.push(line);
-                            reader_log.changed.notify_all();
-                        }
-                    }
-                }
-                lock(&reader_log.state).closed = true;
-                reader_log.changed.notify_all();
-            })
-            .expect("starting the stderr reader");
+        let log = Log::collect(stderr, format!("relay-{}-stderr", child.id()));
         let mut relay = Relay {
             pid: i32::try_from(child.id()).expect("pid fits i32"),
             child,
@@ -260,7 +203,7 @@ impl Relay {
     // ---- log ----
 
     pub fn log_lines(&self) -> Vec<String> {
-        lock(&self.log.state).lines.clone()
+        self.log.lines()
     }
 
     pub fn log_text(&self) -> String {
@@ -300,11 +243,7 @@ impl Relay {
     }
 
     pub fn log_count(&self, needle: &str) -> usize {
-        lock(&self.log.state)
-            .lines
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
+        self.log.count(needle)
     }
 
     // ---- processes ----
@@ -425,7 +364,7 @@ pub fn signal(pid: i32, sig: libc::c_int) {
 
 // Each e2e file uses a different part of these.
 #[allow(unused_imports)]
-pub use mcp_relay_tests::process::{all_procs, read_proc, Proc};
+pub use mcp_relay_tests::process::{all_procs, read_proc, Log, Proc};
 
 /// Every process (zombies included) in process group `pgrp`.
 pub fn group_members(pgrp: i32) -> Vec<Proc> {

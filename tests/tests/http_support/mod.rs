@@ -18,11 +18,11 @@
 use serde_json::{json, Value};
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -54,40 +54,6 @@ pub fn tests_dir() -> &'static Path {
 // ---------------------------------------------------------------------------------------
 // The relay process
 // ---------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct LogState {
-    lines: Vec<String>,
-    closed: bool,
-}
-
-/// The relay's stderr, collected line by line by a reader thread.
-#[derive(Default)]
-struct Log {
-    state: Mutex<LogState>,
-    changed: Condvar,
-}
-
-impl Log {
-    fn wait(&self, timeout: Duration, mut pred: impl FnMut(&[String]) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.state);
-        loop {
-            if pred(&state.lines) {
-                return true;
-            }
-            let now = Instant::now();
-            if state.closed || now >= deadline {
-                return false;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-}
 
 /// How to start a relay: `mcp-relay --listen http://127.0.0.1:0 <args> [-- <command>]`.
 pub struct HttpRelayBuilder {
@@ -152,29 +118,8 @@ impl HttpRelayBuilder {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning mcp-relay");
-        let log = Arc::new(Log::default());
         let stderr = child.stderr.take().expect("stderr");
-        let reader_log = Arc::clone(&log);
-        thread::Builder::new()
-            .name(format!("relay-{}-stderr", child.id()))
-            .spawn(move || {
-                let mut r = BufReader::new(stderr);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    match r.read_until(b'\n', &mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                            lock(&reader_log.state).lines.push(line);
-                            reader_log.changed.notify_all();
-                        }
-                    }
-                }
-                lock(&reader_log.state).closed = true;
-                reader_log.changed.notify_all();
-            })
-            .expect("starting the stderr reader");
+        let log = Log::collect(stderr, format!("relay-{}-stderr", child.id()));
         let mut relay = HttpRelay {
             pid: i32::try_from(child.id()).expect("pid fits i32"),
             child,
@@ -244,7 +189,7 @@ impl HttpRelay {
     // ---- log ----
 
     pub fn log_text(&self) -> String {
-        lock(&self.log.state).lines.join("\n")
+        self.log.lines().join("\n")
     }
 
     /// The first log line containing `needle`, waiting up to `timeout` for it.
@@ -274,11 +219,7 @@ impl HttpRelay {
     }
 
     pub fn log_count(&self, needle: &str) -> usize {
-        lock(&self.log.state)
-            .lines
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
+        self.log.count(needle)
     }
 
     // ---- processes ----
@@ -356,7 +297,7 @@ impl Drop for HttpRelay {
 // ---------------------------------------------------------------------------------------
 
 #[allow(unused_imports)]
-pub use mcp_relay_tests::process::{all_procs, read_proc, Proc};
+pub use mcp_relay_tests::process::{all_procs, read_proc, Log, Proc};
 
 /// The environment of a process, as `KEY=VALUE` strings.
 pub fn environ(pid: i32) -> Vec<String> {
