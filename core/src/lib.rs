@@ -23,18 +23,21 @@
 
 mod child;
 mod client;
+mod config;
 mod framing;
 mod http;
 pub mod message;
 mod outbound;
 mod pool;
 mod relay;
+mod report;
 mod session;
 mod supervisor;
 
+pub use config::{Config, ConfigError, HttpConfig, Stats};
 pub use framing::{Flow, Frame, LineFramer};
-pub use http::{HttpConfig, SESSION_ERA_VERSIONS};
-pub use relay::{Config, Relay, Stats};
+pub use http::SESSION_ERA_VERSIONS;
+pub use relay::Relay;
 pub use supervisor::RestartPolicy;
 
 use std::fmt;

@@ -3,10 +3,10 @@
 //! child that dies while idle is replaced under the restart budget and backoff.
 
 use crate::child::Child;
-use crate::relay::Relay;
-use crate::supervisor::{Decision, Supervisor};
+use crate::config::Config;
+use crate::supervisor::{Decision, RestartPolicy, Supervisor};
 use crate::{ChildId, Endpoint, ExitStatus, Output};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How long after a child is taken its replacement starts.
@@ -19,16 +19,47 @@ pub(crate) struct Warm {
     respawn_at: Option<Instant>,
     /// The budget is spent: the relay stops prespawning.
     given_up: bool,
+    /// The relay is shutting down: nothing new is started.
+    stopping: bool,
+    /// How many to keep, and the stop sequence's grace.
+    target: usize,
+    grace: Duration,
+    server_label: String,
+    max_restarts: u32,
+    restart_window: Duration,
+    /// Children started and starts that failed, for the relay's counters.
+    pub(crate) spawned: u64,
+    pub(crate) spawn_failures: u64,
+    out: VecDeque<Output>,
 }
 
 impl Warm {
-    pub(crate) fn new(supervisor: Supervisor) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Warm {
             children: BTreeMap::new(),
-            supervisor,
+            supervisor: Supervisor::new(
+                RestartPolicy::OnFailure,
+                config.restart_delay,
+                config.max_restart_delay,
+                config.max_restarts,
+                config.restart_window,
+            ),
             respawn_at: None,
             given_up: false,
+            stopping: false,
+            target: config.prespawn,
+            grace: config.shutdown_grace,
+            server_label: config.server_label.clone(),
+            max_restarts: config.max_restarts,
+            restart_window: config.restart_window,
+            spawned: 0,
+            spawn_failures: 0,
+            out: VecDeque::new(),
         }
+    }
+
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
     }
 
     pub(crate) fn contains(&self, child: ChildId) -> bool {
@@ -39,6 +70,7 @@ impl Warm {
         self.children.is_empty()
     }
 
+    /// Children up and waiting for a session.
     pub(crate) fn idle_running(&self) -> usize {
         self.children.values().filter(|c| c.is_running()).count()
     }
@@ -50,57 +82,52 @@ impl Warm {
             .chain(self.respawn_at.map(|d| (d, "prespawn: replace a child")))
             .min_by_key(|(d, _)| *d)
     }
-}
 
-impl Relay {
     /// Starts children until `--prespawn` are waiting (unless backing off or shutting down).
-    pub(crate) fn pool_fill(&mut self, now: Instant) {
-        let target = self.config.prespawn;
-        if self.shutting_down() || self.warm.given_up {
-            self.warm.respawn_at = None;
+    pub(crate) fn fill(&mut self, now: Instant, next_child: &mut u64) {
+        if self.stopping || self.given_up {
+            self.respawn_at = None;
             return;
         }
-        if self.warm.respawn_at.is_some_and(|t| t > now) {
+        if self.respawn_at.is_some_and(|t| t > now) {
             return;
         }
-        self.warm.respawn_at = None;
-        while self.warm.children.len() < target {
-            let id = ChildId(self.next_child);
-            self.next_child += 1;
-            self.stats_mut().children_spawned += 1;
+        self.respawn_at = None;
+        while self.children.len() < self.target {
+            let id = ChildId(*next_child);
+            *next_child += 1;
+            self.spawned += 1;
             log::debug!("prespawning {id}");
             let child = Child::spawn(id, &mut self.out);
-            self.warm.children.insert(id, child);
+            self.children.insert(id, child);
         }
     }
 
-    /// A started child for a new session, if one is waiting; its replacement starts now.
-    pub(crate) fn pool_take(&mut self, now: Instant) -> Option<Child> {
+    /// A started child for a new session, if one is waiting; its replacement starts soon.
+    pub(crate) fn take(&mut self, now: Instant) -> Option<Child> {
         let id = self
-            .warm
             .children
             .iter()
             .find(|(_, c)| c.is_running())
             .or_else(|| {
-                self.warm
-                    .children
+                self.children
                     .iter()
                     .find(|(_, c)| c.pid().is_none() && !c.is_finished())
             })
             .map(|(id, _)| *id)?;
-        let child = self.warm.children.remove(&id);
+        let child = self.children.remove(&id);
         // The replacement starts a moment later: starting a process right now would compete
         // for the CPU with the session that just began (its first answer is the point).
         let at = now + REFILL_DELAY;
-        if self.warm.respawn_at.is_none_or(|t| t < at) {
-            self.warm.respawn_at = Some(at);
+        if self.respawn_at.is_none_or(|t| t < at) {
+            self.respawn_at = Some(at);
         }
         child
     }
 
-    pub(crate) fn pool_spawned(&mut self, now: Instant, child: ChildId, pid: u32) {
-        let grace = self.config.shutdown_grace;
-        if let Some(c) = self.warm.children.get_mut(&child) {
+    pub(crate) fn handle_spawned(&mut self, now: Instant, child: ChildId, pid: u32) {
+        let grace = self.grace;
+        if let Some(c) = self.children.get_mut(&child) {
             log::debug!("prespawned {child} is up (pid {pid})");
             if c.spawned(pid, &mut self.out) {
                 // Asked to stop while it was starting (shutdown).
@@ -113,36 +140,35 @@ impl Relay {
         }
     }
 
-    pub(crate) fn pool_spawn_failed(&mut self, now: Instant, child: ChildId, error: &str) {
-        if let Some(mut c) = self.warm.children.remove(&child) {
+    pub(crate) fn handle_spawn_failed(&mut self, now: Instant, child: ChildId, error: &str) {
+        if let Some(mut c) = self.children.remove(&child) {
             c.spawn_failed(error);
             log::error!(
                 "could not prespawn the server ({}): {error}",
-                self.config.server_label
+                self.server_label
             );
-            self.stats_mut().spawn_failures += 1;
+            self.spawn_failures += 1;
             self.out.push_back(Output::Release { child });
-            if !self.shutting_down() {
-                self.pool_decide(now, true);
+            if !self.stopping {
+                self.decide(now, true);
             }
         }
     }
 
-    pub(crate) fn pool_exited(&mut self, now: Instant, child: ChildId, status: ExitStatus) {
-        let grace = self.config.shutdown_grace;
-        let quiet = self.shutting_down();
-        if let Some(c) = self.warm.children.get_mut(&child) {
-            if !quiet {
+    pub(crate) fn handle_exited(&mut self, now: Instant, child: ChildId, status: ExitStatus) {
+        let grace = self.grace;
+        if let Some(c) = self.children.get_mut(&child) {
+            if !self.stopping {
                 log::warn!("prespawned {child} {status} while idle");
             }
             c.exited(status, now, grace, &mut self.out);
         }
-        self.pool_reap(now);
+        self.reap(now);
     }
 
-    pub(crate) fn pool_stdout_eof(&mut self, now: Instant, child: ChildId) {
-        let grace = self.config.shutdown_grace;
-        if let Some(c) = self.warm.children.get_mut(&child) {
+    pub(crate) fn handle_stdout_eof(&mut self, now: Instant, child: ChildId) {
+        let grace = self.grace;
+        if let Some(c) = self.children.get_mut(&child) {
             c.stdout_eof();
             if c.is_running() {
                 // A server that closed its stdout can serve nobody: stop it (its exit brings
@@ -155,70 +181,70 @@ impl Relay {
                 c.stdin_closed(now, grace);
             }
         }
-        self.pool_reap(now);
+        self.reap(now);
     }
 
-    pub(crate) fn pool_stderr(&mut self, child: ChildId, data: &[u8]) {
-        if let Some(c) = self.warm.children.get_mut(&child) {
+    pub(crate) fn handle_stderr(&mut self, child: ChildId, data: &[u8]) {
+        if let Some(c) = self.children.get_mut(&child) {
             c.stderr("prespawned", data);
         }
     }
 
-    pub(crate) fn pool_stderr_eof(&mut self, now: Instant, child: ChildId) {
-        if let Some(c) = self.warm.children.get_mut(&child) {
+    pub(crate) fn handle_stderr_eof(&mut self, now: Instant, child: ChildId) {
+        if let Some(c) = self.children.get_mut(&child) {
             c.stderr_eof("prespawned");
         }
-        self.pool_reap(now);
+        self.reap(now);
     }
 
     /// Forgets finished children and replaces them.
-    fn pool_reap(&mut self, now: Instant) {
+    fn reap(&mut self, now: Instant) {
         let done: Vec<ChildId> = self
-            .warm
             .children
             .iter()
             .filter(|(_, c)| c.is_finished())
             .map(|(id, _)| *id)
             .collect();
         for id in done {
-            self.warm.children.remove(&id);
+            self.children.remove(&id);
             self.out.push_back(Output::Release { child: id });
-            if !self.shutting_down() {
-                self.pool_decide(now, true);
+            if !self.stopping {
+                self.decide(now, true);
             }
         }
     }
 
-    fn pool_decide(&mut self, now: Instant, failed: bool) {
-        match self.warm.supervisor.decide(now, failed) {
+    fn decide(&mut self, now: Instant, failed: bool) {
+        match self.supervisor.decide(now, failed) {
             Decision::RestartAfter(delay) => {
-                self.warm.respawn_at = Some(now + delay);
+                self.respawn_at = Some(now + delay);
             }
             Decision::Stop => {}
             Decision::GiveUp => {
                 log::error!(
                     "prespawned servers keep failing ({} within {:?}); no longer prespawning",
-                    self.config.max_restarts,
-                    self.config.restart_window
+                    self.max_restarts,
+                    self.restart_window
                 );
-                self.warm.given_up = true;
+                self.given_up = true;
             }
         }
     }
 
-    pub(crate) fn pool_handle_timeout(&mut self, now: Instant) {
-        let grace = self.config.shutdown_grace;
-        for c in self.warm.children.values_mut() {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, next_child: &mut u64) {
+        let grace = self.grace;
+        for c in self.children.values_mut() {
             c.handle_timeout(now, grace, &mut self.out);
         }
-        self.pool_reap(now);
-        self.pool_fill(now);
+        self.reap(now);
+        self.fill(now, next_child);
     }
 
     /// Shutdown: stop every waiting child (stdin closed, then the usual signals).
-    pub(crate) fn pool_stop(&mut self, now: Instant, immediate: bool) {
-        let grace = self.config.shutdown_grace;
-        for (id, c) in self.warm.children.iter_mut() {
+    pub(crate) fn stop(&mut self, now: Instant, immediate: bool) {
+        self.stopping = true;
+        let grace = self.grace;
+        for (id, c) in self.children.iter_mut() {
             if immediate {
                 c.kill(&mut self.out);
                 c.abandon_output();
@@ -232,7 +258,7 @@ impl Relay {
                 c.stop();
             }
         }
-        self.warm.respawn_at = None;
-        self.pool_reap(now);
+        self.respawn_at = None;
+        self.reap(now);
     }
 }

@@ -1,98 +1,15 @@
 //! The top-level machine: every client connection, its session and its child processes.
 
-use crate::client::ClientSide;
-use crate::http::{HttpConfig, HttpState};
+use crate::client::{ClientSide, HttpSide};
+use crate::config::{Config, Stats};
+use crate::http::{HttpEvent, HttpKey, HttpServer, ReportKind};
 use crate::pool::Warm;
 use crate::session::{Ctx, Session};
-use crate::supervisor::RestartPolicy;
-use crate::supervisor::Supervisor;
 use crate::Transport;
 use crate::{ChildId, ConnId, Endpoint, Input, Output};
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
-
-/// What the relay is configured to do. Plain data, validated by the caller.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Longest line (JSON-RPC message) accepted from either side, in bytes.
-    pub max_message_size: usize,
-    /// Bytes queued toward one slow reader before the relay stops reading from the other side.
-    pub max_buffered: usize,
-    /// The most bytes the driver hands in with one `Input::Data` (its read size). A loaded
-    /// session keeps at most one such read unframed until it can go on.
-    pub max_read: usize,
-    /// Client requests waiting for an answer before the relay stops reading the client.
-    pub max_in_flight: usize,
-    /// Time between each step of a child's stop sequence: stdin closed, SIGTERM, SIGKILL.
-    pub shutdown_grace: Duration,
-    /// How the server is named in error messages and logs (usually its command line).
-    pub server_label: String,
-    /// Period of `heartbeat_response` messages to clients that asked for heartbeats; such a
-    /// client silent for twice this long is considered gone.
-    pub heartbeat_interval: Duration,
-    /// Probe a server that has been quiet this long (`None`: never).
-    pub ping_interval: Option<Duration>,
-    /// How long a probe, a replayed `initialize` or a stalled stdin may take before the
-    /// server is considered hung.
-    pub ping_timeout: Duration,
-    pub restart: RestartPolicy,
-    /// Delay before the first restart; it doubles with each restart inside the window.
-    pub restart_delay: Duration,
-    /// The longest delay before a restart.
-    pub max_restart_delay: Duration,
-    /// Restarts allowed within `restart_window`; past that the session ends.
-    pub max_restarts: u32,
-    pub restart_window: Duration,
-    /// The HTTP transports (used by connections accepted with [`Transport::Http`]).
-    pub http: HttpConfig,
-    /// Children kept started ahead of need, so that a new session does not wait for one.
-    pub prespawn: usize,
-    /// Seeds the generator of HTTP session ids. Give it 32 bytes of OS entropy in
-    /// production (ids must be unguessable), and the test seed in simulation.
-    pub seed: [u8; 32],
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_message_size: 16 * 1024 * 1024,
-            max_buffered: 4 * 1024 * 1024,
-            max_read: 64 * 1024,
-            max_in_flight: 1024,
-            shutdown_grace: Duration::from_secs(5),
-            server_label: "server".into(),
-            heartbeat_interval: Duration::from_secs(30),
-            ping_interval: Some(Duration::from_secs(30)),
-            ping_timeout: Duration::from_secs(10),
-            restart: RestartPolicy::OnFailure,
-            restart_delay: Duration::from_secs(1),
-            max_restart_delay: Duration::from_secs(30),
-            max_restarts: 5,
-            restart_window: Duration::from_secs(60),
-            http: HttpConfig::default(),
-            prespawn: 0,
-            seed: [0; 32],
-        }
-    }
-}
-
-/// Counters for logs, health checks and tests.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub sessions_open: usize,
-    pub sessions_total: u64,
-    pub children_spawned: u64,
-    pub spawn_failures: u64,
-    pub restarts: u64,
-    pub messages_to_server: u64,
-    pub messages_to_client: u64,
-    pub dropped_server_lines: u64,
-    pub oversize_messages: u64,
-    pub heartbeat_failures: u64,
-    pub bytes_to_server: u64,
-    pub bytes_to_client: u64,
-}
+use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shutdown {
@@ -105,29 +22,34 @@ enum Shutdown {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct SessionKey(pub(crate) u64);
 
-/// The relay: sessions (one per TCP connection, or per HTTP session), each with its own
-/// supervised child.
+/// The relay: the one top-level machine. It owns every session (a client side and a server
+/// side), the HTTP server machine and the prespawn pool as values, drives them with the facts
+/// the driver hands in, and drains what they produce before it returns.
 pub struct Relay {
-    pub(crate) config: Config,
-    pub(crate) sessions: BTreeMap<SessionKey, Session>,
+    config: Config,
+    sessions: BTreeMap<SessionKey, Session>,
     /// Each session's next deadline, indexed by time, so that neither `poll_timeout` nor
     /// `handle_timeout` walks every session.
     timers: BTreeSet<(Instant, SessionKey)>,
     timer_of: BTreeMap<SessionKey, (Instant, &'static str)>,
     /// The session of each TCP connection.
     tcp: BTreeMap<ConnId, SessionKey>,
+    /// The session behind each HTTP session, and back.
+    by_http: BTreeMap<HttpKey, SessionKey>,
+    http_of: BTreeMap<SessionKey, HttpKey>,
+    /// The session each child serves.
     owner: BTreeMap<ChildId, SessionKey>,
     next_session: u64,
-    pub(crate) next_child: u64,
-    pub(crate) out: VecDeque<Output>,
+    next_child: u64,
+    out: VecDeque<Output>,
     shutdown: Shutdown,
     stats: Stats,
     /// A moment and the Unix time (seconds) at it, for timestamps in messages.
     wall_clock: Option<(Instant, f64)>,
-    pub(crate) http: HttpState,
-    pub(crate) warm: Warm,
+    http: HttpServer,
+    warm: Warm,
     /// The latest `now` handed in.
-    pub(crate) last_now: Instant,
+    last_now: Instant,
 }
 
 /// The context session code runs in, borrowed from the relay's fields one by one (so that a
@@ -148,22 +70,17 @@ macro_rules! ctx {
 impl Relay {
     /// A relay whose clock starts at `now`.
     pub fn new(config: Config, now: Instant) -> Self {
-        let warm = Warm::new(Supervisor::new(
-            RestartPolicy::OnFailure,
-            config.restart_delay,
-            config.max_restart_delay,
-            config.max_restarts,
-            config.restart_window,
-        ));
         Relay {
-            http: HttpState::new(config.seed),
-            warm,
+            http: HttpServer::new(&config, now),
+            warm: Warm::new(&config),
             last_now: now,
             config,
             sessions: BTreeMap::new(),
             timers: BTreeSet::new(),
             timer_of: BTreeMap::new(),
             tcp: BTreeMap::new(),
+            by_http: BTreeMap::new(),
+            http_of: BTreeMap::new(),
             owner: BTreeMap::new(),
             next_session: 1,
             next_child: 1,
@@ -176,15 +93,18 @@ impl Relay {
 
     // ---- getters ----
 
+    /// The configuration the relay runs with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// Counters since the start.
     pub fn stats(&self) -> Stats {
-        Stats {
-            sessions_open: self.sessions.len(),
-            ..self.stats.clone()
-        }
+        let mut stats = self.stats.clone();
+        stats.sessions_open = self.sessions.len();
+        stats.children_spawned += self.warm.spawned;
+        stats.spawn_failures += self.warm.spawn_failures;
+        stats
     }
 
     /// The relay was asked to shut down and nothing is left: the driver may exit. After a
@@ -205,9 +125,9 @@ impl Relay {
             .or_else(|| self.http.buffered(conn))
     }
 
-    /// Server processes running now.
+    /// Server processes running now, prespawned ones included.
     pub fn children_alive(&self) -> usize {
-        self.sessions.values().filter(|s| s.server_alive()).count()
+        self.sessions.values().filter(|s| s.server_alive()).count() + self.warm.idle_running()
     }
 
     /// Client requests waiting for an answer, over all sessions.
@@ -248,7 +168,8 @@ impl Relay {
     /// Call once, then drain `poll_output`.
     pub fn start(&mut self, now: Instant) {
         self.last_now = now;
-        self.pool_fill(now);
+        self.warm.fill(now, &mut self.next_child);
+        self.drain(now);
     }
 
     /// Anchors timestamps (heartbeats, restart notices): at `now` the Unix time is
@@ -259,31 +180,33 @@ impl Relay {
 
     // ---- handle_* ----
 
+    /// A fact from the outside. Drain [`Relay::poll_output`] after it.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.last_now = now;
         self.dispatch(now, input);
-        self.http_run_deferred(now);
+        self.drain(now);
     }
 
     fn dispatch(&mut self, now: Instant, input: Input<'_>) {
-        self.last_now = now;
-        if let Some(conn) = http_conn(&input).filter(|c| self.http.has_conn(*c)) {
+        if let Some(conn) = conn_of(&input).filter(|c| self.http.has_conn(*c)) {
             match input {
-                Input::Data { data, .. } => self.http_data(now, conn, data),
-                Input::Eof { .. } => self.http_eof(now, conn),
-                Input::Written { n, .. } => self.http_written(now, conn, n),
-                Input::Broken { .. } => self.http_broken(now, conn),
+                Input::Data { data, .. } => self.http.handle_data(now, conn, data),
+                Input::Eof { .. } => self.http.handle_eof(now, conn),
+                Input::Written { n, .. } => self.http.handle_written(now, conn, n),
+                Input::Broken { .. } => self.http.handle_broken(now, conn),
                 _ => {}
             }
             return;
         }
         if let Some(child) = child_of_input(&input).filter(|c| self.warm.contains(*c)) {
+            let warm = &mut self.warm;
             match input {
-                Input::Spawned { pid, .. } => self.pool_spawned(now, child, pid),
-                Input::SpawnFailed { error, .. } => self.pool_spawn_failed(now, child, error),
-                Input::Exited { status, .. } => self.pool_exited(now, child, status),
-                Input::Eof { .. } => self.pool_stdout_eof(now, child),
-                Input::Stderr { data, .. } => self.pool_stderr(child, data),
-                Input::StderrEof { .. } => self.pool_stderr_eof(now, child),
+                Input::Spawned { pid, .. } => warm.handle_spawned(now, child, pid),
+                Input::SpawnFailed { error, .. } => warm.handle_spawn_failed(now, child, error),
+                Input::Exited { status, .. } => warm.handle_exited(now, child, status),
+                Input::Eof { .. } => warm.handle_stdout_eof(now, child),
+                Input::Stderr { data, .. } => warm.handle_stderr(child, data),
+                Input::StderrEof { .. } => warm.handle_stderr_eof(now, child),
                 Input::Data { .. } => {
                     log::debug!("prespawned {child} said something before any client; dropped")
                 }
@@ -296,16 +219,16 @@ impl Relay {
                 conn,
                 local,
                 peer,
-                transport: Transport::Http,
+                transport,
             } => {
                 if self.tcp.contains_key(&conn) || self.http.has_conn(conn) {
                     return;
                 }
-                self.http_accept(now, conn, local, peer)
+                match transport {
+                    Transport::Http => self.http.handle_accept(now, conn, local, peer),
+                    Transport::Tcp => self.accept(now, conn, local, peer),
+                }
             }
-            Input::Accepted {
-                conn, local, peer, ..
-            } => self.accept(now, conn, local, peer),
             Input::Shutdown => self.begin_shutdown(now),
             Input::Data {
                 from: Endpoint::Conn(conn),
@@ -358,11 +281,11 @@ impl Relay {
     /// Fires every deadline at or before `now`. Harmless when nothing is due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
-        if self.http_poll_timeout().is_some_and(|(d, _)| d <= now) {
-            self.http_handle_timeout(now);
+        if self.http.poll_timeout().is_some_and(|(d, _)| d <= now) {
+            self.http.handle_timeout(now);
         }
         if self.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
-            self.pool_handle_timeout(now);
+            self.warm.handle_timeout(now, &mut self.next_child);
         }
         let due: Vec<SessionKey> = self
             .timers
@@ -373,15 +296,17 @@ impl Relay {
         for key in due {
             self.with_session(now, key, |s, ctx| s.handle_timeout(ctx));
         }
-        self.http_run_deferred(now);
+        self.drain(now);
     }
 
     // ---- poll_* ----
 
+    /// The next effect to perform, in order; `None` once all are handed out.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }
 
+    /// When the relay next wants [`Relay::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_deadline().map(|(d, _)| d)
     }
@@ -392,15 +317,84 @@ impl Relay {
             .first()
             .and_then(|(_, k)| self.timer_of.get(k).copied())
             .into_iter()
-            .chain(self.http_poll_timeout())
+            .chain(self.http.poll_timeout())
             .chain(self.warm.poll_timeout())
             .min_by_key(|(d, _)| *d)
+    }
+
+    // ---- driving the sub-machines ----
+
+    /// Takes what the HTTP server and the pool produced, and does what the HTTP server asks
+    /// of the sessions, until neither has anything left. Bounded: every event comes from
+    /// input already handed in, and the sessions' answers to it are delivered once.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            self.http.run_deferred(now);
+            while let Some(event) = self.http.poll_event() {
+                self.http_event(now, event);
+            }
+            while let Some(o) = self.warm.poll_output() {
+                self.out.push_back(o);
+            }
+            while let Some(o) = self.http.poll_output() {
+                self.out.push_back(o);
+            }
+            if !self.http.has_work() {
+                break;
+            }
+        }
+    }
+
+    fn http_event(&mut self, now: Instant, event: HttpEvent) {
+        match event {
+            HttpEvent::Opened { key, label } => {
+                let session = self.new_session(now, label, ClientSide::Http(HttpSide::default()));
+                let skey = self.add_session(session);
+                self.by_http.insert(key, skey);
+                self.http_of.insert(skey, key);
+                self.with_session(now, skey, |_, _| {});
+            }
+            HttpEvent::Message { key, body } => {
+                if let Some(skey) = self.by_http.get(&key).copied() {
+                    self.with_session(now, skey, |s, ctx| s.client_message(&body, ctx));
+                }
+            }
+            HttpEvent::Left { key } => {
+                if let Some(skey) = self.by_http.get(&key).copied() {
+                    self.with_session(now, skey, |s, ctx| s.client_leaves(ctx));
+                }
+            }
+            HttpEvent::Load { key, held } => {
+                let limit = self.config.max_buffered;
+                let Some(skey) = self.by_http.get(&key).copied() else {
+                    return;
+                };
+                if let Some(ClientSide::Http(side)) =
+                    self.sessions.get_mut(&skey).map(Session::client_side)
+                {
+                    side.held_by_streams = held;
+                    if held > limit {
+                        side.loaded = true;
+                    } else if held <= limit / 2 {
+                        side.loaded = false;
+                    }
+                }
+                self.with_session(now, skey, |_, _| {});
+            }
+            HttpEvent::Report { conn, kind } => {
+                let (content_type, body) = match kind {
+                    ReportKind::Health => ("application/json", self.health()),
+                    ReportKind::Metrics => ("text/plain; version=0.0.4", self.metrics()),
+                };
+                self.http.report(now, conn, content_type, body.as_bytes());
+            }
+        }
     }
 
     // ---- internals ----
 
     fn accept(&mut self, now: Instant, conn: ConnId, local: SocketAddr, peer: SocketAddr) {
-        if self.shutdown != Shutdown::No || self.tcp.contains_key(&conn) {
+        if self.shutdown != Shutdown::No {
             log::info!("{conn}: refused (shutting down)");
             self.out.push_back(Output::Close {
                 endpoint: Endpoint::Conn(conn),
@@ -408,43 +402,30 @@ impl Relay {
             return;
         }
         log::info!("{conn}: accepted from {peer} on {local}");
-        let key = self.new_session_key();
         let client = ClientSide::tcp(conn, self.config.max_buffered);
         let session = self.new_session(now, format!("{conn} {peer}"), client);
-        self.add_session(key, session);
+        let key = self.add_session(session);
         self.tcp.insert(conn, key);
         self.with_session(now, key, |_, _| {});
     }
 
     /// A session with a prespawned child if one waits, else a child started now.
-    pub(crate) fn new_session(
-        &mut self,
-        now: Instant,
-        label: String,
-        client: ClientSide,
-    ) -> Session {
-        match self.pool_take(now) {
+    fn new_session(&mut self, now: Instant, label: String, client: ClientSide) -> Session {
+        match self.warm.take(now) {
             Some(child) => self.with_ctx(now, |ctx| Session::with_child(label, client, child, ctx)),
             None => self.with_ctx(now, |ctx| Session::new(label, client, ctx)),
         }
     }
 
-    pub(crate) fn stats_mut(&mut self) -> &mut Stats {
-        &mut self.stats
-    }
-
-    pub(crate) fn new_session_key(&mut self) -> SessionKey {
+    fn add_session(&mut self, session: Session) -> SessionKey {
         let key = SessionKey(self.next_session);
         self.next_session += 1;
-        key
-    }
-
-    pub(crate) fn add_session(&mut self, key: SessionKey, session: Session) {
         self.stats.sessions_total += 1;
         self.owner.insert(session.child_id(), key);
         let deadline = session.poll_timeout(&self.config);
         self.sessions.insert(key, session);
         self.set_timer(key, deadline);
+        key
     }
 
     /// Records a session's next deadline in the index.
@@ -458,12 +439,8 @@ impl Relay {
         }
     }
 
-    pub(crate) fn shutting_down(&self) -> bool {
-        self.shutdown != Shutdown::No
-    }
-
     /// Runs `f` with a context for session code that has no session yet.
-    pub(crate) fn with_ctx<T>(&mut self, now: Instant, f: impl FnOnce(&mut Ctx<'_>) -> T) -> T {
+    fn with_ctx<T>(&mut self, now: Instant, f: impl FnOnce(&mut Ctx<'_>) -> T) -> T {
         let unix_now = self.unix_at(now);
         let mut ctx = ctx!(self, now, unix_now);
         f(&mut ctx)
@@ -487,11 +464,11 @@ impl Relay {
                 self.sessions.len()
             );
             self.out.push_back(Output::StopAccepting);
-            self.http_shutdown();
+            self.http.shutdown();
         }
-        self.pool_stop(now, immediate);
+        self.warm.stop(now, immediate);
         if immediate {
-            self.http_abort();
+            self.http.abort();
         }
         let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
         for key in keys {
@@ -535,9 +512,10 @@ impl Relay {
         }
     }
 
-    /// Runs `f` on a session, then settles it, follows a change of child, and removes the
-    /// session once nothing of it is left.
-    pub(crate) fn with_session(
+    /// Runs `f` on a session, then settles it, hands what it has for an HTTP client to the
+    /// HTTP server, follows a change of child, and removes the session once nothing of it
+    /// is left.
+    fn with_session(
         &mut self,
         now: Instant,
         key: SessionKey,
@@ -551,19 +529,23 @@ impl Relay {
         let mut ctx = ctx!(self, now, unix_now);
         f(session, &mut ctx);
         session.settle(&mut ctx);
-        // Over HTTP, delivering may unload the client side, which lets the session go on
-        // (a backlog resumes, the child is read again): deliver and settle until nothing is
-        // left to place. Bounded: a round that leaves the outbox empty ends it.
-        if self.sessions.get(&key).is_some_and(Session::is_http) {
-            for _ in 0..16 {
-                self.http_deliver(key);
-                let Some(session) = self.sessions.get_mut(&key) else {
-                    return;
-                };
-                let mut ctx = ctx!(self, now, unix_now);
-                session.settle(&mut ctx);
-                if !session.has_outbox() {
-                    break;
+        if let Some(hkey) = self.http_of.get(&key).copied() {
+            // What the session has for its HTTP client goes to the HTTP server now; what that
+            // changes comes back as events (`drain`).
+            if let ClientSide::Http(side) = session.client_side() {
+                let msgs = std::mem::take(&mut side.outbox);
+                let close = side.close_requested && !side.gone;
+                if !msgs.is_empty() {
+                    self.http.deliver(now, hkey, msgs);
+                }
+                if close {
+                    self.http.close_session(now, hkey);
+                    if let Some(s) = self.sessions.get_mut(&key) {
+                        s.client_side().set_gone();
+                    }
+                } else if let Some(s) = self.sessions.get(&key) {
+                    self.http
+                        .set_ready(now, hkey, s.accepts_input(&self.config));
                 }
             }
         }
@@ -582,16 +564,39 @@ impl Relay {
             self.owner.remove(&after);
             self.sessions.remove(&key);
             self.tcp.retain(|_, k| *k != key);
+            if let Some(hkey) = self.http_of.remove(&key) {
+                self.by_http.remove(&hkey);
+            }
             self.set_timer(key, None);
         } else {
             let deadline = session.poll_timeout(&self.config);
             self.set_timer(key, deadline);
         }
     }
+
+    // ---- reports ----
+
+    fn health(&self) -> String {
+        format!(
+            r#"{{"status":"ok","sessions":{},"children_alive":{},"version":"{}"}}"#,
+            self.sessions.len(),
+            self.children_alive(),
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    fn metrics(&self) -> String {
+        crate::report::metrics(
+            &self.stats(),
+            self.children_alive(),
+            self.requests_in_flight(),
+            &self.http.counters(),
+        )
+    }
 }
 
 /// The connection an input is about, if it is about one.
-fn http_conn(input: &Input<'_>) -> Option<ConnId> {
+fn conn_of(input: &Input<'_>) -> Option<ConnId> {
     match input {
         Input::Data {
             from: Endpoint::Conn(c),

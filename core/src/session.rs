@@ -8,10 +8,10 @@
 
 use crate::child::Child;
 use crate::client::{ClientSide, Route};
+use crate::config::{Config, Stats};
 use crate::framing::{Flow, Frame, LineFramer};
 use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
 use crate::outbound::Outbound;
-use crate::relay::{Config, Stats};
 use crate::supervisor::{Decision, Supervisor};
 use crate::{ChildId, Endpoint, ExitStatus, Output};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -276,13 +276,10 @@ impl Session {
         &mut self.link.client
     }
 
-    pub(crate) fn is_http(&self) -> bool {
-        matches!(self.link.client, ClientSide::Http(_))
-    }
-
-    /// Messages wait for the HTTP layer to place them.
-    pub(crate) fn has_outbox(&self) -> bool {
-        matches!(&self.link.client, ClientSide::Http(h) if !h.outbox.is_empty())
+    /// The server side takes more client input now: nothing it was handed waits above the
+    /// mark. (An HTTP client's messages wait in the HTTP layer while it does not.)
+    pub(crate) fn accepts_input(&self, config: &Config) -> bool {
+        !self.link.client_input_loaded(config)
     }
 
     /// The server is up and serving (for health reports and heartbeats).

@@ -10,15 +10,14 @@
 mod stateless;
 pub(crate) mod wire;
 
-use crate::client::{ClientSide, HttpSide, Route};
+use crate::client::Route;
+use crate::config::Config;
 use crate::message::{self, classify, codes, ClassifyError, Kind, Message, RawId};
 use crate::outbound::Outbound;
-use crate::relay::{Relay, SessionKey};
-use crate::session::Session;
 use crate::{ConnId, Endpoint, Output};
 use core::net::SocketAddr;
 use rand_core::RngCore;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use wire::{BodyKind, Dechunk, Dechunked, Head, HeadParse};
 
@@ -30,84 +29,84 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
 /// Most streams without a connection kept per session for resumption.
 const MAX_DETACHED_STREAMS: usize = 16;
 
-/// What the HTTP layer is configured to do.
-#[derive(Clone, Debug)]
-pub struct HttpConfig {
-    /// `Origin` values allowed besides the loopback ones (exact, like `https://app.example`).
-    pub allowed_origins: Vec<String>,
-    /// `Host` values allowed (host or host:port). Empty: the bound address, plus `localhost`
-    /// when bound to loopback; anything when bound to a wildcard or public address.
-    pub allowed_hosts: Vec<String>,
-    /// Bearer tokens; empty: no authentication.
-    pub auth_tokens: Vec<String>,
-    /// Sessions with no request and no open stream for this long are ended.
-    pub session_timeout: Duration,
-    pub max_sessions: usize,
-    /// Period of `:` comments on open event streams.
-    pub sse_keepalive: Duration,
-    /// Time allowed to send a complete request head.
-    pub header_timeout: Duration,
-    /// Bytes of events kept per stream for `Last-Event-ID` resumption.
-    pub replay_buffer: usize,
-    pub healthz: bool,
-    pub metrics: bool,
-    /// Most children serving stateless (2026-07-28) requests, one request each at a time.
-    pub stateless_pool: usize,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            allowed_origins: Vec::new(),
-            allowed_hosts: Vec::new(),
-            auth_tokens: Vec::new(),
-            session_timeout: Duration::from_secs(300),
-            max_sessions: 1000,
-            sse_keepalive: Duration::from_secs(15),
-            header_timeout: Duration::from_secs(10),
-            replay_buffer: 1024 * 1024,
-            healthz: true,
-            metrics: true,
-            stateless_pool: 4,
-        }
-    }
-}
-
 /// A stream of messages to one HTTP client, named by the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct StreamId(u64);
 
-pub(crate) struct HttpState {
+/// An HTTP session (or a stateless pool child), named by the HTTP layer. Never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct HttpKey(pub(crate) u64);
+
+/// What the HTTP layer asks of the relay, in order. The relay drains these after every call
+/// into the layer and answers through the layer's mutators.
+#[derive(Debug)]
+pub(crate) enum HttpEvent {
+    /// A new session (or stateless pool child): the relay gives it a server.
+    Opened { key: HttpKey, label: String },
+    /// A message from the client for the session's server (one body: a message or a batch).
+    Message { key: HttpKey, body: Vec<u8> },
+    /// The client is done with the session (DELETE, expiry, its legacy stream closed).
+    Left { key: HttpKey },
+    /// What the session's streams and connections hold now (its client side's load).
+    Load { key: HttpKey, held: usize },
+    /// `/healthz` or `/metrics` was asked for on this connection: the relay answers with
+    /// [`HttpServer::report`].
+    Report { conn: ConnId, kind: ReportKind },
+}
+
+/// The reports only the relay can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReportKind {
+    Health,
+    Metrics,
+}
+
+/// The HTTP server: connections, sessions and their streams, the stateless queue. A machine
+/// of its own, driven by the relay: `handle_*` take facts about its connections, mutators
+/// take what the relay decided for its sessions, and the relay drains
+/// [`HttpServer::poll_output`] (effects on sockets) and [`HttpServer::poll_event`] (what it
+/// needs from the relay's sessions) after every call.
+pub(crate) struct HttpServer {
+    config: Config,
     conns: BTreeMap<ConnId, Conn>,
     streams: BTreeMap<StreamId, Stream>,
     /// Session ids handed to clients.
-    ids: BTreeMap<String, SessionKey>,
-    sessions: BTreeMap<SessionKey, HttpSession>,
+    ids: BTreeMap<String, HttpKey>,
+    sessions: BTreeMap<HttpKey, HttpSession>,
+    next_key: u64,
     next_stream: u64,
     rng: rand_chacha::ChaCha20Rng,
     next_keepalive: Option<Instant>,
     /// HTTP responses by status, for `/metrics`.
-    pub(crate) responses: BTreeMap<u16, u64>,
-    pub(crate) sessions_created: u64,
-    pub(crate) sessions_expired: u64,
-    pub(crate) sessions_deleted: u64,
+    responses: BTreeMap<u16, u64>,
+    sessions_created: u64,
+    sessions_expired: u64,
+    sessions_deleted: u64,
     /// Stateless requests waiting for a free child.
     pool_queue: VecDeque<stateless::Queued>,
     /// Connections whose next request is read once the current input is handled.
     deferred: VecDeque<ConnId>,
     pool_started: u64,
+    /// The relay is shutting down: no new sessions.
+    draining: bool,
+    /// The latest `now` handed in.
+    now: Instant,
+    out: VecDeque<Output>,
+    events: VecDeque<HttpEvent>,
 }
 
-impl HttpState {
-    pub(crate) fn new(seed: [u8; 32]) -> Self {
+impl HttpServer {
+    pub(crate) fn new(config: &Config, now: Instant) -> Self {
         use rand_core::SeedableRng;
-        HttpState {
+        HttpServer {
+            config: config.clone(),
             conns: BTreeMap::new(),
             streams: BTreeMap::new(),
             ids: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            next_key: 1,
             next_stream: 1,
-            rng: rand_chacha::ChaCha20Rng::from_seed(seed),
+            rng: rand_chacha::ChaCha20Rng::from_seed(config.seed),
             next_keepalive: None,
             responses: BTreeMap::new(),
             sessions_created: 0,
@@ -116,7 +115,45 @@ impl HttpState {
             pool_queue: VecDeque::new(),
             deferred: VecDeque::new(),
             pool_started: 0,
+            draining: false,
+            now,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
         }
+    }
+
+    // ---- poll_* ----
+
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<HttpEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- getters ----
+
+    /// Requests of a session whose answers its streams still wait for.
+    fn waiting(&self, key: HttpKey) -> usize {
+        self.sessions.get(&key).map_or(0, |s| {
+            s.streams
+                .iter()
+                .filter_map(|x| self.streams.get(x))
+                .map(|st| st.waiting.len())
+                .sum()
+        })
+    }
+
+    fn new_key(&mut self) -> HttpKey {
+        let key = HttpKey(self.next_key);
+        self.next_key += 1;
+        key
+    }
+
+    /// Events or deferred reads are waiting: the relay must drive the layer again.
+    pub(crate) fn has_work(&self) -> bool {
+        !self.events.is_empty() || !self.deferred.is_empty()
     }
 
     pub(crate) fn has_conn(&self, conn: ConnId) -> bool {
@@ -153,7 +190,7 @@ struct Conn {
     paused: bool,
     /// The session whose responses this connection carried last (to settle it when they
     /// are written).
-    session: Option<SessionKey>,
+    session: Option<HttpKey>,
     /// Finished event streams whose last bytes are not written yet: resumable until they are.
     flushing: Vec<StreamId>,
 }
@@ -171,6 +208,11 @@ enum ConnState {
     Busy(StreamId),
     /// A stateless request waits for a free child.
     Queued,
+    /// `/healthz` or `/metrics` waits for the relay's report.
+    Report,
+    /// A notification or response waits for its session's server to take input; its `202`
+    /// goes out when it does.
+    Parked,
     /// Done: the connection closes once its output is written.
     Closing,
 }
@@ -186,7 +228,7 @@ enum StreamKind {
 }
 
 struct Stream {
-    session: SessionKey,
+    session: HttpKey,
     kind: StreamKind,
     conn: Option<ConnId>,
     /// Request ids whose answers end this (POST) stream.
@@ -204,6 +246,21 @@ struct Stream {
     priming: bool,
     /// A 2026-07-28 request: closing the stream cancels it.
     stateless: bool,
+}
+
+/// A client message the session's server side could not take yet.
+struct Parked {
+    body: Vec<u8>,
+    /// The connection whose `202 Accepted` waits for it (a POST of notifications or
+    /// responses), with that response's headers and body.
+    ack: Option<Ack>,
+}
+
+struct Ack {
+    conn: ConnId,
+    headers: Vec<(&'static str, String)>,
+    content_type: Option<&'static str>,
+    body: &'static [u8],
 }
 
 struct HttpSession {
@@ -229,6 +286,14 @@ struct HttpSession {
     protocol_version: String,
     /// The session's end was handled (streams ended, id forgotten).
     finished: bool,
+    /// Connections holding this session's unwritten bytes.
+    conns: BTreeSet<ConnId>,
+    /// The relay said the session's server side takes input: one more message may go to it
+    /// (each message uses this up until the relay says so again).
+    ready: bool,
+    /// Messages waiting for the server side to take input, oldest first, and their bytes.
+    parked: VecDeque<Parked>,
+    parked_bytes: usize,
 }
 
 /// An error answer: status, JSON-RPC code and message.
@@ -254,18 +319,19 @@ fn reject(status: u16, code: i64, message: impl Into<String>) -> Reject {
     }
 }
 
-impl Relay {
+impl HttpServer {
     // ---- connections ----
 
-    pub(crate) fn http_accept(
+    pub(crate) fn handle_accept(
         &mut self,
         now: Instant,
         conn: ConnId,
         local: SocketAddr,
         peer: SocketAddr,
     ) {
+        self.now = now;
         log::debug!("{conn}: HTTP connection from {peer}");
-        self.http.conns.insert(
+        self.conns.insert(
             conn,
             Conn {
                 out: Outbound::new(Endpoint::Conn(conn), true, self.config.max_buffered),
@@ -282,14 +348,15 @@ impl Relay {
                 flushing: Vec::new(),
             },
         );
-        if self.shutting_down() {
-            self.http_close_conn(conn);
+        if self.draining {
+            self.close_conn(conn);
         }
     }
 
-    pub(crate) fn http_data(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+    pub(crate) fn handle_data(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        self.now = now;
         let limit = wire::MAX_HEAD + self.config.max_message_size + 64;
-        let Some(c) = self.http.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if matches!(c.state, ConnState::Closing) {
@@ -318,122 +385,127 @@ impl Relay {
                 endpoint: Endpoint::Conn(conn),
             });
         }
-        self.http_process(now, conn);
+        self.process(now, conn);
     }
 
-    pub(crate) fn http_eof(&mut self, now: Instant, conn: ConnId) {
-        self.http_detach_flushing(conn);
-        let Some(c) = self.http.conns.get_mut(&conn) else {
+    pub(crate) fn handle_eof(&mut self, now: Instant, conn: ConnId) {
+        self.now = now;
+        self.detach_flushing(conn);
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.eof = true;
         match c.state {
             ConnState::Busy(stream) => {
                 // The client stopped listening mid-response.
-                self.http_detach(now, stream);
-                self.http_close_conn(conn);
+                self.detach(now, stream);
+                self.close_conn(conn);
             }
             _ => {
                 if !c.inbuf.is_empty() {
                     log::debug!("{conn}: closed with an incomplete request");
                 }
-                self.http_close_conn(conn);
+                self.close_conn(conn);
             }
         }
     }
 
-    pub(crate) fn http_broken(&mut self, now: Instant, conn: ConnId) {
-        self.http_detach_flushing(conn);
-        if let Some(c) = self.http.conns.get_mut(&conn) {
+    pub(crate) fn handle_broken(&mut self, now: Instant, conn: ConnId) {
+        self.now = now;
+        self.detach_flushing(conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
             c.out.set_gone();
             let session = c.session;
             if let ConnState::Busy(stream) = c.state {
-                self.http_detach(now, stream);
+                self.detach(now, stream);
             }
-            self.http_forget_conn(conn);
+            self.forget_conn(conn);
             // Its unwritten bytes no longer load the session.
             if let Some(key) = session {
-                self.http_update_load(key);
-                self.with_session(now, key, |_, _| {});
+                self.update_load(key);
             }
         }
     }
 
-    pub(crate) fn http_written(&mut self, now: Instant, conn: ConnId, n: usize) {
-        let Some(c) = self.http.conns.get_mut(&conn) else {
+    pub(crate) fn handle_written(&mut self, now: Instant, conn: ConnId, n: usize) {
+        self.now = now;
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.out.written(n, &mut self.out);
         if c.out.load() == 0 {
             // Everything of the finished streams reached the client: no resuming needed.
             for stream in std::mem::take(&mut c.flushing) {
-                self.http_drop_stream(stream);
+                self.drop_stream(stream);
             }
         }
-        let Some(c) = self.http.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let session = c.session;
         if c.out.is_finished() {
-            self.http_forget_conn(conn);
+            self.forget_conn(conn);
         }
         // What was written no longer loads the session: it may read its server again.
         if let Some(key) = session {
-            if let Some(s) = self.http.sessions.get_mut(&key) {
+            if let Some(s) = self.sessions.get_mut(&key) {
                 s.last_activity = now;
             }
-            self.http_update_load(key);
-            self.with_session(now, key, |_, _| {});
+            self.update_load(key);
         }
     }
 
     /// The connection is gone with finished streams not fully written: they stay resumable.
-    fn http_detach_flushing(&mut self, conn: ConnId) {
-        let Some(c) = self.http.conns.get_mut(&conn) else {
+    fn detach_flushing(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         for stream in std::mem::take(&mut c.flushing) {
-            if let Some(st) = self.http.streams.get_mut(&stream) {
+            if let Some(st) = self.streams.get_mut(&stream) {
                 st.conn = None;
                 st.sse = false;
             }
         }
     }
 
-    fn http_close_conn(&mut self, conn: ConnId) {
-        if let Some(c) = self.http.conns.get_mut(&conn) {
+    fn close_conn(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Closing;
             c.out.close_when_flushed(&mut self.out);
             if c.out.is_finished() {
-                self.http_forget_conn(conn);
+                self.forget_conn(conn);
             }
         }
     }
 
-    fn http_forget_conn(&mut self, conn: ConnId) {
-        self.http.conns.remove(&conn);
+    fn forget_conn(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
     }
 
     /// Parses and answers what a connection has sent, request by request.
-    fn http_process(&mut self, now: Instant, conn: ConnId) {
+    fn process(&mut self, now: Instant, conn: ConnId) {
         loop {
-            let Some(c) = self.http.conns.get_mut(&conn) else {
+            let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
             match &mut c.state {
-                ConnState::Closing | ConnState::Busy(_) | ConnState::Queued => return,
+                ConnState::Closing
+                | ConnState::Busy(_)
+                | ConnState::Queued
+                | ConnState::Report
+                | ConnState::Parked => return,
                 ConnState::Head => {
                     if c.inbuf.is_empty() {
                         c.deadline = Some(now + KEEPALIVE_IDLE);
                         if c.eof {
-                            self.http_close_conn(conn);
+                            self.close_conn(conn);
                         }
                         return;
                     }
                     match wire::parse_head(&c.inbuf) {
                         HeadParse::Partial => return,
                         HeadParse::Error(status, why) => {
-                            return self.http_fail(
+                            return self.fail(
                                 conn,
                                 reject(status, codes::INVALID_REQUEST, why),
                                 true,
@@ -444,7 +516,7 @@ impl Relay {
                             let kind = match wire::body_kind(&head) {
                                 Ok(kind) => kind,
                                 Err((status, why)) => {
-                                    return self.http_fail(
+                                    return self.fail(
                                         conn,
                                         reject(status, codes::INVALID_REQUEST, why),
                                         true,
@@ -457,7 +529,7 @@ impl Relay {
                                         "mcp-relay: the body of {len} bytes exceeds the limit of {} bytes (--max-message-size)",
                                         self.config.max_message_size
                                     );
-                                    return self.http_fail(
+                                    return self.fail(
                                         conn,
                                         reject(413, codes::INVALID_REQUEST, why),
                                         true,
@@ -485,7 +557,7 @@ impl Relay {
                     if c.body.len() < *len {
                         return;
                     }
-                    self.http_request_complete(now, conn);
+                    self.request_complete(now, conn);
                 }
                 ConnState::Body { dechunk, .. } => {
                     let max = self.config.max_message_size;
@@ -494,18 +566,14 @@ impl Relay {
                         c.inbuf.drain(..n);
                         if c.body.len() > max {
                             let why = format!("mcp-relay: the body exceeds the limit of {max} bytes (--max-message-size)");
-                            return self.http_fail(
-                                conn,
-                                reject(413, codes::INVALID_REQUEST, why),
-                                true,
-                            );
+                            return self.fail(conn, reject(413, codes::INVALID_REQUEST, why), true);
                         }
                     }
                     match fed {
                         Dechunked::More(_) => return,
-                        Dechunked::Done(_) => self.http_request_complete(now, conn),
+                        Dechunked::Done(_) => self.request_complete(now, conn),
                         Dechunked::Error => {
-                            return self.http_fail(
+                            return self.fail(
                                 conn,
                                 reject(
                                     400,
@@ -518,7 +586,7 @@ impl Relay {
                     }
                 }
             }
-            if let Some(c) = self.http.conns.get_mut(&conn) {
+            if let Some(c) = self.conns.get_mut(&conn) {
                 if c.paused && c.inbuf.len() <= wire::MAX_HEAD {
                     c.paused = false;
                     self.out.push_back(Output::Resume {
@@ -529,8 +597,8 @@ impl Relay {
         }
     }
 
-    fn http_request_complete(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.http.conns.get_mut(&conn) else {
+    fn request_complete(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let state = std::mem::replace(&mut c.state, ConnState::Head);
@@ -542,13 +610,13 @@ impl Relay {
             c.close_after = true;
         }
         c.deadline = None;
-        if let Err(r) = self.http_route(now, conn, &head, &body) {
-            self.http_fail(conn, r, false);
+        if let Err(r) = self.route_request(now, conn, &head, &body) {
+            self.fail(conn, r, false);
         }
     }
 
     /// Answers with an error status and a JSON-RPC error body.
-    fn http_fail(&mut self, conn: ConnId, r: Reject, close: bool) {
+    fn fail(&mut self, conn: ConnId, r: Reject, close: bool) {
         let mut body = Vec::new();
         message::write_error_data(
             &mut body,
@@ -558,9 +626,9 @@ impl Relay {
             r.data.as_deref(),
         );
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let peer = self.http.conns.get(&conn).map(|c| c.peer);
+        let peer = self.conns.get(&conn).map(|c| c.peer);
         log::debug!("{conn} {peer:?}: HTTP {}: {}", r.status, r.message);
-        self.http_respond(
+        self.respond(
             conn,
             r.status,
             &headers,
@@ -571,7 +639,7 @@ impl Relay {
     }
 
     /// Writes a complete response; the connection then reads its next request.
-    fn http_respond(
+    fn respond(
         &mut self,
         conn: ConnId,
         status: u16,
@@ -580,8 +648,8 @@ impl Relay {
         body: &[u8],
         close: bool,
     ) {
-        *self.http.responses.entry(status).or_default() += 1;
-        let Some(c) = self.http.conns.get_mut(&conn) else {
+        *self.responses.entry(status).or_default() += 1;
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let close = close || c.close_after || c.eof;
@@ -597,7 +665,7 @@ impl Relay {
         c.out.stage(body);
         c.out.flush(&mut self.out);
         if close {
-            self.http_close_conn(conn);
+            self.close_conn(conn);
         } else {
             c.state = ConnState::Head;
         }
@@ -605,15 +673,15 @@ impl Relay {
 
     // ---- routing requests ----
 
-    fn http_route(
+    fn route_request(
         &mut self,
         now: Instant,
         conn: ConnId,
         head: &Head,
         body: &[u8],
     ) -> Result<(), Reject> {
-        let cors = self.http_check_origin(conn, head)?;
-        self.http_check_host(conn, head)?;
+        let cors = self.check_origin(conn, head)?;
+        self.check_host(conn, head)?;
         let mut cors_headers: Vec<(&'static str, String)> = Vec::new();
         if let Some(origin) = cors {
             cors_headers.push(("Access-Control-Allow-Origin", origin));
@@ -635,7 +703,7 @@ impl Relay {
             ));
             headers.push(("Access-Control-Max-Age", "86400".into()));
             let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            self.http_respond(conn, 204, &h, None, b"", false);
+            self.respond(conn, 204, &h, None, b"", false);
             return Ok(());
         }
         let with_cors = |mut r: Reject| {
@@ -647,55 +715,53 @@ impl Relay {
                 if head.method != "GET" && head.method != "HEAD" {
                     return Err(method_not_allowed("GET"));
                 }
-                let body = self.http_health();
-                self.http_respond(conn, 200, &[("Cache-Control", "no-store")], Some("application/json"), body.as_bytes(), false);
+                self.ask_report(conn, ReportKind::Health);
                 Ok(())
             }
             "/metrics" if self.config.http.metrics => {
-                self.http_auth(head).map_err(with_cors)?;
+                self.auth(head).map_err(with_cors)?;
                 if head.method != "GET" {
                     return Err(method_not_allowed("GET"));
                 }
-                let body = self.http_metrics();
-                self.http_respond(conn, 200, &[], Some("text/plain; version=0.0.4"), body.as_bytes(), false);
+                self.ask_report(conn, ReportKind::Metrics);
                 Ok(())
             }
             "/mcp" => {
-                let token = self.http_auth(head).map_err(with_cors)?;
+                let token = self.auth(head).map_err(with_cors)?;
                 let stateless = head.header("mcp-protocol-version") == Some(stateless::STATELESS_VERSION);
                 match head.method.as_str() {
                     "GET" | "DELETE" if stateless => Err(method_not_allowed("POST, OPTIONS")),
-                    "POST" => self.http_post(now, conn, head, body, token, &cors_headers),
-                    "GET" => self.http_get(now, conn, head, token, &cors_headers),
-                    "DELETE" => self.http_delete(now, conn, head, token, &cors_headers),
+                    "POST" => self.post(now, conn, head, body, token, &cors_headers),
+                    "GET" => self.get(now, conn, head, token, &cors_headers),
+                    "DELETE" => self.delete(conn, head, token, &cors_headers),
                     _ => Err(method_not_allowed("GET, POST, DELETE, OPTIONS")),
                 }
                 .map_err(with_cors)
             }
             "/sse" => {
-                let token = self.http_auth(head).map_err(with_cors)?;
+                let token = self.auth(head).map_err(with_cors)?;
                 if head.method != "GET" {
                     return Err(with_cors(method_not_allowed("GET, OPTIONS")));
                 }
-                self.http_legacy_open(now, conn, token, &cors_headers).map_err(with_cors)
+                self.legacy_open(now, conn, token, &cors_headers).map_err(with_cors)
             }
             "/messages" | "/message" => {
-                let token = self.http_auth(head).map_err(with_cors)?;
+                let token = self.auth(head).map_err(with_cors)?;
                 if head.method != "POST" {
                     return Err(with_cors(method_not_allowed("POST, OPTIONS")));
                 }
-                self.http_legacy_post(now, conn, head, body, token, &cors_headers).map_err(with_cors)
+                self.legacy_post(now, conn, head, body, token, &cors_headers).map_err(with_cors)
             }
             _ => Err(reject(404, codes::INVALID_REQUEST, format!("mcp-relay: nothing at {} (MCP is served at /mcp, and /sse for the legacy transport)", head.path))),
         }
     }
 
     /// `Ok(Some(origin))`: a present, allowed origin (echoed in CORS headers).
-    fn http_check_origin(&self, conn: ConnId, head: &Head) -> Result<Option<String>, Reject> {
+    fn check_origin(&self, conn: ConnId, head: &Head) -> Result<Option<String>, Reject> {
         let Some(origin) = head.header("origin") else {
             return Ok(None);
         };
-        let local = self.http.conns.get(&conn).map(|c| c.local);
+        let local = self.conns.get(&conn).map(|c| c.local);
         let loopback_bound = local.is_some_and(|l| l.ip().is_loopback());
         let allowed = self
             .config
@@ -716,8 +782,8 @@ impl Relay {
     }
 
     /// Rejects a `Host` that is not this server's (DNS rebinding).
-    fn http_check_host(&self, conn: ConnId, head: &Head) -> Result<(), Reject> {
-        let Some(local) = self.http.conns.get(&conn).map(|c| c.local) else {
+    fn check_host(&self, conn: ConnId, head: &Head) -> Result<(), Reject> {
+        let Some(local) = self.conns.get(&conn).map(|c| c.local) else {
             return Ok(());
         };
         let host = head.header("host").unwrap_or("");
@@ -747,7 +813,7 @@ impl Relay {
     }
 
     /// Checks the bearer token; returns which one matched.
-    fn http_auth(&self, head: &Head) -> Result<Option<usize>, Reject> {
+    fn auth(&self, head: &Head) -> Result<Option<usize>, Reject> {
         let tokens = &self.config.http.auth_tokens;
         if tokens.is_empty() {
             return Ok(None);
@@ -782,12 +848,12 @@ impl Relay {
         }
     }
 
-    fn http_session_for(
+    fn session_for(
         &self,
         head: &Head,
         token: Option<usize>,
         legacy: bool,
-    ) -> Result<SessionKey, Reject> {
+    ) -> Result<HttpKey, Reject> {
         let id = if legacy {
             head.query_param("sessionId")
                 .or_else(|| head.query_param("session_id"))
@@ -801,9 +867,8 @@ impl Relay {
                 "mcp-relay: Mcp-Session-Id is required (send initialize first)",
             ));
         };
-        let found = self.http.ids.get(id).copied().filter(|k| {
-            self.http
-                .sessions
+        let found = self.ids.get(id).copied().filter(|k| {
+            self.sessions
                 .get(k)
                 .is_some_and(|s| s.legacy == legacy && s.token == token && !s.finished)
         });
@@ -816,15 +881,15 @@ impl Relay {
         })
     }
 
-    fn http_new_session(
+    fn new_session(
         &mut self,
         now: Instant,
         legacy: bool,
         token: Option<usize>,
         version: &str,
-    ) -> Result<SessionKey, Reject> {
-        let open = self.http.sessions.values().filter(|s| !s.finished).count();
-        if open >= self.config.http.max_sessions || self.shutting_down() {
+    ) -> Result<HttpKey, Reject> {
+        let open = self.sessions.values().filter(|s| !s.finished).count();
+        if open >= self.config.http.max_sessions || self.draining {
             let mut r = reject(
                 503,
                 codes::SERVER_UNAVAILABLE,
@@ -833,13 +898,12 @@ impl Relay {
             r.headers.push(("Retry-After", "5".into()));
             return Err(r);
         }
-        let id = self.http.new_session_id();
-        let key = self.new_session_key();
+        let id = self.new_session_id();
+        let key = self.new_key();
         let label = format!("session {}…", &id[..8]);
-        let session = self.new_session(now, label, ClientSide::Http(HttpSide::default()));
-        self.add_session(key, session);
-        self.http.ids.insert(id.clone(), key);
-        self.http.sessions.insert(
+        self.events.push_back(HttpEvent::Opened { key, label });
+        self.ids.insert(id.clone(), key);
+        self.sessions.insert(
             key,
             HttpSession {
                 id,
@@ -856,22 +920,26 @@ impl Relay {
                 last_activity: now,
                 protocol_version: version.to_owned(),
                 finished: false,
+                conns: BTreeSet::new(),
+                ready: false,
+                parked: VecDeque::new(),
+                parked_bytes: 0,
             },
         );
-        self.http.sessions_created += 1;
+        self.sessions_created += 1;
         Ok(key)
     }
 
     fn new_stream(
         &mut self,
-        key: SessionKey,
+        key: HttpKey,
         kind: StreamKind,
         conn: Option<ConnId>,
         priming: bool,
     ) -> StreamId {
-        let id = StreamId(self.http.next_stream);
-        self.http.next_stream += 1;
-        self.http.streams.insert(
+        let id = StreamId(self.next_stream);
+        self.next_stream += 1;
+        self.streams.insert(
             id,
             Stream {
                 session: key,
@@ -888,17 +956,19 @@ impl Relay {
                 stateless: false,
             },
         );
-        if let Some(s) = self.http.sessions.get_mut(&key) {
+        if let Some(s) = self.sessions.get_mut(&key) {
             s.streams.push(id);
         }
-        if let Some(c) = conn.and_then(|c| self.http.conns.get_mut(&c)) {
-            c.state = ConnState::Busy(id);
-            c.session = Some(key);
+        if let Some(conn) = conn {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.state = ConnState::Busy(id);
+            }
+            self.attach_conn(conn, key);
         }
         id
     }
 
-    fn http_post(
+    fn post(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -946,7 +1016,7 @@ impl Relay {
             ));
         }
         if let Some(version) = stateless::modern_version(head, entries) {
-            return self.http_stateless_post(now, conn, head, body, entries, version, cors);
+            return self.stateless_post(now, conn, head, body, entries, version, cors);
         }
         if let Some(v) = head.header("mcp-protocol-version") {
             if !SESSION_ERA_VERSIONS.contains(&v) {
@@ -960,11 +1030,12 @@ impl Relay {
         let key = if let (Some(init), false) = (initialize, has_session_header) {
             let version = message::param_str(init.params, "protocolVersion")
                 .unwrap_or_else(|| "2025-03-26".into());
-            self.http_new_session(now, false, token, &version)?
+            self.new_session(now, false, token, &version)?
         } else {
-            self.http_session_for(head, token, false)?
+            self.session_for(head, token, false)?
         };
-        let waiting = self.sessions.get(&key).map_or(0, Session::in_flight);
+        self.check_room(key, body.len())?;
+        let waiting = self.waiting(key);
         if waiting >= self.config.max_in_flight {
             let mut r = reject(
                 503,
@@ -989,23 +1060,27 @@ impl Relay {
             }
         }
         let session_id = {
-            let s =
-                self.http.sessions.get_mut(&key).ok_or_else(|| {
-                    reject(404, codes::INVALID_REQUEST, "mcp-relay: unknown session")
-                })?;
+            let s = self
+                .sessions
+                .get_mut(&key)
+                .ok_or_else(|| reject(404, codes::INVALID_REQUEST, "mcp-relay: unknown session"))?;
             s.last_activity = now;
             s.progress.extend(progress);
             s.id.clone()
         };
+        let mut ack = None;
         if requests.is_empty() {
-            // Notifications and responses: accepted, no body.
-            let mut headers: Vec<(&str, String)> = cors.to_vec();
+            // Notifications and responses: accepted, no body, once the server takes them.
+            let mut headers = cors.to_vec();
             headers.push(("Mcp-Session-Id", session_id));
-            let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            self.http_respond(conn, 202, &h, None, b"", false);
+            ack = Some(Ack {
+                conn,
+                headers,
+                content_type: None,
+                body: b"",
+            });
         } else {
             let version = self
-                .http
                 .sessions
                 .get(&key)
                 .map(|s| s.protocol_version.clone())
@@ -1016,17 +1091,17 @@ impl Relay {
                 Some(conn),
                 version.as_str() >= "2025-11-25",
             );
-            if let Some(st) = self.http.streams.get_mut(&stream) {
+            if let Some(st) = self.streams.get_mut(&stream) {
                 st.waiting = requests;
                 st.extra_headers = cors.to_vec();
                 st.extra_headers.push(("Mcp-Session-Id", session_id));
             }
         }
-        self.with_session(now, key, |s, ctx| s.client_message(body, ctx));
+        self.submit(key, body.to_vec(), ack);
         Ok(())
     }
 
-    fn http_get(
+    fn get(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -1041,8 +1116,8 @@ impl Relay {
                 "mcp-relay: Accept must list text/event-stream",
             ));
         }
-        let key = self.http_session_for(head, token, false)?;
-        let (session_id, version) = match self.http.sessions.get_mut(&key) {
+        let key = self.session_for(head, token, false)?;
+        let (session_id, version) = match self.sessions.get_mut(&key) {
             Some(s) => {
                 s.last_activity = now;
                 (s.id.clone(), s.protocol_version.clone())
@@ -1060,22 +1135,20 @@ impl Relay {
         if let Some(last) = head.header("last-event-id") {
             if let Some((stream, seq)) = parse_event_id(last) {
                 let belongs = self
-                    .http
                     .streams
                     .get(&stream)
                     .is_some_and(|s| s.session == key && s.conn.is_none());
                 if belongs {
-                    return self.http_resume(now, conn, stream, seq, headers);
+                    return self.resume(now, conn, stream, seq, headers);
                 }
             }
             log::debug!("{conn}: Last-Event-ID {last} names no stream of this session to resume");
         }
         let get_open = self
-            .http
             .sessions
             .get(&key)
             .and_then(|s| s.get_stream)
-            .is_some_and(|st| self.http.streams.get(&st).is_some_and(|s| s.conn.is_some()));
+            .is_some_and(|st| self.streams.get(&st).is_some_and(|s| s.conn.is_some()));
         if get_open {
             return Err(reject(
                 409,
@@ -1085,12 +1158,11 @@ impl Relay {
         }
         // A GET stream without a connection (dropped earlier) is replaced.
         if let Some(old) = self
-            .http
             .sessions
             .get_mut(&key)
             .and_then(|s| s.get_stream.take())
         {
-            self.http_drop_stream(old);
+            self.drop_stream(old);
         }
         let stream = self.new_stream(
             key,
@@ -1098,15 +1170,14 @@ impl Relay {
             Some(conn),
             version.as_str() >= "2025-11-25",
         );
-        if let Some(st) = self.http.streams.get_mut(&stream) {
+        if let Some(st) = self.streams.get_mut(&stream) {
             st.extra_headers = headers;
         }
-        if let Some(s) = self.http.sessions.get_mut(&key) {
+        if let Some(s) = self.sessions.get_mut(&key) {
             s.get_stream = Some(stream);
         }
-        self.http_start_sse(stream);
+        self.start_sse(stream);
         let pending: Vec<Vec<u8>> = self
-            .http
             .sessions
             .get_mut(&key)
             .map(|s| {
@@ -1115,13 +1186,13 @@ impl Relay {
             })
             .unwrap_or_default();
         for msg in pending {
-            self.http_stream_send(stream, &msg, false);
+            self.stream_send(stream, &msg, false);
         }
-        self.http_flush_conn(conn);
+        self.flush_conn(conn);
         Ok(())
     }
 
-    fn http_resume(
+    fn resume(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -1129,7 +1200,7 @@ impl Relay {
         after: u64,
         headers: Vec<(&'static str, String)>,
     ) -> Result<(), Reject> {
-        let Some(st) = self.http.streams.get_mut(&stream) else {
+        let Some(st) = self.streams.get_mut(&stream) else {
             return Err(reject(
                 404,
                 codes::INVALID_REQUEST,
@@ -1141,17 +1212,16 @@ impl Relay {
         st.sse = false;
         let key = st.session;
         if st.kind == StreamKind::Get {
-            if let Some(s) = self.http.sessions.get_mut(&key) {
+            if let Some(s) = self.sessions.get_mut(&key) {
                 s.get_stream = Some(stream);
             }
         }
-        if let Some(c) = self.http.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Busy(stream);
-            c.session = Some(key);
         }
-        self.http_start_sse(stream);
+        self.attach_conn(conn, key);
+        self.start_sse(stream);
         let events: Vec<Vec<u8>> = self
-            .http
             .streams
             .get(&stream)
             .map(|st| {
@@ -1168,64 +1238,62 @@ impl Relay {
             events.len()
         );
         for e in events {
-            self.http_write_chunk(conn, &e);
+            self.write_chunk(conn, &e);
         }
-        if self.http.streams.get(&stream).is_some_and(|s| s.done) {
-            self.http_end_stream(now, stream);
+        if self.streams.get(&stream).is_some_and(|s| s.done) {
+            self.end_stream(now, stream);
         }
-        self.http_flush_conn(conn);
+        self.flush_conn(conn);
         Ok(())
     }
 
-    fn http_delete(
+    fn delete(
         &mut self,
-        now: Instant,
         conn: ConnId,
         head: &Head,
         token: Option<usize>,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
-        let key = self.http_session_for(head, token, false)?;
-        self.http.sessions_deleted += 1;
-        self.http_end_session_by_client(now, key, "the client deleted it");
+        let key = self.session_for(head, token, false)?;
+        self.sessions_deleted += 1;
+        self.end_session_by_client(key, "the client deleted it");
         let h: Vec<(&str, &str)> = cors.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        self.http_respond(conn, 200, &h, None, b"", false);
+        self.respond(conn, 200, &h, None, b"", false);
         Ok(())
     }
 
-    fn http_legacy_open(
+    fn legacy_open(
         &mut self,
         now: Instant,
         conn: ConnId,
         token: Option<usize>,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
-        let key = self.http_new_session(now, true, token, "2024-11-05")?;
+        let key = self.new_session(now, true, token, "2024-11-05")?;
         let id = self
-            .http
             .sessions
             .get(&key)
             .map(|s| s.id.clone())
             .unwrap_or_default();
         let stream = self.new_stream(key, StreamKind::Legacy, Some(conn), false);
-        if let Some(st) = self.http.streams.get_mut(&stream) {
+        if let Some(st) = self.streams.get_mut(&stream) {
             st.extra_headers = cors.to_vec();
         }
-        if let Some(s) = self.http.sessions.get_mut(&key) {
+        if let Some(s) = self.sessions.get_mut(&key) {
             s.get_stream = Some(stream);
         }
-        self.http_start_sse(stream);
+        self.start_sse(stream);
         let endpoint = wire::sse_event(
             None,
             Some("endpoint"),
             format!("/messages?sessionId={id}").as_bytes(),
         );
-        self.http_write_chunk(conn, &endpoint);
-        self.http_flush_conn(conn);
+        self.write_chunk(conn, &endpoint);
+        self.flush_conn(conn);
         Ok(())
     }
 
-    fn http_legacy_post(
+    fn legacy_post(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -1234,7 +1302,7 @@ impl Relay {
         token: Option<usize>,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
-        let key = self.http_session_for(head, token, true)?;
+        let key = self.session_for(head, token, true)?;
         let body = trim_ascii(body);
         if let Message::Single(e) = classify_body(body)? {
             if matches!(e.kind, Kind::Invalid | Kind::Heartbeat) {
@@ -1245,19 +1313,101 @@ impl Relay {
                 ));
             }
         }
-        if let Some(s) = self.http.sessions.get_mut(&key) {
+        if let Some(s) = self.sessions.get_mut(&key) {
             s.last_activity = now;
         }
-        let h: Vec<(&str, &str)> = cors.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        self.http_respond(conn, 202, &h, Some("text/plain"), b"Accepted", false);
-        self.with_session(now, key, |s, ctx| s.client_message(body, ctx));
+        self.check_room(key, body.len())?;
+        let ack = Ack {
+            conn,
+            headers: cors.to_vec(),
+            content_type: Some("text/plain"),
+            body: b"Accepted",
+        };
+        self.submit(key, body.to_vec(), Some(ack));
         Ok(())
+    }
+
+    // ---- client messages on their way to the server ----
+
+    /// Refuses a message while the session's server side takes no input and what already
+    /// waits for it is at `--max-buffered`: the client is told to come back (503).
+    fn check_room(&self, key: HttpKey, len: usize) -> Result<(), Reject> {
+        let Some(s) = self.sessions.get(&key) else {
+            return Ok(());
+        };
+        let full = !s.parked.is_empty() && s.parked_bytes + len > self.config.max_buffered;
+        if !full {
+            return Ok(());
+        }
+        let mut r = reject(
+            503,
+            codes::SERVER_UNAVAILABLE,
+            format!(
+                "mcp-relay: the server has not read this session's last {} bytes yet (--max-buffered); try again later",
+                s.parked_bytes
+            ),
+        );
+        r.headers.push(("Retry-After", "1".into()));
+        Err(r)
+    }
+
+    /// Hands a client message to the relay for the session's server, or parks it until the
+    /// server side takes input (its `ack`, if any, waits with it).
+    fn submit(&mut self, key: HttpKey, body: Vec<u8>, ack: Option<Ack>) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.ready && s.parked.is_empty() {
+            s.ready = false;
+            self.release(key, Parked { body, ack });
+            return;
+        }
+        s.parked_bytes += body.len();
+        if let Some(c) = ack.as_ref().and_then(|a| self.conns.get_mut(&a.conn)) {
+            c.state = ConnState::Parked;
+        }
+        s.parked.push_back(Parked { body, ack });
+    }
+
+    fn release(&mut self, key: HttpKey, p: Parked) {
+        if let Some(ack) = p.ack {
+            let parked = self
+                .conns
+                .get(&ack.conn)
+                .is_some_and(|c| matches!(c.state, ConnState::Parked | ConnState::Head));
+            if parked {
+                let h: Vec<(&str, &str)> =
+                    ack.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                self.respond(ack.conn, 202, &h, ack.content_type, ack.body, false);
+                self.after_response(ack.conn);
+            }
+        }
+        self.events
+            .push_back(HttpEvent::Message { key, body: p.body });
+    }
+
+    /// The relay's word on whether the session's server side takes input now. When it
+    /// does, the oldest parked message goes.
+    pub(crate) fn set_ready(&mut self, now: Instant, key: HttpKey, ready: bool) {
+        self.now = now;
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.ready = ready;
+        if !ready {
+            return;
+        }
+        if let Some(p) = s.parked.pop_front() {
+            s.parked_bytes -= p.body.len();
+            s.ready = false;
+            self.release(key, p);
+        }
     }
 
     // ---- streams ----
 
-    fn http_start_sse(&mut self, stream: StreamId) {
-        let Some(st) = self.http.streams.get_mut(&stream) else {
+    fn start_sse(&mut self, stream: StreamId) {
+        let Some(st) = self.streams.get_mut(&stream) else {
             return;
         };
         let Some(conn) = st.conn else {
@@ -1278,8 +1428,8 @@ impl Relay {
             st.seq += 1;
         }
         let prime_id = format!("{}-{}", stream.0, st.seq);
-        *self.http.responses.entry(200).or_default() += 1;
-        if let Some(c) = self.http.conns.get_mut(&conn) {
+        *self.responses.entry(200).or_default() += 1;
+        if let Some(c) = self.conns.get_mut(&conn) {
             c.out.stage(&head);
         }
         if priming {
@@ -1287,30 +1437,30 @@ impl Relay {
             // soon to come back if the connection drops.
             let mut e = b"retry: 1000\n".to_vec();
             e.extend_from_slice(&wire::sse_event(Some(&prime_id), None, b""));
-            self.http_write_chunk(conn, &e);
+            self.write_chunk(conn, &e);
         }
-        if self.http.next_keepalive.is_none() {
-            self.http.next_keepalive = Some(self.last_now + self.config.http.sse_keepalive);
+        if self.next_keepalive.is_none() {
+            self.next_keepalive = Some(self.now + self.config.http.sse_keepalive);
         }
     }
 
-    fn http_write_chunk(&mut self, conn: ConnId, data: &[u8]) {
-        if let Some(c) = self.http.conns.get_mut(&conn) {
+    fn write_chunk(&mut self, conn: ConnId, data: &[u8]) {
+        if let Some(c) = self.conns.get_mut(&conn) {
             let mut framed = Vec::with_capacity(data.len() + 16);
             wire::chunk(&mut framed, data);
             c.out.stage(&framed);
         }
     }
 
-    fn http_flush_conn(&mut self, conn: ConnId) {
-        if let Some(c) = self.http.conns.get_mut(&conn) {
+    fn flush_conn(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
             c.out.flush(&mut self.out);
         }
     }
 
     /// Sends one message on a stream; `last` ends it.
-    fn http_stream_send(&mut self, stream: StreamId, msg: &[u8], last: bool) {
-        let Some(st) = self.http.streams.get_mut(&stream) else {
+    fn stream_send(&mut self, stream: StreamId, msg: &[u8], last: bool) {
+        let Some(st) = self.streams.get_mut(&stream) else {
             return;
         };
         if st.done {
@@ -1327,19 +1477,19 @@ impl Relay {
                 };
                 let key = st.session;
                 st.done = true;
-                self.http_finish_stream(stream);
+                self.finish_stream(stream);
                 let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-                self.http_respond(conn, status, &h, Some("application/json"), msg, false);
-                self.http_released(key, stream);
-                self.http_after_response(conn);
+                self.respond(conn, status, &h, Some("application/json"), msg, false);
+                self.released(key, stream);
+                self.after_response(conn);
                 return;
             }
         }
         if st.conn.is_some() && !st.sse {
             // The head (and a priming event) go first, so that event numbers follow it.
-            self.http_start_sse(stream);
+            self.start_sse(stream);
         }
-        let Some(st) = self.http.streams.get_mut(&stream) else {
+        let Some(st) = self.streams.get_mut(&stream) else {
             return;
         };
         st.seq += 1;
@@ -1363,22 +1513,22 @@ impl Relay {
         let conn = st.conn;
         let key = st.session;
         if let Some(conn) = conn {
-            self.http_start_sse(stream);
-            self.http_write_chunk(conn, &event);
+            self.start_sse(stream);
+            self.write_chunk(conn, &event);
             if last {
-                self.http_end_stream(self.last_now, stream);
+                self.end_stream(self.now, stream);
             }
-            self.http_flush_conn(conn);
+            self.flush_conn(conn);
         }
         if last {
-            self.http_released(key, stream);
+            self.released(key, stream);
         }
     }
 
     /// A request on this stream was cancelled: it waits no more, and a stream left with
     /// nothing to wait for ends (an empty event stream, if nothing was sent yet).
-    fn http_cancelled(&mut self, key: SessionKey, stream: StreamId, id: &RawId) {
-        let Some(st) = self.http.streams.get_mut(&stream) else {
+    fn cancelled(&mut self, key: HttpKey, stream: StreamId, id: &RawId) {
+        let Some(st) = self.streams.get_mut(&stream) else {
             return;
         };
         st.waiting.retain(|w| w != id);
@@ -1387,34 +1537,33 @@ impl Relay {
         }
         st.done = true;
         if st.conn.is_some() && !st.sse {
-            self.http_start_sse(stream);
+            self.start_sse(stream);
         }
-        self.http_end_stream(self.last_now, stream);
-        self.http_released(key, stream);
+        self.end_stream(self.now, stream);
+        self.released(key, stream);
     }
 
     /// A stream got its last answer: a pool child serving it is free again.
-    fn http_released(&mut self, key: SessionKey, stream: StreamId) {
+    fn released(&mut self, key: HttpKey, stream: StreamId) {
         let pool_busy = self
-            .http
             .sessions
             .get(&key)
             .is_some_and(|s| s.pool && s.busy == Some(stream));
         if pool_busy {
-            self.http_pool_release(self.last_now, key, None);
+            self.pool_release(self.now, key, None);
         }
     }
 
     /// Ends an SSE stream on its connection; the connection then serves its next request.
-    fn http_end_stream(&mut self, _now: Instant, stream: StreamId) {
-        let Some(st) = self.http.streams.get(&stream) else {
+    fn end_stream(&mut self, _now: Instant, stream: StreamId) {
+        let Some(st) = self.streams.get(&stream) else {
             return;
         };
         let conn = st.conn;
         let sse = st.sse;
-        self.http_finish_stream(stream);
+        self.finish_stream(stream);
         if let Some(conn) = conn {
-            if let Some(c) = self.http.conns.get_mut(&conn) {
+            if let Some(c) = self.conns.get_mut(&conn) {
                 if sse {
                     let mut end = Vec::new();
                     wire::last_chunk(&mut end);
@@ -1422,38 +1571,38 @@ impl Relay {
                 }
                 c.out.flush(&mut self.out);
                 if c.close_after || c.eof {
-                    self.http_close_conn(conn);
+                    self.close_conn(conn);
                 } else {
                     c.state = ConnState::Head;
-                    self.http_after_response(conn);
+                    self.after_response(conn);
                 }
             }
         }
     }
 
     /// A complete stream is forgotten unless a client may still resume it.
-    fn http_finish_stream(&mut self, stream: StreamId) {
-        let Some(st) = self.http.streams.get(&stream) else {
+    fn finish_stream(&mut self, stream: StreamId) {
+        let Some(st) = self.streams.get(&stream) else {
             return;
         };
         let (key, conn, sse) = (st.session, st.conn, st.sse);
-        if let Some(s) = self.http.sessions.get_mut(&key) {
+        if let Some(s) = self.sessions.get_mut(&key) {
             // The session was busy until now, not idle.
-            s.last_activity = self.last_now;
+            s.last_activity = self.now;
         }
         let Some(conn) = conn else {
             return;
         };
-        match self.http.conns.get_mut(&conn) {
+        match self.conns.get_mut(&conn) {
             // Its end is not written yet: keep it resumable until it is.
             Some(c) if sse && c.out.load() > 0 => c.flushing.push(stream),
-            _ => self.http_drop_stream(stream),
+            _ => self.drop_stream(stream),
         }
     }
 
-    fn http_drop_stream(&mut self, stream: StreamId) {
-        if let Some(st) = self.http.streams.remove(&stream) {
-            if let Some(s) = self.http.sessions.get_mut(&st.session) {
+    fn drop_stream(&mut self, stream: StreamId) {
+        if let Some(st) = self.streams.remove(&stream) {
+            if let Some(s) = self.sessions.get_mut(&st.session) {
                 s.streams.retain(|x| *x != stream);
                 if s.get_stream == Some(stream) {
                     s.get_stream = None;
@@ -1463,35 +1612,35 @@ impl Relay {
     }
 
     /// The connection finished a response: read its next request, if any.
-    fn http_after_response(&mut self, conn: ConnId) {
+    fn after_response(&mut self, conn: ConnId) {
         // Not now: this runs while a session's messages are being placed, and the next request
         // may be for that same session. It is read once the current input is handled.
-        if !self.http.deferred.contains(&conn) {
-            self.http.deferred.push_back(conn);
+        if !self.deferred.contains(&conn) {
+            self.deferred.push_back(conn);
         }
     }
 
     /// Reads the next requests of connections whose response just ended.
-    pub(crate) fn http_run_deferred(&mut self, now: Instant) {
-        while let Some(conn) = self.http.deferred.pop_front() {
-            self.http_read_next(now, conn);
+    pub(crate) fn run_deferred(&mut self, now: Instant) {
+        self.now = now;
+        while let Some(conn) = self.deferred.pop_front() {
+            self.read_next(now, conn);
         }
     }
 
-    fn http_read_next(&mut self, now: Instant, conn: ConnId) {
+    fn read_next(&mut self, now: Instant, conn: ConnId) {
         if self
-            .http
             .conns
             .get(&conn)
             .is_some_and(|c| matches!(c.state, ConnState::Head))
         {
-            self.http_process(now, conn);
+            self.process(now, conn);
         }
     }
 
     /// The connection carrying a stream is gone.
-    fn http_detach(&mut self, now: Instant, stream: StreamId) {
-        let Some(st) = self.http.streams.get_mut(&stream) else {
+    fn detach(&mut self, now: Instant, stream: StreamId) {
+        let Some(st) = self.streams.get_mut(&stream) else {
             return;
         };
         st.conn = None;
@@ -1500,34 +1649,32 @@ impl Relay {
         match st.kind {
             StreamKind::Legacy => {
                 // Legacy HTTP+SSE: the session lives as long as its stream.
-                self.http_drop_stream(stream);
-                self.http_end_session_by_client(now, key, "its event stream closed");
+                self.drop_stream(stream);
+                self.end_session_by_client(key, "its event stream closed");
             }
             StreamKind::Get => {
-                if let Some(s) = self.http.sessions.get_mut(&key) {
+                if let Some(s) = self.sessions.get_mut(&key) {
                     s.last_activity = now;
                 }
             }
             StreamKind::Post if st.stateless => {
                 // 2026-07-28: closing the response stream cancels the request.
                 let cancelled = (!st.done).then(|| st.waiting.first().cloned()).flatten();
-                self.http_drop_stream(stream);
+                self.drop_stream(stream);
                 let busy = self
-                    .http
                     .sessions
                     .get(&key)
                     .is_some_and(|s| s.busy == Some(stream));
                 if busy {
-                    self.http_pool_release(now, key, cancelled);
+                    self.pool_release(now, key, cancelled);
                 }
             }
             StreamKind::Post => {
                 if st.done {
-                    self.http_drop_stream(stream);
+                    self.drop_stream(stream);
                 }
                 // Not a cancellation in the session era: answers wait in the replay buffer.
                 let detached: Vec<StreamId> = self
-                    .http
                     .sessions
                     .get(&key)
                     .map(|s| {
@@ -1535,7 +1682,7 @@ impl Relay {
                             .iter()
                             .copied()
                             .filter(|x| {
-                                self.http.streams.get(x).is_some_and(|st| {
+                                self.streams.get(x).is_some_and(|st| {
                                     st.conn.is_none() && st.kind == StreamKind::Post
                                 })
                             })
@@ -1544,42 +1691,44 @@ impl Relay {
                     .unwrap_or_default();
                 if detached.len() > MAX_DETACHED_STREAMS {
                     for old in &detached[..detached.len() - MAX_DETACHED_STREAMS] {
-                        self.http_drop_stream(*old);
+                        self.drop_stream(*old);
                     }
                 }
-                if let Some(s) = self.http.sessions.get_mut(&key) {
+                if let Some(s) = self.sessions.get_mut(&key) {
                     s.last_activity = now;
                 }
             }
         }
     }
 
-    /// Takes a session's outgoing messages and puts each on its stream.
-    pub(crate) fn http_deliver(&mut self, key: SessionKey) {
-        let Some(session) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        let ClientSide::Http(side) = session.client_side() else {
-            return;
-        };
-        let msgs: Vec<(Route, Vec<u8>)> = side.outbox.drain(..).collect();
-        let close = side.close_requested && !side.gone;
+    /// Puts each of a session's outgoing messages on its stream.
+    pub(crate) fn deliver(
+        &mut self,
+        now: Instant,
+        key: HttpKey,
+        msgs: impl IntoIterator<Item = (Route, Vec<u8>)>,
+    ) {
+        self.now = now;
         for (route, msg) in msgs {
-            self.http_route_message(key, route, msg);
+            self.route_message(key, route, msg);
         }
-        if close {
-            self.http_session_closed(key);
-        }
-        self.http_update_load(key);
+        self.update_load(key);
     }
 
-    fn http_route_message(&mut self, key: SessionKey, route: Route, msg: Vec<u8>) {
-        let Some(s) = self.http.sessions.get(&key) else {
+    /// The relay will serve the session no more (its server is gone for good): its streams
+    /// end and its id is forgotten.
+    pub(crate) fn close_session(&mut self, now: Instant, key: HttpKey) {
+        self.now = now;
+        self.session_closed(key);
+    }
+
+    fn route_message(&mut self, key: HttpKey, route: Route, msg: Vec<u8>) {
+        let Some(s) = self.sessions.get(&key) else {
             return;
         };
         if s.legacy {
             if let Some(stream) = s.get_stream {
-                self.http_stream_send(stream, &msg, false);
+                self.stream_send(stream, &msg, false);
             }
             return;
         }
@@ -1592,32 +1741,29 @@ impl Relay {
         };
         if let Route::Responses(ids) = &route {
             // A batch's answers end the stream of the batch that asked.
-            let Some(stream) = ids
-                .iter()
-                .find_map(|id| waiting_for(&self.http.streams, id))
-            else {
+            let Some(stream) = ids.iter().find_map(|id| waiting_for(&self.streams, id)) else {
                 log::debug!("session: no stream waits for a batch of answers; dropped");
                 return;
             };
-            let last = match self.http.streams.get_mut(&stream) {
+            let last = match self.streams.get_mut(&stream) {
                 Some(st) => {
                     st.waiting.retain(|w| !ids.contains(w));
                     st.waiting.is_empty()
                 }
                 None => false,
             };
-            self.http_stream_send(stream, &msg, last);
+            self.stream_send(stream, &msg, last);
             return;
         }
         if let Route::Cancelled(id) = &route {
-            if let Some(stream) = waiting_for(&self.http.streams, id) {
-                self.http_cancelled(key, stream, id);
+            if let Some(stream) = waiting_for(&self.streams, id) {
+                self.cancelled(key, stream, id);
             }
             return;
         }
         let target = match &route {
             Route::Response(Some(id)) => {
-                waiting_for(&self.http.streams, id).map(|st| (st, Some(id.clone())))
+                waiting_for(&self.streams, id).map(|st| (st, Some(id.clone())))
             }
             Route::FromServer {
                 progress_token: Some(t),
@@ -1626,7 +1772,7 @@ impl Relay {
                 let Some(stream) = s
                     .progress
                     .get(t)
-                    .and_then(|id| waiting_for(&self.http.streams, id))
+                    .and_then(|id| waiting_for(&self.streams, id))
                 else {
                     log::debug!("session: progress for token {t} after its request ended; dropped");
                     return;
@@ -1638,7 +1784,7 @@ impl Relay {
                 by_token
                     .or_else(|| {
                         s.streams.iter().copied().find(|x| {
-                            self.http.streams.get(x).is_some_and(|st| {
+                            self.streams.get(x).is_some_and(|st| {
                                 st.kind == StreamKind::Post && !st.waiting.is_empty() && !st.done
                             })
                         })
@@ -1649,7 +1795,7 @@ impl Relay {
         };
         match target {
             Some((stream, answered)) => {
-                let last = match (answered, self.http.streams.get_mut(&stream)) {
+                let last = match (answered, self.streams.get_mut(&stream)) {
                     (Some(id), Some(st)) => {
                         if let Some(at) = st.waiting.iter().position(|w| *w == id) {
                             st.waiting.remove(at);
@@ -1659,12 +1805,12 @@ impl Relay {
                     _ => false,
                 };
                 if last {
-                    if let Some(s) = self.http.sessions.get_mut(&key) {
+                    if let Some(s) = self.sessions.get_mut(&key) {
                         s.progress
-                            .retain(|_, r| waiting_for_any(&self.http.streams, &s.streams, r));
+                            .retain(|_, r| waiting_for_any(&self.streams, &s.streams, r));
                     }
                 }
-                self.http_stream_send(stream, &msg, last);
+                self.stream_send(stream, &msg, last);
             }
             None => {
                 if let Route::Response(Some(id)) = &route {
@@ -1678,12 +1824,12 @@ impl Relay {
                 }
                 let get = s
                     .get_stream
-                    .filter(|g| self.http.streams.get(g).is_some_and(|st| st.conn.is_some()));
+                    .filter(|g| self.streams.get(g).is_some_and(|st| st.conn.is_some()));
                 match get {
-                    Some(stream) => self.http_stream_send(stream, &msg, false),
+                    Some(stream) => self.stream_send(stream, &msg, false),
                     None => {
                         let limit = self.config.max_buffered;
-                        if let Some(s) = self.http.sessions.get_mut(&key) {
+                        if let Some(s) = self.sessions.get_mut(&key) {
                             s.pending_bytes += msg.len();
                             s.pending.push_back(msg);
                             while s.pending_bytes > limit {
@@ -1704,51 +1850,78 @@ impl Relay {
 
     /// Tells the session how much its streams hold, so that it pauses its child when they
     /// are too full.
-    fn http_update_load(&mut self, key: SessionKey) {
-        let Some(s) = self.http.sessions.get(&key) else {
+    fn update_load(&mut self, key: HttpKey) {
+        let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        let mut held = s.pending_bytes;
-        for st in s.streams.iter().filter_map(|x| self.http.streams.get(x)) {
-            held += st
-                .conn
-                .and_then(|c| self.http.conns.get(&c))
-                .map_or(0, |c| c.out.load());
+        let conns = &self.conns;
+        // Connections done with this session's bytes no longer count against it.
+        s.conns.retain(|c| {
+            conns
+                .get(c)
+                .is_some_and(|c| c.session == Some(key) && c.out.load() > 0)
+        });
+        let held = s.pending_bytes
+            + s.conns
+                .iter()
+                .filter_map(|c| conns.get(c))
+                .map(|c| c.out.load())
+                .sum::<usize>();
+        self.events.push_back(HttpEvent::Load { key, held });
+    }
+
+    /// The connection carries `key`'s bytes now: its unwritten output counts against the
+    /// session, even after the stream that wrote it is gone.
+    fn attach_conn(&mut self, conn: ConnId, key: HttpKey) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(key);
         }
-        let limit = self.config.max_buffered;
-        if let Some(session) = self.sessions.get_mut(&key) {
-            if let ClientSide::Http(side) = session.client_side() {
-                side.held_by_streams = held;
-                if held > limit {
-                    side.loaded = true;
-                } else if held <= limit / 2 {
-                    side.loaded = false;
-                }
-            }
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.conns.insert(conn);
         }
     }
 
     /// The client ended the session (DELETE, expiry, its legacy stream closed).
-    fn http_end_session_by_client(&mut self, now: Instant, key: SessionKey, why: &str) {
-        if let Some(s) = self.http.sessions.get_mut(&key) {
+    fn end_session_by_client(&mut self, key: HttpKey, why: &str) {
+        if let Some(s) = self.sessions.get_mut(&key) {
             log::info!("session {}…: ended: {why}", &s.id[..8]);
             let id = s.id.clone();
-            self.http.ids.remove(&id);
+            self.ids.remove(&id);
         }
-        self.with_session(now, key, |s, ctx| s.client_leaves(ctx));
+        self.events.push_back(HttpEvent::Left { key });
     }
 
     /// The session will not be served again: end its streams and forget its id.
-    fn http_session_closed(&mut self, key: SessionKey) {
-        let Some(s) = self.http.sessions.get_mut(&key) else {
+    fn session_closed(&mut self, key: HttpKey) {
+        let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
         s.finished = true;
         let id = s.id.clone();
         let streams = s.streams.clone();
-        self.http.ids.remove(&id);
+        let parked = std::mem::take(&mut s.parked);
+        s.parked_bytes = 0;
+        for ack in parked.into_iter().filter_map(|p| p.ack) {
+            // Its message will reach no server: the client is told, as for a request.
+            let mut body = Vec::new();
+            message::write_error(
+                &mut body,
+                None,
+                codes::SERVER_UNAVAILABLE,
+                "mcp-relay: the session ended",
+            );
+            if self
+                .conns
+                .get(&ack.conn)
+                .is_some_and(|c| matches!(c.state, ConnState::Parked))
+            {
+                self.respond(ack.conn, 404, &[], Some("application/json"), &body, false);
+                self.after_response(ack.conn);
+            }
+        }
+        self.ids.remove(&id);
         for stream in streams {
-            let (conn, sse) = match self.http.streams.get(&stream) {
+            let (conn, sse) = match self.streams.get(&stream) {
                 Some(st) => (st.conn, st.sse),
                 None => continue,
             };
@@ -1762,68 +1935,75 @@ impl Relay {
                         codes::SERVER_UNAVAILABLE,
                         "mcp-relay: the session ended",
                     );
-                    self.http_drop_stream(stream);
-                    self.http_respond(conn, 404, &[], Some("application/json"), &body, false);
-                    self.http_after_response(conn);
+                    self.drop_stream(stream);
+                    self.respond(conn, 404, &[], Some("application/json"), &body, false);
+                    self.after_response(conn);
                 }
                 Some(_) => {
-                    if let Some(st) = self.http.streams.get_mut(&stream) {
+                    if let Some(st) = self.streams.get_mut(&stream) {
                         st.done = true;
                     }
-                    self.http_end_stream(self.last_now, stream);
+                    self.end_stream(self.now, stream);
                 }
-                None => self.http_drop_stream(stream),
+                None => self.drop_stream(stream),
             }
         }
-        self.http.sessions.remove(&key);
-        if let Some(session) = self.sessions.get_mut(&key) {
-            session.client_side().set_gone();
-        }
+        self.sessions.remove(&key);
     }
 
     // ---- time ----
 
-    pub(crate) fn http_poll_timeout(&self) -> Option<(Instant, &'static str)> {
-        let conns = self.http.conns.values().filter_map(|c| match c.state {
+    pub(crate) fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
+        let conns = self.conns.values().filter_map(|c| match c.state {
             ConnState::Head | ConnState::Body { .. } => {
                 c.deadline.map(|d| (d, "http: request or idle timeout"))
             }
             _ => None,
         });
         let sessions = self
-            .http
             .sessions
             .values()
             .filter(|s| !s.finished)
-            .filter(|s| !self.http_has_open_stream(s))
+            .filter(|s| !self.has_open_stream(s))
             .map(|s| {
                 (
                     s.last_activity + self.config.http.session_timeout,
                     "http: session idle",
                 )
             });
-        let keepalive = self
-            .http
-            .next_keepalive
-            .map(|d| (d, "http: SSE keep-alive"));
+        let keepalive = self.next_keepalive.map(|d| (d, "http: SSE keep-alive"));
+        // A queued stateless request waits for a pool child resting after a cancellation.
+        let rested = (!self.pool_queue.is_empty())
+            .then(|| {
+                self.sessions
+                    .values()
+                    .filter(|s| s.pool && !s.finished && s.busy.is_none())
+                    .filter_map(|s| s.cooldown_until)
+                    .min()
+            })
+            .flatten()
+            .map(|d| (d, "http: a pool child's rest ends"));
         conns
             .chain(sessions)
             .chain(keepalive)
+            .chain(rested)
             .min_by_key(|(d, _)| *d)
     }
 
-    fn http_has_open_stream(&self, s: &HttpSession) -> bool {
+    fn has_open_stream(&self, s: &HttpSession) -> bool {
         s.streams.iter().any(|x| {
-            self.http
-                .streams
+            self.streams
                 .get(x)
                 .is_some_and(|st| st.conn.is_some() && !st.done)
         })
     }
 
-    pub(crate) fn http_handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if !self.pool_queue.is_empty() {
+            self.pool_dispatch(now);
+        }
         let expired_conns: Vec<(ConnId, bool)> = self
-            .http
             .conns
             .iter()
             .filter_map(|(id, c)| {
@@ -1837,7 +2017,7 @@ impl Relay {
             .collect();
         for (conn, mid_request) in expired_conns {
             if mid_request {
-                self.http_fail(
+                self.fail(
                     conn,
                     reject(
                         408,
@@ -1847,47 +2027,45 @@ impl Relay {
                     true,
                 );
             } else {
-                self.http_close_conn(conn);
+                self.close_conn(conn);
             }
         }
         let timeout = self.config.http.session_timeout;
-        let idle: Vec<SessionKey> = self
-            .http
+        let idle: Vec<HttpKey> = self
             .sessions
             .iter()
             .filter(|(_, s)| {
-                !s.finished && !self.http_has_open_stream(s) && s.last_activity + timeout <= now
+                !s.finished && !self.has_open_stream(s) && s.last_activity + timeout <= now
             })
             .map(|(k, _)| *k)
             .collect();
         for key in idle {
-            self.http.sessions_expired += 1;
-            if let Some(s) = self.http.sessions.get_mut(&key) {
+            self.sessions_expired += 1;
+            if let Some(s) = self.sessions.get_mut(&key) {
                 s.last_activity = now;
             }
-            self.http_end_session_by_client(now, key, "idle for longer than --session-timeout");
+            self.end_session_by_client(key, "idle for longer than --session-timeout");
         }
-        if self.http.next_keepalive.is_some_and(|d| d <= now) {
+        if self.next_keepalive.is_some_and(|d| d <= now) {
             let targets: Vec<ConnId> = self
-                .http
                 .streams
                 .values()
                 .filter(|st| st.sse && !st.done)
                 .filter_map(|st| st.conn)
                 .collect();
             for conn in &targets {
-                self.http_write_chunk(*conn, b": keep-alive\n\n");
-                self.http_flush_conn(*conn);
+                self.write_chunk(*conn, b": keep-alive\n\n");
+                self.flush_conn(*conn);
             }
-            self.http.next_keepalive =
+            self.next_keepalive =
                 (!targets.is_empty()).then(|| now + self.config.http.sse_keepalive);
         }
     }
 
     /// Graceful shutdown: idle connections close now; busy ones after their response.
-    pub(crate) fn http_shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
+        self.draining = true;
         let conns: Vec<(ConnId, bool)> = self
-            .http
             .conns
             .iter()
             .map(|(id, c)| {
@@ -1899,130 +2077,72 @@ impl Relay {
             .collect();
         for (conn, idle) in conns {
             if idle {
-                self.http_close_conn(conn);
-            } else if let Some(c) = self.http.conns.get_mut(&conn) {
+                self.close_conn(conn);
+            } else if let Some(c) = self.conns.get_mut(&conn) {
                 c.close_after = true;
             }
         }
     }
 
     /// Immediate shutdown: every connection closes now.
-    pub(crate) fn http_abort(&mut self) {
-        let conns: Vec<ConnId> = self.http.conns.keys().copied().collect();
+    pub(crate) fn abort(&mut self) {
+        self.draining = true;
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             self.out.push_back(Output::Close {
                 endpoint: Endpoint::Conn(conn),
             });
-            self.http_forget_conn(conn);
+            self.forget_conn(conn);
         }
     }
 
-    // ---- observability ----
+    // ---- reports ----
 
-    fn http_health(&self) -> String {
-        let stats = self.stats();
-        format!(
-            r#"{{"status":"ok","sessions":{},"children_alive":{},"version":"{}"}}"#,
-            stats.sessions_open,
-            self.children_alive(),
-            env!("CARGO_PKG_VERSION")
-        )
+    /// `/healthz` or `/metrics`: the relay writes the body; the connection waits for it.
+    fn ask_report(&mut self, conn: ConnId, kind: ReportKind) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Report;
+        }
+        self.events.push_back(HttpEvent::Report { conn, kind });
     }
 
-    fn http_metrics(&self) -> String {
-        let s = self.stats();
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            out.push_str(&format!(
-                "# HELP mcp_relay_{name} {help}\n# TYPE mcp_relay_{name} {kind}\n{value}\n"
-            ));
-        };
-        metric(
-            "sessions_open",
-            "gauge",
-            "Sessions open now.",
-            format!("mcp_relay_sessions_open {}", s.sessions_open),
+    /// The relay's answer to [`HttpEvent::Report`].
+    pub(crate) fn report(&mut self, now: Instant, conn: ConnId, content_type: &str, body: &[u8]) {
+        self.now = now;
+        if !self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| matches!(c.state, ConnState::Report))
+        {
+            return;
+        }
+        self.respond(
+            conn,
+            200,
+            &[("Cache-Control", "no-store")],
+            Some(content_type),
+            body,
+            false,
         );
-        metric(
-            "sessions_created_total",
-            "counter",
-            "Sessions created.",
-            format!("mcp_relay_sessions_created_total {}", s.sessions_total),
-        );
-        metric(
-            "sessions_reaped_total",
-            "counter",
-            "HTTP sessions ended by cause.",
-            format!(
-                "mcp_relay_sessions_reaped_total{{cause=\"expired\"}} {}\nmcp_relay_sessions_reaped_total{{cause=\"deleted\"}} {}",
-                self.http.sessions_expired, self.http.sessions_deleted
-            ),
-        );
-        metric(
-            "children_alive",
-            "gauge",
-            "Server processes running.",
-            format!("mcp_relay_children_alive {}", self.children_alive()),
-        );
-        metric(
-            "children_spawned_total",
-            "counter",
-            "Server processes started.",
-            format!("mcp_relay_children_spawned_total {}", s.children_spawned),
-        );
-        metric(
-            "restarts_total",
-            "counter",
-            "Server restarts.",
-            format!("mcp_relay_restarts_total {}", s.restarts),
-        );
-        metric(
-            "messages_total",
-            "counter",
-            "Messages relayed, by direction.",
-            format!(
-                "mcp_relay_messages_total{{direction=\"to_server\"}} {}\nmcp_relay_messages_total{{direction=\"to_client\"}} {}",
-                s.messages_to_server, s.messages_to_client
-            ),
-        );
-        metric(
-            "bytes_total",
-            "counter",
-            "Bytes relayed, by direction.",
-            format!(
-                "mcp_relay_bytes_total{{direction=\"to_server\"}} {}\nmcp_relay_bytes_total{{direction=\"to_client\"}} {}",
-                s.bytes_to_server, s.bytes_to_client
-            ),
-        );
-        metric(
-            "requests_in_flight",
-            "gauge",
-            "Client requests waiting for an answer.",
-            format!("mcp_relay_requests_in_flight {}", self.requests_in_flight()),
-        );
-        let statuses: Vec<String> = self
-            .http
-            .responses
-            .iter()
-            .map(|(st, n)| format!("mcp_relay_http_responses_total{{status=\"{st}\"}} {n}"))
-            .collect();
-        metric(
-            "http_responses_total",
-            "counter",
-            "HTTP responses by status.",
-            statuses.join("\n"),
-        );
-        metric(
-            "heartbeat_failures_total",
-            "counter",
-            "Clients dropped for missing heartbeats.",
-            format!(
-                "mcp_relay_heartbeat_failures_total {}",
-                s.heartbeat_failures
-            ),
-        );
-        out
+        self.after_response(conn);
     }
+
+    /// The HTTP layer's own counters, for `/metrics`.
+    pub(crate) fn counters(&self) -> HttpCounters<'_> {
+        HttpCounters {
+            responses: &self.responses,
+            sessions_expired: self.sessions_expired,
+            sessions_deleted: self.sessions_deleted,
+        }
+    }
+}
+
+/// What the HTTP layer counts, for `/metrics`.
+pub(crate) struct HttpCounters<'a> {
+    /// Responses by status.
+    pub(crate) responses: &'a BTreeMap<u16, u64>,
+    pub(crate) sessions_expired: u64,
+    pub(crate) sessions_deleted: u64,
 }
 
 /// Classifies a request body; what is not a JSON-RPC message is a 400 with its error.

@@ -9,10 +9,8 @@
 //! response stream cancels its request.
 
 use super::wire::Head;
-use super::{reject, ConnState, Reject, StreamKind};
-use crate::client::{ClientSide, HttpSide};
+use super::{reject, ConnState, HttpEvent, HttpKey, HttpServer, Reject, StreamKind};
 use crate::message::{self, codes, Envelope, Kind, RawId};
-use crate::relay::{Relay, SessionKey};
 use crate::ConnId;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -161,9 +159,9 @@ fn check_headers(head: &Head, e: &Envelope<'_>, version: &str) -> Result<(), Rej
     Ok(())
 }
 
-impl Relay {
+impl HttpServer {
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn http_stateless_post(
+    pub(super) fn stateless_post(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -186,7 +184,7 @@ impl Relay {
         check_headers(head, e, &version)?;
         let (Kind::Request, Some(id)) = (e.kind, e.id.map(RawId::from_raw)) else {
             // Notifications need no child: nothing in this era waits on them.
-            self.http_respond_headers(conn, 202, cors, None, b"");
+            self.respond_headers(conn, 202, cors, None, b"");
             return Ok(());
         };
         let queued = Queued {
@@ -197,7 +195,7 @@ impl Relay {
             headers: cors.to_vec(),
             meta: meta_of(e.params),
         };
-        let waiting = self.http.pool_queue.len();
+        let waiting = self.pool_queue.len();
         if waiting >= self.config.http.max_sessions {
             let mut r = reject(
                 503,
@@ -208,34 +206,34 @@ impl Relay {
             r.id = Some(queued.id);
             return Err(r);
         }
-        if let Some(c) = self.http.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Queued;
         }
-        self.http.pool_queue.push_back(queued);
-        self.http_pool_dispatch(now);
+        self.pool_queue.push_back(queued);
+        self.pool_dispatch(now);
         Ok(())
     }
 
     /// Hands queued requests to free children, starting children up to the pool size.
-    pub(crate) fn http_pool_dispatch(&mut self, now: Instant) {
-        while let Some(next) = self.http.pool_queue.front() {
+    pub(crate) fn pool_dispatch(&mut self, now: Instant) {
+        for s in self.sessions.values_mut() {
+            if s.cooldown_until.is_some_and(|t| t <= now) {
+                s.cooldown_until = None;
+            }
+        }
+        while let Some(next) = self.pool_queue.front() {
             let meta = next.meta.clone();
             let free = self
-                .http
                 .sessions
                 .iter()
                 .find(|(_, s)| {
-                    s.pool
-                        && !s.finished
-                        && s.busy.is_none()
-                        && s.cooldown_until.is_none_or(|t| t <= now)
+                    s.pool && !s.finished && s.busy.is_none() && s.cooldown_until.is_none()
                 })
                 .map(|(k, _)| *k);
             let key = match free {
                 Some(key) => key,
                 None => {
                     let pool = self
-                        .http
                         .sessions
                         .values()
                         .filter(|s| s.pool && !s.finished)
@@ -243,14 +241,13 @@ impl Relay {
                     if pool >= self.config.http.stateless_pool {
                         return;
                     }
-                    self.http_new_pool_child(now, meta.as_ref())
+                    self.new_pool_child(now, meta.as_ref())
                 }
             };
-            let Some(q) = self.http.pool_queue.pop_front() else {
+            let Some(q) = self.pool_queue.pop_front() else {
                 return;
             };
             let waiting = self
-                .http
                 .conns
                 .get(&q.conn)
                 .is_some_and(|c| matches!(c.state, ConnState::Queued));
@@ -259,12 +256,12 @@ impl Relay {
             }
             // No resumability in this era: no priming event.
             let stream = self.new_stream(key, StreamKind::Post, Some(q.conn), false);
-            if let Some(st) = self.http.streams.get_mut(&stream) {
+            if let Some(st) = self.streams.get_mut(&stream) {
                 st.waiting = vec![q.id.clone()];
                 st.extra_headers = q.headers;
                 st.stateless = true;
             }
-            if let Some(s) = self.http.sessions.get_mut(&key) {
+            if let Some(s) = self.sessions.get_mut(&key) {
                 s.busy = Some(stream);
                 s.last_activity = now;
                 s.progress.clear();
@@ -273,22 +270,18 @@ impl Relay {
                 }
             }
             let line = q.line;
-            self.with_session(now, key, |s, ctx| s.client_message(&line, ctx));
+            self.events
+                .push_back(HttpEvent::Message { key, body: line });
         }
     }
 
     /// Starts a pool child and initializes it on behalf of the client described by `meta`.
-    fn http_new_pool_child(
-        &mut self,
-        now: Instant,
-        meta: Option<&serde_json::Value>,
-    ) -> SessionKey {
-        let key = self.new_session_key();
-        self.http.pool_started += 1;
-        let label = format!("stateless#{}", self.http.pool_started);
-        let session = self.new_session(now, label, ClientSide::Http(HttpSide::default()));
-        self.add_session(key, session);
-        self.http.sessions.insert(
+    fn new_pool_child(&mut self, now: Instant, meta: Option<&serde_json::Value>) -> HttpKey {
+        let key = self.new_key();
+        self.pool_started += 1;
+        let label = format!("stateless#{}", self.pool_started);
+        self.events.push_back(HttpEvent::Opened { key, label });
+        self.sessions.insert(
             key,
             super::HttpSession {
                 id: format!("stateless-{}", key.0),
@@ -305,6 +298,10 @@ impl Relay {
                 last_activity: now,
                 protocol_version: STATELESS_VERSION.to_owned(),
                 finished: false,
+                conns: Default::default(),
+                ready: false,
+                parked: Default::default(),
+                parked_bytes: 0,
             },
         );
         let get = |k: &str| meta.and_then(|m| m.get(k)).cloned();
@@ -320,21 +317,18 @@ impl Relay {
         });
         let init = init.to_string().into_bytes();
         let initialized = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-        self.with_session(now, key, |s, ctx| {
-            s.client_message(&init, ctx);
-            s.client_message(initialized, ctx);
+        self.events
+            .push_back(HttpEvent::Message { key, body: init });
+        self.events.push_back(HttpEvent::Message {
+            key,
+            body: initialized.to_vec(),
         });
         key
     }
 
     /// A pool child finished its request (answered, or the client gave up on it).
-    pub(crate) fn http_pool_release(
-        &mut self,
-        now: Instant,
-        key: SessionKey,
-        cancelled: Option<RawId>,
-    ) {
-        let Some(s) = self.http.sessions.get_mut(&key) else {
+    pub(crate) fn pool_release(&mut self, now: Instant, key: HttpKey, cancelled: Option<RawId>) {
+        let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
         s.busy = None;
@@ -346,13 +340,16 @@ impl Relay {
             let note = format!(
                 r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"the client closed the response stream"}}}}"#
             );
-            self.with_session(now, key, |s, ctx| s.client_message(note.as_bytes(), ctx));
+            self.events.push_back(HttpEvent::Message {
+                key,
+                body: note.into_bytes(),
+            });
         }
-        self.http_pool_dispatch(now);
+        self.pool_dispatch(now);
     }
 
     /// Writes a complete response with owned headers.
-    pub(super) fn http_respond_headers(
+    pub(super) fn respond_headers(
         &mut self,
         conn: ConnId,
         status: u16,
@@ -361,7 +358,7 @@ impl Relay {
         body: &[u8],
     ) {
         let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        self.http_respond(conn, status, &h, content_type, body, false);
+        self.respond(conn, status, &h, content_type, body, false);
     }
 }
 

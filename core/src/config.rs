@@ -1,0 +1,260 @@
+//! What the relay is configured to do, its defaults (the one place they live) and the rules a
+//! configuration must follow. A [`Config`] is plain data; [`Config::validate`] says what is
+//! wrong with one, in words an operator can act on. The CLI maps each problem to its flag.
+
+use crate::supervisor::RestartPolicy;
+use std::fmt;
+use std::time::Duration;
+
+/// What the relay is configured to do. Start from [`Config::default`] and change what you
+/// need; [`crate::Relay::new`] refuses a configuration that [`Config::validate`] refuses.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Longest line (JSON-RPC message) accepted from either side, in bytes.
+    pub max_message_size: usize,
+    /// Bytes queued toward one slow reader before the relay stops reading from the other side.
+    pub max_buffered: usize,
+    /// The most bytes the driver hands in with one `Input::Data` (its read size). A loaded
+    /// session keeps at most one such read unframed until it can go on.
+    pub max_read: usize,
+    /// Client requests waiting for an answer before the relay stops reading the client.
+    pub max_in_flight: usize,
+    /// Time between each step of a child's stop sequence: stdin closed, SIGTERM, SIGKILL.
+    pub shutdown_grace: Duration,
+    /// How the server is named in error messages and logs (usually its command line).
+    pub server_label: String,
+    /// Period of `heartbeat_response` messages to clients that asked for heartbeats; such a
+    /// client silent for twice this long is considered gone.
+    pub heartbeat_interval: Duration,
+    /// Probe a server that has been quiet this long (`None`: never).
+    pub ping_interval: Option<Duration>,
+    /// How long a probe, a replayed `initialize` or a stalled stdin may take before the
+    /// server is considered hung.
+    pub ping_timeout: Duration,
+    /// When a server that ended is started again.
+    pub restart: RestartPolicy,
+    /// Delay before the first restart; it doubles with each restart inside the window.
+    pub restart_delay: Duration,
+    /// The longest delay before a restart.
+    pub max_restart_delay: Duration,
+    /// Restarts allowed within `restart_window`; past that the session ends.
+    pub max_restarts: u32,
+    /// The window over which `max_restarts` is counted.
+    pub restart_window: Duration,
+    /// The HTTP transports (used by connections accepted with [`crate::Transport::Http`]).
+    pub http: HttpConfig,
+    /// Children kept started ahead of need, so that a new session does not wait for one.
+    pub prespawn: usize,
+    /// Seeds the generator of HTTP session ids. The mio runtime replaces the all-zero default
+    /// with 32 bytes of OS entropy (ids must be unguessable); the simulation uses its test
+    /// seed. A program driving the core itself must do the same.
+    pub seed: [u8; 32],
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_message_size: 16 * 1024 * 1024,
+            max_buffered: 4 * 1024 * 1024,
+            max_read: 64 * 1024,
+            max_in_flight: 1024,
+            shutdown_grace: Duration::from_secs(5),
+            server_label: "server".into(),
+            heartbeat_interval: Duration::from_secs(30),
+            ping_interval: Some(Duration::from_secs(30)),
+            ping_timeout: Duration::from_secs(10),
+            restart: RestartPolicy::OnFailure,
+            restart_delay: Duration::from_secs(1),
+            max_restart_delay: Duration::from_secs(30),
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+            http: HttpConfig::default(),
+            prespawn: 0,
+            seed: [0; 32],
+        }
+    }
+}
+
+/// What the HTTP layer is configured to do.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// `Origin` values allowed besides the loopback ones (exact, like `https://app.example`).
+    pub allowed_origins: Vec<String>,
+    /// `Host` values allowed (host or host:port). Empty: the bound address, plus `localhost`
+    /// when bound to loopback; anything when bound to a wildcard or public address.
+    pub allowed_hosts: Vec<String>,
+    /// Bearer tokens; empty: no authentication.
+    pub auth_tokens: Vec<String>,
+    /// Sessions with no request and no open stream for this long are ended.
+    pub session_timeout: Duration,
+    /// HTTP sessions open at once; a new one past it gets 503.
+    pub max_sessions: usize,
+    /// Period of `:` comments on open event streams.
+    pub sse_keepalive: Duration,
+    /// Time allowed to send a complete request head.
+    pub header_timeout: Duration,
+    /// Bytes of events kept per stream for `Last-Event-ID` resumption.
+    pub replay_buffer: usize,
+    /// Serve `/healthz`.
+    pub healthz: bool,
+    /// Serve `/metrics`.
+    pub metrics: bool,
+    /// Most children serving stateless (2026-07-28) requests, one request each at a time.
+    pub stateless_pool: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            auth_tokens: Vec::new(),
+            session_timeout: Duration::from_secs(300),
+            max_sessions: 1000,
+            sse_keepalive: Duration::from_secs(15),
+            header_timeout: Duration::from_secs(10),
+            replay_buffer: 1024 * 1024,
+            healthz: true,
+            metrics: true,
+            stateless_pool: 4,
+        }
+    }
+}
+
+/// A configuration the relay cannot run with: which setting, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field, as named in [`Config`] (`http.` for [`HttpConfig`]'s).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Every rule the relay relies on; the first one broken.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, problem| Err(ConfigError { field, problem });
+        let h = &self.http;
+        if self.max_message_size == 0 {
+            return err("max_message_size", "must be at least 1 byte");
+        }
+        if self.max_buffered == 0 {
+            return err("max_buffered", "must be at least 1 byte");
+        }
+        if self.max_read == 0 {
+            return err("max_read", "must be at least 1 byte");
+        }
+        if self.max_in_flight == 0 {
+            return err("max_in_flight", "must be at least 1");
+        }
+        if self.heartbeat_interval.is_zero() {
+            return err("heartbeat_interval", "must be more than 0");
+        }
+        if self.ping_interval.is_some_and(|d| d.is_zero()) {
+            return err(
+                "ping_interval",
+                "must be more than 0 (None turns probes off)",
+            );
+        }
+        if self.ping_timeout.is_zero() {
+            return err("ping_timeout", "must be more than 0");
+        }
+        if self.restart_window.is_zero() {
+            return err("restart_window", "must be more than 0");
+        }
+        if self.max_restart_delay < self.restart_delay {
+            return err("max_restart_delay", "must not be less than restart_delay");
+        }
+        if h.max_sessions == 0 {
+            return err("http.max_sessions", "must be at least 1");
+        }
+        if h.stateless_pool == 0 {
+            return err("http.stateless_pool", "must be at least 1");
+        }
+        if h.session_timeout.is_zero() {
+            return err("http.session_timeout", "must be more than 0");
+        }
+        if h.sse_keepalive.is_zero() {
+            return err("http.sse_keepalive", "must be more than 0");
+        }
+        if h.header_timeout.is_zero() {
+            return err("http.header_timeout", "must be more than 0");
+        }
+        if h.auth_tokens
+            .iter()
+            .any(|t| t.is_empty() || t.bytes().any(|b| b.is_ascii_whitespace()))
+        {
+            return err("http.auth_tokens", "must be non-empty and have no spaces");
+        }
+        Ok(())
+    }
+}
+
+/// Counters for logs, health checks and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sessions open now.
+    pub sessions_open: usize,
+    /// Sessions created since the start.
+    pub sessions_total: u64,
+    /// Server processes started (prespawned ones included).
+    pub children_spawned: u64,
+    /// Server processes that could not be started.
+    pub spawn_failures: u64,
+    /// Servers restarted after they ended.
+    pub restarts: u64,
+    /// Messages from clients handed to servers.
+    pub messages_to_server: u64,
+    /// Messages from servers handed to clients.
+    pub messages_to_client: u64,
+    /// Lines from servers' stdout that were not JSON-RPC and were dropped.
+    pub dropped_server_lines: u64,
+    /// Messages over `max_message_size`, either way.
+    pub oversize_messages: u64,
+    /// Clients dropped for missing heartbeats.
+    pub heartbeat_failures: u64,
+    /// Bytes from clients handed to servers.
+    pub bytes_to_server: u64,
+    /// Bytes from servers handed to clients.
+    pub bytes_to_client: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(change: impl FnOnce(&mut Config), expect: Option<&str>) {
+        let mut c = Config::default();
+        change(&mut c);
+        assert_eq!(c.validate().err().map(|e| e.field), expect);
+    }
+
+    #[test]
+    fn rules() {
+        check(|_| {}, None);
+        check(|c| c.max_message_size = 0, Some("max_message_size"));
+        check(|c| c.max_buffered = 0, Some("max_buffered"));
+        check(
+            |c| c.ping_interval = Some(Duration::ZERO),
+            Some("ping_interval"),
+        );
+        check(|c| c.ping_interval = None, None);
+        check(
+            |c| c.max_restart_delay = Duration::from_millis(1),
+            Some("max_restart_delay"),
+        );
+        check(|c| c.http.max_sessions = 0, Some("http.max_sessions"));
+        check(
+            |c| c.http.auth_tokens = vec!["a b".into()],
+            Some("http.auth_tokens"),
+        );
+    }
+}

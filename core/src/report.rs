@@ -1,0 +1,103 @@
+//! The text of `/metrics` (Prometheus exposition format), from the relay's counters.
+
+use crate::config::Stats;
+use crate::http::HttpCounters;
+
+/// Every counter and gauge, with its help line.
+pub(crate) fn metrics(
+    s: &Stats,
+    children_alive: usize,
+    requests_in_flight: usize,
+    http: &HttpCounters<'_>,
+) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP mcp_relay_{name} {help}\n# TYPE mcp_relay_{name} {kind}\n{value}\n"
+        ));
+    };
+    metric(
+        "sessions_open",
+        "gauge",
+        "Sessions open now.",
+        format!("mcp_relay_sessions_open {}", s.sessions_open),
+    );
+    metric(
+        "sessions_created_total",
+        "counter",
+        "Sessions created.",
+        format!("mcp_relay_sessions_created_total {}", s.sessions_total),
+    );
+    metric(
+        "sessions_reaped_total",
+        "counter",
+        "HTTP sessions ended by cause.",
+        format!(
+            "mcp_relay_sessions_reaped_total{{cause=\"expired\"}} {}\nmcp_relay_sessions_reaped_total{{cause=\"deleted\"}} {}",
+            http.sessions_expired, http.sessions_deleted
+        ),
+    );
+    metric(
+        "children_alive",
+        "gauge",
+        "Server processes running.",
+        format!("mcp_relay_children_alive {}", children_alive),
+    );
+    metric(
+        "children_spawned_total",
+        "counter",
+        "Server processes started.",
+        format!("mcp_relay_children_spawned_total {}", s.children_spawned),
+    );
+    metric(
+        "restarts_total",
+        "counter",
+        "Server restarts.",
+        format!("mcp_relay_restarts_total {}", s.restarts),
+    );
+    metric(
+        "messages_total",
+        "counter",
+        "Messages relayed, by direction.",
+        format!(
+            "mcp_relay_messages_total{{direction=\"to_server\"}} {}\nmcp_relay_messages_total{{direction=\"to_client\"}} {}",
+            s.messages_to_server, s.messages_to_client
+        ),
+    );
+    metric(
+        "bytes_total",
+        "counter",
+        "Bytes relayed, by direction.",
+        format!(
+            "mcp_relay_bytes_total{{direction=\"to_server\"}} {}\nmcp_relay_bytes_total{{direction=\"to_client\"}} {}",
+            s.bytes_to_server, s.bytes_to_client
+        ),
+    );
+    metric(
+        "requests_in_flight",
+        "gauge",
+        "Client requests waiting for an answer.",
+        format!("mcp_relay_requests_in_flight {}", requests_in_flight),
+    );
+    let statuses: Vec<String> = http
+        .responses
+        .iter()
+        .map(|(st, n)| format!("mcp_relay_http_responses_total{{status=\"{st}\"}} {n}"))
+        .collect();
+    metric(
+        "http_responses_total",
+        "counter",
+        "HTTP responses by status.",
+        statuses.join("\n"),
+    );
+    metric(
+        "heartbeat_failures_total",
+        "counter",
+        "Clients dropped for missing heartbeats.",
+        format!(
+            "mcp_relay_heartbeat_failures_total {}",
+            s.heartbeat_failures
+        ),
+    );
+    out
+}
