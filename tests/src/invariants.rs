@@ -434,6 +434,19 @@ fn describe(sim: &Sim) -> String {
 /// A client whose connection the relay closed has read everything: it must not be
 /// waiting for anything more.
 pub fn http_after_step(sim: &HttpSim) -> Result<(), String> {
+    // Invariant 3 over HTTP: what the relay holds for one connection (unparsed input, a body
+    // being read, responses not yet written) stays within `buffer_bound()`.
+    let bound = sim.relay.buffer_bound();
+    for id in sim.conns.keys() {
+        if let Some(b) = sim.relay.buffered(mcp_relay_core::ConnId(*id)) {
+            if b > bound {
+                return Err(format!(
+                    "conn#{id}: the relay holds {b} bytes for this HTTP connection, more than \
+                     buffer_bound() = {bound} (invariant 3)"
+                ));
+            }
+        }
+    }
     let bad = sim
         .conns
         .iter()
