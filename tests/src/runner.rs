@@ -52,11 +52,14 @@ pub trait World {
     /// Steps taken so far.
     fn steps(&self) -> u64;
     fn trace(&self) -> &Trace;
-    /// One short line of counts for the summary (errors logged, responses read…).
+    /// A count for the summary line, named by [`World::TALLY`].
     fn tally(&self) -> u64;
+    /// What [`World::tally`] counts.
+    const TALLY: &'static str;
 }
 
 impl World for Sim {
+    const TALLY: &'static str = "expected ERROR records";
     fn run_world(&mut self) -> Result<(), String> {
         self.run().map_err(|f| f.to_string())
     }
@@ -75,6 +78,7 @@ impl World for Sim {
 }
 
 impl World for HttpSim {
+    const TALLY: &'static str = "HTTP responses read";
     fn run_world(&mut self) -> Result<(), String> {
         self.run().map_err(|e| {
             format!(
@@ -174,10 +178,11 @@ pub fn run_seeds<W: World>(
         tally += world.tally();
     }
     eprintln!(
-        "{}::{}: {} seed(s), {steps} steps, tally {tally}, {:.2?}",
+        "{}::{}: {} seed(s), {steps} steps, {tally} {}, {:.2?}",
         name.file,
         name.test,
         list.len(),
+        W::TALLY,
         started.elapsed()
     );
 }
