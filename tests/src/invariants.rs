@@ -7,11 +7,12 @@
 //! The numbers refer to the list in `tests/src/lib.rs`.
 
 use crate::clock::Ms;
+use crate::http_sim::HttpSim;
 use crate::jsonrpc::ClientKind;
-use crate::known;
 use crate::server::{ChildKind, ProcState};
 use crate::sim::Sim;
 use mcp_relay_core::{ExitStatus, RestartPolicy};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 /// After every step.
@@ -27,22 +28,10 @@ pub fn after_step(sim: &mut Sim) -> Result<(), String> {
 /// Invariant 3: `buffered(conn) <= buffer_bound()` for every connection.
 fn buffers_bounded(sim: &mut Sim) -> Result<(), String> {
     let bound = sim.relay.buffer_bound();
-    let tolerate = sim.profile.tolerate.has(known::RELAY_ERRORS_EXCEED_BOUND);
-    for (conn, side) in &sim.conns {
+    for conn in sim.conns.keys() {
         if let Some(b) = sim.relay.buffered(*conn) {
             sim.max_buffered_seen = sim.max_buffered_seen.max(b);
-            // Known bug: relay-made lines are not bounded. They are at most what the driver
-            // holds for the client, and at most what the relay made.
-            let mut slack = if tolerate {
-                side.drv.queue.len().min(side.model.relay_bytes)
-            } else {
-                0
-            };
-            if sim.profile.tolerate.has(known::READ_EXCEEDS_BOUND) {
-                // Known bug: a whole read lands on a queue, not one message.
-                slack += 2 * sim.profile.max_chunk;
-            }
-            if b > bound + slack {
+            if b > bound {
                 return Err(format!(
                     "{conn}: the relay holds {b} bytes for this session, more than buffer_bound() \
                      = {bound} (invariant 3)"
@@ -57,13 +46,6 @@ fn buffers_bounded(sim: &mut Sim) -> Result<(), String> {
 /// output must really be stuck (a grandchild holds the pipe), not waiting in a pipe the
 /// relay itself paused.
 fn output_given_up_fairly(sim: &Sim) -> Result<(), String> {
-    if sim
-        .profile
-        .tolerate
-        .has(known::DRAIN_DEADLINE_IGNORES_PAUSE)
-    {
-        return Ok(());
-    }
     for log in &sim.cur.logs {
         let Some(child) = crate::sim::gave_up_on(log) else {
             continue;
@@ -171,13 +153,7 @@ fn immediate_shutdown_kills(sim: &mut Sim) -> Result<(), String> {
     }
     if sim.cur.input == Some("Spawned") {
         let child = sim.cur.child.expect("Spawned names its child");
-        if sim.kill_on_spawn.contains(&child)
-            && !sim.cur.kills.contains(&child)
-            && !sim
-                .profile
-                .tolerate
-                .has("no-kill-for-child-spawned-after-immediate-shutdown")
-        {
+        if sim.kill_on_spawn.contains(&child) && !sim.cur.kills.contains(&child) {
             return Err(format!(
                 "{child} was still being spawned during an immediate shutdown; once spawned it \
                  must get SIGKILL at once, and it did not"
@@ -213,15 +189,7 @@ pub fn at_end(sim: &Sim) -> Result<(), String> {
                 return Err(format!("{id} exited but its exit was never reported"));
             }
         }
-        // Known bug: a prespawned child that exited before an immediate shutdown stays.
-        let pool_leak = ch.conn.is_none()
-            && sim.immediate_step.is_some()
-            && ch.drv.exit_reported.is_some()
-            && sim.profile.tolerate.has(known::POOL_NOT_REAPED_AFTER_ABORT);
-        if !ch.drv.released
-            && !pool_leak
-            && (ch.drv.spawned_at.is_some() || ch.drv.failed_step.is_some())
-        {
+        if !ch.drv.released && (ch.drv.spawned_at.is_some() || ch.drv.failed_step.is_some()) {
             return Err(format!("{id} was never released (invariant 7)"));
         }
     }
@@ -261,32 +229,11 @@ fn completeness(sim: &Sim, conn: mcp_relay_core::ConnId) -> Result<(), String> {
         })
     };
 
-    // Known bug: a request still in the relay's backlog when the session ends is dropped.
-    let backlog_bug = sim.profile.tolerate.has(known::BACKLOG_DROPPED_AT_END);
-    // The backlog holds a suffix of what the relay read: lines after the last one it visibly
-    // acted on.
-    let in_backlog = |line: usize| backlog_bug && line > m.processed_upto.unwrap_or(0);
     // Invariant 6: a server that could not start; every request read up to the first answer
     // got -32000 naming the cause (checked as it was sent).
     let failed_step = sim.children[&first].drv.failed_step;
     if let (Some(failed_step), false) = (failed_step, left_badly) {
         let until = m.first_unavailable_step;
-        // Known bug: a notification (or response) after the failure ends the linger.
-        let notified = sim
-            .profile
-            .tolerate
-            .has(known::LINGER_ENDED_BY_NOTIFICATION)
-            .then(|| {
-                sent.iter().position(|s| {
-                    s.delivered_step.is_some_and(|d| d >= failed_step)
-                        && match &s.line.kind {
-                            ClientKind::Forward { requests, .. } => requests.is_empty(),
-                            ClientKind::StrayResponse => true,
-                            _ => false,
-                        }
-                })
-            })
-            .flatten();
         for (id, owed) in &m.requests {
             let Some(d) = sent[owed.line].delivered_step else {
                 continue;
@@ -303,8 +250,8 @@ fn completeness(sim: &Sim, conn: mcp_relay_core::ConnId) -> Result<(), String> {
                     m.closed_step.is_none_or(|c| d < c)
                         && (d < failed_step || at.zip(linger_end).is_none_or(|(a, l)| a < l))
                 }
-            } && notified.is_none_or(|n| owed.line < n);
-            if owed_answer && owed.answers.is_empty() && !cancelled(id) && !in_backlog(owed.line) {
+            };
+            if owed_answer && owed.answers.is_empty() && !cancelled(id) {
                 return Err(format!(
                     "{first} could not start, and request {id} (client line {}) got no -32000 \
                      answer (invariant 6)",
@@ -320,7 +267,7 @@ fn completeness(sim: &Sim, conn: mcp_relay_core::ConnId) -> Result<(), String> {
             let Some(d) = sent[owed.line].delivered_step else {
                 continue;
             };
-            if owed.answers.is_empty() && d < cut && !cancelled(id) && !in_backlog(owed.line) {
+            if owed.answers.is_empty() && d < cut && !cancelled(id) {
                 return Err(format!(
                     "request {id} (client line {}, read at step {d}) never got an answer; every \
                      request gets exactly one",
@@ -340,7 +287,7 @@ fn completeness(sim: &Sim, conn: mcp_relay_core::ConnId) -> Result<(), String> {
         .filter(|&i| sent[i].line.kind.bad_line_code().is_some())
         .filter(|&i| sent[i].delivered_step.is_some_and(|s| s < cut))
         .collect();
-    if m.bad_answered < owed.len() && !in_backlog(owed[m.bad_answered]) {
+    if m.bad_answered < owed.len() {
         let i = owed[m.bad_answered];
         return Err(format!(
             "client line {i} ({:?}) {} got no error (invariant 5)",
@@ -371,9 +318,6 @@ fn completeness(sim: &Sim, conn: mcp_relay_core::ConnId) -> Result<(), String> {
                 .adopted
                 .is_some_and(|(s, taken)| d <= s || line.start < taken)
                 || ch.drv.hung_step.is_some_and(|h| d >= h)
-                // Known bug: a server found hung while the relay held its output back.
-                || (ch.drv.hung_step.is_some()
-                    && sim.profile.tolerate.has(known::HANG_VERDICT_IGNORES_PAUSE))
                 || ch.drv.gave_up_step.is_some_and(|g| d >= g)
                 || (ci > 0 && notice.is_none_or(|n| d <= n))
                 || line.answers.iter().any(|id| cancelled(id));
@@ -476,4 +420,97 @@ fn describe(sim: &Sim) -> String {
         );
     }
     out
+}
+
+// ---- Streamable HTTP runs ([`HttpSim`]) ----
+//
+// Checked as the clients read (in `crate::http_sim`): (a) every message a child wrote is
+// received at most once, each event stream's ids go 1, 2, 3… without a gap or a repeat,
+// also across a resumption; (b) every request gets one response with the status owed (404
+// for an expired or deleted session); (c) no message of one session reaches another's
+// client; (d) after `handle_timeout(now)` the next deadline is later than now; (e) nothing
+// is sent, paused or closed where it must not be. Below: after each step, and at the end.
+
+/// A client whose connection the relay closed has read everything: it must not be
+/// waiting for anything more.
+pub fn http_after_step(sim: &HttpSim) -> Result<(), String> {
+    // Invariant 3 over HTTP: what the relay holds for one connection (unparsed input, a body
+    // being read, responses not yet written) stays within `buffer_bound()`.
+    let bound = sim.relay.buffer_bound();
+    for id in sim.conns.keys() {
+        if let Some(b) = sim.relay.buffered(mcp_relay_core::ConnId(*id)) {
+            if b > bound {
+                return Err(format!(
+                    "conn#{id}: the relay holds {b} bytes for this HTTP connection, more than \
+                     buffer_bound() = {bound} (invariant 3)"
+                ));
+            }
+        }
+    }
+    let bad = sim
+        .conns
+        .iter()
+        .find(|(_, cn)| !cn.open && !cn.deaf && (!cn.pending.is_empty() || !cn.rx.buf.is_empty()));
+    if let Some((id, cn)) = bad {
+        return Err(format!(
+            "the relay closed conn#{id} while its client waits for {} response(s) ({} bytes \
+             unparsed)",
+            cn.pending.len(),
+            cn.rx.buf.len()
+        ));
+    }
+    Ok(())
+}
+
+/// HTTP (a), (b), (f) at the end of a run: every call not abandoned answered exactly once,
+/// every message a child wrote received exactly once, every request got its response, no
+/// connection left open, every child stopped, reported and released, the relay finished.
+pub fn http_at_end(sim: &HttpSim) -> Result<(), String> {
+    let abandoned: BTreeSet<(usize, u64)> = sim
+        .sessions
+        .iter()
+        .enumerate()
+        .flat_map(|(s, sess)| {
+            sess.calls
+                .iter()
+                .filter(|c| c.abandoned)
+                .map(move |c| (s, c.id))
+        })
+        .collect();
+    for (s, sess) in sim.sessions.iter().enumerate() {
+        for (i, c) in sess.calls.iter().enumerate() {
+            if !c.abandoned && (!c.done || c.answered != 1) {
+                return Err(format!(
+                    "s{s} call {i}: {} answers, done {}",
+                    c.answered, c.done
+                ));
+            }
+        }
+    }
+    for (tag, who) in &sim.emitted {
+        let n = sim.seen.get(tag).copied().unwrap_or(0);
+        if n != 1 && !abandoned.contains(who) {
+            return Err(format!("message {tag} was received {n} times"));
+        }
+    }
+    for (id, cn) in &sim.conns {
+        if cn.open {
+            return Err(format!("conn#{id} is still open at the end"));
+        }
+        if !cn.deaf && (!cn.pending.is_empty() || !cn.later.is_empty()) {
+            return Err(format!("conn#{id}: requests without a response at the end"));
+        }
+    }
+    for (id, k) in &sim.kids {
+        if !(k.reported && (k.stdin_closed || k.signalled) && k.exit_reported && k.released) {
+            return Err(format!(
+                "child#{id} at the end: spawned {}, stdin closed {}, signalled {}, exit reported {}, released {}",
+                k.reported, k.stdin_closed, k.signalled, k.exit_reported, k.released
+            ));
+        }
+    }
+    if !sim.relay.is_finished() {
+        return Err("the relay did not finish".into());
+    }
+    Ok(())
 }

@@ -97,9 +97,6 @@ pub struct LineMix {
     pub crlf: u32,
     /// Per mille of clients that start with `initialize` and `notifications/initialized`.
     pub initialize: u32,
-    /// Whether a line exactly at the limit may end in `\r\n` (see
-    /// [`crate::known::CRLF_AT_LIMIT`]).
-    pub crlf_at_limit: bool,
 }
 
 /// The relay's own marker in the ids of messages it sends to a server itself.
@@ -158,7 +155,6 @@ impl ClientLines {
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect::<Vec<_>>();
-            let crlf = crlf && (self.mix.crlf_at_limit || content.len() != self.max);
             if content.len() > self.max {
                 return ClientLine {
                     content,
@@ -232,7 +228,6 @@ impl ClientLines {
             self.forwardable(None)
         };
         debug_assert!(!content.contains(&b'\n'));
-        let crlf = crlf && (self.mix.crlf_at_limit || content.len() != self.max);
         // A short malformed line can still be too long for a small limit: then it is an
         // oversize line, whose id the relay finds with its scanner (not modelled here).
         if content.len() > self.max && !matches!(kind, ClientKind::Oversize { .. }) {
@@ -712,7 +707,6 @@ mod tests {
             setup: 100,
             crlf: 300,
             initialize: 500,
-            crlf_at_limit: true,
         }
     }
 

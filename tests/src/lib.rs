@@ -1,4 +1,4 @@
-//! Deterministic simulation tests of mcp-relay's sans-IO core (TCP transport).
+//! Deterministic simulation tests of mcp-relay's sans-IO core, over TCP and Streamable HTTP.
 //!
 //! The harness plays every part the core does not: the driver (it performs each
 //! [`Output`](mcp_relay_core::Output) and reports facts back as
@@ -6,20 +6,27 @@
 //! ([`clock`]), every choice comes from one seeded PRNG ([`rng`]), so one seed is one run,
 //! and the same seed gives the same trace byte for byte.
 //!
-//! * [`sim::Sim`] — the world and its event loop: `step()` runs one input (or timeout) and
-//!   performs every output; `run()` goes to the end and checks the end-of-run invariants.
-//! * [`client`], [`server`] — the scripted peers; [`jsonrpc`] — the lines they write and the
-//!   reaction each line is owed; [`pipe`] — byte streams between peers and driver.
-//! * [`model`], [`invariants`] — what must hold; [`runner`] — seeds, replay, reports.
-//! * [`profile`] — which faults a family of runs injects, and how often; [`known`] — core
-//!   bugs found, which random runs may step around ([`Tolerate`]).
+//! * [`sim::Sim`] — the TCP world and its event loop: `step()` runs one input (or timeout)
+//!   and performs every output; `run()` goes to the end and checks the end-of-run invariants.
+//! * [`http_sim::HttpSim`] — the Streamable HTTP world (sessions, event streams, resumption,
+//!   expiry), with MCP clients speaking HTTP/1.1 through [`http_client`].
+//! * [`client`], [`server`] — the scripted TCP peers; [`jsonrpc`] — the lines they write and
+//!   the reaction each line is owed; [`pipe`] — byte streams between peers and driver.
+//! * [`model`], [`invariants`] — what must hold (TCP and HTTP); [`runner`] — seeds, replay,
+//!   reports, determinism, for both worlds ([`runner::World`]).
+//! * [`profile`] — which faults a family of runs injects, and how often ([`Profile`] for TCP,
+//!   [`HttpProfile`] for HTTP). Nothing is tolerated: a profile only says how often a real
+//!   peer does something, never what to avoid.
 //! * [`script::Script`] — a hand-driven relay for regression tests of one exact sequence.
 //!
 //! Replay: `SIM_SEED=<n>` runs one seed, `SIM_SEEDS=<count>` changes how many run,
-//! `SIM_TRACE=<file>` writes the whole trace, `SIM_STRICT=1` tolerates no known bug.
+//! `SIM_TRACE=<file>` writes the whole trace.
 //!
-//! Not modelled: the HTTP transports, pipe and socket capacities (writers never block), real
-//! process groups (a grandchild only holds pipes), servers that send requests to clients.
+//! Not modelled: pipe and socket capacities (writers never block), real process groups (a
+//! grandchild only holds pipes), servers that send requests to clients, the legacy HTTP+SSE
+//! transport and stateless HTTP (end-to-end tests cover them), TCP and HTTP clients in one
+//! run (the two worlds share the runner, profiles module, invariants module and script, not
+//! yet the event loop).
 //!
 //! # Invariants
 //!
@@ -56,9 +63,10 @@
 
 pub mod client;
 pub mod clock;
+pub mod http_client;
+pub mod http_sim;
 pub mod invariants;
 pub mod jsonrpc;
-pub mod known;
 pub mod logger;
 pub mod model;
 pub mod pipe;
@@ -71,8 +79,9 @@ pub mod server;
 pub mod sim;
 pub mod trace;
 
-pub use profile::{Profile, Tolerate};
-pub use runner::{run_seeds, TestName};
+pub use http_sim::HttpSim;
+pub use profile::{HttpProfile, Profile};
+pub use runner::{run_seeds, same_trace_twice, TestName};
 pub use script::Script;
 pub use sim::{Sabotage, Sim};
 

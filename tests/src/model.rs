@@ -51,14 +51,10 @@ pub struct ConnModel {
     /// Lines of the servers passed over (not forwarded): (child index, line).
     pub skipped: Vec<(usize, usize)>,
     pub forwarded: usize,
-    /// Bytes of lines the relay made itself, sent to the client.
-    pub relay_bytes: usize,
     pub heartbeat_responses: usize,
     /// Steps at which a restart notice reached the client, with its reason.
     pub restarted_notices: Vec<(u64, String)>,
     pub first_unavailable_step: Option<u64>,
-    /// The last client line the relay visibly acted on (forwarded, or answered).
-    pub processed_upto: Option<usize>,
 
     // Steps at which something happened that may excuse a loss.
     pub eof_step: Option<u64>,
@@ -77,10 +73,6 @@ impl ConnModel {
     /// Next line of the session's servers that may reach the client: (child index, line).
     pub fn cursor(&self) -> (usize, usize) {
         self.cursor
-    }
-
-    fn processed(&mut self, line: usize) {
-        self.processed_upto = Some(self.processed_upto.map_or(line, |p| p.max(line)));
     }
 
     pub fn client_left(&mut self, at: std::time::Duration) {
@@ -149,7 +141,6 @@ impl ConnModel {
                 ));
             }
             self.fwd_done = k + 1;
-            self.processed(idx);
             self.to_children.push((idx, child));
             self.last_child_fed = Some(child);
         }
@@ -173,11 +164,7 @@ impl ConnModel {
         }
         for line in data.split_inclusive(|b| *b == b'\n') {
             let content = &line[..line.len() - 1];
-            let made = classify_to_client(content);
-            if !matches!(made, ToClient::Server) {
-                self.relay_bytes += line.len();
-            }
-            match made {
+            match classify_to_client(content) {
                 ToClient::Server => self.server_line(content, client, servers)?,
                 ToClient::Error(e) => self.relay_error(e, client, servers, spawn_error, step)?,
                 ToClient::Batch(errors) => {
@@ -372,7 +359,6 @@ impl ConnModel {
         }
         self.next_bad = idx + 1;
         self.bad_answered += 1;
-        self.processed(idx);
         Ok(())
     }
 
@@ -393,8 +379,6 @@ impl ConnModel {
             ));
         }
         owed.answers.push(who);
-        let line = owed.line;
-        self.processed(line);
         Ok(())
     }
 }

@@ -3,15 +3,12 @@
 
 use crate::jsonrpc::LineMix;
 use crate::rng::Rng;
-use mcp_relay_core::{Config, RestartPolicy};
-use std::collections::BTreeSet;
+use mcp_relay_core::{Config, HttpConfig, RestartPolicy};
 use std::time::Duration;
 
 /// Probabilities are per mille unless said otherwise.
 #[derive(Clone, Debug)]
 pub struct Profile {
-    /// Known core bugs this family of runs steps around (see [`Tolerate`]).
-    pub tolerate: Tolerate,
     /// Connections in a run (inclusive range).
     pub conns: (usize, usize),
     /// Lines each client writes (inclusive range).
@@ -78,7 +75,6 @@ impl Profile {
     /// Healthy peers, no faults: everything sent must arrive.
     pub fn healthy() -> Self {
         Profile {
-            tolerate: Tolerate::these(crate::known::ALL),
             conns: (1, 4),
             lines: (0, 40),
             mix: LineMix {
@@ -94,7 +90,6 @@ impl Profile {
                 setup: 50,
                 crlf: 200,
                 initialize: 700,
-                crlf_at_limit: true,
             },
             max_message_size: vec![512, 1000, 4096],
             max_buffered: vec![1, 64, 512, 4096, 1 << 20],
@@ -151,7 +146,6 @@ impl Profile {
                 setup: 60,
                 crlf: 250,
                 initialize: 600,
-                crlf_at_limit: true,
             },
             max_message_size: vec![128, 200, 1000, 4096],
             max_buffered: vec![1, 64, 512, 4096, 1 << 20],
@@ -355,29 +349,69 @@ impl Profile {
     }
 }
 
-/// Known core bugs whose symptoms a run may tolerate, so that a random search keeps finding
-/// other problems. Each has a strict regression test that fails until it is fixed; set
-/// `SIM_STRICT=1` to tolerate nothing.
-#[derive(Clone, Debug, Default)]
-pub struct Tolerate {
-    pub names: BTreeSet<&'static str>,
+/// What a family of Streamable HTTP runs ([`crate::http_sim::HttpSim`]) does. Probabilities
+/// are per mille.
+#[derive(Clone, Debug)]
+pub struct HttpProfile {
+    /// Sessions in a run (inclusive range).
+    pub sessions: (usize, usize),
+    /// Calls each session makes (inclusive range).
+    pub calls: (usize, usize),
+    /// Slow calls whose event stream the client drops (and resumes).
+    pub drops: u32,
+    /// Session 0 drops a long call's stream, never resumes it, and must expire.
+    pub doomed: bool,
+    pub session_timeout: Duration,
+    /// Candidates for `Config::max_buffered`.
+    pub max_buffered: Vec<usize>,
+    /// Connections whose client reads slowly.
+    pub slow_readers: u32,
 }
 
-impl Tolerate {
-    pub fn none() -> Self {
-        Tolerate::default()
+impl HttpProfile {
+    /// 1 to 6 sessions, each initialized, then echo and slow calls with progress, some
+    /// concurrent on connections of their own, some pipelined on one keep-alive connection,
+    /// some sequential on one; bodies sometimes chunked; some sessions deleted at the end;
+    /// marks from 1 KiB (below one answer) to 4 MiB; slow readers.
+    pub fn sessions() -> Self {
+        HttpProfile {
+            sessions: (1, 6),
+            calls: (1, 7),
+            drops: 0,
+            doomed: false,
+            session_timeout: HttpConfig::default().session_timeout,
+            max_buffered: vec![1024, 8 * 1024, 16 * 1024, 4 * 1024 * 1024],
+            slow_readers: 200,
+        }
     }
 
-    pub fn these(names: &[&'static str]) -> Self {
-        if std::env::var_os("SIM_STRICT").is_some_and(|v| v != "0") {
-            return Tolerate::none();
-        }
-        Tolerate {
-            names: names.iter().copied().collect(),
+    /// As [`HttpProfile::sessions`], and the client drops most slow calls' streams mid-way
+    /// (end of file or reset), then resumes each with `GET /mcp` and `Last-Event-ID`.
+    pub fn resumption() -> Self {
+        HttpProfile {
+            drops: 700,
+            ..HttpProfile::sessions()
         }
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.names.contains(name)
+    /// A short `session_timeout`; session 0 abandons a long call and must expire, while the
+    /// others (some reading slowly) must not.
+    pub fn expiry() -> Self {
+        HttpProfile {
+            sessions: (1, 4),
+            calls: (1, 5),
+            drops: 300,
+            doomed: true,
+            session_timeout: Duration::from_secs(2),
+            ..HttpProfile::sessions()
+        }
+    }
+
+    /// Only small marks (1 KiB, 8 KiB) against answers up to 2 KB, with slow readers.
+    pub fn small_buffers() -> Self {
+        HttpProfile {
+            max_buffered: vec![1024, 8 * 1024],
+            ..HttpProfile::sessions()
+        }
     }
 }

@@ -187,3 +187,60 @@ fn clone_output(o: &Output) -> Output {
         Output::Release { child } => Output::Release { child: *child },
     }
 }
+
+/// Streamable HTTP by hand: connections, POSTs and a session opened the way a client does.
+impl Script {
+    /// Accepts HTTP connection `n`.
+    pub fn accept_http(&mut self, n: u64) {
+        self.input(Input::Accepted {
+            conn: ConnId(n),
+            local: crate::http_client::LOCAL.parse().expect("an address"),
+            peer: format!("127.0.0.1:{}", 40000 + n)
+                .parse()
+                .expect("an address"),
+            transport: Transport::Http,
+        });
+    }
+
+    /// Opens a session on HTTP connection 1 (its answer written); returns its id and child.
+    pub fn open_http_session(&mut self) -> (String, ChildId) {
+        self.accept_http(1);
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+        let out = self.client_data(1, http_post(None, init).as_bytes());
+        let child = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Spawn { child } => Some(*child),
+                _ => None,
+            })
+            .expect("a child for the session");
+        self.spawned(child);
+        self.child_data(
+            child,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"s","version":"0"}}}
+"#,
+        );
+        let conn1 = Endpoint::Conn(ConnId(1));
+        let sent = self.sent_to(conn1);
+        let sid = String::from_utf8_lossy(&sent)
+            .lines()
+            .find_map(|l| l.strip_prefix("Mcp-Session-Id: "))
+            .expect("a session id")
+            .trim()
+            .to_owned();
+        self.written(conn1, sent.len());
+        (sid, child)
+    }
+}
+
+/// A POST to `/mcp` with `body`, in session `sid` (protocol 2025-06-18) when given.
+pub fn http_post(sid: Option<&str>, body: &str) -> String {
+    let sid = sid.map_or(String::new(), |s| {
+        format!("Mcp-Session-Id: {s}\r\nMCP-Protocol-Version: 2025-06-18\r\n")
+    });
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{sid}Content-Length: {}\r\n\r\n{body}",
+        crate::http_client::LOCAL,
+        body.len()
+    )
+}

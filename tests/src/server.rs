@@ -54,8 +54,6 @@ pub struct Traits {
     pub near_limit: u32,
     /// Per mille of lines ending in `\r\n`.
     pub crlf: u32,
-    /// Whether a line exactly at the limit may end in `\r\n`.
-    pub crlf_at_limit: bool,
 }
 
 /// What the relay must do with one line the child wrote.
@@ -409,8 +407,7 @@ impl Server {
         if self.stdout.closed {
             return;
         }
-        let crlf = self.rng.chance(self.traits.crlf)
-            && (self.traits.crlf_at_limit || content.len() != self.max);
+        let crlf = self.rng.chance(self.traits.crlf);
         let start = self.stdout.written();
         self.stdout.write(&content);
         self.stdout.write(if crlf { b"\r\n" } else { b"\n" });

@@ -24,7 +24,6 @@ use crate::client::{Client, Ending};
 use crate::clock::{Clock, Ms};
 use crate::invariants;
 use crate::jsonrpc::{is_relay_line, requests_in_line, ClientKind, ClientLine, ClientLines};
-use crate::known;
 use crate::logger;
 use crate::model::ConnModel;
 use crate::profile::Profile;
@@ -42,8 +41,6 @@ use std::time::Duration;
 /// A failed run: what broke, where, and the end of the trace.
 #[derive(Debug)]
 pub struct Failure {
-    /// A tolerated known bug made the run impossible to continue (it is skipped).
-    pub known: Option<&'static str>,
     pub step: u64,
     pub at: Duration,
     pub what: String,
@@ -239,10 +236,7 @@ fn ms(rng: &mut Rng, lo: u64, hi: u64) -> Duration {
 impl Sim {
     /// A run of `profile` drawn from `seed`. `keep_trace` keeps every trace line (otherwise
     /// only the last ones and a digest).
-    pub fn new(seed: u64, mut profile: Profile, keep_trace: bool) -> Self {
-        if profile.tolerate.has(known::CRLF_AT_LIMIT) {
-            profile.mix.crlf_at_limit = false;
-        }
+    pub fn new(seed: u64, profile: Profile, keep_trace: bool) -> Self {
         let mut rng = Rng::new(seed);
         let config = profile.config(&mut rng);
         logger::start_capture();
@@ -400,7 +394,6 @@ impl Sim {
 
     pub fn fail(&self, what: String) -> Failure {
         Failure {
-            known: None,
             step: self.step,
             at: self.clock.elapsed(),
             what,
@@ -453,28 +446,12 @@ impl Sim {
         self.drain()?;
         if let Some((d, why)) = self.relay.next_deadline() {
             if d <= now {
-                // Known bug: with no grace, a stage set up during the timeout (SIGKILL after
-                // SIGTERM, SIGTERM after a stop) is due at once. The livelock guard catches a
-                // deadline that would never move.
-                let tolerated = (why.starts_with("child:") || why.starts_with("session:"))
-                    && self.config.shutdown_grace.is_zero()
-                    && self.profile.tolerate.has(known::ZERO_GRACE_DEADLINE);
-                let msg = format!(
-                    "after handle_timeout({}), poll_timeout() is {} ({why}): not after now",
+                return Err(self.fail(format!(
+                    "after handle_timeout({}), poll_timeout() is {} ({why}): not after now \
+                     (invariant 4)",
                     Ms(self.clock.offset_of(now)),
                     Ms(self.clock.offset_of(d)),
-                );
-                if why.starts_with("heartbeat:")
-                    && self.profile.tolerate.has(known::HEARTBEAT_DEADLINE_STUCK)
-                {
-                    // It hides every later deadline: the run cannot go on.
-                    let mut f = self.fail(msg);
-                    f.known = Some(known::HEARTBEAT_DEADLINE_STUCK);
-                    return Err(f);
-                }
-                if !tolerated {
-                    return Err(self.fail(msg));
-                }
+                )));
             }
         }
         Ok(())
@@ -1190,10 +1167,6 @@ impl Sim {
                         .logs
                         .iter()
                         .any(|l| l.contains("no heartbeat from the client"));
-                let tolerate_silence = self
-                    .profile
-                    .tolerate
-                    .has(known::SILENCE_VERDICT_IGNORES_PAUSE);
                 let side = self
                     .conns
                     .get_mut(&conn)
@@ -1206,7 +1179,7 @@ impl Sim {
                     side.model.client_left(now);
                     let limit = 2 * self.config.heartbeat_interval;
                     let heard = side.client.last_heartbeat.filter(|t| now < *t + limit);
-                    if let (Some(t), false) = (heard, tolerate_silence) {
+                    if let Some(t) = heard {
                         return Err(format!(
                             "{conn} closed for not sending heartbeats, but it sent one {} ago \
                              (limit {}); it waits unread (paused socket: {}, {} bytes unread)",
@@ -1334,9 +1307,6 @@ impl Sim {
         }
         let p = &self.profile;
         let r = &mut self.rng;
-        // Known bug: a failing prespawned child can leave the pool's respawn deadline stuck in
-        // the past; when tolerated, prespawned children neither fail to start nor crash.
-        let calm = conn.is_none() && p.tolerate.has(known::POOL_RESPAWN_STUCK);
         let traits = Traits {
             stubborn: r.chance(p.stubborn),
             banner: r.chance(p.banner),
@@ -1350,7 +1320,7 @@ impl Sim {
             } else {
                 Holds::Nothing
             },
-            crash: if !calm && r.chance(p.crash) {
+            crash: if r.chance(p.crash) {
                 let status = *r.pick(&[
                     ExitStatus::Code(1),
                     ExitStatus::Signal(11),
@@ -1361,16 +1331,15 @@ impl Sim {
             } else {
                 None
             },
-            close_stdout: (!calm && r.chance(p.close_stdout)).then(|| ms(r, 1, 500)),
-            hang: (!calm && r.chance(p.hang)).then(|| ms(r, 1, 500)),
+            close_stdout: r.chance(p.close_stdout).then(|| ms(r, 1, 500)),
+            hang: r.chance(p.hang).then(|| ms(r, 1, 500)),
             noise: p.child_noise,
             notify: p.child_notify,
             oversize: p.child_oversize,
             near_limit: p.child_near_limit,
             crlf: p.child_crlf,
-            crlf_at_limit: !p.tolerate.has(known::CRLF_AT_LIMIT),
         };
-        let will_fail = (!calm && r.chance(p.spawn_fail)).then(|| {
+        let will_fail = r.chance(p.spawn_fail).then(|| {
             format!(
                 "`sim-server` was not found: No such file or directory (os error 2) [sim {child}]"
             )
@@ -1583,9 +1552,6 @@ impl Sim {
         let grace = self.config.shutdown_grace;
         let exit_step = self.cur.input == Some("Exited") && self.cur.child == Some(child);
         let immediate = self.immediate_step.is_some();
-        let tolerate_early_term = self.profile.tolerate.has(known::TERM_BEFORE_STDIN_CLOSED);
-        let tolerate_false_hang = self.profile.tolerate.has(known::HANG_VERDICT_IGNORES_PAUSE);
-        let tolerate_probe_queued = self.profile.tolerate.has(known::HANG_VERDICT_PROBE_QUEUED);
         let ping_timeout = self.config.ping_timeout;
         let hung_verdict = self.cur.input == Some("timeout")
             && self
@@ -1609,24 +1575,20 @@ impl Sim {
                         .is_none_or(|r| now < r + ping_timeout);
                 if !side.server.hung && side.server.alive() {
                     if side.drv.stdout_paused && unread > 0 {
-                        if !tolerate_false_hang {
-                            return Err(format!(
-                                "{child} was declared hung, but it answered: the relay itself \
-                                 paused reading its stdout, where {unread} bytes wait unread"
-                            ));
-                        }
+                        return Err(format!(
+                            "{child} was declared hung, but it answered: the relay itself \
+                             paused reading its stdout, where {unread} bytes wait unread"
+                        ));
                     } else if probe_queued {
-                        if !tolerate_probe_queued {
-                            return Err(format!(
-                                "{child} was declared hung for not answering a probe it read {} \
-                                 ago (less than ping_timeout {}): the probe waited in its stdin \
-                                 queue behind input it was reading",
-                                side.server
-                                    .probe_read_at
-                                    .map_or("never".into(), |r| Ms(now - r).to_string()),
-                                Ms(ping_timeout)
-                            ));
-                        }
+                        return Err(format!(
+                            "{child} was declared hung for not answering a probe it read {} \
+                             ago (less than ping_timeout {}): the probe waited in its stdin \
+                             queue behind input it was reading",
+                            side.server
+                                .probe_read_at
+                                .map_or("never".into(), |r| Ms(now - r).to_string()),
+                            Ms(ping_timeout)
+                        ));
                     } else {
                         return Err(format!("{child} was declared hung, and it is not"));
                     }
@@ -1644,8 +1606,6 @@ impl Sim {
                 }
                 match side.stop.stdin_closed_at {
                     Some(c) if now == c + grace => {}
-                    Some(c) if tolerate_early_term && now < c + grace => {}
-                    None if tolerate_early_term => {}
                     Some(c) => {
                         return Err(format!(
                             "SIGTERM to {child} {} after its stdin was closed (at {}); the stop \

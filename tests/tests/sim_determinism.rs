@@ -1,37 +1,33 @@
 //! One seed is one run: the same seed twice gives the same trace, byte for byte (every input,
-//! output, log record and peer action, with simulated times). This is what makes a failing
-//! seed replayable.
+//! output, log record and peer action, with simulated times), over TCP and over HTTP. This is
+//! what makes a failing seed replayable.
 
-use mcp_relay_tests::{run_seeds, test_name, Profile, Sim};
+use mcp_relay_tests::{same_trace_twice, test_name, HttpProfile, HttpSim, Profile, Sim};
 
 #[test]
 fn the_same_seed_gives_the_same_trace() {
-    run_seeds(
+    same_trace_twice(
         test_name!("the_same_seed_gives_the_same_trace"),
         20,
-        |seed, _| Sim::new(seed, Profile::chaos(), true),
-        |first| {
-            let mut second = Sim::new(first.seed, Profile::chaos(), true);
-            second
-                .run()
-                .map_err(|f| format!("the second run failed: {f}"))?;
-            let (a, b) = (
-                first.trace.lines().expect("kept"),
-                second.trace.lines().expect("kept"),
-            );
-            if let Some(i) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) {
-                return Err(format!(
-                    "the traces differ at line {i} of {}/{}:\n  first:  {:?}\n  second: {:?}",
-                    a.len(),
-                    b.len(),
-                    a.get(i),
-                    b.get(i)
-                ));
-            }
-            if first.trace.digest() != second.trace.digest() {
-                return Err("same lines, different digests".into());
-            }
-            Ok(())
+        1,
+        |seed, keep| Sim::new(seed, Profile::chaos(), keep),
+    );
+}
+
+/// The same over Streamable HTTP, across its three families.
+#[test]
+fn the_same_seed_gives_the_same_http_trace() {
+    same_trace_twice(
+        test_name!("the_same_seed_gives_the_same_http_trace"),
+        6,
+        40,
+        |seed, keep| {
+            let profile = match seed % 3 {
+                0 => HttpProfile::sessions(),
+                1 => HttpProfile::resumption(),
+                _ => HttpProfile::expiry(),
+            };
+            HttpSim::new(seed, profile, keep)
         },
     );
 }
