@@ -24,6 +24,7 @@
 mod child;
 mod client;
 mod config;
+mod conn;
 mod framing;
 mod http;
 pub mod message;

@@ -2,6 +2,7 @@
 
 use crate::client::{ClientSide, HttpSide};
 use crate::config::{Config, Stats};
+use crate::conn::Connections;
 use crate::http::{HttpEvent, HttpKey, HttpServer, ReportKind};
 use crate::pool::Warm;
 use crate::session::{Ctx, Session};
@@ -32,6 +33,8 @@ pub struct Relay {
     /// `handle_timeout` walks every session.
     timers: BTreeSet<(Instant, SessionKey)>,
     timer_of: BTreeMap<SessionKey, (Instant, &'static str)>,
+    /// Every client connection, and the one place their bytes pass through.
+    conns: Connections,
     /// The session of each TCP connection.
     tcp: BTreeMap<ConnId, SessionKey>,
     /// The session behind each HTTP session, and back.
@@ -78,6 +81,7 @@ impl Relay {
             sessions: BTreeMap::new(),
             timers: BTreeSet::new(),
             timer_of: BTreeMap::new(),
+            conns: Connections::default(),
             tcp: BTreeMap::new(),
             by_http: BTreeMap::new(),
             http_of: BTreeMap::new(),
@@ -188,15 +192,8 @@ impl Relay {
     }
 
     fn dispatch(&mut self, now: Instant, input: Input<'_>) {
-        if let Some(conn) = conn_of(&input).filter(|c| self.http.has_conn(*c)) {
-            match input {
-                Input::Data { data, .. } => self.http.handle_data(now, conn, data),
-                Input::Eof { .. } => self.http.handle_eof(now, conn),
-                Input::Written { n, .. } => self.http.handle_written(now, conn, n),
-                Input::Broken { .. } => self.http.handle_broken(now, conn),
-                _ => {}
-            }
-            return;
+        if let Some(conn) = conn_of(&input) {
+            return self.conn_input(now, conn, input);
         }
         if let Some(child) = child_of_input(&input).filter(|c| self.warm.contains(*c)) {
             let warm = &mut self.warm;
@@ -221,7 +218,7 @@ impl Relay {
                 peer,
                 transport,
             } => {
-                if self.tcp.contains_key(&conn) || self.http.has_conn(conn) {
+                if !self.conns.open(conn, transport) {
                     return;
                 }
                 match transport {
@@ -230,21 +227,6 @@ impl Relay {
                 }
             }
             Input::Shutdown => self.begin_shutdown(now),
-            Input::Data {
-                from: Endpoint::Conn(conn),
-                data,
-            } => self.with_conn(now, conn, |s, ctx| s.client_data(data, ctx)),
-            Input::Eof {
-                from: Endpoint::Conn(conn),
-            } => self.with_conn(now, conn, |s, ctx| s.client_eof(ctx)),
-            Input::Written {
-                to: Endpoint::Conn(conn),
-                n,
-            } => self.with_conn(now, conn, |s, ctx| s.client_written(n, ctx)),
-            Input::Broken {
-                endpoint: Endpoint::Conn(conn),
-                reason,
-            } => self.with_conn(now, conn, |s, ctx| s.client_broken(reason, ctx)),
             Input::Data {
                 from: Endpoint::Child(child),
                 data,
@@ -275,6 +257,45 @@ impl Relay {
             Input::Exited { child, status } => {
                 self.with_child(now, child, |s, ctx| s.exited(child, status, ctx))
             }
+            // Handled by `conn_input` above.
+            Input::Data { .. }
+            | Input::Eof { .. }
+            | Input::Written { .. }
+            | Input::Broken { .. } => {}
+        }
+    }
+
+    /// A fact about a client connection: through the connection layer to what speaks over it.
+    fn conn_input(&mut self, now: Instant, conn: ConnId, input: Input<'_>) {
+        let http = self.conns.transport(conn) == Some(Transport::Http);
+        match input {
+            Input::Data { data, .. } => {
+                let data = self.conns.incoming(conn, data);
+                if http {
+                    self.http.handle_data(now, conn, data)
+                } else {
+                    self.with_conn(now, conn, |s, ctx| s.client_data(data, ctx))
+                }
+            }
+            Input::Eof { .. } if http => self.http.handle_eof(now, conn),
+            Input::Eof { .. } => self.with_conn(now, conn, |s, ctx| s.client_eof(ctx)),
+            Input::Written { n, .. } => {
+                let n = self.conns.written(conn, n);
+                if http {
+                    self.http.handle_written(now, conn, n)
+                } else {
+                    self.with_conn(now, conn, |s, ctx| s.client_written(n, ctx))
+                }
+            }
+            Input::Broken { reason, .. } => {
+                self.conns.broken(conn);
+                if http {
+                    self.http.handle_broken(now, conn)
+                } else {
+                    self.with_conn(now, conn, |s, ctx| s.client_broken(reason, ctx))
+                }
+            }
+            _ => {}
         }
     }
 
@@ -303,7 +324,8 @@ impl Relay {
 
     /// The next effect to perform, in order; `None` once all are handed out.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let output = self.out.pop_front()?;
+        Some(self.conns.outgoing(output))
     }
 
     /// When the relay next wants [`Relay::handle_timeout`].

@@ -156,10 +156,6 @@ impl HttpServer {
         !self.events.is_empty() || !self.deferred.is_empty()
     }
 
-    pub(crate) fn has_conn(&self, conn: ConnId) -> bool {
-        self.conns.contains_key(&conn)
-    }
-
     pub(crate) fn buffered(&self, conn: ConnId) -> Option<usize> {
         self.conns
             .get(&conn)
