@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Everything the runtime needs to start.
 #[derive(Clone, Debug)]
@@ -158,6 +158,69 @@ impl Child {
     }
 }
 
+/// A listening socket, and where it stands with `accept()`.
+struct Listener {
+    socket: TcpListener,
+    transport: Transport,
+    /// Set while `accept()` fails for want of resources (descriptors, memory): the
+    /// connections wait in the kernel's backlog until the next attempt.
+    backoff: Option<AcceptBackoff>,
+}
+
+/// One episode of failing `accept()`s on a listener: warned about once when it begins, and
+/// once more when it ends.
+struct AcceptBackoff {
+    /// When the listener is tried again, whatever else happens.
+    retry_at: Instant,
+    /// The wait before the next retry after another failure; doubles up to
+    /// [`ACCEPT_RETRY_MAX`].
+    delay: Duration,
+    since: Instant,
+    failures: u64,
+}
+
+/// The first wait after `accept()` failed for want of resources.
+const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(50);
+/// The longest wait between two attempts while the shortage lasts (a descriptor freed by the
+/// loop itself triggers an attempt at once; this bounds how long one freed elsewhere waits).
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How an `accept()` error is handled.
+#[derive(Debug, PartialEq, Eq)]
+enum AcceptError {
+    /// Only this connection failed (it was aborted before it was accepted, or a signal came):
+    /// accept the next one.
+    Transient,
+    /// The process or system is out of something (descriptors, buffers, memory), or the
+    /// error is not understood: back off and retry; never give up on the listener.
+    Shortage,
+}
+
+fn classify_accept_error(e: &io::Error) -> AcceptError {
+    if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted {
+        return AcceptError::Transient;
+    }
+    match e.raw_os_error() {
+        // accept(2) on Linux: these are errors of the pending connection, or network errors
+        // it already had, and should be treated like EAGAIN by retrying.
+        Some(
+            libc::ECONNABORTED
+            | libc::EPROTO
+            | libc::EPERM
+            | libc::ENETDOWN
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETUNREACH
+            | libc::ETIMEDOUT,
+        ) => AcceptError::Transient,
+        #[cfg(target_os = "linux")]
+        Some(libc::ENONET) => AcceptError::Transient,
+        _ => AcceptError::Shortage,
+    }
+}
+
 /// What to do next in [`Runtime::pump`].
 enum Work {
     Flush(Endpoint),
@@ -170,7 +233,10 @@ enum Work {
 pub struct Runtime {
     poll: Poll,
     core: Relay,
-    listeners: Vec<(TcpListener, Transport)>,
+    listeners: Vec<Listener>,
+    /// A descriptor was closed since the last accept attempt: a listener backing off may
+    /// accept again.
+    freed: bool,
     conns: BTreeMap<ConnId, Conn>,
     children: BTreeMap<ChildId, Child>,
     next_conn: u64,
@@ -196,7 +262,11 @@ impl Runtime {
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             poll.registry()
                 .register(&mut l, token(LISTENER, i as u64), Interest::READABLE)?;
-            listeners.push((l, *transport));
+            listeners.push(Listener {
+                socket: l,
+                transport: *transport,
+                backoff: None,
+            });
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (spawn_tx, spawn_rx) = crossbeam_channel::unbounded();
@@ -210,6 +280,7 @@ impl Runtime {
             poll,
             core: Relay::new(config.core, Instant::now()),
             listeners,
+            freed: false,
             conns: BTreeMap::new(),
             children: BTreeMap::new(),
             next_conn: 1,
@@ -229,7 +300,7 @@ impl Runtime {
     pub fn local_addrs(&self) -> Vec<(SocketAddr, Transport)> {
         self.listeners
             .iter()
-            .filter_map(|(l, t)| Some((l.local_addr().ok()?, *t)))
+            .filter_map(|l| Some((l.socket.local_addr().ok()?, l.transport)))
             .collect()
     }
 
@@ -248,10 +319,14 @@ impl Runtime {
         self.core.start(Instant::now());
         self.pump();
         while !self.core.is_finished() {
-            let timeout = self
-                .core
-                .poll_timeout()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            // The core's next deadline, or a listener's retry, whichever comes first.
+            let deadline = self
+                .listeners
+                .iter()
+                .filter_map(|l| l.backoff.as_ref().map(|b| b.retry_at))
+                .chain(self.core.poll_timeout())
+                .min();
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -291,6 +366,7 @@ impl Runtime {
             self.pump();
             self.core.handle_timeout(Instant::now());
             self.pump();
+            self.retry_accepts();
         }
         Ok(())
     }
@@ -347,8 +423,8 @@ impl Runtime {
                     }
                 }
                 Output::StopAccepting => {
-                    for (mut l, _) in self.listeners.drain(..) {
-                        let _ = self.poll.registry().deregister(&mut l);
+                    for mut l in self.listeners.drain(..) {
+                        let _ = self.poll.registry().deregister(&mut l.socket);
                     }
                 }
                 Output::Release { child } => {
@@ -360,6 +436,7 @@ impl Runtime {
                         }
                         None => false,
                     };
+                    self.freed = true;
                     // A child not reaped yet (the core gave up waiting for its output) stays,
                     // watched for its exit, so that no zombie is left.
                     if reaped {
@@ -463,14 +540,18 @@ impl Runtime {
 
     // ---- sockets ----
 
+    /// Accepts every pending connection; on a shortage (out of descriptors, say) the
+    /// listener backs off: see [`Runtime::accept_failed`].
     fn accept(&mut self, index: usize) {
+        let mut accepted = false;
         loop {
-            let Some((listener, transport)) = self.listeners.get(index) else {
+            let Some(listener) = self.listeners.get(index) else {
                 return;
             };
-            let transport = *transport;
-            match listener.accept() {
+            let transport = listener.transport;
+            match listener.socket.accept() {
                 Ok((mut stream, peer)) => {
+                    accepted = true;
                     let local = stream.local_addr().unwrap_or(peer);
                     if let Err(e) = stream.set_nodelay(true) {
                         log::debug!("TCP_NODELAY failed for {peer}: {e}");
@@ -505,13 +586,89 @@ impl Runtime {
                     });
                     self.work.push_back(Work::Read(Endpoint::Conn(id), true));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Out of file descriptors, for instance: try again on the next readiness.
-                    log::warn!("accept failed: {e}");
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The backlog is drained: whatever shortage there was is over.
+                    self.accept_recovered(index);
                     return;
                 }
+                Err(e) => match classify_accept_error(&e) {
+                    AcceptError::Transient => {
+                        log::debug!("accept: a pending connection failed: {e}");
+                    }
+                    AcceptError::Shortage => {
+                        self.accept_failed(index, &e, accepted);
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// `accept()` failed for want of resources. The listener is edge-triggered, so no new
+    /// readiness may ever come (the backlog stays full): it is retried after a delay that
+    /// doubles up to [`ACCEPT_RETRY_MAX`], and at once whenever the loop closes a descriptor.
+    /// Pending connections wait in the kernel's backlog meanwhile, rather than being
+    /// accepted and closed: most shortages are brief, and a client that waits is served.
+    /// One warning per episode: it ends when the backlog is drained. `progressed`: this
+    /// attempt accepted something before failing, so the shortage is easing (the delay
+    /// starts over).
+    fn accept_failed(&mut self, index: usize, e: &io::Error, progressed: bool) {
+        let now = Instant::now();
+        let Some(l) = self.listeners.get_mut(index) else {
+            return;
+        };
+        match &mut l.backoff {
+            Some(b) => {
+                b.failures += 1;
+                if progressed {
+                    b.delay = ACCEPT_RETRY_MIN;
+                }
+                b.retry_at = now + b.delay;
+                b.delay = (b.delay * 2).min(ACCEPT_RETRY_MAX);
+            }
+            None => {
+                let addr = listener_name(l);
+                log::warn!(
+                    "cannot accept connections on {addr}: {e}; they wait in the backlog, retrying (at once when a descriptor is freed, else within {ACCEPT_RETRY_MAX:?})"
+                );
+                l.backoff = Some(AcceptBackoff {
+                    retry_at: now + ACCEPT_RETRY_MIN,
+                    delay: ACCEPT_RETRY_MIN * 2,
+                    since: now,
+                    failures: 1,
+                });
+            }
+        }
+    }
+
+    /// `accept()` found the backlog empty: an episode of failures, if any, is over.
+    fn accept_recovered(&mut self, index: usize) {
+        let Some(l) = self.listeners.get_mut(index) else {
+            return;
+        };
+        if let Some(b) = l.backoff.take() {
+            log::info!(
+                "accepting connections on {} again ({} failed attempts over {:?})",
+                listener_name(l),
+                b.failures,
+                b.since.elapsed()
+            );
+        }
+    }
+
+    /// Tries the listeners that are backing off whose time has come, or all of them when a
+    /// descriptor was freed since the last try.
+    fn retry_accepts(&mut self) {
+        let freed = std::mem::take(&mut self.freed);
+        let now = Instant::now();
+        for index in 0..self.listeners.len() {
+            let due = self.listeners[index]
+                .backoff
+                .as_ref()
+                .is_some_and(|b| freed || b.retry_at <= now);
+            if due {
+                self.accept(index);
+                self.pump();
             }
         }
     }
@@ -532,6 +689,7 @@ impl Runtime {
     }
 
     fn close(&mut self, ep: Endpoint) {
+        self.freed = true;
         match ep {
             Endpoint::Conn(c) => {
                 if let Some(mut conn) = self.conns.remove(&c) {
@@ -576,6 +734,7 @@ impl Runtime {
                                 self.children.get_mut(&c).and_then(|c| c.stdout.take())
                             {
                                 let _ = self.poll.registry().deregister(&mut r);
+                                self.freed = true;
                             }
                         }
                     }
@@ -632,6 +791,7 @@ impl Runtime {
             .registry()
             .deregister(&mut mio::unix::SourceFd(&raw));
         c.reap = None;
+        self.freed = true;
         self.feed(Input::Exited { child: id, status });
         // A child the core already released is forgotten once reaped.
         if self
@@ -655,6 +815,7 @@ impl Runtime {
                     let r = self.children.get_mut(&id).and_then(|c| c.stderr.take());
                     if let Some(mut r) = r {
                         let _ = self.poll.registry().deregister(&mut r);
+                        self.freed = true;
                     }
                     self.feed(Input::StderrEof { child: id });
                     return;
@@ -694,6 +855,7 @@ impl Runtime {
 
     /// The endpoint failed: drop it and tell the core.
     fn broken(&mut self, ep: Endpoint, e: &io::Error) {
+        self.freed = true;
         match ep {
             Endpoint::Conn(c) => {
                 if let Some(mut conn) = self.conns.remove(&c) {
@@ -711,6 +873,18 @@ impl Runtime {
             endpoint: ep,
             reason: &reason,
         });
+    }
+}
+
+/// How a listener is named in the log.
+fn listener_name(l: &Listener) -> String {
+    let scheme = match l.transport {
+        Transport::Tcp => "tcp",
+        Transport::Http => "http",
+    };
+    match l.socket.local_addr() {
+        Ok(addr) => format!("{scheme}://{addr}"),
+        Err(_) => format!("a {scheme} listener"),
     }
 }
 
