@@ -6,7 +6,7 @@ mod demo;
 use argh::FromArgs;
 use config::Listen;
 use mcp_relay_core::{HttpConfig, RestartPolicy, Transport};
-use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
+use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig, Stopped};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -201,6 +201,9 @@ struct Args {
     #[argh(positional, greedy)]
     command: Vec<OsString>,
 }
+
+/// The exit status after a second Ctrl-C (or SIGTERM) stopped the relay at once.
+const FORCED_EXIT: u8 = 130;
 
 /// The environment variable that may hold a bearer token.
 const AUTH_TOKEN_VAR: &str = "MCP_RELAY_AUTH_TOKEN";
@@ -466,9 +469,15 @@ fn run(config: RuntimeConfig) -> ExitCode {
         return ExitCode::from(1);
     }
     match runtime.run() {
-        Ok(()) => {
+        Ok(Stopped::Drained) => {
             log::info!("stopped");
             ExitCode::SUCCESS
+        }
+        Ok(Stopped::Forced) => {
+            // Sessions were cut off: a supervisor or script must be able to tell. 130 is
+            // what a shell reports for a program ended by Ctrl-C.
+            log::warn!("stopped at once: sessions were cut off");
+            ExitCode::from(FORCED_EXIT)
         }
         Err(e) => {
             log::error!("event loop failed: {e}");

@@ -20,6 +20,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,15 @@ pub(crate) enum Event {
     SpawnFailed(ChildId, String),
     Exited(ChildId, ExitStatus),
     Shutdown,
+}
+
+/// How [`Runtime::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every session was drained and every child reaped.
+    Drained,
+    /// A second shutdown request stopped it at once: children were killed, sessions cut off.
+    Forced,
 }
 
 /// Asks a running [`Runtime`] to shut down; cheap to clone, usable from any thread.
@@ -244,6 +254,10 @@ pub struct Runtime {
     handle: ShutdownHandle,
     spawn_tx: Option<Sender<ChildId>>,
     spawner: Option<std::thread::JoinHandle<()>>,
+    /// Set when the runtime goes away: the spawner starts nothing more.
+    spawns_cancelled: Arc<AtomicBool>,
+    /// How many times the operator asked to stop (the second time means at once).
+    shutdowns: u32,
     work: VecDeque<Work>,
     read_buf: Vec<u8>,
 }
@@ -270,11 +284,13 @@ impl Runtime {
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (spawn_tx, spawn_rx) = crossbeam_channel::unbounded();
+        let spawns_cancelled = Arc::new(AtomicBool::new(false));
         let spawner = process::spawner(
             Arc::new(config.command),
             spawn_rx,
             events_tx.clone(),
             Arc::clone(&waker),
+            Arc::clone(&spawns_cancelled),
         )?;
         Ok(Runtime {
             poll,
@@ -291,6 +307,8 @@ impl Runtime {
             },
             spawn_tx: Some(spawn_tx),
             spawner: Some(spawner),
+            spawns_cancelled,
+            shutdowns: 0,
             work: VecDeque::new(),
             read_buf: vec![0; read_size],
         })
@@ -308,9 +326,10 @@ impl Runtime {
         self.handle.clone()
     }
 
-    /// Runs until a shutdown has finished. After a graceful shutdown every child has been
-    /// reaped; after an immediate one every child has been sent SIGKILL.
-    pub fn run(mut self) -> io::Result<()> {
+    /// Runs until a shutdown has finished, and says which kind it was. After a graceful
+    /// shutdown every child has been reaped; after an immediate one every child started has
+    /// been sent SIGKILL (to its process group), and no queued spawn is started.
+    pub fn run(mut self) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(256);
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -368,7 +387,12 @@ impl Runtime {
             self.pump();
             self.retry_accepts();
         }
-        Ok(())
+        // `Input::Shutdown`: the first drains, a second one stops at once.
+        Ok(if self.shutdowns >= 2 {
+            Stopped::Forced
+        } else {
+            Stopped::Drained
+        })
     }
 
     // ---- feeding the core ----
@@ -469,7 +493,10 @@ impl Runtime {
                     });
                 }
                 Event::Exited(child, status) => self.feed(Input::Exited { child, status }),
-                Event::Shutdown => self.feed(Input::Shutdown),
+                Event::Shutdown => {
+                    self.shutdowns += 1;
+                    self.feed(Input::Shutdown);
+                }
             }
         }
     }
@@ -923,15 +950,30 @@ fn set_keepalive(stream: &TcpStream) -> io::Result<()> {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        // Closing the request channel ends the spawner thread. After an immediate shutdown
-        // children may still be exiting; they were sent SIGKILL and, on Linux, also die with
-        // the spawner thread (PR_SET_PDEATHSIG).
+        // Spawns still queued are not started: nobody would serve them, and starting
+        // thousands of them would keep an operator's second Ctrl-C waiting.
+        self.spawns_cancelled.store(true, Ordering::SeqCst);
+        self.spawn_tx = None;
+        // After an immediate shutdown children may still be running: their groups get
+        // SIGKILL. So do those the spawner started but the loop never heard of.
         for child in self.children.values() {
             process::signal_group(child.pid, Signal::Kill);
         }
-        self.spawn_tx = None;
+        while let Ok(event) = self.events_rx.try_recv() {
+            if let Event::Spawned(_, started) = event {
+                process::signal_group(started.pid, Signal::Kill);
+            }
+        }
+        // The spawner stops before its next start; it waits for nothing but the one start it
+        // may be in (fork and exec), and kills what that one started. On Linux every child
+        // also dies with the spawner thread (PR_SET_PDEATHSIG).
         if let Some(spawner) = self.spawner.take() {
             let _ = spawner.join();
+        }
+        while let Ok(event) = self.events_rx.try_recv() {
+            if let Event::Spawned(_, started) = event {
+                process::signal_group(started.pid, Signal::Kill);
+            }
         }
     }
 }
