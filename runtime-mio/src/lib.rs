@@ -265,7 +265,19 @@ pub struct Runtime {
 impl Runtime {
     /// Binds every listener and starts the spawner thread. Fails if an address cannot be
     /// bound.
-    pub fn bind(config: RuntimeConfig) -> io::Result<Runtime> {
+    ///
+    /// A core configuration whose `seed` is all zeros (its default) gets 32 bytes of OS
+    /// randomness instead: session ids must be unguessable, and a library user who built
+    /// the configuration with `Config::default()` should not have to know that.
+    pub fn bind(mut config: RuntimeConfig) -> io::Result<Runtime> {
+        if config.core.seed == [0; 32] {
+            config.core.seed = os_seed().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot read OS randomness for session ids: {e}"),
+                )
+            })?;
+        }
         let poll = Poll::new()?;
         // The core bounds what it keeps by the size of one read.
         let read_size = config.core.max_read.max(1);
@@ -976,6 +988,24 @@ impl Drop for Runtime {
             }
         }
     }
+}
+
+/// Makes this process non-dumpable (Linux: `prctl(PR_SET_DUMPABLE, 0)`): other processes of
+/// the same user, the relay's own servers among them, can no longer read its memory or its
+/// `/proc/<pid>/environ`, `mem`, `fd` and the like, nor attach a debugger, and no core dump
+/// is written. `/proc/<pid>/cmdline` stays readable by everyone: secrets belong in files or
+/// the environment, not in arguments. A process-wide setting, so it is the binary's choice
+/// to make, not [`Runtime::bind`]'s. A no-op elsewhere.
+pub fn set_non_dumpable() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_DUMPABLE) takes integers only and touches no memory of ours.
+        let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// 32 bytes of OS entropy, to seed the core's session-id generator.
