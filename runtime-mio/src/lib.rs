@@ -1,10 +1,36 @@
-//! The mio driver of mcp-relay's core.
+//! The mio driver of mcp-relay's core: sockets, pipes, child processes and the clock.
 //!
-//! Mechanism only: one event loop owns the core, every listener, socket and pipe; it turns
-//! readiness into [`Input`]s and performs the core's [`Output`]s. It makes no protocol
-//! decision: anything that needs one is a question for the core. Blocking work (spawning,
-//! waiting for exits) runs on worker threads that report back over a channel and a
-//! [`mio::Waker`].
+//! Mechanism only: one event loop owns the core ([`mcp_relay_core::Relay`]), every listener,
+//! socket and pipe; it turns readiness into [`Input`]s and performs the core's [`Output`]s.
+//! It makes no protocol decision: anything that needs one is a question for the core.
+//! Blocking work (spawning, waiting for exits where there are no pidfds) runs on worker
+//! threads that report back over a channel and a [`mio::Waker`].
+//!
+//! In scope: binding listeners ([`Runtime::bind`]), accepting (with back-off when
+//! descriptors run out), reading until `WouldBlock` and writing what the core hands out,
+//! spawning the server command ([`CommandSpec`]) in its own process group, reaping and
+//! signalling it, and the operator's stop requests ([`ShutdownHandle`]). Process-wide
+//! choices are offered for the binary to make ([`set_non_dumpable`], [`os_seed`]).
+//!
+//! Out of scope: flags and configuration files, logging setup, signal handlers (the binary
+//! installs them and calls [`ShutdownHandle::shutdown`]), TLS, and every decision about
+//! sessions, framing, limits, restarts and HTTP, which belong to the core.
+//!
+//! ```no_run
+//! use mcp_relay_core::{Config, Transport};
+//! use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
+//!
+//! let runtime = Runtime::bind(RuntimeConfig {
+//!     listen: vec![("127.0.0.1:9000".parse()?, Transport::Tcp)],
+//!     command: CommandSpec { program: "./server".into(), ..CommandSpec::default() },
+//!     core: Config::default(),
+//! })?;
+//! let stop = runtime.shutdown_handle(); // call stop.shutdown() from a signal handler
+//! runtime.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
 
 mod process;
 
@@ -29,7 +55,10 @@ use std::time::{Duration, Instant};
 pub struct RuntimeConfig {
     /// Addresses to listen on, and what each serves.
     pub listen: Vec<(SocketAddr, Transport)>,
+    /// The server command started for each session (and for `prespawn`).
     pub command: CommandSpec,
+    /// The core's configuration. An all-zero `seed` (the default) is replaced with OS
+    /// randomness by [`Runtime::bind`].
     pub core: mcp_relay_core::Config,
 }
 
@@ -334,6 +363,7 @@ impl Runtime {
             .collect()
     }
 
+    /// A handle that asks this runtime to stop, from any thread (a Ctrl-C handler).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.handle.clone()
     }

@@ -22,10 +22,13 @@ use std::thread;
 /// The server command, exactly as given: no shell in between.
 #[derive(Clone, Debug, Default)]
 pub struct CommandSpec {
+    /// The program, looked up in `PATH` when it has no slash.
     pub program: OsString,
+    /// Its arguments.
     pub args: Vec<OsString>,
     /// Extra variables (`--env`), applied after the inherited ones.
     pub env: Vec<(OsString, OsString)>,
+    /// Its working directory (default: the relay's).
     pub cwd: Option<PathBuf>,
     /// Start from an empty environment (keeping only `PATH`) instead of the relay's.
     pub clean_env: bool,
