@@ -1045,3 +1045,29 @@ pub fn os_seed() -> io::Result<[u8; 32]> {
     std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
     Ok(seed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(errno: i32, expect: AcceptError) {
+        let e = io::Error::from_raw_os_error(errno);
+        assert_eq!(classify_accept_error(&e), expect, "{e}");
+    }
+
+    #[test]
+    fn accept_errors_of_one_connection_move_on_to_the_next() {
+        for errno in [libc::ECONNABORTED, libc::EINTR, libc::EPROTO, libc::EPERM] {
+            check(errno, AcceptError::Transient);
+        }
+    }
+
+    #[test]
+    fn accept_errors_of_the_process_back_off() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            check(errno, AcceptError::Shortage);
+        }
+        // Not understood: still never the end of the listener.
+        check(libc::EINVAL, AcceptError::Shortage);
+    }
+}
