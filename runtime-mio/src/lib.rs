@@ -731,9 +731,11 @@ impl Runtime {
         let freed = std::mem::take(&mut self.freed);
         let now = Instant::now();
         for index in 0..self.listeners.len() {
-            let due = self.listeners[index]
-                .backoff
-                .as_ref()
+            // `get`: the core may have closed every listener while a retry was pumped.
+            let due = self
+                .listeners
+                .get(index)
+                .and_then(|l| l.backoff.as_ref())
                 .is_some_and(|b| freed || b.retry_at <= now);
             if due {
                 self.accept(index);
