@@ -6,7 +6,7 @@ mod demo;
 use argh::FromArgs;
 use config::Listen;
 use mcp_relay_core::{HttpConfig, RestartPolicy, Transport};
-use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
+use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig, Stopped};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -202,6 +202,9 @@ struct Args {
     command: Vec<OsString>,
 }
 
+/// The exit status after a second Ctrl-C (or SIGTERM) stopped the relay at once.
+const FORCED_EXIT: u8 = 130;
+
 /// The environment variable that may hold a bearer token.
 const AUTH_TOKEN_VAR: &str = "MCP_RELAY_AUTH_TOKEN";
 
@@ -236,6 +239,14 @@ fn main() -> ExitCode {
         let code = demo::run(&argv[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // Before any secret is read: from here on the relay's servers (same user) cannot read
+    // its memory or /proc/<pid>/environ. Reported once logging is set up.
+    let dumpable = mcp_relay_runtime::set_non_dumpable();
+    // Out of the environment at once, while this is the only thread: no child (and no
+    // library that spawns one) can inherit it. The initial copy that /proc/<pid>/environ
+    // shows is what non-dumpable protects.
+    let env_token = std::env::var(AUTH_TOKEN_VAR).ok();
+    std::env::remove_var(AUTH_TOKEN_VAR);
     let strs: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
     let args = match Args::from_args(&["mcp-relay"], &strs) {
         Ok(args) => args,
@@ -255,7 +266,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&args);
-    let config = match validate(args) {
+    if let Err(e) = dumpable {
+        log::warn!("cannot make the relay non-dumpable (its servers may read its memory): {e}");
+    }
+    let config = match validate(args, env_token) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("mcp-relay: {e}");
@@ -277,7 +291,8 @@ fn init_logging(args: &Args) {
     builder.format_target(false).init();
 }
 
-fn validate(args: Args) -> Result<RuntimeConfig, String> {
+/// `env_token`: the value `MCP_RELAY_AUTH_TOKEN` had at startup.
+fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, String> {
     if args.listen.is_empty() {
         return Err(
             "nothing to listen on: give --listen HOST:PORT (for example --listen 127.0.0.1:9000)"
@@ -336,9 +351,7 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
         }
     }
     let mut auth_tokens = args.auth_token;
-    if let Ok(token) = std::env::var(AUTH_TOKEN_VAR) {
-        auth_tokens.push(token);
-    }
+    auth_tokens.extend(env_token);
     if let Some(path) = &args.auth_token_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--auth-token-file {}: {e}", path.display()))?;
@@ -370,8 +383,6 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
             "--sse-keepalive, --header-timeout and --session-timeout must be more than 0".into(),
         );
     }
-    let seed = mcp_relay_runtime::os_seed()
-        .map_err(|e| format!("cannot read OS randomness for session ids: {e}"))?;
     let server_label = command
         .iter()
         .map(|a| a.to_string_lossy())
@@ -391,7 +402,8 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
                 .collect(),
             cwd: args.cwd,
             clean_env: args.clean_env,
-            // The relay's own secret is not the server's to see.
+            // The relay's own secret is not the server's to see (main already removed it
+            // from the relay's environment; this keeps it so if that ever changes).
             env_remove: vec![AUTH_TOKEN_VAR.into()],
         },
         core: mcp_relay_core::Config {
@@ -423,7 +435,8 @@ fn validate(args: Args) -> Result<RuntimeConfig, String> {
                 stateless_pool: args.stateless_pool,
             },
             prespawn: args.prespawn,
-            seed,
+            // Runtime::bind seeds the session-id generator from the OS.
+            seed: [0; 32],
         },
     })
 }
@@ -466,9 +479,15 @@ fn run(config: RuntimeConfig) -> ExitCode {
         return ExitCode::from(1);
     }
     match runtime.run() {
-        Ok(()) => {
+        Ok(Stopped::Drained) => {
             log::info!("stopped");
             ExitCode::SUCCESS
+        }
+        Ok(Stopped::Forced) => {
+            // Sessions were cut off: a supervisor or script must be able to tell. 130 is
+            // what a shell reports for a program ended by Ctrl-C.
+            log::warn!("stopped at once: sessions were cut off");
+            ExitCode::from(FORCED_EXIT)
         }
         Err(e) => {
             log::error!("event loop failed: {e}");

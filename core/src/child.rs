@@ -346,11 +346,43 @@ impl Child {
 }
 
 fn log_stderr(label: &str, pid: Option<u32>, line: &[u8]) {
-    let text = String::from_utf8_lossy(line);
+    let decoded = String::from_utf8_lossy(line);
+    let text = escape_controls(&decoded);
     match pid {
         Some(pid) => log::info!(target: "mcp_relay::server", "[{label} pid {pid}] {text}"),
         None => log::info!(target: "mcp_relay::server", "[{label}] {text}"),
     }
+}
+
+/// The child's text as it may reach the operator's terminal: control characters that could
+/// move the cursor, rewrite a line or set the window title (C0 but tab, DEL, C1, and the
+/// bidirectional overrides that reorder what is shown) are written as escapes, `\r`,
+/// `\x1b`, `\u{9b}`. Everything else, backslashes included, is left as it is.
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    fn is_control(c: char) -> bool {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    use std::fmt::Write as _;
+    if !text.chars().any(is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            // Writing to a String cannot fail.
+            c if is_control(c) && (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if is_control(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// Splits stderr into lines for the log; a line longer than this is logged in pieces.
@@ -389,5 +421,45 @@ impl StderrLines {
             f(line);
         }
         self.buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expect: &str) {
+        assert_eq!(escape_controls(input), expect, "input {input:?}");
+    }
+
+    #[test]
+    fn plain_text_is_left_alone() {
+        check("", "");
+        check("listening on stdio\tready", "listening on stdio\tready");
+        check(r"C:\path\to\x1b", r"C:\path\to\x1b");
+        check("naïve ünïcode ✓", "naïve ünïcode ✓");
+    }
+
+    #[test]
+    fn terminal_controls_are_escaped() {
+        // An OSC title, a bell, and a carriage return that would overwrite the line.
+        check("\x1b]0;pwned\x07fake\rreal", r"\x1b]0;pwned\x07fake\rreal");
+        check("a\x1b[2Kb", r"a\x1b[2Kb");
+        check("nul\0 del\x7f", r"nul\x00 del\x7f");
+        check("bs\x08", r"bs\x08");
+        check("\n", r"\n");
+        // C1 controls (CSI as one character) and bidirectional overrides.
+        check("x\u{9b}31my", r"x\u{9b}31my");
+        check("abc\u{202e}fed", r"abc\u{202e}fed");
+    }
+
+    #[test]
+    fn logged_lines_are_escaped() {
+        let mut lines = Vec::new();
+        let mut s = StderrLines::default();
+        s.push(b"\x1b]0;pwned\x07fake\rreal\nok\r\n", |l| {
+            lines.push(escape_controls(&String::from_utf8_lossy(l)).into_owned())
+        });
+        assert_eq!(lines, [r"\x1b]0;pwned\x07fake\rreal", "ok"]);
     }
 }

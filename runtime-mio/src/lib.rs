@@ -1,10 +1,36 @@
-//! The mio driver of mcp-relay's core.
+//! The mio driver of mcp-relay's core: sockets, pipes, child processes and the clock.
 //!
-//! Mechanism only: one event loop owns the core, every listener, socket and pipe; it turns
-//! readiness into [`Input`]s and performs the core's [`Output`]s. It makes no protocol
-//! decision: anything that needs one is a question for the core. Blocking work (spawning,
-//! waiting for exits) runs on worker threads that report back over a channel and a
-//! [`mio::Waker`].
+//! Mechanism only: one event loop owns the core ([`mcp_relay_core::Relay`]), every listener,
+//! socket and pipe; it turns readiness into [`Input`]s and performs the core's [`Output`]s.
+//! It makes no protocol decision: anything that needs one is a question for the core.
+//! Blocking work (spawning, waiting for exits where there are no pidfds) runs on worker
+//! threads that report back over a channel and a [`mio::Waker`].
+//!
+//! In scope: binding listeners ([`Runtime::bind`]), accepting (with back-off when
+//! descriptors run out), reading until `WouldBlock` and writing what the core hands out,
+//! spawning the server command ([`CommandSpec`]) in its own process group, reaping and
+//! signalling it, and the operator's stop requests ([`ShutdownHandle`]). Process-wide
+//! choices are offered for the binary to make ([`set_non_dumpable`], [`os_seed`]).
+//!
+//! Out of scope: flags and configuration files, logging setup, signal handlers (the binary
+//! installs them and calls [`ShutdownHandle::shutdown`]), TLS, and every decision about
+//! sessions, framing, limits, restarts and HTTP, which belong to the core.
+//!
+//! ```no_run
+//! use mcp_relay_core::{Config, Transport};
+//! use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
+//!
+//! let runtime = Runtime::bind(RuntimeConfig {
+//!     listen: vec![("127.0.0.1:9000".parse()?, Transport::Tcp)],
+//!     command: CommandSpec { program: "./server".into(), ..CommandSpec::default() },
+//!     core: Config::default(),
+//! })?;
+//! let stop = runtime.shutdown_handle(); // call stop.shutdown() from a signal handler
+//! runtime.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
 
 mod process;
 
@@ -20,15 +46,19 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Everything the runtime needs to start.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     /// Addresses to listen on, and what each serves.
     pub listen: Vec<(SocketAddr, Transport)>,
+    /// The server command started for each session (and for `prespawn`).
     pub command: CommandSpec,
+    /// The core's configuration. An all-zero `seed` (the default) is replaced with OS
+    /// randomness by [`Runtime::bind`].
     pub core: mcp_relay_core::Config,
 }
 
@@ -38,6 +68,15 @@ pub(crate) enum Event {
     SpawnFailed(ChildId, String),
     Exited(ChildId, ExitStatus),
     Shutdown,
+}
+
+/// How [`Runtime::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every session was drained and every child reaped.
+    Drained,
+    /// A second shutdown request stopped it at once: children were killed, sessions cut off.
+    Forced,
 }
 
 /// Asks a running [`Runtime`] to shut down; cheap to clone, usable from any thread.
@@ -158,6 +197,69 @@ impl Child {
     }
 }
 
+/// A listening socket, and where it stands with `accept()`.
+struct Listener {
+    socket: TcpListener,
+    transport: Transport,
+    /// Set while `accept()` fails for want of resources (descriptors, memory): the
+    /// connections wait in the kernel's backlog until the next attempt.
+    backoff: Option<AcceptBackoff>,
+}
+
+/// One episode of failing `accept()`s on a listener: warned about once when it begins, and
+/// once more when it ends.
+struct AcceptBackoff {
+    /// When the listener is tried again, whatever else happens.
+    retry_at: Instant,
+    /// The wait before the next retry after another failure; doubles up to
+    /// [`ACCEPT_RETRY_MAX`].
+    delay: Duration,
+    since: Instant,
+    failures: u64,
+}
+
+/// The first wait after `accept()` failed for want of resources.
+const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(50);
+/// The longest wait between two attempts while the shortage lasts (a descriptor freed by the
+/// loop itself triggers an attempt at once; this bounds how long one freed elsewhere waits).
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How an `accept()` error is handled.
+#[derive(Debug, PartialEq, Eq)]
+enum AcceptError {
+    /// Only this connection failed (it was aborted before it was accepted, or a signal came):
+    /// accept the next one.
+    Transient,
+    /// The process or system is out of something (descriptors, buffers, memory), or the
+    /// error is not understood: back off and retry; never give up on the listener.
+    Shortage,
+}
+
+fn classify_accept_error(e: &io::Error) -> AcceptError {
+    if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted {
+        return AcceptError::Transient;
+    }
+    match e.raw_os_error() {
+        // accept(2) on Linux: these are errors of the pending connection, or network errors
+        // it already had, and should be treated like EAGAIN by retrying.
+        Some(
+            libc::ECONNABORTED
+            | libc::EPROTO
+            | libc::EPERM
+            | libc::ENETDOWN
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETUNREACH
+            | libc::ETIMEDOUT,
+        ) => AcceptError::Transient,
+        #[cfg(target_os = "linux")]
+        Some(libc::ENONET) => AcceptError::Transient,
+        _ => AcceptError::Shortage,
+    }
+}
+
 /// What to do next in [`Runtime::pump`].
 enum Work {
     Flush(Endpoint),
@@ -170,7 +272,10 @@ enum Work {
 pub struct Runtime {
     poll: Poll,
     core: Relay,
-    listeners: Vec<(TcpListener, Transport)>,
+    listeners: Vec<Listener>,
+    /// A descriptor was closed since the last accept attempt: a listener backing off may
+    /// accept again.
+    freed: bool,
     conns: BTreeMap<ConnId, Conn>,
     children: BTreeMap<ChildId, Child>,
     next_conn: u64,
@@ -178,6 +283,10 @@ pub struct Runtime {
     handle: ShutdownHandle,
     spawn_tx: Option<Sender<ChildId>>,
     spawner: Option<std::thread::JoinHandle<()>>,
+    /// Set when the runtime goes away: the spawner starts nothing more.
+    spawns_cancelled: Arc<AtomicBool>,
+    /// How many times the operator asked to stop (the second time means at once).
+    shutdowns: u32,
     work: VecDeque<Work>,
     read_buf: Vec<u8>,
 }
@@ -185,7 +294,19 @@ pub struct Runtime {
 impl Runtime {
     /// Binds every listener and starts the spawner thread. Fails if an address cannot be
     /// bound.
-    pub fn bind(config: RuntimeConfig) -> io::Result<Runtime> {
+    ///
+    /// A core configuration whose `seed` is all zeros (its default) gets 32 bytes of OS
+    /// randomness instead: session ids must be unguessable, and a library user who built
+    /// the configuration with `Config::default()` should not have to know that.
+    pub fn bind(mut config: RuntimeConfig) -> io::Result<Runtime> {
+        if config.core.seed == [0; 32] {
+            config.core.seed = os_seed().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot read OS randomness for session ids: {e}"),
+                )
+            })?;
+        }
         let poll = Poll::new()?;
         // The core bounds what it keeps by the size of one read.
         let read_size = config.core.max_read.max(1);
@@ -196,20 +317,27 @@ impl Runtime {
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             poll.registry()
                 .register(&mut l, token(LISTENER, i as u64), Interest::READABLE)?;
-            listeners.push((l, *transport));
+            listeners.push(Listener {
+                socket: l,
+                transport: *transport,
+                backoff: None,
+            });
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (spawn_tx, spawn_rx) = crossbeam_channel::unbounded();
+        let spawns_cancelled = Arc::new(AtomicBool::new(false));
         let spawner = process::spawner(
             Arc::new(config.command),
             spawn_rx,
             events_tx.clone(),
             Arc::clone(&waker),
+            Arc::clone(&spawns_cancelled),
         )?;
         Ok(Runtime {
             poll,
             core: Relay::new(config.core, Instant::now()),
             listeners,
+            freed: false,
             conns: BTreeMap::new(),
             children: BTreeMap::new(),
             next_conn: 1,
@@ -220,6 +348,8 @@ impl Runtime {
             },
             spawn_tx: Some(spawn_tx),
             spawner: Some(spawner),
+            spawns_cancelled,
+            shutdowns: 0,
             work: VecDeque::new(),
             read_buf: vec![0; read_size],
         })
@@ -229,17 +359,19 @@ impl Runtime {
     pub fn local_addrs(&self) -> Vec<(SocketAddr, Transport)> {
         self.listeners
             .iter()
-            .filter_map(|(l, t)| Some((l.local_addr().ok()?, *t)))
+            .filter_map(|l| Some((l.socket.local_addr().ok()?, l.transport)))
             .collect()
     }
 
+    /// A handle that asks this runtime to stop, from any thread (a Ctrl-C handler).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.handle.clone()
     }
 
-    /// Runs until a shutdown has finished. After a graceful shutdown every child has been
-    /// reaped; after an immediate one every child has been sent SIGKILL.
-    pub fn run(mut self) -> io::Result<()> {
+    /// Runs until a shutdown has finished, and says which kind it was. After a graceful
+    /// shutdown every child has been reaped; after an immediate one every child started has
+    /// been sent SIGKILL (to its process group), and no queued spawn is started.
+    pub fn run(mut self) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(256);
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -248,10 +380,14 @@ impl Runtime {
         self.core.start(Instant::now());
         self.pump();
         while !self.core.is_finished() {
-            let timeout = self
-                .core
-                .poll_timeout()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            // The core's next deadline, or a listener's retry, whichever comes first.
+            let deadline = self
+                .listeners
+                .iter()
+                .filter_map(|l| l.backoff.as_ref().map(|b| b.retry_at))
+                .chain(self.core.poll_timeout())
+                .min();
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -291,8 +427,14 @@ impl Runtime {
             self.pump();
             self.core.handle_timeout(Instant::now());
             self.pump();
+            self.retry_accepts();
         }
-        Ok(())
+        // `Input::Shutdown`: the first drains, a second one stops at once.
+        Ok(if self.shutdowns >= 2 {
+            Stopped::Forced
+        } else {
+            Stopped::Drained
+        })
     }
 
     // ---- feeding the core ----
@@ -347,8 +489,8 @@ impl Runtime {
                     }
                 }
                 Output::StopAccepting => {
-                    for (mut l, _) in self.listeners.drain(..) {
-                        let _ = self.poll.registry().deregister(&mut l);
+                    for mut l in self.listeners.drain(..) {
+                        let _ = self.poll.registry().deregister(&mut l.socket);
                     }
                 }
                 Output::Release { child } => {
@@ -360,6 +502,7 @@ impl Runtime {
                         }
                         None => false,
                     };
+                    self.freed = true;
                     // A child not reaped yet (the core gave up waiting for its output) stays,
                     // watched for its exit, so that no zombie is left.
                     if reaped {
@@ -392,7 +535,10 @@ impl Runtime {
                     });
                 }
                 Event::Exited(child, status) => self.feed(Input::Exited { child, status }),
-                Event::Shutdown => self.feed(Input::Shutdown),
+                Event::Shutdown => {
+                    self.shutdowns += 1;
+                    self.feed(Input::Shutdown);
+                }
             }
         }
     }
@@ -463,14 +609,18 @@ impl Runtime {
 
     // ---- sockets ----
 
+    /// Accepts every pending connection; on a shortage (out of descriptors, say) the
+    /// listener backs off: see [`Runtime::accept_failed`].
     fn accept(&mut self, index: usize) {
+        let mut accepted = false;
         loop {
-            let Some((listener, transport)) = self.listeners.get(index) else {
+            let Some(listener) = self.listeners.get(index) else {
                 return;
             };
-            let transport = *transport;
-            match listener.accept() {
+            let transport = listener.transport;
+            match listener.socket.accept() {
                 Ok((mut stream, peer)) => {
+                    accepted = true;
                     let local = stream.local_addr().unwrap_or(peer);
                     if let Err(e) = stream.set_nodelay(true) {
                         log::debug!("TCP_NODELAY failed for {peer}: {e}");
@@ -505,13 +655,91 @@ impl Runtime {
                     });
                     self.work.push_back(Work::Read(Endpoint::Conn(id), true));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Out of file descriptors, for instance: try again on the next readiness.
-                    log::warn!("accept failed: {e}");
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The backlog is drained: whatever shortage there was is over.
+                    self.accept_recovered(index);
                     return;
                 }
+                Err(e) => match classify_accept_error(&e) {
+                    AcceptError::Transient => {
+                        log::debug!("accept: a pending connection failed: {e}");
+                    }
+                    AcceptError::Shortage => {
+                        self.accept_failed(index, &e, accepted);
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// `accept()` failed for want of resources. The listener is edge-triggered, so no new
+    /// readiness may ever come (the backlog stays full): it is retried after a delay that
+    /// doubles up to [`ACCEPT_RETRY_MAX`], and at once whenever the loop closes a descriptor.
+    /// Pending connections wait in the kernel's backlog meanwhile, rather than being
+    /// accepted and closed: most shortages are brief, and a client that waits is served.
+    /// One warning per episode: it ends when the backlog is drained. `progressed`: this
+    /// attempt accepted something before failing, so the shortage is easing (the delay
+    /// starts over).
+    fn accept_failed(&mut self, index: usize, e: &io::Error, progressed: bool) {
+        let now = Instant::now();
+        let Some(l) = self.listeners.get_mut(index) else {
+            return;
+        };
+        match &mut l.backoff {
+            Some(b) => {
+                b.failures += 1;
+                if progressed {
+                    b.delay = ACCEPT_RETRY_MIN;
+                }
+                b.retry_at = now + b.delay;
+                b.delay = (b.delay * 2).min(ACCEPT_RETRY_MAX);
+            }
+            None => {
+                let addr = listener_name(l);
+                log::warn!(
+                    "cannot accept connections on {addr}: {e}; they wait in the backlog, retrying (at once when a descriptor is freed, else within {ACCEPT_RETRY_MAX:?})"
+                );
+                l.backoff = Some(AcceptBackoff {
+                    retry_at: now + ACCEPT_RETRY_MIN,
+                    delay: ACCEPT_RETRY_MIN * 2,
+                    since: now,
+                    failures: 1,
+                });
+            }
+        }
+    }
+
+    /// `accept()` found the backlog empty: an episode of failures, if any, is over.
+    fn accept_recovered(&mut self, index: usize) {
+        let Some(l) = self.listeners.get_mut(index) else {
+            return;
+        };
+        if let Some(b) = l.backoff.take() {
+            log::info!(
+                "accepting connections on {} again ({} failed attempts over {:?})",
+                listener_name(l),
+                b.failures,
+                b.since.elapsed()
+            );
+        }
+    }
+
+    /// Tries the listeners that are backing off whose time has come, or all of them when a
+    /// descriptor was freed since the last try.
+    fn retry_accepts(&mut self) {
+        let freed = std::mem::take(&mut self.freed);
+        let now = Instant::now();
+        for index in 0..self.listeners.len() {
+            // `get`: the core may have closed every listener while a retry was pumped.
+            let due = self
+                .listeners
+                .get(index)
+                .and_then(|l| l.backoff.as_ref())
+                .is_some_and(|b| freed || b.retry_at <= now);
+            if due {
+                self.accept(index);
+                self.pump();
             }
         }
     }
@@ -532,6 +760,7 @@ impl Runtime {
     }
 
     fn close(&mut self, ep: Endpoint) {
+        self.freed = true;
         match ep {
             Endpoint::Conn(c) => {
                 if let Some(mut conn) = self.conns.remove(&c) {
@@ -576,6 +805,7 @@ impl Runtime {
                                 self.children.get_mut(&c).and_then(|c| c.stdout.take())
                             {
                                 let _ = self.poll.registry().deregister(&mut r);
+                                self.freed = true;
                             }
                         }
                     }
@@ -632,6 +862,7 @@ impl Runtime {
             .registry()
             .deregister(&mut mio::unix::SourceFd(&raw));
         c.reap = None;
+        self.freed = true;
         self.feed(Input::Exited { child: id, status });
         // A child the core already released is forgotten once reaped.
         if self
@@ -655,6 +886,7 @@ impl Runtime {
                     let r = self.children.get_mut(&id).and_then(|c| c.stderr.take());
                     if let Some(mut r) = r {
                         let _ = self.poll.registry().deregister(&mut r);
+                        self.freed = true;
                     }
                     self.feed(Input::StderrEof { child: id });
                     return;
@@ -694,6 +926,7 @@ impl Runtime {
 
     /// The endpoint failed: drop it and tell the core.
     fn broken(&mut self, ep: Endpoint, e: &io::Error) {
+        self.freed = true;
         match ep {
             Endpoint::Conn(c) => {
                 if let Some(mut conn) = self.conns.remove(&c) {
@@ -711,6 +944,18 @@ impl Runtime {
             endpoint: ep,
             reason: &reason,
         });
+    }
+}
+
+/// How a listener is named in the log.
+fn listener_name(l: &Listener) -> String {
+    let scheme = match l.transport {
+        Transport::Tcp => "tcp",
+        Transport::Http => "http",
+    };
+    match l.socket.local_addr() {
+        Ok(addr) => format!("{scheme}://{addr}"),
+        Err(_) => format!("a {scheme} listener"),
     }
 }
 
@@ -749,17 +994,50 @@ fn set_keepalive(stream: &TcpStream) -> io::Result<()> {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        // Closing the request channel ends the spawner thread. After an immediate shutdown
-        // children may still be exiting; they were sent SIGKILL and, on Linux, also die with
-        // the spawner thread (PR_SET_PDEATHSIG).
+        // Spawns still queued are not started: nobody would serve them, and starting
+        // thousands of them would keep an operator's second Ctrl-C waiting.
+        self.spawns_cancelled.store(true, Ordering::SeqCst);
+        self.spawn_tx = None;
+        // After an immediate shutdown children may still be running: their groups get
+        // SIGKILL. So do those the spawner started but the loop never heard of.
         for child in self.children.values() {
             process::signal_group(child.pid, Signal::Kill);
         }
-        self.spawn_tx = None;
+        while let Ok(event) = self.events_rx.try_recv() {
+            if let Event::Spawned(_, started) = event {
+                process::signal_group(started.pid, Signal::Kill);
+            }
+        }
+        // The spawner stops before its next start; it waits for nothing but the one start it
+        // may be in (fork and exec), and kills what that one started. On Linux every child
+        // also dies with the spawner thread (PR_SET_PDEATHSIG).
         if let Some(spawner) = self.spawner.take() {
             let _ = spawner.join();
         }
+        while let Ok(event) = self.events_rx.try_recv() {
+            if let Event::Spawned(_, started) = event {
+                process::signal_group(started.pid, Signal::Kill);
+            }
+        }
     }
+}
+
+/// Makes this process non-dumpable (Linux: `prctl(PR_SET_DUMPABLE, 0)`): other processes of
+/// the same user, the relay's own servers among them, can no longer read its memory or its
+/// `/proc/<pid>/environ`, `mem`, `fd` and the like, nor attach a debugger, and no core dump
+/// is written. `/proc/<pid>/cmdline` stays readable by everyone: secrets belong in files or
+/// the environment, not in arguments. A process-wide setting, so it is the binary's choice
+/// to make, not [`Runtime::bind`]'s. A no-op elsewhere.
+pub fn set_non_dumpable() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_DUMPABLE) takes integers only and touches no memory of ours.
+        let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// 32 bytes of OS entropy, to seed the core's session-id generator.
@@ -768,4 +1046,30 @@ pub fn os_seed() -> io::Result<[u8; 32]> {
     let mut seed = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
     Ok(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(errno: i32, expect: AcceptError) {
+        let e = io::Error::from_raw_os_error(errno);
+        assert_eq!(classify_accept_error(&e), expect, "{e}");
+    }
+
+    #[test]
+    fn accept_errors_of_one_connection_move_on_to_the_next() {
+        for errno in [libc::ECONNABORTED, libc::EINTR, libc::EPROTO, libc::EPERM] {
+            check(errno, AcceptError::Transient);
+        }
+    }
+
+    #[test]
+    fn accept_errors_of_the_process_back_off() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            check(errno, AcceptError::Shortage);
+        }
+        // Not understood: still never the end of the listener.
+        check(libc::EINVAL, AcceptError::Shortage);
+    }
 }

@@ -15,16 +15,20 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
 /// The server command, exactly as given: no shell in between.
 #[derive(Clone, Debug, Default)]
 pub struct CommandSpec {
+    /// The program, looked up in `PATH` when it has no slash.
     pub program: OsString,
+    /// Its arguments.
     pub args: Vec<OsString>,
     /// Extra variables (`--env`), applied after the inherited ones.
     pub env: Vec<(OsString, OsString)>,
+    /// Its working directory (default: the relay's).
     pub cwd: Option<PathBuf>,
     /// Start from an empty environment (keeping only `PATH`) instead of the relay's.
     pub clean_env: bool,
@@ -76,18 +80,31 @@ fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
     None
 }
 
-/// Runs the spawner thread until the request channel closes.
+/// Runs the spawner thread until the request channel closes or `cancelled` is set; once it
+/// is set, queued requests are dropped, and a child started meanwhile is killed.
 pub(crate) fn spawner(
     spec: Arc<CommandSpec>,
     requests: Receiver<ChildId>,
     events: Sender<Event>,
     waker: Arc<Waker>,
+    cancelled: Arc<AtomicBool>,
 ) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("mcp-relay-spawner".into())
         .spawn(move || {
             for child in requests {
+                if cancelled.load(Ordering::SeqCst) {
+                    return;
+                }
                 let event = match start(&spec, child, &events, &waker) {
+                    Ok(started) if cancelled.load(Ordering::SeqCst) => {
+                        // The runtime went away while it was starting.
+                        signal_group(started.pid, Signal::Kill);
+                        if let Reaper::Pidfd(_, mut c) = started.reaper {
+                            let _ = c.wait();
+                        }
+                        return;
+                    }
                     Ok(started) => Event::Spawned(child, started),
                     Err(e) => Event::SpawnFailed(child, describe_spawn_error(&spec, &e)),
                 };

@@ -100,6 +100,9 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 pub struct RelayBuilder {
     args: Vec<OsString>,
     command: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    nofile: Option<u64>,
+    unprivileged: bool,
 }
 
 impl RelayBuilder {
@@ -125,12 +128,63 @@ impl RelayBuilder {
         self
     }
 
+    /// An environment variable of the relay process.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Runs the relay with `RLIMIT_NOFILE` set to `limit` (soft and hard).
+    pub fn nofile_limit(mut self, limit: u64) -> Self {
+        self.nofile = Some(limit);
+        self
+    }
+
+    /// Runs the relay as an ordinary user: when the tests run as root, as `nobody`
+    /// (65534), so that what root's capabilities would allow (reading any process's
+    /// `/proc` files) does not hide what an ordinary user cannot do.
+    pub fn unprivileged(mut self) -> Self {
+        self.unprivileged = true;
+        self
+    }
+
     /// Starts the relay and waits for its `listening on tcp://…` log line.
     pub fn start(self) -> Relay {
         let mut cmd = Command::new(relay_bin());
         cmd.arg("--listen").arg("127.0.0.1:0").args(&self.args);
         if !self.command.is_empty() {
             cmd.arg("--").args(&self.command);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let nofile = self.nofile;
+        // SAFETY: getuid(2) is always safe.
+        let drop_root = self.unprivileged && unsafe { libc::getuid() } == 0;
+        if nofile.is_some() || drop_root {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and only makes
+            // async-signal-safe system calls (setrlimit, setgroups, setgid, setuid).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if let Some(limit) = nofile {
+                        let rlim = libc::rlimit {
+                            rlim_cur: limit as libc::rlim_t,
+                            rlim_max: limit as libc::rlim_t,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) != 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                    if drop_root
+                        && (libc::setgroups(0, std::ptr::null()) != 0
+                            || libc::setgid(65534) != 0
+                            || libc::setuid(65534) != 0)
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd
             .env("RUST_LOG", "info")
@@ -184,6 +238,9 @@ impl Relay {
         RelayBuilder {
             args: Vec::new(),
             command: Vec::new(),
+            env: Vec::new(),
+            nofile: None,
+            unprivileged: false,
         }
     }
 
