@@ -25,6 +25,7 @@ mod child;
 mod client;
 mod config;
 mod conn;
+mod deadlines;
 mod framing;
 mod http;
 pub mod message;

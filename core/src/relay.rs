@@ -3,13 +3,14 @@
 use crate::client::{ClientSide, HttpSide};
 use crate::config::{Config, Stats};
 use crate::conn::Connections;
+use crate::deadlines::Deadlines;
 use crate::http::{HttpEvent, HttpKey, HttpServer, ReportKind};
 use crate::pool::Warm;
 use crate::session::{Ctx, Session};
 use crate::Transport;
 use crate::{ChildId, ConnId, Endpoint, Input, Output};
 use core::net::SocketAddr;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,8 +32,7 @@ pub struct Relay {
     sessions: BTreeMap<SessionKey, Session>,
     /// Each session's next deadline, indexed by time, so that neither `poll_timeout` nor
     /// `handle_timeout` walks every session.
-    timers: BTreeSet<(Instant, SessionKey)>,
-    timer_of: BTreeMap<SessionKey, (Instant, &'static str)>,
+    timers: Deadlines<SessionKey, &'static str>,
     /// Every client connection, and the one place their bytes pass through.
     conns: Connections,
     /// The session of each TCP connection.
@@ -79,8 +79,7 @@ impl Relay {
             last_now: now,
             config,
             sessions: BTreeMap::new(),
-            timers: BTreeSet::new(),
-            timer_of: BTreeMap::new(),
+            timers: Deadlines::default(),
             conns: Connections::default(),
             tcp: BTreeMap::new(),
             by_http: BTreeMap::new(),
@@ -308,13 +307,7 @@ impl Relay {
         if self.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
             self.warm.handle_timeout(now, &mut self.next_child);
         }
-        let due: Vec<SessionKey> = self
-            .timers
-            .iter()
-            .take_while(|(d, _)| *d <= now)
-            .map(|(_, k)| *k)
-            .collect();
-        for key in due {
+        for key in self.timers.due(now) {
             self.with_session(now, key, |s, ctx| s.handle_timeout(ctx));
         }
         self.drain(now);
@@ -337,7 +330,6 @@ impl Relay {
     pub fn next_deadline(&self) -> Option<(Instant, &'static str)> {
         self.timers
             .first()
-            .and_then(|(_, k)| self.timer_of.get(k).copied())
             .into_iter()
             .chain(self.http.poll_timeout())
             .chain(self.warm.poll_timeout())
@@ -446,19 +438,8 @@ impl Relay {
         self.owner.insert(session.child_id(), key);
         let deadline = session.poll_timeout(&self.config);
         self.sessions.insert(key, session);
-        self.set_timer(key, deadline);
+        self.timers.set(key, deadline);
         key
-    }
-
-    /// Records a session's next deadline in the index.
-    fn set_timer(&mut self, key: SessionKey, deadline: Option<(Instant, &'static str)>) {
-        if let Some((old, _)) = self.timer_of.remove(&key) {
-            self.timers.remove(&(old, key));
-        }
-        if let Some((at, why)) = deadline {
-            self.timers.insert((at, key));
-            self.timer_of.insert(key, (at, why));
-        }
     }
 
     /// Runs `f` with a context for session code that has no session yet.
@@ -589,10 +570,10 @@ impl Relay {
             if let Some(hkey) = self.http_of.remove(&key) {
                 self.by_http.remove(&hkey);
             }
-            self.set_timer(key, None);
+            self.timers.set(key, None);
         } else {
             let deadline = session.poll_timeout(&self.config);
-            self.set_timer(key, deadline);
+            self.timers.set(key, deadline);
         }
     }
 

@@ -12,6 +12,7 @@ pub(crate) mod wire;
 
 use crate::client::Route;
 use crate::config::Config;
+use crate::deadlines::Deadlines;
 use crate::message::{self, classify, codes, ClassifyError, Kind, Message, RawId};
 use crate::outbound::Outbound;
 use crate::{ConnId, Endpoint, Output};
@@ -32,6 +33,18 @@ const MAX_DETACHED_STREAMS: usize = 16;
 /// A stream of messages to one HTTP client, named by the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct StreamId(u64);
+
+/// What an HTTP deadline is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum HttpTimer {
+    /// A request head or body must arrive, or an idle keep-alive connection closes.
+    Conn(ConnId),
+    /// A session with no open stream expires.
+    Session(HttpKey),
+}
+
+const CONN_DEADLINE: &str = "http: request or idle timeout";
+const IDLE_SESSION: &str = "http: session idle";
 
 /// An HTTP session (or a stateless pool child), named by the HTTP layer. Never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,6 +102,9 @@ pub(crate) struct HttpServer {
     pool_started: u64,
     /// The relay is shutting down: no new sessions.
     draining: bool,
+    /// Connection and session deadlines, indexed by time (entries may be early, never late:
+    /// each is checked again when it fires).
+    timers: Deadlines<HttpTimer, &'static str>,
     /// The latest `now` handed in.
     now: Instant,
     out: VecDeque<Output>,
@@ -116,6 +132,7 @@ impl HttpServer {
             deferred: VecDeque::new(),
             pool_started: 0,
             draining: false,
+            timers: Deadlines::default(),
             now,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -344,6 +361,9 @@ impl HttpServer {
                 flushing: Vec::new(),
             },
         );
+        let deadline = now + KEEPALIVE_IDLE.min(self.config.http.header_timeout * 6);
+        self.timers
+            .set(HttpTimer::Conn(conn), Some((deadline, CONN_DEADLINE)));
         if self.draining {
             self.close_conn(conn);
         }
@@ -360,6 +380,10 @@ impl HttpServer {
         }
         if c.inbuf.is_empty() && matches!(c.state, ConnState::Head) {
             c.deadline = Some(now + self.config.http.header_timeout);
+            self.timers.set(
+                HttpTimer::Conn(conn),
+                Some((now + self.config.http.header_timeout, CONN_DEADLINE)),
+            );
         }
         let mut data = data;
         if let ConnState::Body {
@@ -446,6 +470,10 @@ impl HttpServer {
         if let Some(key) = session {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.last_activity = now;
+                self.timers.set(
+                    HttpTimer::Session(key),
+                    Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+                );
             }
             self.update_load(key);
         }
@@ -476,6 +504,7 @@ impl HttpServer {
 
     fn forget_conn(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
+        self.timers.set(HttpTimer::Conn(conn), None);
     }
 
     /// Parses and answers what a connection has sent, request by request.
@@ -493,6 +522,10 @@ impl HttpServer {
                 ConnState::Head => {
                     if c.inbuf.is_empty() {
                         c.deadline = Some(now + KEEPALIVE_IDLE);
+                        self.timers.set(
+                            HttpTimer::Conn(conn),
+                            Some((now + KEEPALIVE_IDLE, CONN_DEADLINE)),
+                        );
                         if c.eof {
                             self.close_conn(conn);
                         }
@@ -534,6 +567,10 @@ impl HttpServer {
                             }
                             c.body.clear();
                             c.deadline = Some(now + self.config.http.session_timeout);
+                            self.timers.set(
+                                HttpTimer::Conn(conn),
+                                Some((now + self.config.http.session_timeout, CONN_DEADLINE)),
+                            );
                             c.state = ConnState::Body {
                                 head,
                                 kind,
@@ -606,6 +643,7 @@ impl HttpServer {
             c.close_after = true;
         }
         c.deadline = None;
+        self.timers.set(HttpTimer::Conn(conn), None);
         if let Err(r) = self.route_request(now, conn, &head, &body) {
             self.fail(conn, r, false);
         }
@@ -923,6 +961,9 @@ impl HttpServer {
             },
         );
         self.sessions_created += 1;
+        let idle = now + self.config.http.session_timeout;
+        self.timers
+            .set(HttpTimer::Session(key), Some((idle, IDLE_SESSION)));
         Ok(key)
     }
 
@@ -1061,6 +1102,10 @@ impl HttpServer {
                 .get_mut(&key)
                 .ok_or_else(|| reject(404, codes::INVALID_REQUEST, "mcp-relay: unknown session"))?;
             s.last_activity = now;
+            self.timers.set(
+                HttpTimer::Session(key),
+                Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+            );
             s.progress.extend(progress);
             s.id.clone()
         };
@@ -1116,6 +1161,10 @@ impl HttpServer {
         let (session_id, version) = match self.sessions.get_mut(&key) {
             Some(s) => {
                 s.last_activity = now;
+                self.timers.set(
+                    HttpTimer::Session(key),
+                    Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+                );
                 (s.id.clone(), s.protocol_version.clone())
             }
             None => {
@@ -1311,6 +1360,10 @@ impl HttpServer {
         }
         if let Some(s) = self.sessions.get_mut(&key) {
             s.last_activity = now;
+            self.timers.set(
+                HttpTimer::Session(key),
+                Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+            );
         }
         self.check_room(key, body.len())?;
         let ack = Ack {
@@ -1585,6 +1638,10 @@ impl HttpServer {
         if let Some(s) = self.sessions.get_mut(&key) {
             // The session was busy until now, not idle.
             s.last_activity = self.now;
+            self.timers.set(
+                HttpTimer::Session(key),
+                Some((self.now + self.config.http.session_timeout, IDLE_SESSION)),
+            );
         }
         let Some(conn) = conn else {
             return;
@@ -1651,6 +1708,10 @@ impl HttpServer {
             StreamKind::Get => {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.last_activity = now;
+                    self.timers.set(
+                        HttpTimer::Session(key),
+                        Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+                    );
                 }
             }
             StreamKind::Post if st.stateless => {
@@ -1692,6 +1753,10 @@ impl HttpServer {
                 }
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.last_activity = now;
+                    self.timers.set(
+                        HttpTimer::Session(key),
+                        Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+                    );
                 }
             }
         }
@@ -1945,28 +2010,12 @@ impl HttpServer {
             }
         }
         self.sessions.remove(&key);
+        self.timers.set(HttpTimer::Session(key), None);
     }
 
     // ---- time ----
 
     pub(crate) fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
-        let conns = self.conns.values().filter_map(|c| match c.state {
-            ConnState::Head | ConnState::Body { .. } => {
-                c.deadline.map(|d| (d, "http: request or idle timeout"))
-            }
-            _ => None,
-        });
-        let sessions = self
-            .sessions
-            .values()
-            .filter(|s| !s.finished)
-            .filter(|s| !self.has_open_stream(s))
-            .map(|s| {
-                (
-                    s.last_activity + self.config.http.session_timeout,
-                    "http: session idle",
-                )
-            });
         let keepalive = self.next_keepalive.map(|d| (d, "http: SSE keep-alive"));
         // A queued stateless request waits for a pool child resting after a cancellation.
         let rested = (!self.pool_queue.is_empty())
@@ -1979,8 +2028,9 @@ impl HttpServer {
             })
             .flatten()
             .map(|d| (d, "http: a pool child's rest ends"));
-        conns
-            .chain(sessions)
+        self.timers
+            .first()
+            .into_iter()
             .chain(keepalive)
             .chain(rested)
             .min_by_key(|(d, _)| *d)
@@ -1999,18 +2049,48 @@ impl HttpServer {
         if !self.pool_queue.is_empty() {
             self.pool_dispatch(now);
         }
-        let expired_conns: Vec<(ConnId, bool)> = self
-            .conns
-            .iter()
-            .filter_map(|(id, c)| {
-                let due = c.deadline.is_some_and(|d| d <= now)
-                    && matches!(c.state, ConnState::Head | ConnState::Body { .. });
-                due.then_some((
-                    *id,
-                    !c.inbuf.is_empty() || matches!(c.state, ConnState::Body { .. }),
-                ))
-            })
-            .collect();
+        let mut expired_conns = Vec::new();
+        let mut idle = Vec::new();
+        for timer in self.timers.due(now) {
+            // An index entry may be stale: what it is about is checked again here.
+            self.timers.set(timer, None);
+            match timer {
+                HttpTimer::Conn(conn) => {
+                    let Some(c) = self.conns.get(&conn) else {
+                        continue;
+                    };
+                    let reading = matches!(c.state, ConnState::Head | ConnState::Body { .. });
+                    match c.deadline {
+                        Some(d) if reading && d <= now => expired_conns.push((
+                            conn,
+                            !c.inbuf.is_empty() || matches!(c.state, ConnState::Body { .. }),
+                        )),
+                        Some(d) if reading => {
+                            self.timers.set(timer, Some((d, CONN_DEADLINE)));
+                        }
+                        _ => {}
+                    }
+                }
+                HttpTimer::Session(key) => {
+                    let Some(s) = self.sessions.get(&key) else {
+                        continue;
+                    };
+                    let at = s.last_activity + self.config.http.session_timeout;
+                    if s.finished {
+                        continue;
+                    }
+                    if self.has_open_stream(s) {
+                        // Checked again a timeout later (the stream's end re-arms it too).
+                        let at = now + self.config.http.session_timeout;
+                        self.timers.set(timer, Some((at, IDLE_SESSION)));
+                    } else if at <= now {
+                        idle.push(key);
+                    } else {
+                        self.timers.set(timer, Some((at, IDLE_SESSION)));
+                    }
+                }
+            }
+        }
         for (conn, mid_request) in expired_conns {
             if mid_request {
                 self.fail(
@@ -2026,19 +2106,14 @@ impl HttpServer {
                 self.close_conn(conn);
             }
         }
-        let timeout = self.config.http.session_timeout;
-        let idle: Vec<HttpKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                !s.finished && !self.has_open_stream(s) && s.last_activity + timeout <= now
-            })
-            .map(|(k, _)| *k)
-            .collect();
         for key in idle {
             self.sessions_expired += 1;
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.last_activity = now;
+                self.timers.set(
+                    HttpTimer::Session(key),
+                    Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+                );
             }
             self.end_session_by_client(key, "idle for longer than --session-timeout");
         }

@@ -9,7 +9,9 @@
 //! response stream cancels its request.
 
 use super::wire::Head;
-use super::{reject, ConnState, HttpEvent, HttpKey, HttpServer, Reject, StreamKind};
+use super::{
+    reject, ConnState, HttpEvent, HttpKey, HttpServer, HttpTimer, Reject, StreamKind, IDLE_SESSION,
+};
 use crate::message::{self, codes, Envelope, Kind, RawId};
 use crate::ConnId;
 use std::collections::BTreeMap;
@@ -264,6 +266,10 @@ impl HttpServer {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.busy = Some(stream);
                 s.last_activity = now;
+                self.timers.set(
+                    HttpTimer::Session(key),
+                    Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+                );
                 s.progress.clear();
                 if let Some(t) = q.progress_token {
                     s.progress.insert(t, q.id.clone());
@@ -304,6 +310,9 @@ impl HttpServer {
                 parked_bytes: 0,
             },
         );
+        let idle = now + self.config.http.session_timeout;
+        self.timers
+            .set(HttpTimer::Session(key), Some((idle, IDLE_SESSION)));
         let get = |k: &str| meta.and_then(|m| m.get(k)).cloned();
         let init = serde_json::json!({
             "jsonrpc": "2.0",
