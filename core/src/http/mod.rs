@@ -216,6 +216,7 @@ enum ConnState {
         head: Head,
         kind: BodyKind,
         dechunk: Dechunk,
+        admitted: Admitted,
     },
     /// A response is in progress on this stream.
     Busy(StreamId),
@@ -226,6 +227,13 @@ enum ConnState {
     /// A notification or response waits for its session's server to take input; its `202`
     /// goes out when it does.
     Parked,
+    /// The request was refused on its head and answered: its body is read and dropped (never
+    /// kept), so that the connection can go on (and the answer is not lost to a reset).
+    Discard {
+        /// Body bytes still to come (`Content-Length`), or `None` for a chunked body.
+        left: Option<usize>,
+        dechunk: Dechunk,
+    },
     /// Done: the connection closes once its output is written.
     Closing,
 }
@@ -309,6 +317,24 @@ struct HttpSession {
     parked_bytes: usize,
 }
 
+/// What a request's head decided: the CORS headers its answer carries and where it goes
+/// (with the index of the bearer token it presented, where tokens are required).
+struct Admitted {
+    cors: Vec<(&'static str, String)>,
+    target: Target,
+}
+
+enum Target {
+    Preflight,
+    Health,
+    Metrics,
+    McpPost(Option<usize>),
+    McpGet(Option<usize>),
+    McpDelete(Option<usize>),
+    LegacyOpen(Option<usize>),
+    LegacyPost(Option<usize>),
+}
+
 /// An error answer: status, JSON-RPC code and message.
 struct Reject {
     status: u16,
@@ -378,6 +404,14 @@ impl HttpServer {
         if matches!(c.state, ConnState::Closing) {
             return;
         }
+        if matches!(c.state, ConnState::Body { .. } | ConnState::Discard { .. }) && !data.is_empty()
+        {
+            // A body that keeps coming keeps its connection.
+            let deadline = now + self.config.http.header_timeout;
+            c.deadline = Some(deadline);
+            self.timers
+                .set(HttpTimer::Conn(conn), Some((deadline, CONN_DEADLINE)));
+        }
         if c.inbuf.is_empty() && matches!(c.state, ConnState::Head) {
             c.deadline = Some(now + self.config.http.header_timeout);
             self.timers.set(
@@ -410,16 +444,27 @@ impl HttpServer {
 
     pub(crate) fn handle_eof(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
-        self.detach_flushing(conn);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.eof = true;
         match c.state {
-            ConnState::Busy(stream) => {
-                // The client stopped listening mid-response.
+            ConnState::Busy(stream)
+                if self
+                    .streams
+                    .get(&stream)
+                    .is_none_or(|st| st.stateless || st.kind != StreamKind::Post) =>
+            {
+                // An event stream the client closed (GET, legacy SSE) is detached, to be
+                // resumed or to end its session; in 2026-07-28 closing the response stream
+                // cancels the request.
                 self.detach(now, stream);
                 self.close_conn(conn);
+            }
+            ConnState::Busy(_) | ConnState::Parked | ConnState::Report => {
+                // A client that only half-closed still gets what it asked for: the response
+                // goes out, then the connection closes. (One that left for good makes the
+                // write fail, and `handle_broken` detaches its stream.)
             }
             _ => {
                 if !c.inbuf.is_empty() {
@@ -565,18 +610,65 @@ impl HttpServer {
                                     );
                                 }
                             }
+                            let has_body = kind != BodyKind::Length(0);
+                            let admitted = match self.admit(conn, &head) {
+                                Ok(admitted) => admitted,
+                                Err(r) if has_body => return self.refuse_body(conn, r, kind),
+                                Err(r) => return self.fail(conn, r, false),
+                            };
+                            let Some(c) = self.conns.get_mut(&conn) else {
+                                return;
+                            };
+                            if has_body
+                                && head
+                                    .header("expect")
+                                    .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+                            {
+                                c.out.stage(b"HTTP/1.1 100 Continue\r\n\r\n");
+                                c.out.flush(&mut self.out);
+                            }
                             c.body.clear();
-                            c.deadline = Some(now + self.config.http.session_timeout);
-                            self.timers.set(
-                                HttpTimer::Conn(conn),
-                                Some((now + self.config.http.session_timeout, CONN_DEADLINE)),
-                            );
+                            // A body must keep coming: each read buys another header timeout.
+                            let deadline = now + self.config.http.header_timeout;
+                            c.deadline = Some(deadline);
+                            self.timers
+                                .set(HttpTimer::Conn(conn), Some((deadline, CONN_DEADLINE)));
                             c.state = ConnState::Body {
                                 head,
                                 kind,
                                 dechunk: Dechunk::default(),
+                                admitted,
                             };
                         }
+                    }
+                }
+                ConnState::Discard { left, dechunk } => {
+                    let done = match left {
+                        Some(left) => {
+                            let take = (*left).min(c.inbuf.len());
+                            c.inbuf.drain(..take);
+                            *left -= take;
+                            Some(*left == 0)
+                        }
+                        None => {
+                            let mut sink = Vec::new();
+                            match dechunk.feed(&c.inbuf, &mut sink) {
+                                Dechunked::More(n) => {
+                                    c.inbuf.drain(..n);
+                                    Some(false)
+                                }
+                                Dechunked::Done(n) => {
+                                    c.inbuf.drain(..n);
+                                    Some(true)
+                                }
+                                Dechunked::Error => None,
+                            }
+                        }
+                    };
+                    match done {
+                        Some(false) => return,
+                        Some(true) if !c.close_after && !c.eof => c.state = ConnState::Head,
+                        _ => return self.close_conn(conn),
                     }
                 }
                 ConnState::Body {
@@ -635,7 +727,7 @@ impl HttpServer {
             return;
         };
         let state = std::mem::replace(&mut c.state, ConnState::Head);
-        let ConnState::Body { head, .. } = state else {
+        let ConnState::Body { head, admitted, .. } = state else {
             return;
         };
         let body = std::mem::take(&mut c.body);
@@ -644,8 +736,23 @@ impl HttpServer {
         }
         c.deadline = None;
         self.timers.set(HttpTimer::Conn(conn), None);
-        if let Err(r) = self.route_request(now, conn, &head, &body) {
+        if let Err(r) = self.route_request(now, conn, &head, &body, admitted) {
             self.fail(conn, r, false);
+        }
+    }
+
+    /// Answers a request refused on its head at once, then drops its body as it comes: not a
+    /// byte of it is kept, and the connection reads its next request once it is through.
+    fn refuse_body(&mut self, conn: ConnId, r: Reject, kind: BodyKind) {
+        self.fail(conn, r, false);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Discard {
+                left: match kind {
+                    BodyKind::Length(n) => Some(n),
+                    BodyKind::Chunked => None,
+                },
+                dechunk: Dechunk::default(),
+            };
         }
     }
 
@@ -707,87 +814,120 @@ impl HttpServer {
 
     // ---- routing requests ----
 
+    /// Everything about a request that its head decides: whether it may be served at all
+    /// (origin, host, token, path, method, media types) and where it goes. Decided before a
+    /// byte of its body is read, so that a refused request costs no buffer.
+    fn admit(&self, conn: ConnId, head: &Head) -> Result<Admitted, Reject> {
+        let origin = self.check_origin(conn, head)?;
+        self.check_host(conn, head)?;
+        let mut cors: Vec<(&'static str, String)> = Vec::new();
+        if let Some(origin) = origin {
+            cors.push(("Access-Control-Allow-Origin", origin));
+            cors.push((
+                "Access-Control-Expose-Headers",
+                "Mcp-Session-Id, Mcp-Protocol-Version".into(),
+            ));
+            cors.push(("Vary", "Origin".into()));
+        }
+        let with_cors = |mut r: Reject| {
+            r.headers.extend(cors.iter().cloned());
+            r
+        };
+        let method = head.method.as_str();
+        let target = match head.path.as_str() {
+            _ if method == "OPTIONS" => Target::Preflight,
+            "/healthz" if self.config.http.healthz => match method {
+                "GET" | "HEAD" => Target::Health,
+                _ => return Err(method_not_allowed("GET")),
+            },
+            "/metrics" if self.config.http.metrics => {
+                self.auth(head).map_err(with_cors)?;
+                match method {
+                    "GET" => Target::Metrics,
+                    _ => return Err(method_not_allowed("GET")),
+                }
+            }
+            "/mcp" => {
+                let token = self.auth(head).map_err(with_cors)?;
+                let stateless =
+                    head.header("mcp-protocol-version") == Some(stateless::STATELESS_VERSION);
+                match method {
+                    "GET" | "DELETE" if stateless => {
+                        return Err(with_cors(method_not_allowed("POST, OPTIONS")))
+                    }
+                    "POST" => {
+                        check_post_media(head).map_err(with_cors)?;
+                        Target::McpPost(token)
+                    }
+                    "GET" => Target::McpGet(token),
+                    "DELETE" => Target::McpDelete(token),
+                    _ => return Err(with_cors(method_not_allowed("GET, POST, DELETE, OPTIONS"))),
+                }
+            }
+            "/sse" => {
+                let token = self.auth(head).map_err(with_cors)?;
+                match method {
+                    "GET" => Target::LegacyOpen(token),
+                    _ => return Err(with_cors(method_not_allowed("GET, OPTIONS"))),
+                }
+            }
+            "/messages" | "/message" => {
+                let token = self.auth(head).map_err(with_cors)?;
+                match method {
+                    "POST" => Target::LegacyPost(token),
+                    _ => return Err(with_cors(method_not_allowed("POST, OPTIONS"))),
+                }
+            }
+            _ => return Err(reject(404, codes::INVALID_REQUEST, format!("mcp-relay: nothing at {} (MCP is served at /mcp, and /sse for the legacy transport)", head.path))),
+        };
+        Ok(Admitted { cors, target })
+    }
+
+    /// Serves a complete request that [`HttpServer::admit`] let in.
     fn route_request(
         &mut self,
         now: Instant,
         conn: ConnId,
         head: &Head,
         body: &[u8],
+        admitted: Admitted,
     ) -> Result<(), Reject> {
-        let cors = self.check_origin(conn, head)?;
-        self.check_host(conn, head)?;
-        let mut cors_headers: Vec<(&'static str, String)> = Vec::new();
-        if let Some(origin) = cors {
-            cors_headers.push(("Access-Control-Allow-Origin", origin));
-            cors_headers.push((
-                "Access-Control-Expose-Headers",
-                "Mcp-Session-Id, Mcp-Protocol-Version".into(),
-            ));
-            cors_headers.push(("Vary", "Origin".into()));
-        }
-        if head.method == "OPTIONS" {
-            let mut headers = cors_headers.clone();
-            headers.push((
-                "Access-Control-Allow-Methods",
-                "GET, POST, DELETE, OPTIONS".into(),
-            ));
-            headers.push((
-                "Access-Control-Allow-Headers",
-                "Content-Type, Accept, Authorization, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name".into(),
-            ));
-            headers.push(("Access-Control-Max-Age", "86400".into()));
-            let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            self.respond(conn, 204, &h, None, b"", false);
-            return Ok(());
-        }
+        let Admitted { cors, target } = admitted;
         let with_cors = |mut r: Reject| {
-            r.headers.extend(cors_headers.iter().cloned());
+            r.headers.extend(cors.iter().cloned());
             r
         };
-        match head.path.as_str() {
-            "/healthz" if self.config.http.healthz => {
-                if head.method != "GET" && head.method != "HEAD" {
-                    return Err(method_not_allowed("GET"));
-                }
+        match target {
+            Target::Preflight => {
+                let mut headers = cors.clone();
+                headers.push((
+                    "Access-Control-Allow-Methods",
+                    "GET, POST, DELETE, OPTIONS".into(),
+                ));
+                headers.push((
+                    "Access-Control-Allow-Headers",
+                    "Content-Type, Accept, Authorization, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name".into(),
+                ));
+                headers.push(("Access-Control-Max-Age", "86400".into()));
+                let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                self.respond(conn, 204, &h, None, b"", false);
+                Ok(())
+            }
+            Target::Health => {
                 self.ask_report(conn, ReportKind::Health);
                 Ok(())
             }
-            "/metrics" if self.config.http.metrics => {
-                self.auth(head).map_err(with_cors)?;
-                if head.method != "GET" {
-                    return Err(method_not_allowed("GET"));
-                }
+            Target::Metrics => {
                 self.ask_report(conn, ReportKind::Metrics);
                 Ok(())
             }
-            "/mcp" => {
-                let token = self.auth(head).map_err(with_cors)?;
-                let stateless = head.header("mcp-protocol-version") == Some(stateless::STATELESS_VERSION);
-                match head.method.as_str() {
-                    "GET" | "DELETE" if stateless => Err(method_not_allowed("POST, OPTIONS")),
-                    "POST" => self.post(now, conn, head, body, token, &cors_headers),
-                    "GET" => self.get(now, conn, head, token, &cors_headers),
-                    "DELETE" => self.delete(conn, head, token, &cors_headers),
-                    _ => Err(method_not_allowed("GET, POST, DELETE, OPTIONS")),
-                }
-                .map_err(with_cors)
-            }
-            "/sse" => {
-                let token = self.auth(head).map_err(with_cors)?;
-                if head.method != "GET" {
-                    return Err(with_cors(method_not_allowed("GET, OPTIONS")));
-                }
-                self.legacy_open(now, conn, token, &cors_headers).map_err(with_cors)
-            }
-            "/messages" | "/message" => {
-                let token = self.auth(head).map_err(with_cors)?;
-                if head.method != "POST" {
-                    return Err(with_cors(method_not_allowed("POST, OPTIONS")));
-                }
-                self.legacy_post(now, conn, head, body, token, &cors_headers).map_err(with_cors)
-            }
-            _ => Err(reject(404, codes::INVALID_REQUEST, format!("mcp-relay: nothing at {} (MCP is served at /mcp, and /sse for the legacy transport)", head.path))),
+            Target::McpPost(token) => self.post(now, conn, head, body, token, &cors),
+            Target::McpGet(token) => self.get(now, conn, head, token, &cors),
+            Target::McpDelete(token) => self.delete(conn, head, token, &cors),
+            Target::LegacyOpen(token) => self.legacy_open(now, conn, token, &cors),
+            Target::LegacyPost(token) => self.legacy_post(now, conn, head, body, token, &cors),
         }
+        .map_err(with_cors)
     }
 
     /// `Ok(Some(origin))`: a present, allowed origin (echoed in CORS headers).
@@ -820,10 +960,14 @@ impl HttpServer {
         let Some(local) = self.conns.get(&conn).map(|c| c.local) else {
             return Ok(());
         };
-        let host = head.header("host").unwrap_or("");
+        // Host names are case-insensitive (RFC 9110 §4.2.3).
+        let host = head.header("host").unwrap_or("").to_ascii_lowercase();
+        let host = host.as_str();
         let allowed = &self.config.http.allowed_hosts;
         let ok = if !allowed.is_empty() {
-            allowed.iter().any(|a| a == host || host_name(host) == a)
+            allowed
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(host_name(host)))
         } else if local.ip().is_loopback() {
             let name = host_name(host);
             matches!(name, "localhost" | "127.0.0.1" | "[::1]" | "::1")
@@ -852,13 +996,13 @@ impl HttpServer {
         if tokens.is_empty() {
             return Ok(None);
         }
+        // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
         let given = head
             .header("authorization")
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         let mut matched = None;
         if let Some(given) = given {
             for (i, t) in tokens.iter().enumerate() {
@@ -1014,27 +1158,6 @@ impl HttpServer {
         token: Option<usize>,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
-        let ct = head.header("content-type").unwrap_or("");
-        if !ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .eq_ignore_ascii_case("application/json")
-        {
-            return Err(reject(
-                415,
-                codes::INVALID_REQUEST,
-                "mcp-relay: Content-Type must be application/json",
-            ));
-        }
-        if !(head.accepts("application/json") && head.accepts("text/event-stream")) {
-            return Err(reject(
-                406,
-                codes::INVALID_REQUEST,
-                "mcp-relay: Accept must list application/json and text/event-stream",
-            ));
-        }
         let body = trim_ascii(body);
         let msg = classify_body(body)?;
         let entries = match &msg {
@@ -1179,6 +1302,18 @@ impl HttpServer {
         headers.push(("Mcp-Session-Id", session_id));
         if let Some(last) = head.header("last-event-id") {
             if let Some((stream, seq)) = parse_event_id(last) {
+                let left = self
+                    .streams
+                    .get(&stream)
+                    .filter(|st| st.session == key)
+                    .and_then(|st| st.conn)
+                    .filter(|old| self.conns.get(old).is_some_and(|c| c.eof));
+                if let Some(old) = left {
+                    // Still attached to a connection the client closed its side of: it
+                    // resumes here, so it no longer listens there.
+                    self.detach(now, stream);
+                    self.close_conn(old);
+                }
                 let belongs = self
                     .streams
                     .get(&stream)
@@ -2059,7 +2194,10 @@ impl HttpServer {
                     let Some(c) = self.conns.get(&conn) else {
                         continue;
                     };
-                    let reading = matches!(c.state, ConnState::Head | ConnState::Body { .. });
+                    let reading = matches!(
+                        c.state,
+                        ConnState::Head | ConnState::Body { .. } | ConnState::Discard { .. }
+                    );
                     match c.deadline {
                         Some(d) if reading && d <= now => expired_conns.push((
                             conn,
@@ -2216,6 +2354,32 @@ pub(crate) struct HttpCounters<'a> {
     pub(crate) sessions_deleted: u64,
 }
 
+/// A POST to `/mcp` sends JSON and takes JSON or an event stream.
+fn check_post_media(head: &Head) -> Result<(), Reject> {
+    let ct = head.header("content-type").unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/json")
+    {
+        return Err(reject(
+            415,
+            codes::INVALID_REQUEST,
+            "mcp-relay: Content-Type must be application/json",
+        ));
+    }
+    if !(head.accepts("application/json") && head.accepts("text/event-stream")) {
+        return Err(reject(
+            406,
+            codes::INVALID_REQUEST,
+            "mcp-relay: Accept must list application/json and text/event-stream",
+        ));
+    }
+    Ok(())
+}
+
 /// Classifies a request body; what is not a JSON-RPC message is a 400 with its error.
 fn classify_body(body: &[u8]) -> Result<Message<'_>, Reject> {
     classify(body).map_err(|e| match e {
@@ -2261,6 +2425,7 @@ fn parse_event_id(text: &str) -> Option<(StreamId, u64)> {
 }
 
 fn is_loopback_origin(origin: &str) -> bool {
+    let origin = origin.to_ascii_lowercase();
     let Some(rest) = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
