@@ -31,6 +31,7 @@ mod pool;
 mod relay;
 mod session;
 mod supervisor;
+mod timer;
 
 pub use framing::{Flow, Frame, LineFramer};
 pub use http::{HttpConfig, SESSION_ERA_VERSIONS};

@@ -46,7 +46,7 @@ impl Warm {
     pub(crate) fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
         self.children
             .values()
-            .filter_map(Child::poll_timeout)
+            .filter_map(|c| c.poll_timeout().map(|(d, why)| (d, why.as_str())))
             .chain(self.respawn_at.map(|d| (d, "prespawn: replace a child")))
             .min_by_key(|(d, _)| *d)
     }

@@ -6,6 +6,7 @@ use crate::pool::Warm;
 use crate::session::{Ctx, Session};
 use crate::supervisor::RestartPolicy;
 use crate::supervisor::Supervisor;
+use crate::timer::Timer;
 use crate::Transport;
 use crate::{ChildId, ConnId, Endpoint, Input, Output};
 use core::net::SocketAddr;
@@ -448,13 +449,13 @@ impl Relay {
     }
 
     /// Records a session's next deadline in the index.
-    fn set_timer(&mut self, key: SessionKey, deadline: Option<(Instant, &'static str)>) {
+    fn set_timer(&mut self, key: SessionKey, deadline: Option<(Instant, Timer)>) {
         if let Some((old, _)) = self.timer_of.remove(&key) {
             self.timers.remove(&(old, key));
         }
         if let Some((at, why)) = deadline {
             self.timers.insert((at, key));
-            self.timer_of.insert(key, (at, why));
+            self.timer_of.insert(key, (at, why.as_str()));
         }
     }
 

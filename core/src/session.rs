@@ -13,6 +13,7 @@ use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Messa
 use crate::outbound::Outbound;
 use crate::relay::{Config, Stats};
 use crate::supervisor::{Decision, Supervisor};
+use crate::timer::Timer;
 use crate::{ChildId, Endpoint, ExitStatus, Output};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -299,27 +300,26 @@ impl Session {
         self.link.client.is_finished() && self.link.child.is_finished()
     }
 
-    pub(crate) fn poll_timeout(&self, config: &Config) -> Option<(Instant, &'static str)> {
+    pub(crate) fn poll_timeout(&self, config: &Config) -> Option<(Instant, Timer)> {
         let l = &self.link;
         let phase = match &l.phase {
-            Phase::Restarting { at, .. } => Some((*at, "session: start the replacement child")),
+            Phase::Restarting { at, .. } => Some((*at, Timer::SessionRestart)),
             Phase::Replaying {
                 deadline: Some(d), ..
-            } => Some((*d, "session: replacement did not answer initialize")),
+            } => Some((*d, Timer::ReplayTimeout)),
             Phase::Ended {
                 linger: Some(d), ..
-            } => Some((*d, "session: close a connection no server will serve")),
+            } => Some((*d, Timer::LingerClose)),
             _ => None,
         };
         let heartbeat = l.heartbeat_active().then(|| {
-            let send = l.heartbeat.next_send.map(|d| (d, "heartbeat: send"));
+            let send = l.heartbeat.next_send.map(|d| (d, Timer::HeartbeatSend));
             // Silence counts only while the relay reads the client.
-            let silent = l.heartbeat.last_heard.filter(|_| !l.conn_paused).map(|t| {
-                (
-                    t + 2 * config.heartbeat_interval,
-                    "heartbeat: client silent",
-                )
-            });
+            let silent = l
+                .heartbeat
+                .last_heard
+                .filter(|_| !l.conn_paused)
+                .map(|t| (t + 2 * config.heartbeat_interval, Timer::HeartbeatSilence));
             [send, silent].into_iter().flatten().min_by_key(|(d, _)| *d)
         });
         let stdin_close = l
@@ -327,12 +327,7 @@ impl Session {
             .awaits_stdin_close()
             .then_some(l.liveness.stalled_since)
             .flatten()
-            .map(|t| {
-                (
-                    t + config.ping_timeout,
-                    "child: stdin not read while stopping",
-                )
-            });
+            .map(|t| (t + config.ping_timeout, Timer::StopStall));
         [
             l.child.poll_timeout(),
             phase,
@@ -1132,7 +1127,7 @@ impl Link {
         }
     }
 
-    fn liveness_deadline(&self, config: &Config) -> Option<(Instant, &'static str)> {
+    fn liveness_deadline(&self, config: &Config) -> Option<(Instant, Timer)> {
         let interval = config.ping_interval?;
         if !matches!(self.phase, Phase::Serving)
             || !self.child.is_running()
@@ -1142,18 +1137,16 @@ impl Link {
             // Not serving, or the relay itself is not reading it: nothing to judge.
             return None;
         }
-        let stall = self.liveness.stalled_since.map(|t| {
-            (
-                t + config.ping_timeout,
-                "liveness: server not reading stdin",
-            )
-        });
+        let stall = self
+            .liveness
+            .stalled_since
+            .map(|t| (t + config.ping_timeout, Timer::StdinStall));
         let probe = match &self.liveness.probe {
-            Some((_, deadline)) => deadline.map(|d| (d, "liveness: probe unanswered")),
+            Some((_, deadline)) => deadline.map(|d| (d, Timer::ProbeTimeout)),
             None => self
                 .liveness
                 .last_output
-                .map(|t| (t + interval, "liveness: send a probe")),
+                .map(|t| (t + interval, Timer::ProbeSend)),
         };
         [stall, probe].into_iter().flatten().min_by_key(|(d, _)| *d)
     }
