@@ -12,11 +12,13 @@ use crate::framing::{Flow, Frame, LineFramer};
 use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
 use crate::outbound::Outbound;
 use crate::relay::{Config, Stats};
+use crate::server::{Hang, ServerEnd};
 use crate::supervisor::{Decision, Supervisor};
 use crate::timer::Timer;
 use crate::{ChildId, Endpoint, ExitStatus, Output};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 /// What a session's handlers may touch besides the session.
 pub(crate) struct Ctx<'a> {
@@ -45,24 +47,81 @@ enum Phase {
     /// client sends meanwhile waits in the child's queue).
     Serving,
     /// The child ended; a replacement starts at `at` (once the old one is finished).
-    Restarting { at: Instant, reason: String },
+    Restarting { at: Instant, reason: ServerEnd },
     /// The replacement is being started.
-    Respawning { reason: String },
+    Respawning { reason: ServerEnd },
     /// The replacement got the client's `initialize` again; the client's messages wait in
     /// `held` until it answers, by `deadline` (which runs once the request is written and
     /// while the relay reads the answer).
     Replaying {
         init_id: RawId,
         deadline: Option<Instant>,
-        reason: String,
+        reason: ServerEnd,
     },
     /// No server will serve this session again. Requests are answered with `reason`; the
     /// connection closes once that is written (or, if the client has said nothing yet, at
     /// `linger`, so that its first request can still be told why).
     Ended {
-        reason: String,
+        reason: EndReason,
         linger: Option<Instant>,
     },
+}
+
+/// Why no server will serve a session again. `Display` gives the text its client is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EndReason {
+    /// The very first server could not be started: the command is unusable as given.
+    CouldNotStart { server: String, error: String },
+    /// The server ended and is not restarted: the policy says so, or the session is stopping.
+    Server(ServerEnd),
+    /// The server ended once too often within the window (`--max-restarts`).
+    GaveUp {
+        end: ServerEnd,
+        restarts: u32,
+        window: Duration,
+    },
+    /// The client's `initialize` could not be given a new id.
+    ReplayImpossible,
+    /// The replacement agreed on another protocol version than its predecessor.
+    VersionChanged { version: String, expected: String },
+    /// The replacement answered the replayed `initialize` with an error.
+    InitializeRefused(String),
+    /// The client left while a replacement was being prepared.
+    ClientLeftDuringRestart,
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("mcp-relay: ")?;
+        match self {
+            EndReason::CouldNotStart { server, error } => {
+                write!(f, "could not start the server ({server}): {error}")
+            }
+            EndReason::Server(end) => write!(f, "{end}"),
+            EndReason::GaveUp {
+                end,
+                restarts,
+                window,
+            } => write!(
+                f,
+                "{end}, and it was restarted {restarts} times within {window:?}; the relay gave up on it"
+            ),
+            EndReason::ReplayImpossible => {
+                f.write_str("the client's initialize could not be replayed")
+            }
+            EndReason::VersionChanged { version, expected } => write!(
+                f,
+                "the restarted server answered initialize with protocol version {version}, not {expected}; the session cannot go on"
+            ),
+            EndReason::InitializeRefused(why) => write!(
+                f,
+                "the restarted server refused initialize ({why}); the session cannot go on"
+            ),
+            EndReason::ClientLeftDuringRestart => {
+                f.write_str("the client left while the server was restarting")
+            }
+        }
+    }
 }
 
 /// The client's setup, replayed to a replacement child.
@@ -142,8 +201,8 @@ struct Link {
     client: ClientSide,
     to_child: Outbound,
     child: Child,
-    /// The current child's output is no longer wanted (it was found hung): drop it.
-    doomed: bool,
+    /// The current child was found hung (and why): its output is no longer wanted.
+    doomed: Option<Hang>,
     phase: Phase,
     supervisor: Supervisor,
     /// Client requests handed to the current child and not answered yet.
@@ -169,8 +228,9 @@ struct Link {
     child_paused: bool,
     heartbeat: Heartbeat,
     liveness: Liveness,
-    /// Why the last child was replaced, for `$/mcp/serverRestarted`.
-    restart_reason: Option<String>,
+    /// The current child replaced another: a failure to start it is not the command's fault
+    /// and does not end the session at once.
+    replaced: bool,
 }
 
 #[derive(Debug, Default)]
@@ -222,7 +282,7 @@ impl Session {
                 client,
                 to_child: Outbound::new(Endpoint::Child(child.id), running, config.max_buffered),
                 child,
-                doomed: false,
+                doomed: None,
                 phase: Phase::Serving,
                 supervisor: Supervisor::new(
                     config.restart,
@@ -249,7 +309,7 @@ impl Session {
                     last_output: Some(ctx.now),
                     ..Liveness::default()
                 },
-                restart_reason: None,
+                replaced: false,
             },
         }
     }
@@ -354,10 +414,10 @@ impl Session {
                 reason,
                 ..
             } if *d <= now => {
-                let why = format!(
-                    "{reason}; its replacement did not answer initialize within {:?}",
-                    ctx.config.ping_timeout
-                );
+                let why = Hang::ReplayUnanswered {
+                    after: Box::new(reason.clone()),
+                    within: ctx.config.ping_timeout,
+                };
                 l.hung(why, ctx);
             }
             Phase::Ended {
@@ -503,9 +563,8 @@ impl Session {
             l.child.stop();
         }
         l.to_child.open(ctx.out);
-        if l.restart_reason.is_some() {
-            l.replay(ctx);
-        }
+        // A replacement is given the client's setup again.
+        l.replay(ctx);
     }
 
     pub(crate) fn spawn_failed(&mut self, child: ChildId, error: &str, ctx: &mut Ctx<'_>) {
@@ -521,21 +580,21 @@ impl Session {
         ctx.stats.spawn_failures += 1;
         l.child.spawn_failed(error);
         l.to_child.set_gone();
-        if l.restart_reason.is_none() {
+        if !l.replaced {
             // The very first start: the command is unusable as given; retrying would only
             // delay the client's error.
-            let reason = format!(
-                "mcp-relay: could not start the server ({}): {error}",
-                ctx.config.server_label
-            );
+            let reason = EndReason::CouldNotStart {
+                server: ctx.config.server_label.clone(),
+                error: error.to_owned(),
+            };
             // Everything the client asked so far is answered; if it asked nothing yet, the
             // connection waits a little for its first request, to say why.
             let linger = l
                 .in_flight
                 .is_empty()
                 .then(|| ctx.now + ctx.config.shutdown_grace);
+            l.fail_in_flight_with(codes::SERVER_UNAVAILABLE, &reason.to_string());
             l.phase = Phase::Ended { reason, linger };
-            l.fail_in_flight(codes::SERVER_UNAVAILABLE, ctx);
         } else {
             // A replacement that failed to start: what the client sent meanwhile is still
             // held for the next one.
@@ -740,7 +799,7 @@ impl Link {
             }
         }
         if let Phase::Ended { reason, .. } = &self.phase {
-            let reason = reason.clone();
+            let reason = reason.to_string();
             if self.answer_unavailable(entries, &reason) {
                 // The client has its explanation: the connection may close.
                 if let Phase::Ended { linger, .. } = &mut self.phase {
@@ -880,22 +939,6 @@ impl Link {
         true
     }
 
-    fn unavailable_reason(&self, config: &Config) -> String {
-        if let Phase::Ended { reason, .. } = &self.phase {
-            return reason.clone();
-        }
-        if let Some(error) = self.child.spawn_error() {
-            format!(
-                "mcp-relay: could not start the server ({}): {error}",
-                config.server_label
-            )
-        } else if let Some(status) = self.child.exit_status() {
-            format!("mcp-relay: the server {status}")
-        } else {
-            "mcp-relay: the server is shutting down".to_owned()
-        }
-    }
-
     fn client_heartbeat(&mut self, ctx: &mut Ctx<'_>) {
         if self.client_eof || self.client.is_finished() {
             // Read from a backlog after the client left: nobody to answer.
@@ -909,7 +952,7 @@ impl Link {
     }
 
     fn server_alive(&self) -> bool {
-        matches!(self.phase, Phase::Serving) && self.child.is_running() && !self.doomed
+        matches!(self.phase, Phase::Serving) && self.child.is_running() && self.doomed.is_none()
     }
 
     fn send_heartbeat(&mut self, ctx: &mut Ctx<'_>) {
@@ -961,7 +1004,7 @@ impl Link {
     // ---- lines from the child ----
 
     fn child_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
-        if self.doomed {
+        if self.doomed.is_some() {
             return;
         }
         let msg = match classify(line) {
@@ -1073,18 +1116,13 @@ impl Link {
                         self.finish_replay(reason, ctx)
                     }
                     Ok(version) => self.end(
-                        format!(
-                            "mcp-relay: the restarted server answered initialize with protocol version {version}, not {}; the session cannot go on",
-                            expected.unwrap_or_default()
-                        ),
+                        EndReason::VersionChanged {
+                            version,
+                            expected: expected.unwrap_or_default(),
+                        },
                         ctx,
                     ),
-                    Err(why) => self.end(
-                        format!(
-                            "mcp-relay: the restarted server refused initialize ({why}); the session cannot go on"
-                        ),
-                        ctx,
-                    ),
+                    Err(why) => self.end(EndReason::InitializeRefused(why), ctx),
                 }
             }
         }
@@ -1131,7 +1169,7 @@ impl Link {
         let interval = config.ping_interval?;
         if !matches!(self.phase, Phase::Serving)
             || !self.child.is_running()
-            || self.doomed
+            || self.doomed.is_some()
             || self.child_paused
         {
             // Not serving, or the relay itself is not reading it: nothing to judge.
@@ -1159,16 +1197,12 @@ impl Link {
             .stalled_since
             .is_some_and(|t| t + timeout <= now)
         {
-            return self.hung(
-                format!("the server stopped reading its stdin for {timeout:?}"),
-                ctx,
-            );
+            return self.hung(Hang::StdinStalled(timeout), ctx);
         }
         match &self.liveness.probe {
-            Some((_, Some(deadline))) if *deadline <= now => self.hung(
-                format!("the server did not answer a ping within {timeout:?}"),
-                ctx,
-            ),
+            Some((_, Some(deadline))) if *deadline <= now => {
+                self.hung(Hang::ProbeUnanswered(timeout), ctx)
+            }
             Some(_) => {}
             None => {
                 let method = if self.setup.stateless {
@@ -1190,13 +1224,12 @@ impl Link {
     }
 
     /// The child is hung: answer what waits on it, stop it, and let its exit decide the rest.
-    fn hung(&mut self, why: String, ctx: &mut Ctx<'_>) {
+    fn hung(&mut self, why: Hang, ctx: &mut Ctx<'_>) {
         log::warn!("{}: {why}; stopping {}", self.label, self.child.id);
-        self.doomed = true;
         self.liveness = Liveness::default();
         let message = format!("mcp-relay: the server was hung ({why}) and is being restarted");
         self.fail_in_flight_with(codes::SERVER_FAILED, &message);
-        self.restart_reason = Some(format!("hung: {why}"));
+        self.doomed = Some(why);
         self.to_child.set_gone();
         if matches!(self.phase, Phase::Replaying { .. }) {
             self.phase = Phase::Serving;
@@ -1211,15 +1244,12 @@ impl Link {
     /// on it, then restart it or end the session.
     fn child_finished(&mut self, ctx: &mut Ctx<'_>) {
         let status = self.child.exit_status();
-        let hung = self.doomed;
-        let why = match (status, self.child.spawn_error(), hung) {
-            (_, _, true) => self
-                .restart_reason
-                .clone()
-                .unwrap_or_else(|| "hung".to_owned()),
-            (Some(status), _, _) => format!("the server {status}"),
-            (None, Some(error), _) => format!("the server could not be started again: {error}"),
-            (None, None, _) => "the server is gone".to_owned(),
+        let hung = self.doomed.is_some();
+        let why = match (status, self.child.spawn_error(), &self.doomed) {
+            (_, _, Some(hang)) => ServerEnd::Hung(hang.clone()),
+            (Some(status), _, _) => ServerEnd::Exited(status),
+            (None, Some(error), _) => ServerEnd::CouldNotStart(error.to_owned()),
+            (None, None, _) => ServerEnd::Gone,
         };
         self.fail_in_flight_with(
             codes::SERVER_FAILED,
@@ -1236,7 +1266,7 @@ impl Link {
             self.phase = Phase::Serving;
         }
         if self.stopping {
-            self.end(format!("mcp-relay: {why}"), ctx);
+            self.end(EndReason::Server(why), ctx);
             return;
         }
         let failed = hung || status.is_none_or(|s| !s.success());
@@ -1250,7 +1280,6 @@ impl Link {
                     ctx.config.max_restarts,
                     ctx.config.restart_window
                 );
-                self.restart_reason = Some(why.clone());
                 self.phase = Phase::Restarting {
                     at: ctx.now + delay,
                     reason: why,
@@ -1261,7 +1290,7 @@ impl Link {
                     "{}: {why}; the session ends with it (--restart)",
                     self.label
                 );
-                self.end(format!("mcp-relay: {why}"), ctx);
+                self.end(EndReason::Server(why), ctx);
             }
             Decision::GiveUp => {
                 log::error!(
@@ -1271,10 +1300,11 @@ impl Link {
                     ctx.config.restart_window
                 );
                 self.end(
-                    format!(
-                        "mcp-relay: {why}, and it was restarted {} times within {:?}; the relay gave up on it",
-                        ctx.config.max_restarts, ctx.config.restart_window
-                    ),
+                    EndReason::GaveUp {
+                        end: why,
+                        restarts: ctx.config.max_restarts,
+                        window: ctx.config.restart_window,
+                    },
                     ctx,
                 );
             }
@@ -1297,9 +1327,9 @@ impl Link {
         log::info!("{}: starting {id} to replace {old}", self.label);
         self.child = Child::spawn(id, ctx.out);
         self.to_child = Outbound::new(Endpoint::Child(id), false, ctx.config.max_buffered);
-        self.doomed = false;
+        self.doomed = None;
         self.child_paused = false;
-        self.restart_reason = Some(reason.clone());
+        self.replaced = true;
         // Until it is up (and re-initialized), what the client sends waits in `held`.
         self.phase = Phase::Respawning { reason };
     }
@@ -1325,16 +1355,13 @@ impl Link {
                     reason,
                 };
             }
-            None => self.end(
-                "mcp-relay: the client's initialize could not be replayed".to_owned(),
-                ctx,
-            ),
+            None => self.end(EndReason::ReplayImpossible, ctx),
         }
     }
 
     /// The replacement is initialized: restore the client's setup, release what it sent
     /// meanwhile, and tell it the server restarted.
-    fn finish_replay(&mut self, reason: String, ctx: &mut Ctx<'_>) {
+    fn finish_replay(&mut self, reason: ServerEnd, ctx: &mut Ctx<'_>) {
         if self.setup.initialize.is_some() && self.setup.initialized {
             self.to_child
                 .stage_line(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
@@ -1357,17 +1384,18 @@ impl Link {
         let note = format!(
             r#"{{"jsonrpc":"2.0","method":"$/mcp/serverRestarted","params":{{"timestamp":{:.3},"reason":{}}}}}"#,
             ctx.unix_now,
-            serde_json::Value::String(reason.clone())
+            serde_json::Value::String(reason.to_string())
         );
         self.client.send(Route::Relay, note.as_bytes());
         log::info!("{}: the server is back ({reason})", self.label);
     }
 
     /// No server will serve this session again.
-    fn end(&mut self, reason: String, ctx: &mut Ctx<'_>) {
-        self.fail_in_flight_with(codes::SERVER_FAILED, &reason);
+    fn end(&mut self, reason: EndReason, ctx: &mut Ctx<'_>) {
+        let text = reason.to_string();
+        self.fail_in_flight_with(codes::SERVER_FAILED, &text);
         let held: Vec<RawId> = std::mem::take(&mut self.held_ids);
-        self.answer_all(held, codes::SERVER_UNAVAILABLE, &reason);
+        self.answer_all(held, codes::SERVER_UNAVAILABLE, &text);
         self.held = Vec::new();
         self.phase = Phase::Ended {
             reason,
@@ -1375,11 +1403,6 @@ impl Link {
         };
         self.to_child.close_when_flushed(ctx.out);
         self.child.stop();
-    }
-
-    fn fail_in_flight(&mut self, code: i64, ctx: &mut Ctx<'_>) {
-        let reason = self.unavailable_reason(ctx.config);
-        self.fail_in_flight_with(code, &reason);
     }
 
     fn fail_in_flight_with(&mut self, code: i64, message: &str) {
@@ -1437,8 +1460,7 @@ impl Link {
             self.phase,
             Phase::Restarting { .. } | Phase::Respawning { .. } | Phase::Replaying { .. }
         ) {
-            let reason = "mcp-relay: the client left while the server was restarting".to_owned();
-            self.end(reason, ctx);
+            self.end(EndReason::ClientLeftDuringRestart, ctx);
         }
         self.to_child.close_when_flushed(ctx.out);
         self.child.stop();
@@ -1463,10 +1485,7 @@ impl Link {
                 .stalled_since
                 .is_some_and(|t| t + limit <= ctx.now)
         {
-            self.hung(
-                format!("it read none of its input for {limit:?} while stopping"),
-                ctx,
-            );
+            self.hung(Hang::StoppingStalled(limit), ctx);
         }
     }
 
@@ -1518,5 +1537,61 @@ impl Link {
                 Output::Resume { endpoint }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(reason: EndReason, expect: &str) {
+        assert_eq!(reason.to_string(), expect);
+    }
+
+    /// Clients and tests read these texts: they stay as they were.
+    #[test]
+    fn end_reasons_read_as_before() {
+        let exited = ServerEnd::Exited(ExitStatus::Code(3));
+        check(
+            EndReason::CouldNotStart {
+                server: "srv --flag".into(),
+                error: "No such file or directory".into(),
+            },
+            "mcp-relay: could not start the server (srv --flag): No such file or directory",
+        );
+        check(
+            EndReason::Server(exited.clone()),
+            "mcp-relay: the server exited with status 3",
+        );
+        check(
+            EndReason::GaveUp {
+                end: exited,
+                restarts: 5,
+                window: Duration::from_secs(60),
+            },
+            "mcp-relay: the server exited with status 3, and it was restarted 5 times within \
+             60s; the relay gave up on it",
+        );
+        check(
+            EndReason::ReplayImpossible,
+            "mcp-relay: the client's initialize could not be replayed",
+        );
+        check(
+            EndReason::VersionChanged {
+                version: "2025-03-26".into(),
+                expected: "2025-06-18".into(),
+            },
+            "mcp-relay: the restarted server answered initialize with protocol version \
+             2025-03-26, not 2025-06-18; the session cannot go on",
+        );
+        check(
+            EndReason::InitializeRefused("error -32600: nope".into()),
+            "mcp-relay: the restarted server refused initialize (error -32600: nope); the \
+             session cannot go on",
+        );
+        check(
+            EndReason::ClientLeftDuringRestart,
+            "mcp-relay: the client left while the server was restarting",
+        );
     }
 }
