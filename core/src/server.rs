@@ -1,8 +1,439 @@
-//! The server side of a session: what serves the client, and why it stopped serving.
+//! The server side of a session: what serves its client, as a value with a small API.
+//!
+//! Today that is a child process speaking newline-delimited JSON-RPC on its stdin and stdout
+//! ([`ChildServer`]). The session's supervision (restart, re-initialization replay, answering
+//! what was in flight, liveness probes, the restart budget) is written against [`ServerSide`]
+//! only, so that another kind of server (a remote Streamable HTTP, SSE or TCP server, reached
+//! over a connection the relay opens) is one more variant here: "restart" is "replace the
+//! server side", whether that spawns a process or connects again.
+//!
+//! A server side does not know about the client, the in-flight table or the phase of its
+//! session: it carries bytes, runs its own stop sequence and deadlines, and says how it ended.
 
-use crate::ExitStatus;
+use crate::child::Child;
+use crate::framing::{Flow, Frame, LineFramer};
+use crate::outbound::Outbound;
+use crate::timer::Timer;
+use crate::{ChildId, Endpoint, ExitStatus, Output};
+use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// What a server side is held to, from the relay's configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Longest line read from the server.
+    pub(crate) max_message_size: usize,
+    /// Bytes queued toward the server before it counts as loaded.
+    pub(crate) max_buffered: usize,
+    /// Time between the steps of the stop sequence, and for output to end after an exit.
+    pub(crate) grace: Duration,
+    /// How long bytes may wait for a stopping server's input, none of them read, before it
+    /// is treated as hung.
+    pub(crate) stall: Duration,
+}
+
+/// The server serving one session.
+#[derive(Debug)]
+pub(crate) enum ServerSide {
+    /// A child process started by the driver on the relay's behalf.
+    Child(ChildServer),
+    // A remote server (Streamable HTTP, SSE or TCP, through a connection the relay opens)
+    // goes here: it needs the same methods, with "spawned" meaning "connected" and "stop"
+    // meaning "close the connection (HTTP: DELETE the session)".
+}
+
+/// A child process as a server: its lifecycle, its stdin queue and its stdout framer.
+#[derive(Debug)]
+pub(crate) struct ChildServer {
+    child: Child,
+    stdin: Outbound,
+    /// Frames stdout. Lent to the session while it handles the lines (see [`Reader`]).
+    stdout: LineFramer,
+    /// The relay found it hung (and why): its output is no longer wanted.
+    hung: Option<Hang>,
+    /// What the driver was last told about reading its stdout.
+    paused: bool,
+    /// Since when bytes for its stdin have waited without any being written.
+    stalled_since: Option<Instant>,
+    limits: Limits,
+}
+
+/// A server side's output reader, lent to the session while it handles what was read: the
+/// handler needs the rest of the session, this server side included.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    from: ChildId,
+    framer: LineFramer,
+}
+
+impl Reader {
+    /// Feeds bytes the server wrote; `f` gets every message they complete, until it stops.
+    pub(crate) fn push(&mut self, data: &[u8], f: impl FnMut(Frame<'_>) -> Flow) {
+        self.framer.push(data, f);
+    }
+
+    /// Hands out what was held back while the session was loaded.
+    pub(crate) fn resume(&mut self, f: impl FnMut(Frame<'_>) -> Flow) {
+        self.framer.resume(f);
+    }
+}
+
+impl ServerSide {
+    /// A child asked of the driver now; it serves once [`ServerSide::spawned`].
+    pub(crate) fn spawn_child(id: ChildId, limits: Limits, out: &mut VecDeque<Output>) -> Self {
+        ServerSide::with_child(Child::spawn(id, out), limits)
+    }
+
+    /// A child already asked for (prespawned), running or still starting.
+    pub(crate) fn with_child(child: Child, limits: Limits) -> Self {
+        let running = child.pid().is_some();
+        ServerSide::Child(ChildServer {
+            stdin: Outbound::new(Endpoint::Child(child.id), running, limits.max_buffered),
+            child,
+            stdout: LineFramer::new(limits.max_message_size),
+            hung: None,
+            paused: false,
+            stalled_since: None,
+            limits,
+        })
+    }
+
+    /// Replaces a finished server side with a new one of the same kind, being started: the
+    /// driver may drop what it holds of the old one. `id` names the new child.
+    pub(crate) fn restart(&mut self, id: ChildId, out: &mut VecDeque<Output>) {
+        match self {
+            ServerSide::Child(c) => {
+                out.push_back(Output::Release { child: c.child.id });
+                let limits = c.limits;
+                *self = ServerSide::spawn_child(id, limits, out);
+            }
+        }
+    }
+
+    // ---- getters ----
+
+    /// The child process serving, if a process serves (routing of the driver's inputs).
+    pub(crate) fn child_id(&self) -> Option<ChildId> {
+        match self {
+            ServerSide::Child(c) => Some(c.child.id),
+        }
+    }
+
+    /// Inputs about this child are this server side's.
+    pub(crate) fn owns(&self, child: ChildId) -> bool {
+        self.child_id() == Some(child)
+    }
+
+    /// Started, not asked to stop, and not found hung: it can serve.
+    pub(crate) fn is_up(&self) -> bool {
+        match self {
+            ServerSide::Child(c) => c.child.is_running() && c.hung.is_none(),
+        }
+    }
+
+    /// Found hung: what it still says is dropped.
+    pub(crate) fn is_hung(&self) -> bool {
+        match self {
+            ServerSide::Child(c) => c.hung.is_some(),
+        }
+    }
+
+    /// Gone for good, and all its output in (or given up on).
+    pub(crate) fn is_finished(&self) -> bool {
+        match self {
+            ServerSide::Child(c) => c.child.is_finished(),
+        }
+    }
+
+    /// Why it stopped serving, once it is finished.
+    pub(crate) fn ended(&self) -> Option<ServerEnd> {
+        let ServerSide::Child(c) = self;
+        if !c.child.is_finished() {
+            return None;
+        }
+        Some(
+            match (&c.hung, c.child.exit_status(), c.child.spawn_error()) {
+                (Some(hang), _, _) => ServerEnd::Hung(hang.clone()),
+                (None, Some(status), _) => ServerEnd::Exited(status),
+                (None, None, Some(error)) => ServerEnd::CouldNotStart(error.to_owned()),
+                (None, None, None) => ServerEnd::Gone,
+            },
+        )
+    }
+
+    /// Bytes held for it and from it: the queue toward it and an unfinished message.
+    pub(crate) fn buffered(&self) -> usize {
+        match self {
+            ServerSide::Child(c) => c.stdin.load() + c.stdout.buffered(),
+        }
+    }
+
+    /// Bytes queued toward it.
+    pub(crate) fn load(&self) -> usize {
+        match self {
+            ServerSide::Child(c) => c.stdin.load(),
+        }
+    }
+
+    /// Its queue is above the mark: what feeds it should not be read.
+    pub(crate) fn is_loaded(&self) -> bool {
+        match self {
+            ServerSide::Child(c) => c.stdin.is_loaded(),
+        }
+    }
+
+    /// It takes messages now (else they wait for its replacement).
+    pub(crate) fn accepts(&self) -> bool {
+        match self {
+            ServerSide::Child(c) => c.stdin.accepts(),
+        }
+    }
+
+    /// The relay is not reading it (backpressure).
+    pub(crate) fn is_paused(&self) -> bool {
+        match self {
+            ServerSide::Child(c) => c.paused,
+        }
+    }
+
+    /// Everything sent to it is written and the relay reads it: it can answer, so a
+    /// deadline for an answer may run.
+    pub(crate) fn can_answer(&self) -> bool {
+        self.load() == 0 && !self.is_paused()
+    }
+
+    /// Since when bytes for it have waited with none written.
+    pub(crate) fn stalled_since(&self) -> Option<Instant> {
+        match self {
+            ServerSide::Child(c) => c.stalled_since,
+        }
+    }
+
+    /// Messages it wrote and the session has not taken yet (held back while loaded).
+    pub(crate) fn has_backlog(&self) -> bool {
+        match self {
+            ServerSide::Child(c) => c.stdout.has_backlog(),
+        }
+    }
+
+    /// Its own next deadline: a step of the stop sequence, the end of its output after an
+    /// exit, or a stopping server that reads nothing.
+    pub(crate) fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        let ServerSide::Child(c) = self;
+        let stall = c
+            .stalled_since
+            .filter(|_| c.child.awaits_stdin_close())
+            .map(|t| (t + c.limits.stall, Timer::StopStall));
+        [c.child.poll_timeout(), stall]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(d, _)| *d)
+    }
+
+    // ---- the reader ----
+
+    /// Lends out the reader of its output (give it back with [`ServerSide::return_reader`]).
+    pub(crate) fn lend_reader(&mut self) -> Reader {
+        let ServerSide::Child(c) = self;
+        Reader {
+            from: c.child.id,
+            framer: std::mem::replace(&mut c.stdout, LineFramer::new(1)),
+        }
+    }
+
+    /// Takes the reader back; one lent by a server side since replaced is dropped.
+    pub(crate) fn return_reader(&mut self, reader: Reader) {
+        let ServerSide::Child(c) = self;
+        if reader.from == c.child.id {
+            c.stdout = reader.framer;
+        }
+    }
+
+    // ---- mutators ----
+
+    /// Queues one message (a line without its newline).
+    pub(crate) fn stage_line(&mut self, line: &[u8]) {
+        match self {
+            ServerSide::Child(c) => c.stdin.stage_line(line),
+        }
+    }
+
+    /// Queues bytes that are whole lines already.
+    pub(crate) fn stage(&mut self, lines: &[u8]) {
+        match self {
+            ServerSide::Child(c) => c.stdin.stage(lines),
+        }
+    }
+
+    /// Hands what is queued to the driver.
+    pub(crate) fn flush(&mut self, out: &mut VecDeque<Output>) {
+        match self {
+            ServerSide::Child(c) => c.stdin.flush(out),
+        }
+    }
+
+    /// After the session flushed: a stopping child's grace period starts once its stdin is
+    /// closed, and a queue that does not move counts as stalled.
+    pub(crate) fn settle(&mut self, now: Instant) {
+        let ServerSide::Child(c) = self;
+        if c.child.awaits_stdin_close() && c.stdin.is_finished() {
+            c.child.stdin_closed(now, c.limits.grace);
+        }
+        if c.stdin.in_driver() == 0 {
+            c.stalled_since = None;
+        } else if c.stalled_since.is_none() {
+            c.stalled_since = Some(now);
+        }
+    }
+
+    /// Stops reading it (or reads it again); true if that changed what the driver does.
+    pub(crate) fn pause_reading(
+        &mut self,
+        paused: bool,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) -> bool {
+        let ServerSide::Child(c) = self;
+        let open = c.child.pid().is_some() || c.child.exit_status().is_some();
+        if !open || c.child.is_finished() || paused == c.paused {
+            return false;
+        }
+        c.paused = paused;
+        c.child.set_output_paused(paused, now, c.limits.grace);
+        let endpoint = Endpoint::Child(c.child.id);
+        out.push_back(if paused {
+            Output::Pause { endpoint }
+        } else {
+            Output::Resume { endpoint }
+        });
+        true
+    }
+
+    /// Graceful stop: what is queued is written, then its input closes and the stop sequence
+    /// runs. Idempotent.
+    pub(crate) fn stop(&mut self, out: &mut VecDeque<Output>) {
+        let ServerSide::Child(c) = self;
+        c.stdin.close_when_flushed(out);
+        c.child.stop();
+    }
+
+    /// It is hung: drop what is queued for it and what it says, and stop it at once
+    /// (SIGTERM, then SIGKILL).
+    pub(crate) fn terminate_hung(&mut self, why: Hang, now: Instant, out: &mut VecDeque<Output>) {
+        let ServerSide::Child(c) = self;
+        c.hung = Some(why);
+        c.stdin_gone();
+        c.child.terminate(now, c.limits.grace, out);
+    }
+
+    /// Immediate shutdown: kill it and wait for nothing more of it.
+    pub(crate) fn kill(&mut self, out: &mut VecDeque<Output>) {
+        let ServerSide::Child(c) = self;
+        c.child.kill(out);
+        c.child.abandon_output();
+        c.stdin_gone();
+    }
+
+    // ---- handle_* ----
+
+    /// It is running. A stop asked for while it started begins now.
+    pub(crate) fn spawned(&mut self, pid: u32, out: &mut VecDeque<Output>) {
+        let ServerSide::Child(c) = self;
+        if c.child.spawned(pid, out) {
+            c.stdin.close_when_flushed(out);
+            c.child.stop();
+        }
+        c.stdin.open(out);
+    }
+
+    /// It could not be started.
+    pub(crate) fn spawn_failed(&mut self, error: &str) {
+        let ServerSide::Child(c) = self;
+        c.child.spawn_failed(error);
+        c.stdin_gone();
+    }
+
+    /// It exited; its output may still be coming.
+    pub(crate) fn exited(&mut self, status: ExitStatus, now: Instant, out: &mut VecDeque<Output>) {
+        let ServerSide::Child(c) = self;
+        c.child.exited(status, now, c.limits.grace, out);
+        c.stdin_gone();
+    }
+
+    /// The driver wrote `n` bytes toward it.
+    pub(crate) fn written(&mut self, n: usize, now: Instant, out: &mut VecDeque<Output>) {
+        let ServerSide::Child(c) = self;
+        c.stdin.written(n, out);
+        c.stalled_since = (c.stdin.in_driver() > 0).then_some(now);
+    }
+
+    /// Its output ended: it can no longer answer, so it is stopped (its exit decides what
+    /// comes next). True if a message was cut off.
+    pub(crate) fn output_eof(&mut self, out: &mut VecDeque<Output>) -> bool {
+        let ServerSide::Child(c) = self;
+        let cut = c.stdout.has_partial();
+        c.stdout = LineFramer::new(c.limits.max_message_size);
+        c.child.stdout_eof();
+        c.stdin.close_when_flushed(out);
+        c.child.stop();
+        cut
+    }
+
+    /// Nothing more can be written to it: it is stopped.
+    pub(crate) fn input_broken(&mut self) {
+        let ServerSide::Child(c) = self;
+        c.stdin_gone();
+        c.child.stop();
+    }
+
+    /// Its diagnostics (a child's stderr), logged under `label`.
+    pub(crate) fn stderr(&mut self, label: &str, data: &[u8]) {
+        let ServerSide::Child(c) = self;
+        c.child.stderr(label, data);
+    }
+
+    pub(crate) fn stderr_eof(&mut self, label: &str) {
+        let ServerSide::Child(c) = self;
+        c.child.stderr_eof(label);
+    }
+
+    /// Runs its own due deadlines: the stop sequence's steps, the end of output after an exit.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<Output>) {
+        let ServerSide::Child(c) = self;
+        c.child.handle_timeout(now, c.limits.grace, out);
+    }
+
+    /// A stopping server that has read none of what waits for it within the stall limit will
+    /// never see the end of its input: it is hung (the session decides what that means).
+    pub(crate) fn stop_stalled(&self, now: Instant) -> Option<Hang> {
+        let ServerSide::Child(c) = self;
+        let limit = c.limits.stall;
+        (c.child.awaits_stdin_close()
+            && !c.stdin.is_finished()
+            && c.stalled_since.is_some_and(|t| t + limit <= now))
+        .then_some(Hang::StoppingStalled(limit))
+    }
+}
+
+impl ChildServer {
+    pub(crate) fn id(&self) -> ChildId {
+        self.child.id
+    }
+
+    fn stdin_gone(&mut self) {
+        self.stdin.set_gone();
+        self.stalled_since = None;
+    }
+}
+
+impl fmt::Display for ServerSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerSide::Child(c) => c.child.id.fmt(f),
+        }
+    }
+}
 
 /// Why a server side stopped serving. `Display` gives the text clients and logs see after
 /// `mcp-relay: `.
@@ -17,6 +448,13 @@ pub(crate) enum ServerEnd {
     Hung(Hang),
     /// It finished with no known cause.
     Gone,
+}
+
+impl ServerEnd {
+    /// A clean exit (status 0), which `--restart on-failure` does not restart.
+    pub(crate) fn is_clean(&self) -> bool {
+        matches!(self, ServerEnd::Exited(status) if status.success())
+    }
 }
 
 impl fmt::Display for ServerEnd {

@@ -10,9 +10,8 @@ use crate::child::Child;
 use crate::client::{ClientSide, Route};
 use crate::framing::{Flow, Frame, LineFramer};
 use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
-use crate::outbound::Outbound;
 use crate::relay::{Config, Stats};
-use crate::server::{Hang, ServerEnd};
+use crate::server::{Hang, Limits, ServerEnd, ServerSide};
 use crate::supervisor::{Decision, Supervisor};
 use crate::timer::Timer;
 use crate::{ChildId, Endpoint, ExitStatus, Output};
@@ -185,24 +184,30 @@ impl InFlight {
     }
 }
 
+/// What the session's server side is held to.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_message_size: config.max_message_size,
+        max_buffered: config.max_buffered,
+        grace: config.shutdown_grace,
+        // A stopping server that reads none of its input is judged like a probe.
+        stall: config.ping_timeout,
+    }
+}
+
 /// Most `resources/subscribe` kept for replay per session.
 const MAX_SUBSCRIPTIONS: usize = 256;
 
 pub(crate) struct Session {
+    /// Kept apart from the rest so that framed lines can be acted on while it is borrowed.
     from_client: LineFramer,
-    from_child: LineFramer,
-    /// The child whose stdout `from_child` frames.
-    framed_child: ChildId,
     link: Link,
 }
 
 struct Link {
     label: String,
     client: ClientSide,
-    to_child: Outbound,
-    child: Child,
-    /// The current child was found hung (and why): its output is no longer wanted.
-    doomed: Option<Hang>,
+    server: ServerSide,
     phase: Phase,
     supervisor: Supervisor,
     /// Client requests handed to the current child and not answered yet.
@@ -223,9 +228,8 @@ struct Link {
     /// The client closed its side, left, or the relay is shutting down: no restarts.
     stopping: bool,
     client_eof: bool,
-    /// What was last told to the driver about reading the connection and the child.
+    /// What was last told to the driver about reading the connection.
     conn_paused: bool,
-    child_paused: bool,
     heartbeat: Heartbeat,
     liveness: Liveness,
     /// The current child replaced another: a failure to start it is not the command's fault
@@ -248,17 +252,15 @@ struct Liveness {
     /// The probe in flight and its deadline, which runs only while the server can answer:
     /// the probe is written and its stdout is being read.
     probe: Option<(RawId, Option<Instant>)>,
-    /// Since when bytes for the child's stdin have waited without any being written.
-    stalled_since: Option<Instant>,
 }
 
 impl Session {
     /// A session serving `client`, named `label` in logs; its first child starts now.
     pub(crate) fn new(label: String, client: ClientSide, ctx: &mut Ctx<'_>) -> Self {
-        let child = Child::spawn(ctx.new_child_id(), ctx.out);
+        let server = ServerSide::spawn_child(ctx.new_child_id(), limits(ctx.config), ctx.out);
         ctx.stats.children_spawned += 1;
-        log::info!("{label}: starting {}", child.id);
-        Session::with_child(label, client, child, ctx)
+        log::info!("{label}: starting {server}");
+        Session::serving(label, client, server, ctx)
     }
 
     /// A session served by a child that was started ahead of need (`--prespawn`).
@@ -268,21 +270,21 @@ impl Session {
         child: Child,
         ctx: &mut Ctx<'_>,
     ) -> Self {
-        let config = ctx.config;
-        let running = child.pid().is_some();
         if let Some(pid) = child.pid() {
             log::info!("{label}: served by prespawned {} (pid {pid})", child.id);
         }
+        let server = ServerSide::with_child(child, limits(ctx.config));
+        Session::serving(label, client, server, ctx)
+    }
+
+    fn serving(label: String, client: ClientSide, server: ServerSide, ctx: &mut Ctx<'_>) -> Self {
+        let config = ctx.config;
         Session {
             from_client: LineFramer::new(config.max_message_size),
-            from_child: LineFramer::new(config.max_message_size),
-            framed_child: child.id,
             link: Link {
                 label,
                 client,
-                to_child: Outbound::new(Endpoint::Child(child.id), running, config.max_buffered),
-                child,
-                doomed: None,
+                server,
                 phase: Phase::Serving,
                 supervisor: Supervisor::new(
                     config.restart,
@@ -303,7 +305,6 @@ impl Session {
                 stopping: false,
                 client_eof: false,
                 conn_paused: false,
-                child_paused: false,
                 heartbeat: Heartbeat::default(),
                 liveness: Liveness {
                     last_output: Some(ctx.now),
@@ -317,7 +318,11 @@ impl Session {
     // ---- getters ----
 
     pub(crate) fn child_id(&self) -> ChildId {
-        self.link.child.id
+        // The relay routes child events by this id; a server side that is not a child (the
+        // remote variant) changes that routing along with this.
+        match &self.link.server {
+            ServerSide::Child(c) => c.id(),
+        }
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -326,11 +331,7 @@ impl Session {
 
     pub(crate) fn buffered(&self) -> usize {
         let l = &self.link;
-        self.from_client.buffered()
-            + self.from_child.buffered()
-            + l.to_child.load()
-            + l.client.load()
-            + l.held.len()
+        self.from_client.buffered() + l.server.buffered() + l.client.load() + l.held.len()
     }
 
     pub(crate) fn client_side(&mut self) -> &mut ClientSide {
@@ -357,7 +358,7 @@ impl Session {
 
     /// Nothing of the session is left: the connection is closed and the child finished.
     pub(crate) fn is_done(&self) -> bool {
-        self.link.client.is_finished() && self.link.child.is_finished()
+        self.link.client.is_finished() && self.link.server.is_finished()
     }
 
     pub(crate) fn poll_timeout(&self, config: &Config) -> Option<(Instant, Timer)> {
@@ -382,18 +383,11 @@ impl Session {
                 .map(|t| (t + 2 * config.heartbeat_interval, Timer::HeartbeatSilence));
             [send, silent].into_iter().flatten().min_by_key(|(d, _)| *d)
         });
-        let stdin_close = l
-            .child
-            .awaits_stdin_close()
-            .then_some(l.liveness.stalled_since)
-            .flatten()
-            .map(|t| (t + config.ping_timeout, Timer::StopStall));
         [
-            l.child.poll_timeout(),
+            l.server.poll_timeout(),
             phase,
             heartbeat.flatten(),
             l.liveness_deadline(config),
-            stdin_close,
         ]
         .into_iter()
         .flatten()
@@ -405,8 +399,7 @@ impl Session {
     pub(crate) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let l = &mut self.link;
-        l.child
-            .handle_timeout(now, ctx.config.shutdown_grace, ctx.out);
+        l.server.handle_timeout(now, ctx.out);
         match &l.phase {
             Phase::Restarting { at, .. } if *at <= now => l.try_restart(ctx),
             Phase::Replaying {
@@ -436,10 +429,12 @@ impl Session {
         {
             l.liveness_timeout(ctx);
         }
-        l.stopping_stall_timeout(ctx);
+        if let Some(why) = l.server.stop_stalled(now) {
+            // It will never see the end of its input (probes or not).
+            l.hung(why, ctx);
+        }
         // A verdict above may have started a stop sequence that is already due (no grace).
-        l.child
-            .handle_timeout(now, ctx.config.shutdown_grace, ctx.out);
+        l.server.handle_timeout(now, ctx.out);
     }
 
     pub(crate) fn client_data(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
@@ -454,7 +449,7 @@ impl Session {
 
     pub(crate) fn child_data(&mut self, child: ChildId, data: &[u8], ctx: &mut Ctx<'_>) {
         let link = &mut self.link;
-        if child != link.child.id {
+        if !link.server.owns(child) {
             return;
         }
         link.liveness.last_output = Some(ctx.now);
@@ -462,8 +457,9 @@ impl Session {
             // Output shows it is alive, even if the probe waits behind other work.
             *deadline = ctx.now + ctx.config.ping_timeout;
         }
-        self.from_child
-            .push(data, |frame| link.child_frame(frame, ctx));
+        let mut reader = link.server.lend_reader();
+        reader.push(data, |frame| link.child_frame(frame, ctx));
+        link.server.return_reader(reader);
     }
 
     /// One message from an HTTP client (already framed and checked).
@@ -495,29 +491,24 @@ impl Session {
 
     pub(crate) fn child_written(&mut self, child: ChildId, n: usize, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child == l.child.id {
-            l.to_child.written(n, ctx.out);
-            l.liveness.stalled_since = (l.to_child.in_driver() > 0).then_some(ctx.now);
+        if l.server.owns(child) {
+            l.server.written(n, ctx.now, ctx.out);
         }
     }
 
     pub(crate) fn child_eof(&mut self, child: ChildId, ctx: &mut Ctx<'_>) {
-        if child != self.link.child.id {
+        let l = &mut self.link;
+        if !l.server.owns(child) {
             return;
         }
-        if self.from_child.has_partial() {
-            log::warn!(
-                "{}: the server closed stdout in the middle of a message; it was dropped",
-                self.link.label
-            );
-        }
-        self.from_child = LineFramer::new(ctx.config.max_message_size);
-        let l = &mut self.link;
-        l.child.stdout_eof();
         // A server that closes stdout can no longer answer: it is stopped (and its exit
         // decides what comes next).
-        l.to_child.close_when_flushed(ctx.out);
-        l.child.stop();
+        if l.server.output_eof(ctx.out) {
+            log::warn!(
+                "{}: the server closed stdout in the middle of a message; it was dropped",
+                l.label
+            );
+        }
     }
 
     pub(crate) fn client_broken(&mut self, reason: &str, ctx: &mut Ctx<'_>) {
@@ -528,48 +519,43 @@ impl Session {
 
     pub(crate) fn child_stdin_broken(&mut self, child: ChildId, reason: &str, _ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child != l.child.id {
+        if !l.server.owns(child) {
             return;
         }
         log::warn!(
             "{}: the server stopped reading its stdin: {reason}",
             l.label
         );
-        l.to_child.set_gone();
-        l.child.stop();
+        l.server.input_broken();
     }
 
     pub(crate) fn stderr(&mut self, child: ChildId, data: &[u8]) {
-        if child == self.link.child.id {
-            self.link.child.stderr(&self.link.label, data);
+        if self.link.server.owns(child) {
+            self.link.server.stderr(&self.link.label, data);
         }
     }
 
     pub(crate) fn stderr_eof(&mut self, child: ChildId) {
-        if child == self.link.child.id {
-            self.link.child.stderr_eof(&self.link.label);
+        if self.link.server.owns(child) {
+            self.link.server.stderr_eof(&self.link.label);
         }
     }
 
     pub(crate) fn spawned(&mut self, child: ChildId, pid: u32, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child != l.child.id {
+        if !l.server.owns(child) {
             return;
         }
-        log::info!("{}: server started as {} (pid {pid})", l.label, l.child.id);
+        log::info!("{}: server started as {} (pid {pid})", l.label, l.server);
         l.liveness.last_output = Some(ctx.now);
-        if l.child.spawned(pid, ctx.out) {
-            l.to_child.close_when_flushed(ctx.out);
-            l.child.stop();
-        }
-        l.to_child.open(ctx.out);
+        l.server.spawned(pid, ctx.out);
         // A replacement is given the client's setup again.
         l.replay(ctx);
     }
 
     pub(crate) fn spawn_failed(&mut self, child: ChildId, error: &str, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child != l.child.id {
+        if !l.server.owns(child) {
             return;
         }
         log::error!(
@@ -578,8 +564,7 @@ impl Session {
             ctx.config.server_label
         );
         ctx.stats.spawn_failures += 1;
-        l.child.spawn_failed(error);
-        l.to_child.set_gone();
+        l.server.spawn_failed(error);
         if !l.replaced {
             // The very first start: the command is unusable as given; retrying would only
             // delay the client's error.
@@ -604,17 +589,15 @@ impl Session {
 
     pub(crate) fn exited(&mut self, child: ChildId, status: ExitStatus, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child != l.child.id {
+        if !l.server.owns(child) {
             return;
         }
         if status.success() || l.stopping {
-            log::info!("{}: server {} {status}", l.label, l.child.id);
+            log::info!("{}: server {} {status}", l.label, l.server);
         } else {
-            log::warn!("{}: server {} {status}", l.label, l.child.id);
+            log::warn!("{}: server {} {status}", l.label, l.server);
         }
-        l.child
-            .exited(status, ctx.now, ctx.config.shutdown_grace, ctx.out);
-        l.to_child.set_gone();
+        l.server.exited(status, ctx.now, ctx.out);
     }
 
     /// Graceful shutdown: no more client input; the child gets end of file on stdin and what
@@ -627,15 +610,13 @@ impl Session {
     pub(crate) fn abort(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
         l.stopping = true;
-        l.child.kill(ctx.out);
-        l.child.abandon_output();
+        l.server.kill(ctx.out);
         if let (false, Some(conn)) = (l.client.is_finished(), l.client.conn()) {
             ctx.out.push_back(Output::Close {
                 endpoint: Endpoint::Conn(conn),
             });
         }
         l.client.set_gone();
-        l.to_child.set_gone();
         l.client_eof = true;
     }
 
@@ -643,7 +624,7 @@ impl Session {
     /// toward its next phase.
     pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if l.child.is_finished()
+        if l.server.is_finished()
             && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
         {
             l.child_finished(ctx);
@@ -653,11 +634,13 @@ impl Session {
                 l.try_restart(ctx);
             }
         }
-        l.to_child.flush(ctx.out);
+        l.server.flush(ctx.out);
         l.client.flush(ctx.out);
         // Lines held back while a side was loaded go on once it is not.
-        if self.from_child.has_backlog() && l.client.load() <= ctx.config.max_buffered {
-            self.from_child.resume(|f| l.child_frame(f, ctx));
+        if l.server.has_backlog() && l.client.load() <= ctx.config.max_buffered {
+            let mut reader = l.server.lend_reader();
+            reader.resume(|f| l.child_frame(f, ctx));
+            l.server.return_reader(reader);
         }
         if self.from_client.has_backlog() && !l.client.is_finished() {
             if matches!(l.phase, Phase::Ended { .. }) {
@@ -677,25 +660,11 @@ impl Session {
                 l.client.close_when_flushed(ctx.out);
             }
         }
-        l.to_child.flush(ctx.out);
+        l.server.flush(ctx.out);
         l.client.flush(ctx.out);
-        l.settle_stdin_close(ctx);
-        if l.to_child.in_driver() == 0 {
-            l.liveness.stalled_since = None;
-        } else if l.liveness.stalled_since.is_none() {
-            l.liveness.stalled_since = Some(ctx.now);
-        }
-        l.update_pauses(
-            self.from_client.has_backlog(),
-            self.from_child.has_backlog(),
-            ctx,
-        );
+        l.server.settle(ctx.now);
+        l.update_pauses(self.from_client.has_backlog(), ctx);
         l.arm_probe(ctx);
-        if self.framed_child != self.link.child.id {
-            // A replacement starts with a clean line, whatever its predecessor left half-said.
-            self.framed_child = self.link.child.id;
-            self.from_child = LineFramer::new(ctx.config.max_message_size);
-        }
     }
 }
 
@@ -731,7 +700,7 @@ impl Link {
     /// the mark: frame no more of it for now.
     fn client_input_loaded(&self, config: &Config) -> bool {
         let high = config.max_buffered;
-        self.to_child.load() > high || self.client.load() > high || self.held.len() > high
+        self.server.load() > high || self.client.load() > high || self.held.len() > high
     }
 
     /// One frame from the server; stops the framer while the client side is loaded.
@@ -827,7 +796,7 @@ impl Link {
         if !forward {
             return;
         }
-        let holding = !matches!(self.phase, Phase::Serving) || !self.to_child.accepts();
+        let holding = !matches!(self.phase, Phase::Serving) || !self.server.accepts();
         let batch = matches!(msg, Message::Batch(_)).then(|| {
             self.next_batch += 1;
             self.next_batch
@@ -845,7 +814,7 @@ impl Link {
         } else {
             ctx.stats.messages_to_server += 1;
             ctx.stats.bytes_to_server += line.len() as u64 + 1;
-            self.to_child.stage_line(line);
+            self.server.stage_line(line);
         }
     }
 
@@ -952,7 +921,7 @@ impl Link {
     }
 
     fn server_alive(&self) -> bool {
-        matches!(self.phase, Phase::Serving) && self.child.is_running() && self.doomed.is_none()
+        matches!(self.phase, Phase::Serving) && self.server.is_up()
     }
 
     fn send_heartbeat(&mut self, ctx: &mut Ctx<'_>) {
@@ -1004,7 +973,7 @@ impl Link {
     // ---- lines from the child ----
 
     fn child_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
-        if self.doomed.is_some() {
+        if self.server.is_hung() {
             return;
         }
         let msg = match classify(line) {
@@ -1147,7 +1116,7 @@ impl Link {
     /// A probe's deadline runs only while the server can answer it: written to its stdin,
     /// and its stdout read.
     fn arm_probe(&mut self, ctx: &Ctx<'_>) {
-        let can_answer = self.to_child.load() == 0 && !self.child_paused;
+        let can_answer = self.server.can_answer();
         // The replayed initialize is judged the same way.
         if let Phase::Replaying { deadline, .. } = &mut self.phase {
             match (can_answer, *deadline) {
@@ -1167,17 +1136,14 @@ impl Link {
 
     fn liveness_deadline(&self, config: &Config) -> Option<(Instant, Timer)> {
         let interval = config.ping_interval?;
-        if !matches!(self.phase, Phase::Serving)
-            || !self.child.is_running()
-            || self.doomed.is_some()
-            || self.child_paused
+        if !matches!(self.phase, Phase::Serving) || !self.server.is_up() || self.server.is_paused()
         {
             // Not serving, or the relay itself is not reading it: nothing to judge.
             return None;
         }
         let stall = self
-            .liveness
-            .stalled_since
+            .server
+            .stalled_since()
             .map(|t| (t + config.ping_timeout, Timer::StdinStall));
         let probe = match &self.liveness.probe {
             Some((_, deadline)) => deadline.map(|d| (d, Timer::ProbeTimeout)),
@@ -1193,8 +1159,8 @@ impl Link {
         let now = ctx.now;
         let timeout = ctx.config.ping_timeout;
         if self
-            .liveness
-            .stalled_since
+            .server
+            .stalled_since()
             .is_some_and(|t| t + timeout <= now)
         {
             return self.hung(Hang::StdinStalled(timeout), ctx);
@@ -1216,7 +1182,7 @@ impl Link {
                     "{}: the server was quiet; probing it with {method}",
                     self.label
                 );
-                self.to_child.stage_line(line.as_bytes());
+                self.server.stage_line(line.as_bytes());
                 // Its deadline starts once it is written (see `settle`).
                 self.liveness.probe = Some((id, None));
             }
@@ -1225,17 +1191,14 @@ impl Link {
 
     /// The child is hung: answer what waits on it, stop it, and let its exit decide the rest.
     fn hung(&mut self, why: Hang, ctx: &mut Ctx<'_>) {
-        log::warn!("{}: {why}; stopping {}", self.label, self.child.id);
+        log::warn!("{}: {why}; stopping {}", self.label, self.server);
         self.liveness = Liveness::default();
         let message = format!("mcp-relay: the server was hung ({why}) and is being restarted");
         self.fail_in_flight_with(codes::SERVER_FAILED, &message);
-        self.doomed = Some(why);
-        self.to_child.set_gone();
         if matches!(self.phase, Phase::Replaying { .. }) {
             self.phase = Phase::Serving;
         }
-        self.child
-            .terminate(ctx.now, ctx.config.shutdown_grace, ctx.out);
+        self.server.terminate_hung(why, ctx.now, ctx.out);
     }
 
     // ---- ends and restarts ----
@@ -1243,13 +1206,8 @@ impl Link {
     /// The child has exited (or never started) and all its output is in: answer what waited
     /// on it, then restart it or end the session.
     fn child_finished(&mut self, ctx: &mut Ctx<'_>) {
-        let status = self.child.exit_status();
-        let hung = self.doomed.is_some();
-        let why = match (status, self.child.spawn_error(), &self.doomed) {
-            (_, _, Some(hang)) => ServerEnd::Hung(hang.clone()),
-            (Some(status), _, _) => ServerEnd::Exited(status),
-            (None, Some(error), _) => ServerEnd::CouldNotStart(error.to_owned()),
-            (None, None, _) => ServerEnd::Gone,
+        let Some(why) = self.server.ended() else {
+            return;
         };
         self.fail_in_flight_with(
             codes::SERVER_FAILED,
@@ -1269,8 +1227,7 @@ impl Link {
             self.end(EndReason::Server(why), ctx);
             return;
         }
-        let failed = hung || status.is_none_or(|s| !s.success());
-        match self.supervisor.decide(ctx.now, failed) {
+        match self.supervisor.decide(ctx.now, !why.is_clean()) {
             Decision::RestartAfter(delay) => {
                 ctx.stats.restarts += 1;
                 log::warn!(
@@ -1313,22 +1270,17 @@ impl Link {
 
     /// Starts the replacement child, if the old one is finished.
     fn try_restart(&mut self, ctx: &mut Ctx<'_>) {
-        if !self.child.is_finished() || self.stopping {
+        if !self.server.is_finished() || self.stopping {
             return;
         }
         let Phase::Restarting { reason, .. } = &self.phase else {
             return;
         };
         let reason = reason.clone();
-        let old = self.child.id;
-        let id = ctx.new_child_id();
-        ctx.out.push_back(Output::Release { child: old });
+        let old = self.server.to_string();
         ctx.stats.children_spawned += 1;
-        log::info!("{}: starting {id} to replace {old}", self.label);
-        self.child = Child::spawn(id, ctx.out);
-        self.to_child = Outbound::new(Endpoint::Child(id), false, ctx.config.max_buffered);
-        self.doomed = None;
-        self.child_paused = false;
+        self.server.restart(ctx.new_child_id(), ctx.out);
+        log::info!("{}: starting {} to replace {old}", self.label, self.server);
         self.replaced = true;
         // Until it is up (and re-initialized), what the client sends waits in `held`.
         self.phase = Phase::Respawning { reason };
@@ -1348,7 +1300,7 @@ impl Link {
         let id = self.own_id("init");
         match message::with_id(&request, id.as_str()) {
             Some(line) => {
-                self.to_child.stage_line(&line);
+                self.server.stage_line(&line);
                 self.phase = Phase::Replaying {
                     init_id: id,
                     deadline: None,
@@ -1363,7 +1315,7 @@ impl Link {
     /// meanwhile, and tell it the server restarted.
     fn finish_replay(&mut self, reason: ServerEnd, ctx: &mut Ctx<'_>) {
         if self.setup.initialize.is_some() && self.setup.initialized {
-            self.to_child
+            self.server
                 .stage_line(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
         }
         let mut restore: Vec<Vec<u8>> = self.setup.log_level.iter().cloned().collect();
@@ -1371,11 +1323,11 @@ impl Link {
         for request in restore {
             let id = self.own_id("replay");
             if let Some(line) = message::with_id(&request, id.as_str()) {
-                self.to_child.stage_line(&line);
+                self.server.stage_line(&line);
             }
         }
         let held = std::mem::take(&mut self.held);
-        self.to_child.stage(&held);
+        self.server.stage(&held);
         for id in self.held_ids.drain(..) {
             self.in_flight.insert(id);
         }
@@ -1401,8 +1353,7 @@ impl Link {
             reason,
             linger: None,
         };
-        self.to_child.close_when_flushed(ctx.out);
-        self.child.stop();
+        self.server.stop(ctx.out);
     }
 
     fn fail_in_flight_with(&mut self, code: i64, message: &str) {
@@ -1462,41 +1413,17 @@ impl Link {
         ) {
             self.end(EndReason::ClientLeftDuringRestart, ctx);
         }
-        self.to_child.close_when_flushed(ctx.out);
-        self.child.stop();
+        self.server.stop(ctx.out);
     }
 
-    /// A stopping child's grace period starts when its stdin is closed (everything queued
-    /// for it written).
-    fn settle_stdin_close(&mut self, ctx: &mut Ctx<'_>) {
-        if self.child.awaits_stdin_close() && self.to_child.is_finished() {
-            self.child.stdin_closed(ctx.now, ctx.config.shutdown_grace);
-        }
-    }
-
-    /// A stopping child that reads none of its remaining input for `ping_timeout` (even with
-    /// probes off) will never see end of file: it is treated as hung (SIGTERM, SIGKILL).
-    fn stopping_stall_timeout(&mut self, ctx: &mut Ctx<'_>) {
-        let limit = ctx.config.ping_timeout;
-        if self.child.awaits_stdin_close()
-            && !self.to_child.is_finished()
-            && self
-                .liveness
-                .stalled_since
-                .is_some_and(|t| t + limit <= ctx.now)
-        {
-            self.hung(Hang::StoppingStalled(limit), ctx);
-        }
-    }
-
-    /// Tells the driver which sides to read: the connection unless its child queue is loaded,
-    /// too many requests wait, or the client is done; the child unless the client queue is
-    /// loaded.
-    fn update_pauses(&mut self, client_backlog: bool, child_backlog: bool, ctx: &mut Ctx<'_>) {
+    /// Tells the driver which sides to read: the connection unless the server's queue is
+    /// loaded, too many requests wait, or the client is done; the server unless the client
+    /// queue is loaded (or what it said waits to be framed).
+    fn update_pauses(&mut self, client_backlog: bool, ctx: &mut Ctx<'_>) {
         let waiting = self.in_flight.len() + self.held_ids.len();
         let held_full = self.held.len() > ctx.config.max_buffered;
         // A client that does not read its answers does not get to send more either.
-        let conn_pause = self.to_child.is_loaded()
+        let conn_pause = self.server.is_loaded()
             || self.client.is_loaded()
             || client_backlog
             || held_full
@@ -1519,23 +1446,10 @@ impl Link {
                 });
             }
         }
-        let child_pause = self.client.is_loaded() || child_backlog;
-        let child_open = self.child.pid().is_some() || self.child.exit_status().is_some();
-        let child_reading = child_open && !self.child.is_finished();
-        if child_reading && child_pause != self.child_paused {
-            self.child_paused = child_pause;
-            if !child_pause {
-                // It was not quiet; the relay was not listening.
-                self.liveness.last_output = Some(ctx.now);
-            }
-            self.child
-                .set_output_paused(child_pause, ctx.now, ctx.config.shutdown_grace);
-            let endpoint = Endpoint::Child(self.child.id);
-            ctx.out.push_back(if child_pause {
-                Output::Pause { endpoint }
-            } else {
-                Output::Resume { endpoint }
-            });
+        let server_pause = self.client.is_loaded() || self.server.has_backlog();
+        if self.server.pause_reading(server_pause, ctx.now, ctx.out) && !server_pause {
+            // It was not quiet; the relay was not listening.
+            self.liveness.last_output = Some(ctx.now);
         }
     }
 }
