@@ -210,20 +210,7 @@ struct Link {
     server: ServerSide,
     phase: Phase,
     supervisor: Supervisor,
-    /// Client requests handed to the current child and not answered yet.
-    in_flight: InFlight,
-    /// Client messages waiting for a replacement child, and the request ids among them.
-    held: Vec<u8>,
-    held_ids: Vec<RawId>,
-    /// Requests from the server to the client not answered yet, oldest first.
-    server_requests: VecDeque<RawId>,
-    /// Responses the relay swallows: its own pings and replayed requests.
-    own_ids: BTreeSet<RawId>,
-    next_own_id: u64,
-    /// The batch each waiting request came in (by order of arrival), so that the relay's own
-    /// answers to a batch are a batch too.
-    batch_of: BTreeMap<RawId, u64>,
-    next_batch: u64,
+    requests: Requests,
     setup: Setup,
     /// The client closed its side, left, or the relay is shutting down: no restarts.
     stopping: bool,
@@ -235,6 +222,174 @@ struct Link {
     /// The current child replaced another: a failure to start it is not the command's fault
     /// and does not end the session at once.
     replaced: bool,
+}
+
+/// Every request the session keeps track of: the client's, waiting for the server (in
+/// flight) or for a replacement (held); the server's, waiting for the client; the relay's own.
+#[derive(Debug)]
+struct Requests {
+    /// Client requests handed to the current server and not answered yet.
+    in_flight: InFlight,
+    /// Client messages waiting for a replacement server, and the request ids among them.
+    held: Vec<u8>,
+    held_ids: Vec<RawId>,
+    /// The batch each waiting request came in (by order of arrival), so that the relay's own
+    /// answers to a batch are a batch too.
+    batch_of: BTreeMap<RawId, u64>,
+    next_batch: u64,
+    /// Requests from the server to the client not answered yet, oldest first.
+    from_server: VecDeque<RawId>,
+    /// Responses the relay swallows: its own pings and replayed requests.
+    own: BTreeSet<RawId>,
+    next_own: u64,
+}
+
+impl Requests {
+    fn new() -> Self {
+        Requests {
+            in_flight: InFlight::default(),
+            held: Vec::new(),
+            held_ids: Vec::new(),
+            batch_of: BTreeMap::new(),
+            next_batch: 1,
+            from_server: VecDeque::new(),
+            own: BTreeSet::new(),
+            next_own: 1,
+        }
+    }
+
+    /// Client requests waiting for an answer, in flight or held.
+    fn waiting(&self) -> usize {
+        self.in_flight.len() + self.held_ids.len()
+    }
+
+    /// Bytes of client messages held for a replacement.
+    fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Names the batch a client message came in.
+    fn new_batch(&mut self) -> u64 {
+        self.next_batch += 1;
+        self.next_batch
+    }
+
+    /// A client request goes to the server now, or waits for a replacement (`holding`).
+    fn add(&mut self, id: RawId, batch: Option<u64>, holding: bool) {
+        if let Some(batch) = batch {
+            self.batch_of.insert(id.clone(), batch);
+        }
+        if holding {
+            self.held_ids.push(id);
+        } else {
+            self.in_flight.insert(id);
+        }
+    }
+
+    /// Keeps a client message (a line) for a replacement.
+    fn hold(&mut self, line: &[u8]) {
+        self.held.extend_from_slice(line);
+        self.held.push(b'\n');
+    }
+
+    /// The replacement is ready: what was held goes to it, and its requests are in flight.
+    fn release_held(&mut self) -> Vec<u8> {
+        for id in self.held_ids.drain(..) {
+            self.in_flight.insert(id);
+        }
+        std::mem::take(&mut self.held)
+    }
+
+    /// No server will take what is held: its requests, to be answered by the relay.
+    fn drop_held(&mut self) -> Vec<RawId> {
+        self.held = Vec::new();
+        std::mem::take(&mut self.held_ids)
+    }
+
+    /// Every request in flight, to be answered by the relay.
+    fn take_in_flight(&mut self) -> Vec<RawId> {
+        std::mem::take(&mut self.in_flight).drain().collect()
+    }
+
+    /// One request is answered: it no longer waits. False if it was not waiting.
+    fn answered(&mut self, id: &RawId) -> bool {
+        let waited = self.in_flight.remove(id);
+        if waited && !self.in_flight.contains(id) {
+            self.batch_of.remove(id);
+        }
+        waited
+    }
+
+    /// An id for a request of the relay's own (`kind`: probe, init, replay), unlike any the
+    /// client has waiting; its response will be swallowed.
+    fn own_id(&mut self, kind: &str) -> RawId {
+        let n = self.next_own;
+        self.next_own += 1;
+        // A string no client is likely to use; ids in flight are also checked.
+        let mut text = format!("mcp-relay:{kind}:{n}");
+        let mut id = RawId::string(&text);
+        while self.in_flight.contains(&id) || self.held_ids.contains(&id) {
+            text.insert(0, '_');
+            id = RawId::string(&text);
+        }
+        self.own.insert(id.clone());
+        id
+    }
+
+    /// A response the relay asked for itself (and no longer waits for).
+    fn is_own(&mut self, id: &RawId) -> bool {
+        self.own.remove(id)
+    }
+
+    /// The server asked the client something; only the newest `max` are remembered.
+    fn server_asked(&mut self, id: RawId, max: usize) {
+        if self.from_server.len() >= max {
+            self.from_server.pop_front();
+        }
+        self.from_server.push_back(id);
+    }
+
+    /// The client answered the server's request `id`; false if the server was not waiting.
+    fn client_answered(&mut self, id: &RawId) -> bool {
+        match self.from_server.iter().position(|r| r == id) {
+            Some(at) => self.from_server.remove(at).is_some(),
+            None => false,
+        }
+    }
+
+    /// The server is gone: its requests and the relay's to it will not be answered.
+    fn forget_server(&mut self) {
+        self.from_server.clear();
+        self.own.clear();
+    }
+
+    /// Answers each request with an error made by the relay; requests that came in one batch
+    /// get one batch back on TCP (over HTTP each answer goes to its request's stream).
+    fn answer_all(&mut self, ids: Vec<RawId>, code: i64, message: &str, client: &mut ClientSide) {
+        let mut batches: BTreeMap<u64, Vec<RawId>> = BTreeMap::new();
+        for id in ids {
+            match self.batch_of.remove(&id) {
+                Some(b) if matches!(client, ClientSide::Tcp(_)) => {
+                    batches.entry(b).or_default().push(id)
+                }
+                _ => client.error(Some(&id), code, message),
+            }
+        }
+        for ids in batches.into_values() {
+            let mut body = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                body.push(if i == 0 { b'[' } else { b',' });
+                message::write_error(&mut body, Some(id.as_str()), code, message);
+            }
+            body.push(b']');
+            client.send(
+                Route::FromServer {
+                    progress_token: None,
+                },
+                &body,
+            );
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -293,14 +448,7 @@ impl Session {
                     config.max_restarts,
                     config.restart_window,
                 ),
-                in_flight: InFlight::default(),
-                held: Vec::new(),
-                held_ids: Vec::new(),
-                server_requests: VecDeque::new(),
-                own_ids: BTreeSet::new(),
-                next_own_id: 1,
-                batch_of: BTreeMap::new(),
-                next_batch: 1,
+                requests: Requests::new(),
                 setup: Setup::default(),
                 stopping: false,
                 client_eof: false,
@@ -331,7 +479,7 @@ impl Session {
 
     pub(crate) fn buffered(&self) -> usize {
         let l = &self.link;
-        self.from_client.buffered() + l.server.buffered() + l.client.load() + l.held.len()
+        self.from_client.buffered() + l.server.buffered() + l.client.load() + l.requests.held_len()
     }
 
     pub(crate) fn client_side(&mut self) -> &mut ClientSide {
@@ -353,7 +501,7 @@ impl Session {
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.link.in_flight.len() + self.link.held_ids.len()
+        self.link.requests.waiting()
     }
 
     /// Nothing of the session is left: the connection is closed and the child finished.
@@ -575,6 +723,7 @@ impl Session {
             // Everything the client asked so far is answered; if it asked nothing yet, the
             // connection waits a little for its first request, to say why.
             let linger = l
+                .requests
                 .in_flight
                 .is_empty()
                 .then(|| ctx.now + ctx.config.shutdown_grace);
@@ -700,7 +849,7 @@ impl Link {
     /// the mark: frame no more of it for now.
     fn client_input_loaded(&self, config: &Config) -> bool {
         let high = config.max_buffered;
-        self.server.load() > high || self.client.load() > high || self.held.len() > high
+        self.server.load() > high || self.client.load() > high || self.requests.held_len() > high
     }
 
     /// One frame from the server; stops the framer while the client side is loaded.
@@ -715,7 +864,7 @@ impl Link {
                     ctx.config.max_message_size
                 );
                 if let Some(id) = id {
-                    if self.answered(&id) {
+                    if self.requests.answered(&id) {
                         let msg = format!(
                             "mcp-relay: the server's response of {len} bytes exceeds the limit of {} bytes (--max-message-size) and was dropped",
                             ctx.config.max_message_size
@@ -780,11 +929,10 @@ impl Link {
         // Responses to the server's requests: only those it is waiting for.
         let mut forward = true;
         for e in entries.iter().filter(|e| e.kind == Kind::Response) {
-            let known = e.id.map(RawId::from_raw).and_then(|id| {
-                let at = self.server_requests.iter().position(|r| *r == id)?;
-                self.server_requests.remove(at)
-            });
-            if known.is_none() && entries.len() == 1 {
+            let known =
+                e.id.map(RawId::from_raw)
+                    .is_some_and(|id| self.requests.client_answered(&id));
+            if !known && entries.len() == 1 {
                 log::info!(
                     "{}: dropped a response from the client to an unknown request id {}",
                     self.label,
@@ -797,20 +945,13 @@ impl Link {
             return;
         }
         let holding = !matches!(self.phase, Phase::Serving) || !self.server.accepts();
-        let batch = matches!(msg, Message::Batch(_)).then(|| {
-            self.next_batch += 1;
-            self.next_batch
-        });
+        let batch = matches!(msg, Message::Batch(_)).then(|| self.requests.new_batch());
         for e in entries {
-            if let (Some(batch), Kind::Request, Some(id)) = (batch, e.kind, e.id) {
-                self.batch_of.insert(RawId::from_raw(id), batch);
-            }
-            self.note_client_message(e, line, holding);
+            self.note_client_message(e, line, batch, holding);
         }
         if holding {
             // A replacement will get it, or the session's end will answer it.
-            self.held.extend_from_slice(line);
-            self.held.push(b'\n');
+            self.requests.hold(line);
         } else {
             ctx.stats.messages_to_server += 1;
             ctx.stats.bytes_to_server += line.len() as u64 + 1;
@@ -819,7 +960,13 @@ impl Link {
     }
 
     /// Keeps what the session must know about a message going to the server.
-    fn note_client_message(&mut self, e: &Envelope<'_>, line: &[u8], holding: bool) {
+    fn note_client_message(
+        &mut self,
+        e: &Envelope<'_>,
+        line: &[u8],
+        batch: Option<u64>,
+        holding: bool,
+    ) {
         let method = e.method.as_deref().unwrap_or("");
         if e.kind == Kind::Request {
             if let Some(id) = e.id.map(RawId::from_raw) {
@@ -847,11 +994,7 @@ impl Link {
                     }
                     _ => {}
                 }
-                if holding {
-                    self.held_ids.push(id);
-                } else {
-                    self.in_flight.insert(id);
-                }
+                self.requests.add(id, batch, holding);
             }
         } else if e.kind == Kind::Notification {
             match method {
@@ -859,7 +1002,7 @@ impl Link {
                 "notifications/cancelled" => {
                     if let Some(id) = message::cancelled_request_id(e.params) {
                         // The server will not answer a cancelled request.
-                        if self.answered(&id) {
+                        if self.requests.answered(&id) {
                             self.client.cancelled(id);
                         }
                     }
@@ -1002,9 +1145,9 @@ impl Link {
                         forward = true;
                         continue;
                     };
-                    if self.own_ids.remove(&id) {
+                    if self.requests.is_own(&id) {
                         self.own_response(&id, line, ctx);
-                    } else if self.answered(&id) {
+                    } else if self.requests.answered(&id) {
                         forward = true;
                         if self
                             .setup
@@ -1027,10 +1170,7 @@ impl Link {
                 }
                 Kind::Request => {
                     if let Some(id) = e.id.map(RawId::from_raw) {
-                        if self.server_requests.len() >= ctx.config.max_in_flight {
-                            self.server_requests.pop_front();
-                        }
-                        self.server_requests.push_back(id);
+                        self.requests.server_asked(id, ctx.config.max_in_flight);
                     }
                     forward = true;
                 }
@@ -1095,20 +1235,6 @@ impl Link {
                 }
             }
         }
-    }
-
-    fn own_id(&mut self, kind: &str) -> RawId {
-        let n = self.next_own_id;
-        self.next_own_id += 1;
-        // A string no client is likely to use; ids in flight are also checked.
-        let mut text = format!("mcp-relay:{kind}:{n}");
-        let mut id = RawId::string(&text);
-        while self.in_flight.contains(&id) || self.held_ids.contains(&id) {
-            text.insert(0, '_');
-            id = RawId::string(&text);
-        }
-        self.own_ids.insert(id.clone());
-        id
     }
 
     // ---- liveness of the server ----
@@ -1176,7 +1302,7 @@ impl Link {
                 } else {
                     "ping"
                 };
-                let id = self.own_id("probe");
+                let id = self.requests.own_id("probe");
                 let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
                 log::debug!(
                     "{}: the server was quiet; probing it with {method}",
@@ -1213,8 +1339,7 @@ impl Link {
             codes::SERVER_FAILED,
             &format!("mcp-relay: {why} before answering this request"),
         );
-        self.server_requests.clear();
-        self.own_ids.clear();
+        self.requests.forget_server();
         self.liveness = Liveness::default();
         if matches!(
             self.phase,
@@ -1297,7 +1422,7 @@ impl Link {
             return self.finish_replay(reason, ctx);
         };
         let request = request.clone();
-        let id = self.own_id("init");
+        let id = self.requests.own_id("init");
         match message::with_id(&request, id.as_str()) {
             Some(line) => {
                 self.server.stage_line(&line);
@@ -1321,16 +1446,13 @@ impl Link {
         let mut restore: Vec<Vec<u8>> = self.setup.log_level.iter().cloned().collect();
         restore.extend(self.setup.subscriptions.values().cloned());
         for request in restore {
-            let id = self.own_id("replay");
+            let id = self.requests.own_id("replay");
             if let Some(line) = message::with_id(&request, id.as_str()) {
                 self.server.stage_line(&line);
             }
         }
-        let held = std::mem::take(&mut self.held);
+        let held = self.requests.release_held();
         self.server.stage(&held);
-        for id in self.held_ids.drain(..) {
-            self.in_flight.insert(id);
-        }
         self.phase = Phase::Serving;
         self.liveness.last_output = Some(ctx.now);
         let note = format!(
@@ -1346,9 +1468,8 @@ impl Link {
     fn end(&mut self, reason: EndReason, ctx: &mut Ctx<'_>) {
         let text = reason.to_string();
         self.fail_in_flight_with(codes::SERVER_FAILED, &text);
-        let held: Vec<RawId> = std::mem::take(&mut self.held_ids);
+        let held = self.requests.drop_held();
         self.answer_all(held, codes::SERVER_UNAVAILABLE, &text);
-        self.held = Vec::new();
         self.phase = Phase::Ended {
             reason,
             linger: None,
@@ -1357,46 +1478,15 @@ impl Link {
     }
 
     fn fail_in_flight_with(&mut self, code: i64, message: &str) {
-        let ids: Vec<RawId> = std::mem::take(&mut self.in_flight).drain().collect();
+        let ids = self.requests.take_in_flight();
         self.answer_all(ids, code, message);
         self.setup.pending_initialize = None;
     }
 
-    /// One request is answered: it no longer waits.
-    fn answered(&mut self, id: &RawId) -> bool {
-        let waited = self.in_flight.remove(id);
-        if waited && !self.in_flight.contains(id) {
-            self.batch_of.remove(id);
-        }
-        waited
-    }
-
-    /// Answers each request with an error made by the relay; requests that came in one batch
-    /// get one batch back on TCP (over HTTP each answer goes to its request's stream).
+    /// Answers each request with an error made by the relay.
     fn answer_all(&mut self, ids: Vec<RawId>, code: i64, message: &str) {
-        let mut batches: BTreeMap<u64, Vec<RawId>> = BTreeMap::new();
-        for id in ids {
-            match self.batch_of.remove(&id) {
-                Some(b) if matches!(self.client, ClientSide::Tcp(_)) => {
-                    batches.entry(b).or_default().push(id)
-                }
-                _ => self.client.error(Some(&id), code, message),
-            }
-        }
-        for ids in batches.into_values() {
-            let mut body = Vec::new();
-            for (i, id) in ids.iter().enumerate() {
-                body.push(if i == 0 { b'[' } else { b',' });
-                message::write_error(&mut body, Some(id.as_str()), code, message);
-            }
-            body.push(b']');
-            self.client.send(
-                Route::FromServer {
-                    progress_token: None,
-                },
-                &body,
-            );
-        }
+        self.requests
+            .answer_all(ids, code, message, &mut self.client);
     }
 
     /// The client will send nothing more (end of file, gone, or shutdown).
@@ -1420,8 +1510,8 @@ impl Link {
     /// loaded, too many requests wait, or the client is done; the server unless the client
     /// queue is loaded (or what it said waits to be framed).
     fn update_pauses(&mut self, client_backlog: bool, ctx: &mut Ctx<'_>) {
-        let waiting = self.in_flight.len() + self.held_ids.len();
-        let held_full = self.held.len() > ctx.config.max_buffered;
+        let waiting = self.requests.waiting();
+        let held_full = self.requests.held_len() > ctx.config.max_buffered;
         // A client that does not read its answers does not get to send more either.
         let conn_pause = self.server.is_loaded()
             || self.client.is_loaded()
