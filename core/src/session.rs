@@ -1,10 +1,13 @@
-//! One client connection and the supervised child that serves it.
+//! One client and the supervised server that serves it.
 //!
-//! The session forwards lines both ways and keeps the few facts that let it survive its
-//! child: the client's requests in flight (each gets exactly one answer, from the server or
-//! from the relay), the client's `initialize` and the state it set up (replayed to a
-//! replacement), the server's requests to the client, the heartbeat with the client and the
-//! liveness probe of the server.
+//! A session has a client side (`ClientSide`: a TCP connection or an HTTP outbox) and a
+//! server side (`ServerSide`: a child process today). It forwards messages both ways and
+//! keeps the few facts that let it survive its server: the client's requests in flight (each
+//! gets exactly one answer, from the server or from the relay), the client's `initialize` and
+//! the state it set up (replayed to a replacement), the server's requests to the client, the
+//! heartbeat with the client and the liveness probe of the server. Restarts, replay,
+//! in-flight answers, liveness and the restart budget are written against `ServerSide`
+//! only: replacing a child and reconnecting to a remote are the same machinery.
 
 use crate::child::Child;
 use crate::client::{ClientSide, Route};
@@ -42,10 +45,10 @@ impl Ctx<'_> {
 /// Where the session stands with its server.
 #[derive(Debug)]
 enum Phase {
-    /// The current child serves the client (or is being started for the first time; what the
-    /// client sends meanwhile waits in the child's queue).
+    /// The current server serves the client (or is being started for the first time; what
+    /// the client sends meanwhile waits in its queue).
     Serving,
-    /// The child ended; a replacement starts at `at` (once the old one is finished).
+    /// The server ended; a replacement starts at `at` (once the old one is finished).
     Restarting { at: Instant, reason: ServerEnd },
     /// The replacement is being started.
     Respawning { reason: ServerEnd },
@@ -123,7 +126,7 @@ impl fmt::Display for EndReason {
     }
 }
 
-/// The client's setup, replayed to a replacement child.
+/// The client's setup, replayed to a replacement server.
 #[derive(Debug, Default)]
 struct Setup {
     /// The client's `initialize` line, once the server accepted it, and the version agreed.
@@ -219,7 +222,7 @@ struct Link {
     conn_paused: bool,
     heartbeat: Heartbeat,
     liveness: Liveness,
-    /// The current child replaced another: a failure to start it is not the command's fault
+    /// The current server replaced another: a failure to start it is not the command's fault
     /// and does not end the session at once.
     replaced: bool,
 }
@@ -402,7 +405,7 @@ struct Heartbeat {
 
 #[derive(Debug, Default)]
 struct Liveness {
-    /// When the current child last said anything.
+    /// When the current server last said anything.
     last_output: Option<Instant>,
     /// The probe in flight and its deadline, which runs only while the server can answer:
     /// the probe is written and its stdout is being read.
@@ -504,7 +507,7 @@ impl Session {
         self.link.requests.waiting()
     }
 
-    /// Nothing of the session is left: the connection is closed and the child finished.
+    /// Nothing of the session is left: the connection is closed and the server finished.
     pub(crate) fn is_done(&self) -> bool {
         self.link.client.is_finished() && self.link.server.is_finished()
     }
@@ -606,7 +609,7 @@ impl Session {
             *deadline = ctx.now + ctx.config.ping_timeout;
         }
         let mut reader = link.server.lend_reader();
-        reader.push(data, |frame| link.child_frame(frame, ctx));
+        reader.push(data, |frame| link.server_frame(frame, ctx));
         link.server.return_reader(reader);
     }
 
@@ -732,7 +735,7 @@ impl Session {
         } else {
             // A replacement that failed to start: what the client sent meanwhile is still
             // held for the next one.
-            l.child_finished(ctx);
+            l.server_finished(ctx);
         }
     }
 
@@ -776,7 +779,7 @@ impl Session {
         if l.server.is_finished()
             && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
         {
-            l.child_finished(ctx);
+            l.server_finished(ctx);
         }
         if let Phase::Restarting { at, .. } = l.phase {
             if at <= ctx.now {
@@ -788,7 +791,7 @@ impl Session {
         // Lines held back while a side was loaded go on once it is not.
         if l.server.has_backlog() && l.client.load() <= ctx.config.max_buffered {
             let mut reader = l.server.lend_reader();
-            reader.resume(|f| l.child_frame(f, ctx));
+            reader.resume(|f| l.server_frame(f, ctx));
             l.server.return_reader(reader);
         }
         if self.from_client.has_backlog() && !l.client.is_finished() {
@@ -853,9 +856,9 @@ impl Link {
     }
 
     /// One frame from the server; stops the framer while the client side is loaded.
-    fn child_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
+    fn server_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
         match frame {
-            Frame::Line(line) => self.child_line(line, ctx),
+            Frame::Line(line) => self.server_line(line, ctx),
             Frame::Oversize { len, id } => {
                 ctx.stats.oversize_messages += 1;
                 log::warn!(
@@ -1113,9 +1116,9 @@ impl Link {
         }
     }
 
-    // ---- lines from the child ----
+    // ---- lines from the server ----
 
-    fn child_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
+    fn server_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
         if self.server.is_hung() {
             return;
         }
@@ -1315,7 +1318,7 @@ impl Link {
         }
     }
 
-    /// The child is hung: answer what waits on it, stop it, and let its exit decide the rest.
+    /// The server is hung: answer what waits on it, stop it, and let its end decide the rest.
     fn hung(&mut self, why: Hang, ctx: &mut Ctx<'_>) {
         log::warn!("{}: {why}; stopping {}", self.label, self.server);
         self.liveness = Liveness::default();
@@ -1329,9 +1332,9 @@ impl Link {
 
     // ---- ends and restarts ----
 
-    /// The child has exited (or never started) and all its output is in: answer what waited
+    /// The server has ended (or never started) and all its output is in: answer what waited
     /// on it, then restart it or end the session.
-    fn child_finished(&mut self, ctx: &mut Ctx<'_>) {
+    fn server_finished(&mut self, ctx: &mut Ctx<'_>) {
         let Some(why) = self.server.ended() else {
             return;
         };
@@ -1393,7 +1396,7 @@ impl Link {
         }
     }
 
-    /// Starts the replacement child, if the old one is finished.
+    /// Starts the replacement server, if the old one is finished.
     fn try_restart(&mut self, ctx: &mut Ctx<'_>) {
         if !self.server.is_finished() || self.stopping {
             return;
