@@ -29,6 +29,7 @@ pub mod message;
 mod outbound;
 mod pool;
 mod relay;
+mod requests;
 mod server;
 mod session;
 mod supervisor;
