@@ -1,6 +1,7 @@
 //! One child process's life: spawning, running, the stop sequence (stdin closed, then SIGTERM,
 //! then SIGKILL to the process group, each after the grace period) and its exit.
 
+use crate::timer::Timer;
 use crate::{ChildId, ExitStatus, Output, Signal};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -262,22 +263,22 @@ impl Child {
         }
     }
 
-    pub(crate) fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
+    pub(crate) fn poll_timeout(&self) -> Option<(Instant, Timer)> {
         if let State::Stopping {
             deadline: Some(d),
             stage,
             ..
         } = self.state
         {
-            let reason = match stage {
-                Stage::StdinClosed => "child: SIGTERM after grace",
-                _ => "child: SIGKILL after grace",
+            let next = match stage {
+                Stage::StdinClosed => Signal::Term,
+                _ => Signal::Kill,
             };
-            return Some((d, reason));
+            return Some((d, Timer::ChildStop(next)));
         }
         self.drain_deadline
             .filter(|_| !self.output_paused)
-            .map(|d| (d, "child: output still open after exit"))
+            .map(|d| (d, Timer::ChildOutputDrain))
     }
 
     /// The relay paused or resumed reading stdout. On resume, the output gets its full grace

@@ -33,14 +33,18 @@ mod outbound;
 mod pool;
 mod relay;
 mod report;
+mod requests;
+mod server;
 mod session;
 mod supervisor;
+mod timer;
 
 pub use config::{Config, ConfigError, HttpConfig, Stats};
 pub use framing::{Flow, Frame, LineFramer};
 pub use http::SESSION_ERA_VERSIONS;
 pub use relay::Relay;
 pub use supervisor::RestartPolicy;
+pub use timer::Timer;
 
 use std::fmt;
 

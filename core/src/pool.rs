@@ -5,6 +5,7 @@
 use crate::child::Child;
 use crate::config::Config;
 use crate::supervisor::{Decision, RestartPolicy, Supervisor};
+use crate::timer::Timer;
 use crate::{ChildId, Endpoint, ExitStatus, Output};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -75,11 +76,11 @@ impl Warm {
         self.children.values().filter(|c| c.is_running()).count()
     }
 
-    pub(crate) fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
+    pub(crate) fn poll_timeout(&self) -> Option<(Instant, Timer)> {
         self.children
             .values()
             .filter_map(Child::poll_timeout)
-            .chain(self.respawn_at.map(|d| (d, "prespawn: replace a child")))
+            .chain(self.respawn_at.map(|d| (d, Timer::PrespawnReplace)))
             .min_by_key(|(d, _)| *d)
     }
 

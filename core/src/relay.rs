@@ -7,6 +7,7 @@ use crate::deadlines::Deadlines;
 use crate::http::{HttpEvent, HttpKey, HttpServer, ReportKind};
 use crate::pool::Warm;
 use crate::session::{Ctx, Session};
+use crate::timer::Timer;
 use crate::Transport;
 use crate::{ChildId, ConnId, Endpoint, Input, Output};
 use core::net::SocketAddr;
@@ -32,7 +33,7 @@ pub struct Relay {
     sessions: BTreeMap<SessionKey, Session>,
     /// Each session's next deadline, indexed by time, so that neither `poll_timeout` nor
     /// `handle_timeout` walks every session.
-    timers: Deadlines<SessionKey, &'static str>,
+    timers: Deadlines<SessionKey, Timer>,
     /// Every client connection, and the one place their bytes pass through.
     conns: Connections,
     /// The session of each TCP connection.
@@ -327,7 +328,7 @@ impl Relay {
     }
 
     /// The next deadline and why it is set.
-    pub fn next_deadline(&self) -> Option<(Instant, &'static str)> {
+    pub fn next_deadline(&self) -> Option<(Instant, Timer)> {
         self.timers
             .first()
             .into_iter()

@@ -1,21 +1,27 @@
-//! One client connection and the supervised child that serves it.
+//! One client and the supervised server that serves it.
 //!
-//! The session forwards lines both ways and keeps the few facts that let it survive its
-//! child: the client's requests in flight (each gets exactly one answer, from the server or
-//! from the relay), the client's `initialize` and the state it set up (replayed to a
-//! replacement), the server's requests to the client, the heartbeat with the client and the
-//! liveness probe of the server.
+//! A session has a client side (`ClientSide`: a TCP connection or an HTTP outbox) and a
+//! server side (`ServerSide`: a child process today). It forwards messages both ways and
+//! keeps the few facts that let it survive its server: the client's requests in flight (each
+//! gets exactly one answer, from the server or from the relay), the client's `initialize` and
+//! the state it set up (replayed to a replacement), the server's requests to the client, the
+//! heartbeat with the client and the liveness probe of the server. Restarts, replay,
+//! in-flight answers, liveness and the restart budget are written against `ServerSide`
+//! only: replacing a child and reconnecting to a remote are the same machinery.
 
 use crate::child::Child;
 use crate::client::{ClientSide, Route};
 use crate::config::{Config, Stats};
 use crate::framing::{Flow, Frame, LineFramer};
 use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
-use crate::outbound::Outbound;
+use crate::requests::Requests;
+use crate::server::{Hang, Limits, ServerEnd, ServerSide};
 use crate::supervisor::{Decision, Supervisor};
+use crate::timer::Timer;
 use crate::{ChildId, Endpoint, ExitStatus, Output};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
 
 /// What a session's handlers may touch besides the session.
 pub(crate) struct Ctx<'a> {
@@ -40,31 +46,88 @@ impl Ctx<'_> {
 /// Where the session stands with its server.
 #[derive(Debug)]
 enum Phase {
-    /// The current child serves the client (or is being started for the first time; what the
-    /// client sends meanwhile waits in the child's queue).
+    /// The current server serves the client (or is being started for the first time; what
+    /// the client sends meanwhile waits in its queue).
     Serving,
-    /// The child ended; a replacement starts at `at` (once the old one is finished).
-    Restarting { at: Instant, reason: String },
+    /// The server ended; a replacement starts at `at` (once the old one is finished).
+    Restarting { at: Instant, reason: ServerEnd },
     /// The replacement is being started.
-    Respawning { reason: String },
+    Respawning { reason: ServerEnd },
     /// The replacement got the client's `initialize` again; the client's messages wait in
     /// `held` until it answers, by `deadline` (which runs once the request is written and
     /// while the relay reads the answer).
     Replaying {
         init_id: RawId,
         deadline: Option<Instant>,
-        reason: String,
+        reason: ServerEnd,
     },
     /// No server will serve this session again. Requests are answered with `reason`; the
     /// connection closes once that is written (or, if the client has said nothing yet, at
     /// `linger`, so that its first request can still be told why).
     Ended {
-        reason: String,
+        reason: EndReason,
         linger: Option<Instant>,
     },
 }
 
-/// The client's setup, replayed to a replacement child.
+/// Why no server will serve a session again. `Display` gives the text its client is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EndReason {
+    /// The very first server could not be started: the command is unusable as given.
+    CouldNotStart { server: String, error: String },
+    /// The server ended and is not restarted: the policy says so, or the session is stopping.
+    Server(ServerEnd),
+    /// The server ended once too often within the window (`--max-restarts`).
+    GaveUp {
+        end: ServerEnd,
+        restarts: u32,
+        window: Duration,
+    },
+    /// The client's `initialize` could not be given a new id.
+    ReplayImpossible,
+    /// The replacement agreed on another protocol version than its predecessor.
+    VersionChanged { version: String, expected: String },
+    /// The replacement answered the replayed `initialize` with an error.
+    InitializeRefused(String),
+    /// The client left while a replacement was being prepared.
+    ClientLeftDuringRestart,
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("mcp-relay: ")?;
+        match self {
+            EndReason::CouldNotStart { server, error } => {
+                write!(f, "could not start the server ({server}): {error}")
+            }
+            EndReason::Server(end) => write!(f, "{end}"),
+            EndReason::GaveUp {
+                end,
+                restarts,
+                window,
+            } => write!(
+                f,
+                "{end}, and it was restarted {restarts} times within {window:?}; the relay gave up on it"
+            ),
+            EndReason::ReplayImpossible => {
+                f.write_str("the client's initialize could not be replayed")
+            }
+            EndReason::VersionChanged { version, expected } => write!(
+                f,
+                "the restarted server answered initialize with protocol version {version}, not {expected}; the session cannot go on"
+            ),
+            EndReason::InitializeRefused(why) => write!(
+                f,
+                "the restarted server refused initialize ({why}); the session cannot go on"
+            ),
+            EndReason::ClientLeftDuringRestart => {
+                f.write_str("the client left while the server was restarting")
+            }
+        }
+    }
+}
+
+/// The client's setup, replayed to a replacement server.
 #[derive(Debug, Default)]
 struct Setup {
     /// The client's `initialize` line, once the server accepted it, and the version agreed.
@@ -78,50 +141,14 @@ struct Setup {
     stateless: bool,
 }
 
-/// Client request ids waiting for an answer. A multiset: a client that (wrongly) reuses an
-/// id while it is in flight still gets one answer per request.
-#[derive(Debug, Default)]
-struct InFlight {
-    ids: BTreeMap<RawId, u32>,
-    len: usize,
-}
-
-impl InFlight {
-    fn insert(&mut self, id: RawId) {
-        *self.ids.entry(id).or_default() += 1;
-        self.len += 1;
-    }
-
-    /// Removes one occurrence; false if the id was not waiting.
-    fn remove(&mut self, id: &RawId) -> bool {
-        let Some(n) = self.ids.get_mut(id) else {
-            return false;
-        };
-        *n -= 1;
-        if *n == 0 {
-            self.ids.remove(id);
-        }
-        self.len -= 1;
-        true
-    }
-
-    fn contains(&self, id: &RawId) -> bool {
-        self.ids.contains_key(id)
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Every waiting request, one entry per occurrence, in id order.
-    fn drain(self) -> impl Iterator<Item = RawId> {
-        self.ids
-            .into_iter()
-            .flat_map(|(id, n)| std::iter::repeat_n(id, n as usize))
+/// What the session's server side is held to.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_message_size: config.max_message_size,
+        max_buffered: config.max_buffered,
+        grace: config.shutdown_grace,
+        // A stopping server that reads none of its input is judged like a probe.
+        stall: config.ping_timeout,
     }
 }
 
@@ -129,47 +156,29 @@ impl InFlight {
 const MAX_SUBSCRIPTIONS: usize = 256;
 
 pub(crate) struct Session {
+    /// Kept apart from the rest so that framed lines can be acted on while it is borrowed.
     from_client: LineFramer,
-    from_child: LineFramer,
-    /// The child whose stdout `from_child` frames.
-    framed_child: ChildId,
     link: Link,
 }
 
 struct Link {
     label: String,
     client: ClientSide,
-    to_child: Outbound,
-    child: Child,
-    /// The current child's output is no longer wanted (it was found hung): drop it.
-    doomed: bool,
+    server: ServerSide,
     phase: Phase,
     supervisor: Supervisor,
-    /// Client requests handed to the current child and not answered yet.
-    in_flight: InFlight,
-    /// Client messages waiting for a replacement child, and the request ids among them.
-    held: Vec<u8>,
-    held_ids: Vec<RawId>,
-    /// Requests from the server to the client not answered yet, oldest first.
-    server_requests: VecDeque<RawId>,
-    /// Responses the relay swallows: its own pings and replayed requests.
-    own_ids: BTreeSet<RawId>,
-    next_own_id: u64,
-    /// The batch each waiting request came in (by order of arrival), so that the relay's own
-    /// answers to a batch are a batch too.
-    batch_of: BTreeMap<RawId, u64>,
-    next_batch: u64,
+    requests: Requests,
     setup: Setup,
     /// The client closed its side, left, or the relay is shutting down: no restarts.
     stopping: bool,
     client_eof: bool,
-    /// What was last told to the driver about reading the connection and the child.
+    /// What was last told to the driver about reading the connection.
     conn_paused: bool,
-    child_paused: bool,
     heartbeat: Heartbeat,
     liveness: Liveness,
-    /// Why the last child was replaced, for `$/mcp/serverRestarted`.
-    restart_reason: Option<String>,
+    /// The current server replaced another: a failure to start it is not the command's fault
+    /// and does not end the session at once.
+    replaced: bool,
 }
 
 #[derive(Debug, Default)]
@@ -182,22 +191,20 @@ struct Heartbeat {
 
 #[derive(Debug, Default)]
 struct Liveness {
-    /// When the current child last said anything.
+    /// When the current server last said anything.
     last_output: Option<Instant>,
     /// The probe in flight and its deadline, which runs only while the server can answer:
     /// the probe is written and its stdout is being read.
     probe: Option<(RawId, Option<Instant>)>,
-    /// Since when bytes for the child's stdin have waited without any being written.
-    stalled_since: Option<Instant>,
 }
 
 impl Session {
     /// A session serving `client`, named `label` in logs; its first child starts now.
     pub(crate) fn new(label: String, client: ClientSide, ctx: &mut Ctx<'_>) -> Self {
-        let child = Child::spawn(ctx.new_child_id(), ctx.out);
+        let server = ServerSide::spawn_child(ctx.new_child_id(), limits(ctx.config), ctx.out);
         ctx.stats.children_spawned += 1;
-        log::info!("{label}: starting {}", child.id);
-        Session::with_child(label, client, child, ctx)
+        log::info!("{label}: starting {server}");
+        Session::serving(label, client, server, ctx)
     }
 
     /// A session served by a child that was started ahead of need (`--prespawn`).
@@ -207,21 +214,21 @@ impl Session {
         child: Child,
         ctx: &mut Ctx<'_>,
     ) -> Self {
-        let config = ctx.config;
-        let running = child.pid().is_some();
         if let Some(pid) = child.pid() {
             log::info!("{label}: served by prespawned {} (pid {pid})", child.id);
         }
+        let server = ServerSide::with_child(child, limits(ctx.config));
+        Session::serving(label, client, server, ctx)
+    }
+
+    fn serving(label: String, client: ClientSide, server: ServerSide, ctx: &mut Ctx<'_>) -> Self {
+        let config = ctx.config;
         Session {
             from_client: LineFramer::new(config.max_message_size),
-            from_child: LineFramer::new(config.max_message_size),
-            framed_child: child.id,
             link: Link {
                 label,
                 client,
-                to_child: Outbound::new(Endpoint::Child(child.id), running, config.max_buffered),
-                child,
-                doomed: false,
+                server,
                 phase: Phase::Serving,
                 supervisor: Supervisor::new(
                     config.restart,
@@ -230,25 +237,17 @@ impl Session {
                     config.max_restarts,
                     config.restart_window,
                 ),
-                in_flight: InFlight::default(),
-                held: Vec::new(),
-                held_ids: Vec::new(),
-                server_requests: VecDeque::new(),
-                own_ids: BTreeSet::new(),
-                next_own_id: 1,
-                batch_of: BTreeMap::new(),
-                next_batch: 1,
+                requests: Requests::new(),
                 setup: Setup::default(),
                 stopping: false,
                 client_eof: false,
                 conn_paused: false,
-                child_paused: false,
                 heartbeat: Heartbeat::default(),
                 liveness: Liveness {
                     last_output: Some(ctx.now),
                     ..Liveness::default()
                 },
-                restart_reason: None,
+                replaced: false,
             },
         }
     }
@@ -256,7 +255,11 @@ impl Session {
     // ---- getters ----
 
     pub(crate) fn child_id(&self) -> ChildId {
-        self.link.child.id
+        // The relay routes child events by this id; a server side that is not a child (the
+        // remote variant) changes that routing along with this.
+        match &self.link.server {
+            ServerSide::Child(c) => c.id(),
+        }
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -265,11 +268,7 @@ impl Session {
 
     pub(crate) fn buffered(&self) -> usize {
         let l = &self.link;
-        self.from_client.buffered()
-            + self.from_child.buffered()
-            + l.to_child.load()
-            + l.client.load()
-            + l.held.len()
+        self.from_client.buffered() + l.server.buffered() + l.client.load() + l.requests.held_len()
     }
 
     pub(crate) fn client_side(&mut self) -> &mut ClientSide {
@@ -288,54 +287,41 @@ impl Session {
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.link.in_flight.len() + self.link.held_ids.len()
+        self.link.requests.waiting()
     }
 
-    /// Nothing of the session is left: the connection is closed and the child finished.
+    /// Nothing of the session is left: the connection is closed and the server finished.
     pub(crate) fn is_done(&self) -> bool {
-        self.link.client.is_finished() && self.link.child.is_finished()
+        self.link.client.is_finished() && self.link.server.is_finished()
     }
 
-    pub(crate) fn poll_timeout(&self, config: &Config) -> Option<(Instant, &'static str)> {
+    pub(crate) fn poll_timeout(&self, config: &Config) -> Option<(Instant, Timer)> {
         let l = &self.link;
         let phase = match &l.phase {
-            Phase::Restarting { at, .. } => Some((*at, "session: start the replacement child")),
+            Phase::Restarting { at, .. } => Some((*at, Timer::SessionRestart)),
             Phase::Replaying {
                 deadline: Some(d), ..
-            } => Some((*d, "session: replacement did not answer initialize")),
+            } => Some((*d, Timer::ReplayTimeout)),
             Phase::Ended {
                 linger: Some(d), ..
-            } => Some((*d, "session: close a connection no server will serve")),
+            } => Some((*d, Timer::LingerClose)),
             _ => None,
         };
         let heartbeat = l.heartbeat_active().then(|| {
-            let send = l.heartbeat.next_send.map(|d| (d, "heartbeat: send"));
+            let send = l.heartbeat.next_send.map(|d| (d, Timer::HeartbeatSend));
             // Silence counts only while the relay reads the client.
-            let silent = l.heartbeat.last_heard.filter(|_| !l.conn_paused).map(|t| {
-                (
-                    t + 2 * config.heartbeat_interval,
-                    "heartbeat: client silent",
-                )
-            });
+            let silent = l
+                .heartbeat
+                .last_heard
+                .filter(|_| !l.conn_paused)
+                .map(|t| (t + 2 * config.heartbeat_interval, Timer::HeartbeatSilence));
             [send, silent].into_iter().flatten().min_by_key(|(d, _)| *d)
         });
-        let stdin_close = l
-            .child
-            .awaits_stdin_close()
-            .then_some(l.liveness.stalled_since)
-            .flatten()
-            .map(|t| {
-                (
-                    t + config.ping_timeout,
-                    "child: stdin not read while stopping",
-                )
-            });
         [
-            l.child.poll_timeout(),
+            l.server.poll_timeout(),
             phase,
             heartbeat.flatten(),
             l.liveness_deadline(config),
-            stdin_close,
         ]
         .into_iter()
         .flatten()
@@ -347,8 +333,7 @@ impl Session {
     pub(crate) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let l = &mut self.link;
-        l.child
-            .handle_timeout(now, ctx.config.shutdown_grace, ctx.out);
+        l.server.handle_timeout(now, ctx.out);
         match &l.phase {
             Phase::Restarting { at, .. } if *at <= now => l.try_restart(ctx),
             Phase::Replaying {
@@ -356,10 +341,10 @@ impl Session {
                 reason,
                 ..
             } if *d <= now => {
-                let why = format!(
-                    "{reason}; its replacement did not answer initialize within {:?}",
-                    ctx.config.ping_timeout
-                );
+                let why = Hang::ReplayUnanswered {
+                    after: Box::new(reason.clone()),
+                    within: ctx.config.ping_timeout,
+                };
                 l.hung(why, ctx);
             }
             Phase::Ended {
@@ -378,10 +363,12 @@ impl Session {
         {
             l.liveness_timeout(ctx);
         }
-        l.stopping_stall_timeout(ctx);
+        if let Some(why) = l.server.stop_stalled(now) {
+            // It will never see the end of its input (probes or not).
+            l.hung(why, ctx);
+        }
         // A verdict above may have started a stop sequence that is already due (no grace).
-        l.child
-            .handle_timeout(now, ctx.config.shutdown_grace, ctx.out);
+        l.server.handle_timeout(now, ctx.out);
     }
 
     pub(crate) fn client_data(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
@@ -396,7 +383,7 @@ impl Session {
 
     pub(crate) fn child_data(&mut self, child: ChildId, data: &[u8], ctx: &mut Ctx<'_>) {
         let link = &mut self.link;
-        if child != link.child.id {
+        if !link.server.owns(child) {
             return;
         }
         link.liveness.last_output = Some(ctx.now);
@@ -404,8 +391,9 @@ impl Session {
             // Output shows it is alive, even if the probe waits behind other work.
             *deadline = ctx.now + ctx.config.ping_timeout;
         }
-        self.from_child
-            .push(data, |frame| link.child_frame(frame, ctx));
+        let mut reader = link.server.lend_reader();
+        reader.push(data, |frame| link.server_frame(frame, ctx));
+        link.server.return_reader(reader);
     }
 
     /// One message from an HTTP client (already framed and checked).
@@ -437,29 +425,24 @@ impl Session {
 
     pub(crate) fn child_written(&mut self, child: ChildId, n: usize, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child == l.child.id {
-            l.to_child.written(n, ctx.out);
-            l.liveness.stalled_since = (l.to_child.in_driver() > 0).then_some(ctx.now);
+        if l.server.owns(child) {
+            l.server.written(n, ctx.now, ctx.out);
         }
     }
 
     pub(crate) fn child_eof(&mut self, child: ChildId, ctx: &mut Ctx<'_>) {
-        if child != self.link.child.id {
+        let l = &mut self.link;
+        if !l.server.owns(child) {
             return;
         }
-        if self.from_child.has_partial() {
-            log::warn!(
-                "{}: the server closed stdout in the middle of a message; it was dropped",
-                self.link.label
-            );
-        }
-        self.from_child = LineFramer::new(ctx.config.max_message_size);
-        let l = &mut self.link;
-        l.child.stdout_eof();
         // A server that closes stdout can no longer answer: it is stopped (and its exit
         // decides what comes next).
-        l.to_child.close_when_flushed(ctx.out);
-        l.child.stop();
+        if l.server.output_eof(ctx.out) {
+            log::warn!(
+                "{}: the server closed stdout in the middle of a message; it was dropped",
+                l.label
+            );
+        }
     }
 
     pub(crate) fn client_broken(&mut self, reason: &str, ctx: &mut Ctx<'_>) {
@@ -470,49 +453,43 @@ impl Session {
 
     pub(crate) fn child_stdin_broken(&mut self, child: ChildId, reason: &str, _ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child != l.child.id {
+        if !l.server.owns(child) {
             return;
         }
         log::warn!(
             "{}: the server stopped reading its stdin: {reason}",
             l.label
         );
-        l.to_child.set_gone();
-        l.child.stop();
+        l.server.input_broken();
     }
 
     pub(crate) fn stderr(&mut self, child: ChildId, data: &[u8]) {
-        if child == self.link.child.id {
-            self.link.child.stderr(&self.link.label, data);
+        if self.link.server.owns(child) {
+            self.link.server.stderr(&self.link.label, data);
         }
     }
 
     pub(crate) fn stderr_eof(&mut self, child: ChildId) {
-        if child == self.link.child.id {
-            self.link.child.stderr_eof(&self.link.label);
+        if self.link.server.owns(child) {
+            self.link.server.stderr_eof(&self.link.label);
         }
     }
 
     pub(crate) fn spawned(&mut self, child: ChildId, pid: u32, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child != l.child.id {
+        if !l.server.owns(child) {
             return;
         }
-        log::info!("{}: server started as {} (pid {pid})", l.label, l.child.id);
+        log::info!("{}: server started as {} (pid {pid})", l.label, l.server);
         l.liveness.last_output = Some(ctx.now);
-        if l.child.spawned(pid, ctx.out) {
-            l.to_child.close_when_flushed(ctx.out);
-            l.child.stop();
-        }
-        l.to_child.open(ctx.out);
-        if l.restart_reason.is_some() {
-            l.replay(ctx);
-        }
+        l.server.spawned(pid, ctx.out);
+        // A replacement is given the client's setup again.
+        l.replay(ctx);
     }
 
     pub(crate) fn spawn_failed(&mut self, child: ChildId, error: &str, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child != l.child.id {
+        if !l.server.owns(child) {
             return;
         }
         log::error!(
@@ -521,43 +498,40 @@ impl Session {
             ctx.config.server_label
         );
         ctx.stats.spawn_failures += 1;
-        l.child.spawn_failed(error);
-        l.to_child.set_gone();
-        if l.restart_reason.is_none() {
+        l.server.spawn_failed(error);
+        if !l.replaced {
             // The very first start: the command is unusable as given; retrying would only
             // delay the client's error.
-            let reason = format!(
-                "mcp-relay: could not start the server ({}): {error}",
-                ctx.config.server_label
-            );
+            let reason = EndReason::CouldNotStart {
+                server: ctx.config.server_label.clone(),
+                error: error.to_owned(),
+            };
             // Everything the client asked so far is answered; if it asked nothing yet, the
             // connection waits a little for its first request, to say why.
             let linger = l
-                .in_flight
-                .is_empty()
+                .requests
+                .none_in_flight()
                 .then(|| ctx.now + ctx.config.shutdown_grace);
+            l.fail_in_flight_with(codes::SERVER_UNAVAILABLE, &reason.to_string());
             l.phase = Phase::Ended { reason, linger };
-            l.fail_in_flight(codes::SERVER_UNAVAILABLE, ctx);
         } else {
             // A replacement that failed to start: what the client sent meanwhile is still
             // held for the next one.
-            l.child_finished(ctx);
+            l.server_finished(ctx);
         }
     }
 
     pub(crate) fn exited(&mut self, child: ChildId, status: ExitStatus, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if child != l.child.id {
+        if !l.server.owns(child) {
             return;
         }
         if status.success() || l.stopping {
-            log::info!("{}: server {} {status}", l.label, l.child.id);
+            log::info!("{}: server {} {status}", l.label, l.server);
         } else {
-            log::warn!("{}: server {} {status}", l.label, l.child.id);
+            log::warn!("{}: server {} {status}", l.label, l.server);
         }
-        l.child
-            .exited(status, ctx.now, ctx.config.shutdown_grace, ctx.out);
-        l.to_child.set_gone();
+        l.server.exited(status, ctx.now, ctx.out);
     }
 
     /// Graceful shutdown: no more client input; the child gets end of file on stdin and what
@@ -570,15 +544,13 @@ impl Session {
     pub(crate) fn abort(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
         l.stopping = true;
-        l.child.kill(ctx.out);
-        l.child.abandon_output();
+        l.server.kill(ctx.out);
         if let (false, Some(conn)) = (l.client.is_finished(), l.client.conn()) {
             ctx.out.push_back(Output::Close {
                 endpoint: Endpoint::Conn(conn),
             });
         }
         l.client.set_gone();
-        l.to_child.set_gone();
         l.client_eof = true;
     }
 
@@ -586,21 +558,23 @@ impl Session {
     /// toward its next phase.
     pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if l.child.is_finished()
+        if l.server.is_finished()
             && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
         {
-            l.child_finished(ctx);
+            l.server_finished(ctx);
         }
         if let Phase::Restarting { at, .. } = l.phase {
             if at <= ctx.now {
                 l.try_restart(ctx);
             }
         }
-        l.to_child.flush(ctx.out);
+        l.server.flush(ctx.out);
         l.client.flush(ctx.out);
         // Lines held back while a side was loaded go on once it is not.
-        if self.from_child.has_backlog() && l.client.load() <= ctx.config.max_buffered {
-            self.from_child.resume(|f| l.child_frame(f, ctx));
+        if l.server.has_backlog() && l.client.load() <= ctx.config.max_buffered {
+            let mut reader = l.server.lend_reader();
+            reader.resume(|f| l.server_frame(f, ctx));
+            l.server.return_reader(reader);
         }
         if self.from_client.has_backlog() && !l.client.is_finished() {
             if matches!(l.phase, Phase::Ended { .. }) {
@@ -620,25 +594,11 @@ impl Session {
                 l.client.close_when_flushed(ctx.out);
             }
         }
-        l.to_child.flush(ctx.out);
+        l.server.flush(ctx.out);
         l.client.flush(ctx.out);
-        l.settle_stdin_close(ctx);
-        if l.to_child.in_driver() == 0 {
-            l.liveness.stalled_since = None;
-        } else if l.liveness.stalled_since.is_none() {
-            l.liveness.stalled_since = Some(ctx.now);
-        }
-        l.update_pauses(
-            self.from_client.has_backlog(),
-            self.from_child.has_backlog(),
-            ctx,
-        );
+        l.server.settle(ctx.now);
+        l.update_pauses(self.from_client.has_backlog(), ctx);
         l.arm_probe(ctx);
-        if self.framed_child != self.link.child.id {
-            // A replacement starts with a clean line, whatever its predecessor left half-said.
-            self.framed_child = self.link.child.id;
-            self.from_child = LineFramer::new(ctx.config.max_message_size);
-        }
     }
 }
 
@@ -674,13 +634,13 @@ impl Link {
     /// the mark: frame no more of it for now.
     fn client_input_loaded(&self, config: &Config) -> bool {
         let high = config.max_buffered;
-        self.to_child.load() > high || self.client.load() > high || self.held.len() > high
+        self.server.load() > high || self.client.load() > high || self.requests.held_len() > high
     }
 
     /// One frame from the server; stops the framer while the client side is loaded.
-    fn child_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
+    fn server_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
         match frame {
-            Frame::Line(line) => self.child_line(line, ctx),
+            Frame::Line(line) => self.server_line(line, ctx),
             Frame::Oversize { len, id } => {
                 ctx.stats.oversize_messages += 1;
                 log::warn!(
@@ -689,7 +649,7 @@ impl Link {
                     ctx.config.max_message_size
                 );
                 if let Some(id) = id {
-                    if self.answered(&id) {
+                    if self.requests.answered(&id) {
                         let msg = format!(
                             "mcp-relay: the server's response of {len} bytes exceeds the limit of {} bytes (--max-message-size) and was dropped",
                             ctx.config.max_message_size
@@ -742,7 +702,7 @@ impl Link {
             }
         }
         if let Phase::Ended { reason, .. } = &self.phase {
-            let reason = reason.clone();
+            let reason = reason.to_string();
             if self.answer_unavailable(entries, &reason) {
                 // The client has its explanation: the connection may close.
                 if let Phase::Ended { linger, .. } = &mut self.phase {
@@ -754,11 +714,10 @@ impl Link {
         // Responses to the server's requests: only those it is waiting for.
         let mut forward = true;
         for e in entries.iter().filter(|e| e.kind == Kind::Response) {
-            let known = e.id.map(RawId::from_raw).and_then(|id| {
-                let at = self.server_requests.iter().position(|r| *r == id)?;
-                self.server_requests.remove(at)
-            });
-            if known.is_none() && entries.len() == 1 {
+            let known =
+                e.id.map(RawId::from_raw)
+                    .is_some_and(|id| self.requests.client_answered(&id));
+            if !known && entries.len() == 1 {
                 log::info!(
                     "{}: dropped a response from the client to an unknown request id {}",
                     self.label,
@@ -770,30 +729,29 @@ impl Link {
         if !forward {
             return;
         }
-        let holding = !matches!(self.phase, Phase::Serving) || !self.to_child.accepts();
-        let batch = matches!(msg, Message::Batch(_)).then(|| {
-            self.next_batch += 1;
-            self.next_batch
-        });
+        let holding = !matches!(self.phase, Phase::Serving) || !self.server.accepts();
+        let batch = matches!(msg, Message::Batch(_)).then(|| self.requests.new_batch());
         for e in entries {
-            if let (Some(batch), Kind::Request, Some(id)) = (batch, e.kind, e.id) {
-                self.batch_of.insert(RawId::from_raw(id), batch);
-            }
-            self.note_client_message(e, line, holding);
+            self.note_client_message(e, line, batch, holding);
         }
         if holding {
             // A replacement will get it, or the session's end will answer it.
-            self.held.extend_from_slice(line);
-            self.held.push(b'\n');
+            self.requests.hold(line);
         } else {
             ctx.stats.messages_to_server += 1;
             ctx.stats.bytes_to_server += line.len() as u64 + 1;
-            self.to_child.stage_line(line);
+            self.server.stage_line(line);
         }
     }
 
     /// Keeps what the session must know about a message going to the server.
-    fn note_client_message(&mut self, e: &Envelope<'_>, line: &[u8], holding: bool) {
+    fn note_client_message(
+        &mut self,
+        e: &Envelope<'_>,
+        line: &[u8],
+        batch: Option<u64>,
+        holding: bool,
+    ) {
         let method = e.method.as_deref().unwrap_or("");
         if e.kind == Kind::Request {
             if let Some(id) = e.id.map(RawId::from_raw) {
@@ -821,11 +779,7 @@ impl Link {
                     }
                     _ => {}
                 }
-                if holding {
-                    self.held_ids.push(id);
-                } else {
-                    self.in_flight.insert(id);
-                }
+                self.requests.add(id, batch, holding);
             }
         } else if e.kind == Kind::Notification {
             match method {
@@ -833,7 +787,7 @@ impl Link {
                 "notifications/cancelled" => {
                     if let Some(id) = message::cancelled_request_id(e.params) {
                         // The server will not answer a cancelled request.
-                        if self.answered(&id) {
+                        if self.requests.answered(&id) {
                             self.client.cancelled(id);
                         }
                     }
@@ -882,22 +836,6 @@ impl Link {
         true
     }
 
-    fn unavailable_reason(&self, config: &Config) -> String {
-        if let Phase::Ended { reason, .. } = &self.phase {
-            return reason.clone();
-        }
-        if let Some(error) = self.child.spawn_error() {
-            format!(
-                "mcp-relay: could not start the server ({}): {error}",
-                config.server_label
-            )
-        } else if let Some(status) = self.child.exit_status() {
-            format!("mcp-relay: the server {status}")
-        } else {
-            "mcp-relay: the server is shutting down".to_owned()
-        }
-    }
-
     fn client_heartbeat(&mut self, ctx: &mut Ctx<'_>) {
         if self.client_eof || self.client.is_finished() {
             // Read from a backlog after the client left: nobody to answer.
@@ -911,7 +849,7 @@ impl Link {
     }
 
     fn server_alive(&self) -> bool {
-        matches!(self.phase, Phase::Serving) && self.child.is_running() && !self.doomed
+        matches!(self.phase, Phase::Serving) && self.server.is_up()
     }
 
     fn send_heartbeat(&mut self, ctx: &mut Ctx<'_>) {
@@ -960,10 +898,10 @@ impl Link {
         }
     }
 
-    // ---- lines from the child ----
+    // ---- lines from the server ----
 
-    fn child_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
-        if self.doomed {
+    fn server_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
+        if self.server.is_hung() {
             return;
         }
         let msg = match classify(line) {
@@ -992,9 +930,9 @@ impl Link {
                         forward = true;
                         continue;
                     };
-                    if self.own_ids.remove(&id) {
+                    if self.requests.is_own(&id) {
                         self.own_response(&id, line, ctx);
-                    } else if self.answered(&id) {
+                    } else if self.requests.answered(&id) {
                         forward = true;
                         if self
                             .setup
@@ -1017,10 +955,7 @@ impl Link {
                 }
                 Kind::Request => {
                     if let Some(id) = e.id.map(RawId::from_raw) {
-                        if self.server_requests.len() >= ctx.config.max_in_flight {
-                            self.server_requests.pop_front();
-                        }
-                        self.server_requests.push_back(id);
+                        self.requests.server_asked(id, ctx.config.max_in_flight);
                     }
                     forward = true;
                 }
@@ -1075,35 +1010,16 @@ impl Link {
                         self.finish_replay(reason, ctx)
                     }
                     Ok(version) => self.end(
-                        format!(
-                            "mcp-relay: the restarted server answered initialize with protocol version {version}, not {}; the session cannot go on",
-                            expected.unwrap_or_default()
-                        ),
+                        EndReason::VersionChanged {
+                            version,
+                            expected: expected.unwrap_or_default(),
+                        },
                         ctx,
                     ),
-                    Err(why) => self.end(
-                        format!(
-                            "mcp-relay: the restarted server refused initialize ({why}); the session cannot go on"
-                        ),
-                        ctx,
-                    ),
+                    Err(why) => self.end(EndReason::InitializeRefused(why), ctx),
                 }
             }
         }
-    }
-
-    fn own_id(&mut self, kind: &str) -> RawId {
-        let n = self.next_own_id;
-        self.next_own_id += 1;
-        // A string no client is likely to use; ids in flight are also checked.
-        let mut text = format!("mcp-relay:{kind}:{n}");
-        let mut id = RawId::string(&text);
-        while self.in_flight.contains(&id) || self.held_ids.contains(&id) {
-            text.insert(0, '_');
-            id = RawId::string(&text);
-        }
-        self.own_ids.insert(id.clone());
-        id
     }
 
     // ---- liveness of the server ----
@@ -1111,7 +1027,7 @@ impl Link {
     /// A probe's deadline runs only while the server can answer it: written to its stdin,
     /// and its stdout read.
     fn arm_probe(&mut self, ctx: &Ctx<'_>) {
-        let can_answer = self.to_child.load() == 0 && !self.child_paused;
+        let can_answer = self.server.can_answer();
         // The replayed initialize is judged the same way.
         if let Phase::Replaying { deadline, .. } = &mut self.phase {
             match (can_answer, *deadline) {
@@ -1129,28 +1045,23 @@ impl Link {
         }
     }
 
-    fn liveness_deadline(&self, config: &Config) -> Option<(Instant, &'static str)> {
+    fn liveness_deadline(&self, config: &Config) -> Option<(Instant, Timer)> {
         let interval = config.ping_interval?;
-        if !matches!(self.phase, Phase::Serving)
-            || !self.child.is_running()
-            || self.doomed
-            || self.child_paused
+        if !matches!(self.phase, Phase::Serving) || !self.server.is_up() || self.server.is_paused()
         {
             // Not serving, or the relay itself is not reading it: nothing to judge.
             return None;
         }
-        let stall = self.liveness.stalled_since.map(|t| {
-            (
-                t + config.ping_timeout,
-                "liveness: server not reading stdin",
-            )
-        });
+        let stall = self
+            .server
+            .stalled_since()
+            .map(|t| (t + config.ping_timeout, Timer::StdinStall));
         let probe = match &self.liveness.probe {
-            Some((_, deadline)) => deadline.map(|d| (d, "liveness: probe unanswered")),
+            Some((_, deadline)) => deadline.map(|d| (d, Timer::ProbeTimeout)),
             None => self
                 .liveness
                 .last_output
-                .map(|t| (t + interval, "liveness: send a probe")),
+                .map(|t| (t + interval, Timer::ProbeSend)),
         };
         [stall, probe].into_iter().flatten().min_by_key(|(d, _)| *d)
     }
@@ -1159,20 +1070,16 @@ impl Link {
         let now = ctx.now;
         let timeout = ctx.config.ping_timeout;
         if self
-            .liveness
-            .stalled_since
+            .server
+            .stalled_since()
             .is_some_and(|t| t + timeout <= now)
         {
-            return self.hung(
-                format!("the server stopped reading its stdin for {timeout:?}"),
-                ctx,
-            );
+            return self.hung(Hang::StdinStalled(timeout), ctx);
         }
         match &self.liveness.probe {
-            Some((_, Some(deadline))) if *deadline <= now => self.hung(
-                format!("the server did not answer a ping within {timeout:?}"),
-                ctx,
-            ),
+            Some((_, Some(deadline))) if *deadline <= now => {
+                self.hung(Hang::ProbeUnanswered(timeout), ctx)
+            }
             Some(_) => {}
             None => {
                 let method = if self.setup.stateless {
@@ -1180,57 +1087,44 @@ impl Link {
                 } else {
                     "ping"
                 };
-                let id = self.own_id("probe");
+                let id = self.requests.own_id("probe");
                 let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}"}}"#);
                 log::debug!(
                     "{}: the server was quiet; probing it with {method}",
                     self.label
                 );
-                self.to_child.stage_line(line.as_bytes());
+                self.server.stage_line(line.as_bytes());
                 // Its deadline starts once it is written (see `settle`).
                 self.liveness.probe = Some((id, None));
             }
         }
     }
 
-    /// The child is hung: answer what waits on it, stop it, and let its exit decide the rest.
-    fn hung(&mut self, why: String, ctx: &mut Ctx<'_>) {
-        log::warn!("{}: {why}; stopping {}", self.label, self.child.id);
-        self.doomed = true;
+    /// The server is hung: answer what waits on it, stop it, and let its end decide the rest.
+    fn hung(&mut self, why: Hang, ctx: &mut Ctx<'_>) {
+        log::warn!("{}: {why}; stopping {}", self.label, self.server);
         self.liveness = Liveness::default();
         let message = format!("mcp-relay: the server was hung ({why}) and is being restarted");
         self.fail_in_flight_with(codes::SERVER_FAILED, &message);
-        self.restart_reason = Some(format!("hung: {why}"));
-        self.to_child.set_gone();
         if matches!(self.phase, Phase::Replaying { .. }) {
             self.phase = Phase::Serving;
         }
-        self.child
-            .terminate(ctx.now, ctx.config.shutdown_grace, ctx.out);
+        self.server.terminate_hung(why, ctx.now, ctx.out);
     }
 
     // ---- ends and restarts ----
 
-    /// The child has exited (or never started) and all its output is in: answer what waited
+    /// The server has ended (or never started) and all its output is in: answer what waited
     /// on it, then restart it or end the session.
-    fn child_finished(&mut self, ctx: &mut Ctx<'_>) {
-        let status = self.child.exit_status();
-        let hung = self.doomed;
-        let why = match (status, self.child.spawn_error(), hung) {
-            (_, _, true) => self
-                .restart_reason
-                .clone()
-                .unwrap_or_else(|| "hung".to_owned()),
-            (Some(status), _, _) => format!("the server {status}"),
-            (None, Some(error), _) => format!("the server could not be started again: {error}"),
-            (None, None, _) => "the server is gone".to_owned(),
+    fn server_finished(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(why) = self.server.ended() else {
+            return;
         };
         self.fail_in_flight_with(
             codes::SERVER_FAILED,
             &format!("mcp-relay: {why} before answering this request"),
         );
-        self.server_requests.clear();
-        self.own_ids.clear();
+        self.requests.forget_server();
         self.liveness = Liveness::default();
         if matches!(
             self.phase,
@@ -1240,11 +1134,10 @@ impl Link {
             self.phase = Phase::Serving;
         }
         if self.stopping {
-            self.end(format!("mcp-relay: {why}"), ctx);
+            self.end(EndReason::Server(why), ctx);
             return;
         }
-        let failed = hung || status.is_none_or(|s| !s.success());
-        match self.supervisor.decide(ctx.now, failed) {
+        match self.supervisor.decide(ctx.now, !why.is_clean()) {
             Decision::RestartAfter(delay) => {
                 ctx.stats.restarts += 1;
                 log::warn!(
@@ -1254,7 +1147,6 @@ impl Link {
                     ctx.config.max_restarts,
                     ctx.config.restart_window
                 );
-                self.restart_reason = Some(why.clone());
                 self.phase = Phase::Restarting {
                     at: ctx.now + delay,
                     reason: why,
@@ -1265,7 +1157,7 @@ impl Link {
                     "{}: {why}; the session ends with it (--restart)",
                     self.label
                 );
-                self.end(format!("mcp-relay: {why}"), ctx);
+                self.end(EndReason::Server(why), ctx);
             }
             Decision::GiveUp => {
                 log::error!(
@@ -1275,35 +1167,31 @@ impl Link {
                     ctx.config.restart_window
                 );
                 self.end(
-                    format!(
-                        "mcp-relay: {why}, and it was restarted {} times within {:?}; the relay gave up on it",
-                        ctx.config.max_restarts, ctx.config.restart_window
-                    ),
+                    EndReason::GaveUp {
+                        end: why,
+                        restarts: ctx.config.max_restarts,
+                        window: ctx.config.restart_window,
+                    },
                     ctx,
                 );
             }
         }
     }
 
-    /// Starts the replacement child, if the old one is finished.
+    /// Starts the replacement server, if the old one is finished.
     fn try_restart(&mut self, ctx: &mut Ctx<'_>) {
-        if !self.child.is_finished() || self.stopping {
+        if !self.server.is_finished() || self.stopping {
             return;
         }
         let Phase::Restarting { reason, .. } = &self.phase else {
             return;
         };
         let reason = reason.clone();
-        let old = self.child.id;
-        let id = ctx.new_child_id();
-        ctx.out.push_back(Output::Release { child: old });
+        let old = self.server.to_string();
         ctx.stats.children_spawned += 1;
-        log::info!("{}: starting {id} to replace {old}", self.label);
-        self.child = Child::spawn(id, ctx.out);
-        self.to_child = Outbound::new(Endpoint::Child(id), false, ctx.config.max_buffered);
-        self.doomed = false;
-        self.child_paused = false;
-        self.restart_reason = Some(reason.clone());
+        self.server.restart(ctx.new_child_id(), ctx.out);
+        log::info!("{}: starting {} to replace {old}", self.label, self.server);
+        self.replaced = true;
         // Until it is up (and re-initialized), what the client sends waits in `held`.
         self.phase = Phase::Respawning { reason };
     }
@@ -1319,114 +1207,71 @@ impl Link {
             return self.finish_replay(reason, ctx);
         };
         let request = request.clone();
-        let id = self.own_id("init");
+        let id = self.requests.own_id("init");
         match message::with_id(&request, id.as_str()) {
             Some(line) => {
-                self.to_child.stage_line(&line);
+                self.server.stage_line(&line);
                 self.phase = Phase::Replaying {
                     init_id: id,
                     deadline: None,
                     reason,
                 };
             }
-            None => self.end(
-                "mcp-relay: the client's initialize could not be replayed".to_owned(),
-                ctx,
-            ),
+            None => self.end(EndReason::ReplayImpossible, ctx),
         }
     }
 
     /// The replacement is initialized: restore the client's setup, release what it sent
     /// meanwhile, and tell it the server restarted.
-    fn finish_replay(&mut self, reason: String, ctx: &mut Ctx<'_>) {
+    fn finish_replay(&mut self, reason: ServerEnd, ctx: &mut Ctx<'_>) {
         if self.setup.initialize.is_some() && self.setup.initialized {
-            self.to_child
+            self.server
                 .stage_line(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
         }
         let mut restore: Vec<Vec<u8>> = self.setup.log_level.iter().cloned().collect();
         restore.extend(self.setup.subscriptions.values().cloned());
         for request in restore {
-            let id = self.own_id("replay");
+            let id = self.requests.own_id("replay");
             if let Some(line) = message::with_id(&request, id.as_str()) {
-                self.to_child.stage_line(&line);
+                self.server.stage_line(&line);
             }
         }
-        let held = std::mem::take(&mut self.held);
-        self.to_child.stage(&held);
-        for id in self.held_ids.drain(..) {
-            self.in_flight.insert(id);
-        }
+        let held = self.requests.release_held();
+        self.server.stage(&held);
         self.phase = Phase::Serving;
         self.liveness.last_output = Some(ctx.now);
         let note = format!(
             r#"{{"jsonrpc":"2.0","method":"$/mcp/serverRestarted","params":{{"timestamp":{:.3},"reason":{}}}}}"#,
             ctx.unix_now,
-            serde_json::Value::String(reason.clone())
+            serde_json::Value::String(reason.to_string())
         );
         self.client.send(Route::Relay, note.as_bytes());
         log::info!("{}: the server is back ({reason})", self.label);
     }
 
     /// No server will serve this session again.
-    fn end(&mut self, reason: String, ctx: &mut Ctx<'_>) {
-        self.fail_in_flight_with(codes::SERVER_FAILED, &reason);
-        let held: Vec<RawId> = std::mem::take(&mut self.held_ids);
-        self.answer_all(held, codes::SERVER_UNAVAILABLE, &reason);
-        self.held = Vec::new();
+    fn end(&mut self, reason: EndReason, ctx: &mut Ctx<'_>) {
+        let text = reason.to_string();
+        self.fail_in_flight_with(codes::SERVER_FAILED, &text);
+        let held = self.requests.drop_held();
+        self.answer_all(held, codes::SERVER_UNAVAILABLE, &text);
         self.phase = Phase::Ended {
             reason,
             linger: None,
         };
-        self.to_child.close_when_flushed(ctx.out);
-        self.child.stop();
-    }
-
-    fn fail_in_flight(&mut self, code: i64, ctx: &mut Ctx<'_>) {
-        let reason = self.unavailable_reason(ctx.config);
-        self.fail_in_flight_with(code, &reason);
+        self.server.stop(ctx.out);
     }
 
     fn fail_in_flight_with(&mut self, code: i64, message: &str) {
-        let ids: Vec<RawId> = std::mem::take(&mut self.in_flight).drain().collect();
+        let ids = self.requests.take_in_flight();
         self.answer_all(ids, code, message);
         self.setup.pending_initialize = None;
     }
 
-    /// One request is answered: it no longer waits.
-    fn answered(&mut self, id: &RawId) -> bool {
-        let waited = self.in_flight.remove(id);
-        if waited && !self.in_flight.contains(id) {
-            self.batch_of.remove(id);
-        }
-        waited
-    }
-
-    /// Answers each request with an error made by the relay; requests that came in one batch
-    /// get one batch back on TCP (over HTTP each answer goes to its request's stream).
+    /// Answers each request with an error made by the relay.
     fn answer_all(&mut self, ids: Vec<RawId>, code: i64, message: &str) {
-        let mut batches: BTreeMap<u64, Vec<RawId>> = BTreeMap::new();
-        for id in ids {
-            match self.batch_of.remove(&id) {
-                Some(b) if matches!(self.client, ClientSide::Tcp(_)) => {
-                    batches.entry(b).or_default().push(id)
-                }
-                _ => self.client.error(Some(&id), code, message),
-            }
-        }
-        for ids in batches.into_values() {
-            let mut body = Vec::new();
-            for (i, id) in ids.iter().enumerate() {
-                body.push(if i == 0 { b'[' } else { b',' });
-                message::write_error(&mut body, Some(id.as_str()), code, message);
-            }
-            body.push(b']');
-            self.client.send(
-                Route::FromServer {
-                    progress_token: None,
-                },
-                &body,
-            );
-        }
+        self.requests
+            .answer_all(ids, code, message, &mut self.client);
     }
 
     /// The client will send nothing more (end of file, gone, or shutdown).
@@ -1441,47 +1286,19 @@ impl Link {
             self.phase,
             Phase::Restarting { .. } | Phase::Respawning { .. } | Phase::Replaying { .. }
         ) {
-            let reason = "mcp-relay: the client left while the server was restarting".to_owned();
-            self.end(reason, ctx);
+            self.end(EndReason::ClientLeftDuringRestart, ctx);
         }
-        self.to_child.close_when_flushed(ctx.out);
-        self.child.stop();
+        self.server.stop(ctx.out);
     }
 
-    /// A stopping child's grace period starts when its stdin is closed (everything queued
-    /// for it written).
-    fn settle_stdin_close(&mut self, ctx: &mut Ctx<'_>) {
-        if self.child.awaits_stdin_close() && self.to_child.is_finished() {
-            self.child.stdin_closed(ctx.now, ctx.config.shutdown_grace);
-        }
-    }
-
-    /// A stopping child that reads none of its remaining input for `ping_timeout` (even with
-    /// probes off) will never see end of file: it is treated as hung (SIGTERM, SIGKILL).
-    fn stopping_stall_timeout(&mut self, ctx: &mut Ctx<'_>) {
-        let limit = ctx.config.ping_timeout;
-        if self.child.awaits_stdin_close()
-            && !self.to_child.is_finished()
-            && self
-                .liveness
-                .stalled_since
-                .is_some_and(|t| t + limit <= ctx.now)
-        {
-            self.hung(
-                format!("it read none of its input for {limit:?} while stopping"),
-                ctx,
-            );
-        }
-    }
-
-    /// Tells the driver which sides to read: the connection unless its child queue is loaded,
-    /// too many requests wait, or the client is done; the child unless the client queue is
-    /// loaded.
-    fn update_pauses(&mut self, client_backlog: bool, child_backlog: bool, ctx: &mut Ctx<'_>) {
-        let waiting = self.in_flight.len() + self.held_ids.len();
-        let held_full = self.held.len() > ctx.config.max_buffered;
+    /// Tells the driver which sides to read: the connection unless the server's queue is
+    /// loaded, too many requests wait, or the client is done; the server unless the client
+    /// queue is loaded (or what it said waits to be framed).
+    fn update_pauses(&mut self, client_backlog: bool, ctx: &mut Ctx<'_>) {
+        let waiting = self.requests.waiting();
+        let held_full = self.requests.held_len() > ctx.config.max_buffered;
         // A client that does not read its answers does not get to send more either.
-        let conn_pause = self.to_child.is_loaded()
+        let conn_pause = self.server.is_loaded()
             || self.client.is_loaded()
             || client_backlog
             || held_full
@@ -1504,23 +1321,66 @@ impl Link {
                 });
             }
         }
-        let child_pause = self.client.is_loaded() || child_backlog;
-        let child_open = self.child.pid().is_some() || self.child.exit_status().is_some();
-        let child_reading = child_open && !self.child.is_finished();
-        if child_reading && child_pause != self.child_paused {
-            self.child_paused = child_pause;
-            if !child_pause {
-                // It was not quiet; the relay was not listening.
-                self.liveness.last_output = Some(ctx.now);
-            }
-            self.child
-                .set_output_paused(child_pause, ctx.now, ctx.config.shutdown_grace);
-            let endpoint = Endpoint::Child(self.child.id);
-            ctx.out.push_back(if child_pause {
-                Output::Pause { endpoint }
-            } else {
-                Output::Resume { endpoint }
-            });
+        let server_pause = self.client.is_loaded() || self.server.has_backlog();
+        if self.server.pause_reading(server_pause, ctx.now, ctx.out) && !server_pause {
+            // It was not quiet; the relay was not listening.
+            self.liveness.last_output = Some(ctx.now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(reason: EndReason, expect: &str) {
+        assert_eq!(reason.to_string(), expect);
+    }
+
+    /// Clients and tests read these texts: they stay as they were.
+    #[test]
+    fn end_reasons_read_as_before() {
+        let exited = ServerEnd::Exited(ExitStatus::Code(3));
+        check(
+            EndReason::CouldNotStart {
+                server: "srv --flag".into(),
+                error: "No such file or directory".into(),
+            },
+            "mcp-relay: could not start the server (srv --flag): No such file or directory",
+        );
+        check(
+            EndReason::Server(exited.clone()),
+            "mcp-relay: the server exited with status 3",
+        );
+        check(
+            EndReason::GaveUp {
+                end: exited,
+                restarts: 5,
+                window: Duration::from_secs(60),
+            },
+            "mcp-relay: the server exited with status 3, and it was restarted 5 times within \
+             60s; the relay gave up on it",
+        );
+        check(
+            EndReason::ReplayImpossible,
+            "mcp-relay: the client's initialize could not be replayed",
+        );
+        check(
+            EndReason::VersionChanged {
+                version: "2025-03-26".into(),
+                expected: "2025-06-18".into(),
+            },
+            "mcp-relay: the restarted server answered initialize with protocol version \
+             2025-03-26, not 2025-06-18; the session cannot go on",
+        );
+        check(
+            EndReason::InitializeRefused("error -32600: nope".into()),
+            "mcp-relay: the restarted server refused initialize (error -32600: nope); the \
+             session cannot go on",
+        );
+        check(
+            EndReason::ClientLeftDuringRestart,
+            "mcp-relay: the client left while the server was restarting",
+        );
     }
 }

@@ -1595,7 +1595,7 @@ impl HttpSim {
                 self.drain();
                 if let Some(next) = self.relay.poll_timeout() {
                     if next <= now {
-                        let why = self.relay.next_deadline().map_or("?", |(_, w)| w);
+                        let why = self.relay.next_deadline().map_or("?", |(_, w)| w.as_str());
                         self.violation(format!(
                             "after handle_timeout(now), poll_timeout() is not later than now ({why})"
                         ));

@@ -438,7 +438,7 @@ impl Sim {
             .relay
             .next_deadline()
             .filter(|(d, _)| *d <= self.clock.now())
-            .map_or("nothing due", |(_, r)| r);
+            .map_or("nothing due", |(_, r)| r.as_str());
         let kind = if spurious { "spurious " } else { "" };
         self.note(format_args!("in  {kind}timeout ({reason})"));
         let now = self.clock.now();

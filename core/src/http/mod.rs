@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::deadlines::Deadlines;
 use crate::message::{self, classify, codes, ClassifyError, Kind, Message, RawId};
 use crate::outbound::Outbound;
+use crate::timer::Timer;
 use crate::{ConnId, Endpoint, Output};
 use core::net::SocketAddr;
 use rand_core::RngCore;
@@ -43,8 +44,8 @@ enum HttpTimer {
     Session(HttpKey),
 }
 
-const CONN_DEADLINE: &str = "http: request or idle timeout";
-const IDLE_SESSION: &str = "http: session idle";
+const CONN_DEADLINE: Timer = Timer::HttpConnection;
+const IDLE_SESSION: Timer = Timer::HttpSessionIdle;
 
 /// An HTTP session (or a stateless pool child), named by the HTTP layer. Never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,7 +105,7 @@ pub(crate) struct HttpServer {
     draining: bool,
     /// Connection and session deadlines, indexed by time (entries may be early, never late:
     /// each is checked again when it fires).
-    timers: Deadlines<HttpTimer, &'static str>,
+    timers: Deadlines<HttpTimer, Timer>,
     /// The latest `now` handed in.
     now: Instant,
     out: VecDeque<Output>,
@@ -2150,8 +2151,8 @@ impl HttpServer {
 
     // ---- time ----
 
-    pub(crate) fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
-        let keepalive = self.next_keepalive.map(|d| (d, "http: SSE keep-alive"));
+    pub(crate) fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        let keepalive = self.next_keepalive.map(|d| (d, Timer::SseKeepalive));
         // A queued stateless request waits for a pool child resting after a cancellation.
         let rested = (!self.pool_queue.is_empty())
             .then(|| {
@@ -2162,7 +2163,7 @@ impl HttpServer {
                     .min()
             })
             .flatten()
-            .map(|d| (d, "http: a pool child's rest ends"));
+            .map(|d| (d, Timer::PoolRest));
         self.timers
             .first()
             .into_iter()

@@ -1,0 +1,705 @@
+//! The server side of a session: what serves its client, as a value with a small API.
+//!
+//! Today that is a child process speaking newline-delimited JSON-RPC on its stdin and stdout
+//! ([`ChildServer`]). The session's supervision (restart, re-initialization replay, answering
+//! what was in flight, liveness probes, the restart budget) is written against [`ServerSide`]
+//! only, so that another kind of server (a remote Streamable HTTP, SSE or TCP server, reached
+//! over a connection the relay opens) is one more variant here: "restart" is "replace the
+//! server side", whether that spawns a process or connects again.
+//!
+//! A server side does not know about the client, the in-flight table or the phase of its
+//! session: it carries bytes, runs its own stop sequence and deadlines, and says how it ended.
+
+use crate::child::Child;
+use crate::framing::{Flow, Frame, LineFramer};
+use crate::outbound::Outbound;
+use crate::timer::Timer;
+use crate::{ChildId, Endpoint, ExitStatus, Output};
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// What a server side is held to, from the relay's configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Longest line read from the server.
+    pub(crate) max_message_size: usize,
+    /// Bytes queued toward the server before it counts as loaded.
+    pub(crate) max_buffered: usize,
+    /// Time between the steps of the stop sequence, and for output to end after an exit.
+    pub(crate) grace: Duration,
+    /// How long bytes may wait for a stopping server's input, none of them read, before it
+    /// is treated as hung.
+    pub(crate) stall: Duration,
+}
+
+/// The server serving one session.
+#[derive(Debug)]
+pub(crate) enum ServerSide {
+    /// A child process started by the driver on the relay's behalf.
+    Child(ChildServer),
+    // A remote server (Streamable HTTP, SSE or TCP, through a connection the relay opens)
+    // goes here: it needs the same methods, with "spawned" meaning "connected" and "stop"
+    // meaning "close the connection (HTTP: DELETE the session)".
+}
+
+/// A child process as a server: its lifecycle, its stdin queue and its stdout framer.
+#[derive(Debug)]
+pub(crate) struct ChildServer {
+    child: Child,
+    stdin: Outbound,
+    /// Frames stdout. Lent to the session while it handles the lines (see [`Reader`]).
+    stdout: LineFramer,
+    /// The relay found it hung (and why): its output is no longer wanted.
+    hung: Option<Hang>,
+    /// What the driver was last told about reading its stdout.
+    paused: bool,
+    /// Since when bytes for its stdin have waited without any being written.
+    stalled_since: Option<Instant>,
+    limits: Limits,
+}
+
+/// A server side's output reader, lent to the session while it handles what was read: the
+/// handler needs the rest of the session, this server side included.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    from: ChildId,
+    framer: LineFramer,
+}
+
+impl Reader {
+    /// Feeds bytes the server wrote; `f` gets every message they complete, until it stops.
+    pub(crate) fn push(&mut self, data: &[u8], f: impl FnMut(Frame<'_>) -> Flow) {
+        self.framer.push(data, f);
+    }
+
+    /// Hands out what was held back while the session was loaded.
+    pub(crate) fn resume(&mut self, f: impl FnMut(Frame<'_>) -> Flow) {
+        self.framer.resume(f);
+    }
+}
+
+/// Dispatches a call to the variant; every variant offers the same methods.
+macro_rules! each {
+    ($side:expr, $s:ident => $call:expr) => {
+        match $side {
+            ServerSide::Child($s) => $call,
+        }
+    };
+}
+
+impl ServerSide {
+    /// A child asked of the driver now; it serves once [`ServerSide::spawned`].
+    pub(crate) fn spawn_child(id: ChildId, limits: Limits, out: &mut VecDeque<Output>) -> Self {
+        ServerSide::with_child(Child::spawn(id, out), limits)
+    }
+
+    /// A child already asked for (prespawned), running or still starting.
+    pub(crate) fn with_child(child: Child, limits: Limits) -> Self {
+        ServerSide::Child(ChildServer::new(child, limits))
+    }
+
+    /// Replaces a finished server side with a new one of the same kind, being started: the
+    /// driver may drop what it holds of the old one. `id` names the new child.
+    pub(crate) fn restart(&mut self, id: ChildId, out: &mut VecDeque<Output>) {
+        *self = match self {
+            ServerSide::Child(c) => {
+                out.push_back(Output::Release { child: c.child.id });
+                ServerSide::spawn_child(id, c.limits, out)
+            }
+        };
+    }
+
+    // ---- getters ----
+
+    /// The child process serving, if a process serves (routing of the driver's inputs).
+    pub(crate) fn child_id(&self) -> Option<ChildId> {
+        each!(self, c => Some(c.child.id))
+    }
+
+    /// Inputs about this child are this server side's.
+    pub(crate) fn owns(&self, child: ChildId) -> bool {
+        self.child_id() == Some(child)
+    }
+
+    /// Started, not asked to stop, and not found hung: it can serve.
+    pub(crate) fn is_up(&self) -> bool {
+        each!(self, c => c.child.is_running() && c.hung.is_none())
+    }
+
+    /// Found hung: what it still says is dropped.
+    pub(crate) fn is_hung(&self) -> bool {
+        each!(self, c => c.hung.is_some())
+    }
+
+    /// Gone for good, and all its output in (or given up on).
+    pub(crate) fn is_finished(&self) -> bool {
+        each!(self, c => c.child.is_finished())
+    }
+
+    /// Why it stopped serving, once it is finished.
+    pub(crate) fn ended(&self) -> Option<ServerEnd> {
+        each!(self, c => c.ended())
+    }
+
+    /// Bytes held for it and from it: the queue toward it and an unfinished message.
+    pub(crate) fn buffered(&self) -> usize {
+        each!(self, c => c.stdin.load() + c.stdout.buffered())
+    }
+
+    /// Bytes queued toward it.
+    pub(crate) fn load(&self) -> usize {
+        each!(self, c => c.stdin.load())
+    }
+
+    /// Its queue is above the mark: what feeds it should not be read.
+    pub(crate) fn is_loaded(&self) -> bool {
+        each!(self, c => c.stdin.is_loaded())
+    }
+
+    /// It takes messages now (else they wait for its replacement).
+    pub(crate) fn accepts(&self) -> bool {
+        each!(self, c => c.stdin.accepts())
+    }
+
+    /// The relay is not reading it (backpressure).
+    pub(crate) fn is_paused(&self) -> bool {
+        each!(self, c => c.paused)
+    }
+
+    /// Everything sent to it is written and the relay reads it: it can answer, so a
+    /// deadline for an answer may run.
+    pub(crate) fn can_answer(&self) -> bool {
+        self.load() == 0 && !self.is_paused()
+    }
+
+    /// Since when bytes for it have waited with none written.
+    pub(crate) fn stalled_since(&self) -> Option<Instant> {
+        each!(self, c => c.stalled_since)
+    }
+
+    /// Messages it wrote that the session has not taken yet (held back while loaded).
+    pub(crate) fn has_backlog(&self) -> bool {
+        each!(self, c => c.stdout.has_backlog())
+    }
+
+    /// Its own next deadline: a step of the stop sequence, the end of its output after an
+    /// exit, or a stopping server that reads nothing.
+    pub(crate) fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        each!(self, c => c.poll_timeout())
+    }
+
+    // ---- the reader ----
+
+    /// Lends out the reader of its output (give it back with [`ServerSide::return_reader`]).
+    pub(crate) fn lend_reader(&mut self) -> Reader {
+        each!(self, c => Reader {
+            from: c.child.id,
+            framer: std::mem::replace(&mut c.stdout, LineFramer::new(1)),
+        })
+    }
+
+    /// Takes the reader back; one lent by a server side since replaced is dropped.
+    pub(crate) fn return_reader(&mut self, reader: Reader) {
+        each!(self, c => if reader.from == c.child.id {
+            c.stdout = reader.framer;
+        })
+    }
+
+    // ---- mutators ----
+
+    /// Queues one message (a line without its newline).
+    pub(crate) fn stage_line(&mut self, line: &[u8]) {
+        each!(self, c => c.stdin.stage_line(line))
+    }
+
+    /// Queues bytes that are whole lines already.
+    pub(crate) fn stage(&mut self, lines: &[u8]) {
+        each!(self, c => c.stdin.stage(lines))
+    }
+
+    /// Hands what is queued to the driver.
+    pub(crate) fn flush(&mut self, out: &mut VecDeque<Output>) {
+        each!(self, c => c.stdin.flush(out))
+    }
+
+    /// After the session flushed: a stopping child's grace period starts once its stdin is
+    /// closed, and a queue that does not move counts as stalled.
+    pub(crate) fn settle(&mut self, now: Instant) {
+        each!(self, c => c.settle(now))
+    }
+
+    /// Stops reading it (or reads it again); true if that changed what the driver does.
+    pub(crate) fn pause_reading(
+        &mut self,
+        paused: bool,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) -> bool {
+        each!(self, c => c.pause_reading(paused, now, out))
+    }
+
+    /// Graceful stop: what is queued is written, then its input closes and the stop sequence
+    /// runs. Idempotent.
+    pub(crate) fn stop(&mut self, out: &mut VecDeque<Output>) {
+        each!(self, c => {
+            c.stdin.close_when_flushed(out);
+            c.child.stop();
+        })
+    }
+
+    /// It is hung: drop what is queued for it and what it says, and stop it at once
+    /// (SIGTERM, then SIGKILL).
+    pub(crate) fn terminate_hung(&mut self, why: Hang, now: Instant, out: &mut VecDeque<Output>) {
+        each!(self, c => {
+            c.hung = Some(why);
+            c.stdin_gone();
+            c.child.terminate(now, c.limits.grace, out);
+        })
+    }
+
+    /// Immediate shutdown: kill it and wait for nothing more of it.
+    pub(crate) fn kill(&mut self, out: &mut VecDeque<Output>) {
+        each!(self, c => {
+            c.child.kill(out);
+            c.child.abandon_output();
+            c.stdin_gone();
+        })
+    }
+
+    // ---- handle_* ----
+
+    /// It is running (a remote: connected). A stop asked for while it started begins now.
+    pub(crate) fn spawned(&mut self, pid: u32, out: &mut VecDeque<Output>) {
+        each!(self, c => {
+            if c.child.spawned(pid, out) {
+                c.stdin.close_when_flushed(out);
+                c.child.stop();
+            }
+            c.stdin.open(out);
+        })
+    }
+
+    /// It could not be started (a remote: reached).
+    pub(crate) fn spawn_failed(&mut self, error: &str) {
+        each!(self, c => {
+            c.child.spawn_failed(error);
+            c.stdin_gone();
+        })
+    }
+
+    /// It exited; its output may still be coming.
+    pub(crate) fn exited(&mut self, status: ExitStatus, now: Instant, out: &mut VecDeque<Output>) {
+        each!(self, c => {
+            c.child.exited(status, now, c.limits.grace, out);
+            c.stdin_gone();
+        })
+    }
+
+    /// The driver wrote `n` bytes toward it.
+    pub(crate) fn written(&mut self, n: usize, now: Instant, out: &mut VecDeque<Output>) {
+        each!(self, c => {
+            c.stdin.written(n, out);
+            c.stalled_since = (c.stdin.in_driver() > 0).then_some(now);
+        })
+    }
+
+    /// Its output ended: it can no longer answer, so it is stopped (its exit decides what
+    /// comes next). True if a message was cut off.
+    pub(crate) fn output_eof(&mut self, out: &mut VecDeque<Output>) -> bool {
+        each!(self, c => c.output_eof(out))
+    }
+
+    /// Nothing more can be written to it: it is stopped.
+    pub(crate) fn input_broken(&mut self) {
+        each!(self, c => {
+            c.stdin_gone();
+            c.child.stop();
+        })
+    }
+
+    /// Its diagnostics (a child's stderr), logged under `label`.
+    pub(crate) fn stderr(&mut self, label: &str, data: &[u8]) {
+        each!(self, c => c.child.stderr(label, data))
+    }
+
+    /// The end of its diagnostics.
+    pub(crate) fn stderr_eof(&mut self, label: &str) {
+        each!(self, c => c.child.stderr_eof(label))
+    }
+
+    /// Runs its own due deadlines: the stop sequence's steps, the end of output after an exit.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<Output>) {
+        each!(self, c => c.child.handle_timeout(now, c.limits.grace, out))
+    }
+
+    /// A stopping server that has read none of what waits for it within the stall limit will
+    /// never see the end of its input: it is hung (the session decides what that means).
+    pub(crate) fn stop_stalled(&self, now: Instant) -> Option<Hang> {
+        each!(self, c => c.stop_stalled(now))
+    }
+}
+
+impl ChildServer {
+    fn new(child: Child, limits: Limits) -> Self {
+        let running = child.pid().is_some();
+        ChildServer {
+            stdin: Outbound::new(Endpoint::Child(child.id), running, limits.max_buffered),
+            child,
+            stdout: LineFramer::new(limits.max_message_size),
+            hung: None,
+            paused: false,
+            stalled_since: None,
+            limits,
+        }
+    }
+
+    pub(crate) fn id(&self) -> ChildId {
+        self.child.id
+    }
+
+    fn ended(&self) -> Option<ServerEnd> {
+        if !self.child.is_finished() {
+            return None;
+        }
+        let child = &self.child;
+        Some(
+            match (&self.hung, child.exit_status(), child.spawn_error()) {
+                (Some(hang), _, _) => ServerEnd::Hung(hang.clone()),
+                (None, Some(status), _) => ServerEnd::Exited(status),
+                (None, None, Some(error)) => ServerEnd::CouldNotStart(error.to_owned()),
+                (None, None, None) => ServerEnd::Gone,
+            },
+        )
+    }
+
+    fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        let stall = self
+            .stalled_since
+            .filter(|_| self.child.awaits_stdin_close())
+            .map(|t| (t + self.limits.stall, Timer::StopStall));
+        [self.child.poll_timeout(), stall]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(d, _)| *d)
+    }
+
+    fn settle(&mut self, now: Instant) {
+        if self.child.awaits_stdin_close() && self.stdin.is_finished() {
+            self.child.stdin_closed(now, self.limits.grace);
+        }
+        if self.stdin.in_driver() == 0 {
+            self.stalled_since = None;
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
+    }
+
+    fn pause_reading(&mut self, paused: bool, now: Instant, out: &mut VecDeque<Output>) -> bool {
+        let open = self.child.pid().is_some() || self.child.exit_status().is_some();
+        if !open || self.child.is_finished() || paused == self.paused {
+            return false;
+        }
+        self.paused = paused;
+        self.child.set_output_paused(paused, now, self.limits.grace);
+        let endpoint = Endpoint::Child(self.child.id);
+        out.push_back(if paused {
+            Output::Pause { endpoint }
+        } else {
+            Output::Resume { endpoint }
+        });
+        true
+    }
+
+    fn output_eof(&mut self, out: &mut VecDeque<Output>) -> bool {
+        let cut = self.stdout.has_partial();
+        self.stdout = LineFramer::new(self.limits.max_message_size);
+        self.child.stdout_eof();
+        self.stdin.close_when_flushed(out);
+        self.child.stop();
+        cut
+    }
+
+    fn stop_stalled(&self, now: Instant) -> Option<Hang> {
+        let limit = self.limits.stall;
+        (self.child.awaits_stdin_close()
+            && !self.stdin.is_finished()
+            && self.stalled_since.is_some_and(|t| t + limit <= now))
+        .then_some(Hang::StoppingStalled(limit))
+    }
+
+    fn stdin_gone(&mut self) {
+        self.stdin.set_gone();
+        self.stalled_since = None;
+    }
+}
+
+impl fmt::Display for ServerSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerSide::Child(c) => c.child.id.fmt(f),
+        }
+    }
+}
+
+/// Why a server side stopped serving. `Display` gives the text clients and logs see after
+/// `mcp-relay: `.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ServerEnd {
+    /// The process exited, or was killed by a signal.
+    Exited(ExitStatus),
+    /// A replacement could not be started (the first start failing ends the session at once,
+    /// with the command in the text: see the session's `EndReason::CouldNotStart`).
+    CouldNotStart(String),
+    /// The relay found it hung and stopped it.
+    Hung(Hang),
+    /// It finished with no known cause.
+    Gone,
+}
+
+impl ServerEnd {
+    /// A clean exit (status 0), which `--restart on-failure` does not restart.
+    pub(crate) fn is_clean(&self) -> bool {
+        matches!(self, ServerEnd::Exited(status) if status.success())
+    }
+}
+
+impl fmt::Display for ServerEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerEnd::Exited(status) => write!(f, "the server {status}"),
+            ServerEnd::CouldNotStart(error) => {
+                write!(f, "the server could not be started again: {error}")
+            }
+            ServerEnd::Hung(why) => write!(f, "hung: {why}"),
+            ServerEnd::Gone => f.write_str("the server is gone"),
+        }
+    }
+}
+
+/// Why the relay judged a server hung.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Hang {
+    /// Bytes for its stdin waited this long with none read.
+    StdinStalled(Duration),
+    /// It did not answer a probe within this long.
+    ProbeUnanswered(Duration),
+    /// It was stopping and read none of what was still queued for it within this long.
+    StoppingStalled(Duration),
+    /// It replaced a server that ended (`after`) and did not answer the replayed
+    /// `initialize` within this long.
+    ReplayUnanswered {
+        after: Box<ServerEnd>,
+        within: Duration,
+    },
+}
+
+impl fmt::Display for Hang {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hang::StdinStalled(d) => write!(f, "the server stopped reading its stdin for {d:?}"),
+            Hang::ProbeUnanswered(d) => write!(f, "the server did not answer a ping within {d:?}"),
+            Hang::StoppingStalled(d) => {
+                write!(f, "it read none of its input for {d:?} while stopping")
+            }
+            Hang::ReplayUnanswered { after, within } => write!(
+                f,
+                "{after}; its replacement did not answer initialize within {within:?}"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Signal;
+
+    const LIMITS: Limits = Limits {
+        max_message_size: 1024,
+        max_buffered: 1024,
+        grace: Duration::from_secs(1),
+        stall: Duration::from_secs(3),
+    };
+
+    /// Where a test's time starts. Only differences matter, so any instant does; the core
+    /// has no clock of its own to take one from, hence this one allowed read in a test.
+    #[allow(clippy::disallowed_methods)]
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
+    fn started(id: u64, out: &mut VecDeque<Output>) -> ServerSide {
+        let mut server = ServerSide::spawn_child(ChildId(id), LIMITS, out);
+        server.spawned(100 + id as u32, out);
+        server
+    }
+
+    /// Exits and closes both outputs: finished.
+    fn finish(server: &mut ServerSide, status: ExitStatus, now: Instant) {
+        let mut out = VecDeque::new();
+        server.exited(status, now, &mut out);
+        server.output_eof(&mut out);
+        server.stderr_eof("test");
+    }
+
+    #[test]
+    fn messages_wait_until_the_child_runs() {
+        let mut out = VecDeque::new();
+        let mut server = ServerSide::spawn_child(ChildId(1), LIMITS, &mut out);
+        assert_eq!(out.pop_front(), Some(Output::Spawn { child: ChildId(1) }));
+        server.stage_line(b"{}");
+        server.flush(&mut out);
+        assert!(out.is_empty());
+        assert!(!server.is_up());
+        server.spawned(42, &mut out);
+        let to = Endpoint::Child(ChildId(1));
+        assert_eq!(
+            out.pop_front(),
+            Some(Output::Send {
+                to,
+                data: b"{}\n".to_vec()
+            })
+        );
+        assert!(server.is_up() && server.accepts() && server.owns(ChildId(1)));
+        assert_eq!(server.load(), 3);
+        server.written(3, origin(), &mut out);
+        assert!(server.can_answer());
+    }
+
+    #[test]
+    fn a_restart_releases_the_old_child_then_spawns_the_new_one() {
+        let (mut out, now) = (VecDeque::new(), origin());
+        let mut server = started(1, &mut out);
+        finish(&mut server, ExitStatus::Code(3), now);
+        assert_eq!(server.ended(), Some(ServerEnd::Exited(ExitStatus::Code(3))));
+        out.clear();
+        server.restart(ChildId(2), &mut out);
+        let expect = [
+            Output::Release { child: ChildId(1) },
+            Output::Spawn { child: ChildId(2) },
+        ];
+        assert_eq!(out.drain(..).collect::<Vec<_>>(), expect);
+        assert!(server.owns(ChildId(2)) && !server.owns(ChildId(1)));
+        assert_eq!(server.ended(), None);
+    }
+
+    #[test]
+    fn a_hung_child_is_terminated_and_ends_as_hung() {
+        let (mut out, now) = (VecDeque::new(), origin());
+        let mut server = started(1, &mut out);
+        out.clear();
+        let why = Hang::ProbeUnanswered(Duration::from_secs(2));
+        server.terminate_hung(why.clone(), now, &mut out);
+        assert_eq!(
+            out.pop_front(),
+            Some(Output::Signal {
+                child: ChildId(1),
+                signal: Signal::Term
+            })
+        );
+        assert!(server.is_hung() && !server.is_up() && !server.accepts());
+        finish(&mut server, ExitStatus::Signal(15), now);
+        assert_eq!(server.ended(), Some(ServerEnd::Hung(why)));
+    }
+
+    #[test]
+    fn reading_is_paused_and_resumed_once() {
+        let (mut out, now) = (VecDeque::new(), origin());
+        let mut server = ServerSide::spawn_child(ChildId(1), LIMITS, &mut out);
+        assert!(
+            !server.pause_reading(true, now, &mut out),
+            "not started yet"
+        );
+        server.spawned(7, &mut out);
+        out.clear();
+        assert!(server.pause_reading(true, now, &mut out));
+        assert!(!server.pause_reading(true, now, &mut out));
+        assert!(server.is_paused() && !server.can_answer());
+        assert!(server.pause_reading(false, now, &mut out));
+        let endpoint = Endpoint::Child(ChildId(1));
+        let expect = [Output::Pause { endpoint }, Output::Resume { endpoint }];
+        assert_eq!(out.drain(..).collect::<Vec<_>>(), expect);
+    }
+
+    #[test]
+    fn a_stopping_child_that_reads_nothing_is_hung_after_the_stall_limit() {
+        let (mut out, now) = (VecDeque::new(), origin());
+        let mut server = started(1, &mut out);
+        server.stage_line(b"{}");
+        server.flush(&mut out);
+        server.stop(&mut out);
+        server.settle(now);
+        assert_eq!(server.stalled_since(), Some(now));
+        let due = now + LIMITS.stall;
+        assert_eq!(server.poll_timeout(), Some((due, Timer::StopStall)));
+        assert_eq!(server.stop_stalled(due - Duration::from_millis(1)), None);
+        assert_eq!(
+            server.stop_stalled(due),
+            Some(Hang::StoppingStalled(LIMITS.stall))
+        );
+    }
+
+    #[test]
+    fn a_reader_lent_by_a_replaced_server_is_not_taken_back() {
+        let (mut out, now) = (VecDeque::new(), origin());
+        let mut server = started(1, &mut out);
+        let mut reader = server.lend_reader();
+        let mut lines = Vec::new();
+        reader.push(b"{\"a\":1}\n{\"b\"", |f| {
+            lines.push(format!("{f:?}"));
+            Flow::Continue
+        });
+        assert_eq!(lines.len(), 1);
+        finish(&mut server, ExitStatus::Code(0), now);
+        server.restart(ChildId(2), &mut out);
+        server.return_reader(reader);
+        assert_eq!(
+            server.buffered(),
+            0,
+            "the old child's half line stays with it"
+        );
+    }
+
+    fn check(end: ServerEnd, expect: &str) {
+        assert_eq!(end.to_string(), expect);
+    }
+
+    #[test]
+    fn ends_read_as_before() {
+        let s = Duration::from_secs(2);
+        check(
+            ServerEnd::Exited(ExitStatus::Code(3)),
+            "the server exited with status 3",
+        );
+        check(
+            ServerEnd::Exited(ExitStatus::Signal(9)),
+            "the server was killed by signal 9",
+        );
+        check(
+            ServerEnd::CouldNotStart("no such file".into()),
+            "the server could not be started again: no such file",
+        );
+        check(ServerEnd::Gone, "the server is gone");
+        check(
+            ServerEnd::Hung(Hang::ProbeUnanswered(s)),
+            "hung: the server did not answer a ping within 2s",
+        );
+        check(
+            ServerEnd::Hung(Hang::StdinStalled(s)),
+            "hung: the server stopped reading its stdin for 2s",
+        );
+        check(
+            ServerEnd::Hung(Hang::StoppingStalled(s)),
+            "hung: it read none of its input for 2s while stopping",
+        );
+        check(
+            ServerEnd::Hung(Hang::ReplayUnanswered {
+                after: Box::new(ServerEnd::Hung(Hang::ProbeUnanswered(s))),
+                within: s,
+            }),
+            "hung: hung: the server did not answer a ping within 2s; its replacement did not \
+             answer initialize within 2s",
+        );
+    }
+}

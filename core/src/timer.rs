@@ -1,0 +1,111 @@
+//! Why a deadline is set: one value per kind of timer, so that "why did the relay wake up?"
+//! has an answer that code can match on (and logs and the simulation can print).
+
+use crate::Signal;
+use std::fmt;
+
+/// The reason for a deadline.
+///
+/// `as_str` gives the text the simulation and the logs have always used; its prefix names the
+/// machine that set the deadline (`child:`, `session:`, `heartbeat:`, `liveness:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    // ---- a child process (`child.rs`, `server.rs`) ----
+    /// The next step of the stop sequence is due: this signal, after the grace period.
+    ChildStop(Signal),
+    /// The child exited and its output is still open after the grace period.
+    ChildOutputDrain,
+    /// A stopping child read none of what was queued for its stdin for the stall limit.
+    StopStall,
+
+    // ---- a session (`session.rs`) ----
+    /// Start the replacement server.
+    SessionRestart,
+    /// The replacement did not answer the replayed `initialize` in time.
+    ReplayTimeout,
+    /// Close a connection no server will serve (it was given time to say something).
+    LingerClose,
+    /// Send the client its next heartbeat.
+    HeartbeatSend,
+    /// The client that asked for heartbeats has been silent too long.
+    HeartbeatSilence,
+    /// A serving server has not read its stdin for the stall limit.
+    StdinStall,
+    /// The server has been quiet: probe it.
+    ProbeSend,
+    /// The probe was not answered in time.
+    ProbeTimeout,
+
+    // ---- the HTTP server (`http/`) ----
+    /// A request head or body must arrive, or an idle keep-alive connection closes.
+    HttpConnection,
+    /// A session with no open stream expires (`--session-timeout`).
+    HttpSessionIdle,
+    /// Open event streams get a `:` comment.
+    SseKeepalive,
+    /// A stateless request waits for a pool child resting after a cancellation.
+    PoolRest,
+
+    // ---- the prespawn pool (`pool.rs`) ----
+    /// Start a prespawned child in place of one taken or lost.
+    PrespawnReplace,
+}
+
+impl Timer {
+    /// The reason as text, byte for byte what it has always been.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timer::ChildStop(Signal::Term) => "child: SIGTERM after grace",
+            Timer::ChildStop(Signal::Kill) => "child: SIGKILL after grace",
+            Timer::ChildOutputDrain => "child: output still open after exit",
+            Timer::StopStall => "child: stdin not read while stopping",
+            Timer::SessionRestart => "session: start the replacement child",
+            Timer::ReplayTimeout => "session: replacement did not answer initialize",
+            Timer::LingerClose => "session: close a connection no server will serve",
+            Timer::HeartbeatSend => "heartbeat: send",
+            Timer::HeartbeatSilence => "heartbeat: client silent",
+            Timer::StdinStall => "liveness: server not reading stdin",
+            Timer::ProbeSend => "liveness: send a probe",
+            Timer::ProbeTimeout => "liveness: probe unanswered",
+            Timer::HttpConnection => "http: request or idle timeout",
+            Timer::HttpSessionIdle => "http: session idle",
+            Timer::SseKeepalive => "http: SSE keep-alive",
+            Timer::PoolRest => "http: a pool child's rest ends",
+            Timer::PrespawnReplace => "prespawn: replace a child",
+        }
+    }
+}
+
+impl fmt::Display for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The simulation sorts deadlines by the machine that set them, from the text's prefix.
+    #[test]
+    fn each_reason_names_its_machine() {
+        let cases = [
+            (Timer::ChildStop(Signal::Term), "child:"),
+            (Timer::ChildStop(Signal::Kill), "child:"),
+            (Timer::ChildOutputDrain, "child:"),
+            (Timer::StopStall, "child:"),
+            (Timer::SessionRestart, "session:"),
+            (Timer::ReplayTimeout, "session:"),
+            (Timer::LingerClose, "session:"),
+            (Timer::HeartbeatSend, "heartbeat:"),
+            (Timer::HeartbeatSilence, "heartbeat:"),
+            (Timer::StdinStall, "liveness:"),
+            (Timer::ProbeSend, "liveness:"),
+            (Timer::ProbeTimeout, "liveness:"),
+        ];
+        for (timer, prefix) in cases {
+            assert!(timer.as_str().starts_with(prefix), "{timer}");
+            assert_eq!(timer.to_string(), timer.as_str());
+        }
+    }
+}
