@@ -151,6 +151,9 @@ pub(crate) struct Cn {
     /// Accepted, and neither closed by the relay nor broken.
     pub(crate) open: bool,
     pub(crate) eof_sent: bool,
+    /// The client closed this connection and left (not a half-close): like a real socket, the
+    /// next write to it fails (the peer answers with a reset).
+    pub(crate) left: bool,
     pub(crate) paused: bool,
     pub(crate) to_relay: Vec<u8>,
     pub(crate) read_scheduled: bool,
@@ -669,6 +672,15 @@ impl HttpSim {
         if cn.out_queue.is_empty() {
             return;
         }
+        if cn.left {
+            cn.open = false;
+            cn.out_queue.clear();
+            self.input(Input::Broken {
+                endpoint: Endpoint::Conn(ConnId(conn)),
+                reason: "connection reset by peer",
+            });
+            return;
+        }
         let n = n.min(cn.out_queue.len());
         let data: Vec<u8> = cn.out_queue.drain(..n).collect();
         self.input(Input::Written {
@@ -970,6 +982,7 @@ impl HttpSim {
             DropHow::Eof => {
                 if let Some(cn) = self.conns.get_mut(&conn) {
                     cn.eof_sent = true;
+                    cn.left = true;
                 }
                 self.input(Input::Eof {
                     from: Endpoint::Conn(ConnId(conn)),

@@ -459,6 +459,7 @@ impl HttpServer {
                 // An event stream the client closed (GET, legacy SSE) is detached, to be
                 // resumed or to end its session; in 2026-07-28 closing the response stream
                 // cancels the request.
+                self.detach_flushing(conn);
                 self.detach(now, stream);
                 self.close_conn(conn);
             }
@@ -468,6 +469,11 @@ impl HttpServer {
                 // write fail, and `handle_broken` detaches its stream.)
             }
             _ => {
+                // Finished streams whose last bytes are not written stay resumable.
+                self.detach_flushing(conn);
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
                 if !c.inbuf.is_empty() {
                     log::debug!("{conn}: closed with an incomplete request");
                 }
@@ -500,9 +506,16 @@ impl HttpServer {
         };
         c.out.written(n, &mut self.out);
         if c.out.load() == 0 {
-            // Everything of the finished streams reached the client: no resuming needed.
+            let eof = c.eof;
             for stream in std::mem::take(&mut c.flushing) {
-                self.drop_stream(stream);
+                if eof {
+                    // Written to a client that closed its side: it may have left rather than
+                    // half-closed, so the stream stays resumable instead of being forgotten.
+                    self.keep_detached(stream);
+                } else {
+                    // Everything of the finished stream reached the client: no resuming.
+                    self.drop_stream(stream);
+                }
             }
         }
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -1312,7 +1325,14 @@ impl HttpServer {
                 if let Some(old) = left {
                     // Still attached to a connection the client closed its side of: it
                     // resumes here, so it no longer listens there.
-                    self.detach(now, stream);
+                    self.detach_flushing(old);
+                    if self
+                        .streams
+                        .get(&stream)
+                        .is_some_and(|st| st.conn == Some(old))
+                    {
+                        self.detach(now, stream);
+                    }
                     self.close_conn(old);
                 }
                 let belongs = self
@@ -1785,7 +1805,45 @@ impl HttpServer {
         match self.conns.get_mut(&conn) {
             // Its end is not written yet: keep it resumable until it is.
             Some(c) if sse && c.out.load() > 0 => c.flushing.push(stream),
+            // The client closed its side: it may have left (see `handle_written`).
+            Some(c) if sse && c.eof => self.keep_detached(stream),
             _ => self.drop_stream(stream),
+        }
+    }
+
+    /// A finished event stream stays resumable without a connection, within the bound of
+    /// detached streams per session.
+    fn keep_detached(&mut self, stream: StreamId) {
+        let Some(st) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        st.conn = None;
+        st.sse = false;
+        let key = st.session;
+        self.bound_detached(key);
+    }
+
+    /// Drops a session's oldest detached POST streams past [`MAX_DETACHED_STREAMS`].
+    fn bound_detached(&mut self, key: HttpKey) {
+        let detached: Vec<StreamId> = self
+            .sessions
+            .get(&key)
+            .map(|s| {
+                s.streams
+                    .iter()
+                    .copied()
+                    .filter(|x| {
+                        self.streams
+                            .get(x)
+                            .is_some_and(|st| st.conn.is_none() && st.kind == StreamKind::Post)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if detached.len() > MAX_DETACHED_STREAMS {
+            for old in &detached[..detached.len() - MAX_DETACHED_STREAMS] {
+                self.drop_stream(*old);
+            }
         }
     }
 
@@ -1867,26 +1925,7 @@ impl HttpServer {
                     self.drop_stream(stream);
                 }
                 // Not a cancellation in the session era: answers wait in the replay buffer.
-                let detached: Vec<StreamId> = self
-                    .sessions
-                    .get(&key)
-                    .map(|s| {
-                        s.streams
-                            .iter()
-                            .copied()
-                            .filter(|x| {
-                                self.streams.get(x).is_some_and(|st| {
-                                    st.conn.is_none() && st.kind == StreamKind::Post
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if detached.len() > MAX_DETACHED_STREAMS {
-                    for old in &detached[..detached.len() - MAX_DETACHED_STREAMS] {
-                        self.drop_stream(*old);
-                    }
-                }
+                self.bound_detached(key);
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.last_activity = now;
                     self.timers.set(
