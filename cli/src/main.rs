@@ -1,7 +1,6 @@
 //! `mcp-relay`: flags → validated configuration → the mio runtime. Nothing else lives here.
 
 mod config;
-mod demo;
 
 use argh::FromArgs;
 use config::Listen;
@@ -233,7 +232,7 @@ fn main() -> ExitCode {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     if argv.get(1).map(String::as_str) == Some("demo-server") {
-        let code = demo::run(&argv[2..]);
+        let code = mcp_relay_demo::run(&argv[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let strs: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
