@@ -1,11 +1,10 @@
 //! `mcp-relay`: flags → validated configuration → the mio runtime. Nothing else lives here.
 
 mod config;
-mod demo;
 
 use argh::FromArgs;
 use config::Listen;
-use mcp_relay_core::{HttpConfig, RestartPolicy, Transport};
+use mcp_relay_core::{Config, ConfigError, HttpConfig, RestartPolicy, Transport};
 use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig, Stopped};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -48,28 +47,36 @@ struct Args {
     #[argh(
         option,
         from_str_fn(parse_duration),
-        default = "Duration::from_secs(5)"
+        default = "Config::default().shutdown_grace"
     )]
     shutdown_grace: Duration,
 
     /// longest JSON-RPC message accepted from either side; longer ones are dropped and
     /// answered with an error (default: 16MiB)
-    #[argh(option, from_str_fn(parse_size), default = "16 << 20")]
+    #[argh(
+        option,
+        from_str_fn(parse_size),
+        default = "Config::default().max_message_size"
+    )]
     max_message_size: usize,
 
     /// bytes queued toward a slow reader before the relay stops reading from the other side
     /// (default: 4MiB)
-    #[argh(option, from_str_fn(parse_size), default = "4 << 20")]
+    #[argh(
+        option,
+        from_str_fn(parse_size),
+        default = "Config::default().max_buffered"
+    )]
     max_buffered: usize,
 
     /// keep N servers started ahead of need, so that a new session does not wait for one to
     /// start (default: 0)
-    #[argh(option, default = "0")]
+    #[argh(option, default = "Config::default().prespawn")]
     prespawn: usize,
 
     /// client requests waiting for an answer before the relay stops reading the client
     /// (default: 1024)
-    #[argh(option, default = "1024")]
+    #[argh(option, default = "Config::default().max_in_flight")]
     max_in_flight: usize,
 
     /// restart the server when it exits: on-failure (crash, kill, hang), always, or never
@@ -77,7 +84,7 @@ struct Args {
     #[argh(
         option,
         from_str_fn(parse_restart),
-        default = "RestartPolicy::OnFailure"
+        default = "Config::default().restart"
     )]
     restart: RestartPolicy,
 
@@ -85,19 +92,19 @@ struct Args {
     #[argh(
         option,
         from_str_fn(parse_duration),
-        default = "Duration::from_secs(1)"
+        default = "Config::default().restart_delay"
     )]
     restart_delay: Duration,
 
     /// restarts allowed within --restart-window before the session is closed (default: 5)
-    #[argh(option, default = "5")]
+    #[argh(option, default = "Config::default().max_restarts")]
     max_restarts: u32,
 
     /// the window --max-restarts counts in (default: 60s)
     #[argh(
         option,
         from_str_fn(parse_duration),
-        default = "Duration::from_secs(60)"
+        default = "Config::default().restart_window"
     )]
     restart_window: Duration,
 
@@ -105,7 +112,7 @@ struct Args {
     #[argh(
         option,
         from_str_fn(parse_duration),
-        default = "Duration::from_secs(30)"
+        default = "Config::default().ping_interval.unwrap_or(Duration::ZERO)"
     )]
     ping_interval: Duration,
 
@@ -114,7 +121,7 @@ struct Args {
     #[argh(
         option,
         from_str_fn(parse_duration),
-        default = "Duration::from_secs(10)"
+        default = "Config::default().ping_timeout"
     )]
     ping_timeout: Duration,
 
@@ -123,7 +130,7 @@ struct Args {
     #[argh(
         option,
         from_str_fn(parse_duration),
-        default = "Duration::from_secs(30)"
+        default = "Config::default().heartbeat_interval"
     )]
     heartbeat_interval: Duration,
 
@@ -148,19 +155,19 @@ struct Args {
     #[argh(
         option,
         from_str_fn(parse_duration),
-        default = "Duration::from_secs(300)"
+        default = "HttpConfig::default().session_timeout"
     )]
     session_timeout: Duration,
 
     /// HTTP: most sessions at once; more get 503 (default: 1000)
-    #[argh(option, default = "1000")]
+    #[argh(option, default = "HttpConfig::default().max_sessions")]
     max_sessions: usize,
 
     /// HTTP: period of keep-alive comments on event streams (default: 15s)
     #[argh(
         option,
         from_str_fn(parse_duration),
-        default = "Duration::from_secs(15)"
+        default = "HttpConfig::default().sse_keepalive"
     )]
     sse_keepalive: Duration,
 
@@ -168,13 +175,13 @@ struct Args {
     #[argh(
         option,
         from_str_fn(parse_duration),
-        default = "Duration::from_secs(10)"
+        default = "HttpConfig::default().header_timeout"
     )]
     header_timeout: Duration,
 
     /// HTTP: most servers answering stateless (MCP 2026-07-28) requests, one request each at
     /// a time (default: 4)
-    #[argh(option, default = "4")]
+    #[argh(option, default = "HttpConfig::default().stateless_pool")]
     stateless_pool: usize,
 
     /// HTTP: do not serve /healthz
@@ -236,7 +243,7 @@ fn main() -> ExitCode {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     if argv.get(1).map(String::as_str) == Some("demo-server") {
-        let code = demo::run(&argv[2..]);
+        let code = mcp_relay_demo::run(&argv[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     // Before any secret is read: from here on the relay's servers (same user) cannot read
@@ -313,24 +320,6 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
     if command.is_empty() {
         return Err("no server command: put it after `--` (for example `-- ./server --stdio`), or use --demo".into());
     }
-    if args.max_message_size == 0 {
-        return Err("--max-message-size must be at least 1 byte".into());
-    }
-    if args.max_buffered == 0 {
-        return Err("--max-buffered must be at least 1 byte".into());
-    }
-    if args.max_in_flight == 0 {
-        return Err("--max-in-flight must be at least 1".into());
-    }
-    if args.heartbeat_interval.is_zero() {
-        return Err("--heartbeat-interval must be more than 0".into());
-    }
-    if args.ping_timeout.is_zero() {
-        return Err("--ping-timeout must be more than 0".into());
-    }
-    if args.restart_window.is_zero() && args.max_restarts > 0 {
-        return Err("--restart-window must be more than 0".into());
-    }
     if let Some(dir) = &args.cwd {
         if !dir.is_dir() {
             return Err(format!("--cwd {}: not a directory", dir.display()));
@@ -362,26 +351,13 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
                 .map(str::to_owned),
         );
     }
-    if let Some(bad) = auth_tokens
+    // Stricter than the core's rule (which refuses ASCII whitespace): a token from a file or
+    // the environment with a control character or Unicode space is a mistake too.
+    if auth_tokens
         .iter()
-        .find(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .any(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
-        let _ = bad;
         return Err("--auth-token: a token must be non-empty and have no spaces".into());
-    }
-    if args.stateless_pool == 0 {
-        return Err("--stateless-pool must be at least 1".into());
-    }
-    if args.max_sessions == 0 {
-        return Err("--max-sessions must be at least 1".into());
-    }
-    if args.sse_keepalive.is_zero()
-        || args.header_timeout.is_zero()
-        || args.session_timeout.is_zero()
-    {
-        return Err(
-            "--sse-keepalive, --header-timeout and --session-timeout must be more than 0".into(),
-        );
     }
     let server_label = command
         .iter()
@@ -390,7 +366,8 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
         .join(" ");
     let mut command = command.into_iter();
     let program = command.next().unwrap_or_default();
-    Ok(RuntimeConfig {
+    let defaults = Config::default();
+    let config = RuntimeConfig {
         listen,
         command: CommandSpec {
             program,
@@ -409,7 +386,7 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
         core: mcp_relay_core::Config {
             max_message_size: args.max_message_size,
             max_buffered: args.max_buffered,
-            max_read: 64 * 1024,
+            max_read: defaults.max_read,
             shutdown_grace: args.shutdown_grace,
             server_label,
             max_in_flight: args.max_in_flight,
@@ -418,9 +395,15 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
             ping_timeout: args.ping_timeout,
             restart: args.restart,
             restart_delay: args.restart_delay,
-            max_restart_delay: Duration::from_secs(30).max(args.restart_delay),
+            max_restart_delay: defaults.max_restart_delay.max(args.restart_delay),
             max_restarts: args.max_restarts,
-            restart_window: args.restart_window,
+            // With no restarts allowed the window counts nothing: `--max-restarts 0` needs no
+            // window, and a zero one is not worth refusing.
+            restart_window: if args.max_restarts == 0 && args.restart_window.is_zero() {
+                defaults.restart_window
+            } else {
+                args.restart_window
+            },
             http: HttpConfig {
                 allowed_origins: args.allow_origin,
                 allowed_hosts: args.allow_host,
@@ -429,7 +412,7 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
                 max_sessions: args.max_sessions,
                 sse_keepalive: args.sse_keepalive,
                 header_timeout: args.header_timeout,
-                replay_buffer: args.max_buffered.min(1 << 20),
+                replay_buffer: args.max_buffered.min(defaults.http.replay_buffer),
                 healthz: !args.no_healthz,
                 metrics: !args.no_metrics,
                 stateless_pool: args.stateless_pool,
@@ -438,7 +421,41 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
             // Runtime::bind seeds the session-id generator from the OS.
             seed: [0; 32],
         },
-    })
+    };
+    config
+        .core
+        .validate()
+        .map_err(|e| format!("{} {}", flag_of(&e), e.problem))?;
+    Ok(config)
+}
+
+/// The flag that sets the field a [`ConfigError`] names (the core names [`Config`]'s fields).
+fn flag_of(e: &ConfigError) -> &'static str {
+    match e.field {
+        "max_message_size" => "--max-message-size",
+        "max_buffered" => "--max-buffered",
+        "max_in_flight" => "--max-in-flight",
+        "shutdown_grace" => "--shutdown-grace",
+        "heartbeat_interval" => "--heartbeat-interval",
+        "ping_interval" => "--ping-interval",
+        "ping_timeout" => "--ping-timeout",
+        "restart" => "--restart",
+        "restart_delay" | "max_restart_delay" => "--restart-delay",
+        "max_restarts" => "--max-restarts",
+        "restart_window" => "--restart-window",
+        "prespawn" => "--prespawn",
+        "http.allowed_origins" => "--allow-origin",
+        "http.allowed_hosts" => "--allow-host",
+        "http.auth_tokens" => "--auth-token",
+        "http.session_timeout" => "--session-timeout",
+        "http.max_sessions" => "--max-sessions",
+        "http.sse_keepalive" => "--sse-keepalive",
+        "http.header_timeout" => "--header-timeout",
+        "http.replay_buffer" => "--max-buffered",
+        "http.stateless_pool" => "--stateless-pool",
+        // Not set by a flag (`max_read`, `seed`, ...): a bug here, named as the core names it.
+        other => other,
+    }
 }
 
 fn run(config: RuntimeConfig) -> ExitCode {
@@ -492,6 +509,180 @@ fn run(config: RuntimeConfig) -> ExitCode {
         Err(e) => {
             log::error!("event loop failed: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each flag of `--help` with its description, wrapped lines joined.
+    fn help_flags() -> Vec<(String, String)> {
+        let help = match Args::from_args(&["mcp-relay"], &["--help"]) {
+            Err(early) => early.output,
+            Ok(_) => panic!("--help parsed as arguments"),
+        };
+        let options = help
+            .split("Options:\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("an Options section");
+        let mut flags: Vec<(String, String)> = Vec::new();
+        for line in options.lines() {
+            let trimmed = line.trim_start();
+            let indent = line.len() - trimmed.len();
+            if indent == 2 && trimmed.starts_with('-') {
+                let (flag, text) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
+                flags.push((
+                    flag.trim_end_matches(',').to_owned(),
+                    text.trim().to_owned(),
+                ));
+            } else if let Some((_, text)) = flags.last_mut() {
+                text.push(' ');
+                text.push_str(trimmed);
+            }
+        }
+        flags
+    }
+
+    /// The defaults `--help` states are the ones the flags have, which are the core's: passing
+    /// each stated default explicitly changes nothing.
+    #[test]
+    fn help_states_the_real_defaults() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["--demo"];
+            argv.extend_from_slice(extra);
+            match Args::from_args(&["mcp-relay"], &argv) {
+                Ok(args) => format!("{args:?}"),
+                Err(early) => panic!("{argv:?}: {}", early.output),
+            }
+        };
+        let untouched = parse(&[]);
+        // Defaults that are words, not values.
+        let prose = ["--cwd", "--allow-host", "--log-level"];
+        let mut checked = 0;
+        for (flag, text) in help_flags() {
+            let Some(stated) = text
+                .split_once("(default: ")
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(value, _)| value)
+            else {
+                continue;
+            };
+            if prose.contains(&flag.as_str()) {
+                continue;
+            }
+            assert_eq!(
+                parse(&[&flag, stated]),
+                untouched,
+                "{flag} (default: {stated})"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 17, "only {checked} defaults found in --help");
+
+        let (_, delay) = help_flags()
+            .into_iter()
+            .find(|(flag, _)| flag == "--restart-delay")
+            .expect("--restart-delay");
+        let cap = delay
+            .split_once("up to ")
+            .and_then(|(_, rest)| rest.split_once(' '))
+            .map(|(cap, _)| cap.trim_end_matches(','))
+            .expect("--restart-delay states its cap");
+        assert_eq!(
+            config::parse_duration(cap),
+            Ok(Config::default().max_restart_delay)
+        );
+    }
+
+    fn validated(extra: &[&str]) -> Result<RuntimeConfig, String> {
+        let mut argv = vec!["--listen", "127.0.0.1:0", "--demo"];
+        argv.extend_from_slice(extra);
+        let args = Args::from_args(&["mcp-relay"], &argv).map_err(|e| e.output)?;
+        validate(args, None)
+    }
+
+    /// With no flags the relay runs with the core's defaults (but for what only the CLI knows:
+    /// the server's label).
+    #[test]
+    fn no_flags_means_the_core_defaults() {
+        let config = validated(&[]).expect("valid");
+        let ours = Config {
+            server_label: String::new(),
+            seed: [0; 32],
+            ..config.core
+        };
+        let core = Config {
+            server_label: String::new(),
+            ..Config::default()
+        };
+        assert_eq!(format!("{ours:?}"), format!("{core:?}"));
+    }
+
+    /// The core's rules reach the operator under the flag's name.
+    #[test]
+    fn core_rules_name_the_flag() {
+        for (argv, expect) in [
+            (
+                &["--max-message-size", "0"][..],
+                "--max-message-size must be at least 1 byte",
+            ),
+            (
+                &["--max-buffered", "0"],
+                "--max-buffered must be at least 1 byte",
+            ),
+            (
+                &["--max-in-flight", "0"],
+                "--max-in-flight must be at least 1",
+            ),
+            (
+                &["--heartbeat-interval", "0"],
+                "--heartbeat-interval must be more than 0",
+            ),
+            (
+                &["--ping-timeout", "0"],
+                "--ping-timeout must be more than 0",
+            ),
+            (
+                &["--restart-window", "0"],
+                "--restart-window must be more than 0",
+            ),
+            (
+                &["--max-sessions", "0"],
+                "--max-sessions must be at least 1",
+            ),
+            (
+                &["--stateless-pool", "0"],
+                "--stateless-pool must be at least 1",
+            ),
+            (
+                &["--session-timeout", "0"],
+                "--session-timeout must be more than 0",
+            ),
+            (
+                &["--sse-keepalive", "0"],
+                "--sse-keepalive must be more than 0",
+            ),
+            (
+                &["--header-timeout", "0"],
+                "--header-timeout must be more than 0",
+            ),
+            (
+                &["--auth-token", "a b"],
+                "--auth-token: a token must be non-empty and have no spaces",
+            ),
+        ] {
+            assert_eq!(validated(argv).err().as_deref(), Some(expect), "{argv:?}");
+        }
+        // Zero is how these flags turn something off.
+        for argv in [
+            &["--ping-interval", "0"][..],
+            &["--max-restarts", "0", "--restart-window", "0"],
+            &["--restart-delay", "1m"],
+        ] {
+            assert!(validated(argv).is_ok(), "{argv:?}");
         }
     }
 }

@@ -14,7 +14,12 @@ pub enum Frame<'a> {
     Line(&'a [u8]),
     /// A line longer than the limit was discarded. `len` is its length; `id` is the top-level
     /// JSON-RPC id it carried, when one could be found.
-    Oversize { len: usize, id: Option<RawId> },
+    Oversize {
+        /// Bytes in the line, without its newline.
+        len: usize,
+        /// Its top-level `"id"`, when the scanner found one.
+        id: Option<RawId>,
+    },
 }
 
 /// What the consumer of a frame wants next.
@@ -49,6 +54,7 @@ struct Discard {
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 impl LineFramer {
+    /// A framer that accepts lines of at most `max` bytes (at least 1).
     pub fn new(max: usize) -> Self {
         LineFramer {
             buf: Vec::new(),

@@ -3,10 +3,27 @@
 //! This crate decides everything the relay does and performs none of it. It never touches a
 //! socket, a process, a thread, a file, a clock or the OS's randomness: bytes, process events
 //! and the current time come in as arguments, and what should happen next comes out as values.
-//! A driver (the mio runtime in production, the simulation harness in tests) owns the real
-//! resources and moves facts in and effects out.
+//! A driver (the mio runtime in production, the simulation harness in tests, or your own
+//! program) owns the real resources and moves facts in and effects out.
 //!
-//! The contract, in the style of quinn-proto and str0m:
+//! # What is in scope, and what is the driver's
+//!
+//! In the core: framing newline-delimited JSON-RPC ([`LineFramer`]) and classifying messages
+//! ([`message`]); one session per TCP connection or HTTP session, with its server process
+//! started, restarted after a failure (replaying `initialize`), probed for liveness and
+//! stopped; the HTTP/1.1 server for Streamable HTTP and HTTP+SSE, with its origin, host and
+//! bearer-token checks; flow control (every queue bounded by [`Config`]); the prespawn pool;
+//! every deadline, as an [`Instant`](std::time::Instant) the driver is told about.
+//!
+//! The driver's: sockets (listening, accepting, reading, writing), processes (spawning the
+//! command, its pipes, reaping, signals), threads and waiting for events, the clock (it passes
+//! `now` into every call), randomness (it fills [`Config::seed`] from the OS, or HTTP session
+//! ids are predictable), TLS (a driver may terminate it and hand the core plaintext), logging
+//! output (the core logs through the `log` crate), and configuration from flags or files.
+//!
+//! # The contract
+//!
+//! In the style of quinn-proto and str0m:
 //!
 //! * [`Relay::handle_input`] tells the core a fact from the outside (bytes read, bytes written,
 //!   a child spawned or exited, a shutdown request). [`Relay::handle_timeout`] tells it that
@@ -18,8 +35,13 @@
 //!
 //! Ids are opaque and never reused: the driver names connections (it accepts them), the core
 //! names children (it decides to spawn them).
+//!
+//! `examples/minimal_driver.rs` drives the core with a client, a server and a clock faked in
+//! memory (`cargo run -p mcp-relay-core --example minimal_driver`); the crate
+//! `mcp-relay-runtime` is the real driver, on mio.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod child;
 mod client;
@@ -74,7 +96,9 @@ impl fmt::Display for ChildId {
 /// stdin and reads come from its stdout (stderr has inputs of its own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Endpoint {
+    /// A client connection.
     Conn(ConnId),
+    /// A child process: its stdin to write, its stdout to read.
     Child(ChildId),
 }
 
@@ -97,6 +121,7 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// It exited with status 0.
     pub fn success(self) -> bool {
         self == ExitStatus::Code(0)
     }
@@ -136,31 +161,75 @@ pub enum Signal {
 pub enum Input<'a> {
     /// A listener accepted a connection, which the driver named `conn`.
     Accepted {
+        /// The driver's name for it, never used before.
         conn: ConnId,
+        /// The address it was accepted on (HTTP checks `Host` against it).
         local: core::net::SocketAddr,
+        /// The client's address, for logs.
         peer: core::net::SocketAddr,
         /// What the listener serves.
         transport: Transport,
     },
     /// Bytes read from a connection or from a child's stdout.
-    Data { from: Endpoint, data: &'a [u8] },
+    Data {
+        /// Where they were read.
+        from: Endpoint,
+        /// The bytes, at most [`Config::max_read`] of them.
+        data: &'a [u8],
+    },
     /// The connection or the child's stdout reached end of file.
-    Eof { from: Endpoint },
+    Eof {
+        /// What reached its end.
+        from: Endpoint,
+    },
     /// `n` more bytes of what [`Output::Send`] handed out reached the endpoint.
-    Written { to: Endpoint, n: usize },
+    Written {
+        /// Where they were written.
+        to: Endpoint,
+        /// How many bytes, counted from the oldest not yet reported.
+        n: usize,
+    },
     /// The endpoint failed for good (reset connection, broken pipe): nothing more can be written
     /// to it, and for a connection nothing more will be read either.
-    Broken { endpoint: Endpoint, reason: &'a str },
+    Broken {
+        /// What failed.
+        endpoint: Endpoint,
+        /// The error, for logs.
+        reason: &'a str,
+    },
     /// Bytes read from a child's stderr.
-    Stderr { child: ChildId, data: &'a [u8] },
+    Stderr {
+        /// Whose stderr.
+        child: ChildId,
+        /// The bytes; the core logs them line by line.
+        data: &'a [u8],
+    },
     /// The child's stderr reached end of file.
-    StderrEof { child: ChildId },
+    StderrEof {
+        /// Whose stderr.
+        child: ChildId,
+    },
     /// The child asked for by [`Output::Spawn`] is running.
-    Spawned { child: ChildId, pid: u32 },
+    Spawned {
+        /// The child named in the `Spawn`.
+        child: ChildId,
+        /// Its process id, for logs.
+        pid: u32,
+    },
     /// The child asked for by [`Output::Spawn`] could not be started.
-    SpawnFailed { child: ChildId, error: &'a str },
+    SpawnFailed {
+        /// The child named in the `Spawn`.
+        child: ChildId,
+        /// Why, for logs and for the clients told that no server is available.
+        error: &'a str,
+    },
     /// The child exited and has been reaped.
-    Exited { child: ChildId, status: ExitStatus },
+    Exited {
+        /// Which child.
+        child: ChildId,
+        /// How it ended.
+        status: ExitStatus,
+    },
     /// The operator asked the relay to stop (Ctrl-C, SIGTERM). The first request drains
     /// gracefully; a second one stops at once.
     Shutdown,
@@ -170,23 +239,48 @@ pub enum Input<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
     /// Start the configured server command as child `child`, in a process group of its own.
-    Spawn { child: ChildId },
+    Spawn {
+        /// The name the core gives it; every later fact about it carries this name.
+        child: ChildId,
+    },
     /// Append these bytes to what is being written to the endpoint (a socket, or a child's
     /// stdin). The driver reports progress with [`Input::Written`].
-    Send { to: Endpoint, data: Vec<u8> },
+    Send {
+        /// Where to write.
+        to: Endpoint,
+        /// The bytes, to be written after everything sent there before.
+        data: Vec<u8>,
+    },
     /// Everything sent has been written: close the endpoint. A connection is closed entirely
     /// (reading stops too); for a child only its stdin is closed, and its stdout is still read
     /// until end of file.
-    Close { endpoint: Endpoint },
+    Close {
+        /// What to close.
+        endpoint: Endpoint,
+    },
     /// Stop reading from the endpoint until [`Output::Resume`] (backpressure).
-    Pause { endpoint: Endpoint },
+    Pause {
+        /// What to stop reading.
+        endpoint: Endpoint,
+    },
     /// Read from the endpoint again; bytes may already be waiting.
-    Resume { endpoint: Endpoint },
+    Resume {
+        /// What to read again.
+        endpoint: Endpoint,
+    },
     /// Send the signal to the child's process group.
-    Signal { child: ChildId, signal: Signal },
+    Signal {
+        /// Whose process group.
+        child: ChildId,
+        /// Which signal.
+        signal: Signal,
+    },
     /// Close every listener: no new connections.
     StopAccepting,
     /// The core is done with this child (reaped, or given up on): drop whatever of it the
     /// driver still holds, such as a stdout pipe a grandchild keeps open.
-    Release { child: ChildId },
+    Release {
+        /// The child to forget.
+        child: ChildId,
+    },
 }

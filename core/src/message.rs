@@ -51,9 +51,11 @@ pub enum Kind {
 /// The facts about one JSON-RPC message that the relay acts on. Borrows from the line.
 #[derive(Debug)]
 pub struct Envelope<'a> {
+    /// Request, notification, response, the relay's heartbeat, or none of these.
     pub kind: Kind,
     /// The id as raw JSON text (`7`, `"abc"`), if present and not null.
     pub id: Option<&'a RawValue>,
+    /// The method, unescaped (borrowed unless it had escapes).
     pub method: Option<Cow<'a, str>>,
     /// The params, unparsed.
     pub params: Option<&'a RawValue>,
@@ -62,7 +64,9 @@ pub struct Envelope<'a> {
 /// A classified line: one message, or a batch of them (MCP 2025-03-26 allowed arrays).
 #[derive(Debug)]
 pub enum Message<'a> {
+    /// A JSON object: one message.
     Single(Envelope<'a>),
+    /// A JSON array: each of its entries, in order.
     Batch(Vec<Envelope<'a>>),
 }
 
@@ -308,6 +312,7 @@ impl<'de> de::Deserialize<'de> for MaybeStr<'de> {
 pub struct RawId(Box<str>);
 
 impl RawId {
+    /// Keeps an id found in a line (such as [`Envelope::id`]), as it was written.
     pub fn from_raw(raw: &RawValue) -> Self {
         RawId(raw.get().into())
     }
@@ -331,6 +336,7 @@ impl RawId {
         )
     }
 
+    /// The raw JSON text, ready to be written into a message.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -475,6 +481,7 @@ enum ScanState {
 const MAX_ID_LEN: usize = 256;
 
 impl IdScanner {
+    /// The next bytes of the object, in any pieces.
     pub fn feed(&mut self, data: &[u8]) {
         for &b in data {
             self.byte(b);

@@ -1,4 +1,11 @@
-//! Built-in demo MCP server (`mcp-relay demo-server`).
+//! The demo MCP server built into the `mcp-relay` binary (`mcp-relay demo-server`, and what
+//! `--demo` serves), as a library of its own so that the CLI stays flags, validation, logging
+//! and signals.
+//!
+//! [`run`] takes over the process's stdin and stdout: call it from a `main` (or a subcommand)
+//! and return its exit code. When stdout breaks (the client went away) it ends the process
+//! with status 0, and the `hang` tool parks it for good; it is not for running on a thread of
+//! a program that has other work to do.
 //!
 //! A plain synchronous stdio MCP server: newline-delimited JSON-RPC 2.0, one
 //! message per line, UTF-8. It exists so that README quick starts, tests and
@@ -6,7 +13,7 @@
 //! fault-injection tools (`crash`, `hang`, `exit`, `garbage`, `stderr`) used by
 //! the relay's own tests.
 //!
-//! Structure: [`State`] owns everything the protocol needs and writes through
+//! Structure: `State` owns everything the protocol needs and writes through
 //! a sink closure (`Fn(&str)`, one call per outgoing line). [`run`] wires that
 //! sink to a locked, buffered stdout and feeds it stdin lines; the unit tests
 //! wire it to a channel instead. Fast tools answer on the calling thread;
@@ -15,6 +22,9 @@
 //!
 //! Responses to deferred tools (`slow`, `sample`, `elicit`) that were part of
 //! a batch are sent on their own when ready, not inside the batch array.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufWriter, Stdout, Write};
