@@ -74,6 +74,20 @@ struct Args {
     #[argh(option, default = "Config::default().prespawn")]
     prespawn: usize,
 
+    /// client connections open at once, TCP and HTTP; one past it gets an error and is closed
+    /// (default: 4096, lowered to what the descriptor limit allows)
+    #[argh(option, default = "Config::default().max_connections")]
+    max_connections: usize,
+
+    /// TCP: close a client that sends nothing and waits for nothing this long (default: 0,
+    /// never)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Config::default().idle_timeout.unwrap_or(Duration::ZERO)"
+    )]
+    idle_timeout: Duration,
+
     /// client requests waiting for an answer before the relay stops reading the client
     /// (default: 1024)
     #[argh(option, default = "Config::default().max_in_flight")]
@@ -159,7 +173,8 @@ struct Args {
     )]
     session_timeout: Duration,
 
-    /// HTTP: most sessions at once; more get 503 (default: 1000)
+    /// most sessions at once, TCP and HTTP; a TCP client past it gets an error line, an HTTP
+    /// initialize gets 503 (default: 1000)
     #[argh(option, default = "HttpConfig::default().max_sessions")]
     max_sessions: usize,
 
@@ -418,6 +433,8 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
                 stateless_pool: args.stateless_pool,
             },
             prespawn: args.prespawn,
+            max_connections: args.max_connections,
+            idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
             // Runtime::bind seeds the session-id generator from the OS.
             seed: [0; 32],
         },
@@ -444,6 +461,8 @@ fn flag_of(e: &ConfigError) -> &'static str {
         "max_restarts" => "--max-restarts",
         "restart_window" => "--restart-window",
         "prespawn" => "--prespawn",
+        "max_connections" => "--max-connections",
+        "idle_timeout" => "--idle-timeout",
         "http.allowed_origins" => "--allow-origin",
         "http.allowed_hosts" => "--allow-host",
         "http.auth_tokens" => "--auth-token",

@@ -101,7 +101,7 @@ impl Driver {
             ..Config::default()
         };
         Driver {
-            relay: Relay::new(config, start),
+            relay: Relay::new(config, start).expect("the default configuration is valid"),
             start,
             now: start,
             facts: VecDeque::new(),
@@ -234,6 +234,13 @@ impl Driver {
                     Signal::Kill => 9,
                 };
                 self.child_ends(child, ExitStatus::Signal(number));
+            }
+            Output::Cancel { child } => {
+                // Here every start is reported at once, so there is never one to cancel.
+                self.say(&format!("relay: do not start {child} after all"));
+                if self.server.as_ref().is_some_and(|s| s.id == child) {
+                    self.server = None;
+                }
             }
             Output::Release { child } => {
                 self.say(&format!("relay: done with {child}"));

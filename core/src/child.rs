@@ -44,6 +44,8 @@ enum State {
     Failed {
         error: String,
     },
+    /// Its start was cancelled before it ran ([`Output::Cancel`]): nothing more of it comes.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +87,7 @@ impl Child {
     /// Exited and reaped, or never started; all its output read (or given up on).
     pub(crate) fn is_finished(&self) -> bool {
         match self.state {
-            State::Failed { .. } => true,
+            State::Failed { .. } | State::Cancelled => true,
             State::Exited { .. } => self.stdout_eof && self.stderr_eof,
             _ => false,
         }
@@ -144,6 +146,18 @@ impl Child {
             }
             _ => {}
         }
+    }
+
+    /// Not wanted any more and not started yet: the driver is told not to start it, and it is
+    /// finished at once. Returns false (and does nothing) once it has started.
+    pub(crate) fn cancel(&mut self, out: &mut VecDeque<Output>) -> bool {
+        if !matches!(self.state, State::Spawning { .. }) {
+            return false;
+        }
+        out.push_back(Output::Cancel { child: self.id });
+        self.state = State::Cancelled;
+        self.abandon_output();
+        true
     }
 
     /// Stopping, and stdin not closed yet.

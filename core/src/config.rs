@@ -45,6 +45,13 @@ pub struct Config {
     pub http: HttpConfig,
     /// Children kept started ahead of need, so that a new session does not wait for one.
     pub prespawn: usize,
+    /// Client connections open at once (TCP and HTTP); one past it is answered with an error
+    /// (a JSON-RPC error line, or `503`) and closed. The mio runtime lowers it to what the
+    /// process's descriptor limit allows.
+    pub max_connections: usize,
+    /// A TCP session with no message either way and nothing in flight for this long is
+    /// closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
     /// Seeds the generator of HTTP session ids. The mio runtime replaces the all-zero default
     /// with 32 bytes of OS entropy (ids must be unguessable); the simulation uses its test
     /// seed. A program driving the core itself must do the same.
@@ -70,6 +77,8 @@ impl Default for Config {
             restart_window: Duration::from_secs(60),
             http: HttpConfig::default(),
             prespawn: 0,
+            max_connections: 4096,
+            idle_timeout: None,
             seed: [0; 32],
         }
     }
@@ -87,7 +96,8 @@ pub struct HttpConfig {
     pub auth_tokens: Vec<String>,
     /// Sessions with no request and no open stream for this long are ended.
     pub session_timeout: Duration,
-    /// HTTP sessions open at once; a new one past it gets 503.
+    /// Sessions open at once, TCP and HTTP together; a TCP connection past it gets a
+    /// JSON-RPC error line and is closed, an HTTP `initialize` past it gets 503.
     pub max_sessions: usize,
     /// Period of `:` comments on open event streams.
     pub sse_keepalive: Duration,
@@ -151,6 +161,12 @@ impl Config {
         }
         if self.max_read == 0 {
             return err("max_read", "must be at least 1 byte");
+        }
+        if self.max_connections == 0 {
+            return err("max_connections", "must be at least 1");
+        }
+        if self.idle_timeout.is_some_and(|d| d.is_zero()) {
+            return err("idle_timeout", "must be more than 0 (None turns it off)");
         }
         if self.max_in_flight == 0 {
             return err("max_in_flight", "must be at least 1");

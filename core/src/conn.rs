@@ -20,13 +20,19 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    /// Registers an accepted connection; false if the id is taken (the driver reused it).
-    pub(crate) fn open(&mut self, conn: ConnId, transport: Transport) -> bool {
-        if self.open.contains_key(&conn) {
-            return false;
-        }
+    /// Registers an accepted connection.
+    pub(crate) fn open(&mut self, conn: ConnId, transport: Transport) {
         self.open.insert(conn, Connection { transport });
-        true
+    }
+
+    /// The connection is open (accepted and not closed or broken).
+    pub(crate) fn contains(&self, conn: ConnId) -> bool {
+        self.open.contains_key(&conn)
+    }
+
+    /// Connections open now.
+    pub(crate) fn len(&self) -> usize {
+        self.open.len()
     }
 
     /// What the connection speaks, if it is open.

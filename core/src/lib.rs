@@ -277,6 +277,14 @@ pub enum Output {
     },
     /// Close every listener: no new connections.
     StopAccepting,
+    /// The child asked for with [`Output::Spawn`] is no longer wanted (its session ended
+    /// before it started). If it has not been started, the driver does not start it; if it
+    /// has (the start raced with this), the driver kills its process group and reaps it.
+    /// Either way the core expects no input about it any more: a [`Output::Release`] follows.
+    Cancel {
+        /// The child whose start is cancelled.
+        child: ChildId,
+    },
     /// The core is done with this child (reaped, or given up on): drop whatever of it the
     /// driver still holds, such as a stdout pipe a grandchild keeps open.
     Release {

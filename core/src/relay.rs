@@ -1,10 +1,12 @@
 //! The top-level machine: every client connection, its session and its child processes.
 
 use crate::client::{ClientSide, HttpSide};
-use crate::config::{Config, Stats};
+use crate::config::{Config, ConfigError, Stats};
 use crate::conn::Connections;
 use crate::deadlines::Deadlines;
-use crate::http::{HttpEvent, HttpKey, HttpServer, ReportKind};
+use crate::http::{wire, HttpEvent, HttpKey, HttpServer, ReportKind};
+use crate::message::{self, codes};
+use crate::outbound::Outbound;
 use crate::pool::Warm;
 use crate::session::{Ctx, Session};
 use crate::timer::Timer;
@@ -38,6 +40,8 @@ pub struct Relay {
     conns: Connections,
     /// The session of each TCP connection.
     tcp: BTreeMap<ConnId, SessionKey>,
+    /// Connections refused past a limit, until their error is written and they are closed.
+    refused: BTreeMap<ConnId, Outbound>,
     /// The session behind each HTTP session, and back.
     by_http: BTreeMap<HttpKey, SessionKey>,
     http_of: BTreeMap<SessionKey, HttpKey>,
@@ -72,9 +76,11 @@ macro_rules! ctx {
 }
 
 impl Relay {
-    /// A relay whose clock starts at `now`.
-    pub fn new(config: Config, now: Instant) -> Self {
-        Relay {
+    /// A relay whose clock starts at `now`; refuses a configuration that
+    /// [`Config::validate`] refuses.
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Relay {
             http: HttpServer::new(&config, now),
             warm: Warm::new(&config),
             last_now: now,
@@ -83,6 +89,7 @@ impl Relay {
             timers: Deadlines::default(),
             conns: Connections::default(),
             tcp: BTreeMap::new(),
+            refused: BTreeMap::new(),
             by_http: BTreeMap::new(),
             http_of: BTreeMap::new(),
             owner: BTreeMap::new(),
@@ -92,7 +99,7 @@ impl Relay {
             shutdown: Shutdown::No,
             stats: Stats::default(),
             wall_clock: None,
-        }
+        })
     }
 
     // ---- getters ----
@@ -218,9 +225,18 @@ impl Relay {
                 peer,
                 transport,
             } => {
-                if !self.conns.open(conn, transport) {
+                if self.conns.contains(conn) {
                     return;
                 }
+                if self.conns.len() >= self.config.max_connections {
+                    let why = format!(
+                        "mcp-relay: too many connections ({}, --max-connections); try again later",
+                        self.conns.len()
+                    );
+                    log::warn!("{conn}: refused from {peer}: {why}");
+                    return self.refuse(conn, transport, &why);
+                }
+                self.conns.open(conn, transport);
                 match transport {
                     Transport::Http => self.http.handle_accept(now, conn, local, peer),
                     Transport::Tcp => self.accept(now, conn, local, peer),
@@ -267,6 +283,17 @@ impl Relay {
 
     /// A fact about a client connection: through the connection layer to what speaks over it.
     fn conn_input(&mut self, now: Instant, conn: ConnId, input: Input<'_>) {
+        if let Some(out) = self.refused.get_mut(&conn) {
+            match input {
+                Input::Written { n, .. } => out.written(n, &mut self.out),
+                Input::Broken { .. } => out.set_gone(),
+                _ => {}
+            }
+            if out.is_finished() {
+                self.refused.remove(&conn);
+            }
+            return;
+        }
         let http = self.conns.transport(conn) == Some(Transport::Http);
         match input {
             Input::Data { data, .. } => {
@@ -416,12 +443,51 @@ impl Relay {
             });
             return;
         }
+        let open = self.tcp.len() + self.http.sessions_open();
+        if open >= self.config.http.max_sessions {
+            let why =
+                format!("mcp-relay: too many sessions ({open}, --max-sessions); try again later");
+            log::warn!("{conn}: refused from {peer}: {why}");
+            return self.refuse(conn, Transport::Tcp, &why);
+        }
         log::info!("{conn}: accepted from {peer} on {local}");
         let client = ClientSide::tcp(conn, self.config.max_buffered);
         let session = self.new_session(now, format!("{conn} {peer}"), client);
         let key = self.add_session(session);
         self.tcp.insert(conn, key);
+        self.http.set_other_sessions(self.tcp.len());
         self.with_session(now, key, |_, _| {});
+    }
+
+    /// Answers a connection the relay will not serve with an error it can read (a JSON-RPC
+    /// error line, or an HTTP `503`), then closes it.
+    fn refuse(&mut self, conn: ConnId, transport: Transport, why: &str) {
+        let mut bytes = Vec::new();
+        match transport {
+            Transport::Tcp => {
+                message::write_error(&mut bytes, None, codes::SERVER_UNAVAILABLE, why);
+                bytes.push(b'\n');
+            }
+            Transport::Http => {
+                let mut body = Vec::new();
+                message::write_error(&mut body, None, codes::SERVER_UNAVAILABLE, why);
+                bytes = wire::response_head(
+                    503,
+                    &[("Retry-After", "5")],
+                    Some("application/json"),
+                    body.len(),
+                    true,
+                );
+                bytes.extend_from_slice(&body);
+            }
+        }
+        // Closed once the error is written, so that the client can read it.
+        let mut out = Outbound::new(Endpoint::Conn(conn), true, bytes.len());
+        out.stage(&bytes);
+        out.close_when_flushed(&mut self.out);
+        if !out.is_finished() {
+            self.refused.insert(conn, out);
+        }
     }
 
     /// A session with a prespawned child if one waits, else a child started now.
@@ -568,6 +634,7 @@ impl Relay {
             self.owner.remove(&after);
             self.sessions.remove(&key);
             self.tcp.retain(|_, k| *k != key);
+            self.http.set_other_sessions(self.tcp.len());
             if let Some(hkey) = self.http_of.remove(&key) {
                 self.by_http.remove(&hkey);
             }

@@ -248,6 +248,18 @@ impl ServerSide {
         })
     }
 
+    /// Not wanted any more: if it has not started yet, it never will (the driver is told),
+    /// and it is finished at once; false (and nothing done) once it has started.
+    pub(crate) fn cancel(&mut self, out: &mut VecDeque<Output>) -> bool {
+        each!(self, c => {
+            let cancelled = c.child.cancel(out);
+            if cancelled {
+                c.stdin_gone();
+            }
+            cancelled
+        })
+    }
+
     /// It is hung: drop what is queued for it and what it says, and stop it at once
     /// (SIGTERM, then SIGKILL).
     pub(crate) fn terminate_hung(&mut self, why: Hang, now: Instant, out: &mut VecDeque<Output>) {

@@ -176,6 +176,8 @@ struct Link {
     conn_paused: bool,
     heartbeat: Heartbeat,
     liveness: Liveness,
+    /// Since when the client has said nothing and waited for nothing (`--idle-timeout`).
+    idle_since: Instant,
     /// The current server replaced another: a failure to start it is not the command's fault
     /// and does not end the session at once.
     replaced: bool,
@@ -243,6 +245,7 @@ impl Session {
                 client_eof: false,
                 conn_paused: false,
                 heartbeat: Heartbeat::default(),
+                idle_since: ctx.now,
                 liveness: Liveness {
                     last_output: Some(ctx.now),
                     ..Liveness::default()
@@ -322,6 +325,7 @@ impl Session {
             phase,
             heartbeat.flatten(),
             l.liveness_deadline(config),
+            l.idle_deadline(config),
         ]
         .into_iter()
         .flatten()
@@ -358,6 +362,15 @@ impl Session {
             _ => {}
         }
         l.heartbeat_timeout(ctx);
+        if l.idle_deadline(ctx.config).is_some_and(|(d, _)| d <= now) {
+            log::info!(
+                "{}: the client was idle for {:?} (--idle-timeout); closing the connection",
+                l.label,
+                now - l.idle_since
+            );
+            l.client.close_when_flushed(ctx.out);
+            l.client_gone(ctx);
+        }
         if l.liveness_deadline(ctx.config)
             .is_some_and(|(d, _)| d <= now)
         {
@@ -377,6 +390,7 @@ impl Session {
             return;
         }
         link.heartbeat.last_heard = Some(ctx.now);
+        link.idle_since = ctx.now;
         self.from_client
             .push(data, |frame| link.client_frame(frame, ctx));
     }
@@ -558,6 +572,10 @@ impl Session {
     /// toward its next phase.
     pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
+        if l.requests.waiting() > 0 {
+            // Waiting for an answer is not idle: the clock starts once it is answered.
+            l.idle_since = ctx.now;
+        }
         if l.server.is_finished()
             && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
         {
@@ -860,6 +878,16 @@ impl Link {
         );
         self.client.send(Route::Relay, line.as_bytes());
         self.heartbeat.next_send = Some(ctx.now + ctx.config.heartbeat_interval);
+    }
+
+    /// When a TCP client that says nothing and waits for nothing is closed.
+    fn idle_deadline(&self, config: &Config) -> Option<(Instant, Timer)> {
+        let limit = config.idle_timeout?;
+        let open = matches!(self.client, ClientSide::Tcp(_))
+            && !self.client_eof
+            && !self.client.is_finished()
+            && self.requests.waiting() == 0;
+        open.then_some((self.idle_since + limit, Timer::IdleClose))
     }
 
     /// Heartbeats are on and there is a client to send them to.
@@ -1259,7 +1287,10 @@ impl Link {
             reason,
             linger: None,
         };
-        self.server.stop(ctx.out);
+        // Everything is answered: a server not started yet is not needed.
+        if !self.server.cancel(ctx.out) {
+            self.server.stop(ctx.out);
+        }
     }
 
     fn fail_in_flight_with(&mut self, code: i64, message: &str) {
@@ -1288,7 +1319,12 @@ impl Link {
         ) {
             self.end(EndReason::ClientLeftDuringRestart, ctx);
         }
-        self.server.stop(ctx.out);
+        // A server not started yet is started only if it has requests to answer for a
+        // client that can still read them (a half-closed client): else it never starts.
+        let nothing_to_answer = self.requests.waiting() == 0 || self.client.is_gone();
+        if !(nothing_to_answer && self.server.cancel(ctx.out)) {
+            self.server.stop(ctx.out);
+        }
     }
 
     /// Tells the driver which sides to read: the connection unless the server's queue is

@@ -35,6 +35,8 @@ pub enum Timer {
     ProbeSend,
     /// The probe was not answered in time.
     ProbeTimeout,
+    /// A TCP client has said nothing and waited for nothing for `--idle-timeout`.
+    IdleClose,
 
     // ---- the HTTP server (`http/`) ----
     /// A request head or body must arrive, or an idle keep-alive connection closes.
@@ -67,6 +69,7 @@ impl Timer {
             Timer::StdinStall => "liveness: server not reading stdin",
             Timer::ProbeSend => "liveness: send a probe",
             Timer::ProbeTimeout => "liveness: probe unanswered",
+            Timer::IdleClose => "session: close an idle client",
             Timer::HttpConnection => "http: request or idle timeout",
             Timer::HttpSessionIdle => "http: session idle",
             Timer::SseKeepalive => "http: SSE keep-alive",

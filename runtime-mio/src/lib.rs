@@ -285,6 +285,8 @@ pub struct Runtime {
     spawner: Option<std::thread::JoinHandle<()>>,
     /// Set when the runtime goes away: the spawner starts nothing more.
     spawns_cancelled: Arc<AtomicBool>,
+    /// Children the core cancelled before they were started.
+    unwanted: process::Unwanted,
     /// How many times the operator asked to stop (the second time means at once).
     shutdowns: u32,
     work: VecDeque<Work>,
@@ -299,6 +301,19 @@ impl Runtime {
     /// randomness instead: session ids must be unguessable, and a library user who built
     /// the configuration with `Config::default()` should not have to know that.
     pub fn bind(mut config: RuntimeConfig) -> io::Result<Runtime> {
+        config
+            .core
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if let Some(fit) = connections_that_fit() {
+            if config.core.max_connections > fit {
+                log::info!(
+                    "at most {fit} connections at once (the descriptor limit allows no more than \
+                     --max-connections {fit}; raise `ulimit -n` for more)"
+                );
+                config.core.max_connections = fit;
+            }
+        }
         if config.core.seed == [0; 32] {
             config.core.seed = os_seed().map_err(|e| {
                 io::Error::new(
@@ -326,16 +341,19 @@ impl Runtime {
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (spawn_tx, spawn_rx) = crossbeam_channel::unbounded();
         let spawns_cancelled = Arc::new(AtomicBool::new(false));
+        let unwanted = process::Unwanted::default();
         let spawner = process::spawner(
             Arc::new(config.command),
             spawn_rx,
             events_tx.clone(),
             Arc::clone(&waker),
             Arc::clone(&spawns_cancelled),
+            unwanted.clone(),
         )?;
         Ok(Runtime {
             poll,
-            core: Relay::new(config.core, Instant::now()),
+            core: Relay::new(config.core, Instant::now())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
             listeners,
             freed: false,
             conns: BTreeMap::new(),
@@ -349,6 +367,7 @@ impl Runtime {
             spawn_tx: Some(spawn_tx),
             spawner: Some(spawner),
             spawns_cancelled,
+            unwanted,
             shutdowns: 0,
             work: VecDeque::new(),
             read_buf: vec![0; read_size],
@@ -493,6 +512,11 @@ impl Runtime {
                         let _ = self.poll.registry().deregister(&mut l.socket);
                     }
                 }
+                Output::Cancel { child } => match self.children.get(&child) {
+                    // Started after all (the start raced with the cancel): it goes at once.
+                    Some(c) => process::signal_group(c.pid, Signal::Kill),
+                    None => self.unwanted.add(child),
+                },
                 Output::Release { child } => {
                     let registry = self.poll.registry();
                     let reaped = match self.children.get_mut(&child) {
@@ -544,6 +568,14 @@ impl Runtime {
     }
 
     fn spawned(&mut self, id: ChildId, started: process::Started) {
+        if self.unwanted.take(id) {
+            // Cancelled while it was being started: the core wants nothing of it.
+            process::signal_group(started.pid, Signal::Kill);
+            if let process::Reaper::Pidfd(_, mut child) = started.reaper {
+                let _ = child.wait();
+            }
+            return;
+        }
         let process::Started {
             pid,
             mut stdin,
@@ -1020,6 +1052,23 @@ impl Drop for Runtime {
             }
         }
     }
+}
+
+/// How many client connections the process's descriptor limit leaves room for: each TCP
+/// session takes a socket and its server's pipes and pidfd, and some descriptors are the
+/// relay's own.
+fn connections_that_fit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own; no other memory is touched.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !ok || limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    let usable = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+    Some((usable.saturating_sub(64) / 2).max(1))
 }
 
 /// Makes this process non-dumpable (Linux: `prctl(PR_SET_DUMPABLE, 0)`): other processes of

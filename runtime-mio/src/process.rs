@@ -88,6 +88,7 @@ pub(crate) fn spawner(
     events: Sender<Event>,
     waker: Arc<Waker>,
     cancelled: Arc<AtomicBool>,
+    unwanted: Unwanted,
 ) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("mcp-relay-spawner".into())
@@ -95,6 +96,10 @@ pub(crate) fn spawner(
             for child in requests {
                 if cancelled.load(Ordering::SeqCst) {
                     return;
+                }
+                if unwanted.take(child) {
+                    // The core cancelled it before its turn came: never started.
+                    continue;
                 }
                 let event = match start(&spec, child, &events, &waker) {
                     Ok(started) if cancelled.load(Ordering::SeqCst) => {
@@ -114,6 +119,28 @@ pub(crate) fn spawner(
                 let _ = waker.wake();
             }
         })
+}
+
+/// Children whose start the core cancelled ([`mcp_relay_core::Output::Cancel`]) before the
+/// spawner got to them: shared between the loop (which adds) and the spawner (which skips).
+#[derive(Clone, Default)]
+pub(crate) struct Unwanted(Arc<std::sync::Mutex<std::collections::BTreeSet<ChildId>>>);
+
+impl Unwanted {
+    pub(crate) fn add(&self, child: ChildId) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(child);
+    }
+
+    /// Whether the child was unwanted (and forgets it).
+    pub(crate) fn take(&self, child: ChildId) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&child)
+    }
 }
 
 fn describe_spawn_error(spec: &CommandSpec, e: &io::Error) -> String {

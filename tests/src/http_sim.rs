@@ -191,6 +191,8 @@ pub(crate) struct Kid {
     pub(crate) exit_status: Option<ExitStatus>,
     pub(crate) exit_reported: bool,
     pub(crate) released: bool,
+    /// The relay cancelled its start before it was reported: it never runs.
+    pub(crate) cancelled: bool,
     /// The client session it serves (from `clientInfo.name` of `initialize`).
     pub(crate) session: Option<usize>,
 }
@@ -243,7 +245,7 @@ impl HttpSim {
             ..Config::default()
         };
         let clock = Clock::new();
-        let relay = Relay::new(config, clock.now());
+        let relay = Relay::new(config, clock.now()).expect("a valid configuration");
         let n = rng.range_usize(profile.sessions.0, profile.sessions.1);
         let mut sim = HttpSim {
             seed,
@@ -580,9 +582,19 @@ impl HttpSim {
                     return self.violation(format!("{child} released twice"));
                 }
                 kid.released = true;
-                if !kid.exit_reported {
+                if !kid.exit_reported && !kid.cancelled {
                     self.violation(format!("{child} released before its exit was reported"));
                 }
+            }
+            Output::Cancel { child } => {
+                let Some(kid) = self.kids.get_mut(&child.0) else {
+                    return self.violation(format!("Cancel of unknown {child}"));
+                };
+                if kid.reported || kid.cancelled {
+                    return self
+                        .violation(format!("Cancel of {child} after its start was reported"));
+                }
+                kid.cancelled = true;
             }
         }
     }
@@ -1522,6 +1534,9 @@ impl HttpSim {
             Ev::Finish(s) => self.finish(s),
             Ev::SpawnReport(k) => {
                 let kid = self.kids.get_mut(&k).expect("kid");
+                if kid.cancelled {
+                    return;
+                }
                 kid.reported = true;
                 kid.alive = true;
                 self.input(Input::Spawned {

@@ -133,7 +133,11 @@ fn immediate_shutdown_kills(sim: &mut Sim) -> Result<(), String> {
     if sim.immediate_step == Some(sim.step) {
         let mut spawning = Vec::new();
         for (id, ch) in &sim.children {
-            if ch.drv.released || ch.drv.failed_step.is_some() || ch.drv.exit_reported.is_some() {
+            if ch.drv.released
+                || ch.drv.failed_step.is_some()
+                || ch.drv.exit_reported.is_some()
+                || ch.drv.cancelled_step.is_some()
+            {
                 continue;
             }
             if ch.drv.spawned_at.is_none() {
@@ -189,7 +193,10 @@ pub fn at_end(sim: &Sim) -> Result<(), String> {
                 return Err(format!("{id} exited but its exit was never reported"));
             }
         }
-        if !ch.drv.released && (ch.drv.spawned_at.is_some() || ch.drv.failed_step.is_some()) {
+        let started_or_settled = ch.drv.spawned_at.is_some()
+            || ch.drv.failed_step.is_some()
+            || ch.drv.cancelled_step.is_some();
+        if !ch.drv.released && started_or_settled {
             return Err(format!("{id} was never released (invariant 7)"));
         }
     }
@@ -502,7 +509,8 @@ pub fn http_at_end(sim: &HttpSim) -> Result<(), String> {
         }
     }
     for (id, k) in &sim.kids {
-        if !(k.reported && (k.stdin_closed || k.signalled) && k.exit_reported && k.released) {
+        let ran = k.reported && (k.stdin_closed || k.signalled) && k.exit_reported;
+        if !((ran || k.cancelled) && k.released) {
             return Err(format!(
                 "child#{id} at the end: spawned {}, stdin closed {}, signalled {}, exit reported {}, released {}",
                 k.reported, k.stdin_closed, k.signalled, k.exit_reported, k.released

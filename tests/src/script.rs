@@ -22,7 +22,7 @@ impl Script {
     pub fn new(config: Config) -> Self {
         logger::start_capture();
         let clock = Clock::new();
-        let relay = Relay::new(config, clock.now());
+        let relay = Relay::new(config, clock.now()).expect("a valid configuration");
         Script {
             clock,
             relay,
@@ -184,6 +184,7 @@ fn clone_output(o: &Output) -> Output {
             signal: *signal,
         },
         Output::StopAccepting => Output::StopAccepting,
+        Output::Cancel { child } => Output::Cancel { child: *child },
         Output::Release { child } => Output::Release { child: *child },
     }
 }

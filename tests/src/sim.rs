@@ -143,6 +143,8 @@ pub struct ChildDriver {
     pub own_requests_sent: usize,
     /// Step and time at which `Exited` was reported.
     pub exit_reported: Option<(u64, Duration)>,
+    /// The step in which the relay cancelled its start (`Cancel`): it never runs.
+    pub cancelled_step: Option<u64>,
     /// The relay released the child with stdout not at its end (it gave up on it).
     pub gave_up_stdout: bool,
 }
@@ -243,7 +245,7 @@ impl Sim {
         let clock = Clock::new();
         let mut sim = Sim {
             seed,
-            relay: Relay::new(config.clone(), clock.now()),
+            relay: Relay::new(config.clone(), clock.now()).expect("a valid configuration"),
             config,
             profile,
             rng,
@@ -806,6 +808,10 @@ impl Sim {
     fn spawn_result(&mut self, child: ChildId) -> Result<(), Failure> {
         self.cur.child = Some(child);
         let side = self.children.get_mut(&child).expect("known child");
+        if side.drv.cancelled_step.is_some() {
+            // The relay cancelled it before its start was reported: the driver never starts it.
+            return Ok(());
+        }
         if let Some(error) = side.drv.will_fail.clone() {
             side.drv.failed_step = Some(self.step);
             side.drv.failed_at = Some(self.clock.elapsed());
@@ -1086,6 +1092,7 @@ impl Sim {
                 endpoint: Endpoint::Child(c),
             }
             | Output::Signal { child: c, .. }
+            | Output::Cancel { child: c }
             | Output::Release { child: c } => Some(*c),
             _ => None,
         };
@@ -1094,6 +1101,23 @@ impl Sim {
         }
         match output {
             Output::Spawn { child } => self.perform_spawn(child),
+            Output::Cancel { child } => {
+                let step = self.step;
+                let side = self
+                    .children
+                    .get_mut(&child)
+                    .ok_or_else(|| format!("Cancel of {child}, which was never spawned"))?;
+                if side.drv.spawned_at.is_some()
+                    || side.drv.failed_step.is_some()
+                    || side.drv.cancelled_step.is_some()
+                {
+                    return Err(format!(
+                        "Cancel of {child} after its start was reported (or cancelled)"
+                    ));
+                }
+                side.drv.cancelled_step = Some(step);
+                Ok(())
+            }
             Output::Send {
                 to: Endpoint::Conn(conn),
                 data,
@@ -1259,7 +1283,10 @@ impl Sim {
                 if side.drv.released {
                     return Err(format!("Release of {child} twice"));
                 }
-                if side.drv.exit_reported.is_none() && side.drv.failed_step.is_none() {
+                if side.drv.exit_reported.is_none()
+                    && side.drv.failed_step.is_none()
+                    && side.drv.cancelled_step.is_none()
+                {
                     return Err(format!("Release of {child}, which has not exited"));
                 }
                 side.drv.released = true;
@@ -1714,6 +1741,7 @@ impl fmt::Display for ShowOutput<'_> {
             Output::Resume { endpoint } => write!(f, "Resume {endpoint}"),
             Output::Signal { child, signal } => write!(f, "Signal {child} {signal:?}"),
             Output::StopAccepting => write!(f, "StopAccepting"),
+            Output::Cancel { child } => write!(f, "Cancel {child}"),
             Output::Release { child } => write!(f, "Release {child}"),
         }
     }

@@ -84,10 +84,23 @@ fn a_second_shutdown_kills_every_server_at_once() {
 /// spawned): a server whose spawn completes after a second shutdown gets SIGTERM one grace
 /// later (without its stdin being closed) instead of SIGKILL at once — and the runtime has
 /// already left its loop (`is_finished` is true).
+///
+/// A client that asked nothing has its server's start cancelled by the first shutdown (the
+/// driver must then not start it, or kill it if the start raced); one with a request waiting
+/// keeps the start, and then the second shutdown must kill it the moment it is up.
 #[test]
 fn a_server_spawned_after_an_immediate_shutdown_is_killed_at_once() {
     let mut s = Script::new(Default::default());
+    let idle = s.accept(1);
+    let out = s.input(Input::Shutdown);
+    assert!(
+        out.contains(&Output::Cancel { child: idle }),
+        "a server nobody waits for is not started:\n{}",
+        s.show()
+    );
+    let mut s = Script::new(Default::default());
     let child = s.accept(1);
+    s.client_data(1, b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n");
     s.input(Input::Shutdown);
     s.input(Input::Shutdown);
     let out = s.spawned(child);

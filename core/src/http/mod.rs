@@ -103,6 +103,9 @@ pub(crate) struct HttpServer {
     pool_started: u64,
     /// The relay is shutting down: no new sessions.
     draining: bool,
+    /// Sessions the relay has besides this server's (TCP), which count against
+    /// `--max-sessions` too.
+    other_sessions: usize,
     /// Connection and session deadlines, indexed by time (entries may be early, never late:
     /// each is checked again when it fires).
     timers: Deadlines<HttpTimer, Timer>,
@@ -133,6 +136,7 @@ impl HttpServer {
             deferred: VecDeque::new(),
             pool_started: 0,
             draining: false,
+            other_sessions: 0,
             timers: Deadlines::default(),
             now,
             out: VecDeque::new(),
@@ -167,6 +171,16 @@ impl HttpServer {
         let key = HttpKey(self.next_key);
         self.next_key += 1;
         key
+    }
+
+    /// The relay's sessions that are not this server's (they share `--max-sessions`).
+    pub(crate) fn set_other_sessions(&mut self, n: usize) {
+        self.other_sessions = n;
+    }
+
+    /// HTTP sessions open now, stateless pool children included.
+    pub(crate) fn sessions_open(&self) -> usize {
+        self.sessions.values().filter(|s| !s.finished).count()
     }
 
     /// Events or deferred reads are waiting: the relay must drive the layer again.
@@ -1080,7 +1094,7 @@ impl HttpServer {
         token: Option<usize>,
         version: &str,
     ) -> Result<HttpKey, Reject> {
-        let open = self.sessions.values().filter(|s| !s.finished).count();
+        let open = self.sessions.values().filter(|s| !s.finished).count() + self.other_sessions;
         if open >= self.config.http.max_sessions || self.draining {
             let mut r = reject(
                 503,
