@@ -233,6 +233,13 @@ pub enum Input<'a> {
     /// The operator asked the relay to stop (Ctrl-C, SIGTERM). The first request drains
     /// gracefully; a second one stops at once.
     Shutdown,
+    /// How many listeners cannot accept connections now (the process is out of descriptors):
+    /// the driver says so when the number changes, 0 once all accept again. `/healthz`
+    /// reports the relay degraded meanwhile.
+    AcceptTrouble {
+        /// Listeners that cannot accept.
+        listeners: usize,
+    },
 }
 
 /// An effect the driver must perform, in order.

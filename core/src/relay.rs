@@ -58,6 +58,10 @@ pub struct Relay {
     warm: Warm,
     /// The latest `now` handed in.
     last_now: Instant,
+    /// Listeners that cannot accept now (the driver's word).
+    accept_trouble: usize,
+    /// The last start of a server failed, with this error (cleared by the next that works).
+    spawn_trouble: Option<String>,
 }
 
 /// The context session code runs in, borrowed from the relay's fields one by one (so that a
@@ -99,6 +103,8 @@ impl Relay {
             shutdown: Shutdown::No,
             stats: Stats::default(),
             wall_clock: None,
+            accept_trouble: 0,
+            spawn_trouble: None,
         })
     }
 
@@ -199,6 +205,11 @@ impl Relay {
     }
 
     fn dispatch(&mut self, now: Instant, input: Input<'_>) {
+        match &input {
+            Input::Spawned { .. } => self.spawn_trouble = None,
+            Input::SpawnFailed { error, .. } => self.spawn_trouble = Some((*error).to_owned()),
+            _ => {}
+        }
         if let Some(conn) = conn_of(&input) {
             return self.conn_input(now, conn, input);
         }
@@ -243,6 +254,7 @@ impl Relay {
                 }
             }
             Input::Shutdown => self.begin_shutdown(now),
+            Input::AcceptTrouble { listeners } => self.accept_trouble = listeners,
             Input::Data {
                 from: Endpoint::Child(child),
                 data,
@@ -424,11 +436,15 @@ impl Relay {
                 self.with_session(now, skey, |_, _| {});
             }
             HttpEvent::Report { conn, kind } => {
-                let (content_type, body) = match kind {
-                    ReportKind::Health => ("application/json", self.health()),
-                    ReportKind::Metrics => ("text/plain; version=0.0.4", self.metrics()),
+                let (status, content_type, body) = match kind {
+                    ReportKind::Health => {
+                        let (status, body) = self.health();
+                        (status, "application/json", body)
+                    }
+                    ReportKind::Metrics => (200, "text/plain; version=0.0.4", self.metrics()),
                 };
-                self.http.report(now, conn, content_type, body.as_bytes());
+                self.http
+                    .report(now, conn, status, content_type, body.as_bytes());
             }
         }
     }
@@ -647,13 +663,32 @@ impl Relay {
 
     // ---- reports ----
 
-    fn health(&self) -> String {
-        format!(
-            r#"{{"status":"ok","sessions":{},"children_alive":{},"version":"{}"}}"#,
+    /// `/healthz`: `ok`, or `degraded` (and 503) while the relay cannot accept connections
+    /// or its last attempt to start a server failed.
+    fn health(&self) -> (u16, String) {
+        let mut problems = Vec::new();
+        if self.accept_trouble > 0 {
+            problems.push(format!(
+                "{} listener(s) cannot accept connections (out of file descriptors)",
+                self.accept_trouble
+            ));
+        }
+        if let Some(error) = &self.spawn_trouble {
+            problems.push(format!("the server cannot be started: {error}"));
+        }
+        let status = if problems.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        };
+        let problems = serde_json::Value::from(problems);
+        let body = format!(
+            r#"{{"status":"{status}","problems":{problems},"sessions":{},"children_alive":{},"version":"{}"}}"#,
             self.sessions.len(),
             self.children_alive(),
             env!("CARGO_PKG_VERSION")
-        )
+        );
+        (if status == "ok" { 200 } else { 503 }, body)
     }
 
     fn metrics(&self) -> String {

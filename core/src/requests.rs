@@ -45,6 +45,13 @@ impl Requests {
         self.in_flight.len() + self.held_ids.len()
     }
 
+    /// The one client request in flight, if exactly one is.
+    pub(crate) fn only_in_flight(&self) -> Option<RawId> {
+        (self.in_flight.len() == 1)
+            .then(|| self.in_flight.ids.keys().next().cloned())
+            .flatten()
+    }
+
     /// No client request waits for the server.
     pub(crate) fn none_in_flight(&self) -> bool {
         self.in_flight.is_empty()

@@ -941,8 +941,9 @@ impl Link {
             ctx.stats.dropped_server_lines += 1;
             let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
             log::warn!(
-                "{}: dropped a line from the server's stdout that is not a JSON-RPC message: {shown}",
-                self.label
+                "{}: dropped a line from the server's stdout that is not a JSON-RPC message: {}",
+                self.label,
+                crate::child::escape_controls(&shown)
             );
             return;
         };
@@ -951,10 +952,19 @@ impl Link {
             Message::Batch(es) => es,
         };
         let mut forward = false;
+        let mut attributed = None;
         for e in entries {
             match e.kind {
                 Kind::Response => {
                     let Some(id) = e.id.map(RawId::from_raw) else {
+                        // `"id": null` (the server could not read the id): with one request
+                        // in flight, it can only be that one's answer.
+                        if entries.len() == 1 {
+                            attributed = self.requests.only_in_flight();
+                            if let Some(id) = &attributed {
+                                self.requests.answered(id);
+                            }
+                        }
                         forward = true;
                         continue;
                     };
@@ -995,7 +1005,7 @@ impl Link {
             ctx.stats.bytes_to_client += line.len() as u64 + 1;
             let route = match &msg {
                 Message::Single(e) if e.kind == Kind::Response => {
-                    Route::Response(e.id.map(RawId::from_raw))
+                    Route::Response(e.id.map(RawId::from_raw).or(attributed))
                 }
                 Message::Single(e) if e.method.as_deref() == Some("notifications/progress") => {
                     Route::FromServer {

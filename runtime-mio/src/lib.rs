@@ -738,8 +738,19 @@ impl Runtime {
                     since: now,
                     failures: 1,
                 });
+                self.report_accept_trouble();
             }
         }
+    }
+
+    /// Tells the core how many listeners cannot accept now (it reports itself degraded).
+    fn report_accept_trouble(&mut self) {
+        let listeners = self
+            .listeners
+            .iter()
+            .filter(|l| l.backoff.is_some())
+            .count();
+        self.feed(Input::AcceptTrouble { listeners });
     }
 
     /// `accept()` found the backlog empty: an episode of failures, if any, is over.
@@ -754,6 +765,7 @@ impl Runtime {
                 b.failures,
                 b.since.elapsed()
             );
+            self.report_accept_trouble();
         }
     }
 

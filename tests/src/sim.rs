@@ -1705,6 +1705,7 @@ fn input_name(input: &Input<'_>) -> &'static str {
         Input::SpawnFailed { .. } => "SpawnFailed",
         Input::Exited { .. } => "Exited",
         Input::Shutdown => "Shutdown",
+        Input::AcceptTrouble { .. } => "AcceptTrouble",
     }
 }
 
@@ -1724,6 +1725,7 @@ impl fmt::Display for ShowInput<'_, '_> {
             Input::SpawnFailed { child, error } => write!(f, "SpawnFailed {child} ({error})"),
             Input::Exited { child, status } => write!(f, "Exited {child} ({status})"),
             Input::Shutdown => write!(f, "Shutdown"),
+            Input::AcceptTrouble { listeners } => write!(f, "AcceptTrouble {listeners}"),
         }
     }
 }

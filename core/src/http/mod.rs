@@ -2370,7 +2370,14 @@ impl HttpServer {
     }
 
     /// The relay's answer to [`HttpEvent::Report`].
-    pub(crate) fn report(&mut self, now: Instant, conn: ConnId, content_type: &str, body: &[u8]) {
+    pub(crate) fn report(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) {
         self.now = now;
         if !self
             .conns
@@ -2381,7 +2388,7 @@ impl HttpServer {
         }
         self.respond(
             conn,
-            200,
+            status,
             &[("Cache-Control", "no-store")],
             Some(content_type),
             body,
