@@ -74,13 +74,13 @@ struct Args {
     #[argh(option, default = "Config::default().prespawn")]
     prespawn: usize,
 
-    /// client connections open at once, TCP and HTTP; one past it gets an error and is closed
-    /// (default: 4096, lowered to what the descriptor limit allows)
+    /// client connections open at once, TCP and HTTP; one past it gets an error and is
+    /// closed; lowered to what the descriptor limit allows (default: 4096)
     #[argh(option, default = "Config::default().max_connections")]
     max_connections: usize,
 
-    /// TCP: close a client that sends nothing and waits for nothing this long (default: 0,
-    /// never)
+    /// TCP: close a client that sends nothing and waits for nothing this long; 0 means
+    /// never (default: 0)
     #[argh(
         option,
         from_str_fn(parse_duration),
