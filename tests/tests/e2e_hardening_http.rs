@@ -4,34 +4,13 @@
 
 mod http_support;
 
-use http_support::{initialize_request, open_session, tool_call, tool_text, HttpRelay, MCP_POST};
+use http_support::{
+    head_of, initialize_request, open_session, rss_kib, tool_call, tool_text, HttpRelay, MCP_POST,
+};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-/// Reads a response head from a raw stream, within `timeout`.
-fn head_of(stream: &mut TcpStream, timeout: Duration) -> Option<String> {
-    stream.set_read_timeout(Some(timeout)).expect("timeout");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
 
 #[test]
 fn a_request_without_its_token_is_refused_before_its_body_is_read() {
@@ -55,7 +34,7 @@ fn a_request_without_its_token_is_refused_before_its_body_is_read() {
         );
         s.write_all(head.as_bytes()).expect("head");
         // The answer comes on the head alone.
-        let answer = head_of(&mut s, Duration::from_secs(5)).expect("an answer to the head");
+        let answer = head_of(&s, Duration::from_secs(5)).expect("an answer to the head");
         assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
         let mut left = sent;
         while left > 0 {
@@ -131,11 +110,11 @@ fn expect_100_continue_is_answered_before_the_body_is_sent() {
     );
     s.write_all(head.as_bytes()).expect("head");
     let started = Instant::now();
-    let interim = head_of(&mut s, Duration::from_secs(5)).expect("100 Continue");
+    let interim = head_of(&s, Duration::from_secs(5)).expect("100 Continue");
     assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
     assert!(started.elapsed() < Duration::from_millis(900));
     s.write_all(body.as_bytes()).expect("body");
-    let answer = head_of(&mut s, Duration::from_secs(5)).expect("the answer");
+    let answer = head_of(&s, Duration::from_secs(5)).expect("the answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 

@@ -4,7 +4,7 @@
 
 mod http_support;
 
-use http_support::{open_session, tool_call, Conn, HttpRelay, MCP_POST};
+use http_support::{head_of, open_session, rss_kib, tool_call, Conn, HttpRelay, MCP_POST};
 use serde_json::json;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,15 +16,6 @@ const RSS_LIMIT_KIB: u64 = 48 * 1024;
 
 const FLAGS: [&str; 4] = ["--max-buffered", "1MiB", "--max-message-size", "4MiB"];
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Samples the relay's RSS for `period`; the highest value seen.
 fn peak_rss(pid: i32, period: Duration) -> u64 {
     let end = Instant::now() + period;
@@ -34,22 +25,6 @@ fn peak_rss(pid: i32, period: Duration) -> u64 {
         thread::sleep(Duration::from_millis(20));
     }
     peak
-}
-
-/// A response head, if one arrives within `timeout`.
-fn head_within(c: &Conn, timeout: Duration) -> Option<String> {
-    use std::io::Read;
-    c.set_read_timeout(timeout);
-    let mut stream = c.stream();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 #[test]
@@ -134,7 +109,7 @@ fn a_server_that_never_reads_gets_no_more_than_the_bound_and_the_rest_is_refused
     for _ in 0..POSTS {
         let mut c = relay.connect();
         c.send("POST", "/mcp", &headers, note.as_bytes());
-        match head_within(&c, Duration::from_millis(250)) {
+        match head_of(c.stream(), Duration::from_millis(250)) {
             Some(head) if head.starts_with("HTTP/1.1 202") => accepted += 1,
             Some(head) if head.starts_with("HTTP/1.1 503") => {
                 assert!(

@@ -2141,6 +2141,19 @@ impl HttpServer {
         self.events.push_back(HttpEvent::Left { key });
     }
 
+    /// A request of a session that ended gets 404 (its client then initializes anew).
+    fn session_ended(&mut self, conn: ConnId) {
+        let mut body = Vec::new();
+        message::write_error(
+            &mut body,
+            None,
+            codes::SERVER_UNAVAILABLE,
+            "mcp-relay: the session ended",
+        );
+        self.respond(conn, 404, &[], Some("application/json"), &body, false);
+        self.after_response(conn);
+    }
+
     /// The session will not be served again: end its streams and forget its id.
     fn session_closed(&mut self, key: HttpKey) {
         let Some(s) = self.sessions.get_mut(&key) else {
@@ -2153,20 +2166,12 @@ impl HttpServer {
         s.parked_bytes = 0;
         for ack in parked.into_iter().filter_map(|p| p.ack) {
             // Its message will reach no server: the client is told, as for a request.
-            let mut body = Vec::new();
-            message::write_error(
-                &mut body,
-                None,
-                codes::SERVER_UNAVAILABLE,
-                "mcp-relay: the session ended",
-            );
             if self
                 .conns
                 .get(&ack.conn)
                 .is_some_and(|c| matches!(c.state, ConnState::Parked))
             {
-                self.respond(ack.conn, 404, &[], Some("application/json"), &body, false);
-                self.after_response(ack.conn);
+                self.session_ended(ack.conn);
             }
         }
         self.ids.remove(&id);
@@ -2178,16 +2183,8 @@ impl HttpServer {
             match conn {
                 Some(conn) if !sse => {
                     // A POST that never got an answer: it gets one now.
-                    let mut body = Vec::new();
-                    message::write_error(
-                        &mut body,
-                        None,
-                        codes::SERVER_UNAVAILABLE,
-                        "mcp-relay: the session ended",
-                    );
                     self.drop_stream(stream);
-                    self.respond(conn, 404, &[], Some("application/json"), &body, false);
-                    self.after_response(conn);
+                    self.session_ended(conn);
                 }
                 Some(_) => {
                     if let Some(st) = self.streams.get_mut(&stream) {

@@ -1001,3 +1001,27 @@ pub fn show(title: &str, ran: &Ran) {
         let _ = writeln!(err, "    {note}");
     }
 }
+
+/// The resident set of a process, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A response head read byte by byte from a raw stream, if one arrives within `timeout`.
+pub fn head_of(mut stream: &TcpStream, timeout: Duration) -> Option<String> {
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
