@@ -30,7 +30,7 @@ impl Harness {
         };
         let base = Instant::now();
         let mut h = Harness {
-            relay: Relay::new(config, base),
+            relay: Relay::new(config, base).expect("a valid configuration"),
             base,
             tick: 0,
             conn: ConnId(0),

@@ -75,7 +75,7 @@ struct Args {
     prespawn: usize,
 
     /// client connections open at once, TCP and HTTP; one past it gets an error and is
-    /// closed; lowered to what the descriptor limit allows (default: 4096)
+    /// closed; the default is lowered to what the descriptor limit allows (default: 4096)
     #[argh(option, default = "Config::default().max_connections")]
     max_connections: usize,
 

@@ -46,8 +46,9 @@ pub struct Config {
     /// Children kept started ahead of need, so that a new session does not wait for one.
     pub prespawn: usize,
     /// Client connections open at once (TCP and HTTP); one past it is answered with an error
-    /// (a JSON-RPC error line, or `503`) and closed. The mio runtime lowers it to what the
-    /// process's descriptor limit allows.
+    /// (a JSON-RPC error line, or `503`) and closed. The mio runtime lowers the default to
+    /// what the process's descriptor limit allows (and warns about a larger value set on
+    /// purpose).
     pub max_connections: usize,
     /// A TCP session with no message either way and nothing in flight for this long is
     /// closed (`None`: never).

@@ -306,12 +306,19 @@ impl Runtime {
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         if let Some(fit) = connections_that_fit() {
-            if config.core.max_connections > fit {
+            let asked = config.core.max_connections;
+            if asked > fit && asked == mcp_relay_core::Config::default().max_connections {
+                // The default is a guess; the descriptor limit is a fact.
                 log::info!(
-                    "at most {fit} connections at once (the descriptor limit allows no more than \
-                     --max-connections {fit}; raise `ulimit -n` for more)"
+                    "at most {fit} connections at once: the descriptor limit allows no more \
+                     (raise `ulimit -n`, or set --max-connections)"
                 );
                 config.core.max_connections = fit;
+            } else if asked > fit {
+                log::warn!(
+                    "--max-connections {asked} is more than the descriptor limit leaves room for \
+                     (about {fit}); connections past that wait in the listen backlog"
+                );
             }
         }
         if config.core.seed == [0; 32] {
@@ -1080,7 +1087,9 @@ fn connections_that_fit() -> Option<usize> {
         return None;
     }
     let usable = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
-    Some((usable.saturating_sub(64) / 2).max(1))
+    // A TCP session holds its socket and three or four of its server's descriptors; an HTTP
+    // connection holds one. A third of what is left after the relay's own is a fair share.
+    Some((usable.saturating_sub(32) / 3).max(1))
 }
 
 /// Makes this process non-dumpable (Linux: `prctl(PR_SET_DUMPABLE, 0)`): other processes of

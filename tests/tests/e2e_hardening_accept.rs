@@ -14,7 +14,13 @@ const NOFILE: u64 = 48;
 
 #[test]
 fn a_listener_recovers_after_descriptor_exhaustion() {
-    let relay = Relay::builder().demo().nofile_limit(NOFILE).start();
+    // Past the descriptor limit on purpose: this is about what happens when accept() fails
+    // (the default --max-connections would refuse connections before that).
+    let relay = Relay::builder()
+        .demo()
+        .args(["--max-connections", "100000"])
+        .nofile_limit(NOFILE)
+        .start();
 
     // Open connections until one is not even queued by the kernel: the relay stopped
     // accepting and its backlog (128) is full.

@@ -97,3 +97,23 @@ fn an_idle_tcp_client_is_closed_but_a_long_call_is_not_cut() {
     );
     relay.wait_log("--idle-timeout", Duration::from_secs(5));
 }
+
+#[test]
+fn the_default_max_connections_fits_the_descriptor_limit() {
+    // (128 - 32) / 3 = 32 connections for a relay allowed 128 descriptors.
+    let relay = Relay::builder().demo().nofile_limit(128).start();
+    relay.wait_log("at most 32 connections at once", Duration::from_secs(10));
+    let mut clients: Vec<TcpStream> = Vec::new();
+    for _ in 0..32 {
+        clients.push(TcpStream::connect(relay.addr).expect("connect"));
+    }
+    relay.wait_log_count("accepted from", 32, Duration::from_secs(20));
+    let mut past = Client::connect(relay.addr);
+    let (lines, _) = past.read_to_close();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.contains("--max-connections")),
+        "{lines:?}"
+    );
+}
