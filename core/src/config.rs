@@ -238,6 +238,18 @@ pub struct Stats {
     pub oversize_messages: u64,
     /// Clients dropped for missing heartbeats.
     pub heartbeat_failures: u64,
+    /// Servers found hung (a probe unanswered, stdin not read) and stopped.
+    pub servers_hung: u64,
+    /// Sessions ended because their server kept failing (`--max-restarts`).
+    pub sessions_given_up: u64,
+    /// The prespawn pool stopped prespawning because its servers kept failing.
+    pub prespawn_given_up: u64,
+    /// Connections refused past `--max-connections` or `--max-sessions`.
+    pub connections_refused: u64,
+    /// Server starts cancelled because their session ended first.
+    pub starts_cancelled: u64,
+    /// TCP clients closed after `--idle-timeout`.
+    pub idle_closed: u64,
     /// Bytes from clients handed to servers.
     pub bytes_to_server: u64,
     /// Bytes from servers handed to clients.

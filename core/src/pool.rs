@@ -71,6 +71,11 @@ impl Warm {
         self.children.is_empty()
     }
 
+    /// The pool stopped prespawning: its servers kept failing.
+    pub(crate) fn given_up(&self) -> bool {
+        self.given_up
+    }
+
     /// Children up and waiting for a session.
     pub(crate) fn idle_running(&self) -> usize {
         self.children.values().filter(|c| c.is_running()).count()

@@ -121,6 +121,7 @@ impl Relay {
         stats.sessions_open = self.sessions.len();
         stats.children_spawned += self.warm.spawned;
         stats.spawn_failures += self.warm.spawn_failures;
+        stats.prespawn_given_up = u64::from(self.warm.given_up());
         stats
     }
 
@@ -478,6 +479,7 @@ impl Relay {
     /// Answers a connection the relay will not serve with an error it can read (a JSON-RPC
     /// error line, or an HTTP `503`), then closes it.
     fn refuse(&mut self, conn: ConnId, transport: Transport, why: &str) {
+        self.stats.connections_refused += 1;
         let mut bytes = Vec::new();
         match transport {
             Transport::Tcp => {

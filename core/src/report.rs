@@ -99,5 +99,39 @@ pub(crate) fn metrics(
             s.heartbeat_failures
         ),
     );
+    for (name, help, value) in [
+        (
+            "servers_hung_total",
+            "Servers found hung and stopped.",
+            s.servers_hung,
+        ),
+        (
+            "sessions_given_up_total",
+            "Sessions ended because their server kept failing.",
+            s.sessions_given_up,
+        ),
+        (
+            "connections_refused_total",
+            "Connections refused past --max-connections or --max-sessions.",
+            s.connections_refused,
+        ),
+        (
+            "starts_cancelled_total",
+            "Server starts cancelled because their session ended first.",
+            s.starts_cancelled,
+        ),
+        (
+            "idle_closed_total",
+            "TCP clients closed after --idle-timeout.",
+            s.idle_closed,
+        ),
+        (
+            "spawn_failures_total",
+            "Server starts that failed.",
+            s.spawn_failures,
+        ),
+    ] {
+        metric(name, "counter", help, format!("mcp_relay_{name} {value}"));
+    }
     out
 }

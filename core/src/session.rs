@@ -368,6 +368,7 @@ impl Session {
                 l.label,
                 now - l.idle_since
             );
+            ctx.stats.idle_closed += 1;
             l.client.close_when_flushed(ctx.out);
             l.client_gone(ctx);
         }
@@ -1141,6 +1142,7 @@ impl Link {
     /// The server is hung: answer what waits on it, stop it, and let its end decide the rest.
     fn hung(&mut self, why: Hang, ctx: &mut Ctx<'_>) {
         log::warn!("{}: {why}; stopping {}", self.label, self.server);
+        ctx.stats.servers_hung += 1;
         self.liveness = Liveness::default();
         let message = format!("mcp-relay: the server was hung ({why}) and is being restarted");
         self.fail_in_flight_with(codes::SERVER_FAILED, &message);
@@ -1198,6 +1200,7 @@ impl Link {
                 self.end(EndReason::Server(why), ctx);
             }
             Decision::GiveUp => {
+                ctx.stats.sessions_given_up += 1;
                 log::error!(
                     "{}: {why}; giving up after {} restarts within {:?} (--max-restarts); closing the connection",
                     self.label,
@@ -1298,7 +1301,7 @@ impl Link {
             linger: None,
         };
         // Everything is answered: a server not started yet is not needed.
-        if !self.server.cancel(ctx.out) {
+        if !self.cancel_server(ctx) {
             self.server.stop(ctx.out);
         }
     }
@@ -1313,6 +1316,15 @@ impl Link {
     fn answer_all(&mut self, ids: Vec<RawId>, code: i64, message: &str) {
         self.requests
             .answer_all(ids, code, message, &mut self.client);
+    }
+
+    /// A server not started yet never will be; false once it has started.
+    fn cancel_server(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let cancelled = self.server.cancel(ctx.out);
+        if cancelled {
+            ctx.stats.starts_cancelled += 1;
+        }
+        cancelled
     }
 
     /// The client will send nothing more (end of file, gone, or shutdown).
@@ -1332,7 +1344,7 @@ impl Link {
         // A server not started yet is started only if it has requests to answer for a
         // client that can still read them (a half-closed client): else it never starts.
         let nothing_to_answer = self.requests.waiting() == 0 || self.client.is_gone();
-        if !(nothing_to_answer && self.server.cancel(ctx.out)) {
+        if !(nothing_to_answer && self.cancel_server(ctx)) {
             self.server.stop(ctx.out);
         }
     }
