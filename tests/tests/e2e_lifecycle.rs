@@ -41,7 +41,14 @@ fn connect_disconnect_cycles_leave_no_children_or_zombies() {
     relay.wait_log_count("session ended", CYCLES, DEADLINE);
     relay.wait_children(0, DEADLINE);
     assert!(relay.zombies().is_empty());
-    assert_eq!(relay.log_count("server started as"), CYCLES);
+    // Every client with something to ask got a server; one that was gone before its server
+    // started may have had the start cancelled (it then never runs).
+    let asked = CYCLES - CYCLES.div_ceil(3);
+    let started = relay.log_count("server started as");
+    assert!(
+        (asked..=CYCLES).contains(&started),
+        "{started} servers started for {CYCLES} clients, {asked} of which asked something"
+    );
     // Every server left on its own when its stdin closed: no signal was needed.
     assert_eq!(
         relay.log_count("still running: sending"),
