@@ -18,10 +18,11 @@ use crate::invariants;
 use crate::logger;
 use crate::profile::HttpProfile;
 use crate::rng::Rng;
+use crate::server::{Act, Holds, ProcState, Server, Traits};
 use crate::trace::{Bytes, Trace};
 use mcp_relay_core::{
-    ChildId, Config, ConnId, Endpoint, ExitStatus, HttpConfig, Input, Output, Relay, Signal,
-    Transport, SESSION_ERA_VERSIONS,
+    ChildId, Config, ConnId, Endpoint, HttpConfig, Input, Output, Relay, Signal, Transport,
+    SESSION_ERA_VERSIONS,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -66,10 +67,9 @@ pub(crate) enum Ev {
     SpawnReport(u64),
     WriteStdin(u64),
     ReadStdout(u64),
-    /// A child writes one line to its stdout.
-    Emit(u64, Vec<u8>),
-    /// A child process ends.
-    ChildExit(u64, ExitStatus),
+    ReadStderr(u64),
+    /// The child process does something ([`crate::server`]).
+    Child(u64, Act),
     ReportExit(u64),
     Shutdown,
 }
@@ -172,29 +172,27 @@ pub(crate) struct Cn {
     pub(crate) slow: bool,
 }
 
-/// A child process and the driver's pipes to it.
-#[derive(Default)]
+/// A child process ([`Server`], the same model as the TCP runs') and the driver's pipes to it.
 pub(crate) struct Kid {
+    pub(crate) server: Server,
     pub(crate) reported: bool,
-    pub(crate) alive: bool,
     pub(crate) stdin_queue: Vec<u8>,
-    pub(crate) stdin_line: Vec<u8>,
     pub(crate) write_scheduled: bool,
     pub(crate) stdin_closed: bool,
     pub(crate) stdin_broken: bool,
     pub(crate) signalled: bool,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) read_scheduled: bool,
     pub(crate) stdout_paused: bool,
-    pub(crate) stdout_eof: bool,
-    pub(crate) stderr_eof: bool,
-    pub(crate) exit_status: Option<ExitStatus>,
     pub(crate) exit_reported: bool,
     pub(crate) released: bool,
     /// The relay cancelled its start before it was reported: it never runs.
     pub(crate) cancelled: bool,
+}
+
+impl Kid {
     /// The client session it serves (from `clientInfo.name` of `initialize`).
-    pub(crate) session: Option<usize>,
+    pub(crate) fn session(&self) -> Option<usize> {
+        self.server.session
+    }
 }
 
 /// The simulated world of a Streamable HTTP run.
@@ -225,6 +223,7 @@ pub struct HttpSim {
     pub http_responses: u64,
     /// The child whose exit is being reported in this step.
     pub(crate) exit_step: Option<u64>,
+    relay_max_message: usize,
 }
 
 impl HttpSim {
@@ -245,6 +244,7 @@ impl HttpSim {
             ..Config::default()
         };
         let clock = Clock::new();
+        let relay_max_message = config.max_message_size;
         let relay = Relay::new(config, clock.now()).expect("a valid configuration");
         let n = rng.range_usize(profile.sessions.0, profile.sessions.1);
         let mut sim = HttpSim {
@@ -269,6 +269,7 @@ impl HttpSim {
             failure: None,
             http_responses: 0,
             exit_step: None,
+            relay_max_message,
             profile,
         };
         for s in 0..n {
@@ -446,7 +447,22 @@ impl HttpSim {
         }
         match o {
             Output::Spawn { child } => {
-                if self.kids.insert(child.0, Kid::default()).is_some() {
+                let server = self.new_server(child);
+                let kid = Kid {
+                    server,
+                    reported: false,
+                    stdin_queue: Vec::new(),
+                    write_scheduled: false,
+                    stdin_closed: false,
+                    stdin_broken: false,
+                    signalled: false,
+                    stdout_paused: false,
+                    exit_reported: false,
+                    released: false,
+                    cancelled: false,
+                };
+                self.log(format_args!("sim {child}: {:?}", kid.server.traits));
+                if self.kids.insert(child.0, kid).is_some() {
                     self.violation(format!("{child} spawned twice"));
                 }
                 let d = ms(self.rng.range(0, 30));
@@ -481,11 +497,7 @@ impl HttpSim {
                     return self.violation(what);
                 }
                 kid.stdin_queue.extend_from_slice(&data);
-                if !kid.write_scheduled {
-                    kid.write_scheduled = true;
-                    let d = ms(self.rng.range(0, 3));
-                    self.schedule(d, Ev::WriteStdin(k.0));
-                }
+                self.poke_stdin(k.0);
             }
             Output::Close {
                 endpoint: Endpoint::Conn(c),
@@ -519,11 +531,8 @@ impl HttpSim {
                         "Close of the stdin of {k} with {n} bytes not yet written"
                     ));
                 }
-                if kid.alive {
-                    // End of file: the echo server exits.
-                    let d = ms(self.rng.range(0, 20));
-                    self.schedule(d, Ev::ChildExit(k.0, ExitStatus::Code(0)));
-                }
+                let acts = kid.server.on_stdin_eof(self.clock.elapsed());
+                self.schedule_acts(k.0, acts);
             }
             Output::Pause { endpoint } | Output::Resume { endpoint } => {
                 let pause = matches!(o, Output::Pause { .. });
@@ -544,9 +553,8 @@ impl HttpSim {
                                 .violation(format!("Pause/Resume of {k}, released or unknown"));
                         };
                         kid.stdout_paused = pause;
-                        if !pause && !kid.read_scheduled {
-                            kid.read_scheduled = true;
-                            self.schedule(ms(1), Ev::ReadStdout(k.0));
+                        if !pause {
+                            self.poke_stdout(k.0);
                         }
                     }
                 }
@@ -567,11 +575,8 @@ impl HttpSim {
                     return self.violation(what);
                 }
                 kid.signalled = true;
-                if kid.alive {
-                    let n = if signal == Signal::Kill { 9 } else { 15 };
-                    let d = ms(self.rng.range(0, 5));
-                    self.schedule(d, Ev::ChildExit(child.0, ExitStatus::Signal(n)));
-                }
+                let acts = kid.server.on_signal(signal);
+                self.schedule_acts(child.0, acts);
             }
             Output::StopAccepting => self.stop_accepting = true,
             Output::Release { child } => {
@@ -1086,7 +1091,7 @@ impl HttpSim {
                     let kids: Vec<u64> = self
                         .kids
                         .iter()
-                        .filter(|(_, k)| k.session == Some(s))
+                        .filter(|(_, k)| k.session() == Some(s))
                         .map(|(id, _)| *id)
                         .collect();
                     for k in kids {
@@ -1343,6 +1348,76 @@ impl HttpSim {
 
     // ---- children ----
 
+    /// A new child's behaviour, drawn from the profile.
+    fn new_server(&mut self, child: ChildId) -> Server {
+        let p = &self.profile;
+        let r = &mut self.rng;
+        let traits = Traits {
+            stubborn: r.chance(p.stubborn),
+            banner: r.chance(p.banner),
+            slow_stdin: r.chance(p.slow_stdin),
+            holds: if r.chance(p.grandchild) {
+                if r.chance(500) {
+                    Holds::Both
+                } else {
+                    Holds::Stderr
+                }
+            } else {
+                Holds::Nothing
+            },
+            noise: p.child_noise,
+            crlf: p.child_crlf,
+            tools: true,
+            ..Traits::default()
+        };
+        let max = self.relay_max_message;
+        Server::new(child, r.fork(), traits, max)
+    }
+
+    fn schedule_acts(&mut self, k: u64, acts: Vec<(Duration, Act)>) {
+        for (d, act) in acts {
+            self.schedule(d, Ev::Child(k, act));
+        }
+    }
+
+    fn child_act(&mut self, k: u64, act: Act) {
+        let now = self.now();
+        let Some(kid) = self.kids.get_mut(&k) else {
+            return;
+        };
+        if !kid.server.alive() {
+            return;
+        }
+        let exited = kid.server.act(now, act);
+        for tag in kid.server.tagged.drain(..) {
+            let (t, s, rid) = tag;
+            self.emitted.insert(t, (s, rid));
+        }
+        if exited {
+            let d = ms(self.rng.range(0, 10));
+            self.schedule(d, Ev::ReportExit(k));
+            self.poke_stdin(k);
+        }
+        self.poke_stdout(k);
+        self.poke_stderr(k);
+    }
+
+    fn poke_stdin(&mut self, k: u64) {
+        let Some(kid) = self.kids.get_mut(&k) else {
+            return;
+        };
+        if kid.write_scheduled || kid.stdin_queue.is_empty() || kid.released {
+            return;
+        }
+        kid.write_scheduled = true;
+        let d = if kid.server.traits.slow_stdin {
+            ms(self.rng.range(5, 60))
+        } else {
+            ms(self.rng.range(0, 3))
+        };
+        self.schedule(d, Ev::WriteStdin(k));
+    }
+
     fn write_stdin(&mut self, k: u64) {
         let n = self.rng.skewed_size(4096);
         let Some(kid) = self.kids.get_mut(&k) else {
@@ -1352,7 +1427,7 @@ impl HttpSim {
         if kid.stdin_queue.is_empty() || kid.released {
             return;
         }
-        if !kid.alive {
+        if !kid.server.alive() {
             kid.stdin_queue.clear();
             kid.stdin_broken = true;
             return self.input(Input::Broken {
@@ -1360,124 +1435,28 @@ impl HttpSim {
                 reason: "broken pipe",
             });
         }
+        if !kid.server.reading() {
+            // A hung server reads nothing: the bytes wait until it exits.
+            return;
+        }
+        let n = if kid.server.traits.slow_stdin {
+            n.min(64)
+        } else {
+            n
+        };
         let n = n.min(kid.stdin_queue.len());
         let data: Vec<u8> = kid.stdin_queue.drain(..n).collect();
-        kid.stdin_line.extend_from_slice(&data);
-        let more = !kid.stdin_queue.is_empty();
-        if more {
-            kid.write_scheduled = true;
+        let acts = kid.server.on_stdin(self.clock.elapsed(), &data);
+        let complaints: Vec<String> = kid.server.complaints.drain(..).collect();
+        self.schedule_acts(k, acts);
+        for c in complaints {
+            self.violation(c);
         }
         self.input(Input::Written {
             to: Endpoint::Child(ChildId(k)),
             n,
         });
-        loop {
-            let Some(kid) = self.kids.get_mut(&k) else {
-                return;
-            };
-            let Some(nl) = kid.stdin_line.iter().position(|b| *b == b'\n') else {
-                break;
-            };
-            let line: Vec<u8> = kid.stdin_line.drain(..=nl).collect();
-            self.child_line(k, &line[..line.len() - 1]);
-        }
-        if more {
-            let d = ms(self.rng.range(0, 3));
-            self.schedule(d, Ev::WriteStdin(k));
-        }
-    }
-
-    /// The echo MCP server reads one line.
-    fn child_line(&mut self, k: u64, line: &[u8]) {
-        let v: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => {
-                return self.violation(format!(
-                    "child#{k} got a line that is not JSON ({e}): {}",
-                    Bytes(line)
-                ))
-            }
-        };
-        let t0 = self.rng.range(0, 3);
-        let id = v.get("id").cloned();
-        let method = v["method"].as_str().unwrap_or("");
-        match (method, id) {
-            ("initialize", Some(id)) => {
-                let name = v["params"]["clientInfo"]["name"].as_str().unwrap_or("");
-                let Some(s) = name.strip_prefix("sim-s").and_then(|n| n.parse().ok()) else {
-                    return self
-                        .violation(format!("child#{k}: initialize from an unknown client: {v}"));
-                };
-                if let Some(old) = self.kids[&k].session {
-                    return self
-                        .violation(format!("child#{k} initialized twice (s{old}, then s{s})"));
-                }
-                self.kids.get_mut(&k).expect("kid").session = Some(s);
-                let answer = json!({"jsonrpc": "2.0", "id": id, "result": {
-                    "protocolVersion": v["params"]["protocolVersion"],
-                    "capabilities": {"tools": {}},
-                    "serverInfo": {"name": "sim-echo", "version": "0"},
-                }});
-                self.emit(k, ms(t0), &answer, None);
-            }
-            ("tools/call", Some(id)) => {
-                let Some(s) = self.kids[&k].session else {
-                    return self.violation(format!("child#{k}: tools/call before initialize"));
-                };
-                let args = &v["params"]["arguments"];
-                if args["session"] != json!(s) {
-                    return self.violation(format!(
-                        "child#{k} of s{s} got a call of another session (cross-talk): {v}"
-                    ));
-                }
-                let rid = id.as_u64().unwrap_or(u64::MAX);
-                let token = v["params"]["_meta"]["progressToken"].clone();
-                let (kk, interval) = if v["params"]["name"] == json!("slow") {
-                    (
-                        args["k"].as_u64().unwrap_or(0),
-                        args["interval_ms"].as_u64().unwrap_or(0),
-                    )
-                } else {
-                    (0, 0)
-                };
-                for i in 1..=kk {
-                    let tag = format!("s{s}/r{rid}/p{i}");
-                    let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
-                        "params": {"progressToken": token, "progress": i, "total": kk, "message": tag}});
-                    self.emit(k, ms(t0 + i * interval), &note, Some((tag, s, rid)));
-                }
-                let tag = format!("s{s}/r{rid}/final");
-                let answer = json!({"jsonrpc": "2.0", "id": id, "result": {
-                    "content": [{"type": "text", "text": tag}],
-                    "tag": tag, "session": s, "args": args,
-                }});
-                self.emit(
-                    k,
-                    ms(t0 + (kk + 1) * interval),
-                    &answer,
-                    Some((tag, s, rid)),
-                );
-            }
-            (_, Some(id)) if !method.is_empty() => {
-                // Pings and anything else: an empty result.
-                self.emit(
-                    k,
-                    ms(t0),
-                    &json!({"jsonrpc": "2.0", "id": id, "result": {}}),
-                    None,
-                );
-            }
-            _ => {}
-        }
-    }
-
-    fn emit(&mut self, k: u64, after: Duration, msg: &Value, tag: Option<(String, usize, u64)>) {
-        if let Some((tag, s, rid)) = tag {
-            self.emitted.insert(tag, (s, rid));
-        }
-        let mut line = msg.to_string().into_bytes();
-        line.push(b'\n');
-        self.schedule(after, Ev::Emit(k, line));
+        self.poke_stdin(k);
     }
 
     fn read_stdout(&mut self, k: u64) {
@@ -1485,36 +1464,80 @@ impl HttpSim {
         let Some(kid) = self.kids.get_mut(&k) else {
             return;
         };
-        kid.read_scheduled = false;
-        if kid.released || kid.stdout_paused || !kid.reported || kid.stdout_eof {
+        let out = &mut kid.server.stdout;
+        out.scheduled = false;
+        if kid.released || kid.stdout_paused || !kid.reported || out.eof_seen {
             return;
         }
-        if kid.stdout.is_empty() {
-            if !kid.alive && kid.exit_status.is_some() {
-                kid.stdout_eof = true;
-                self.input(Input::Eof {
-                    from: Endpoint::Child(ChildId(k)),
-                });
-            }
+        if out.at_eof() {
+            out.eof_seen = true;
+            return self.input(Input::Eof {
+                from: Endpoint::Child(ChildId(k)),
+            });
+        }
+        if out.pending() == 0 {
             return;
         }
-        let n = n.min(kid.stdout.len());
-        let data: Vec<u8> = kid.stdout.drain(..n).collect();
-        kid.read_scheduled = true;
+        let data = out.take(n);
         self.input(Input::Data {
             from: Endpoint::Child(ChildId(k)),
             data: &data,
         });
-        let d = ms(self.rng.range(0, 3));
-        self.schedule(d, Ev::ReadStdout(k));
+        self.poke_stdout(k);
+    }
+
+    fn read_stderr(&mut self, k: u64) {
+        let n = self.rng.skewed_size(512);
+        let Some(kid) = self.kids.get_mut(&k) else {
+            return;
+        };
+        let err = &mut kid.server.stderr;
+        err.scheduled = false;
+        if kid.released || !kid.reported || err.eof_seen {
+            return;
+        }
+        if err.at_eof() {
+            err.eof_seen = true;
+            return self.input(Input::StderrEof { child: ChildId(k) });
+        }
+        if err.pending() == 0 {
+            return;
+        }
+        let data = err.take(n);
+        self.input(Input::Stderr {
+            child: ChildId(k),
+            data: &data,
+        });
+        self.poke_stderr(k);
     }
 
     fn poke_stdout(&mut self, k: u64) {
+        let d = ms(self.rng.range(0, 3));
         if let Some(kid) = self.kids.get_mut(&k) {
-            if !kid.read_scheduled && !kid.stdout_paused {
-                kid.read_scheduled = true;
-                let d = ms(self.rng.range(0, 3));
+            let out = &mut kid.server.stdout;
+            if kid.reported
+                && !kid.released
+                && !kid.stdout_paused
+                && !out.scheduled
+                && (out.pending() > 0 || out.at_eof())
+            {
+                out.scheduled = true;
                 self.schedule(d, Ev::ReadStdout(k));
+            }
+        }
+    }
+
+    fn poke_stderr(&mut self, k: u64) {
+        let d = ms(self.rng.range(0, 3));
+        if let Some(kid) = self.kids.get_mut(&k) {
+            let err = &mut kid.server.stderr;
+            if kid.reported
+                && !kid.released
+                && !err.scheduled
+                && (err.pending() > 0 || err.at_eof())
+            {
+                err.scheduled = true;
+                self.schedule(d, Ev::ReadStderr(k));
             }
         }
     }
@@ -1522,7 +1545,15 @@ impl HttpSim {
     // ---- the loop ----
 
     fn event(&mut self, ev: Ev) {
-        self.log(format_args!("ev  {ev:?}"));
+        match &ev {
+            Ev::Child(k, Act::Stderr(b)) => {
+                self.log(format_args!("ev  child#{k} writes {} to stderr", Bytes(b)))
+            }
+            Ev::Child(k, Act::Say { line, .. }) => {
+                self.log(format_args!("ev  child#{k} says {}", Bytes(line)))
+            }
+            other => self.log(format_args!("ev  {other:?}")),
+        }
         match ev {
             Ev::Begin(s) => self.begin(s),
             Ev::StartGroup(s, g, reuse) => self.start_group(s, g, reuse),
@@ -1538,38 +1569,24 @@ impl HttpSim {
                     return;
                 }
                 kid.reported = true;
-                kid.alive = true;
+                let acts = kid.server.on_start();
+                self.schedule_acts(k, acts);
                 self.input(Input::Spawned {
                     child: ChildId(k),
                     pid: 1000 + k as u32,
                 });
+                self.poke_stdin(k);
             }
             Ev::WriteStdin(k) => self.write_stdin(k),
             Ev::ReadStdout(k) => self.read_stdout(k),
-            Ev::Emit(k, line) => {
-                let kid = self.kids.get_mut(&k).expect("kid");
-                if kid.alive {
-                    kid.stdout.extend_from_slice(&line);
-                    self.poke_stdout(k);
-                }
-            }
-            Ev::ChildExit(k, status) => {
-                let kid = self.kids.get_mut(&k).expect("kid");
-                if !kid.alive {
-                    return;
-                }
-                kid.alive = false;
-                kid.exit_status = Some(status);
-                kid.stderr_eof = true;
-                self.input(Input::StderrEof { child: ChildId(k) });
-                self.poke_stdout(k);
-                let d = ms(self.rng.range(0, 10));
-                self.schedule(d, Ev::ReportExit(k));
-            }
+            Ev::ReadStderr(k) => self.read_stderr(k),
+            Ev::Child(k, act) => self.child_act(k, act),
             Ev::ReportExit(k) => {
                 let kid = self.kids.get_mut(&k).expect("kid");
                 kid.exit_reported = true;
-                let status = kid.exit_status.expect("exited");
+                let ProcState::Exited(status) = kid.server.state else {
+                    unreachable!("an exit reported while running")
+                };
                 self.exit_step = Some(k);
                 self.input(Input::Exited {
                     child: ChildId(k),
@@ -1686,6 +1703,7 @@ fn show_input(i: &Input<'_>) -> String {
     match i {
         Input::Data { from, data } => format!("Data {from} {}", Bytes(data)),
         Input::Accepted { conn, peer, .. } => format!("Accepted {conn} from {peer}"),
+        Input::Stderr { child, data } => format!("Stderr {child} {}", Bytes(data)),
         other => format!("{other:?}"),
     }
 }
