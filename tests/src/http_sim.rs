@@ -132,6 +132,8 @@ pub(crate) enum Expect {
     /// 404: the session expired or was deleted.
     Gone,
     Delete,
+    /// 202: a notification POSTed.
+    Notified,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +172,8 @@ pub(crate) struct Cn {
     pub(crate) expect_close: bool,
     /// A slow reader: small writes, far apart (backpressure).
     pub(crate) slow: bool,
+    /// The client half-closes once its request is written, and still reads the answer.
+    pub(crate) half_close: bool,
 }
 
 /// A child process ([`Server`], the same model as the TCP runs') and the driver's pipes to it.
@@ -656,12 +660,23 @@ impl HttpSim {
             return;
         };
         cn.read_scheduled = false;
-        if !cn.open || cn.paused || cn.to_relay.is_empty() {
+        if !cn.open || cn.paused {
+            return;
+        }
+        if cn.to_relay.is_empty() {
+            if cn.half_close && !cn.eof_sent {
+                // Half-closed: no more requests, and it still reads the answer.
+                cn.eof_sent = true;
+                self.log(format_args!("client conn#{conn} half-closes"));
+                self.input(Input::Eof {
+                    from: Endpoint::Conn(ConnId(conn)),
+                });
+            }
             return;
         }
         let n = n.min(cn.to_relay.len());
         let data: Vec<u8> = cn.to_relay.drain(..n).collect();
-        let more = !cn.to_relay.is_empty();
+        let more = !cn.to_relay.is_empty() || (cn.half_close && !cn.eof_sent);
         if more {
             cn.read_scheduled = true;
         }
@@ -766,7 +781,7 @@ impl HttpSim {
     fn on_head(&mut self, conn: u64, p: Pending, status: u16, sid: Option<String>, sse: bool) {
         let want = match p.expect {
             Expect::Init | Expect::Call(_) | Expect::Resume(_) | Expect::Delete => 200,
-            Expect::Initialized => 202,
+            Expect::Initialized | Expect::Notified => 202,
             Expect::Gone => 404,
         };
         if status != want {
@@ -1086,6 +1101,7 @@ impl HttpSim {
                 }
                 self.maybe_finish(s);
             }
+            Expect::Notified => {}
             Expect::Gone | Expect::Delete => {
                 if let (Expect::Gone, true) = (p.expect, self.sessions[s].doomed) {
                     let kids: Vec<u64> = self
@@ -1221,6 +1237,31 @@ impl HttpSim {
         let calls = self.sessions[s].groups[g].calls.clone();
         let pipelined = self.sessions[s].groups[g].pipelined;
         let close_last = self.sessions[s].groups[g].close_last;
+        if reuse.is_none() && self.rng.chance(self.profile.notify_posts) {
+            // A notification POSTed on its own connection (202, no body).
+            let n = self.open_conn();
+            let body = json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed",
+                "params": {"session": s, "group": g}})
+            .to_string();
+            let close = self.rng.chance(300);
+            let req = self.post(s, body.as_bytes(), close);
+            if let Some(cn) = self.conns.get_mut(&n) {
+                cn.expect_close = close;
+                cn.half_close = !close && self.rng.chance(self.profile.half_close);
+            }
+            self.write_req(
+                n,
+                Pending {
+                    session: s,
+                    expect: Expect::Notified,
+                },
+                req,
+            );
+        }
+        let lone = calls.len() == 1 && self.sessions[s].calls[calls[0]].drops_left == 0;
+        if reuse.is_none() && lone && !close_last && self.rng.chance(self.profile.half_close) {
+            self.conns.get_mut(&conn).expect("conn").half_close = true;
+        }
         for (i, &c) in calls.iter().enumerate() {
             let last = i + 1 == calls.len();
             let body = self.call_body(s, c);

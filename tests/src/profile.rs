@@ -366,6 +366,10 @@ pub struct HttpProfile {
     pub max_buffered: Vec<usize>,
     /// Connections whose client reads slowly.
     pub slow_readers: u32,
+    /// Connections whose client half-closes after its one request (it still reads).
+    pub half_close: u32,
+    /// Groups of calls preceded by a notification POSTed on its own connection.
+    pub notify_posts: u32,
 
     // Children (the same [`crate::server::Server`] as the TCP runs').
     pub stubborn: u32,
@@ -390,6 +394,8 @@ impl HttpProfile {
             session_timeout: HttpConfig::default().session_timeout,
             max_buffered: vec![1024, 8 * 1024, 16 * 1024, 4 * 1024 * 1024],
             slow_readers: 200,
+            half_close: 200,
+            notify_posts: 200,
             stubborn: 100,
             banner: 200,
             slow_stdin: 150,
