@@ -1,13 +1,17 @@
 //! The simulation of Streamable HTTP (session era): the relay's core driven by a fake clock,
-//! seeded randomness, MCP clients speaking HTTP/1.1 ([`crate::http_client`]) and echo MCP
-//! servers as children, with the harness playing the driver for connections and children.
+//! seeded randomness, MCP clients speaking HTTP/1.1 ([`crate::http_client`]) and MCP servers
+//! as children — [`crate::server::Server`] in tools mode, the same child model as the TCP runs
+//! (slow stdin, stubborn, banners, noise, `\r\n`, grandchildren holding pipes) — with the
+//! harness playing the driver for connections and children.
 //!
 //! One seed drives everything: how many sessions and calls, which calls are slow (progress
 //! notifications before the answer) or instant, which go pipelined on one keep-alive
 //! connection and which concurrently on connections of their own, how request bytes are split
 //! into reads (1 byte and up, request bodies sometimes chunked), how much of what the relay
 //! sends is written at a time, spawn and child latencies, and which event streams the client
-//! drops (end of file or a reset) to resume with `GET /mcp` + `Last-Event-ID`.
+//! drops (end of file or a reset) to resume with `GET /mcp` + `Last-Event-ID`, which
+//! notifications clients POST (202), and which connections a client half-closes after its
+//! one request while still reading the answer (as distinct from a client that leaves).
 //!
 //! The invariants are listed and checked in [`crate::invariants`] (`http_*`) and, as the
 //! clients read, here. Seeds run through [`crate::runner`], as the TCP runs do.
