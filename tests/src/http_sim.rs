@@ -1,13 +1,17 @@
 //! The simulation of Streamable HTTP (session era): the relay's core driven by a fake clock,
-//! seeded randomness, MCP clients speaking HTTP/1.1 ([`crate::http_client`]) and echo MCP
-//! servers as children, with the harness playing the driver for connections and children.
+//! seeded randomness, MCP clients speaking HTTP/1.1 ([`crate::http_client`]) and MCP servers
+//! as children — [`crate::server::Server`] in tools mode, the same child model as the TCP runs
+//! (slow stdin, stubborn, banners, noise, `\r\n`, grandchildren holding pipes) — with the
+//! harness playing the driver for connections and children.
 //!
 //! One seed drives everything: how many sessions and calls, which calls are slow (progress
 //! notifications before the answer) or instant, which go pipelined on one keep-alive
 //! connection and which concurrently on connections of their own, how request bytes are split
 //! into reads (1 byte and up, request bodies sometimes chunked), how much of what the relay
 //! sends is written at a time, spawn and child latencies, and which event streams the client
-//! drops (end of file or a reset) to resume with `GET /mcp` + `Last-Event-ID`.
+//! drops (end of file or a reset) to resume with `GET /mcp` + `Last-Event-ID`, which
+//! notifications clients POST (202), and which connections a client half-closes after its
+//! one request while still reading the answer (as distinct from a client that leaves).
 //!
 //! The invariants are listed and checked in [`crate::invariants`] (`http_*`) and, as the
 //! clients read, here. Seeds run through [`crate::runner`], as the TCP runs do.
@@ -18,10 +22,11 @@ use crate::invariants;
 use crate::logger;
 use crate::profile::HttpProfile;
 use crate::rng::Rng;
+use crate::server::{Act, Holds, ProcState, Server, Traits};
 use crate::trace::{Bytes, Trace};
 use mcp_relay_core::{
-    ChildId, Config, ConnId, Endpoint, ExitStatus, HttpConfig, Input, Output, Relay, Signal,
-    Transport, SESSION_ERA_VERSIONS,
+    ChildId, Config, ConnId, Endpoint, HttpConfig, Input, Output, Relay, Signal, Transport,
+    SESSION_ERA_VERSIONS,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -66,10 +71,9 @@ pub(crate) enum Ev {
     SpawnReport(u64),
     WriteStdin(u64),
     ReadStdout(u64),
-    /// A child writes one line to its stdout.
-    Emit(u64, Vec<u8>),
-    /// A child process ends.
-    ChildExit(u64, ExitStatus),
+    ReadStderr(u64),
+    /// The child process does something ([`crate::server`]).
+    Child(u64, Act),
     ReportExit(u64),
     Shutdown,
 }
@@ -132,6 +136,8 @@ pub(crate) enum Expect {
     /// 404: the session expired or was deleted.
     Gone,
     Delete,
+    /// 202: a notification POSTed.
+    Notified,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -170,31 +176,31 @@ pub(crate) struct Cn {
     pub(crate) expect_close: bool,
     /// A slow reader: small writes, far apart (backpressure).
     pub(crate) slow: bool,
+    /// The client half-closes once its request is written, and still reads the answer.
+    pub(crate) half_close: bool,
 }
 
-/// A child process and the driver's pipes to it.
-#[derive(Default)]
+/// A child process ([`Server`], the same model as the TCP runs') and the driver's pipes to it.
 pub(crate) struct Kid {
+    pub(crate) server: Server,
     pub(crate) reported: bool,
-    pub(crate) alive: bool,
     pub(crate) stdin_queue: Vec<u8>,
-    pub(crate) stdin_line: Vec<u8>,
     pub(crate) write_scheduled: bool,
     pub(crate) stdin_closed: bool,
     pub(crate) stdin_broken: bool,
     pub(crate) signalled: bool,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) read_scheduled: bool,
     pub(crate) stdout_paused: bool,
-    pub(crate) stdout_eof: bool,
-    pub(crate) stderr_eof: bool,
-    pub(crate) exit_status: Option<ExitStatus>,
     pub(crate) exit_reported: bool,
     pub(crate) released: bool,
     /// The relay cancelled its start before it was reported: it never runs.
     pub(crate) cancelled: bool,
+}
+
+impl Kid {
     /// The client session it serves (from `clientInfo.name` of `initialize`).
-    pub(crate) session: Option<usize>,
+    pub(crate) fn session(&self) -> Option<usize> {
+        self.server.session
+    }
 }
 
 /// The simulated world of a Streamable HTTP run.
@@ -225,6 +231,7 @@ pub struct HttpSim {
     pub http_responses: u64,
     /// The child whose exit is being reported in this step.
     pub(crate) exit_step: Option<u64>,
+    relay_max_message: usize,
 }
 
 impl HttpSim {
@@ -245,6 +252,7 @@ impl HttpSim {
             ..Config::default()
         };
         let clock = Clock::new();
+        let relay_max_message = config.max_message_size;
         let relay = Relay::new(config, clock.now()).expect("a valid configuration");
         let n = rng.range_usize(profile.sessions.0, profile.sessions.1);
         let mut sim = HttpSim {
@@ -269,6 +277,7 @@ impl HttpSim {
             failure: None,
             http_responses: 0,
             exit_step: None,
+            relay_max_message,
             profile,
         };
         for s in 0..n {
@@ -446,7 +455,22 @@ impl HttpSim {
         }
         match o {
             Output::Spawn { child } => {
-                if self.kids.insert(child.0, Kid::default()).is_some() {
+                let server = self.new_server(child);
+                let kid = Kid {
+                    server,
+                    reported: false,
+                    stdin_queue: Vec::new(),
+                    write_scheduled: false,
+                    stdin_closed: false,
+                    stdin_broken: false,
+                    signalled: false,
+                    stdout_paused: false,
+                    exit_reported: false,
+                    released: false,
+                    cancelled: false,
+                };
+                self.log(format_args!("sim {child}: {:?}", kid.server.traits));
+                if self.kids.insert(child.0, kid).is_some() {
                     self.violation(format!("{child} spawned twice"));
                 }
                 let d = ms(self.rng.range(0, 30));
@@ -481,11 +505,7 @@ impl HttpSim {
                     return self.violation(what);
                 }
                 kid.stdin_queue.extend_from_slice(&data);
-                if !kid.write_scheduled {
-                    kid.write_scheduled = true;
-                    let d = ms(self.rng.range(0, 3));
-                    self.schedule(d, Ev::WriteStdin(k.0));
-                }
+                self.poke_stdin(k.0);
             }
             Output::Close {
                 endpoint: Endpoint::Conn(c),
@@ -519,11 +539,8 @@ impl HttpSim {
                         "Close of the stdin of {k} with {n} bytes not yet written"
                     ));
                 }
-                if kid.alive {
-                    // End of file: the echo server exits.
-                    let d = ms(self.rng.range(0, 20));
-                    self.schedule(d, Ev::ChildExit(k.0, ExitStatus::Code(0)));
-                }
+                let acts = kid.server.on_stdin_eof(self.clock.elapsed());
+                self.schedule_acts(k.0, acts);
             }
             Output::Pause { endpoint } | Output::Resume { endpoint } => {
                 let pause = matches!(o, Output::Pause { .. });
@@ -544,9 +561,8 @@ impl HttpSim {
                                 .violation(format!("Pause/Resume of {k}, released or unknown"));
                         };
                         kid.stdout_paused = pause;
-                        if !pause && !kid.read_scheduled {
-                            kid.read_scheduled = true;
-                            self.schedule(ms(1), Ev::ReadStdout(k.0));
+                        if !pause {
+                            self.poke_stdout(k.0);
                         }
                     }
                 }
@@ -567,11 +583,8 @@ impl HttpSim {
                     return self.violation(what);
                 }
                 kid.signalled = true;
-                if kid.alive {
-                    let n = if signal == Signal::Kill { 9 } else { 15 };
-                    let d = ms(self.rng.range(0, 5));
-                    self.schedule(d, Ev::ChildExit(child.0, ExitStatus::Signal(n)));
-                }
+                let acts = kid.server.on_signal(signal);
+                self.schedule_acts(child.0, acts);
             }
             Output::StopAccepting => self.stop_accepting = true,
             Output::Release { child } => {
@@ -651,12 +664,23 @@ impl HttpSim {
             return;
         };
         cn.read_scheduled = false;
-        if !cn.open || cn.paused || cn.to_relay.is_empty() {
+        if !cn.open || cn.paused {
+            return;
+        }
+        if cn.to_relay.is_empty() {
+            if cn.half_close && !cn.eof_sent {
+                // Half-closed: no more requests, and it still reads the answer.
+                cn.eof_sent = true;
+                self.log(format_args!("client conn#{conn} half-closes"));
+                self.input(Input::Eof {
+                    from: Endpoint::Conn(ConnId(conn)),
+                });
+            }
             return;
         }
         let n = n.min(cn.to_relay.len());
         let data: Vec<u8> = cn.to_relay.drain(..n).collect();
-        let more = !cn.to_relay.is_empty();
+        let more = !cn.to_relay.is_empty() || (cn.half_close && !cn.eof_sent);
         if more {
             cn.read_scheduled = true;
         }
@@ -761,7 +785,7 @@ impl HttpSim {
     fn on_head(&mut self, conn: u64, p: Pending, status: u16, sid: Option<String>, sse: bool) {
         let want = match p.expect {
             Expect::Init | Expect::Call(_) | Expect::Resume(_) | Expect::Delete => 200,
-            Expect::Initialized => 202,
+            Expect::Initialized | Expect::Notified => 202,
             Expect::Gone => 404,
         };
         if status != want {
@@ -1081,12 +1105,13 @@ impl HttpSim {
                 }
                 self.maybe_finish(s);
             }
+            Expect::Notified => {}
             Expect::Gone | Expect::Delete => {
                 if let (Expect::Gone, true) = (p.expect, self.sessions[s].doomed) {
                     let kids: Vec<u64> = self
                         .kids
                         .iter()
-                        .filter(|(_, k)| k.session == Some(s))
+                        .filter(|(_, k)| k.session() == Some(s))
                         .map(|(id, _)| *id)
                         .collect();
                     for k in kids {
@@ -1216,6 +1241,31 @@ impl HttpSim {
         let calls = self.sessions[s].groups[g].calls.clone();
         let pipelined = self.sessions[s].groups[g].pipelined;
         let close_last = self.sessions[s].groups[g].close_last;
+        if reuse.is_none() && self.rng.chance(self.profile.notify_posts) {
+            // A notification POSTed on its own connection (202, no body).
+            let n = self.open_conn();
+            let body = json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed",
+                "params": {"session": s, "group": g}})
+            .to_string();
+            let close = self.rng.chance(300);
+            let req = self.post(s, body.as_bytes(), close);
+            if let Some(cn) = self.conns.get_mut(&n) {
+                cn.expect_close = close;
+                cn.half_close = !close && self.rng.chance(self.profile.half_close);
+            }
+            self.write_req(
+                n,
+                Pending {
+                    session: s,
+                    expect: Expect::Notified,
+                },
+                req,
+            );
+        }
+        let lone = calls.len() == 1 && self.sessions[s].calls[calls[0]].drops_left == 0;
+        if reuse.is_none() && lone && !close_last && self.rng.chance(self.profile.half_close) {
+            self.conns.get_mut(&conn).expect("conn").half_close = true;
+        }
         for (i, &c) in calls.iter().enumerate() {
             let last = i + 1 == calls.len();
             let body = self.call_body(s, c);
@@ -1343,6 +1393,76 @@ impl HttpSim {
 
     // ---- children ----
 
+    /// A new child's behaviour, drawn from the profile.
+    fn new_server(&mut self, child: ChildId) -> Server {
+        let p = &self.profile;
+        let r = &mut self.rng;
+        let traits = Traits {
+            stubborn: r.chance(p.stubborn),
+            banner: r.chance(p.banner),
+            slow_stdin: r.chance(p.slow_stdin),
+            holds: if r.chance(p.grandchild) {
+                if r.chance(500) {
+                    Holds::Both
+                } else {
+                    Holds::Stderr
+                }
+            } else {
+                Holds::Nothing
+            },
+            noise: p.child_noise,
+            crlf: p.child_crlf,
+            tools: true,
+            ..Traits::default()
+        };
+        let max = self.relay_max_message;
+        Server::new(child, r.fork(), traits, max)
+    }
+
+    fn schedule_acts(&mut self, k: u64, acts: Vec<(Duration, Act)>) {
+        for (d, act) in acts {
+            self.schedule(d, Ev::Child(k, act));
+        }
+    }
+
+    fn child_act(&mut self, k: u64, act: Act) {
+        let now = self.now();
+        let Some(kid) = self.kids.get_mut(&k) else {
+            return;
+        };
+        if !kid.server.alive() {
+            return;
+        }
+        let exited = kid.server.act(now, act);
+        for tag in kid.server.tagged.drain(..) {
+            let (t, s, rid) = tag;
+            self.emitted.insert(t, (s, rid));
+        }
+        if exited {
+            let d = ms(self.rng.range(0, 10));
+            self.schedule(d, Ev::ReportExit(k));
+            self.poke_stdin(k);
+        }
+        self.poke_stdout(k);
+        self.poke_stderr(k);
+    }
+
+    fn poke_stdin(&mut self, k: u64) {
+        let Some(kid) = self.kids.get_mut(&k) else {
+            return;
+        };
+        if kid.write_scheduled || kid.stdin_queue.is_empty() || kid.released {
+            return;
+        }
+        kid.write_scheduled = true;
+        let d = if kid.server.traits.slow_stdin {
+            ms(self.rng.range(5, 60))
+        } else {
+            ms(self.rng.range(0, 3))
+        };
+        self.schedule(d, Ev::WriteStdin(k));
+    }
+
     fn write_stdin(&mut self, k: u64) {
         let n = self.rng.skewed_size(4096);
         let Some(kid) = self.kids.get_mut(&k) else {
@@ -1352,7 +1472,7 @@ impl HttpSim {
         if kid.stdin_queue.is_empty() || kid.released {
             return;
         }
-        if !kid.alive {
+        if !kid.server.alive() {
             kid.stdin_queue.clear();
             kid.stdin_broken = true;
             return self.input(Input::Broken {
@@ -1360,124 +1480,28 @@ impl HttpSim {
                 reason: "broken pipe",
             });
         }
+        if !kid.server.reading() {
+            // A hung server reads nothing: the bytes wait until it exits.
+            return;
+        }
+        let n = if kid.server.traits.slow_stdin {
+            n.min(64)
+        } else {
+            n
+        };
         let n = n.min(kid.stdin_queue.len());
         let data: Vec<u8> = kid.stdin_queue.drain(..n).collect();
-        kid.stdin_line.extend_from_slice(&data);
-        let more = !kid.stdin_queue.is_empty();
-        if more {
-            kid.write_scheduled = true;
+        let acts = kid.server.on_stdin(self.clock.elapsed(), &data);
+        let complaints: Vec<String> = kid.server.complaints.drain(..).collect();
+        self.schedule_acts(k, acts);
+        for c in complaints {
+            self.violation(c);
         }
         self.input(Input::Written {
             to: Endpoint::Child(ChildId(k)),
             n,
         });
-        loop {
-            let Some(kid) = self.kids.get_mut(&k) else {
-                return;
-            };
-            let Some(nl) = kid.stdin_line.iter().position(|b| *b == b'\n') else {
-                break;
-            };
-            let line: Vec<u8> = kid.stdin_line.drain(..=nl).collect();
-            self.child_line(k, &line[..line.len() - 1]);
-        }
-        if more {
-            let d = ms(self.rng.range(0, 3));
-            self.schedule(d, Ev::WriteStdin(k));
-        }
-    }
-
-    /// The echo MCP server reads one line.
-    fn child_line(&mut self, k: u64, line: &[u8]) {
-        let v: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => {
-                return self.violation(format!(
-                    "child#{k} got a line that is not JSON ({e}): {}",
-                    Bytes(line)
-                ))
-            }
-        };
-        let t0 = self.rng.range(0, 3);
-        let id = v.get("id").cloned();
-        let method = v["method"].as_str().unwrap_or("");
-        match (method, id) {
-            ("initialize", Some(id)) => {
-                let name = v["params"]["clientInfo"]["name"].as_str().unwrap_or("");
-                let Some(s) = name.strip_prefix("sim-s").and_then(|n| n.parse().ok()) else {
-                    return self
-                        .violation(format!("child#{k}: initialize from an unknown client: {v}"));
-                };
-                if let Some(old) = self.kids[&k].session {
-                    return self
-                        .violation(format!("child#{k} initialized twice (s{old}, then s{s})"));
-                }
-                self.kids.get_mut(&k).expect("kid").session = Some(s);
-                let answer = json!({"jsonrpc": "2.0", "id": id, "result": {
-                    "protocolVersion": v["params"]["protocolVersion"],
-                    "capabilities": {"tools": {}},
-                    "serverInfo": {"name": "sim-echo", "version": "0"},
-                }});
-                self.emit(k, ms(t0), &answer, None);
-            }
-            ("tools/call", Some(id)) => {
-                let Some(s) = self.kids[&k].session else {
-                    return self.violation(format!("child#{k}: tools/call before initialize"));
-                };
-                let args = &v["params"]["arguments"];
-                if args["session"] != json!(s) {
-                    return self.violation(format!(
-                        "child#{k} of s{s} got a call of another session (cross-talk): {v}"
-                    ));
-                }
-                let rid = id.as_u64().unwrap_or(u64::MAX);
-                let token = v["params"]["_meta"]["progressToken"].clone();
-                let (kk, interval) = if v["params"]["name"] == json!("slow") {
-                    (
-                        args["k"].as_u64().unwrap_or(0),
-                        args["interval_ms"].as_u64().unwrap_or(0),
-                    )
-                } else {
-                    (0, 0)
-                };
-                for i in 1..=kk {
-                    let tag = format!("s{s}/r{rid}/p{i}");
-                    let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
-                        "params": {"progressToken": token, "progress": i, "total": kk, "message": tag}});
-                    self.emit(k, ms(t0 + i * interval), &note, Some((tag, s, rid)));
-                }
-                let tag = format!("s{s}/r{rid}/final");
-                let answer = json!({"jsonrpc": "2.0", "id": id, "result": {
-                    "content": [{"type": "text", "text": tag}],
-                    "tag": tag, "session": s, "args": args,
-                }});
-                self.emit(
-                    k,
-                    ms(t0 + (kk + 1) * interval),
-                    &answer,
-                    Some((tag, s, rid)),
-                );
-            }
-            (_, Some(id)) if !method.is_empty() => {
-                // Pings and anything else: an empty result.
-                self.emit(
-                    k,
-                    ms(t0),
-                    &json!({"jsonrpc": "2.0", "id": id, "result": {}}),
-                    None,
-                );
-            }
-            _ => {}
-        }
-    }
-
-    fn emit(&mut self, k: u64, after: Duration, msg: &Value, tag: Option<(String, usize, u64)>) {
-        if let Some((tag, s, rid)) = tag {
-            self.emitted.insert(tag, (s, rid));
-        }
-        let mut line = msg.to_string().into_bytes();
-        line.push(b'\n');
-        self.schedule(after, Ev::Emit(k, line));
+        self.poke_stdin(k);
     }
 
     fn read_stdout(&mut self, k: u64) {
@@ -1485,36 +1509,80 @@ impl HttpSim {
         let Some(kid) = self.kids.get_mut(&k) else {
             return;
         };
-        kid.read_scheduled = false;
-        if kid.released || kid.stdout_paused || !kid.reported || kid.stdout_eof {
+        let out = &mut kid.server.stdout;
+        out.scheduled = false;
+        if kid.released || kid.stdout_paused || !kid.reported || out.eof_seen {
             return;
         }
-        if kid.stdout.is_empty() {
-            if !kid.alive && kid.exit_status.is_some() {
-                kid.stdout_eof = true;
-                self.input(Input::Eof {
-                    from: Endpoint::Child(ChildId(k)),
-                });
-            }
+        if out.at_eof() {
+            out.eof_seen = true;
+            return self.input(Input::Eof {
+                from: Endpoint::Child(ChildId(k)),
+            });
+        }
+        if out.pending() == 0 {
             return;
         }
-        let n = n.min(kid.stdout.len());
-        let data: Vec<u8> = kid.stdout.drain(..n).collect();
-        kid.read_scheduled = true;
+        let data = out.take(n);
         self.input(Input::Data {
             from: Endpoint::Child(ChildId(k)),
             data: &data,
         });
-        let d = ms(self.rng.range(0, 3));
-        self.schedule(d, Ev::ReadStdout(k));
+        self.poke_stdout(k);
+    }
+
+    fn read_stderr(&mut self, k: u64) {
+        let n = self.rng.skewed_size(512);
+        let Some(kid) = self.kids.get_mut(&k) else {
+            return;
+        };
+        let err = &mut kid.server.stderr;
+        err.scheduled = false;
+        if kid.released || !kid.reported || err.eof_seen {
+            return;
+        }
+        if err.at_eof() {
+            err.eof_seen = true;
+            return self.input(Input::StderrEof { child: ChildId(k) });
+        }
+        if err.pending() == 0 {
+            return;
+        }
+        let data = err.take(n);
+        self.input(Input::Stderr {
+            child: ChildId(k),
+            data: &data,
+        });
+        self.poke_stderr(k);
     }
 
     fn poke_stdout(&mut self, k: u64) {
+        let d = ms(self.rng.range(0, 3));
         if let Some(kid) = self.kids.get_mut(&k) {
-            if !kid.read_scheduled && !kid.stdout_paused {
-                kid.read_scheduled = true;
-                let d = ms(self.rng.range(0, 3));
+            let out = &mut kid.server.stdout;
+            if kid.reported
+                && !kid.released
+                && !kid.stdout_paused
+                && !out.scheduled
+                && (out.pending() > 0 || out.at_eof())
+            {
+                out.scheduled = true;
                 self.schedule(d, Ev::ReadStdout(k));
+            }
+        }
+    }
+
+    fn poke_stderr(&mut self, k: u64) {
+        let d = ms(self.rng.range(0, 3));
+        if let Some(kid) = self.kids.get_mut(&k) {
+            let err = &mut kid.server.stderr;
+            if kid.reported
+                && !kid.released
+                && !err.scheduled
+                && (err.pending() > 0 || err.at_eof())
+            {
+                err.scheduled = true;
+                self.schedule(d, Ev::ReadStderr(k));
             }
         }
     }
@@ -1522,7 +1590,15 @@ impl HttpSim {
     // ---- the loop ----
 
     fn event(&mut self, ev: Ev) {
-        self.log(format_args!("ev  {ev:?}"));
+        match &ev {
+            Ev::Child(k, Act::Stderr(b)) => {
+                self.log(format_args!("ev  child#{k} writes {} to stderr", Bytes(b)))
+            }
+            Ev::Child(k, Act::Say { line, .. }) => {
+                self.log(format_args!("ev  child#{k} says {}", Bytes(line)))
+            }
+            other => self.log(format_args!("ev  {other:?}")),
+        }
         match ev {
             Ev::Begin(s) => self.begin(s),
             Ev::StartGroup(s, g, reuse) => self.start_group(s, g, reuse),
@@ -1538,38 +1614,24 @@ impl HttpSim {
                     return;
                 }
                 kid.reported = true;
-                kid.alive = true;
+                let acts = kid.server.on_start();
+                self.schedule_acts(k, acts);
                 self.input(Input::Spawned {
                     child: ChildId(k),
                     pid: 1000 + k as u32,
                 });
+                self.poke_stdin(k);
             }
             Ev::WriteStdin(k) => self.write_stdin(k),
             Ev::ReadStdout(k) => self.read_stdout(k),
-            Ev::Emit(k, line) => {
-                let kid = self.kids.get_mut(&k).expect("kid");
-                if kid.alive {
-                    kid.stdout.extend_from_slice(&line);
-                    self.poke_stdout(k);
-                }
-            }
-            Ev::ChildExit(k, status) => {
-                let kid = self.kids.get_mut(&k).expect("kid");
-                if !kid.alive {
-                    return;
-                }
-                kid.alive = false;
-                kid.exit_status = Some(status);
-                kid.stderr_eof = true;
-                self.input(Input::StderrEof { child: ChildId(k) });
-                self.poke_stdout(k);
-                let d = ms(self.rng.range(0, 10));
-                self.schedule(d, Ev::ReportExit(k));
-            }
+            Ev::ReadStderr(k) => self.read_stderr(k),
+            Ev::Child(k, act) => self.child_act(k, act),
             Ev::ReportExit(k) => {
                 let kid = self.kids.get_mut(&k).expect("kid");
                 kid.exit_reported = true;
-                let status = kid.exit_status.expect("exited");
+                let ProcState::Exited(status) = kid.server.state else {
+                    unreachable!("an exit reported while running")
+                };
                 self.exit_step = Some(k);
                 self.input(Input::Exited {
                     child: ChildId(k),
@@ -1686,6 +1748,7 @@ fn show_input(i: &Input<'_>) -> String {
     match i {
         Input::Data { from, data } => format!("Data {from} {}", Bytes(data)),
         Input::Accepted { conn, peer, .. } => format!("Accepted {conn} from {peer}"),
+        Input::Stderr { child, data } => format!("Stderr {child} {}", Bytes(data)),
         other => format!("{other:?}"),
     }
 }

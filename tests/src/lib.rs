@@ -10,8 +10,11 @@
 //!   and performs every output; `run()` goes to the end and checks the end-of-run invariants.
 //! * [`http_sim::HttpSim`] — the Streamable HTTP world (sessions, event streams, resumption,
 //!   expiry), with MCP clients speaking HTTP/1.1 through [`http_client`].
-//! * [`client`], [`server`] — the scripted TCP peers; [`jsonrpc`] — the lines they write and
-//!   the reaction each line is owed; [`pipe`] — byte streams between peers and driver.
+//! * [`client`] — the scripted TCP peer; [`server`] — the one child model of both worlds
+//!   (crashes, hangs, slow stdin, banners, stubborn servers, grandchildren; in tools mode it
+//!   also serves the HTTP clients' `echo` and `slow` calls with tagged progress and answers);
+//!   [`jsonrpc`] — the lines peers write and the reaction each line is owed; [`pipe`] — byte
+//!   streams between peers and driver.
 //! * [`model`], [`invariants`] — what must hold (TCP and HTTP); [`runner`] — seeds, replay,
 //!   reports, determinism, for both worlds ([`runner::World`]).
 //! * [`profile`] — which faults a family of runs injects, and how often ([`Profile`] for TCP,
@@ -25,8 +28,9 @@
 //! Not modelled: pipe and socket capacities (writers never block), real process groups (a
 //! grandchild only holds pipes), servers that send requests to clients, the legacy HTTP+SSE
 //! transport and stateless HTTP (end-to-end tests cover them), TCP and HTTP clients in one
-//! run (the two worlds share the runner, profiles module, invariants module and script, not
-//! yet the event loop).
+//! run (the two worlds share the child model, runner, profiles module, invariants module and
+//! script, not yet the event loop), and HTTP servers that crash or hang (the HTTP clients do
+//! not yet accept the relay's error answers for them).
 //!
 //! # Invariants
 //!
@@ -55,8 +59,12 @@
 //! the stop sequence keeps time (SIGTERM exactly `shutdown_grace` after stdin was closed,
 //! SIGKILL exactly `shutdown_grace` after that, to the nanosecond of simulated time); a server
 //! is declared hung only when it is; restarts follow the policy, the budget and the exact
-//! backoff; a second shutdown kills every child at once; no ERROR is logged except for a
-//! failed spawn or a spent restart budget.
+//! backoff; a second shutdown kills every child at once; no ERROR is logged except one per
+//! failed start, session given up or prespawn pool given up, as the core's counters
+//! ([`mcp_relay_core::Stats`]) count them in that step. Facts come from those counters, not
+//! from log text: a hang verdict (`servers_hung`), a client dropped for silence
+//! (`heartbeat_failures`), a given-up session (`sessions_given_up`, which the harness's own
+//! restart-budget model must agree with).
 //!
 //! Completeness is judged at the end of a run, excusing what a fault explains: a reset
 //! client, a crashed or hung child, a shutdown, a cancelled request.

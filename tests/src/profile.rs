@@ -366,6 +366,18 @@ pub struct HttpProfile {
     pub max_buffered: Vec<usize>,
     /// Connections whose client reads slowly.
     pub slow_readers: u32,
+    /// Connections whose client half-closes after its one request (it still reads).
+    pub half_close: u32,
+    /// Groups of calls preceded by a notification POSTed on its own connection.
+    pub notify_posts: u32,
+
+    // Children (the same [`crate::server::Server`] as the TCP runs').
+    pub stubborn: u32,
+    pub banner: u32,
+    pub slow_stdin: u32,
+    pub grandchild: u32,
+    pub child_noise: u32,
+    pub child_crlf: u32,
 }
 
 impl HttpProfile {
@@ -382,6 +394,14 @@ impl HttpProfile {
             session_timeout: HttpConfig::default().session_timeout,
             max_buffered: vec![1024, 8 * 1024, 16 * 1024, 4 * 1024 * 1024],
             slow_readers: 200,
+            half_close: 200,
+            notify_posts: 200,
+            stubborn: 100,
+            banner: 200,
+            slow_stdin: 150,
+            grandchild: 50,
+            child_noise: 50,
+            child_crlf: 200,
         }
     }
 

@@ -16,6 +16,8 @@ pub struct Script {
     pub relay: Relay,
     /// Every output so far, with the simulated time it came out at.
     pub log: Vec<(Duration, Output)>,
+    /// Every ERROR record so far.
+    pub errors: Vec<String>,
 }
 
 impl Script {
@@ -27,6 +29,7 @@ impl Script {
             clock,
             relay,
             log: Vec::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -41,7 +44,11 @@ impl Script {
     }
 
     fn drain(&mut self) -> Vec<Output> {
-        let _ = logger::take();
+        for rec in logger::take() {
+            if rec.level == log::Level::Error {
+                self.errors.push(rec.message);
+            }
+        }
         let mut out = Vec::new();
         while let Some(o) = self.relay.poll_output() {
             out.push(o);

@@ -14,6 +14,7 @@ use crate::jsonrpc::{is_own_id, padding, requests_in_line, Request};
 use crate::pipe::Pipe;
 use crate::rng::Rng;
 use mcp_relay_core::{ChildId, ExitStatus, Signal};
+use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Pipes a grandchild keeps open after the child exits.
@@ -54,6 +55,9 @@ pub struct Traits {
     pub near_limit: u32,
     /// Per mille of lines ending in `\r\n`.
     pub crlf: u32,
+    /// Serves MCP tools as the HTTP clients call them (see [`Server`]'s tools mode): `echo`
+    /// and `slow` (progress notifications, then the answer), every message tagged.
+    pub tools: bool,
 }
 
 /// What the relay must do with one line the child wrote.
@@ -84,7 +88,10 @@ pub struct ChildLine {
 /// Something the child does at a scheduled moment.
 #[derive(Clone, Debug)]
 pub enum Act {
-    Answer { req: Request, len: usize },
+    Answer {
+        req: Request,
+        len: usize,
+    },
     AnswerBatch(Vec<Request>),
     Notify,
     Noise,
@@ -92,6 +99,12 @@ pub enum Act {
     CloseStdout,
     Hang,
     Exit(ExitStatus),
+    /// Tools mode: writes one prepared message, tagged `(tag, session, request id)`.
+    Say {
+        line: Vec<u8>,
+        tag: Option<(String, usize, u64)>,
+        answer: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +141,13 @@ pub struct Server {
     pub probe_read_at: Option<Duration>,
     pub own_requests_read: usize,
     seq: u64,
+    /// Tools mode: the client session it serves (`clientInfo.name` of `initialize`).
+    pub session: Option<usize>,
+    /// Tools mode: every tagged message written, `(tag, session, request id)`.
+    pub tagged: Vec<(String, usize, u64)>,
+    /// Tools mode: what it read that it should never have (cross-talk, a call before
+    /// `initialize`); the harness reports these.
+    pub complaints: Vec<String>,
 }
 
 impl Server {
@@ -153,6 +173,9 @@ impl Server {
             probe_read_at: None,
             own_requests_read: 0,
             seq: 0,
+            session: None,
+            tagged: Vec::new(),
+            complaints: Vec::new(),
         }
     }
 
@@ -181,8 +204,11 @@ impl Server {
                 Act::Stderr(b"sim-server: starting\nsim-server: ready (stdio)\r\n".to_vec()),
             ));
         }
-        for _ in 0..self.rng.below(3) {
-            acts.push((self.ms(0, 200), Act::Notify));
+        let notes = self.rng.below(3);
+        if !self.traits.tools || self.traits.notify > 0 {
+            for _ in 0..notes {
+                acts.push((self.ms(0, 200), Act::Notify));
+            }
         }
         if let Some((after, status)) = self.traits.crash {
             acts.push((after, Act::Exit(status)));
@@ -216,7 +242,9 @@ impl Server {
             }
             let delay = self.ms(0, 15);
             self.answer_by = self.answer_by.max(now + delay);
-            if batch {
+            if self.traits.tools {
+                self.tools_line(&line, requests, now, delay, &mut acts);
+            } else if batch {
                 if !requests.is_empty() {
                     acts.push((delay, Act::AnswerBatch(requests)));
                 }
@@ -275,7 +303,28 @@ impl Server {
             return false;
         }
         match act {
-            Act::Answer { .. } | Act::AnswerBatch(_) | Act::Notify | Act::Noise if self.hung => {}
+            Act::Answer { .. }
+            | Act::AnswerBatch(_)
+            | Act::Notify
+            | Act::Noise
+            | Act::Say { .. }
+                if self.hung => {}
+            Act::Say { line, tag, answer } => {
+                if let Some(tag) = tag {
+                    if !self.stdout.closed {
+                        self.tagged.push(tag);
+                    }
+                }
+                if answer.is_some() {
+                    self.answers_written += 1;
+                }
+                let kind = if line.len() > self.max {
+                    ChildKind::Dropped
+                } else {
+                    ChildKind::Forward
+                };
+                self.write(line, kind, answer.into_iter().collect());
+            }
             Act::Answer { req, len } => {
                 self.answers_written += 1;
                 let line = self.answer(&req, len);
@@ -338,6 +387,110 @@ impl Server {
             }
         }
         false
+    }
+
+    /// Tools mode: what to do about one line read (a message or a batch). `initialize` ties
+    /// the server to its client session; `tools/call` of `echo` or `slow` is answered with its
+    /// tag after `k` progress notifications `interval_ms` apart; other requests get the
+    /// ordinary echo answer.
+    fn tools_line(
+        &mut self,
+        line: &[u8],
+        requests: Vec<Request>,
+        now: Duration,
+        delay: Duration,
+        acts: &mut Vec<(Duration, Act)>,
+    ) {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            return;
+        };
+        let messages: Vec<Value> = match v {
+            Value::Array(a) => a,
+            one => vec![one],
+        };
+        for req in requests {
+            let want: Option<Value> = serde_json::from_str(&req.id).ok();
+            let Some(m) = messages
+                .iter()
+                .find(|m| want.is_some() && m.get("id") == want.as_ref())
+            else {
+                continue;
+            };
+            let method = m["method"].as_str().unwrap_or("");
+            if method == "initialize" {
+                let name = m["params"]["clientInfo"]["name"].as_str().unwrap_or("");
+                match name.strip_prefix("sim-s").and_then(|n| n.parse().ok()) {
+                    Some(s) if self.session.is_none() => self.session = Some(s),
+                    Some(s) => self.complaints.push(format!(
+                        "{} of s{:?} initialized again, by s{s}",
+                        self.child, self.session
+                    )),
+                    None => self.complaints.push(format!(
+                        "{}: initialize from an unknown client: {m}",
+                        self.child
+                    )),
+                }
+                let len = line.len();
+                acts.push((delay, Act::Answer { req, len }));
+                continue;
+            }
+            if method != "tools/call" {
+                let len = line.len();
+                acts.push((delay, Act::Answer { req, len }));
+                continue;
+            }
+            let Some(s) = self.session else {
+                self.complaints
+                    .push(format!("{}: tools/call before initialize: {m}", self.child));
+                continue;
+            };
+            let args = &m["params"]["arguments"];
+            if args["session"] != json!(s) {
+                self.complaints.push(format!(
+                    "{} of s{s} got a call of another session (cross-talk): {m}",
+                    self.child
+                ));
+                continue;
+            }
+            let rid = m["id"].as_u64().unwrap_or(u64::MAX);
+            let token = m["params"]["_meta"]["progressToken"].clone();
+            let (k, interval) = if m["params"]["name"] == json!("slow") {
+                (
+                    args["k"].as_u64().unwrap_or(0),
+                    args["interval_ms"].as_u64().unwrap_or(0),
+                )
+            } else {
+                (0, 0)
+            };
+            let at = |i: u64| delay + Duration::from_millis(i * interval);
+            for i in 1..=k {
+                let tag = format!("s{s}/r{rid}/p{i}");
+                let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": {"progressToken": token, "progress": i, "total": k, "message": tag}});
+                acts.push((
+                    at(i),
+                    Act::Say {
+                        line: note.to_string().into_bytes(),
+                        tag: Some((tag, s, rid)),
+                        answer: None,
+                    },
+                ));
+            }
+            let tag = format!("s{s}/r{rid}/final");
+            let answer = json!({"jsonrpc": "2.0", "id": m["id"], "result": {
+                "content": [{"type": "text", "text": tag}],
+                "tag": tag, "session": s, "args": args,
+            }});
+            self.answer_by = self.answer_by.max(now + at(k + 1));
+            acts.push((
+                at(k + 1),
+                Act::Say {
+                    line: answer.to_string().into_bytes(),
+                    tag: Some((tag, s, rid)),
+                    answer: Some(req.id),
+                },
+            ));
+        }
     }
 
     fn answer(&mut self, req: &Request, len: usize) -> Vec<u8> {
