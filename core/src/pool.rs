@@ -221,6 +221,10 @@ impl Warm {
     }
 
     fn decide(&mut self, now: Instant, failed: bool) {
+        if self.given_up {
+            // Said once; the children that end after it are not replaced.
+            return;
+        }
         match self.supervisor.decide(now, failed) {
             Decision::RestartAfter(delay) => {
                 self.respawn_at = Some(now + delay);

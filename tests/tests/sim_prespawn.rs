@@ -114,14 +114,12 @@ fn an_exited_prespawned_child_is_released_after_an_immediate_shutdown() {
     );
 }
 
-/// Regression test for `prespawn-give-up-logged-again` (core/src/pool.rs: `decide` still asks
-/// the supervisor after the pool gave up, and logs the give-up ERROR again at each later
-/// failure, while `Stats::prespawn_given_up` stays 1): one give-up, one ERROR record. The
-/// strict run found it (`SIM_SEED=7 cargo test -p mcp-relay-tests --test sim_spawn_failure
-/// requests_to_a_server_that_cannot_start_get_the_cause`); the simulation tolerates the
-/// repeats (see `Sim::drain`) until it is fixed.
+/// Regression test (fixed) for `prespawn-give-up-logged-again` (core/src/pool.rs: `decide`
+/// still asked the supervisor after the pool gave up, and logged the give-up ERROR again at
+/// each later failure, while `Stats::prespawn_given_up` stayed 1): one give-up, one ERROR
+/// record. The strict run found it (`SIM_SEED=7 cargo test -p mcp-relay-tests --test
+/// sim_spawn_failure requests_to_a_server_that_cannot_start_get_the_cause`).
 #[test]
-#[ignore = "core bug: prespawn-give-up-logged-again"]
 fn the_pool_says_once_that_it_gave_up() {
     let (mut s, children) = started(3);
     for child in children {
