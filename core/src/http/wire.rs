@@ -177,6 +177,10 @@ struct Target<'a> {
 impl<'a> Target<'a> {
     fn parse(method: &str, target: &'a str) -> Result<Self, &'static str> {
         let split = |t: &'a str| t.split_once('?').unwrap_or((t, ""));
+        if target.contains('#') {
+            // No form of request-target has a fragment (RFC 9112 §3.2).
+            return Err("mcp-relay: the request target has a fragment");
+        }
         if target.starts_with('/') {
             let (path, query) = split(target);
             return Ok(Target {
@@ -204,7 +208,7 @@ impl<'a> Target<'a> {
         let Some(rest) = rest else {
             return Err("mcp-relay: the request target must be a path or an http URI");
         };
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let authority = &rest[..end];
         if authority.is_empty() || authority.contains('@') {
             // RFC 9110 §4.2.4: userinfo in an http URI is an error.
@@ -757,6 +761,9 @@ mod tests {
         check_target("GET ftp://localhost/mcp HTTP/1.1", "400");
         check_target("CONNECT localhost:443 HTTP/1.1", "400");
         check_target("GET mcp HTTP/1.1", "400");
+        // No fragments (found by the http_head fuzz target: `http://a#b/mcp` had path `#b/mcp`).
+        check_target("GET http://localhost#a/mcp HTTP/1.1", "400");
+        check_target("GET /mcp#x HTTP/1.1", "400");
         // Asterisk-form only for OPTIONS.
         check_target("OPTIONS * HTTP/1.1", "OPTIONS * ?  @ a");
         check_target("GET * HTTP/1.1", "400");
