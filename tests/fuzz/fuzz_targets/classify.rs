@@ -18,16 +18,23 @@ fn agree(e: &Envelope<'_>, v: &Value) {
     let outcome = obj.contains_key("result") || obj.contains_key("error");
     match e.kind {
         Kind::Request => {
-            assert!(obj.get("method").is_some_and(Value::is_string), "request without a method: {v}");
+            assert!(
+                obj.get("method").is_some_and(Value::is_string),
+                "request without a method: {v}"
+            );
             assert!(!outcome, "request with a result or error: {v}");
-            assert!(obj.get("id").is_some_and(|i| !i.is_null()), "request without an id: {v}");
+            assert!(
+                obj.get("id").is_some_and(|i| !i.is_null()),
+                "request without an id: {v}"
+            );
         }
         _ => {
             assert!(!obj.contains_key("method"), "response with a method: {v}");
             assert!(outcome, "response without a result or error: {v}");
         }
     }
-    let id = e.id.map(|raw| serde_json::from_str::<Value>(raw.get()).expect("an id is JSON"));
+    let id =
+        e.id.map(|raw| serde_json::from_str::<Value>(raw.get()).expect("an id is JSON"));
     let want = obj.get("id").filter(|i| !i.is_null());
     assert_eq!(id.as_ref(), want, "id of {v}");
 }

@@ -66,8 +66,10 @@ fuzz_target!(|data: &[u8]| {
             Frame::Oversize { len, id } => {
                 assert!(len > max, "oversize of {len} bytes, limit {max}");
                 if let Some(id) = id {
-                    let v: serde_json::Value = serde_json::from_str(id.as_str())
-                        .unwrap_or_else(|e| panic!("scanned id {:?} is not JSON: {e}", id.as_str()));
+                    let v: serde_json::Value =
+                        serde_json::from_str(id.as_str()).unwrap_or_else(|e| {
+                            panic!("scanned id {:?} is not JSON: {e}", id.as_str())
+                        });
                     assert!(v.is_string() || v.is_number(), "scanned id {v}");
                 }
                 got.push(Out::Oversize(len));

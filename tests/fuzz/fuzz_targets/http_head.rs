@@ -31,7 +31,11 @@ fn dechunk_in_pieces(wire: &[u8], mut seed: u32) -> (Fed, Vec<u8>) {
                 assert!(used <= buf.len());
                 buf.drain(..used);
                 consumed += used;
-                assert!(body.len() <= consumed, "body {} from {consumed} bytes", body.len());
+                assert!(
+                    body.len() <= consumed,
+                    "body {} from {consumed} bytes",
+                    body.len()
+                );
                 if fed == wire.len() {
                     return (Fed::More(consumed), body);
                 }
@@ -63,22 +67,43 @@ fuzz_target!(|data: &[u8]| {
     assert!(len <= wire.len() && len <= MAX_HEAD);
     let head = &wire[..len];
     for (i, b) in head.iter().enumerate() {
-        assert!(*b != b'\n' || (i > 0 && head[i - 1] == b'\r'), "bare LF in an accepted head");
+        assert!(
+            *b != b'\n' || (i > 0 && head[i - 1] == b'\r'),
+            "bare LF in an accepted head"
+        );
         assert!(*b != 0, "NUL in an accepted head");
     }
-    assert!(path.starts_with('/') || (path == "*" && method == "OPTIONS"), "target {path:?}");
+    assert!(
+        path.starts_with('/') || (path == "*" && method == "OPTIONS"),
+        "target {path:?}"
+    );
     let count = |name: &str| headers.iter().filter(|(n, _)| n == name).count();
     assert!(count("host") <= 1, "two Host headers accepted");
-    let te: Vec<&str> = headers.iter().filter(|(n, _)| n == "transfer-encoding").map(|(_, v)| v.as_str()).collect();
-    let cl: Vec<&str> = headers.iter().filter(|(n, _)| n == "content-length").map(|(_, v)| v.as_str()).collect();
+    let te: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == "transfer-encoding")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let cl: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.as_str())
+        .collect();
     match framing {
         Err(status) => assert!(status == 400 || status == 501, "status {status}"),
         Ok(Framing::Length(n)) => {
             assert!(te.is_empty(), "a length with Transfer-Encoding {te:?}");
             for value in cl.iter().flat_map(|v| v.split(',')) {
                 let digits = value.trim_matches([' ', '\t']);
-                assert!(!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()), "Content-Length {value:?}");
-                assert_eq!(digits.parse::<usize>().ok(), Some(n), "Content-Length {cl:?}");
+                assert!(
+                    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()),
+                    "Content-Length {value:?}"
+                );
+                assert_eq!(
+                    digits.parse::<usize>().ok(),
+                    Some(n),
+                    "Content-Length {cl:?}"
+                );
             }
             if cl.is_empty() {
                 assert_eq!(n, 0);
@@ -87,12 +112,20 @@ fuzz_target!(|data: &[u8]| {
         Ok(Framing::Chunked) => {
             assert!(cl.is_empty(), "chunked with Content-Length {cl:?}");
             assert_eq!(te.len(), 1, "chunked from {te:?}");
-            let codings: Vec<&str> = te[0].split(',').map(|c| c.trim_matches([' ', '\t'])).filter(|c| !c.is_empty()).collect();
-            assert!(codings.len() == 1 && codings[0].eq_ignore_ascii_case("chunked"), "chunked from {te:?}");
+            let codings: Vec<&str> = te[0]
+                .split(',')
+                .map(|c| c.trim_matches([' ', '\t']))
+                .filter(|c| !c.is_empty())
+                .collect();
+            assert!(
+                codings.len() == 1 && codings[0].eq_ignore_ascii_case("chunked"),
+                "chunked from {te:?}"
+            );
             let body = &wire[len..];
             let mut whole = Vec::new();
             let at_once = Dechunk::default().feed(body, &mut whole);
-            let (in_pieces, pieces_body) = dechunk_in_pieces(body, u32::from(*seed).wrapping_mul(2_654_435_761) | 1);
+            let (in_pieces, pieces_body) =
+                dechunk_in_pieces(body, u32::from(*seed).wrapping_mul(2_654_435_761) | 1);
             match (&at_once, &in_pieces) {
                 (Fed::Done(a), Fed::Done(b)) => {
                     assert_eq!(a, b);
@@ -107,7 +140,10 @@ fuzz_target!(|data: &[u8]| {
                     }
                     again.extend_from_slice(b"0\r\n\r\n");
                     let mut back = Vec::new();
-                    assert_eq!(Dechunk::default().feed(&again, &mut back), Fed::Done(again.len()));
+                    assert_eq!(
+                        Dechunk::default().feed(&again, &mut back),
+                        Fed::Done(again.len())
+                    );
                     assert_eq!(back, whole);
                 }
                 (Fed::More(_), Fed::More(_)) | (Fed::Error, Fed::Error) => {}
