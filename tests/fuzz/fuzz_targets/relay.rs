@@ -354,7 +354,9 @@ impl Driver {
                 });
             }
             9 => {
-                let child = ops.pick(&self.children_where(|c| c.alive() && c.stdin_open))?;
+                // A runtime learns that a stdin broke only by writing to it.
+                let child = ops
+                    .pick(&self.children_where(|c| c.alive() && c.stdin_open && c.unwritten > 0))?;
                 let ch = self.children.get_mut(&child)?;
                 ch.stdin_open = false;
                 ch.unwritten = 0;
