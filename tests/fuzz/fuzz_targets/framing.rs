@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
                 got.push(Out::Oversize(len));
             }
         }
-        if stops && cuts.next() % 4 == 0 {
+        if stops && cuts.next().is_multiple_of(4) {
             Flow::Stop
         } else {
             Flow::Continue
@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
         framer.push(read, |f| consume(f, &mut cuts, &mut got));
         // A consumer that stopped comes back before the next read half of the time.
-        if framer.has_backlog() && cuts.next() % 2 == 0 {
+        if framer.has_backlog() && cuts.next().is_multiple_of(2) {
             framer.resume(|f| consume(f, &mut cuts, &mut got));
         }
         if !framer.has_backlog() {
