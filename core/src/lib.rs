@@ -299,3 +299,81 @@ pub enum Output {
         child: ChildId,
     },
 }
+
+/// Thin wrappers that let the fuzz targets in `tests/fuzz` reach the HTTP request parser,
+/// which is otherwise private. **Not API**: hidden from the docs, unstable, and for nothing but
+/// the fuzz targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::http::wire;
+
+    /// Most bytes a request head may have.
+    pub const MAX_HEAD: usize = wire::MAX_HEAD;
+
+    /// A parsed request head, flattened.
+    #[derive(Debug)]
+    pub enum Head {
+        Partial,
+        /// Refused with this status.
+        Error(u16),
+        Complete {
+            /// Bytes the head took.
+            len: usize,
+            method: String,
+            path: String,
+            query: String,
+            /// Lower-cased names, trimmed values.
+            headers: Vec<(String, String)>,
+            /// The body's framing, or the status it is refused with.
+            framing: Result<Framing, u16>,
+        },
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Framing {
+        Length(usize),
+        Chunked,
+    }
+
+    pub fn parse_head(buf: &[u8]) -> Head {
+        match wire::parse_head(buf) {
+            wire::HeadParse::Partial => Head::Partial,
+            wire::HeadParse::Error(status, _) => Head::Error(status),
+            wire::HeadParse::Complete(head, len) => Head::Complete {
+                len,
+                framing: match wire::body_kind(&head) {
+                    Ok(wire::BodyKind::Length(n)) => Ok(Framing::Length(n)),
+                    Ok(wire::BodyKind::Chunked) => Ok(Framing::Chunked),
+                    Err((status, _)) => Err(status),
+                },
+                method: head.method,
+                path: head.path,
+                query: head.query,
+                headers: head.headers,
+            },
+        }
+    }
+
+    /// The incremental chunked-body decoder.
+    #[derive(Debug, Default)]
+    pub struct Dechunk(wire::Dechunk);
+
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Fed {
+        /// Consumed this many bytes; more are needed.
+        More(usize),
+        /// The body ended after this many bytes.
+        Done(usize),
+        Error,
+    }
+
+    impl Dechunk {
+        pub fn feed(&mut self, buf: &[u8], body: &mut Vec<u8>) -> Fed {
+            match self.0.feed(buf, body) {
+                wire::Dechunked::More(n) => Fed::More(n),
+                wire::Dechunked::Done(n) => Fed::Done(n),
+                wire::Dechunked::Error => Fed::Error,
+            }
+        }
+    }
+}

@@ -81,7 +81,10 @@ pub enum ClassifyError {
 
 /// Classifies one line. Validates the whole line as JSON; copies nothing but escaped methods.
 pub fn classify(line: &[u8]) -> Result<Message<'_>, ClassifyError> {
-    let mut de = serde_json::Deserializer::from_slice(line);
+    // The whole line first: serde_json checks UTF-8 only in the strings it reads, not in the
+    // values it skips (`result`, `error`, unknown keys), which would let invalid UTF-8 through.
+    let line = std::str::from_utf8(line).map_err(|e| ClassifyError::NotJson(e.to_string()))?;
+    let mut de = serde_json::Deserializer::from_str(line);
     let top = match de.deserialize_any(TopVisitor) {
         Ok(top) => top,
         Err(e) => return Err(ClassifyError::NotJson(e.to_string())),
@@ -671,6 +674,15 @@ mod tests {
         check("hello", "not json");
         check(r#"{"id":1} x"#, "not json");
         check(r#"{"id":1,"method":"a""#, "not json");
+    }
+
+    /// Found by the `classify` fuzz target: invalid UTF-8 inside a skipped value.
+    #[test]
+    fn invalid_utf8_anywhere_is_not_json() {
+        let line = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"nam\xff\":\"s\"}}";
+        assert!(matches!(classify(line), Err(ClassifyError::NotJson(_))));
+        let line = b"{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"other\":\"\xc3\"}";
+        assert!(matches!(classify(line), Err(ClassifyError::NotJson(_))));
     }
 
     #[test]
