@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::supervisor::{Decision, RestartPolicy, Supervisor};
 use crate::timer::Timer;
 use crate::{ChildId, Endpoint, ExitStatus, Output};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How long after a child is taken its replacement starts.
@@ -15,6 +15,8 @@ const REFILL_DELAY: Duration = Duration::from_millis(20);
 
 pub(crate) struct Warm {
     children: BTreeMap<ChildId, Child>,
+    /// Children whose stdin broke: nothing more is written to it, nor is it closed.
+    stdin_gone: BTreeSet<ChildId>,
     supervisor: Supervisor,
     /// No new child before then (backoff after failures).
     respawn_at: Option<Instant>,
@@ -38,6 +40,7 @@ impl Warm {
     pub(crate) fn new(config: &Config) -> Self {
         Warm {
             children: BTreeMap::new(),
+            stdin_gone: BTreeSet::new(),
             supervisor: Supervisor::new(
                 RestartPolicy::OnFailure,
                 config.restart_delay,
@@ -180,14 +183,31 @@ impl Warm {
                 // A server that closed its stdout can serve nobody: stop it (its exit brings
                 // a replacement).
                 log::warn!("prespawned {child} closed its stdout while idle; stopping it");
-                self.out.push_back(Output::Close {
-                    endpoint: Endpoint::Child(child),
-                });
+                if !self.stdin_gone.contains(&child) {
+                    self.out.push_back(Output::Close {
+                        endpoint: Endpoint::Child(child),
+                    });
+                }
                 c.stop();
                 c.stdin_closed(now, grace);
             }
         }
         self.reap(now);
+    }
+
+    /// Its stdin broke while it waited: it can serve nobody, so it is stopped (without
+    /// closing a stdin that is already gone), and its exit brings a replacement.
+    pub(crate) fn handle_stdin_broken(&mut self, now: Instant, child: ChildId) {
+        let grace = self.grace;
+        let Some(c) = self.children.get_mut(&child) else {
+            return;
+        };
+        self.stdin_gone.insert(child);
+        if c.is_running() {
+            log::warn!("prespawned {child} stopped reading its stdin while idle; stopping it");
+            c.stop();
+            c.stdin_closed(now, grace);
+        }
     }
 
     pub(crate) fn handle_stderr(&mut self, child: ChildId, data: &[u8]) {
@@ -213,6 +233,7 @@ impl Warm {
             .collect();
         for id in done {
             self.children.remove(&id);
+            self.stdin_gone.remove(&id);
             self.out.push_back(Output::Release { child: id });
             if !self.stopping {
                 self.decide(now, true);
@@ -259,9 +280,11 @@ impl Warm {
                 c.kill(&mut self.out);
                 c.abandon_output();
             } else if c.is_running() {
-                self.out.push_back(Output::Close {
-                    endpoint: Endpoint::Child(*id),
-                });
+                if !self.stdin_gone.contains(id) {
+                    self.out.push_back(Output::Close {
+                        endpoint: Endpoint::Child(*id),
+                    });
+                }
                 c.stop();
                 c.stdin_closed(now, grace);
             } else {

@@ -23,6 +23,10 @@ enum Shutdown {
     Immediate,
 }
 
+/// How many times `handle_timeout` fires what is due before it gives up on a deadline that
+/// keeps coming back (a bug, logged as an error; the simulation fails on it).
+const MAX_TIMEOUT_ROUNDS: usize = 8;
+
 /// A session, named by the core. Never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct SessionKey(pub(crate) u64);
@@ -187,6 +191,7 @@ impl Relay {
     pub fn start(&mut self, now: Instant) {
         self.last_now = now;
         self.warm.fill(now, &mut self.next_child);
+        self.drain_warm();
         self.drain(now);
     }
 
@@ -221,6 +226,7 @@ impl Relay {
                 Input::SpawnFailed { error, .. } => warm.handle_spawn_failed(now, child, error),
                 Input::Exited { status, .. } => warm.handle_exited(now, child, status),
                 Input::Eof { .. } => warm.handle_stdout_eof(now, child),
+                Input::Broken { .. } => warm.handle_stdin_broken(now, child),
                 Input::Stderr { data, .. } => warm.handle_stderr(child, data),
                 Input::StderrEof { .. } => warm.handle_stderr_eof(now, child),
                 Input::Data { .. } => {
@@ -228,7 +234,7 @@ impl Relay {
                 }
                 _ => {}
             }
-            return;
+            return self.drain_warm();
         }
         match input {
             Input::Accepted {
@@ -342,16 +348,29 @@ impl Relay {
     /// Fires every deadline at or before `now`. Harmless when nothing is due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
-        if self.http.poll_timeout().is_some_and(|(d, _)| d <= now) {
-            self.http.handle_timeout(now);
+        // What one machine's deadline does may make another's due at once (a session the HTTP
+        // server expires stops a server whose stdin has long stalled): fire again until
+        // nothing is due. Bounded: each round acts on what was due, and little can be due
+        // again at the same instant.
+        for _ in 0..MAX_TIMEOUT_ROUNDS {
+            if self.http.poll_timeout().is_some_and(|(d, _)| d <= now) {
+                self.http.handle_timeout(now);
+            }
+            if self.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
+                self.warm.handle_timeout(now, &mut self.next_child);
+                self.drain_warm();
+            }
+            for key in self.timers.due(now) {
+                self.with_session(now, key, |s, ctx| s.handle_timeout(ctx));
+            }
+            self.drain(now);
+            if self.poll_timeout().is_none_or(|d| d > now) {
+                return;
+            }
         }
-        if self.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
-            self.warm.handle_timeout(now, &mut self.next_child);
+        if let Some((_, why)) = self.next_deadline().filter(|(d, _)| *d <= now) {
+            log::error!("a deadline stays due after {MAX_TIMEOUT_ROUNDS} rounds: {why}");
         }
-        for key in self.timers.due(now) {
-            self.with_session(now, key, |s, ctx| s.handle_timeout(ctx));
-        }
-        self.drain(now);
     }
 
     // ---- poll_* ----
@@ -388,15 +407,20 @@ impl Relay {
             while let Some(event) = self.http.poll_event() {
                 self.http_event(now, event);
             }
-            while let Some(o) = self.warm.poll_output() {
-                self.out.push_back(o);
-            }
             while let Some(o) = self.http.poll_output() {
                 self.out.push_back(o);
             }
             if !self.http.has_work() {
                 break;
             }
+        }
+    }
+
+    /// The pool's effects join the relay's at once, so that child ids reach the driver in the
+    /// order they were named.
+    fn drain_warm(&mut self) {
+        while let Some(o) = self.warm.poll_output() {
+            self.out.push_back(o);
         }
     }
 
@@ -555,6 +579,7 @@ impl Relay {
             self.http.shutdown();
         }
         self.warm.stop(now, immediate);
+        self.drain_warm();
         if immediate {
             self.http.abort();
         }

@@ -178,6 +178,8 @@ struct Link {
     liveness: Liveness,
     /// Since when the client has said nothing and waited for nothing (`--idle-timeout`).
     idle_since: Instant,
+    /// The client waited for an answer when the session last settled.
+    was_waiting: bool,
     /// The current server replaced another: a failure to start it is not the command's fault
     /// and does not end the session at once.
     replaced: bool,
@@ -246,6 +248,7 @@ impl Session {
                 conn_paused: false,
                 heartbeat: Heartbeat::default(),
                 idle_since: ctx.now,
+                was_waiting: false,
                 liveness: Liveness {
                     last_output: Some(ctx.now),
                     ..Liveness::default()
@@ -573,10 +576,12 @@ impl Session {
     /// toward its next phase.
     pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
-        if l.requests.waiting() > 0 {
-            // Waiting for an answer is not idle: the clock starts once it is answered.
+        let waiting = l.requests.waiting() > 0;
+        if waiting || l.was_waiting {
+            // Waiting for an answer is not idle: the clock starts once the last is answered.
             l.idle_since = ctx.now;
         }
+        l.was_waiting = waiting;
         if l.server.is_finished()
             && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
         {

@@ -11,7 +11,7 @@ const CONN: ConnId = ConnId(1);
 /// in one read. Every byte sent is reported written at once.
 fn exchange(wire: &[u8]) -> (String, bool) {
     let now = Instant::now();
-    let mut relay = Relay::new(Config::default(), now);
+    let mut relay = Relay::new(Config::default(), now).expect("the default configuration is valid");
     relay.start(now);
     let mut sent = Vec::new();
     let mut closed = false;
