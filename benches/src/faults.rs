@@ -1448,20 +1448,24 @@ pub fn run(exe: &Path, cfg: Config) -> Result<String, Error> {
     if !trend.is_empty() {
         let _ = writeln!(
             r,
-            "Trend after the {:.0}-minute warm-up ({} samples, one a second): mean of the first third → mean of the last third (limit):",
+            "Trend after the {}-minute warm-up ({} samples, one a second): mean of the first third → mean of the last third (limit):",
             cfg.warmup.as_secs_f64() / 60.0,
             judged.len()
         );
         for t in &trend {
             let _ = writeln!(
                 r,
-                "- {}: {:.2} → {:.2} {} (limit {:.2}){}",
+                "- {}: {:.2} → {:.2}{u} (limit {:.2}{u}){}",
                 t.name,
                 t.first,
                 t.last,
-                t.unit,
                 t.limit,
-                if t.failed() { " **upward**" } else { "" }
+                if t.failed() { " **upward**" } else { "" },
+                u = if t.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", t.unit)
+                }
             );
         }
         let _ = writeln!(r);
@@ -1481,7 +1485,14 @@ pub fn run(exe: &Path, cfg: Config) -> Result<String, Error> {
             c.closed_by_relay.to_string(),
         ),
         ("session open failures", c.open_failures.to_string()),
-        ("requests sent", c.sent.to_string()),
+        (
+            "requests sent",
+            format!(
+                "{} ({:.0}/s over the load)",
+                c.sent,
+                c.sent as f64 / cfg.duration.as_secs_f64()
+            ),
+        ),
         ("answered with a result", c.results.to_string()),
         ("answered with an error (by code)", fmt_errors(&c.errors)),
         (
