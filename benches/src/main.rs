@@ -5,7 +5,7 @@
 //! (`cargo build --release -p mcp-relay`), runs everything (about a minute and a half on 2
 //! cores; `--quick` for a ~30 s smoke run) and writes a Markdown report to stdout and to `--out`
 //! (default `target/bench-report.md`). Other subcommands: `load` (only the load generator),
-//! `framing`, `core`, `soak` (see below). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this binary, do not build),
+//! `framing`, `core`, `soak`, `faults` (see below). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this binary, do not build),
 //! `--no-build`, `--no-pin`, `--only seq,seq64k,pipe,sessions,first,big,idle`.
 //!
 //! # The back end and the two ways of reaching it
@@ -60,6 +60,17 @@
 //! `soak` runs sequential (or `--depth N` pipelined) calls through a relay only (optionally
 //! with `--idle N` idle sessions open beside), printing its pid, so that `perf record -p`, `perf stat -p` or `strace -c -p` can be attached to it.
 //!
+//! `faults` is a soak test rather than a benchmark (not run by `all`, not in CI): `--sessions N`
+//! sessions (half TCP, half Streamable HTTP) at steady load for `--minutes M`, with a fault on
+//! a seeded schedule every `--fault-every` seconds (a server crashed through the demo tool
+//! `crash`, a server SIGKILLed, a server hung through `hang`, a session abandoned mid-call,
+//! a slow reader of a multi-MiB answer). It samples the relay's RSS, open descriptors and
+//! child processes every second and exits non-zero, saying why, if a request is lost or
+//! answered twice or if any of the three trends upward. Listing the relay's `/proc/<pid>/fd`
+//! needs root (the relay is non-dumpable). See `faults.rs` for the rules;
+//! `cargo run --release -p mcp-relay-benches -- faults --minutes 30 --sessions 40` is the
+//! long run recorded in `benches/SOAK.md`.
+//!
 //! # Micro-benchmarks of the core
 //!
 //! * **framing**: `LineFramer` (and `classify`) over randomly fragmented input, GB/s.
@@ -70,6 +81,7 @@
 
 mod client;
 mod core_loop;
+mod faults;
 mod framing;
 mod load;
 mod machine;
@@ -83,7 +95,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: mcp-relay-benches [all|load|framing|core] [options]
+usage: mcp-relay-benches [all|load|framing|core|soak|faults] [options]
   all       build the relay, run the load generator and the micro-benchmarks, write the report
   load      the load-generator workloads only (report written too)
   framing   framing throughput of the core on randomly fragmented input
@@ -91,6 +103,14 @@ usage: mcp-relay-benches [all|load|framing|core] [options]
   soak      sequential calls through a relay only, printing its pid, to attach perf or strace
             (--seconds N, default 10; --payload BYTES, default 20; --depth N, default 1;
             --idle N: open N idle sessions first)
+  faults    soak with faults (not a benchmark; exit status 1 if a request is lost or RSS,
+            descriptors or children trend upward; run as root to see the relay's descriptors):
+            --sessions N (default 40, half TCP, half HTTP), --minutes M (default 30),
+            --seed S (default 1), --fault-every SECS (default 2; crash, kill, hang, abandon,
+            slow reader, chosen by the seed), --warmup MIN (default 2), --interval-ms MS
+            between calls of a session (default 100), --depth N calls in flight on a TCP
+            session (default 2), --slow-size BYTES (default 4194304), --request-timeout SECS
+            (default 60); --out PATH writes the final report there too
 options:
   --quick         a ~30 s smoke run
   --out PATH      where to write the report (default: target/bench-report.md)
@@ -111,6 +131,20 @@ struct Options {
     payload: usize,
     depth: usize,
     idle: usize,
+    faults: FaultOptions,
+}
+
+/// The `faults` command's flags (see `faults.rs`).
+struct FaultOptions {
+    minutes: f64,
+    sessions: usize,
+    seed: u64,
+    fault_every: f64,
+    warmup: f64,
+    interval_ms: u64,
+    depth: Option<usize>,
+    slow_size: usize,
+    request_timeout: f64,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -126,6 +160,17 @@ fn parse_args() -> Result<Options, String> {
         payload: 20,
         depth: 1,
         idle: 0,
+        faults: FaultOptions {
+            minutes: 30.0,
+            sessions: 40,
+            seed: 1,
+            fault_every: 2.0,
+            warmup: 2.0,
+            interval_ms: 100,
+            depth: None,
+            slow_size: 4 << 20,
+            request_timeout: 60.0,
+        },
     };
     let mut args = std::env::args().skip(1);
     let mut command = None;
@@ -157,7 +202,33 @@ fn parse_args() -> Result<Options, String> {
                     "--seconds" => o.seconds = v.parse().map_err(|_| bad())?,
                     "--payload" => o.payload = v.parse().map_err(|_| bad())?,
                     "--idle" => o.idle = v.parse().map_err(|_| bad())?,
-                    _ => o.depth = v.parse().map_err(|_| bad())?,
+                    _ => {
+                        o.depth = v.parse().map_err(|_| bad())?;
+                        o.faults.depth = Some(o.depth);
+                    }
+                }
+            }
+            "--minutes" | "--sessions" | "--seed" | "--fault-every" | "--warmup"
+            | "--interval-ms" | "--slow-size" | "--request-timeout" => {
+                let v = value(&a)?;
+                let bad = || format!("{a}: bad number `{v}`");
+                let f = &mut o.faults;
+                match a.as_str() {
+                    "--minutes" => f.minutes = v.parse().map_err(|_| bad())?,
+                    "--sessions" => f.sessions = v.parse().map_err(|_| bad())?,
+                    "--seed" => f.seed = v.parse().map_err(|_| bad())?,
+                    "--fault-every" => f.fault_every = v.parse().map_err(|_| bad())?,
+                    "--warmup" => f.warmup = v.parse().map_err(|_| bad())?,
+                    "--interval-ms" => f.interval_ms = v.parse().map_err(|_| bad())?,
+                    "--slow-size" => f.slow_size = v.parse().map_err(|_| bad())?,
+                    _ => f.request_timeout = v.parse().map_err(|_| bad())?,
+                }
+                let positive = [f.minutes, f.fault_every, f.request_timeout];
+                if f.sessions == 0 || positive.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+                    return Err(format!("{a}: must be more than 0"));
+                }
+                if !(f.warmup.is_finite() && f.warmup >= 0.0) {
+                    return Err("--warmup: must be 0 or more".into());
                 }
             }
             "-h" | "--help" => return Err(String::new()),
@@ -347,6 +418,36 @@ fn soak(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+fn faults(o: &Options) -> Result<(), String> {
+    let exe = relay_exe(o)?;
+    let f = &o.faults;
+    let cfg = faults::Config {
+        duration: Duration::from_secs_f64(f.minutes * 60.0),
+        sessions: f.sessions,
+        seed: f.seed,
+        fault_every: Duration::from_secs_f64(f.fault_every),
+        warmup: Duration::from_secs_f64(f.warmup * 60.0),
+        interval: Duration::from_millis(f.interval_ms),
+        depth: f.depth.unwrap_or(2),
+        slow_size: f.slow_size,
+        request_timeout: Duration::from_secs_f64(f.request_timeout),
+    };
+    let (report, result) = match faults::run(&exe, cfg) {
+        Ok(r) => (r, Ok(())),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find_map(|l| l.strip_prefix("- verdict: "))
+                .unwrap_or("the soak failed")
+                .to_string();
+            (text, Err(first))
+        }
+    };
+    write_optional(o, &report)?;
+    result
+}
+
 fn write_optional(o: &Options, text: &str) -> Result<(), String> {
     print!("{text}");
     if let Some(out) = &o.out {
@@ -377,6 +478,7 @@ fn main() -> ExitCode {
         "framing" => write_optional(&o, &framing::run(budget)),
         "core" => write_optional(&o, &core_loop::table(&core_loop::run(budget / 2))),
         "soak" => soak(&o),
+        "faults" => faults(&o),
         other => Err(format!("unknown benchmark `{other}`\n{USAGE}")),
     };
     match result {

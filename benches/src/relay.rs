@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,15 +34,29 @@ pub struct RelayProc {
     /// Its Streamable HTTP listener.
     pub http: SocketAddr,
     log_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Warning and error lines logged so far.
+    log_counts: Arc<[AtomicU64; 2]>,
+    /// The last warning or error lines.
+    log_problems: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl RelayProc {
     /// Starts the relay (on `cpus`, which its threads and children inherit) and waits for
     /// its `listening on tcp://…` line.
     pub fn start(exe: &Path, extra: &[&str], cpus: Option<&CpuSet>) -> Result<RelayProc, Error> {
+        let args: Vec<&str> = BASE_ARGS.iter().chain(extra).copied().collect();
+        RelayProc::start_args(exe, &args, cpus)
+    }
+
+    /// Starts the relay with exactly `args` (which must listen on one `tcp://` and one
+    /// `http://` address) and waits for both `listening on …` lines.
+    pub fn start_args(
+        exe: &Path,
+        args: &[&str],
+        cpus: Option<&CpuSet>,
+    ) -> Result<RelayProc, Error> {
         let mut cmd = Command::new(exe);
-        cmd.args(BASE_ARGS)
-            .args(extra)
+        cmd.args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -71,6 +86,9 @@ impl RelayProc {
         let log_tail = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = mpsc::channel();
         let tail = Arc::clone(&log_tail);
+        let log_counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let log_problems = Arc::new(Mutex::new(VecDeque::new()));
+        let (counts, problems) = (Arc::clone(&log_counts), Arc::clone(&log_problems));
         // Drains the relay's log for its whole life: a full pipe would block the relay.
         std::thread::Builder::new()
             .name("relay-log".into())
@@ -90,6 +108,22 @@ impl RelayProc {
                             let _ = tx.send((t, h));
                         }
                     }
+                    let head = &line[..line.len().min(40)];
+                    let level = if head.contains(" WARN") {
+                        Some(0)
+                    } else if head.contains(" ERROR") {
+                        Some(1)
+                    } else {
+                        None
+                    };
+                    if let Some(i) = level {
+                        counts[i].fetch_add(1, Ordering::Relaxed);
+                        let mut p = problems.lock().unwrap_or_else(|e| e.into_inner());
+                        if p.len() == 20 {
+                            p.pop_front();
+                        }
+                        p.push_back(line.clone());
+                    }
                     let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
                     if t.len() == 40 {
                         t.pop_front();
@@ -102,6 +136,8 @@ impl RelayProc {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_tail,
+            log_counts,
+            log_problems,
         };
         match rx.recv_timeout(Duration::from_secs(15)) {
             Ok((tcp, http)) => {
@@ -124,6 +160,21 @@ impl RelayProc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its exit status, if it has exited (it is reaped then).
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Warning and error lines the relay has logged so far, and the last 20 of them.
+    pub fn log_problems(&self) -> (u64, u64, Vec<String>) {
+        let p = self.log_problems.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            self.log_counts[0].load(Ordering::Relaxed),
+            self.log_counts[1].load(Ordering::Relaxed),
+            p.iter().cloned().collect(),
+        )
     }
 
     /// The last lines the relay logged.
