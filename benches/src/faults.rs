@@ -44,6 +44,11 @@
 //! and pidfd). Then the load stops, every session ends, and within `--session-timeout` + 20 s
 //! the relay must be back to no children and the descriptors it had before the first
 //! session. Any lost or duplicate answer, and a relay that exits, fail the run too.
+//!
+//! The relay inherits this program's environment, so glibc's `MALLOC_*` variables reach it:
+//! with the default dynamic mmap threshold, freed multi-MiB message buffers stay in the heap
+//! and the RSS floor creeps (see `benches/SOAK.md`); `MALLOC_MMAP_THRESHOLD_=1048576` pins the
+//! threshold and tells that apart from a leak.
 
 use crate::client::{find, parse_reply, Reply};
 use crate::machine;
