@@ -264,6 +264,9 @@ fn main() -> ExitCode {
     // Before any secret is read: from here on the relay's servers (same user) cannot read
     // its memory or /proc/<pid>/environ. Reported once logging is set up.
     let dumpable = mcp_relay_runtime::set_non_dumpable();
+    // Big messages come and go: keep their buffers out of the main heap, so that what they
+    // used is given back when they are gone (see the function's doc and benches/SOAK.md).
+    mcp_relay_runtime::return_big_buffers_to_the_os();
     // Out of the environment at once, while this is the only thread: no child (and no
     // library that spawns one) can inherit it. The initial copy that /proc/<pid>/environ
     // shows is what non-dumpable protects.

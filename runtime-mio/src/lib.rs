@@ -1073,6 +1073,21 @@ impl Drop for Runtime {
     }
 }
 
+/// Makes the C allocator give big buffers their own mappings, returned to the OS when freed
+/// (glibc: `mallopt(M_MMAP_THRESHOLD, 1 MiB)`). By default glibc raises that threshold after
+/// the first big buffer is freed, and later multi-MiB messages then come from the main heap,
+/// where small allocations above them keep the memory resident: the relay's RSS creeps up by
+/// a message's size at a time over hours of large messages (benches/SOAK.md). A process-wide
+/// setting, so it is the binary's choice. A no-op with other C libraries.
+pub fn return_big_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes the allocator's tuning; called before other threads
+        // allocate concurrently in earnest, and a refusal (return 0) leaves the default.
+        let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+    }
+}
+
 /// How many client connections the process's descriptor limit leaves room for: each TCP
 /// session takes a socket and its server's pipes and pidfd, and some descriptors are the
 /// relay's own.
