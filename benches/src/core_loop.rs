@@ -24,10 +24,12 @@ impl Harness {
     /// A relay with `idle` idle sessions besides the active one, every child spawned and
     /// the active session initialized.
     fn new(idle: usize) -> Harness {
-        let config = Config {
+        let mut config = Config {
             ping_interval: None,
+            max_connections: idle + 16,
             ..Config::default()
         };
+        config.http.max_sessions = idle + 16;
         let base = Instant::now();
         let mut h = Harness {
             relay: Relay::new(config, base).expect("a valid configuration"),

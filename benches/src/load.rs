@@ -757,7 +757,15 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
             )
             .into())
         } else {
-            env.start_relay(&[]).and_then(|relay| {
+            // Room for the idle sessions and the busy ones beside them.
+            let room = (n + 100).to_string();
+            let args = [
+                "--max-sessions",
+                room.as_str(),
+                "--max-connections",
+                room.as_str(),
+            ];
+            env.start_relay(&args).and_then(|relay| {
                 let r = idle_sessions(env, &relay, n, plan);
                 if let Err(e) = relay.stop() {
                     notes.push(format!("relay D did not stop cleanly: {e}"));

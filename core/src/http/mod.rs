@@ -764,7 +764,7 @@ impl HttpServer {
         }
         c.deadline = None;
         self.timers.set(HttpTimer::Conn(conn), None);
-        if let Err(r) = self.route_request(now, conn, &head, &body, admitted) {
+        if let Err(r) = self.route_request(now, conn, &head, body, admitted) {
             self.fail(conn, r, false);
         }
     }
@@ -917,7 +917,7 @@ impl HttpServer {
         now: Instant,
         conn: ConnId,
         head: &Head,
-        body: &[u8],
+        body: Vec<u8>,
         admitted: Admitted,
     ) -> Result<(), Reject> {
         let Admitted { cors, target } = admitted;
@@ -1182,12 +1182,12 @@ impl HttpServer {
         now: Instant,
         conn: ConnId,
         head: &Head,
-        body: &[u8],
+        body: Vec<u8>,
         token: Option<usize>,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
-        let body = trim_ascii(body);
-        let msg = classify_body(body)?;
+        let body = trim_owned(body);
+        let msg = classify_body(&body)?;
         let entries = match &msg {
             Message::Single(e) => std::slice::from_ref(e),
             Message::Batch(es) => es.as_slice(),
@@ -1204,7 +1204,7 @@ impl HttpServer {
             ));
         }
         if let Some(version) = stateless::modern_version(head, entries) {
-            return self.stateless_post(now, conn, head, body, entries, version, cors);
+            return self.stateless_post(now, conn, head, &body, entries, version, cors);
         }
         if let Some(v) = head.header("mcp-protocol-version") {
             if !SESSION_ERA_VERSIONS.contains(&v) {
@@ -1289,7 +1289,7 @@ impl HttpServer {
                 st.extra_headers.push(("Mcp-Session-Id", session_id));
             }
         }
-        self.submit(key, body.to_vec(), ack);
+        self.submit(key, body, ack);
         Ok(())
     }
 
@@ -1513,13 +1513,13 @@ impl HttpServer {
         now: Instant,
         conn: ConnId,
         head: &Head,
-        body: &[u8],
+        body: Vec<u8>,
         token: Option<usize>,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
         let key = self.session_for(head, token, true)?;
-        let body = trim_ascii(body);
-        if let Message::Single(e) = classify_body(body)? {
+        let body = trim_owned(body);
+        if let Message::Single(e) = classify_body(&body)? {
             if matches!(e.kind, Kind::Invalid | Kind::Heartbeat) {
                 return Err(reject(
                     400,
@@ -1542,7 +1542,7 @@ impl HttpServer {
             content_type: Some("text/plain"),
             body: b"Accepted",
         };
-        self.submit(key, body.to_vec(), Some(ack));
+        self.submit(key, body, Some(ack));
         Ok(())
     }
 
@@ -2507,16 +2507,22 @@ fn host_name(host: &str) -> &str {
     })
 }
 
-fn trim_ascii(b: &[u8]) -> &[u8] {
+/// A body without the whitespace around it, in place (no copy unless there is leading
+/// whitespace, which is rare).
+fn trim_owned(mut b: Vec<u8>) -> Vec<u8> {
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(0, |e| e + 1);
+    b.truncate(end);
     let start = b
         .iter()
         .position(|c| !c.is_ascii_whitespace())
         .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
+    if start > 0 {
+        b.drain(..start);
+    }
+    b
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
