@@ -23,6 +23,10 @@ enum Shutdown {
     Immediate,
 }
 
+/// How much longer than the message it answers a message the relay makes can be (its error
+/// text; found by the fuzzer with a 64-byte `max_message_size`).
+const RELAY_MESSAGE_OVERHEAD: usize = 512;
+
 /// How many times `handle_timeout` fires what is due before it gives up on a deadline that
 /// keeps coming back (a bug, logged as an error; the simulation fails on it).
 const MAX_TIMEOUT_ROUNDS: usize = 8;
@@ -159,10 +163,14 @@ impl Relay {
 
     /// The most bytes one session may hold: two framers (a partial line and one unframed
     /// read each), two queues and the messages held during a restart, each at most its limit
-    /// plus one message.
+    /// plus one message — a peer's, or one the relay made itself (an error, which names the
+    /// id it answers and so can be a little longer than the longest message it answers).
     pub fn buffer_bound(&self) -> usize {
         let c = &self.config;
-        2 * (c.max_message_size + 1 + c.max_read) + 3 * (c.max_buffered + c.max_message_size + 1)
+        // An error about starting the server names it, and the start's error names its program.
+        let relay_text = RELAY_MESSAGE_OVERHEAD + 2 * c.server_label.len();
+        let message = c.max_message_size + 1 + relay_text;
+        2 * (c.max_message_size + 1 + c.max_read) + 3 * (c.max_buffered + message)
     }
 
     /// Client requests of a connection that wait for an answer.
