@@ -215,13 +215,7 @@ impl Script {
         self.accept_http(1);
         let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
         let out = self.client_data(1, http_post(None, init).as_bytes());
-        let child = out
-            .iter()
-            .find_map(|o| match o {
-                Output::Spawn { child } => Some(*child),
-                _ => None,
-            })
-            .expect("a child for the session");
+        let child = spawned_in(&out).expect("a child for the session");
         self.spawned(child);
         self.child_data(
             child,
@@ -239,6 +233,14 @@ impl Script {
         self.written(conn1, sent.len());
         (sid, child)
     }
+}
+
+/// The child the relay asked to start among `outputs`, if it asked for one.
+pub fn spawned_in(outputs: &[Output]) -> Option<ChildId> {
+    outputs.iter().find_map(|o| match o {
+        Output::Spawn { child } => Some(*child),
+        _ => None,
+    })
 }
 
 /// A POST to `/mcp` with `body`, in session `sid` (protocol 2025-06-18) when given.

@@ -2,7 +2,7 @@
 //! its server, and `ok` again once it can (issue 9 item 3).
 
 use mcp_relay_core::{Config, ConnId, Endpoint, Input};
-use mcp_relay_tests::script::{http_post, Script};
+use mcp_relay_tests::script::{http_post, spawned_in, Script};
 
 const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:7000\r\n\r\n";
 
@@ -42,13 +42,7 @@ fn health_is_degraded_while_the_server_cannot_start() {
     s.accept_http(1);
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
     let out = s.client_data(1, http_post(None, init).as_bytes());
-    let child = out
-        .iter()
-        .find_map(|o| match o {
-            mcp_relay_core::Output::Spawn { child } => Some(*child),
-            _ => None,
-        })
-        .expect("a server is asked for");
+    let child = spawned_in(&out).expect("a server is asked for");
     s.input(Input::SpawnFailed {
         child,
         error: "`nope` was not found",
@@ -60,10 +54,7 @@ fn health_is_degraded_while_the_server_cannot_start() {
     // The next start that works clears it.
     s.accept_http(3);
     let out = s.client_data(3, http_post(None, init).as_bytes());
-    if let Some(child) = out.iter().find_map(|o| match o {
-        mcp_relay_core::Output::Spawn { child } => Some(*child),
-        _ => None,
-    }) {
+    if let Some(child) = spawned_in(&out) {
         s.spawned(child);
     }
     let (status, _) = health(&mut s, 4);
