@@ -32,6 +32,11 @@ impl<K: Ord + Copy, R: Copy, T: Ord + Copy> Deadlines<K, R, T> {
         }
     }
 
+    /// The deadline of `key`, if one is set.
+    pub(crate) fn get(&self, key: K) -> Option<(T, R)> {
+        self.of.get(&key).copied()
+    }
+
     /// The earliest deadline and its reason.
     pub(crate) fn first(&self) -> Option<(T, R)> {
         let (_, key) = self.by_time.first()?;

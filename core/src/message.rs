@@ -26,8 +26,14 @@ pub mod codes {
     pub const SERVER_FAILED: i64 = -32003;
     /// MCP 2026-07-28: an HTTP header does not match the body.
     pub const HEADER_MISMATCH: i64 = -32020;
+    /// MCP 2026-07-28: the request needs a client capability its `_meta` did not declare
+    /// (`data.requiredCapabilities` names it).
+    pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
     /// MCP 2026-07-28: the protocol version is not supported (`data.supported` lists them).
     pub const UNSUPPORTED_VERSION: i64 = -32022;
+    /// JSON-RPC: the parameters are invalid (MCP 2026-07-28: a request without its `_meta`
+    /// fields, or with a `requestState` the relay did not issue or no longer holds).
+    pub const INVALID_PARAMS: i64 = -32602;
     /// JSON-RPC: the method does not exist.
     pub const METHOD_NOT_FOUND: i64 = -32601;
 }

@@ -29,6 +29,18 @@ pub(crate) fn metrics(
         format!("mcp_relay_sessions_created_total {}", s.sessions_total),
     );
     metric(
+        "stateless_awaiting_input",
+        "gauge",
+        "2026-07-28 requests answered with input_required whose retry is awaited (each holds a server process).",
+        format!("mcp_relay_stateless_awaiting_input {}", http.awaiting_input),
+    );
+    metric(
+        "stateless_listen_streams",
+        "gauge",
+        "Open 2026-07-28 subscriptions/listen streams.",
+        format!("mcp_relay_stateless_listen_streams {}", http.listens),
+    );
+    metric(
         "sessions_reaped_total",
         "counter",
         "HTTP sessions ended by cause.",

@@ -47,6 +47,11 @@ pub enum Timer {
     SseKeepalive,
     /// A stateless request waits for a pool child resting after a cancellation.
     PoolRest,
+    /// The requests a stateless child sent the client are gathered: they go out as one
+    /// `input_required` answer.
+    StatelessInputRound,
+    /// A request answered with `input_required` got no retry within `--session-timeout`.
+    StatelessRetryWait,
 
     // ---- the prespawn pool (`pool.rs`) ----
     /// Start a prespawned child in place of one taken or lost.
@@ -74,6 +79,8 @@ impl Timer {
             Timer::HttpSessionIdle => "http: session idle",
             Timer::SseKeepalive => "http: SSE keep-alive",
             Timer::PoolRest => "http: a pool child's rest ends",
+            Timer::StatelessInputRound => "http: a stateless request's input round is gathered",
+            Timer::StatelessRetryWait => "http: no retry came for an input_required answer",
             Timer::PrespawnReplace => "prespawn: replace a child",
         }
     }

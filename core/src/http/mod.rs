@@ -7,6 +7,7 @@
 //! connection only while one carries it. A stream that lost its connection keeps a bounded
 //! replay buffer, so that a client resuming with `Last-Event-ID` gets what it missed.
 
+mod bridge;
 mod stateless;
 pub(crate) mod wire;
 
@@ -42,6 +43,9 @@ enum HttpTimer {
     Conn(ConnId),
     /// A session with no open stream expires.
     Session(HttpKey),
+    /// A stateless request's round of requests to the client is complete, or its retry is
+    /// overdue.
+    Input(HttpKey),
 }
 
 const CONN_DEADLINE: Timer = Timer::HttpConnection;
@@ -101,6 +105,9 @@ pub(crate) struct HttpServer {
     /// Connections whose next request is read once the current input is handled.
     deferred: VecDeque<ConnId>,
     pool_started: u64,
+    /// The 2026-07-28 bridge's state: what the server said of itself, the pool children's
+    /// setup and held requests, listen streams.
+    bridge: stateless::Bridge,
     /// The relay is shutting down: no new sessions.
     draining: bool,
     /// Sessions the relay has besides this server's (TCP), which count against
@@ -135,6 +142,7 @@ impl HttpServer {
             pool_queue: VecDeque::new(),
             deferred: VecDeque::new(),
             pool_started: 0,
+            bridge: stateless::Bridge::default(),
             draining: false,
             other_sessions: 0,
             timers: Deadlines::default(),
@@ -1208,7 +1216,11 @@ impl HttpServer {
         }
         if let Some(v) = head.header("mcp-protocol-version") {
             if !SESSION_ERA_VERSIONS.contains(&v) {
-                return Err(stateless::unsupported_version(v));
+                let id = match entries {
+                    [e] => e.id.map(RawId::from_raw),
+                    _ => None,
+                };
+                return Err(stateless::unsupported_version(v, id, false));
             }
         }
         let initialize = entries
@@ -1926,6 +1938,7 @@ impl HttpServer {
                 // 2026-07-28: closing the response stream cancels the request.
                 let cancelled = (!st.done).then(|| st.waiting.first().cloned()).flatten();
                 self.drop_stream(stream);
+                self.listen_gone(stream);
                 let busy = self
                     .sessions
                     .get(&key)
@@ -1976,6 +1989,14 @@ impl HttpServer {
         let Some(s) = self.sessions.get(&key) else {
             return;
         };
+        if s.pool {
+            // The bridge reads what a pool child says; the relay's own notes about the
+            // session (restarts, cancellations it made) are not for modern clients.
+            if !matches!(route, Route::Relay | Route::Cancelled(_)) && !msg.is_empty() {
+                self.pool_message(key, msg);
+            }
+            return;
+        }
         if s.legacy {
             if let Some(stream) = s.get_stream {
                 self.stream_send(stream, &msg, false);
@@ -2195,8 +2216,14 @@ impl HttpServer {
                 None => self.drop_stream(stream),
             }
         }
-        self.sessions.remove(&key);
+        let pool = self.sessions.remove(&key).is_some_and(|s| s.pool);
         self.timers.set(HttpTimer::Session(key), None);
+        if pool {
+            self.pool_child_gone(key);
+            // What waited for it may go to another child.
+            let now = self.now;
+            self.pool_dispatch(now);
+        }
     }
 
     // ---- time ----
@@ -2237,6 +2264,7 @@ impl HttpServer {
         }
         let mut expired_conns = Vec::new();
         let mut idle = Vec::new();
+        let mut inputs = Vec::new();
         for timer in self.timers.due(now) {
             // An index entry may be stale: what it is about is checked again here.
             self.timers.set(timer, None);
@@ -2260,6 +2288,7 @@ impl HttpServer {
                         _ => {}
                     }
                 }
+                HttpTimer::Input(key) => inputs.push(key),
                 HttpTimer::Session(key) => {
                     let Some(s) = self.sessions.get(&key) else {
                         continue;
@@ -2268,7 +2297,7 @@ impl HttpServer {
                     if s.finished {
                         continue;
                     }
-                    if self.has_open_stream(s) {
+                    if self.has_open_stream(s) || self.bridge.holds(key) {
                         // Checked again a timeout later (the stream's end re-arms it too).
                         let at = now + self.config.http.session_timeout;
                         self.timers.set(timer, Some((at, IDLE_SESSION)));
@@ -2294,6 +2323,9 @@ impl HttpServer {
             } else {
                 self.close_conn(conn);
             }
+        }
+        for key in inputs {
+            self.input_timer(now, key);
         }
         for key in idle {
             self.sessions_expired += 1;
@@ -2325,6 +2357,7 @@ impl HttpServer {
     /// Graceful shutdown: idle connections close now; busy ones after their response.
     pub(crate) fn shutdown(&mut self) {
         self.draining = true;
+        self.close_listens();
         let conns: Vec<(ConnId, bool)> = self
             .conns
             .iter()
@@ -2400,6 +2433,8 @@ impl HttpServer {
             responses: &self.responses,
             sessions_expired: self.sessions_expired,
             sessions_deleted: self.sessions_deleted,
+            awaiting_input: self.bridge.awaiting_input(),
+            listens: self.bridge.listens(),
         }
     }
 }
@@ -2410,6 +2445,10 @@ pub(crate) struct HttpCounters<'a> {
     pub(crate) responses: &'a BTreeMap<u16, u64>,
     pub(crate) sessions_expired: u64,
     pub(crate) sessions_deleted: u64,
+    /// 2026-07-28 requests answered with `input_required` whose retry is awaited.
+    pub(crate) awaiting_input: usize,
+    /// Open `subscriptions/listen` streams.
+    pub(crate) listens: usize,
 }
 
 /// A POST to `/mcp` sends JSON and takes JSON or an event stream.

@@ -8,63 +8,186 @@
 //! initialized once, by the relay, on behalf of the first client it serves; closing a
 //! response stream cancels its request.
 
+use super::bridge::{self, Filter, RequestMeta, ServerFacts};
 use super::wire::Head;
 use super::{
-    reject, ConnState, HttpEvent, HttpKey, HttpServer, HttpTimer, Reject, StreamKind, IDLE_SESSION,
+    reject, ConnState, HttpEvent, HttpKey, HttpServer, HttpTimer, Reject, StreamId, StreamKind,
+    IDLE_SESSION,
 };
 use crate::message::{self, codes, Envelope, Kind, RawId};
+use crate::timer::Timer;
 use crate::ConnId;
+use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The stateless protocol version.
-pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
+pub(crate) const STATELESS_VERSION: &str = bridge::MODERN;
 
-/// A request waiting for a free child.
+/// The ids of the requests the relay itself sends a pool child while setting it up.
+const INIT_ID: &str = "mcp-relay:stateless-init";
+const SETTLE_ID: &str = "mcp-relay:stateless-settle";
+
+/// How long the requests a child sends the client are gathered into one `input_required`
+/// round (a server that needs several answers usually asks for them back to back).
+const INPUT_GATHER: Duration = Duration::from_millis(20);
+
+/// Most requests to the client one request may have outstanding; more are refused to the
+/// server (bounds what a server that asks without end makes the relay hold).
+const MAX_INPUT_REQUESTS: usize = 16;
+
+/// The part of the HTTP server that serves 2026-07-28 clients from session-era children.
+#[derive(Default)]
+pub(crate) struct Bridge {
+    /// What the server said of itself at the first pool child's `initialize`.
+    facts: Option<ServerFacts>,
+    children: BTreeMap<HttpKey, PoolChild>,
+    /// Open `subscriptions/listen` streams.
+    listens: BTreeMap<StreamId, Listen>,
+    /// Requests handed to children so far (names the ids children see).
+    requests: u64,
+}
+
+impl Bridge {
+    /// A pool child held for a client's retry (an `input_required` round is open).
+    pub(crate) fn holds(&self, key: HttpKey) -> bool {
+        self.children.get(&key).is_some_and(|c| c.job.is_some())
+    }
+
+    /// Requests held for retries, for `/metrics`.
+    pub(crate) fn awaiting_input(&self) -> usize {
+        self.children
+            .values()
+            .filter(|c| c.job.as_ref().is_some_and(|j| j.secret.is_some()))
+            .count()
+    }
+
+    /// Open listen streams.
+    pub(crate) fn listens(&self) -> usize {
+        self.listens.len()
+    }
+}
+
+/// Where a pool child is in the relay's setup of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// `initialize` sent; its answer is awaited.
+    Initializing,
+    /// `notifications/initialized` sent, and a request behind it (`logging/setLevel`, or
+    /// `ping`) whose answer says the child has taken the notification in.
+    Settling,
+    /// Serves requests.
+    Ready,
+}
+
+struct PoolChild {
+    phase: Phase,
+    /// The client request it serves, from dispatch to its final answer.
+    job: Option<Job>,
+}
+
+/// One client request on a pool child, across its `input_required` rounds.
+struct Job {
+    method: String,
+    name: Option<String>,
+    /// The id the child knows the request by (the first round's).
+    child_id: RawId,
+    /// The id of the HTTP request being answered now (a retry's, after the first round).
+    client_id: RawId,
+    meta: RequestMeta,
+    /// The progress token the child was given, and the current request's.
+    child_token: Option<Value>,
+    client_token: Option<Value>,
+    /// The child's requests to the client not yet put to it.
+    round: Vec<Value>,
+    /// Requests put to the client, awaiting its retry.
+    asked: Vec<Asked>,
+    next_key: u32,
+    /// The secret half of the `requestState` handed out; taken by the retry that uses it.
+    secret: Option<String>,
+    /// The child's final answer, when it came while no HTTP request waited for it.
+    answer: Option<Vec<u8>>,
+}
+
+struct Asked {
+    key: String,
+    /// The child's id for its request.
+    child_req: Value,
+    /// `{method, params}` as the client sees it.
+    request: Value,
+}
+
+struct Listen {
+    id: RawId,
+    filter: Filter,
+}
+
+/// What a queued request is.
+pub(crate) enum Work {
+    /// Forwarded to a pool child.
+    Forward,
+    /// Answered by the relay once it knows the server (`server/discover`).
+    Discover,
+    /// Opened by the relay once it knows the server (`subscriptions/listen`).
+    Listen(Value),
+}
+
+/// A request waiting for a free child (or for the server's facts).
 pub(crate) struct Queued {
     pub(crate) conn: ConnId,
     pub(crate) line: Vec<u8>,
     pub(crate) id: RawId,
-    pub(crate) progress_token: Option<RawId>,
     pub(crate) headers: Vec<(&'static str, String)>,
-    pub(crate) meta: Option<serde_json::Value>,
+    work: Work,
+    method: String,
+    name: Option<String>,
+    meta: RequestMeta,
+    token: Option<Value>,
 }
 
-/// The stateless version a POST speaks, if it speaks it.
+/// The stateless version a POST speaks, if it speaks it: an `MCP-Protocol-Version` of
+/// 2026-07-28, or a version no session-era request would carry on a request that names its
+/// version in `_meta` (so that it gets the modern era's errors).
 pub(crate) fn modern_version(head: &Head, entries: &[Envelope<'_>]) -> Option<String> {
-    if let Some(v) = head.header("mcp-protocol-version") {
-        return (v == STATELESS_VERSION).then(|| v.to_owned());
+    let meta = match entries {
+        [e] => parse_params(e.params)
+            .as_ref()
+            .and_then(|p| bridge::meta_version(Some(p)).map(str::to_owned)),
+        _ => None,
+    };
+    match head.header("mcp-protocol-version") {
+        Some(v) if v == STATELESS_VERSION => Some(v.to_owned()),
+        Some(v) if super::SESSION_ERA_VERSIONS.contains(&v) => None,
+        Some(v) => {
+            (head.header("mcp-session-id").is_none() && meta.is_some()).then(|| v.to_owned())
+        }
+        None if head.header("mcp-session-id").is_some() => None,
+        None => meta,
     }
-    if head.header("mcp-session-id").is_some() || entries.len() != 1 {
-        return None;
-    }
-    let meta = meta_of(entries[0].params)?;
-    meta.get("io.modelcontextprotocol/protocolVersion")?
-        .as_str()
-        .map(str::to_owned)
 }
 
-fn meta_of(params: Option<&serde_json::value::RawValue>) -> Option<serde_json::Value> {
-    let v: serde_json::Value = serde_json::from_str(params?.get()).ok()?;
-    v.get("_meta").cloned()
+fn parse_params(params: Option<&serde_json::value::RawValue>) -> Option<Value> {
+    serde_json::from_str(params?.get()).ok()
 }
 
-/// 400 with -32022 and the versions this relay speaks.
-pub(crate) fn unsupported_version(v: &str) -> Reject {
-    let mut supported: Vec<&str> = super::SESSION_ERA_VERSIONS.to_vec();
+/// 400 with -32022, the versions this relay speaks (the modern ones only, for a modern
+/// request: those are the ones `server/discover` lists) and the one asked for.
+pub(crate) fn unsupported_version(v: &str, id: Option<RawId>, modern: bool) -> Reject {
+    let mut supported: Vec<&str> = Vec::new();
+    if !modern {
+        supported.extend_from_slice(&super::SESSION_ERA_VERSIONS);
+    }
     supported.push(STATELESS_VERSION);
     let mut r = reject(
         400,
         codes::UNSUPPORTED_VERSION,
         format!(
-            "mcp-relay: unsupported MCP-Protocol-Version {v}; supported: {}",
+            "mcp-relay: unsupported protocol version {v}; supported: {}",
             supported.join(", ")
         ),
     );
-    r.data = Some(format!(
-        r#"{{"supported":{}}}"#,
-        serde_json::Value::from(supported.clone())
-    ));
+    r.data = Some(serde_json::json!({"supported": supported, "requested": v}).to_string());
+    r.id = id;
     r
 }
 
@@ -103,7 +226,12 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Checks that the headers mirror the body, as 2026-07-28 requires.
-fn check_headers(head: &Head, e: &Envelope<'_>, version: &str) -> Result<(), Reject> {
+fn check_headers(
+    head: &Head,
+    e: &Envelope<'_>,
+    params: Option<&Value>,
+    version: &str,
+) -> Result<(), Reject> {
     let mismatch = |what: String| {
         let mut r = reject(400, codes::HEADER_MISMATCH, format!("mcp-relay: {what}"));
         r.id = e.id.map(RawId::from_raw);
@@ -122,11 +250,7 @@ fn check_headers(head: &Head, e: &Envelope<'_>, version: &str) -> Result<(), Rej
         }
         _ => {}
     }
-    let meta_version = meta_of(e.params).and_then(|m| {
-        m.get("io.modelcontextprotocol/protocolVersion")
-            .and_then(|v| v.as_str().map(str::to_owned))
-    });
-    if meta_version.as_deref() != Some(version) {
+    if bridge::meta_version(params) != Some(version) {
         return Err(mismatch(format!(
             "_meta[\"io.modelcontextprotocol/protocolVersion\"] must be {version}"
         )));
@@ -162,6 +286,9 @@ fn check_headers(head: &Head, e: &Envelope<'_>, version: &str) -> Result<(), Rej
 }
 
 impl HttpServer {
+    /// A POST of the 2026-07-28 era: checked, then answered by the relay (`server/discover`,
+    /// `subscriptions/listen`, removed methods, a retry of a held request) or queued for a
+    /// pool child.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn stateless_post(
         &mut self,
@@ -173,9 +300,6 @@ impl HttpServer {
         version: String,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
-        if version != STATELESS_VERSION {
-            return Err(unsupported_version(&version));
-        }
         let [e] = entries else {
             return Err(reject(
                 400,
@@ -183,20 +307,93 @@ impl HttpServer {
                 "mcp-relay: batches are not part of MCP 2026-07-28",
             ));
         };
-        check_headers(head, e, &version)?;
-        let (Kind::Request, Some(id)) = (e.kind, e.id.map(RawId::from_raw)) else {
+        let id = e.id.map(RawId::from_raw);
+        let params = parse_params(e.params);
+        if version != STATELESS_VERSION {
+            let meta = bridge::meta_version(params.as_ref());
+            if meta.is_none() || meta == Some(version.as_str()) {
+                return Err(unsupported_version(&version, id, true));
+            }
+        }
+        let (Kind::Request, Some(id)) = (e.kind, id) else {
+            check_headers(head, e, params.as_ref(), STATELESS_VERSION)?;
             // Notifications need no child: nothing in this era waits on them.
             self.respond_headers(conn, 202, cors, None, b"");
             return Ok(());
+        };
+        let invalid = |message: String| {
+            let mut r = reject(400, codes::INVALID_PARAMS, format!("mcp-relay: {message}"));
+            r.id = Some(id.clone());
+            r
+        };
+        let meta = bridge::check_meta(params.as_ref()).map_err(invalid)?;
+        check_headers(head, e, params.as_ref(), &version)?;
+        let method = e.method.as_deref().unwrap_or("");
+        if bridge::REMOVED_METHODS.contains(&method) {
+            let mut r = reject(
+                404,
+                codes::METHOD_NOT_FOUND,
+                format!("Method not found: {method} is not part of MCP 2026-07-28"),
+            );
+            r.id = Some(id);
+            return Err(r);
+        }
+        let name = ["name", "uri"]
+            .iter()
+            .find_map(|f| params.as_ref()?.get(*f)?.as_str().map(str::to_owned));
+        let token = params
+            .as_ref()
+            .and_then(|p| p.pointer("/_meta/progressToken"))
+            .cloned();
+        if let Some(state) = params
+            .as_ref()
+            .and_then(|p| p.get("requestState"))
+            .and_then(Value::as_str)
+        {
+            return self.retry(
+                now,
+                conn,
+                RetryOf {
+                    id,
+                    state: state.to_owned(),
+                    method: method.to_owned(),
+                    name,
+                    meta,
+                    token,
+                    responses: params
+                        .as_ref()
+                        .and_then(|p| p.get("inputResponses"))
+                        .cloned(),
+                    headers: cors.to_vec(),
+                },
+            );
+        }
+        let work = match method {
+            "server/discover" => Work::Discover,
+            "subscriptions/listen" => Work::Listen(
+                params
+                    .as_ref()
+                    .and_then(|p| p.get("notifications"))
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            ),
+            _ => Work::Forward,
         };
         let queued = Queued {
             conn,
             line: body.to_vec(),
             id,
-            progress_token: message::meta_progress_token(e.params),
             headers: cors.to_vec(),
-            meta: meta_of(e.params),
+            work,
+            method: method.to_owned(),
+            name,
+            meta,
+            token,
         };
+        if !matches!(queued.work, Work::Forward) && self.bridge.facts.is_some() {
+            self.answer_locally(queued);
+            return Ok(());
+        }
         let waiting = self.pool_queue.len();
         if waiting >= self.config.http.max_sessions {
             let mut r = reject(
@@ -216,6 +413,35 @@ impl HttpServer {
         Ok(())
     }
 
+    /// `server/discover` and `subscriptions/listen`, once the server's facts are known.
+    fn answer_locally(&mut self, q: Queued) {
+        let Some(facts) = self.bridge.facts.clone() else {
+            return;
+        };
+        match q.work {
+            Work::Discover => {
+                let answer = bridge::discover(&q.id, &facts);
+                self.respond_headers(q.conn, 200, &q.headers, Some("application/json"), &answer);
+                self.after_response(q.conn);
+            }
+            Work::Listen(requested) => {
+                let filter = facts.honored(&requested);
+                let stream = self.new_stream(LISTENERS, StreamKind::Post, Some(q.conn), false);
+                if let Some(st) = self.streams.get_mut(&stream) {
+                    st.waiting = vec![q.id.clone()];
+                    st.extra_headers = q.headers;
+                    st.stateless = true;
+                }
+                let ack = bridge::listen_ack(&q.id, filter);
+                self.bridge
+                    .listens
+                    .insert(stream, Listen { id: q.id, filter });
+                self.stream_send(stream, &ack, false);
+            }
+            Work::Forward => {}
+        }
+    }
+
     /// Hands queued requests to free children, starting children up to the pool size.
     pub(crate) fn pool_dispatch(&mut self, now: Instant) {
         for s in self.sessions.values_mut() {
@@ -224,38 +450,74 @@ impl HttpServer {
             }
         }
         while let Some(next) = self.pool_queue.front() {
-            let meta = next.meta.clone();
-            let free = self
-                .sessions
-                .iter()
-                .find(|(_, s)| {
-                    s.pool && !s.finished && s.busy.is_none() && s.cooldown_until.is_none()
-                })
-                .map(|(k, _)| *k);
-            let key = match free {
-                Some(key) => key,
-                None => {
-                    let pool = self
-                        .sessions
-                        .values()
-                        .filter(|s| s.pool && !s.finished)
-                        .count();
-                    if pool >= self.config.http.stateless_pool {
-                        return;
-                    }
-                    self.new_pool_child(now, meta.as_ref())
+            let still_waiting = self
+                .conns
+                .get(&next.conn)
+                .is_some_and(|c| matches!(c.state, ConnState::Queued));
+            if !still_waiting {
+                self.pool_queue.pop_front();
+                continue;
+            }
+            let forward = matches!(next.work, Work::Forward);
+            if !forward && self.bridge.facts.is_some() {
+                if let Some(q) = self.pool_queue.pop_front() {
+                    self.answer_locally(q);
                 }
+                continue;
+            }
+            let free = forward
+                .then(|| {
+                    self.sessions
+                        .iter()
+                        .find(|(k, s)| {
+                            s.pool
+                                && !s.finished
+                                && s.busy.is_none()
+                                && s.cooldown_until.is_none()
+                                && self
+                                    .bridge
+                                    .children
+                                    .get(k)
+                                    .is_some_and(|c| c.phase == Phase::Ready && c.job.is_none())
+                        })
+                        .map(|(k, _)| *k)
+                })
+                .flatten();
+            let Some(key) = free else {
+                // Nothing can take it yet: a child is started if none is on its way.
+                let live: Vec<HttpKey> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.pool && !s.finished)
+                    .map(|(k, _)| *k)
+                    .collect();
+                let starting = live
+                    .iter()
+                    .filter(|k| {
+                        self.bridge
+                            .children
+                            .get(k)
+                            .is_some_and(|c| c.phase != Phase::Ready)
+                    })
+                    .count();
+                let wanted = self.pool_queue.len();
+                if starting < wanted && live.len() < self.config.http.stateless_pool {
+                    self.new_pool_child(now);
+                } else if forward && starting == 0 {
+                    // Every child is busy or held for a retry: the longest-held request gives
+                    // way (its retry will be told its requestState expired), so that clients
+                    // that never retry cannot take the pool.
+                    if let Some(held) = self.longest_held() {
+                        log::info!("stateless: every server is busy or held for a retry; the longest-held input_required request is given up");
+                        self.evict(now, held);
+                        continue;
+                    }
+                }
+                return;
             };
             let Some(q) = self.pool_queue.pop_front() else {
                 return;
             };
-            let waiting = self
-                .conns
-                .get(&q.conn)
-                .is_some_and(|c| matches!(c.state, ConnState::Queued));
-            if !waiting {
-                continue;
-            }
             // No resumability in this era: no priming event.
             let stream = self.new_stream(key, StreamKind::Post, Some(q.conn), false);
             if let Some(st) = self.streams.get_mut(&stream) {
@@ -266,23 +528,47 @@ impl HttpServer {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.busy = Some(stream);
                 s.last_activity = now;
-                self.timers.set(
-                    HttpTimer::Session(key),
-                    Some((now + self.config.http.session_timeout, IDLE_SESSION)),
-                );
                 s.progress.clear();
-                if let Some(t) = q.progress_token {
-                    s.progress.insert(t, q.id.clone());
-                }
             }
-            let line = q.line;
+            self.timers.set(
+                HttpTimer::Session(key),
+                Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+            );
+            // The child knows the request by an id and a progress token of the relay's own,
+            // so that nothing it says late about an earlier request can pass for this one's.
+            self.bridge.requests += 1;
+            let n = self.bridge.requests;
+            let child_id = RawId::string(&format!("mcp-relay:{n}"));
+            let child_token = q
+                .token
+                .as_ref()
+                .map(|_| Value::from(format!("mcp-relay:{n}")));
+            let line =
+                bridge::for_child(&q.line, &child_id, child_token.as_ref()).unwrap_or(q.line);
+            if let Some(c) = self.bridge.children.get_mut(&key) {
+                c.job = Some(Job {
+                    method: q.method,
+                    name: q.name,
+                    child_id,
+                    client_id: q.id,
+                    meta: q.meta,
+                    child_token,
+                    client_token: q.token,
+                    round: Vec::new(),
+                    asked: Vec::new(),
+                    next_key: 1,
+                    secret: None,
+                    answer: None,
+                });
+            }
             self.events
                 .push_back(HttpEvent::Message { key, body: line });
         }
     }
 
-    /// Starts a pool child and initializes it on behalf of the client described by `meta`.
-    fn new_pool_child(&mut self, now: Instant, meta: Option<&serde_json::Value>) -> HttpKey {
+    /// Starts a pool child and initializes it with every client capability (see
+    /// [`bridge::pool_initialize`]); it serves once it has settled.
+    fn new_pool_child(&mut self, now: Instant) -> HttpKey {
         let key = self.new_key();
         self.pool_started += 1;
         let label = format!("stateless#{}", self.pool_started);
@@ -310,51 +596,518 @@ impl HttpServer {
                 parked_bytes: 0,
             },
         );
+        self.bridge.children.insert(
+            key,
+            PoolChild {
+                phase: Phase::Initializing,
+                job: None,
+            },
+        );
         let idle = now + self.config.http.session_timeout;
         self.timers
             .set(HttpTimer::Session(key), Some((idle, IDLE_SESSION)));
-        let get = |k: &str| meta.and_then(|m| m.get(k)).cloned();
-        let init = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": "mcp-relay:stateless-init",
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": get("io.modelcontextprotocol/clientCapabilities").unwrap_or_else(|| serde_json::json!({})),
-                "clientInfo": get("io.modelcontextprotocol/clientInfo").unwrap_or_else(|| serde_json::json!({"name": "mcp-relay", "version": env!("CARGO_PKG_VERSION")})),
-            }
-        });
-        let init = init.to_string().into_bytes();
-        let initialized = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-        self.events
-            .push_back(HttpEvent::Message { key, body: init });
-        self.events.push_back(HttpEvent::Message {
-            key,
-            body: initialized.to_vec(),
-        });
+        self.to_child(key, bridge::pool_initialize(INIT_ID));
         key
+    }
+
+    fn to_child(&mut self, key: HttpKey, body: Vec<u8>) {
+        self.events.push_back(HttpEvent::Message { key, body });
+    }
+
+    /// A message from a pool child: the bridge decides where it goes (see [`bridge`]).
+    pub(super) fn pool_message(&mut self, key: HttpKey, msg: Vec<u8>) {
+        let Ok(v) = serde_json::from_slice::<Value>(&msg) else {
+            log::debug!("stateless child: a message that is not a JSON object; dropped");
+            return;
+        };
+        let method = v.get("method").and_then(Value::as_str).map(str::to_owned);
+        match (method, v.get("id")) {
+            (Some(method), Some(id)) => self.child_request(key, &method, id.clone(), &v),
+            (Some(method), None) => self.child_notification(key, &method, &v),
+            (None, Some(id)) => self.child_answer(key, id, &msg),
+            (None, None) => log::debug!("stateless child: a message of no known kind; dropped"),
+        }
+    }
+
+    fn child_answer(&mut self, key: HttpKey, id: &Value, msg: &[u8]) {
+        let Some(child) = self.bridge.children.get_mut(&key) else {
+            return;
+        };
+        match id.as_str() {
+            Some(INIT_ID) => {
+                if child.phase != Phase::Initializing {
+                    return;
+                }
+                let facts = ServerFacts::from_initialize(msg);
+                if facts.is_none() {
+                    log::warn!("stateless child: the server refused initialize; serving it anyway");
+                }
+                child.phase = Phase::Settling;
+                let logging = facts.as_ref().is_some_and(ServerFacts::logging);
+                if self.bridge.facts.is_none() {
+                    self.bridge.facts = facts;
+                }
+                self.to_child(
+                    key,
+                    br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec(),
+                );
+                // Its answer says the notification was taken in (a server registers what the
+                // capabilities allow on it); log levels are filtered per request here.
+                let settle = if logging {
+                    format!(
+                        r#"{{"jsonrpc":"2.0","id":"{SETTLE_ID}","method":"logging/setLevel","params":{{"level":"debug"}}}}"#
+                    )
+                } else {
+                    format!(r#"{{"jsonrpc":"2.0","id":"{SETTLE_ID}","method":"ping"}}"#)
+                };
+                self.to_child(key, settle.into_bytes());
+                // What waits for the server's facts can be answered now.
+                let now = self.now;
+                self.pool_dispatch(now);
+            }
+            Some(SETTLE_ID) => {
+                if child.phase == Phase::Settling {
+                    child.phase = Phase::Ready;
+                    let now = self.now;
+                    self.pool_dispatch(now);
+                }
+            }
+            _ => {
+                let Some(job) = child.job.as_mut() else {
+                    log::debug!("stateless child: an answer no request waits for; dropped");
+                    return;
+                };
+                if serde_json::to_string(id).ok().as_deref() != Some(job.child_id.as_str()) {
+                    log::debug!("stateless child: an answer to {id}, not to its request; dropped");
+                    return;
+                }
+                let stream = self.sessions.get(&key).and_then(|s| s.busy);
+                match stream {
+                    Some(stream) => {
+                        let answer = bridge::complete(msg, &job.method, &job.client_id);
+                        self.stream_send(stream, &answer, true);
+                    }
+                    // Held for a retry: the retry gets it.
+                    None => job.answer = Some(msg.to_vec()),
+                }
+            }
+        }
+    }
+
+    fn child_request(&mut self, key: HttpKey, method: &str, id: Value, v: &Value) {
+        let serving = self
+            .bridge
+            .children
+            .get(&key)
+            .and_then(|c| c.job.as_ref())
+            .is_some();
+        if method == "ping" {
+            self.to_child(key, bridge::input_answer(&id, &serde_json::json!({})));
+            return;
+        }
+        let refuse = |why: String| bridge::refuse_input(&id, &format!("mcp-relay: {why}"));
+        if bridge::input_kind(method).is_none() {
+            let no = refuse(format!("a MCP 2026-07-28 client cannot be asked {method}"));
+            self.to_child(key, no);
+            return;
+        }
+        if !serving {
+            let no = refuse(format!(
+                "{method} outside any client request: a MCP 2026-07-28 client can only be asked within one"
+            ));
+            self.to_child(key, no);
+            return;
+        }
+        let Some(job) = self
+            .bridge
+            .children
+            .get_mut(&key)
+            .and_then(|c| c.job.as_mut())
+        else {
+            return;
+        };
+        if job.round.len() + job.asked.len() >= MAX_INPUT_REQUESTS {
+            let no = refuse(format!(
+                "more than {MAX_INPUT_REQUESTS} requests to the client at once"
+            ));
+            self.to_child(key, no);
+            return;
+        }
+        job.round.push(v.clone());
+        let attached = self.sessions.get(&key).is_some_and(|s| s.busy.is_some());
+        if attached && self.timers.get(HttpTimer::Input(key)).is_none() {
+            self.timers.set(
+                HttpTimer::Input(key),
+                Some((self.now + INPUT_GATHER, Timer::StatelessInputRound)),
+            );
+        }
+    }
+
+    fn child_notification(&mut self, key: HttpKey, method: &str, v: &Value) {
+        if bridge::is_listen_notification(method) {
+            let ready = self
+                .bridge
+                .children
+                .get(&key)
+                .is_some_and(|c| c.phase == Phase::Ready);
+            if !ready {
+                // Said while it registered what its capabilities allow: not news to anyone.
+                return;
+            }
+            let targets: Vec<(StreamId, RawId)> = self
+                .bridge
+                .listens
+                .iter()
+                .filter(|(stream, l)| self.streams.contains_key(stream) && l.filter.wants(method))
+                .map(|(stream, l)| (*stream, l.id.clone()))
+                .collect();
+            for (stream, id) in targets {
+                let tagged = bridge::tag_subscription(v, &id);
+                self.stream_send(stream, &tagged, false);
+            }
+            return;
+        }
+        let Some(stream) = self.sessions.get(&key).and_then(|s| s.busy) else {
+            return;
+        };
+        let Some(job) = self.bridge.children.get(&key).and_then(|c| c.job.as_ref()) else {
+            return;
+        };
+        match method {
+            "notifications/progress" => {
+                let Some(token) = job.client_token.clone() else {
+                    return;
+                };
+                if v.pointer("/params/progressToken") != job.child_token.as_ref() {
+                    return;
+                }
+                let mut n = v.clone();
+                if let Some(p) = n.get_mut("params").and_then(Value::as_object_mut) {
+                    p.insert("progressToken".into(), token);
+                }
+                let bytes = serde_json::to_vec(&n).unwrap_or_default();
+                self.stream_send(stream, &bytes, false);
+            }
+            "notifications/message" => {
+                if bridge::log_passes(v, job.meta.log_level) {
+                    let bytes = serde_json::to_vec(v).unwrap_or_default();
+                    self.stream_send(stream, &bytes, false);
+                }
+            }
+            _ => log::debug!("stateless child: {method} is not for a 2026-07-28 client; dropped"),
+        }
+    }
+
+    /// The gathering of a round of requests to the client ended, or a held request's retry
+    /// never came.
+    pub(super) fn input_timer(&mut self, now: Instant, key: HttpKey) {
+        let attached = self.sessions.get(&key).is_some_and(|s| s.busy.is_some());
+        let Some(job) = self.bridge.children.get(&key).and_then(|c| c.job.as_ref()) else {
+            return;
+        };
+        if attached {
+            self.flush_round(now, key);
+        } else if job.secret.is_some() {
+            log::info!(
+                "stateless: no retry came for an input_required answer within --session-timeout; the request is cancelled"
+            );
+            let child_id = job.child_id.clone();
+            self.pool_release(now, key, Some(child_id));
+        }
+    }
+
+    /// Puts the round's requests to the client as one `input_required` answer; those that
+    /// need a capability the client did not declare are refused to the child, and if none is
+    /// left the client gets -32021.
+    fn flush_round(&mut self, now: Instant, key: HttpKey) {
+        self.timers.set(HttpTimer::Input(key), None);
+        let Some(stream) = self.sessions.get(&key).and_then(|s| s.busy) else {
+            return;
+        };
+        let Some(job) = self
+            .bridge
+            .children
+            .get_mut(&key)
+            .and_then(|c| c.job.as_mut())
+        else {
+            return;
+        };
+        let mut refused = Vec::new();
+        let mut missing: Vec<&'static str> = Vec::new();
+        for request in std::mem::take(&mut job.round) {
+            let method = request.get("method").and_then(Value::as_str).unwrap_or("");
+            let child_req = request.get("id").cloned().unwrap_or(Value::Null);
+            let Some((cap, short)) = bridge::input_kind(method) else {
+                continue;
+            };
+            if !bridge::declared(&job.meta.capabilities, cap) {
+                refused.push(bridge::refuse_input(
+                    &child_req,
+                    &format!("mcp-relay: the client did not declare the {cap} capability"),
+                ));
+                if !missing.contains(&cap) {
+                    missing.push(cap);
+                }
+                continue;
+            }
+            let k = format!("{short}-{}", job.next_key);
+            job.next_key += 1;
+            job.asked.push(Asked {
+                key: k,
+                child_req,
+                request: bridge::as_input_request(&request),
+            });
+        }
+        if job.asked.is_empty() {
+            if missing.is_empty() {
+                return;
+            }
+            // Nothing the client can be asked: the request fails as 2026-07-28 says.
+            let answer = bridge::missing_capabilities(&job.client_id, &missing);
+            let child_id = job.child_id.clone();
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.busy = None;
+            }
+            for no in refused {
+                self.to_child(key, no);
+            }
+            self.stream_send(stream, &answer, true);
+            self.pool_release(now, key, Some(child_id));
+            return;
+        }
+        let secret = self.new_secret();
+        let Some(job) = self
+            .bridge
+            .children
+            .get_mut(&key)
+            .and_then(|c| c.job.as_mut())
+        else {
+            return;
+        };
+        let state = format!("{}.{secret}", key.0);
+        job.secret = Some(secret);
+        let asks: Vec<(String, Value)> = job
+            .asked
+            .iter()
+            .map(|a| (a.key.clone(), a.request.clone()))
+            .collect();
+        let answer = bridge::input_required(&job.client_id, &asks, &state);
+        for no in refused {
+            self.to_child(key, no);
+        }
+        // The stream ends with this answer; the child stays with the request.
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.busy = None;
+            s.last_activity = now;
+        }
+        self.stream_send(stream, &answer, true);
+        self.timers.set(
+            HttpTimer::Input(key),
+            Some((
+                now + self.config.http.session_timeout,
+                Timer::StatelessRetryWait,
+            )),
+        );
+    }
+
+    fn new_secret(&mut self) -> String {
+        use rand_core::RngCore;
+        let mut b = [0u8; 16];
+        self.rng.fill_bytes(&mut b);
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// The client's retry of a request answered with `input_required`: its answers go to the
+    /// child that asked, still waiting, and what the child says next is this retry's answer.
+    fn retry(&mut self, now: Instant, conn: ConnId, r: RetryOf) -> Result<(), Reject> {
+        let invalid = || {
+            let mut e = reject(
+                400,
+                codes::INVALID_PARAMS,
+                "mcp-relay: requestState is not one this relay issued, or it expired or was already used",
+            );
+            e.id = Some(r.id.clone());
+            e
+        };
+        let (k, secret) = r.state.split_once('.').ok_or_else(invalid)?;
+        let key = HttpKey(k.parse().map_err(|_| invalid())?);
+        let attached = self
+            .sessions
+            .get(&key)
+            .is_none_or(|s| s.busy.is_some() || s.finished);
+        let job = self
+            .bridge
+            .children
+            .get_mut(&key)
+            .and_then(|c| c.job.as_mut())
+            .ok_or_else(invalid)?;
+        let genuine = job
+            .secret
+            .as_deref()
+            .is_some_and(|s| super::constant_time_eq(s.as_bytes(), secret.as_bytes()));
+        if !genuine || attached {
+            return Err(invalid());
+        }
+        if job.method != r.method || job.name != r.name {
+            let mut e = invalid();
+            e.message = format!(
+                "mcp-relay: requestState belongs to a {} request, not to this {}",
+                job.method, r.method
+            );
+            return Err(e);
+        }
+        job.secret = None;
+        job.client_id = r.id.clone();
+        job.meta = r.meta;
+        job.client_token = r.token;
+        let held = job.answer.take();
+        let method = job.method.clone();
+        let mut answers = Vec::new();
+        let responses = r.responses.unwrap_or(Value::Null);
+        for a in std::mem::take(&mut job.asked) {
+            match responses.get(&a.key) {
+                Some(result) if result.is_object() => {
+                    answers.push(bridge::input_answer(&a.child_req, result));
+                }
+                // Missing or not a result: asked again.
+                _ => job.asked.push(a),
+            }
+        }
+        let ask_again = !job.asked.is_empty();
+        let pending_round = !job.round.is_empty();
+        self.timers.set(HttpTimer::Input(key), None);
+        let stream = self.new_stream(key, StreamKind::Post, Some(conn), false);
+        if let Some(st) = self.streams.get_mut(&stream) {
+            st.waiting = vec![r.id.clone()];
+            st.extra_headers = r.headers;
+            st.stateless = true;
+        }
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.busy = Some(stream);
+            s.last_activity = now;
+        }
+        self.timers.set(
+            HttpTimer::Session(key),
+            Some((now + self.config.http.session_timeout, IDLE_SESSION)),
+        );
+        if let Some(held) = held {
+            let answer = bridge::complete(&held, &method, &r.id);
+            self.stream_send(stream, &answer, true);
+            return Ok(());
+        }
+        for a in answers {
+            self.to_child(key, a);
+        }
+        if ask_again {
+            self.flush_round(now, key);
+        } else if pending_round {
+            self.timers.set(
+                HttpTimer::Input(key),
+                Some((now + INPUT_GATHER, Timer::StatelessInputRound)),
+            );
+        }
+        Ok(())
     }
 
     /// A pool child finished its request (answered, or the client gave up on it).
     pub(crate) fn pool_release(&mut self, now: Instant, key: HttpKey, cancelled: Option<RawId>) {
+        let job = self
+            .bridge
+            .children
+            .get_mut(&key)
+            .and_then(|c| c.job.take());
+        self.timers.set(HttpTimer::Input(key), None);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
         s.busy = None;
         s.progress.clear();
         if let Some(id) = cancelled {
+            // The id the child knows the request by.
+            let id = job.as_ref().map_or(id, |j| j.child_id.clone());
             // It may still be working on the request: let it settle before its next one, so
             // that nothing it says about this one reaches another client.
             s.cooldown_until = Some(now + self.config.ping_timeout);
             let note = format!(
                 r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"the client closed the response stream"}}}}"#
             );
-            self.events.push_back(HttpEvent::Message {
-                key,
-                body: note.into_bytes(),
-            });
+            self.to_child(key, note.into_bytes());
+            // What it still waits for from the client will not come.
+            if let Some(job) = job {
+                let waiting = job
+                    .asked
+                    .iter()
+                    .map(|a| a.child_req.clone())
+                    .chain(job.round.iter().filter_map(|r| r.get("id").cloned()));
+                let refusals: Vec<Vec<u8>> = waiting
+                    .map(|id| {
+                        bridge::refuse_input(&id, "mcp-relay: the client's request was cancelled")
+                    })
+                    .collect();
+                for no in refusals {
+                    self.to_child(key, no);
+                }
+            }
         }
         self.pool_dispatch(now);
+    }
+
+    /// The child held longest for a retry, if any is.
+    fn longest_held(&self) -> Option<HttpKey> {
+        self.bridge
+            .children
+            .iter()
+            .filter(|(k, c)| {
+                c.job.as_ref().is_some_and(|j| j.secret.is_some())
+                    && self
+                        .sessions
+                        .get(k)
+                        .is_some_and(|s| s.busy.is_none() && !s.finished)
+            })
+            .filter_map(|(k, _)| Some((self.timers.get(HttpTimer::Input(*k))?.0, *k)))
+            .min()
+            .map(|(_, k)| k)
+    }
+
+    /// Gives up a held request: the child is told, and serves the next request at once (it
+    /// was waiting for the client, and its ids are the relay's own, so nothing it says late
+    /// can pass for another request's).
+    fn evict(&mut self, now: Instant, key: HttpKey) {
+        let Some(child_id) = self
+            .bridge
+            .children
+            .get(&key)
+            .and_then(|c| c.job.as_ref())
+            .map(|j| j.child_id.clone())
+        else {
+            return;
+        };
+        self.pool_release(now, key, Some(child_id));
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.cooldown_until = None;
+        }
+    }
+
+    /// A pool child's session is gone: what it held is forgotten.
+    pub(super) fn pool_child_gone(&mut self, key: HttpKey) {
+        self.bridge.children.remove(&key);
+        self.timers.set(HttpTimer::Input(key), None);
+    }
+
+    /// Shutdown: every listen stream gets the answer that closes it.
+    pub(super) fn close_listens(&mut self) {
+        let listens = std::mem::take(&mut self.bridge.listens);
+        for (stream, l) in listens {
+            if self.streams.contains_key(&stream) {
+                let closed = bridge::listen_closed(&l.id);
+                self.stream_send(stream, &closed, true);
+            }
+        }
+    }
+
+    /// Forgets listen streams whose connection is gone.
+    pub(super) fn listen_gone(&mut self, stream: StreamId) {
+        self.bridge.listens.remove(&stream);
     }
 
     /// Writes a complete response with owned headers.
@@ -371,17 +1124,32 @@ impl HttpServer {
     }
 }
 
-/// 404 for a stateless answer that says the method does not exist.
+/// The streams of `subscriptions/listen` belong to no session of their own.
+pub(super) const LISTENERS: HttpKey = HttpKey(u64::MAX);
+
+/// A retry of a request held for the client's input.
+struct RetryOf {
+    id: RawId,
+    state: String,
+    method: String,
+    name: Option<String>,
+    meta: RequestMeta,
+    token: Option<Value>,
+    responses: Option<Value>,
+    headers: Vec<(&'static str, String)>,
+}
+
+/// The HTTP status of a stateless answer: 404 for "method not found", 400 for a missing
+/// client capability (as 2026-07-28 requires), else 200.
 pub(crate) fn status_for(msg: &[u8]) -> u16 {
-    let needle = codes::METHOD_NOT_FOUND.to_string();
-    if !msg.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+    if !msg.windows(5).any(|w| w == b"-3260" || w == b"-3202") {
         return 200;
     }
-    let v: serde_json::Value = serde_json::from_slice(msg).unwrap_or_default();
-    if v.pointer("/error/code").and_then(|c| c.as_i64()) == Some(codes::METHOD_NOT_FOUND) {
-        404
-    } else {
-        200
+    let v: Value = serde_json::from_slice(msg).unwrap_or_default();
+    match v.pointer("/error/code").and_then(Value::as_i64) {
+        Some(codes::METHOD_NOT_FOUND) => 404,
+        Some(codes::MISSING_CLIENT_CAPABILITY) => 400,
+        _ => 200,
     }
 }
 
