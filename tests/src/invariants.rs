@@ -45,11 +45,10 @@ fn buffers_bounded(sim: &mut Sim) -> Result<(), String> {
 /// When the relay gives up on a child's output after its exit (`shutdown_grace` later), the
 /// output must really be stuck (a grandchild holds the pipe), not waiting in a pipe the
 /// relay itself paused.
+/// Which child it gave up on comes from the core's counter (`Stats::outputs_abandoned`), not
+/// from log text (`Sim::given_up_on`).
 fn output_given_up_fairly(sim: &Sim) -> Result<(), String> {
-    for log in &sim.cur.logs {
-        let Some(child) = crate::sim::gave_up_on(log) else {
-            continue;
-        };
+    for &child in &sim.cur.gave_up {
         let Some(ch) = sim.children.get(&child) else {
             continue;
         };
@@ -61,7 +60,7 @@ fn output_given_up_fairly(sim: &Sim) -> Result<(), String> {
         let fair = !ch.drv.stdout_paused && unpaused_since.is_none_or(|r| sim.now() >= r + grace);
         if unread > 0 && !fair {
             return Err(format!(
-                "the relay gave up on {child}'s output (\"{log}\") while {unread} bytes of it \
+                "the relay gave up on {child}'s output while {unread} bytes of it \
                  wait in its pipe, which the relay itself paused (paused now: {}, resumed at \
                  {:?}): the server's answers are lost",
                 ch.drv.stdout_paused,

@@ -179,8 +179,6 @@ pub struct StepFacts {
     pub accepted: Option<ConnId>,
     pub kills: BTreeSet<ChildId>,
     pub spawns: Vec<ChildId>,
-    /// WARN and ERROR records of this step.
-    pub logs: Vec<String>,
     /// The core's counters before this step's call, and after it (facts, not log text).
     pub stats_before: Stats,
     pub stats_after: Stats,
@@ -188,6 +186,8 @@ pub struct StepFacts {
     pub hangs_unmatched: u64,
     /// ERROR records of this step so far.
     pub errors: u64,
+    /// Children released in this step whose output the core gave up on.
+    pub gave_up: Vec<ChildId>,
 }
 
 impl StepFacts {
@@ -494,6 +494,7 @@ impl Sim {
             .servers_hung
             .saturating_sub(self.cur.stats_after.servers_hung);
         self.cur.stats_after = stats;
+        self.given_up_on().map_err(|e| self.fail(e))?;
         let mut outputs = Vec::new();
         while let Some(output) = self.relay.poll_output() {
             outputs.push(output);
@@ -504,15 +505,6 @@ impl Sim {
                 now,
                 format_args!("log {} {}: {}", rec.level, rec.target, rec.message),
             );
-            if rec.level <= log::Level::Warn {
-                self.cur.logs.push(rec.message.clone());
-            }
-            if let Some(child) = gave_up_on(&rec.message) {
-                if let Some(ch) = self.children.get_mut(&child) {
-                    ch.drv.gave_up_step = Some(self.step);
-                    ch.drv.gave_up_at = Some(now);
-                }
-            }
             if rec.level == log::Level::Error {
                 self.errors_logged += 1;
                 self.cur.errors += 1;
@@ -534,6 +526,63 @@ impl Sim {
                 .push(now, format_args!("out {}", ShowOutput(&output)));
             self.perform(output).map_err(|e| self.fail(e))?;
         }
+        Ok(())
+    }
+
+    /// The children whose output the core gave up on in this step: as many as
+    /// `Stats::outputs_abandoned` grew, among those exited with output still open — the ones
+    /// whose `shutdown_grace` since the exit (or since the relay resumed reading them) is
+    /// over, when there are more. Facts from the counter, not from log text.
+    fn given_up_on(&mut self) -> Result<(), String> {
+        let counted = self.cur.grew(|s| s.outputs_abandoned) as usize;
+        if counted == 0 {
+            return Ok(());
+        }
+        let (now, grace) = (self.now(), self.config.shutdown_grace);
+        let open: Vec<ChildId> = self
+            .children
+            .iter()
+            .filter(|(_, c)| {
+                let (out, err) = (&c.server.stdout, &c.server.stderr);
+                c.drv.spawned_at.is_some()
+                    && c.drv.exit_reported.is_some()
+                    && !c.drv.released
+                    && c.drv.gave_up_step.is_none()
+                    && (!out.eof_seen || !err.eof_seen)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let due = |c: &ChildSide| {
+            let exit = c.drv.exit_reported.map_or(now, |(_, t)| t);
+            let since = c
+                .drv
+                .resumed_at
+                .filter(|_| c.drv.paused_after_exit)
+                .map_or(exit, |r| r.max(exit));
+            !c.drv.stdout_paused && since + grace <= now
+        };
+        let chosen: Vec<ChildId> = if open.len() == counted {
+            open
+        } else {
+            open.into_iter()
+                .filter(|id| due(&self.children[id]))
+                .collect()
+        };
+        if chosen.len() != counted {
+            return Err(format!(
+                "the core gave up on the output of {counted} exited server(s) \
+                 (Stats::outputs_abandoned) in a {} step; the harness finds {chosen:?} whose \
+                 output is still open and due",
+                self.cur.input.unwrap_or("?")
+            ));
+        }
+        let step = self.step;
+        for id in &chosen {
+            let drv = &mut self.children.get_mut(id).expect("listed above").drv;
+            drv.gave_up_step = Some(step);
+            drv.gave_up_at = Some(now);
+        }
+        self.cur.gave_up = chosen;
         Ok(())
     }
 
@@ -1751,20 +1800,6 @@ impl Sim {
         self.schedule_acts(child, acts);
         Ok(())
     }
-}
-
-/// The child a "giving up on its output" log record is about.
-pub fn gave_up_on(message: &str) -> Option<ChildId> {
-    if !message.contains("giving up on it") {
-        return None;
-    }
-    message
-        .strip_prefix("child#")?
-        .split(':')
-        .next()?
-        .parse()
-        .ok()
-        .map(ChildId)
 }
 
 fn input_name(input: &Input<'_>) -> &'static str {
