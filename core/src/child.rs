@@ -304,12 +304,15 @@ impl Child {
         self.output_paused = paused;
     }
 
+    /// Runs the due stages of the stop sequence, and gives up on output still open
+    /// `grace` after the exit. Returns whether it gave up on the output now
+    /// (`Stats::outputs_abandoned`).
     pub(crate) fn handle_timeout(
         &mut self,
         now: Instant,
         grace: Duration,
         out: &mut VecDeque<Output>,
-    ) {
+    ) -> bool {
         // With no grace at all, every due stage fires now.
         while let State::Stopping {
             pid,
@@ -341,7 +344,9 @@ impl Child {
                 self.id
             );
             self.abandon_output();
+            return true;
         }
+        false
     }
 
     /// Logs the child's stderr line by line.

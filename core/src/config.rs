@@ -244,6 +244,9 @@ pub struct Stats {
     pub sessions_given_up: u64,
     /// The prespawn pool stopped prespawning because its servers kept failing.
     pub prespawn_given_up: u64,
+    /// Exited servers whose output was given up on: still open `shutdown_grace` after the
+    /// exit (a grandchild holds the pipe).
+    pub outputs_abandoned: u64,
     /// Connections refused past `--max-connections` or `--max-sessions`.
     pub connections_refused: u64,
     /// Server starts cancelled because their session ended first.

@@ -33,6 +33,8 @@ pub(crate) struct Warm {
     /// Children started and starts that failed, for the relay's counters.
     pub(crate) spawned: u64,
     pub(crate) spawn_failures: u64,
+    /// Children whose output it gave up on (`Stats::outputs_abandoned`).
+    pub(crate) outputs_abandoned: u64,
     out: VecDeque<Output>,
 }
 
@@ -58,6 +60,7 @@ impl Warm {
             restart_window: config.restart_window,
             spawned: 0,
             spawn_failures: 0,
+            outputs_abandoned: 0,
             out: VecDeque::new(),
         }
     }
@@ -265,7 +268,9 @@ impl Warm {
     pub(crate) fn handle_timeout(&mut self, now: Instant, next_child: &mut u64) {
         let grace = self.grace;
         for c in self.children.values_mut() {
-            c.handle_timeout(now, grace, &mut self.out);
+            if c.handle_timeout(now, grace, &mut self.out) {
+                self.outputs_abandoned += 1;
+            }
         }
         self.reap(now);
         self.fill(now, next_child);

@@ -129,6 +129,7 @@ impl Relay {
         stats.sessions_open = self.sessions.len();
         stats.children_spawned += self.warm.spawned;
         stats.spawn_failures += self.warm.spawn_failures;
+        stats.outputs_abandoned += self.warm.outputs_abandoned;
         stats.prespawn_given_up = u64::from(self.warm.given_up());
         stats
     }

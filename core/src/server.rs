@@ -341,7 +341,8 @@ impl ServerSide {
     }
 
     /// Runs its own due deadlines: the stop sequence's steps, the end of output after an exit.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<Output>) {
+    /// Returns whether it gave up on the output of an exited child now.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<Output>) -> bool {
         each!(self, c => c.child.handle_timeout(now, c.limits.grace, out))
     }
 

@@ -340,7 +340,9 @@ impl Session {
     pub(crate) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         let l = &mut self.link;
-        l.server.handle_timeout(now, ctx.out);
+        if l.server.handle_timeout(now, ctx.out) {
+            ctx.stats.outputs_abandoned += 1;
+        }
         match &l.phase {
             Phase::Restarting { at, .. } if *at <= now => l.try_restart(ctx),
             Phase::Replaying {
@@ -385,7 +387,9 @@ impl Session {
             l.hung(why, ctx);
         }
         // A verdict above may have started a stop sequence that is already due (no grace).
-        l.server.handle_timeout(now, ctx.out);
+        if l.server.handle_timeout(now, ctx.out) {
+            ctx.stats.outputs_abandoned += 1;
+        }
     }
 
     pub(crate) fn client_data(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {

@@ -7,7 +7,6 @@
 //! The numbers refer to the list in `tests/src/lib.rs`.
 
 use crate::clock::Ms;
-use crate::http_sim::HttpSim;
 use crate::jsonrpc::ClientKind;
 use crate::server::{ChildKind, ProcState};
 use crate::sim::Sim;
@@ -45,11 +44,10 @@ fn buffers_bounded(sim: &mut Sim) -> Result<(), String> {
 /// When the relay gives up on a child's output after its exit (`shutdown_grace` later), the
 /// output must really be stuck (a grandchild holds the pipe), not waiting in a pipe the
 /// relay itself paused.
+/// Which child it gave up on comes from the core's counter (`Stats::outputs_abandoned`), not
+/// from log text (`Sim::given_up_on`).
 fn output_given_up_fairly(sim: &Sim) -> Result<(), String> {
-    for log in &sim.cur.logs {
-        let Some(child) = crate::sim::gave_up_on(log) else {
-            continue;
-        };
+    for &child in &sim.cur.gave_up {
         let Some(ch) = sim.children.get(&child) else {
             continue;
         };
@@ -61,7 +59,7 @@ fn output_given_up_fairly(sim: &Sim) -> Result<(), String> {
         let fair = !ch.drv.stdout_paused && unpaused_since.is_none_or(|r| sim.now() >= r + grace);
         if unread > 0 && !fair {
             return Err(format!(
-                "the relay gave up on {child}'s output (\"{log}\") while {unread} bytes of it \
+                "the relay gave up on {child}'s output while {unread} bytes of it \
                  wait in its pipe, which the relay itself paused (paused now: {}, resumed at \
                  {:?}): the server's answers are lost",
                 ch.drv.stdout_paused,
@@ -440,11 +438,11 @@ fn describe(sim: &Sim) -> String {
 
 /// A client whose connection the relay closed has read everything: it must not be
 /// waiting for anything more.
-pub fn http_after_step(sim: &HttpSim) -> Result<(), String> {
+pub fn http_after_step(sim: &Sim) -> Result<(), String> {
     // Invariant 3 over HTTP: what the relay holds for one connection (unparsed input, a body
     // being read, responses not yet written) stays within `buffer_bound()`.
     let bound = sim.relay.buffer_bound();
-    for id in sim.conns.keys() {
+    for id in sim.http.conns.keys() {
         if let Some(b) = sim.relay.buffered(mcp_relay_core::ConnId(*id)) {
             if b > bound {
                 return Err(format!(
@@ -454,10 +452,10 @@ pub fn http_after_step(sim: &HttpSim) -> Result<(), String> {
             }
         }
     }
-    let bad = sim
-        .conns
-        .iter()
-        .find(|(_, cn)| !cn.open && !cn.deaf && (!cn.pending.is_empty() || !cn.rx.buf.is_empty()));
+    let bad =
+        sim.http.conns.iter().find(|(_, cn)| {
+            !cn.open && !cn.deaf && (!cn.pending.is_empty() || !cn.rx.buf.is_empty())
+        });
     if let Some((id, cn)) = bad {
         return Err(format!(
             "the relay closed conn#{id} while its client waits for {} response(s) ({} bytes \
@@ -472,8 +470,9 @@ pub fn http_after_step(sim: &HttpSim) -> Result<(), String> {
 /// HTTP (a), (b), (f) at the end of a run: every call not abandoned answered exactly once,
 /// every message a child wrote received exactly once, every request got its response, no
 /// connection left open, every child stopped, reported and released, the relay finished.
-pub fn http_at_end(sim: &HttpSim) -> Result<(), String> {
+pub fn http_at_end(sim: &Sim) -> Result<(), String> {
     let abandoned: BTreeSet<(usize, u64)> = sim
+        .http
         .sessions
         .iter()
         .enumerate()
@@ -484,7 +483,7 @@ pub fn http_at_end(sim: &HttpSim) -> Result<(), String> {
                 .map(move |c| (s, c.id))
         })
         .collect();
-    for (s, sess) in sim.sessions.iter().enumerate() {
+    for (s, sess) in sim.http.sessions.iter().enumerate() {
         for (i, c) in sess.calls.iter().enumerate() {
             if !c.abandoned && (!c.done || c.answered != 1) {
                 return Err(format!(
@@ -494,27 +493,18 @@ pub fn http_at_end(sim: &HttpSim) -> Result<(), String> {
             }
         }
     }
-    for (tag, who) in &sim.emitted {
-        let n = sim.seen.get(tag).copied().unwrap_or(0);
+    for (tag, who) in &sim.http.emitted {
+        let n = sim.http.seen.get(tag).copied().unwrap_or(0);
         if n != 1 && !abandoned.contains(who) {
             return Err(format!("message {tag} was received {n} times"));
         }
     }
-    for (id, cn) in &sim.conns {
+    for (id, cn) in &sim.http.conns {
         if cn.open {
             return Err(format!("conn#{id} is still open at the end"));
         }
         if !cn.deaf && (!cn.pending.is_empty() || !cn.later.is_empty()) {
             return Err(format!("conn#{id}: requests without a response at the end"));
-        }
-    }
-    for (id, k) in &sim.kids {
-        let ran = k.reported && (k.stdin_closed || k.signalled) && k.exit_reported;
-        if !((ran || k.cancelled) && k.released) {
-            return Err(format!(
-                "child#{id} at the end: spawned {}, stdin closed {}, signalled {}, exit reported {}, released {}",
-                k.reported, k.stdin_closed, k.signalled, k.exit_reported, k.released
-            ));
         }
     }
     if !sim.relay.is_finished() {

@@ -6,10 +6,13 @@
 //! ([`clock`]), every choice comes from one seeded PRNG ([`rng`]), so one seed is one run,
 //! and the same seed gives the same trace byte for byte.
 //!
-//! * [`sim::Sim`] — the TCP world and its event loop: `step()` runs one input (or timeout)
-//!   and performs every output; `run()` goes to the end and checks the end-of-run invariants.
-//! * [`http_sim::HttpSim`] — the Streamable HTTP world (sessions, event streams, resumption,
-//!   expiry), with MCP clients speaking HTTP/1.1 through [`http_client`].
+//! * [`sim::Sim`] — the one world and its one event loop: TCP clients, Streamable HTTP
+//!   clients or both ([`Sim::mixed`]) against one relay; `step()` runs one input (or timeout)
+//!   and performs every output (one driver, one module driving every child); `run()` goes to
+//!   the end and checks the end-of-run invariants of both kinds of client.
+//! * [`http_sim`] — the Streamable HTTP clients (sessions, event streams, resumption, expiry,
+//!   retries after 503) speaking HTTP/1.1 through [`http_client`]; [`HttpSim::new`] builds a
+//!   run of HTTP sessions only.
 //! * [`client`] — the scripted TCP peer; [`server`] — the one child model of both worlds
 //!   (crashes, hangs, slow stdin, banners, stubborn servers, grandchildren; in tools mode it
 //!   also serves the HTTP clients' `echo` and `slow` calls with tagged progress and answers);
@@ -27,10 +30,10 @@
 //!
 //! Not modelled: pipe and socket capacities (writers never block), real process groups (a
 //! grandchild only holds pipes), servers that send requests to clients, the legacy HTTP+SSE
-//! transport and stateless HTTP (end-to-end tests cover them), TCP and HTTP clients in one
-//! run (the two worlds share the child model, runner, profiles module, invariants module and
-//! script, not yet the event loop), and HTTP servers that crash or hang (the HTTP clients do
-//! not yet accept the relay's error answers for them).
+//! transport and stateless HTTP (end-to-end tests cover them), HTTP servers that crash, hang
+//! or fail to start, HTTP runs with tiny message or in-flight limits, shutdowns in the middle
+//! of HTTP sessions (the HTTP clients do not yet accept the relay's error answers for these:
+//! 413, -32000, 404 after a crash), and JSON-RPC batches over HTTP.
 //!
 //! # Invariants
 //!
@@ -64,7 +67,8 @@
 //! ([`mcp_relay_core::Stats`]) count them in that step. Facts come from those counters, not
 //! from log text: a hang verdict (`servers_hung`), a client dropped for silence
 //! (`heartbeat_failures`), a given-up session (`sessions_given_up`, which the harness's own
-//! restart-budget model must agree with).
+//! restart-budget model must agree with), output given up on after an exit
+//! (`outputs_abandoned`, matched to exactly that many exited children whose output is open).
 //!
 //! Completeness is judged at the end of a run, excusing what a fault explains: a reset
 //! client, a crashed or hung child, a shutdown, a cancelled request.

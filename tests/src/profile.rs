@@ -320,6 +320,24 @@ impl Profile {
         p
     }
 
+    /// The TCP side of a run of HTTP sessions only: no TCP connections, no early shutdown;
+    /// its children are drawn with the HTTP profile's traits.
+    pub fn for_http(h: &HttpProfile) -> Self {
+        Profile {
+            conns: (0, 0),
+            max_chunk: 8192,
+            stubborn: h.stubborn,
+            banner: h.banner,
+            slow_stdin: h.slow_stdin,
+            grandchild: h.grandchild,
+            child_noise: h.child_noise,
+            child_notify: 0,
+            child_crlf: h.child_crlf,
+            spurious_timeout: 0,
+            ..Profile::healthy()
+        }
+    }
+
     /// Draws the relay's configuration for one run.
     pub fn config(&self, rng: &mut Rng) -> Config {
         let ms = Duration::from_millis;

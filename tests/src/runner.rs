@@ -1,12 +1,11 @@
-//! Running many seeds, and replaying one — for every kind of world ([`Sim`] over TCP,
-//! [`HttpSim`] over Streamable HTTP).
+//! Running many seeds, and replaying one — for every kind of world ([`Sim`], with TCP clients,
+//! Streamable HTTP clients or both).
 //!
 //! `SIM_SEED=<n>` runs exactly seed `n`; otherwise seeds `0..count` run, where `count` is the
 //! test's default or `SIM_SEEDS=<count>`. `SIM_TRACE=<file>` writes the whole trace of the
 //! last run (or of the failing one) to a file. A failure panics with the seed and the
 //! command that replays it. Nothing is tolerated: every failure is a failure.
 
-use crate::http_sim::HttpSim;
 use crate::logger;
 use crate::sim::Sim;
 use crate::trace::Trace;
@@ -59,7 +58,7 @@ pub trait World {
 }
 
 impl World for Sim {
-    const TALLY: &'static str = "expected ERROR records";
+    const TALLY: &'static str = "expected ERROR records and HTTP responses read";
     fn run_world(&mut self) -> Result<(), String> {
         self.run().map_err(|f| f.to_string())
     }
@@ -73,33 +72,7 @@ impl World for Sim {
         &self.trace
     }
     fn tally(&self) -> u64 {
-        self.errors_logged as u64
-    }
-}
-
-impl World for HttpSim {
-    const TALLY: &'static str = "HTTP responses read";
-    fn run_world(&mut self) -> Result<(), String> {
-        self.run().map_err(|e| {
-            format!(
-                "step {} at {:?}: {e}\nlast trace lines:\n{}",
-                self.step,
-                self.clock.elapsed(),
-                self.trace.tail()
-            )
-        })
-    }
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn steps(&self) -> u64 {
-        self.step
-    }
-    fn trace(&self) -> &Trace {
-        &self.trace
-    }
-    fn tally(&self) -> u64 {
-        self.http_responses
+        self.errors_logged as u64 + self.http.http_responses
     }
 }
 

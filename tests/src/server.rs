@@ -56,8 +56,19 @@ pub struct Traits {
     /// Per mille of lines ending in `\r\n`.
     pub crlf: u32,
     /// Serves MCP tools as the HTTP clients call them (see [`Server`]'s tools mode): `echo`
-    /// and `slow` (progress notifications, then the answer), every message tagged.
+    /// and `slow` (progress notifications, then the answer), every message tagged. Only once
+    /// an HTTP client's `initialize` (`clientInfo.name` `sim-s<n>`) tied it to a session.
     pub tools: bool,
+}
+
+/// An `initialize` from one of the simulated HTTP clients.
+fn http_initialize(line: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(line).is_ok_and(|m| {
+        m["method"] == json!("initialize")
+            && m["params"]["clientInfo"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("sim-s"))
+    })
 }
 
 /// What the relay must do with one line the child wrote.
@@ -242,7 +253,9 @@ impl Server {
             }
             let delay = self.ms(0, 15);
             self.answer_by = self.answer_by.max(now + delay);
-            if self.traits.tools {
+            // Tools mode starts with an HTTP client's `initialize` (a TCP client's server
+            // stays an echo server).
+            if self.traits.tools && (self.session.is_some() || http_initialize(&line)) {
                 self.tools_line(&line, requests, now, delay, &mut acts);
             } else if batch {
                 if !requests.is_empty() {

@@ -22,17 +22,18 @@
 
 use crate::client::{Client, Ending};
 use crate::clock::{Clock, Ms};
+use crate::http_sim::{Ev, HttpClients};
 use crate::invariants;
 use crate::jsonrpc::{is_relay_line, requests_in_line, ClientKind, ClientLine, ClientLines};
 use crate::logger;
 use crate::model::ConnModel;
-use crate::profile::Profile;
+use crate::profile::{HttpProfile, Profile};
 use crate::rng::Rng;
 use crate::server::{Act, Holds, ProcState, Server, Traits};
 use crate::trace::{Bytes, Trace};
 use mcp_relay_core::{
-    ChildId, Config, ConnId, Endpoint, ExitStatus, Input, Output, Relay, RestartPolicy, Signal,
-    Stats, Transport,
+    ChildId, Config, ConnId, Endpoint, ExitStatus, HttpConfig, Input, Output, Relay, RestartPolicy,
+    Signal, Stats, Transport,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -62,7 +63,9 @@ impl fmt::Display for Failure {
 
 /// Something scheduled to happen at a moment of simulated time.
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
+    /// Something of the Streamable HTTP clients ([`crate::http_sim`]).
+    Http(Ev),
     /// A client connects.
     Connect,
     /// The client writes its next lines (or ends).
@@ -179,8 +182,6 @@ pub struct StepFacts {
     pub accepted: Option<ConnId>,
     pub kills: BTreeSet<ChildId>,
     pub spawns: Vec<ChildId>,
-    /// WARN and ERROR records of this step.
-    pub logs: Vec<String>,
     /// The core's counters before this step's call, and after it (facts, not log text).
     pub stats_before: Stats,
     pub stats_after: Stats,
@@ -188,6 +189,8 @@ pub struct StepFacts {
     pub hangs_unmatched: u64,
     /// ERROR records of this step so far.
     pub errors: u64,
+    /// Children released in this step whose output the core gave up on.
+    pub gave_up: Vec<ChildId>,
 }
 
 impl StepFacts {
@@ -223,15 +226,19 @@ pub struct Sim {
     pub seed: u64,
     pub profile: Profile,
     pub config: Config,
-    rng: Rng,
+    pub(crate) rng: Rng,
     pub clock: Clock,
     pub relay: Relay,
-    events: BTreeMap<(Duration, u64), Event>,
+    pub(crate) events: BTreeMap<(Duration, u64), Event>,
     seq: u64,
     pub trace: Trace,
     pub conns: BTreeMap<ConnId, ConnSide>,
     pub children: BTreeMap<ChildId, ChildSide>,
-    next_conn: u64,
+    /// The Streamable HTTP clients, their connections and what they saw.
+    pub http: HttpClients,
+    /// What the HTTP clients found wrong (checked after every step).
+    pub(crate) violation: Option<String>,
+    pub(crate) next_conn: u64,
     /// Connect events still scheduled.
     connects_pending: usize,
     pub step: u64,
@@ -262,8 +269,48 @@ impl Sim {
     /// A run of `profile` drawn from `seed`. `keep_trace` keeps every trace line (otherwise
     /// only the last ones and a digest).
     pub fn new(seed: u64, profile: Profile, keep_trace: bool) -> Self {
+        Sim::build(seed, profile, None, keep_trace)
+    }
+
+    /// TCP clients as `profile` says and Streamable HTTP sessions as `http` says, against one
+    /// relay, with one child model, in one event loop.
+    pub fn mixed(seed: u64, profile: Profile, http: HttpProfile, keep_trace: bool) -> Self {
+        Sim::build(seed, profile, Some(http), keep_trace)
+    }
+
+    /// A run drawn from `seed`: the TCP side from `profile`, the HTTP side (if any) from `http`.
+    /// A run with HTTP sessions and no TCP connections draws its configuration from `http`.
+    pub(crate) fn build(
+        seed: u64,
+        profile: Profile,
+        http: Option<HttpProfile>,
+        keep_trace: bool,
+    ) -> Self {
         let mut rng = Rng::new(seed);
-        let config = profile.config(&mut rng);
+        let config = match &http {
+            Some(h) if profile.conns.1 == 0 => {
+                let mut key = [0u8; 32];
+                key[..8].copy_from_slice(&seed.to_le_bytes());
+                Config {
+                    max_buffered: *rng.pick(&h.max_buffered),
+                    prespawn: rng.range_usize(0, 1),
+                    seed: key,
+                    http: HttpConfig {
+                        session_timeout: h.session_timeout,
+                        sse_keepalive: Duration::from_secs(rng.range(1, 20)),
+                        ..HttpConfig::default()
+                    },
+                    ..Config::default()
+                }
+            }
+            Some(h) => {
+                let mut c = profile.config(&mut rng);
+                c.http.session_timeout = h.session_timeout;
+                c.http.sse_keepalive = Duration::from_secs(rng.range(1, 20));
+                c
+            }
+            None => profile.config(&mut rng),
+        };
         logger::start_capture();
         let clock = Clock::new();
         let mut sim = Sim {
@@ -278,6 +325,8 @@ impl Sim {
             trace: Trace::new(keep_trace),
             conns: BTreeMap::new(),
             children: BTreeMap::new(),
+            http: HttpClients::new(http),
+            violation: None,
             next_conn: 1,
             connects_pending: 0,
             step: 0,
@@ -312,6 +361,7 @@ impl Sim {
             Ms(c.heartbeat_interval),
         );
         sim.note(format_args!("{line}"));
+        sim.plan_sessions();
         sim.plan();
         sim
     }
@@ -335,6 +385,10 @@ impl Sim {
                 self.schedule_at(at, Event::SpuriousTimeout);
             }
         }
+        for s in 0..self.http.sessions.len() {
+            let at = ms(&mut self.rng, 0, 50);
+            self.schedule_at(at, Event::Http(Ev::Begin(s)));
+        }
     }
 
     // ---- running ----
@@ -357,6 +411,10 @@ impl Sim {
         }
         loop {
             if !self.step()? {
+                if !self.http.all_done() {
+                    let what = self.unfinished();
+                    return Err(self.fail(format!("nothing more will happen, yet: {what}")));
+                }
                 if self.shutdowns == 0 {
                     // Quiet before anyone asked to stop: the operator does now.
                     self.schedule(Duration::ZERO, Event::Shutdown);
@@ -368,14 +426,16 @@ impl Sim {
             if !self.final_shutdown_scheduled
                 && self.connects_pending == 0
                 && self.conns.values().all(|c| c.client.finished())
+                && self.http.all_done()
             {
                 self.final_shutdown_scheduled = true;
                 let d = ms(&mut self.rng, 0, 200);
                 self.schedule(d, Event::Shutdown);
             }
             if self.step >= self.max_steps || self.clock.elapsed() > Duration::from_secs(7200) {
+                let what = self.unfinished();
                 return Err(self.fail(format!(
-                    "livelock: still running after {} steps and {} of simulated time",
+                    "livelock: still running after {} steps and {} of simulated time: {what}",
                     self.step,
                     Ms(self.clock.elapsed())
                 )));
@@ -383,7 +443,8 @@ impl Sim {
         }
         let steps = self.step;
         self.note(format_args!("quiet after {steps} steps"));
-        invariants::at_end(self).map_err(|e| self.fail(e))
+        invariants::at_end(self).map_err(|e| self.fail(e))?;
+        invariants::http_at_end(self).map_err(|e| self.fail(e))
     }
 
     /// One step; `false` when nothing is left to do.
@@ -407,9 +468,13 @@ impl Sim {
             self.clock.advance_to(at);
             self.handle(event)?;
         }
+        if let Some(what) = self.violation.take() {
+            return Err(self.fail(what));
+        }
         if self.cur.touched {
             invariants::after_step(self).map_err(|e| self.fail(e))?;
         }
+        invariants::http_after_step(self).map_err(|e| self.fail(e))?;
         Ok(true)
     }
 
@@ -426,12 +491,12 @@ impl Sim {
         }
     }
 
-    fn note(&mut self, args: fmt::Arguments<'_>) {
+    pub(crate) fn note(&mut self, args: fmt::Arguments<'_>) {
         let at = self.clock.elapsed();
         self.trace.push(at, args);
     }
 
-    fn schedule(&mut self, delay: Duration, event: Event) {
+    pub(crate) fn schedule(&mut self, delay: Duration, event: Event) {
         let at = self.clock.elapsed() + delay;
         self.schedule_at(at, event);
     }
@@ -446,7 +511,7 @@ impl Sim {
 
     // ---- feeding the core ----
 
-    fn feed(&mut self, input: Input<'_>) -> Result<(), Failure> {
+    pub(crate) fn feed(&mut self, input: Input<'_>) -> Result<(), Failure> {
         self.cur.touched = true;
         let now = self.clock.elapsed();
         self.trace
@@ -494,6 +559,7 @@ impl Sim {
             .servers_hung
             .saturating_sub(self.cur.stats_after.servers_hung);
         self.cur.stats_after = stats;
+        self.given_up_on().map_err(|e| self.fail(e))?;
         let mut outputs = Vec::new();
         while let Some(output) = self.relay.poll_output() {
             outputs.push(output);
@@ -504,15 +570,6 @@ impl Sim {
                 now,
                 format_args!("log {} {}: {}", rec.level, rec.target, rec.message),
             );
-            if rec.level <= log::Level::Warn {
-                self.cur.logs.push(rec.message.clone());
-            }
-            if let Some(child) = gave_up_on(&rec.message) {
-                if let Some(ch) = self.children.get_mut(&child) {
-                    ch.drv.gave_up_step = Some(self.step);
-                    ch.drv.gave_up_at = Some(now);
-                }
-            }
             if rec.level == log::Level::Error {
                 self.errors_logged += 1;
                 self.cur.errors += 1;
@@ -534,6 +591,63 @@ impl Sim {
                 .push(now, format_args!("out {}", ShowOutput(&output)));
             self.perform(output).map_err(|e| self.fail(e))?;
         }
+        Ok(())
+    }
+
+    /// The children whose output the core gave up on in this step: as many as
+    /// `Stats::outputs_abandoned` grew, among those exited with output still open — the ones
+    /// whose `shutdown_grace` since the exit (or since the relay resumed reading them) is
+    /// over, when there are more. Facts from the counter, not from log text.
+    fn given_up_on(&mut self) -> Result<(), String> {
+        let counted = self.cur.grew(|s| s.outputs_abandoned) as usize;
+        if counted == 0 {
+            return Ok(());
+        }
+        let (now, grace) = (self.now(), self.config.shutdown_grace);
+        let open: Vec<ChildId> = self
+            .children
+            .iter()
+            .filter(|(_, c)| {
+                let (out, err) = (&c.server.stdout, &c.server.stderr);
+                c.drv.spawned_at.is_some()
+                    && c.drv.exit_reported.is_some()
+                    && !c.drv.released
+                    && c.drv.gave_up_step.is_none()
+                    && (!out.eof_seen || !err.eof_seen)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let due = |c: &ChildSide| {
+            let exit = c.drv.exit_reported.map_or(now, |(_, t)| t);
+            let since = c
+                .drv
+                .resumed_at
+                .filter(|_| c.drv.paused_after_exit)
+                .map_or(exit, |r| r.max(exit));
+            !c.drv.stdout_paused && since + grace <= now
+        };
+        let chosen: Vec<ChildId> = if open.len() == counted {
+            open
+        } else {
+            open.into_iter()
+                .filter(|id| due(&self.children[id]))
+                .collect()
+        };
+        if chosen.len() != counted {
+            return Err(format!(
+                "the core gave up on the output of {counted} exited server(s) \
+                 (Stats::outputs_abandoned) in a {} step; the harness finds {chosen:?} whose \
+                 output is still open and due",
+                self.cur.input.unwrap_or("?")
+            ));
+        }
+        let step = self.step;
+        for id in &chosen {
+            let drv = &mut self.children.get_mut(id).expect("listed above").drv;
+            drv.gave_up_step = Some(step);
+            drv.gave_up_at = Some(now);
+        }
+        self.cur.gave_up = chosen;
         Ok(())
     }
 
@@ -573,6 +687,10 @@ impl Sim {
 
     fn handle(&mut self, event: Event) -> Result<(), Failure> {
         match event {
+            Event::Http(ev) => {
+                self.http_event(ev);
+                Ok(())
+            }
             Event::Connect => self.connect(),
             Event::ClientWrite(conn) => {
                 self.client_write(conn);
@@ -1006,6 +1124,9 @@ impl Sim {
         let side = self.children.get_mut(&child).expect("known child");
         let bytes: Vec<u8> = side.drv.queue.drain(..n).collect();
         let acts = side.server.on_stdin(now, &bytes);
+        if let Some(c) = side.server.complaints.drain(..).next() {
+            self.violation.get_or_insert(c);
+        }
         self.schedule_acts(child, acts);
         self.feed(Input::Written {
             to: Endpoint::Child(child),
@@ -1025,9 +1146,13 @@ impl Sim {
             Act::Answer { req, .. } => format!("answers {}", req.id),
             Act::AnswerBatch(r) => format!("answers a batch of {}", r.len()),
             Act::Stderr(b) => format!("writes {} to stderr", Bytes(b)),
+            Act::Say { line, .. } => format!("says {}", Bytes(line)),
             other => format!("{other:?}"),
         };
         let exited = side.server.act(now, act);
+        for (tag, s, rid) in side.server.tagged.drain(..) {
+            self.http.emitted.insert(tag, (s, rid));
+        }
         self.note(format_args!("sim {child}: {shown}"));
         if exited {
             let d = ms(&mut self.rng, 0, 3);
@@ -1149,6 +1274,25 @@ impl Sim {
     /// sequence). Errors describe a broken invariant.
     fn perform(&mut self, output: Output) -> Result<(), String> {
         let now = self.now();
+        let conn = match &output {
+            Output::Send {
+                to: Endpoint::Conn(c),
+                ..
+            }
+            | Output::Close {
+                endpoint: Endpoint::Conn(c),
+            }
+            | Output::Pause {
+                endpoint: Endpoint::Conn(c),
+            }
+            | Output::Resume {
+                endpoint: Endpoint::Conn(c),
+            } => Some(*c),
+            _ => None,
+        };
+        if conn.is_some_and(|c| self.http.conns.contains_key(&c.0)) {
+            return self.http_output(output);
+        }
         let touched = match &output {
             Output::Send {
                 to: Endpoint::Child(c),
@@ -1236,15 +1380,21 @@ impl Sim {
                         "Send to {child} after its stdin was closed or broke"
                     ));
                 }
-                let conn = side
-                    .conn
-                    .ok_or_else(|| format!("Send to {child}, which serves no session"))?;
                 side.drv.queue.extend_from_slice(&data);
                 side.drv.own_requests_sent += data
                     .split(|b| *b == b'\n')
                     .filter(|l| is_relay_line(l))
                     .map(|l| requests_in_line(l).map_or(0, |r| r.len()))
                     .sum::<usize>();
+                let Some(conn) = side.conn else {
+                    // An HTTP session's child: what it is sent is checked by what it answers
+                    // (its complaints) and by what the HTTP clients receive.
+                    if self.http.sessions.is_empty() {
+                        return Err(format!("Send to {child}, which serves no session"));
+                    }
+                    self.kick_stdin(child);
+                    return Ok(());
+                };
                 let cs = self.conns.get_mut(&conn).expect("known conn");
                 let replacement = cs.children.first() != Some(&child);
                 cs.model
@@ -1434,7 +1584,8 @@ impl Sim {
             oversize: p.child_oversize,
             near_limit: p.child_near_limit,
             crlf: p.child_crlf,
-            tools: false,
+            // Serves the HTTP clients' tools once one of them initializes it.
+            tools: self.http.active(),
         };
         let will_fail = r.chance(p.spawn_fail).then(|| {
             format!(
@@ -1442,7 +1593,9 @@ impl Sim {
             )
         });
         let server = Server::new(child, r.fork(), traits, self.config.max_message_size);
-        let whom = conn.map_or("the prespawn pool".to_owned(), |c| c.to_string());
+        let whom = conn.map_or("the prespawn pool or an HTTP session".to_owned(), |c| {
+            c.to_string()
+        });
         self.note(format_args!(
             "sim {child} for {whom}: {:?}{}",
             server.traits,
@@ -1751,20 +1904,6 @@ impl Sim {
         self.schedule_acts(child, acts);
         Ok(())
     }
-}
-
-/// The child a "giving up on its output" log record is about.
-pub fn gave_up_on(message: &str) -> Option<ChildId> {
-    if !message.contains("giving up on it") {
-        return None;
-    }
-    message
-        .strip_prefix("child#")?
-        .split(':')
-        .next()?
-        .parse()
-        .ok()
-        .map(ChildId)
 }
 
 fn input_name(input: &Input<'_>) -> &'static str {
