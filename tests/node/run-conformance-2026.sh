@@ -34,6 +34,9 @@
 #   dns-rebinding-protection      the relay's job (natively: 400 for want of a session)
 #   input-required-result-unsupported-methods   no input_required on tools/list etc.
 #   input-required-result-validate-input        passes natively
+# A native 2026-07-28 server (a stand-in with server-everything's tool names on the Python SDK
+# 2.3.0's MCPServer, stateless HTTP) passes all of these but for what a stand-in lacks (tool
+# descriptions, serverInfo in the discover _meta): none is out of reach.
 #
 # Excluded scenarios: they call a tool, prompt or resource only that fixture server has,
 # which server-everything lacks (its names: echo, get-sum, trigger-long-running-operation, …,
@@ -67,6 +70,11 @@
 #   server-stateless/sep-2575-http-server-no-independent-requests-on-stream
 #                                                       tool test_streaming_elicitation
 #   server-stateless/sep-2575-server-no-log-without-loglevel         tool test_logging_tool
+#   server-stateless/sep-2575-server-sends-tools-list-changed-on-subscription
+#   server-stateless/sep-2575-server-sends-prompts-list-changed-on-subscription
+#                                       tools test_trigger_tool_change, test_trigger_prompt_change
+#                                       (against a server without them the suite still calls
+#                                       the list "mutated" and warns that no list_changed came)
 #   sep-2164-resource-not-found/sep-2164-data-uri   a SHOULD on the server's own error: the
 #                                       "not found" error is server-everything's (SDK 1.x,
 #                                       -32602 without data.uri), which the relay passes on
@@ -96,6 +104,8 @@ EXCLUDED_CHECKS=(
   server-stateless/sep-2575-missing-capability-http-400
   server-stateless/sep-2575-http-server-no-independent-requests-on-stream
   server-stateless/sep-2575-server-no-log-without-loglevel
+  server-stateless/sep-2575-server-sends-tools-list-changed-on-subscription
+  server-stateless/sep-2575-server-sends-prompts-list-changed-on-subscription
   sep-2164-resource-not-found/sep-2164-data-uri
 )
 
