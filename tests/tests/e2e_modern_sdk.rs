@@ -12,6 +12,9 @@
 //! cancellation, 20 concurrent calls, two clients without cross-talk, 1 MiB and 5 MiB echoes,
 //! and the 2026-07-28 shape of what went over the wire.
 //!
+//! A third test speaks the era by hand: an `input_required` result's requestState, tampered
+//! with, must not reach the waiting server; the genuine one must.
+//!
 //! Needs `npm ci --prefix tests/node` (the client, server-everything, Node 22) and the mcp
 //! 2.x virtual environment tests/python/.venv-mcp2 that .ci/run makes (or
 //! $MCP_RELAY_PYTHON_V2). Without them each test prints a SKIP line and passes, unless
@@ -21,8 +24,9 @@ mod http_support;
 
 use http_support::{
     everything_missing, everything_relay, node22, node_modules, python_of, python_sdk_missing_of,
-    run_bounded, show, skip, tests_dir, HttpRelay, Ran,
+    run_bounded, show, skip, tests_dir, HttpRelay, Ran, MCP_POST,
 };
+use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
 
@@ -175,4 +179,106 @@ fn python_sdk2_in_the_2026_era_against_the_everything_server() {
     let mut checks = CHECKS.to_vec();
     checks.push(PY_WIRE_CHECK);
     assert_all_passed(test, &ran, &checks, &relay);
+}
+
+/// One 2026-07-28 `tools/call` by hand (the headers and `_meta` the era requires, a client
+/// that can answer elicitations); the response to it, from a JSON or an SSE body.
+fn modern_call(relay: &HttpRelay, id: i64, tool: &str, extra: Value) -> Value {
+    let mut params = json!({
+        "name": tool,
+        "arguments": {},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "mcp-relay-raw-test", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
+        },
+    });
+    if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+    let mut headers: Vec<(&str, &str)> = MCP_POST.to_vec();
+    headers.extend([
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", tool),
+    ]);
+    let mut conn = relay.connect();
+    let response = conn.request("POST", "/mcp", &headers, body.to_string().as_bytes());
+    let messages = if response.status() == 200 || response.header("content-type").is_some() {
+        response.messages()
+    } else {
+        Vec::new()
+    };
+    messages
+        .into_iter()
+        .find(|m| m["id"] == json!(id))
+        .unwrap_or_else(|| {
+            panic!(
+                "no response to request {id} ({} {}); the relay's log:\n{}",
+                response.status(),
+                response.text(),
+                tail(&relay.log_text(), 40)
+            )
+        })
+}
+
+#[test]
+fn a_tampered_request_state_does_not_reach_the_waiting_server() {
+    let test = "a_tampered_request_state_does_not_reach_the_waiting_server";
+    if let Some(why) = everything_missing() {
+        return skip(test, &why);
+    }
+    let relay = everything_relay();
+    // server-everything asks the client through elicitation/create: input_required.
+    let first = modern_call(&relay, 1, "trigger-elicitation-request", json!({}));
+    let result = &first["result"];
+    assert_eq!(
+        result["resultType"], "input_required",
+        "{test}: wanted an input_required result, got {first}"
+    );
+    let requests = result["inputRequests"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{test}: no inputRequests in {first}"));
+    assert_eq!(requests.len(), 1, "{test}: {first}");
+    let (key, request) = requests.iter().next().expect("one input request");
+    assert_eq!(request["method"], "elicitation/create", "{test}: {first}");
+    let state = result["requestState"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| panic!("{test}: no requestState in {first}"));
+
+    let answer = |name: &str| json!({key.as_str(): {"action": "accept", "content": {"name": name, "check": true}}});
+    // One character of the state changed: refused, and the server never sees the answer.
+    let mut tampered: Vec<char> = state.chars().collect();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    let refused = modern_call(
+        &relay,
+        2,
+        "trigger-elicitation-request",
+        json!({"inputResponses": answer("Mallory"), "requestState": tampered}),
+    );
+    assert!(
+        refused.get("error").is_some() && refused.get("result").is_none(),
+        "{test}: a tampered requestState was accepted: {refused}"
+    );
+
+    // The genuine state completes the call with the answer given.
+    let done = modern_call(
+        &relay,
+        3,
+        "trigger-elicitation-request",
+        json!({"inputResponses": answer("Ada"), "requestState": state}),
+    );
+    assert_eq!(
+        done["result"]["resultType"], "complete",
+        "{test}: the genuine retry did not complete: {done}"
+    );
+    let text = done["result"]["content"].to_string();
+    assert!(
+        text.contains("Name: Ada") && !text.contains("Mallory"),
+        "{test}: the answer that reached the server: {done}"
+    );
 }
