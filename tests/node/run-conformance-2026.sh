@@ -38,8 +38,9 @@
 # 2.3.0's MCPServer, stateless HTTP) passes all of these but for what a stand-in lacks (tool
 # descriptions, serverInfo in the discover _meta): none is out of reach.
 #
-# Excluded scenarios: they call a tool, prompt or resource only that fixture server has,
-# which server-everything lacks (its names: echo, get-sum, trigger-long-running-operation, …,
+# Excluded scenarios (tests/node/run-conformance-2026-fixture.sh runs them all against
+# tests/fixtures/legacy_server.py, a session-era server that has the fixtures): they call a
+# tool, prompt or resource only the suite's fixture server has, which server-everything lacks (its names: echo, get-sum, trigger-long-running-operation, …,
 # prompts simple-prompt, args-prompt, …, resources demo://resource/…):
 #   completion-complete                 prompt test_prompt_with_arguments
 #   tools-call-simple-text / -image / -audio / -embedded-resource / -mixed-content / -error /
