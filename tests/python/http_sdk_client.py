@@ -33,6 +33,7 @@ by default (``max_sse_event_size`` of ``streamable_http_client``; hard-coded in
 from __future__ import annotations
 
 import argparse
+import inspect
 import secrets
 import sys
 import time
@@ -61,14 +62,13 @@ except ImportError:  # mcp 1.x
 
 import mcp.client.sse as sdk_sse
 
-try:  # mcp 2.x
+try:  # mcp 2.x, and mcp 1.x from 1.24 on
     from mcp.client.streamable_http import streamable_http_client as _streamable
-
-    _STREAMABLE_V2 = True
-except ImportError:  # mcp 1.x
+except ImportError:  # older mcp 1.x
     from mcp.client.streamable_http import streamablehttp_client as _streamable  # type: ignore
 
-    _STREAMABLE_V2 = False
+# Only mcp 2.x limits the size of one SSE event (and takes this argument to raise it).
+_STREAMABLE_V2 = "max_sse_event_size" in inspect.signature(_streamable).parameters
 
 MIB = 1024 * 1024
 
@@ -212,7 +212,9 @@ class Peer:
         )
 
 
-_SSE_WITHIN_ORIGIN = getattr(sdk_sse, "sse_within_origin", None)  # mcp 2.x
+_SSE_WITHIN_ORIGIN = getattr(sdk_sse, "sse_within_origin", None)
+if _SSE_WITHIN_ORIGIN is not None and "max_event_size" not in inspect.signature(_SSE_WITHIN_ORIGIN).parameters:
+    _SSE_WITHIN_ORIGIN = None  # mcp 1.x: no event size limit to raise
 
 
 def sse_client_with_event_limit(limit: int | None):

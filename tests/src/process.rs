@@ -90,6 +90,43 @@ pub struct Proc {
     pub pgrp: i32,
 }
 
+/// The Python interpreter that runs the MCP Python SDK of major version `major` (1 or 2)
+/// for the end-to-end tests. `.ci/run` makes one virtual environment per SDK:
+/// `tests/python/.venv-mcp1` (`requirements-v1.txt`, mcp 1.x) and `tests/python/.venv-mcp2`
+/// (`requirements.txt`, mcp 2.x). In order: `$MCP_RELAY_PYTHON_V1` / `$MCP_RELAY_PYTHON_V2`;
+/// for 2.x also `$MCP_RELAY_PYTHON` (its older name); that virtual environment's python
+/// if it exists; else `python3` from PATH. The tests check which SDK the interpreter has.
+pub fn python_for_sdk(major: u32) -> OsString {
+    let own = if major == 1 {
+        "MCP_RELAY_PYTHON_V1"
+    } else {
+        "MCP_RELAY_PYTHON_V2"
+    };
+    if let Some(py) = std::env::var_os(own) {
+        return py;
+    }
+    if major != 1 {
+        if let Some(py) = std::env::var_os("MCP_RELAY_PYTHON") {
+            return py;
+        }
+    }
+    let venv = workspace()
+        .join("tests")
+        .join("python")
+        .join(format!(".venv-mcp{major}"))
+        .join("bin")
+        .join("python");
+    if venv.is_file() {
+        return venv.into_os_string();
+    }
+    "python3".into()
+}
+
+/// The script that tells which MCP Python SDK an interpreter has (the test helpers run it
+/// with `python -c`): prints the version of the `mcp` distribution, fails without one.
+pub const PYTHON_SDK_VERSION_PROBE: &str =
+    "import importlib.metadata as m, mcp, anyio; print(m.version('mcp'))";
+
 pub fn read_proc(pid: i32) -> Option<Proc> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.

@@ -10,15 +10,19 @@
 //! PASS/FAIL line per check. Afterwards every session must have ended (DELETE for
 //! Streamable HTTP, the closed event stream for HTTP+SSE) and taken its child with it.
 //!
-//! Needs `pip install -r tests/python/requirements.txt` and `npm ci --prefix tests/node`.
+//! The Python client runs with both SDK majors: mcp 2.x and mcp 1.x, each from its own
+//! virtual environment (tests/python/.venv-mcp2 and .venv-mcp1, made by .ci/run; or
+//! $MCP_RELAY_PYTHON_V2 and $MCP_RELAY_PYTHON_V1, see `python_for_sdk`).
+//!
+//! Needs those virtual environments and `npm ci --prefix tests/node`.
 //! Without them each test prints a SKIP line and passes, unless MCP_RELAY_REQUIRE_SDK=1 (as
 //! in CI), which makes it fail.
 
 mod http_support;
 
 use http_support::{
-    everything_missing, everything_relay, python, python_sdk_missing, run_bounded, show, skip,
-    tests_dir, ts_sdk_missing, HttpRelay,
+    everything_missing, everything_relay, python_of, python_sdk_missing_of, run_bounded, show,
+    skip, tests_dir, ts_sdk_missing, HttpRelay,
 };
 use std::process::Command;
 use std::time::Duration;
@@ -31,15 +35,16 @@ const CHILDREN_GONE: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Copy)]
 enum Sdk {
-    Python,
+    /// The Python SDK of this major version (1 or 2).
+    Python(u32),
     TypeScript,
 }
 
 fn client_command(sdk: Sdk, url: &str) -> Command {
     let timeout = CLIENT_TIMEOUT.as_secs().to_string();
     match sdk {
-        Sdk::Python => {
-            let mut cmd = Command::new(python());
+        Sdk::Python(major) => {
+            let mut cmd = Command::new(python_of(major));
             cmd.arg(tests_dir().join("python").join("http_sdk_client.py"))
                 .args(["--url", url, "--timeout", &timeout]);
             cmd
@@ -90,21 +95,41 @@ fn run_both_transports(test: &str, sdk: Sdk, relay: &HttpRelay) {
 #[test]
 fn python_sdk_over_http_against_the_demo_server() {
     let test = "python_sdk_over_http_against_the_demo_server";
-    if let Some(why) = python_sdk_missing() {
+    if let Some(why) = python_sdk_missing_of(2) {
         return skip(test, &why);
     }
     let relay = HttpRelay::demo();
-    run_both_transports(test, Sdk::Python, &relay);
+    run_both_transports(test, Sdk::Python(2), &relay);
 }
 
 #[test]
 fn python_sdk_over_http_against_the_everything_server() {
     let test = "python_sdk_over_http_against_the_everything_server";
-    if let Some(why) = python_sdk_missing().or_else(everything_missing) {
+    if let Some(why) = python_sdk_missing_of(2).or_else(everything_missing) {
         return skip(test, &why);
     }
     let relay = everything_relay();
-    run_both_transports(test, Sdk::Python, &relay);
+    run_both_transports(test, Sdk::Python(2), &relay);
+}
+
+#[test]
+fn python_sdk1_over_http_against_the_demo_server() {
+    let test = "python_sdk1_over_http_against_the_demo_server";
+    if let Some(why) = python_sdk_missing_of(1) {
+        return skip(test, &why);
+    }
+    let relay = HttpRelay::demo();
+    run_both_transports(test, Sdk::Python(1), &relay);
+}
+
+#[test]
+fn python_sdk1_over_http_against_the_everything_server() {
+    let test = "python_sdk1_over_http_against_the_everything_server";
+    if let Some(why) = python_sdk_missing_of(1).or_else(everything_missing) {
+        return skip(test, &why);
+    }
+    let relay = everything_relay();
+    run_both_transports(test, Sdk::Python(1), &relay);
 }
 
 #[test]

@@ -2,12 +2,17 @@
 //! `ClientSession` over a TCP stream) against (a) the demo server and (b) the reference
 //! "everything" server from npm (tests/node), both behind the relay.
 //!
-//! Needs `pip install mcp` and `npm ci --prefix tests/node`. Without them each test prints a
+//! Each test runs with both SDK majors, mcp 2.x and mcp 1.x, each from its own virtual
+//! environment (tests/python/.venv-mcp2 and .venv-mcp1, made by .ci/run; or
+//! $MCP_RELAY_PYTHON_V2 and $MCP_RELAY_PYTHON_V1, see `python_for_sdk`).
+//!
+//! Needs those virtual environments and `npm ci --prefix tests/node`. Without them each test prints a
 //! SKIP line and passes, unless MCP_RELAY_REQUIRE_SDK=1 (as in CI), which makes it fail.
 
 mod common;
 
 use common::{wait_child, Relay, DEADLINE};
+use mcp_relay_tests::process::{python_for_sdk, PYTHON_SDK_VERSION_PROBE};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,8 +26,11 @@ fn tests_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> String {
-    std::env::var("MCP_RELAY_PYTHON").unwrap_or_else(|_| "python3".into())
+/// The SDK majors every test runs with.
+const SDK_MAJORS: [u32; 2] = [2, 1];
+
+fn python(major: u32) -> String {
+    python_for_sdk(major).to_string_lossy().into_owned()
 }
 
 /// Skips the test (or fails it, when the SDK is required) for a missing prerequisite.
@@ -69,27 +77,32 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<(bool, String, St
     ))
 }
 
-/// Whether the Python SDK can be imported; the reason if not.
-fn python_sdk_missing() -> Option<String> {
-    let py = python();
+/// Whether the Python SDK `major`.x can be imported; the reason if not.
+fn python_sdk_missing(major: u32) -> Option<String> {
+    let py = python(major);
+    let hint = format!("python3 -m venv tests/python/.venv-mcp{major} and install tests/python/requirements*.txt in it, as .ci/run does");
     match run_bounded(
-        Command::new(&py).args(["-c", "import mcp, anyio; print(mcp.__name__)"]),
+        Command::new(&py).args(["-c", PYTHON_SDK_VERSION_PROBE]),
         DEADLINE,
     ) {
-        None => Some(format!("{py} not found")),
+        None => Some(format!("{py} not found ({hint})")),
         Some((false, _, err)) => Some(format!(
-            "the MCP Python SDK is not installed for {py} (pip install mcp): {}",
+            "the MCP Python SDK is not installed for {py} ({hint}): {}",
             err.lines().last().unwrap_or("")
+        )),
+        Some((true, out, _)) if !out.trim().starts_with(&format!("{major}.")) => Some(format!(
+            "{py} has mcp {}, not {major}.x ({hint})",
+            out.trim()
         )),
         Some((true, _, _)) => None,
     }
 }
 
 /// Runs the SDK script against the relay and checks it printed OK.
-fn run_sdk_client(relay: &Relay) {
+fn run_sdk_client(relay: &Relay, major: u32) {
     let script = tests_dir().join("python").join("sdk_tcp_client.py");
     let (ok, out, err) = run_bounded(
-        Command::new(python())
+        Command::new(python(major))
             .arg(&script)
             .arg("--host")
             .arg(relay.addr.ip().to_string())
@@ -102,7 +115,7 @@ fn run_sdk_client(relay: &Relay) {
     .expect("running the SDK client");
     assert!(
         ok && out.lines().last() == Some("OK"),
-        "the SDK client failed.\nstdout:\n{out}\nstderr:\n{err}\nrelay log:\n{}",
+        "the SDK {major}.x client failed.\nstdout:\n{out}\nstderr:\n{err}\nrelay log:\n{}",
         relay.log_text()
     );
     // What it did, for the test log (shown with --nocapture).
@@ -111,13 +124,16 @@ fn run_sdk_client(relay: &Relay) {
 
 #[test]
 fn python_sdk_against_the_demo_server() {
-    if let Some(why) = python_sdk_missing() {
-        return skip("python_sdk_against_the_demo_server", &why);
+    for major in SDK_MAJORS {
+        if let Some(why) = python_sdk_missing(major) {
+            skip("python_sdk_against_the_demo_server", &why);
+            continue;
+        }
+        let relay = Relay::demo();
+        run_sdk_client(&relay, major);
+        relay.wait_log("session ended", DEADLINE);
+        relay.wait_children(0, DEADLINE);
     }
-    let relay = Relay::demo();
-    run_sdk_client(&relay);
-    relay.wait_log("session ended", DEADLINE);
-    relay.wait_children(0, DEADLINE);
 }
 
 fn everything_server() -> PathBuf {
@@ -132,9 +148,6 @@ fn everything_server() -> PathBuf {
 
 #[test]
 fn python_sdk_against_the_everything_server() {
-    if let Some(why) = python_sdk_missing() {
-        return skip("python_sdk_against_the_everything_server", &why);
-    }
     let server = everything_server();
     if !server.is_file() {
         return skip(
@@ -154,10 +167,16 @@ fn python_sdk_against_the_everything_server() {
             "node is not installed",
         );
     }
-    let relay = Relay::builder()
-        .command(["node".as_ref(), server.as_os_str(), "stdio".as_ref()])
-        .start();
-    run_sdk_client(&relay);
-    relay.wait_log("session ended", DEADLINE);
-    relay.wait_children(0, DEADLINE);
+    for major in SDK_MAJORS {
+        if let Some(why) = python_sdk_missing(major) {
+            skip("python_sdk_against_the_everything_server", &why);
+            continue;
+        }
+        let relay = Relay::builder()
+            .command(["node".as_ref(), server.as_os_str(), "stdio".as_ref()])
+            .start();
+        run_sdk_client(&relay, major);
+        relay.wait_log("session ended", DEADLINE);
+        relay.wait_children(0, DEADLINE);
+    }
 }

@@ -44,7 +44,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 // Each e2e_http file uses a different part of these.
 #[allow(unused_imports)]
-pub use mcp_relay_tests::process::{relay_bin, workspace};
+pub use mcp_relay_tests::process::{
+    python_for_sdk, relay_bin, workspace, PYTHON_SDK_VERSION_PROBE,
+};
 
 /// `tests/`.
 pub fn tests_dir() -> &'static Path {
@@ -834,8 +836,14 @@ pub fn skip(test: &str, why: &str) {
     let _ = writeln!(io::stderr(), "SKIP {test}: {why}");
 }
 
+/// The Python with the MCP Python SDK 2.x (see [`python_for_sdk`]).
 pub fn python() -> String {
-    std::env::var("MCP_RELAY_PYTHON").unwrap_or_else(|_| "python3".into())
+    python_of(2)
+}
+
+/// The Python with the MCP Python SDK `major`.x (see [`python_for_sdk`]).
+pub fn python_of(major: u32) -> String {
+    python_for_sdk(major).to_string_lossy().into_owned()
 }
 
 /// What a bounded run of a program produced.
@@ -904,17 +912,35 @@ fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     })
 }
 
-/// Why the Python SDK cannot be used, if it cannot.
+/// Why the Python SDK 2.x cannot be used, if it cannot.
 pub fn python_sdk_missing() -> Option<String> {
-    let py = python();
+    python_sdk_missing_of(2)
+}
+
+/// Why the Python SDK `major`.x cannot be used, if it cannot: no interpreter, no `mcp` for
+/// it, or another major version of it.
+pub fn python_sdk_missing_of(major: u32) -> Option<String> {
+    let py = python_of(major);
+    let requirements = if major == 1 {
+        "requirements-v1.txt"
+    } else {
+        "requirements.txt"
+    };
+    let hint = format!(
+        "python3 -m venv tests/python/.venv-mcp{major} && tests/python/.venv-mcp{major}/bin/pip install -r tests/python/{requirements}, as .ci/run does"
+    );
     match run_bounded(
-        Command::new(&py).args(["-c", "import mcp, anyio; print(mcp.__name__)"]),
+        Command::new(&py).args(["-c", PYTHON_SDK_VERSION_PROBE]),
         DEADLINE,
     ) {
-        None => Some(format!("{py} not found")),
+        None => Some(format!("{py} not found ({hint})")),
         Some(r) if !r.ok() => Some(format!(
-            "the MCP Python SDK is not installed for {py} (pip install -r tests/python/requirements.txt): {}",
+            "the MCP Python SDK is not installed for {py} ({hint}): {}",
             r.stderr.lines().last().unwrap_or("")
+        )),
+        Some(r) if !r.stdout.trim().starts_with(&format!("{major}.")) => Some(format!(
+            "{py} has mcp {}, not {major}.x ({hint})",
+            r.stdout.trim()
         )),
         Some(_) => None,
     }
