@@ -30,6 +30,12 @@
 #       future requests "user_name" answers. Sound bridges start the call afresh, which ends
 #       in input_required, not the complete result this SHOULD check (a WARNING) wants; only
 #       guessing (matching answers to the server's requestedSchema) could pass it.
+#   input-required-result-basic-elicitation
+#       One of its checks wants the input request keyed "user_name", the name the suite's own
+#       2026-07-28 fixture gives it. A session-era server names nothing (its request has a
+#       JSON-RPC id), so the bridge names input requests itself ("elicitation-1", ...); every
+#       other check of the scenario passes, and the same round trip is required in
+#       request-state, multiple-input-requests, multi-round and non-tool-request.
 # Every other scenario stays REQUIRED even while it fails because the bridge lacks something:
 # a failure there is the bridge's to fix, not the fixture's.
 #
@@ -48,6 +54,7 @@ set -euo pipefail
 
 MODERN_EXCLUDED=(
   input-required-result-ignore-extra-params
+  input-required-result-basic-elicitation
 )
 SESSION_EXCLUDED=(
   server-sse-polling

@@ -100,9 +100,9 @@ fn modern_scenarios_pass_through_the_bridge_to_a_session_era_server() {
         return skip(test, &why);
     }
     let ran = run_script(test, None);
-    // 40 scenarios in 0.2.0-alpha.12, one excluded.
+    // 40 scenarios in 0.2.0-alpha.12, two excluded (the script's header says why).
     assert!(
-        passed(&ran) >= 39,
+        passed(&ran) >= 38,
         "fewer required scenarios reported than the suite has:\n{}",
         ran.stdout
     );

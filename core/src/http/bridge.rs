@@ -70,6 +70,11 @@ impl ServerFacts {
         })
     }
 
+    /// The server has tools.
+    pub(crate) fn tools(&self) -> bool {
+        self.capabilities.get("tools").is_some()
+    }
+
     /// The server takes `logging/setLevel`.
     pub(crate) fn logging(&self) -> bool {
         self.capabilities.get("logging").is_some()
@@ -144,6 +149,35 @@ pub(crate) fn for_child(line: &[u8], id: &RawId, token: Option<&Value>) -> Optio
         }
     }
     serde_json::to_vec(&v).ok()
+}
+
+/// The tools of a `tools/list` answer with the parameters their input schema mirrors in
+/// `Mcp-Param-*` headers (`x-mcp-header`): tool, [(parameter, header suffix)].
+pub(crate) fn mirrored_params(answer: &[u8]) -> Vec<(String, Vec<(String, String)>)> {
+    let Ok(v) = serde_json::from_slice::<Value>(answer) else {
+        return Vec::new();
+    };
+    let Some(tools) = v.pointer("/result/tools").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    tools
+        .iter()
+        .filter_map(|t| {
+            let name = t.get("name")?.as_str()?.to_owned();
+            let props = t
+                .pointer("/inputSchema/properties")
+                .and_then(Value::as_object);
+            let params = props
+                .into_iter()
+                .flatten()
+                .filter_map(|(p, schema)| {
+                    let h = schema.get("x-mcp-header")?.as_str()?;
+                    Some((p.clone(), h.to_owned()))
+                })
+                .collect();
+            Some((name, params))
+        })
+        .collect()
 }
 
 /// Whether a server notification is one that only listen streams carry.

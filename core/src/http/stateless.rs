@@ -27,6 +27,7 @@ pub(crate) const STATELESS_VERSION: &str = bridge::MODERN;
 /// The ids of the requests the relay itself sends a pool child while setting it up.
 const INIT_ID: &str = "mcp-relay:stateless-init";
 const SETTLE_ID: &str = "mcp-relay:stateless-settle";
+const LOG_LEVEL_ID: &str = "mcp-relay:stateless-log-level";
 
 /// How long the requests a child sends the client are gathered into one `input_required`
 /// round (a server that needs several answers usually asks for them back to back).
@@ -46,6 +47,8 @@ pub(crate) struct Bridge {
     listens: BTreeMap<StreamId, Listen>,
     /// Requests handed to children so far (names the ids children see).
     requests: u64,
+    /// Tools whose parameters are mirrored in `Mcp-Param-*` headers: parameter, header.
+    mirrored: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Bridge {
@@ -66,7 +69,23 @@ impl Bridge {
     pub(crate) fn listens(&self) -> usize {
         self.listens.len()
     }
+
+    /// Learns from a `tools/list` answer which tool parameters travel in headers too.
+    fn learn_tools(&mut self, answer: &[u8]) {
+        for (tool, params) in bridge::mirrored_params(answer) {
+            if params.is_empty() {
+                self.mirrored.remove(&tool);
+            } else if self.mirrored.len() < MAX_MIRRORED_TOOLS || self.mirrored.contains_key(&tool)
+            {
+                self.mirrored.insert(tool, params);
+            }
+        }
+    }
 }
+
+/// Most tools whose header-mirrored parameters are remembered (bounds what a server's
+/// `tools/list` makes the relay hold).
+const MAX_MIRRORED_TOOLS: usize = 4096;
 
 /// Where a pool child is in the relay's setup of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +126,12 @@ struct Job {
     secret: Option<String>,
     /// The child's final answer, when it came while no HTTP request waited for it.
     answer: Option<Vec<u8>>,
+    /// Progress and log notifications said while no HTTP request waited, and their size.
+    held: std::collections::VecDeque<Value>,
+    held_bytes: usize,
+    /// The child was told this client's roots: servers keep them, and the next client must
+    /// not be served by a process that holds another's.
+    knows_roots: bool,
 }
 
 struct Asked {
@@ -202,17 +227,27 @@ fn header_value(v: &str) -> Option<String> {
     }
 }
 
+/// Standard base64 with its padding, strictly: a value with a character outside the
+/// alphabet, or padding that is not where it must be, is refused (SEP-2243).
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let pad = bytes.iter().rev().take_while(|c| **c == b'=').count();
+    if pad > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
     let mut acc = 0u32;
     let mut bits = 0;
-    for c in text.bytes().filter(|c| *c != b'=') {
+    for &c in &bytes[..bytes.len() - pad] {
         let v = match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
+            b'+' => 62,
+            b'/' => 63,
             _ => return None,
         };
         acc = (acc << 6) | u32::from(v);
@@ -223,6 +258,46 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// Checks the `Mcp-Param-*` headers of a `tools/call` against the body, for the tool's
+/// parameters that its schema mirrors in headers (`x-mcp-header`, SEP-2243).
+fn check_param_headers(
+    head: &Head,
+    id: &RawId,
+    mirrored: &[(String, String)],
+    arguments: Option<&Value>,
+) -> Result<(), Reject> {
+    for (param, header) in mirrored {
+        let body = arguments.and_then(|a| a.get(param)).and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        });
+        let name = format!("mcp-param-{}", header.to_ascii_lowercase());
+        let sent = head.header(&name);
+        let problem = match (sent, &body) {
+            (None, None) => None,
+            (None, Some(_)) => Some(format!("the Mcp-Param-{header} header is missing")),
+            (Some(_), None) => Some(format!(
+                "Mcp-Param-{header} is set but the body has no {param}"
+            )),
+            (Some(h), Some(b)) => match header_value(h) {
+                None => Some(format!("Mcp-Param-{header} is not valid base64")),
+                Some(v) if &v != b => Some(format!(
+                    "Mcp-Param-{header} does not match the body's {param}"
+                )),
+                Some(_) => None,
+            },
+        };
+        if let Some(what) = problem {
+            let mut r = reject(400, codes::HEADER_MISMATCH, format!("mcp-relay: {what}"));
+            r.id = Some(id.clone());
+            return Err(r);
+        }
+    }
+    Ok(())
 }
 
 /// Checks that the headers mirror the body, as 2026-07-28 requires.
@@ -345,6 +420,22 @@ impl HttpServer {
             .as_ref()
             .and_then(|p| p.pointer("/_meta/progressToken"))
             .cloned();
+        if method == "tools/call" {
+            if let Some(mirrored) = name.as_ref().and_then(|n| self.bridge.mirrored.get(n)) {
+                let arguments = params.as_ref().and_then(|p| p.get("arguments"));
+                check_param_headers(head, &id, mirrored, arguments)?;
+            }
+        }
+        if let Some(responses) = params.as_ref().and_then(|p| p.get("inputResponses")) {
+            let well_formed = responses
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_object));
+            if !well_formed {
+                return Err(invalid(
+                    "inputResponses must be an object of results, one per input request".into(),
+                ));
+            }
+        }
         if let Some(state) = params
             .as_ref()
             .and_then(|p| p.get("requestState"))
@@ -559,6 +650,9 @@ impl HttpServer {
                     next_key: 1,
                     secret: None,
                     answer: None,
+                    held: Default::default(),
+                    held_bytes: 0,
+                    knows_roots: false,
                 });
             }
             self.events
@@ -606,11 +700,11 @@ impl HttpServer {
         let idle = now + self.config.http.session_timeout;
         self.timers
             .set(HttpTimer::Session(key), Some((idle, IDLE_SESSION)));
-        self.to_child(key, bridge::pool_initialize(INIT_ID));
+        self.tell_child(key, bridge::pool_initialize(INIT_ID));
         key
     }
 
-    fn to_child(&mut self, key: HttpKey, body: Vec<u8>) {
+    fn tell_child(&mut self, key: HttpKey, body: Vec<u8>) {
         self.events.push_back(HttpEvent::Message { key, body });
     }
 
@@ -647,25 +741,33 @@ impl HttpServer {
                 if self.bridge.facts.is_none() {
                     self.bridge.facts = facts;
                 }
-                self.to_child(
+                self.tell_child(
                     key,
                     br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec(),
                 );
                 // Its answer says the notification was taken in (a server registers what the
                 // capabilities allow on it); log levels are filtered per request here.
-                let settle = if logging {
-                    format!(
-                        r#"{{"jsonrpc":"2.0","id":"{SETTLE_ID}","method":"logging/setLevel","params":{{"level":"debug"}}}}"#
-                    )
+                if logging {
+                    self.tell_child(key, format!(r#"{{"jsonrpc":"2.0","id":"{LOG_LEVEL_ID}","method":"logging/setLevel","params":{{"level":"debug"}}}}"#).into_bytes());
+                }
+                let tools = self.bridge.facts.as_ref().is_some_and(ServerFacts::tools);
+                let settle = if tools {
+                    // Its tools' header-mirrored parameters are checked on every call.
+                    format!(r#"{{"jsonrpc":"2.0","id":"{SETTLE_ID}","method":"tools/list"}}"#)
                 } else {
                     format!(r#"{{"jsonrpc":"2.0","id":"{SETTLE_ID}","method":"ping"}}"#)
                 };
-                self.to_child(key, settle.into_bytes());
+                self.tell_child(key, settle.into_bytes());
                 // What waits for the server's facts can be answered now.
                 let now = self.now;
                 self.pool_dispatch(now);
             }
+            Some(LOG_LEVEL_ID) => {}
             Some(SETTLE_ID) => {
+                self.bridge.learn_tools(msg);
+                let Some(child) = self.bridge.children.get_mut(&key) else {
+                    return;
+                };
                 if child.phase == Phase::Settling {
                     child.phase = Phase::Ready;
                     let now = self.now;
@@ -681,6 +783,17 @@ impl HttpServer {
                     log::debug!("stateless child: an answer to {id}, not to its request; dropped");
                     return;
                 }
+                if job.method == "tools/list" {
+                    self.bridge.learn_tools(msg);
+                }
+                let Some(job) = self
+                    .bridge
+                    .children
+                    .get_mut(&key)
+                    .and_then(|c| c.job.as_mut())
+                else {
+                    return;
+                };
                 let stream = self.sessions.get(&key).and_then(|s| s.busy);
                 match stream {
                     Some(stream) => {
@@ -702,20 +815,20 @@ impl HttpServer {
             .and_then(|c| c.job.as_ref())
             .is_some();
         if method == "ping" {
-            self.to_child(key, bridge::input_answer(&id, &serde_json::json!({})));
+            self.tell_child(key, bridge::input_answer(&id, &serde_json::json!({})));
             return;
         }
         let refuse = |why: String| bridge::refuse_input(&id, &format!("mcp-relay: {why}"));
         if bridge::input_kind(method).is_none() {
             let no = refuse(format!("a MCP 2026-07-28 client cannot be asked {method}"));
-            self.to_child(key, no);
+            self.tell_child(key, no);
             return;
         }
         if !serving {
             let no = refuse(format!(
                 "{method} outside any client request: a MCP 2026-07-28 client can only be asked within one"
             ));
-            self.to_child(key, no);
+            self.tell_child(key, no);
             return;
         }
         let Some(job) = self
@@ -730,7 +843,7 @@ impl HttpServer {
             let no = refuse(format!(
                 "more than {MAX_INPUT_REQUESTS} requests to the client at once"
             ));
-            self.to_child(key, no);
+            self.tell_child(key, no);
             return;
         }
         job.round.push(v.clone());
@@ -767,12 +880,32 @@ impl HttpServer {
             }
             return;
         }
-        let Some(stream) = self.sessions.get(&key).and_then(|s| s.busy) else {
+        let stream = self.sessions.get(&key).and_then(|s| s.busy);
+        let limit = self.config.max_buffered;
+        let Some(job) = self
+            .bridge
+            .children
+            .get_mut(&key)
+            .and_then(|c| c.job.as_mut())
+        else {
             return;
         };
-        let Some(job) = self.bridge.children.get(&key).and_then(|c| c.job.as_ref()) else {
+        let Some(stream) = stream else {
+            // Held for a retry, the child works on: what it says about the request waits
+            // for the retry (within --max-buffered; the oldest goes first past it).
+            if matches!(method, "notifications/progress" | "notifications/message") {
+                job.held_bytes += v.to_string().len();
+                job.held.push_back(v.clone());
+                while job.held_bytes > limit {
+                    match job.held.pop_front() {
+                        Some(old) => job.held_bytes -= old.to_string().len(),
+                        None => break,
+                    }
+                }
+            }
             return;
         };
+        let job = &*job;
         match method {
             "notifications/progress" => {
                 let Some(token) = job.client_token.clone() else {
@@ -869,7 +1002,7 @@ impl HttpServer {
                 s.busy = None;
             }
             for no in refused {
-                self.to_child(key, no);
+                self.tell_child(key, no);
             }
             self.stream_send(stream, &answer, true);
             self.pool_release(now, key, Some(child_id));
@@ -893,7 +1026,7 @@ impl HttpServer {
             .collect();
         let answer = bridge::input_required(&job.client_id, &asks, &state);
         for no in refused {
-            self.to_child(key, no);
+            self.tell_child(key, no);
         }
         // The stream ends with this answer; the child stays with the request.
         if let Some(s) = self.sessions.get_mut(&key) {
@@ -957,6 +1090,8 @@ impl HttpServer {
             return Err(e);
         }
         job.secret = None;
+        let held_notes = std::mem::take(&mut job.held);
+        job.held_bytes = 0;
         job.client_id = r.id.clone();
         job.meta = r.meta;
         job.client_token = r.token;
@@ -967,6 +1102,9 @@ impl HttpServer {
         for a in std::mem::take(&mut job.asked) {
             match responses.get(&a.key) {
                 Some(result) if result.is_object() => {
+                    if a.request.get("method").and_then(Value::as_str) == Some("roots/list") {
+                        job.knows_roots = true;
+                    }
                     answers.push(bridge::input_answer(&a.child_req, result));
                 }
                 // Missing or not a result: asked again.
@@ -990,13 +1128,22 @@ impl HttpServer {
             HttpTimer::Session(key),
             Some((now + self.config.http.session_timeout, IDLE_SESSION)),
         );
+        for note in held_notes {
+            if let Some(m) = note
+                .get("method")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+            {
+                self.child_notification(key, &m, &note);
+            }
+        }
         if let Some(held) = held {
             let answer = bridge::complete(&held, &method, &r.id);
             self.stream_send(stream, &answer, true);
             return Ok(());
         }
         for a in answers {
-            self.to_child(key, a);
+            self.tell_child(key, a);
         }
         if ask_again {
             self.flush_round(now, key);
@@ -1022,6 +1169,14 @@ impl HttpServer {
         };
         s.busy = None;
         s.progress.clear();
+        if job.as_ref().is_some_and(|j| j.knows_roots) && !s.finished {
+            // Retired: a fresh process takes its place when one is needed.
+            s.finished = true;
+            log::info!("stateless: a server process that was told a client's roots serves no other client; it is stopped");
+            self.end_session_by_client(key, "it holds another client's roots");
+            self.pool_dispatch(now);
+            return;
+        }
         if let Some(id) = cancelled {
             // The id the child knows the request by.
             let id = job.as_ref().map_or(id, |j| j.child_id.clone());
@@ -1031,7 +1186,7 @@ impl HttpServer {
             let note = format!(
                 r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"the client closed the response stream"}}}}"#
             );
-            self.to_child(key, note.into_bytes());
+            self.tell_child(key, note.into_bytes());
             // What it still waits for from the client will not come.
             if let Some(job) = job {
                 let waiting = job
@@ -1045,7 +1200,7 @@ impl HttpServer {
                     })
                     .collect();
                 for no in refusals {
-                    self.to_child(key, no);
+                    self.tell_child(key, no);
                 }
             }
         }
