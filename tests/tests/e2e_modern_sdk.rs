@@ -23,8 +23,8 @@
 mod http_support;
 
 use http_support::{
-    everything_missing, everything_relay, node22, node_modules, python_of, python_sdk_missing_of,
-    run_bounded, show, skip, tests_dir, HttpRelay, Ran, MCP_POST,
+    everything_missing, everything_relay, everything_server, node22, node_modules, python_of,
+    python_sdk_missing_of, run_bounded, show, skip, tests_dir, Conn, HttpRelay, Ran, MCP_POST,
 };
 use serde_json::{json, Value};
 use std::process::Command;
@@ -280,5 +280,87 @@ fn a_tampered_request_state_does_not_reach_the_waiting_server() {
     assert!(
         text.contains("Name: Ada") && !text.contains("Mallory"),
         "{test}: the answer that reached the server: {done}"
+    );
+}
+
+/// The POST of a 2026-07-28 request, with the headers that mirror its body.
+fn send_modern(conn: &mut Conn, id: i64, method: &str, name: Option<&str>, params: Value) {
+    let mut params = params;
+    if let Some(p) = params.as_object_mut() {
+        p.insert(
+            "_meta".into(),
+            json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "progressToken": format!("p{id}"),
+            }),
+        );
+    }
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let mut headers: Vec<(&str, &str)> = MCP_POST.to_vec();
+    headers.extend([
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", method),
+    ]);
+    if let Some(name) = name {
+        headers.push(("Mcp-Name", name));
+    }
+    conn.send("POST", "/mcp", &headers, body.to_string().as_bytes());
+}
+
+#[test]
+fn the_queue_moves_on_when_servers_rest_after_cancelled_requests() {
+    let test = "the_queue_moves_on_when_servers_rest_after_cancelled_requests";
+    if let Some(why) = everything_missing() {
+        return skip(test, &why);
+    }
+    let server = everything_server();
+    let relay = HttpRelay::builder()
+        .command(["node".as_ref(), server.as_os_str(), "stdio".as_ref()])
+        .args(["--stateless-pool", "2", "--ping-timeout", "1s"])
+        .start();
+    // Both servers start a slow call, and the clients walk away from them: each server is
+    // told and rests for --ping-timeout before its next request.
+    let mut slow = Vec::new();
+    for id in 1..=2 {
+        let mut conn = relay.connect();
+        let args = json!({"name": "trigger-long-running-operation", "arguments": {"duration": 20, "steps": 100}});
+        send_modern(
+            &mut conn,
+            id,
+            "tools/call",
+            Some("trigger-long-running-operation"),
+            args,
+        );
+        // Its first progress notification: the call is running.
+        let head = conn.read_head();
+        assert_eq!(head.status, 200, "{test}: the slow call was refused");
+        assert!(
+            conn.next_event().is_some(),
+            "{test}: no progress from the slow call"
+        );
+        slow.push(conn);
+    }
+    for conn in slow {
+        conn.close();
+    }
+    // The next request waits for a rest to end, and nothing else arrives: the end of the
+    // rest alone must hand it to a server (it used to wait for the next request).
+    let started = std::time::Instant::now();
+    let mut conn = relay.connect();
+    conn.set_read_timeout(Duration::from_secs(15));
+    send_modern(&mut conn, 3, "tools/list", None, json!({}));
+    let response = conn.read_response();
+    let waited = started.elapsed();
+    assert_eq!(response.status(), 200, "{test}: {}", response.text());
+    let answer = response
+        .messages()
+        .into_iter()
+        .find(|m| m["id"] == json!(3))
+        .unwrap_or_else(|| panic!("{test}: no answer in {}", response.text()));
+    assert!(answer["result"]["tools"].is_array(), "{test}: {answer}");
+    assert!(
+        waited < Duration::from_secs(6),
+        "{test}: tools/list waited {waited:?} behind two servers resting for 1 s"
     );
 }
