@@ -556,6 +556,26 @@ impl HttpServer {
                 }
                 continue;
             }
+            let ready = self
+                .bridge
+                .children
+                .values()
+                .any(|c| c.phase == Phase::Ready);
+            if !forward && ready {
+                // A child is serving, yet the server told nothing of itself: it refused
+                // initialize. There is nothing to answer from.
+                if let Some(q) = self.pool_queue.pop_front() {
+                    let mut r = reject(
+                        500,
+                        codes::SERVER_UNAVAILABLE,
+                        "mcp-relay: the server refused initialize, so there is nothing to discover",
+                    );
+                    r.id = Some(q.id);
+                    self.fail(q.conn, r, false);
+                    self.after_response(q.conn);
+                }
+                continue;
+            }
             let free = forward
                 .then(|| {
                     self.sessions
