@@ -97,6 +97,47 @@ impl ServerFacts {
             resources: asked("resourcesListChanged") && list_changed("resources"),
         }
     }
+
+    /// The resources of a listen filter's `resourceSubscriptions` the relay will watch: all
+    /// of them (up to [`MAX_RESOURCE_SUBSCRIPTIONS`]) if the server takes subscriptions, else
+    /// none.
+    pub(crate) fn honored_resources(&self, requested: &Value) -> Vec<String> {
+        let subscribe = self
+            .capabilities
+            .pointer("/resources/subscribe")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut uris: Vec<String> = Vec::new();
+        if !subscribe {
+            return uris;
+        }
+        let asked = requested
+            .get("resourceSubscriptions")
+            .and_then(Value::as_array);
+        for uri in asked.into_iter().flatten().filter_map(Value::as_str) {
+            if uris.len() >= MAX_RESOURCE_SUBSCRIPTIONS {
+                break;
+            }
+            if !uris.iter().any(|u| u == uri) {
+                uris.push(uri.to_owned());
+            }
+        }
+        uris
+    }
+}
+
+/// Most resources one listen stream watches (bounds what a client's filter makes the relay
+/// hold and the server watch).
+pub(crate) const MAX_RESOURCE_SUBSCRIPTIONS: usize = 256;
+
+/// Whether an update of `updated` is news to a client watching `watched` (the same resource,
+/// or one below it).
+pub(crate) fn update_matches(watched: &str, updated: &str) -> bool {
+    match updated.strip_prefix(watched) {
+        Some("") => true,
+        Some(rest) => watched.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
 }
 
 /// The notifications one `subscriptions/listen` stream receives.
@@ -387,13 +428,17 @@ pub(crate) fn input_answer(id: &Value, result: &Value) -> Vec<u8> {
 }
 
 /// The first event of a listen stream: which notifications it will carry.
-pub(crate) fn listen_ack(id: &RawId, honored: Filter) -> Vec<u8> {
+pub(crate) fn listen_ack(id: &RawId, honored: Filter, resources: &[String]) -> Vec<u8> {
     let sub: Value = serde_json::from_str(id.as_str()).unwrap_or(Value::Null);
+    let mut notifications = honored.to_json();
+    if let (false, Some(n)) = (resources.is_empty(), notifications.as_object_mut()) {
+        n.insert("resourceSubscriptions".into(), json!(resources));
+    }
     json!({
         "jsonrpc": "2.0",
         "method": "notifications/subscriptions/acknowledged",
         "params": {
-            "notifications": honored.to_json(),
+            "notifications": notifications,
             "_meta": { META_SUBSCRIPTION: sub },
         },
     })
@@ -511,12 +556,21 @@ mod tests {
         let honored = facts.honored(&json!({"toolsListChanged": true, "promptsListChanged": true}));
         assert!(honored.wants("notifications/tools/list_changed"));
         assert!(!honored.wants("notifications/prompts/list_changed"));
-        let ack = parse(&listen_ack(&RawId::parse("5").unwrap(), honored));
+        let ack = parse(&listen_ack(&RawId::parse("5").unwrap(), honored, &[]));
         assert_eq!(
             ack["params"]["notifications"],
             json!({"toolsListChanged": true})
         );
         assert_eq!(ack["params"]["_meta"][META_SUBSCRIPTION], 5);
+    }
+
+    #[test]
+    fn resource_updates_match_what_was_watched() {
+        assert!(update_matches("file:///a", "file:///a"));
+        assert!(update_matches("file:///a", "file:///a/b.txt"));
+        assert!(update_matches("file:///a/", "file:///a/b.txt"));
+        assert!(!update_matches("file:///a", "file:///ab"));
+        assert!(!update_matches("file:///a/b", "file:///a"));
     }
 
     #[test]

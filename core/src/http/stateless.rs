@@ -28,6 +28,7 @@ pub(crate) const STATELESS_VERSION: &str = bridge::MODERN;
 const INIT_ID: &str = "mcp-relay:stateless-init";
 const SETTLE_ID: &str = "mcp-relay:stateless-settle";
 const LOG_LEVEL_ID: &str = "mcp-relay:stateless-log-level";
+const SUBSCRIPTION_ID: &str = "mcp-relay:stateless-subscription";
 
 /// How long the requests a child sends the client are gathered into one `input_required`
 /// round (a server that needs several answers usually asks for them back to back).
@@ -49,6 +50,10 @@ pub(crate) struct Bridge {
     requests: u64,
     /// Tools whose parameters are mirrored in `Mcp-Param-*` headers: parameter, header.
     mirrored: BTreeMap<String, Vec<(String, String)>>,
+    /// The child that watches resources for every listen stream, and what it was asked to
+    /// watch.
+    subscriber: Option<HttpKey>,
+    subscribed: std::collections::BTreeSet<String>,
 }
 
 impl Bridge {
@@ -145,6 +150,8 @@ struct Asked {
 struct Listen {
     id: RawId,
     filter: Filter,
+    /// Resources whose updates it carries.
+    resources: Vec<String>,
 }
 
 /// What a queued request is.
@@ -517,17 +524,24 @@ impl HttpServer {
             }
             Work::Listen(requested) => {
                 let filter = facts.honored(&requested);
+                let resources = facts.honored_resources(&requested);
                 let stream = self.new_stream(LISTENERS, StreamKind::Post, Some(q.conn), false);
                 if let Some(st) = self.streams.get_mut(&stream) {
                     st.waiting = vec![q.id.clone()];
                     st.extra_headers = q.headers;
                     st.stateless = true;
                 }
-                let ack = bridge::listen_ack(&q.id, filter);
-                self.bridge
-                    .listens
-                    .insert(stream, Listen { id: q.id, filter });
+                let ack = bridge::listen_ack(&q.id, filter, &resources);
+                self.bridge.listens.insert(
+                    stream,
+                    Listen {
+                        id: q.id,
+                        filter,
+                        resources,
+                    },
+                );
                 self.stream_send(stream, &ack, false);
+                self.sync_subscriptions();
             }
             Work::Forward => {}
         }
@@ -782,7 +796,7 @@ impl HttpServer {
                 let now = self.now;
                 self.pool_dispatch(now);
             }
-            Some(LOG_LEVEL_ID) => {}
+            Some(LOG_LEVEL_ID | SUBSCRIPTION_ID) => {}
             Some(SETTLE_ID) => {
                 self.bridge.learn_tools(msg);
                 let Some(child) = self.bridge.children.get_mut(&key) else {
@@ -790,6 +804,7 @@ impl HttpServer {
                 };
                 if child.phase == Phase::Settling {
                     child.phase = Phase::Ready;
+                    self.sync_subscriptions();
                     let now = self.now;
                     self.pool_dispatch(now);
                 }
@@ -887,11 +902,24 @@ impl HttpServer {
                 // Said while it registered what its capabilities allow: not news to anyone.
                 return;
             }
+            let updated = (method == "notifications/resources/updated")
+                .then(|| v.pointer("/params/uri").and_then(Value::as_str))
+                .flatten();
+            if method == "notifications/resources/updated" && self.bridge.subscriber != Some(key) {
+                // One child watches for all clients; another's word would be a repeat.
+                return;
+            }
             let targets: Vec<(StreamId, RawId)> = self
                 .bridge
                 .listens
                 .iter()
-                .filter(|(stream, l)| self.streams.contains_key(stream) && l.filter.wants(method))
+                .filter(|(stream, l)| {
+                    self.streams.contains_key(stream)
+                        && match updated {
+                            Some(uri) => l.resources.iter().any(|w| bridge::update_matches(w, uri)),
+                            None => l.filter.wants(method),
+                        }
+                })
                 .map(|(stream, l)| (*stream, l.id.clone()))
                 .collect();
             for (stream, id) in targets {
@@ -1267,6 +1295,9 @@ impl HttpServer {
     pub(super) fn pool_child_gone(&mut self, key: HttpKey) {
         self.bridge.children.remove(&key);
         self.timers.set(HttpTimer::Input(key), None);
+        if self.bridge.subscriber == Some(key) {
+            self.sync_subscriptions();
+        }
     }
 
     /// Shutdown: every listen stream gets the answer that closes it.
@@ -1282,7 +1313,66 @@ impl HttpServer {
 
     /// Forgets listen streams whose connection is gone.
     pub(super) fn listen_gone(&mut self, stream: StreamId) {
-        self.bridge.listens.remove(&stream);
+        if self.bridge.listens.remove(&stream).is_some() {
+            self.sync_subscriptions();
+        }
+    }
+
+    /// Keeps one ready child subscribed to exactly the resources some listen stream watches.
+    fn sync_subscriptions(&mut self) {
+        let live: Vec<StreamId> = self.bridge.listens.keys().copied().collect();
+        for stream in live {
+            if !self.streams.contains_key(&stream) {
+                self.bridge.listens.remove(&stream);
+            }
+        }
+        let wanted: std::collections::BTreeSet<String> = self
+            .bridge
+            .listens
+            .values()
+            .flat_map(|l| l.resources.iter().cloned())
+            .collect();
+        let usable = |k: &HttpKey| {
+            self.bridge
+                .children
+                .get(k)
+                .is_some_and(|c| c.phase == Phase::Ready)
+                && self.sessions.get(k).is_some_and(|s| !s.finished)
+        };
+        if !self.bridge.subscriber.as_ref().is_some_and(usable) {
+            self.bridge.subscribed.clear();
+            self.bridge.subscriber = None;
+            if wanted.is_empty() {
+                return;
+            }
+            self.bridge.subscriber = self.bridge.children.keys().copied().find(usable);
+        }
+        let Some(key) = self.bridge.subscriber else {
+            return;
+        };
+        let (add, drop): (Vec<String>, Vec<String>) = (
+            wanted
+                .difference(&self.bridge.subscribed)
+                .cloned()
+                .collect(),
+            self.bridge
+                .subscribed
+                .difference(&wanted)
+                .cloned()
+                .collect(),
+        );
+        for (uris, method) in [
+            (add, "resources/subscribe"),
+            (drop, "resources/unsubscribe"),
+        ] {
+            for uri in uris {
+                let line = serde_json::json!({
+                    "jsonrpc": "2.0", "id": SUBSCRIPTION_ID, "method": method, "params": {"uri": uri},
+                });
+                self.tell_child(key, line.to_string().into_bytes());
+            }
+        }
+        self.bridge.subscribed = wanted;
     }
 
     /// Writes a complete response with owned headers.
