@@ -1158,6 +1158,12 @@ impl HttpServer {
 
     /// A pool child finished its request (answered, or the client gave up on it).
     pub(crate) fn pool_release(&mut self, now: Instant, key: HttpKey, cancelled: Option<RawId>) {
+        self.release_job(now, key, cancelled);
+        self.pool_dispatch(now);
+    }
+
+    /// [`Self::pool_release`] without handing out the next request.
+    fn release_job(&mut self, now: Instant, key: HttpKey, cancelled: Option<RawId>) {
         let job = self
             .bridge
             .children
@@ -1174,7 +1180,6 @@ impl HttpServer {
             s.finished = true;
             log::info!("stateless: a server process that was told a client's roots serves no other client; it is stopped");
             self.end_session_by_client(key, "it holds another client's roots");
-            self.pool_dispatch(now);
             return;
         }
         if let Some(id) = cancelled {
@@ -1204,7 +1209,6 @@ impl HttpServer {
                 }
             }
         }
-        self.pool_dispatch(now);
     }
 
     /// The child held longest for a retry, if any is.
@@ -1237,7 +1241,9 @@ impl HttpServer {
         else {
             return;
         };
-        self.pool_release(now, key, Some(child_id));
+        // Not `pool_release`: its dispatch would find this child resting and give up the
+        // next held request too; the caller's dispatch hands this child the request.
+        self.release_job(now, key, Some(child_id));
         if let Some(s) = self.sessions.get_mut(&key) {
             s.cooldown_until = None;
         }
