@@ -1182,7 +1182,11 @@ impl HttpServer {
             self.end_session_by_client(key, "it holds another client's roots");
             return;
         }
-        if let Some(id) = cancelled {
+        // A request the server already answered (held for the retry; or answered for it by
+        // the relay when its process died, whose replacement never saw the request) is over
+        // on the server's side: there is nothing to cancel.
+        let answered = job.as_ref().is_some_and(|j| j.answer.is_some());
+        if let Some(id) = cancelled.filter(|_| !answered) {
             // The id the child knows the request by.
             let id = job.as_ref().map_or(id, |j| j.child_id.clone());
             // It may still be working on the request: let it settle before its next one, so
