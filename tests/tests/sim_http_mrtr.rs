@@ -1737,6 +1737,14 @@ impl World {
                 return;
             }
         }
+        let late = self.calls[i].plan == Plan::Late && self.calls[i].retries == 1;
+        if late && kind == Kind::Genuine && !refused {
+            return self.violate(format!(
+                "{tag}: a retry {} after its input_required was not refused: {} {a}",
+                Ms(self.now() - self.calls[i].asked_at),
+                r.status
+            ));
+        }
         let result = &a["result"];
         if r.status == 200 && result["resultType"] == "input_required" {
             let state = result["requestState"].as_str().unwrap_or("").to_owned();
