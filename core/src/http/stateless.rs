@@ -1206,6 +1206,12 @@ impl HttpServer {
 
     /// A pool child finished its request (answered, or the client gave up on it).
     pub(crate) fn pool_release(&mut self, now: Instant, key: HttpKey, cancelled: Option<RawId>) {
+        self.release_job(now, key, cancelled);
+        self.pool_dispatch(now);
+    }
+
+    /// [`Self::pool_release`] without handing out the next request.
+    fn release_job(&mut self, now: Instant, key: HttpKey, cancelled: Option<RawId>) {
         let job = self
             .bridge
             .children
@@ -1222,10 +1228,13 @@ impl HttpServer {
             s.finished = true;
             log::info!("stateless: a server process that was told a client's roots serves no other client; it is stopped");
             self.end_session_by_client(key, "it holds another client's roots");
-            self.pool_dispatch(now);
             return;
         }
-        if let Some(id) = cancelled {
+        // A request the server already answered (held for the retry; or answered for it by
+        // the relay when its process died, whose replacement never saw the request) is over
+        // on the server's side: there is nothing to cancel.
+        let answered = job.as_ref().is_some_and(|j| j.answer.is_some());
+        if let Some(id) = cancelled.filter(|_| !answered) {
             // The id the child knows the request by.
             let id = job.as_ref().map_or(id, |j| j.child_id.clone());
             // It may still be working on the request: let it settle before its next one, so
@@ -1252,7 +1261,6 @@ impl HttpServer {
                 }
             }
         }
-        self.pool_dispatch(now);
     }
 
     /// The child held longest for a retry, if any is.
@@ -1285,7 +1293,9 @@ impl HttpServer {
         else {
             return;
         };
-        self.pool_release(now, key, Some(child_id));
+        // Not `pool_release`: its dispatch would find this child resting and give up the
+        // next held request too; the caller's dispatch hands this child the request.
+        self.release_job(now, key, Some(child_id));
         if let Some(s) = self.sessions.get_mut(&key) {
             s.cooldown_until = None;
         }
