@@ -29,8 +29,10 @@
 //! `SIM_TRACE=<file>` writes the whole trace.
 //!
 //! Not modelled: pipe and socket capacities (writers never block), real process groups (a
-//! grandchild only holds pipes), servers that send requests to clients, the legacy HTTP+SSE
-//! transport and stateless HTTP (end-to-end tests cover them), HTTP servers that crash, hang
+//! grandchild only holds pipes), servers that send requests to clients (except in
+//! `sim_http_mrtr.rs`, which plays the 2026-07-28 bridge's input rounds with its own scripted
+//! children), the legacy HTTP+SSE transport and other stateless HTTP (end-to-end tests cover
+//! them), HTTP servers that crash, hang
 //! or fail to start, HTTP runs with tiny message or in-flight limits, shutdowns in the middle
 //! of HTTP sessions (the HTTP clients do not yet accept the relay's error answers for these:
 //! 413, -32000, 404 after a crash), and JSON-RPC batches over HTTP.

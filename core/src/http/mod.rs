@@ -1944,7 +1944,8 @@ impl HttpServer {
                     .get(&key)
                     .is_some_and(|s| s.busy == Some(stream));
                 if busy {
-                    self.pool_release(now, key, cancelled);
+                    let why = "the client closed the response stream";
+                    self.pool_release(now, key, cancelled.map(|id| (id, why)));
                 }
             }
             StreamKind::Post => {

@@ -993,7 +993,11 @@ impl HttpServer {
                 "stateless: no retry came for an input_required answer within --session-timeout; the request is cancelled"
             );
             let child_id = job.child_id.clone();
-            self.pool_release(now, key, Some(child_id));
+            self.pool_release(
+                now,
+                key,
+                Some((child_id, "the client did not retry in time")),
+            );
         }
     }
 
@@ -1053,7 +1057,8 @@ impl HttpServer {
                 self.tell_child(key, no);
             }
             self.stream_send(stream, &answer, true);
-            self.pool_release(now, key, Some(child_id));
+            let why = "the client lacks a capability the request needs";
+            self.pool_release(now, key, Some((child_id, why)));
             return;
         }
         let secret = self.new_secret();
@@ -1205,13 +1210,23 @@ impl HttpServer {
     }
 
     /// A pool child finished its request (answered, or the client gave up on it).
-    pub(crate) fn pool_release(&mut self, now: Instant, key: HttpKey, cancelled: Option<RawId>) {
+    pub(crate) fn pool_release(
+        &mut self,
+        now: Instant,
+        key: HttpKey,
+        cancelled: Option<(RawId, &'static str)>,
+    ) {
         self.release_job(now, key, cancelled);
         self.pool_dispatch(now);
     }
 
     /// [`Self::pool_release`] without handing out the next request.
-    fn release_job(&mut self, now: Instant, key: HttpKey, cancelled: Option<RawId>) {
+    fn release_job(
+        &mut self,
+        now: Instant,
+        key: HttpKey,
+        cancelled: Option<(RawId, &'static str)>,
+    ) {
         let job = self
             .bridge
             .children
@@ -1234,14 +1249,15 @@ impl HttpServer {
         // the relay when its process died, whose replacement never saw the request) is over
         // on the server's side: there is nothing to cancel.
         let answered = job.as_ref().is_some_and(|j| j.answer.is_some());
-        if let Some(id) = cancelled.filter(|_| !answered) {
+        if let Some((id, why)) = cancelled.filter(|_| !answered) {
             // The id the child knows the request by.
             let id = job.as_ref().map_or(id, |j| j.child_id.clone());
+            let why = serde_json::Value::from(why);
             // It may still be working on the request: let it settle before its next one, so
             // that nothing it says about this one reaches another client.
             s.cooldown_until = Some(now + self.config.ping_timeout);
             let note = format!(
-                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"the client closed the response stream"}}}}"#
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":{why}}}}}"#
             );
             self.tell_child(key, note.into_bytes());
             // What it still waits for from the client will not come.
@@ -1295,7 +1311,11 @@ impl HttpServer {
         };
         // Not `pool_release`: its dispatch would find this child resting and give up the
         // next held request too; the caller's dispatch hands this child the request.
-        self.release_job(now, key, Some(child_id));
+        self.release_job(
+            now,
+            key,
+            Some((child_id, "another request needed the server")),
+        );
         if let Some(s) = self.sessions.get_mut(&key) {
             s.cooldown_until = None;
         }
