@@ -309,9 +309,39 @@ pub(crate) fn input_kind(method: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
-/// Whether `capabilities` declares `cap`.
-pub(crate) fn declared(capabilities: &Value, cap: &str) -> bool {
-    capabilities.get(cap).is_some_and(|c| !c.is_null())
+/// The client capability a server-to-client request needs: its name and, where the request
+/// uses a part of it that a client declares separately, that part (elicitation's `url` mode,
+/// sampling with `tools`).
+pub(crate) fn needed(request: &Value) -> Option<(&'static str, Option<&'static str>)> {
+    let method = request.get("method")?.as_str()?;
+    let params = request.get("params");
+    let (cap, _) = input_kind(method)?;
+    let part = match cap {
+        "elicitation" => match params.and_then(|p| p.get("mode")).and_then(Value::as_str) {
+            Some("url") => Some("url"),
+            _ => Some("form"),
+        },
+        "sampling" => params
+            .is_some_and(|p| p.get("tools").is_some() || p.get("toolChoice").is_some())
+            .then_some("tools"),
+        _ => None,
+    };
+    Some((cap, part))
+}
+
+/// Whether `capabilities` declares what [`needed`] named. An empty `elicitation` object means
+/// form mode only, as the spec says.
+pub(crate) fn declared(capabilities: &Value, cap: &str, part: Option<&str>) -> bool {
+    let Some(c) = capabilities.get(cap).filter(|c| c.is_object()) else {
+        return false;
+    };
+    match (cap, part) {
+        ("elicitation", Some("form")) => {
+            c.get("form").is_some() || c.as_object().is_some_and(|m| m.is_empty())
+        }
+        (_, Some(part)) => c.get(part).is_some(),
+        (_, None) => true,
+    }
 }
 
 /// The modern answer to `server/discover`, from what the server said at `initialize`.
@@ -390,11 +420,21 @@ pub(crate) fn as_input_request(request: &Value) -> Value {
 }
 
 /// -32021: the request needs capabilities the client did not declare.
-pub(crate) fn missing_capabilities(id: &RawId, caps: &[&str]) -> Vec<u8> {
+pub(crate) fn missing_capabilities(
+    id: &RawId,
+    caps: &[(&'static str, Option<&'static str>)],
+) -> Vec<u8> {
     let mut required = Map::new();
-    for c in caps {
-        required.insert((*c).into(), json!({}));
+    for (c, part) in caps {
+        let entry = required.entry(*c).or_insert_with(|| json!({}));
+        if let (Some(part), Some(m)) = (part, entry.as_object_mut()) {
+            // Form mode is what an empty elicitation object declares.
+            if !(*c == "elicitation" && *part == "form") {
+                m.insert((*part).into(), json!({}));
+            }
+        }
     }
+    let names: Vec<&str> = caps.iter().map(|(c, _)| *c).collect();
     let mut out = Vec::new();
     crate::message::write_error_data(
         &mut out,
@@ -402,7 +442,7 @@ pub(crate) fn missing_capabilities(id: &RawId, caps: &[&str]) -> Vec<u8> {
         codes::MISSING_CLIENT_CAPABILITY,
         &format!(
             "mcp-relay: the server asked the client for {}, which the request did not declare in its client capabilities",
-            caps.join(" and ")
+            names.join(" and ")
         ),
         Some(&json!({ "requiredCapabilities": Value::Object(required) }).to_string()),
     );
@@ -595,13 +635,24 @@ mod tests {
     fn missing_capability_names_it() {
         let e = parse(&missing_capabilities(
             &RawId::parse("4").unwrap(),
-            &["sampling"],
+            &[("sampling", None), ("elicitation", Some("url"))],
         ));
         assert_eq!(e["id"], 4);
         assert_eq!(e["error"]["code"], -32021);
         assert_eq!(
             e["error"]["data"]["requiredCapabilities"],
-            json!({"sampling": {}})
+            json!({"sampling": {}, "elicitation": {"url": {}}})
         );
+        let url = json!({"method": "elicitation/create", "params": {"mode": "url"}});
+        let form = json!({"method": "elicitation/create", "params": {}});
+        let tools = json!({"method": "sampling/createMessage", "params": {"tools": []}});
+        let caps = json!({"elicitation": {}, "sampling": {}});
+        let (c, p) = needed(&url).unwrap();
+        assert!(!declared(&caps, c, p));
+        let (c, p) = needed(&form).unwrap();
+        assert!(declared(&caps, c, p));
+        let (c, p) = needed(&tools).unwrap();
+        assert!(!declared(&caps, c, p));
+        assert!(declared(&json!({"sampling": {"tools": {}}}), c, p));
     }
 }

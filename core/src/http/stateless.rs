@@ -1018,20 +1018,26 @@ impl HttpServer {
             return;
         };
         let mut refused = Vec::new();
-        let mut missing: Vec<&'static str> = Vec::new();
+        let mut missing: Vec<(&'static str, Option<&'static str>)> = Vec::new();
         for request in std::mem::take(&mut job.round) {
             let method = request.get("method").and_then(Value::as_str).unwrap_or("");
             let child_req = request.get("id").cloned().unwrap_or(Value::Null);
-            let Some((cap, short)) = bridge::input_kind(method) else {
+            let (Some((_, short)), Some((cap, part))) =
+                (bridge::input_kind(method), bridge::needed(&request))
+            else {
                 continue;
             };
-            if !bridge::declared(&job.meta.capabilities, cap) {
+            if !bridge::declared(&job.meta.capabilities, cap, part) {
+                let what = match part {
+                    Some(p) => format!("{cap}.{p}"),
+                    None => cap.to_owned(),
+                };
                 refused.push(bridge::refuse_input(
                     &child_req,
-                    &format!("mcp-relay: the client did not declare the {cap} capability"),
+                    &format!("mcp-relay: the client did not declare the {what} capability"),
                 ));
-                if !missing.contains(&cap) {
-                    missing.push(cap);
+                if !missing.contains(&(cap, part)) {
+                    missing.push((cap, part));
                 }
                 continue;
             }
