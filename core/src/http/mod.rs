@@ -2198,6 +2198,9 @@ impl HttpServer {
         self.ids.remove(&id);
         for stream in streams {
             let (conn, sse) = match self.streams.get(&stream) {
+                // A stream that got its last message already ended; its end may still be on
+                // its way to the client (`flushing`), and must not be written twice.
+                Some(st) if st.done && st.conn.is_some() => continue,
                 Some(st) => (st.conn, st.sse),
                 None => continue,
             };
