@@ -184,6 +184,12 @@ impl Relay {
         self.tcp_session(conn).map(Session::child_id)
     }
 
+    /// The `Mcp-Session-Id` of the HTTP session a child serves (or will serve, once started).
+    pub fn http_session_of(&self, child: ChildId) -> Option<&str> {
+        let key = self.owner.get(&child)?;
+        self.http.session_id(*self.http_of.get(key)?)
+    }
+
     fn tcp_session(&self, conn: ConnId) -> Option<&Session> {
         self.sessions.get(self.tcp.get(&conn)?)
     }

@@ -28,12 +28,18 @@
 //! Replay: `SIM_SEED=<n>` runs one seed, `SIM_SEEDS=<count>` changes how many run,
 //! `SIM_TRACE=<file>` writes the whole trace.
 //!
+//! HTTP sessions' servers crash, hang, close their stdout or fail to start
+//! ([`HttpProfile::faults`]): the clients take the relay's -32003 (and -32000, -32001) as a
+//! call's final answer, a 404 as the end of their session (they initialize a new one), a 413
+//! as the answer to a body over `max_message_size`; each such answer must have its cause (a
+//! fault of that session's server, an oversize message). HTTP sessions' restarts are checked
+//! against the policy, budget and backoff as TCP sessions' are.
+//!
 //! Not modelled: pipe and socket capacities (writers never block), real process groups (a
 //! grandchild only holds pipes), servers that send requests to clients, the legacy HTTP+SSE
-//! transport and stateless HTTP (end-to-end tests cover them), HTTP servers that crash, hang
-//! or fail to start, HTTP runs with tiny message or in-flight limits, shutdowns in the middle
-//! of HTTP sessions (the HTTP clients do not yet accept the relay's error answers for these:
-//! 413, -32000, 404 after a crash), and JSON-RPC batches over HTTP.
+//! transport and stateless HTTP (end-to-end tests cover them), HTTP runs with tiny message or
+//! in-flight limits, shutdowns in the middle of HTTP sessions, and JSON-RPC batches over
+//! HTTP.
 //!
 //! # Invariants
 //!

@@ -196,6 +196,14 @@ impl HttpServer {
         !self.events.is_empty() || !self.deferred.is_empty()
     }
 
+    /// The `Mcp-Session-Id` of a session (`None` for a stateless pool child or an unknown key).
+    pub(crate) fn session_id(&self, key: HttpKey) -> Option<&str> {
+        self.sessions
+            .get(&key)
+            .filter(|s| !s.pool)
+            .map(|s| s.id.as_str())
+    }
+
     pub(crate) fn buffered(&self, conn: ConnId) -> Option<usize> {
         self.conns
             .get(&conn)
