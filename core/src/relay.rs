@@ -458,7 +458,11 @@ impl Relay {
                     self.with_session(now, skey, |s, ctx| s.client_leaves(ctx));
                 }
             }
-            HttpEvent::Load { key, held } => {
+            HttpEvent::Load {
+                key,
+                held,
+                unwritten,
+            } => {
                 let limit = self.config.max_buffered;
                 let Some(skey) = self.by_http.get(&key).copied() else {
                     return;
@@ -467,9 +471,11 @@ impl Relay {
                     self.sessions.get_mut(&skey).map(Session::client_side)
                 {
                     side.held_by_streams = held;
-                    if held > limit {
+                    // Messages waiting for a GET stream no client may ever open do not hold
+                    // the server back: their buffer drops its oldest when full.
+                    if unwritten > limit {
                         side.loaded = true;
-                    } else if held <= limit / 2 {
+                    } else if unwritten <= limit / 2 {
                         side.loaded = false;
                     }
                 }

@@ -65,8 +65,14 @@ pub(crate) enum HttpEvent {
     Message { key: HttpKey, body: Vec<u8> },
     /// The client is done with the session (DELETE, expiry, its legacy stream closed).
     Left { key: HttpKey },
-    /// What the session's streams and connections hold now (its client side's load).
-    Load { key: HttpKey, held: usize },
+    /// What the session's streams and connections hold now (`held`, its client side's load),
+    /// and how much of that waits on connections (`unwritten`: what pauses its server; the
+    /// rest waits for a GET stream in a buffer that drops its oldest messages when full).
+    Load {
+        key: HttpKey,
+        held: usize,
+        unwritten: usize,
+    },
     /// `/healthz` or `/metrics` was asked for on this connection: the relay answers with
     /// [`HttpServer::report`].
     Report { conn: ConnId, kind: ReportKind },
@@ -2140,13 +2146,17 @@ impl HttpServer {
                 .get(c)
                 .is_some_and(|c| c.session == Some(key) && c.out.load() > 0)
         });
-        let held = s.pending_bytes
-            + s.conns
-                .iter()
-                .filter_map(|c| conns.get(c))
-                .map(|c| c.out.load())
-                .sum::<usize>();
-        self.events.push_back(HttpEvent::Load { key, held });
+        let unwritten = s
+            .conns
+            .iter()
+            .filter_map(|c| conns.get(c))
+            .map(|c| c.out.load())
+            .sum::<usize>();
+        self.events.push_back(HttpEvent::Load {
+            key,
+            held: s.pending_bytes + unwritten,
+            unwritten,
+        });
     }
 
     /// The connection carries `key`'s bytes now: its unwritten output counts against the
