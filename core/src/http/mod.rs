@@ -2398,9 +2398,14 @@ impl HttpServer {
         }
     }
 
-    /// Immediate shutdown: every connection closes now.
+    /// Immediate shutdown: every connection closes now, and no session is served again (none
+    /// expires later either: the relay has killed their servers).
     pub(crate) fn abort(&mut self) {
         self.draining = true;
+        for (key, s) in &mut self.sessions {
+            s.finished = true;
+            self.timers.set(HttpTimer::Session(*key), None);
+        }
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             self.out.push_back(Output::Close {
