@@ -60,6 +60,9 @@ pub(crate) enum Ev {
     /// The client sends a request again, on a new connection, after a 503 told it to come
     /// back later (`Retry-After`).
     Retry(Pending, Vec<u8>),
+    /// The client finds that its requests on a connection will get no response: the
+    /// connection was refused, or the relay closed it while shutting down.
+    Lost(u64),
 }
 
 pub(crate) struct Call {
@@ -127,6 +130,9 @@ pub(crate) struct Sess {
     pub(crate) lost: bool,
     /// The id of each session the client opened, by its `initialize` count.
     pub(crate) sids: BTreeMap<u32, String>,
+    /// Sessions (by `initialize` count) the client deleted or let expire: a request of
+    /// theirs still on its way (a retry) gets 404.
+    pub(crate) ended_by_client: Vec<u32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -185,6 +191,9 @@ pub(crate) struct Cn {
     pub(crate) slow: bool,
     /// The client half-closes once its request is written, and still reads the answer.
     pub(crate) half_close: bool,
+    /// The relay had stopped accepting: the connection was refused, and every request
+    /// written on it fails.
+    pub(crate) refused: bool,
 }
 
 /// The Streamable HTTP side of a run: its clients' sessions and connections, and what they
@@ -394,6 +403,7 @@ impl Sim {
             init_too_large: false,
             lost: false,
             sids: BTreeMap::new(),
+            ended_by_client: Vec::new(),
         }
     }
 
@@ -441,10 +451,20 @@ impl Sim {
                 };
                 cn.open = false;
                 let unwritten = cn.out_queue.len();
-                if unwritten > 0 {
+                if self.immediate_step.is_some() {
+                    // An immediate shutdown closes every connection at once.
+                    cn.out_queue.clear();
+                } else if unwritten > 0 {
                     return Err(format!(
                         "Close of {c} with {unwritten} bytes sent and not yet written"
                     ));
+                }
+                let waiting = !cn.pending.is_empty() || !cn.later.is_empty();
+                if self.shutdowns > 0 && waiting && !cn.deaf {
+                    // Shutting down, the relay answers what it read and closes: the rest
+                    // gets no response.
+                    cn.deaf = true;
+                    self.schedule(Duration::ZERO, Event::Http(Ev::Lost(c.0)));
                 }
             }
             Output::Pause {
@@ -473,7 +493,17 @@ impl Sim {
         let id = self.next_conn;
         self.next_conn += 1;
         if self.stop_accepting_step.is_some() {
-            self.violate("a client connects after StopAccepting".into());
+            // The relay stopped listening: the connection is refused.
+            self.note(format_args!("client conn#{id}: connection refused"));
+            self.http.conns.insert(
+                id,
+                Cn {
+                    refused: true,
+                    deaf: true,
+                    ..Cn::default()
+                },
+            );
+            return id;
         }
         let slow = self.rng.chance(self.http.profile().slow_readers);
         self.http.conns.insert(
@@ -497,6 +527,19 @@ impl Sim {
     fn write_req(&mut self, conn: u64, mut p: Pending, bytes: Vec<u8>) {
         if p.era == 0 {
             p.era = self.http.sessions[p.session].inits;
+        }
+        let closed = self
+            .http
+            .conns
+            .get(&conn)
+            .is_some_and(|cn| !cn.open && !cn.refused);
+        // A connection the relay closed: the client connects again.
+        let conn = if closed { self.http_open_conn() } else { conn };
+        if let Some(cn) = self.http.conns.get_mut(&conn).filter(|cn| cn.refused) {
+            cn.pending.push_back(p);
+            cn.sent.push_back(bytes);
+            self.schedule(Duration::ZERO, Event::Http(Ev::Lost(conn)));
+            return;
         }
         self.note(format_args!(
             "client conn#{conn} s{} writes {:?}: {}",
@@ -665,7 +708,12 @@ impl Sim {
                 | Expect::Resume(_)
                 | Expect::Notified
                 | Expect::Delete,
-            ) => self.session_faulted(p.session, p.era),
+            ) => {
+                self.session_faulted(p.session, p.era)
+                    || self.http.sessions[p.session]
+                        .ended_by_client
+                        .contains(&p.era)
+            }
             // A body over `max_message_size`.
             (413, Expect::Init | Expect::Call(_) | Expect::Notified) => {
                 let len = self.http.conns[&conn]
@@ -956,6 +1004,10 @@ impl Sim {
         if !text.starts_with("mcp-relay:") {
             return Err(format!("an error not made by the relay: {v}"));
         }
+        self.note(format_args!(
+            "client s{s} {:?}: the relay's error {code} ({text})",
+            p.expect
+        ));
         match code {
             -32003 | -32000 if self.session_faulted(s, p.era) => {
                 if code == -32000 && p.era == self.http.sessions[s].inits {
@@ -1515,6 +1567,8 @@ impl Sim {
             era: 0,
         };
         self.http.sessions[s].finish_left = 2;
+        let era = self.http.sessions[s].inits;
+        self.http.sessions[s].ended_by_client.push(era);
         if self.http.sessions[s].doomed {
             let req = self.post(s, probe.as_bytes(), false);
             self.write_req(conn, gone, req);
@@ -1567,6 +1621,45 @@ impl Sim {
                     cn.expect_close = contains(&bytes, b"Connection: close");
                 }
                 self.write_req(conn, p, bytes);
+            }
+            Ev::Lost(conn) => self.requests_lost(conn),
+        }
+    }
+
+    /// The requests of a connection that will get no response fail (the relay is shutting
+    /// down: a new connection would be refused too).
+    fn requests_lost(&mut self, conn: u64) {
+        let Some(cn) = self.http.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut lost: Vec<Pending> = cn.pending.drain(..).collect();
+        lost.extend(cn.later.drain(..).map(|(p, _)| p));
+        cn.sent.clear();
+        cn.rx = Rx::default();
+        for p in lost {
+            let s = p.session;
+            self.note(format_args!(
+                "client conn#{conn} s{s}: {:?} gets no response",
+                p.expect
+            ));
+            match p.expect {
+                Expect::Init | Expect::Initialized => self.era_failed(s),
+                Expect::Call(c) | Expect::Resume(c) => {
+                    let call = &mut self.http.sessions[s].calls[c];
+                    if !call.done {
+                        call.failed = true;
+                        call.done = true;
+                    }
+                    self.maybe_finish(s);
+                }
+                Expect::Notified => {}
+                Expect::Gone | Expect::Delete => {
+                    let sess = &mut self.http.sessions[s];
+                    sess.finish_left -= 1;
+                    if sess.finish_left == 0 {
+                        sess.phase = Phase::Done;
+                    }
+                }
             }
         }
     }

@@ -37,9 +37,10 @@
 //!
 //! Not modelled: pipe and socket capacities (writers never block), real process groups (a
 //! grandchild only holds pipes), servers that send requests to clients, the legacy HTTP+SSE
-//! transport and stateless HTTP (end-to-end tests cover them), HTTP runs with tiny message or
-//! in-flight limits, shutdowns in the middle of HTTP sessions, and JSON-RPC batches over
-//! HTTP.
+//! transport and stateless HTTP (end-to-end tests cover them), and JSON-RPC batches over
+//! HTTP. (Mixed runs, [`Sim::mixed`], put HTTP clients under the TCP chaos profile: tiny
+//! message, in-flight and buffer limits, failing servers, early and double shutdowns, where a
+//! client's connection is refused and its requests are left without a response.)
 //!
 //! # Invariants
 //!

@@ -247,6 +247,8 @@ pub struct Sim {
     pub max_steps: u64,
     pub shutdowns: u32,
     pub stop_accepting_step: Option<u64>,
+    /// Connections that were to come after the relay stopped accepting (never made).
+    pub connects_refused: usize,
     pub immediate_step: Option<u64>,
     final_shutdown_scheduled: bool,
     /// Children that must get SIGKILL as soon as they are spawned (immediate shutdown).
@@ -355,6 +357,7 @@ impl Sim {
             max_steps: 400_000,
             shutdowns: 0,
             stop_accepting_step: None,
+            connects_refused: 0,
             immediate_step: None,
             final_shutdown_scheduled: false,
             kill_on_spawn: BTreeSet::new(),
@@ -1515,6 +1518,7 @@ impl Sim {
                 for k in later {
                     self.events.remove(&k);
                     self.connects_pending -= 1;
+                    self.connects_refused += 1;
                 }
                 Ok(())
             }
