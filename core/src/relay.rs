@@ -184,6 +184,12 @@ impl Relay {
         self.tcp_session(conn).map(Session::child_id)
     }
 
+    /// The `Mcp-Session-Id` of the HTTP session a child serves (or will serve, once started).
+    pub fn http_session_of(&self, child: ChildId) -> Option<&str> {
+        let key = self.owner.get(&child)?;
+        self.http.session_id(*self.http_of.get(key)?)
+    }
+
     fn tcp_session(&self, conn: ConnId) -> Option<&Session> {
         self.sessions.get(self.tcp.get(&conn)?)
     }
@@ -452,7 +458,11 @@ impl Relay {
                     self.with_session(now, skey, |s, ctx| s.client_leaves(ctx));
                 }
             }
-            HttpEvent::Load { key, held } => {
+            HttpEvent::Load {
+                key,
+                held,
+                unwritten,
+            } => {
                 let limit = self.config.max_buffered;
                 let Some(skey) = self.by_http.get(&key).copied() else {
                     return;
@@ -461,9 +471,11 @@ impl Relay {
                     self.sessions.get_mut(&skey).map(Session::client_side)
                 {
                     side.held_by_streams = held;
-                    if held > limit {
+                    // Messages waiting for a GET stream no client may ever open do not hold
+                    // the server back: their buffer drops its oldest when full.
+                    if unwritten > limit {
                         side.loaded = true;
-                    } else if held <= limit / 2 {
+                    } else if unwritten <= limit / 2 {
                         side.loaded = false;
                     }
                 }

@@ -1095,8 +1095,8 @@ impl Link {
 
     fn liveness_deadline(&self, config: &Config) -> Option<(Instant, Timer)> {
         let interval = config.ping_interval?;
-        if !matches!(self.phase, Phase::Serving) || !self.server.is_up() || self.server.is_paused()
-        {
+        let judged = matches!(self.phase, Phase::Serving | Phase::Replaying { .. });
+        if !judged || !self.server.is_up() || self.server.is_paused() {
             // Not serving, or the relay itself is not reading it: nothing to judge.
             return None;
         }
@@ -1104,6 +1104,11 @@ impl Link {
             .server
             .stalled_since()
             .map(|t| (t + config.ping_timeout, Timer::StdinStall));
+        if !matches!(self.phase, Phase::Serving) {
+            // A replacement that stops reading its replayed setup is hung too (its own
+            // deadline starts only once that is written); it is not probed meanwhile.
+            return stall;
+        }
         let probe = match &self.liveness.probe {
             Some((_, deadline)) => deadline.map(|d| (d, Timer::ProbeTimeout)),
             None => self
@@ -1123,6 +1128,9 @@ impl Link {
             .is_some_and(|t| t + timeout <= now)
         {
             return self.hung(Hang::StdinStalled(timeout), ctx);
+        }
+        if !matches!(self.phase, Phase::Serving) {
+            return;
         }
         match &self.liveness.probe {
             Some((_, Some(deadline))) if *deadline <= now => {

@@ -60,6 +60,34 @@ pub fn post(rng: &mut Rng, headers: &str, body: &[u8], close: bool) -> Vec<u8> {
     out
 }
 
+/// The length of a request's body (`Content-Length`, or the sum of its chunks).
+pub fn body_len(req: &[u8]) -> usize {
+    let Some(end) = find(req, b"\r\n\r\n") else {
+        return 0;
+    };
+    let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+    if let Some(n) = head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("content-length:"))
+    {
+        return n.trim().parse().unwrap_or(0);
+    }
+    let mut rest = &req[end + 4..];
+    let mut total = 0;
+    while let Some(nl) = find(rest, b"\r\n") {
+        let n = std::str::from_utf8(&rest[..nl])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        total += n;
+        rest = rest.get(nl + 2 + n + 2..).unwrap_or_default();
+    }
+    total
+}
+
 /// A `GET /mcp` that resumes event stream `last.0` after its event `last.1`.
 pub fn get_resume(headers: &str, last: (u64, u64)) -> Vec<u8> {
     format!(

@@ -60,6 +60,9 @@ pub(crate) enum Ev {
     /// The client sends a request again, on a new connection, after a 503 told it to come
     /// back later (`Retry-After`).
     Retry(Pending, Vec<u8>),
+    /// The client finds that its requests on a connection will get no response: the
+    /// connection was refused, or the relay closed it while shutting down.
+    Lost(u64),
 }
 
 pub(crate) struct Call {
@@ -78,7 +81,14 @@ pub(crate) struct Call {
     pub(crate) last_event: Option<(u64, u64)>,
     pub(crate) done: bool,
     pub(crate) abandoned: bool,
+    /// It ended without its server's answer: the relay answered with an error (its server
+    /// failed, could not start, or answered too large), its session was gone (404), its body
+    /// was too large (413), or it was never sent (its session could not be initialized).
+    pub(crate) failed: bool,
 }
+
+/// How many times a client initializes a session after the relay ended the last one.
+const MAX_INITS: u32 = 3;
 
 pub(crate) struct Group {
     pub(crate) calls: Vec<usize>,
@@ -109,6 +119,20 @@ pub(crate) struct Sess {
     pub(crate) finish_left: usize,
     /// The stream of the call the doomed session abandoned, for its `Last-Event-ID` probe.
     pub(crate) abandoned_event: Option<(u64, u64)>,
+    /// `initialize`s sent (one per session the client opened), and the id of the last.
+    pub(crate) inits: u32,
+    pub(crate) init_id: u64,
+    /// The last `initialize` got an error instead of its answer, or its body was too large.
+    pub(crate) init_failed: bool,
+    pub(crate) init_too_large: bool,
+    /// The relay said the current session is over (404, -32000): the client initializes a
+    /// new one once its calls are settled.
+    pub(crate) lost: bool,
+    /// The id of each session the client opened, by its `initialize` count.
+    pub(crate) sids: BTreeMap<u32, String>,
+    /// Sessions (by `initialize` count) the client deleted or let expire: a request of
+    /// theirs still on its way (a retry) gets 404.
+    pub(crate) ended_by_client: Vec<u32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -128,6 +152,9 @@ pub(crate) enum Expect {
 pub(crate) struct Pending {
     pub(crate) session: usize,
     pub(crate) expect: Expect,
+    /// Which of the client's sessions it went to (its `initialize` count then; 0: not yet
+    /// written).
+    pub(crate) era: u32,
 }
 
 /// The head of the response being read.
@@ -164,6 +191,9 @@ pub(crate) struct Cn {
     pub(crate) slow: bool,
     /// The client half-closes once its request is written, and still reads the answer.
     pub(crate) half_close: bool,
+    /// The relay had stopped accepting: the connection was refused, and every request
+    /// written on it fails.
+    pub(crate) refused: bool,
 }
 
 /// The Streamable HTTP side of a run: its clients' sessions and connections, and what they
@@ -180,6 +210,19 @@ pub struct HttpClients {
     /// Event stream number → (session, call, last sequence number seen).
     pub(crate) streams: BTreeMap<u64, (usize, usize, u64)>,
     pub http_responses: u64,
+    /// Tagged messages a child wrote too large for the relay: tag → (session, request id).
+    pub(crate) oversize: BTreeMap<String, (usize, u64)>,
+    /// The children and restarts of each HTTP session, by `Mcp-Session-Id`.
+    pub runs: BTreeMap<String, HttpRun>,
+}
+
+/// The servers of one HTTP session, as the relay started them.
+#[derive(Debug, Default)]
+pub struct HttpRun {
+    /// Oldest first: a replacement follows each restart.
+    pub children: Vec<mcp_relay_core::ChildId>,
+    /// When the relay decided each restart (the end of the child it replaced).
+    pub restart_decisions: Vec<Duration>,
 }
 
 impl HttpClients {
@@ -285,6 +328,7 @@ impl Sim {
                 last_event: None,
                 done: false,
                 abandoned: false,
+                failed: false,
             });
             if drops > 0 {
                 singles.push(c);
@@ -312,6 +356,7 @@ impl Sim {
                 last_event: None,
                 done: false,
                 abandoned: false,
+                failed: false,
             });
             singles.push(c);
         }
@@ -352,6 +397,13 @@ impl Sim {
             init_answered: false,
             finish_left: 0,
             abandoned_event: None,
+            inits: 0,
+            init_id: 1,
+            init_failed: false,
+            init_too_large: false,
+            lost: false,
+            sids: BTreeMap::new(),
+            ended_by_client: Vec::new(),
         }
     }
 
@@ -399,10 +451,20 @@ impl Sim {
                 };
                 cn.open = false;
                 let unwritten = cn.out_queue.len();
-                if unwritten > 0 {
+                if self.immediate_step.is_some() {
+                    // An immediate shutdown closes every connection at once.
+                    cn.out_queue.clear();
+                } else if unwritten > 0 {
                     return Err(format!(
                         "Close of {c} with {unwritten} bytes sent and not yet written"
                     ));
+                }
+                let waiting = !cn.pending.is_empty() || !cn.later.is_empty();
+                if self.shutdowns > 0 && waiting && !cn.deaf {
+                    // Shutting down, the relay answers what it read and closes: the rest
+                    // gets no response.
+                    cn.deaf = true;
+                    self.schedule(Duration::ZERO, Event::Http(Ev::Lost(c.0)));
                 }
             }
             Output::Pause {
@@ -431,7 +493,17 @@ impl Sim {
         let id = self.next_conn;
         self.next_conn += 1;
         if self.stop_accepting_step.is_some() {
-            self.violate("a client connects after StopAccepting".into());
+            // The relay stopped listening: the connection is refused.
+            self.note(format_args!("client conn#{id}: connection refused"));
+            self.http.conns.insert(
+                id,
+                Cn {
+                    refused: true,
+                    deaf: true,
+                    ..Cn::default()
+                },
+            );
+            return id;
         }
         let slow = self.rng.chance(self.http.profile().slow_readers);
         self.http.conns.insert(
@@ -452,7 +524,23 @@ impl Sim {
         id
     }
 
-    fn write_req(&mut self, conn: u64, p: Pending, bytes: Vec<u8>) {
+    fn write_req(&mut self, conn: u64, mut p: Pending, bytes: Vec<u8>) {
+        if p.era == 0 {
+            p.era = self.http.sessions[p.session].inits;
+        }
+        let closed = self
+            .http
+            .conns
+            .get(&conn)
+            .is_some_and(|cn| !cn.open && !cn.refused);
+        // A connection the relay closed: the client connects again.
+        let conn = if closed { self.http_open_conn() } else { conn };
+        if let Some(cn) = self.http.conns.get_mut(&conn).filter(|cn| cn.refused) {
+            cn.pending.push_back(p);
+            cn.sent.push_back(bytes);
+            self.schedule(Duration::ZERO, Event::Http(Ev::Lost(conn)));
+            return;
+        }
         self.note(format_args!(
             "client conn#{conn} s{} writes {:?}: {}",
             p.session,
@@ -611,6 +699,34 @@ impl Sim {
             Expect::Initialized | Expect::Notified => 202,
             Expect::Gone => 404,
         };
+        let also = match (status, p.expect) {
+            // The session ended under the client: its server failed for good.
+            (
+                404,
+                Expect::Initialized
+                | Expect::Call(_)
+                | Expect::Resume(_)
+                | Expect::Notified
+                | Expect::Delete,
+            ) => {
+                self.session_faulted(p.session, p.era)
+                    || self.http.sessions[p.session]
+                        .ended_by_client
+                        .contains(&p.era)
+            }
+            // A body over `max_message_size`.
+            (413, Expect::Init | Expect::Call(_) | Expect::Notified) => {
+                let len = self.http.conns[&conn]
+                    .sent
+                    .front()
+                    .map_or(0, |b| http_client::body_len(b));
+                len > self.config.max_message_size
+            }
+            _ => false,
+        };
+        if status != want && also {
+            return;
+        }
         if status != want {
             return self.violate(format!(
                 "conn#{conn} s{} {:?}: HTTP {status}, expected {want}",
@@ -641,7 +757,8 @@ impl Sim {
             {
                 return self.violate(format!("session id {sid} handed out twice"));
             }
-            self.http.sessions[p.session].sid = Some(sid);
+            self.http.sessions[p.session].sid = Some(sid.clone());
+            self.http.sessions[p.session].sids.insert(p.era, sid);
         }
     }
 
@@ -732,16 +849,27 @@ impl Sim {
         }
         match p.expect {
             Expect::Init => {
-                let version = self.http.sessions[s].version;
-                if v["id"] != json!(1) || v["result"]["protocolVersion"] != json!(version) {
-                    return self.violate(format!("s{s}: unexpected answer to initialize: {v}"));
-                }
-                if self.http.sessions[s].init_answered {
+                let sess = &self.http.sessions[s];
+                let (version, id) = (sess.version, sess.init_id);
+                if sess.init_answered {
                     return self.violate(format!("s{s}: initialize answered twice"));
+                }
+                if v["id"] == json!(id) && v.get("error").is_some() {
+                    let tag = format!("s{s}/r{id}/answer");
+                    if let Err(e) = self.relay_error_justified(p, &v, &tag) {
+                        return self.violate(format!("conn#{conn} s{s} initialize: {e}"));
+                    }
+                    let sess = &mut self.http.sessions[s];
+                    sess.init_answered = true;
+                    sess.init_failed = true;
+                    return;
+                }
+                if v["id"] != json!(id) || v["result"]["protocolVersion"] != json!(version) {
+                    return self.violate(format!("s{s}: unexpected answer to initialize: {v}"));
                 }
                 self.http.sessions[s].init_answered = true;
             }
-            Expect::Call(c) | Expect::Resume(c) => self.on_call_message(conn, s, c, &v),
+            Expect::Call(c) | Expect::Resume(c) => self.on_call_message(conn, p, c, &v),
             _ => self.violate(format!(
                 "conn#{conn} s{s} {:?}: unexpected message {v}",
                 p.expect
@@ -749,12 +877,15 @@ impl Sim {
         }
     }
 
-    fn on_call_message(&mut self, conn: u64, s: usize, c: usize, v: &Value) {
+    fn on_call_message(&mut self, conn: u64, p: Pending, c: usize, v: &Value) {
+        let s = p.session;
         let sid = self.http.sessions[s].sid.clone().unwrap_or_default();
         let call = &self.http.sessions[s].calls[c];
         let id = call.id;
         let tag;
         if v["method"] == json!("notifications/progress") {
+            self.skip_oversize_progress(s, c);
+            let call = &self.http.sessions[s].calls[c];
             let want = format!("s{s}/r{id}/p{}", call.progress_seen + 1);
             if Some(&v["params"]["progressToken"]) != call.token.as_ref()
                 || v["params"]["message"] != json!(want)
@@ -767,6 +898,8 @@ impl Sim {
             tag = want;
             self.http.sessions[s].calls[c].progress_seen += 1;
         } else if v["id"] == json!(id) && v.get("result").is_some() {
+            self.skip_oversize_progress(s, c);
+            let call = &self.http.sessions[s].calls[c];
             let want = format!("s{s}/r{id}/final");
             let r = &v["result"];
             if r["tag"] != json!(want)
@@ -791,6 +924,19 @@ impl Sim {
             if call.answered > 1 {
                 return self.violate(format!("s{s} call {c}: answered twice"));
             }
+        } else if v["id"] == json!(id) && v.get("error").is_some() {
+            // The relay's answer instead of the server's: final, and the call failed.
+            let tag = format!("s{s}/r{id}/final");
+            if let Err(e) = self.relay_error_justified(p, v, &tag) {
+                return self.violate(format!("conn#{conn} s{s} call {c}: {e}"));
+            }
+            let call = &mut self.http.sessions[s].calls[c];
+            call.answered += 1;
+            call.failed = true;
+            if call.answered > 1 {
+                return self.violate(format!("s{s} call {c}: answered twice"));
+            }
+            return;
         } else {
             return self.violate(format!("conn#{conn} s{s} call {c}: unexpected message {v}"));
         }
@@ -810,6 +956,74 @@ impl Sim {
         }
     }
 
+    /// Progress notifications the child wrote too large for the relay never come: the next
+    /// one expected is the one after them.
+    fn skip_oversize_progress(&mut self, s: usize, c: usize) {
+        let call = &self.http.sessions[s].calls[c];
+        let (id, k) = (call.id, call.slow.map_or(0, |(k, _)| k));
+        let mut seen = call.progress_seen;
+        while seen < k
+            && self
+                .http
+                .oversize
+                .contains_key(&format!("s{s}/r{id}/p{}", seen + 1))
+        {
+            seen += 1;
+        }
+        self.http.sessions[s].calls[c].progress_seen = seen;
+    }
+
+    /// Whether the relay may tell session `s`'s client that its server is gone: a server of
+    /// the session failed to start, crashed, hung, closed its stdout, or left output the relay
+    /// gave up on; or the relay is shutting down.
+    pub(crate) fn session_faulted(&self, s: usize, era: u32) -> bool {
+        if self.shutdowns > 0 {
+            return true;
+        }
+        let Some(sid) = self.http.sessions[s].sids.get(&era).map(String::as_str) else {
+            return false;
+        };
+        self.children.values().any(|c| {
+            c.http_sid.as_deref() == Some(sid)
+                && (c.drv.failed_step.is_some()
+                    || c.drv.declared_hung
+                    || c.drv.gave_up_step.is_some()
+                    || c.server.crashed
+                    || c.server.closed_early
+                    || c.server.hung)
+        })
+    }
+
+    /// An error the relay answered a request of session `s` with (the request whose answer
+    /// would carry `tag`) has a cause: -32003 and -32000 a fault of the session's server,
+    /// -32001 an answer the child wrote too large.
+    fn relay_error_justified(&mut self, p: Pending, v: &Value, tag: &str) -> Result<(), String> {
+        let s = p.session;
+        let code = v["error"]["code"].as_i64().unwrap_or(0);
+        let text = v["error"]["message"].as_str().unwrap_or("");
+        if !text.starts_with("mcp-relay:") {
+            return Err(format!("an error not made by the relay: {v}"));
+        }
+        self.note(format_args!(
+            "client s{s} {:?}: the relay's error {code} ({text})",
+            p.expect
+        ));
+        match code {
+            -32003 | -32000 if self.session_faulted(s, p.era) => {
+                if code == -32000 && p.era == self.http.sessions[s].inits {
+                    // The session is over: the next request gets 404.
+                    self.http.sessions[s].lost = true;
+                }
+                Ok(())
+            }
+            -32001 if self.http.oversize.contains_key(tag) => Ok(()),
+            _ => Err(format!(
+                "the relay answered with an error, and nothing explains it (no fault of the \
+                 session's server, no answer too large): {v}"
+            )),
+        }
+    }
+
     /// The client may drop the connection of a slow call's stream after some events.
     fn maybe_drop(&mut self, conn: u64, s: usize, c: usize) {
         let call = &self.http.sessions[s].calls[c];
@@ -822,8 +1036,12 @@ impl Sim {
         // drops before the end was written. It does drop when the end was handed to the
         // driver and not yet written (see
         // `a_stream_dropped_before_its_end_was_written_can_be_resumed`).
+        // The last answer is the server's (tagged) or the relay's error.
         let fin = format!("s{s}/r{}/final", call.id);
-        let written = contains(&cn.rx.buf, fin.as_bytes()) || contains(&cn.rx.sse, fin.as_bytes());
+        let error = format!(r#""id":{},"error""#, call.id);
+        let written = [fin.as_bytes(), error.as_bytes()]
+            .iter()
+            .any(|p| contains(&cn.rx.buf, p) || contains(&cn.rx.sse, p));
         if written {
             return;
         }
@@ -893,6 +1111,11 @@ impl Sim {
             "client conn#{conn} s{s}: {:?} complete",
             p.expect
         ));
+        if status == 413 {
+            // The relay closes the connection after a 413: what the client pipelined behind
+            // it was never read, and goes again on new connections.
+            self.resend_rest(conn);
+        }
         if status == 503 {
             // Told to come back later: the client sends it again on a new connection, and
             // goes on with what else it had for this one.
@@ -910,6 +1133,41 @@ impl Sim {
             return self.idle_check(conn);
         }
         match p.expect {
+            Expect::Init if status == 413 || self.http.sessions[s].init_failed => {
+                // No session to work in: its calls fail, and the client may try again.
+                let sess = &mut self.http.sessions[s];
+                sess.init_too_large |= status == 413;
+                sess.lost = true;
+                self.era_failed(s);
+            }
+            Expect::Initialized | Expect::Notified if status == 404 => {
+                let sess = &mut self.http.sessions[s];
+                sess.lost |= p.era == sess.inits;
+                if let Expect::Initialized = p.expect {
+                    self.era_failed(s);
+                }
+            }
+            Expect::Call(c) | Expect::Resume(c) if status == 404 || status == 413 => {
+                let sess = &mut self.http.sessions[s];
+                sess.lost |= status == 404 && p.era == sess.inits;
+                let call = &mut sess.calls[c];
+                call.failed = true;
+                call.done = true;
+                self.send_next_later(conn);
+                self.maybe_finish(s);
+            }
+            Expect::Call(c) | Expect::Resume(c) if self.http.sessions[s].calls[c].failed => {
+                let call = &mut self.http.sessions[s].calls[c];
+                if call.answered != 1 {
+                    let n = call.answered;
+                    return self.violate(format!(
+                        "conn#{conn} s{s} call {c}: the response ended with {n} answers"
+                    ));
+                }
+                call.done = true;
+                self.send_next_later(conn);
+                self.maybe_finish(s);
+            }
             Expect::Init => {
                 if !self.http.sessions[s].init_answered || self.http.sessions[s].sid.is_none() {
                     return self.violate(format!("s{s}: initialize got no answer"));
@@ -927,6 +1185,7 @@ impl Sim {
                     Pending {
                         session: s,
                         expect: Expect::Initialized,
+                        era: 0,
                     },
                     req,
                 );
@@ -956,15 +1215,7 @@ impl Sim {
                     ));
                 }
                 call.done = true;
-                let more = self
-                    .http
-                    .conns
-                    .get(&conn)
-                    .is_some_and(|cn| !cn.later.is_empty());
-                if more {
-                    let d = ms(self.rng.range(0, 20));
-                    self.schedule(d, Event::Http(Ev::SendNext(conn)));
-                }
+                self.send_next_later(conn);
                 self.maybe_finish(s);
             }
             Expect::Notified => {}
@@ -996,6 +1247,48 @@ impl Sim {
             }
         }
         self.idle_check(conn);
+    }
+
+    /// The next sequential request of a connection goes out a little later.
+    fn send_next_later(&mut self, conn: u64) {
+        let more = self
+            .http
+            .conns
+            .get(&conn)
+            .is_some_and(|cn| !cn.later.is_empty());
+        if more {
+            let d = ms(self.rng.range(0, 20));
+            self.schedule(d, Event::Http(Ev::SendNext(conn)));
+        }
+    }
+
+    /// Requests written or queued behind one the relay refused by closing the connection go
+    /// again, each on a new connection.
+    fn resend_rest(&mut self, conn: u64) {
+        let Some(cn) = self.http.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut rest: Vec<(Pending, Vec<u8>)> =
+            cn.pending.drain(..).zip(cn.sent.drain(..)).collect();
+        rest.extend(cn.later.drain(..));
+        cn.to_relay.clear();
+        cn.deaf = true;
+        for (p, bytes) in rest {
+            let d = ms(self.rng.range(1, 20));
+            self.schedule(d, Event::Http(Ev::Retry(p, bytes)));
+        }
+    }
+
+    /// The session could not be initialized (or ended before its calls began): its calls not
+    /// yet sent fail.
+    fn era_failed(&mut self, s: usize) {
+        let sess = &mut self.http.sessions[s];
+        for call in sess.calls.iter_mut().filter(|c| !c.done && !c.abandoned) {
+            call.failed = true;
+            call.done = true;
+        }
+        sess.phase = Phase::Calls;
+        self.maybe_finish(s);
     }
 
     fn idle_check(&mut self, conn: u64) {
@@ -1070,10 +1363,13 @@ impl Sim {
     }
 
     fn begin(&mut self, s: usize) {
-        self.http.sessions[s].phase = Phase::Init;
+        let sess = &mut self.http.sessions[s];
+        sess.phase = Phase::Init;
+        sess.inits += 1;
+        let id = sess.init_id;
         let conn = self.http_open_conn();
         let body = json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "jsonrpc": "2.0", "id": id, "method": "initialize",
             "params": {
                 "protocolVersion": self.http.sessions[s].version,
                 "capabilities": {},
@@ -1087,6 +1383,7 @@ impl Sim {
             Pending {
                 session: s,
                 expect: Expect::Init,
+                era: 0,
             },
             req,
         );
@@ -1124,6 +1421,7 @@ impl Sim {
                 Pending {
                     session: s,
                     expect: Expect::Notified,
+                    era: 0,
                 },
                 req,
             );
@@ -1140,6 +1438,7 @@ impl Sim {
             let p = Pending {
                 session: s,
                 expect: Expect::Call(c),
+                era: 0,
             };
             if i == 0 || pipelined {
                 if last && close_last {
@@ -1192,6 +1491,7 @@ impl Sim {
             Pending {
                 session: s,
                 expect: Expect::Resume(c),
+                era: 0,
             },
             req,
         );
@@ -1202,8 +1502,48 @@ impl Sim {
         if sess.phase != Phase::Calls || !sess.calls.iter().all(|c| c.done || c.abandoned) {
             return;
         }
+        if sess.lost && sess.inits < MAX_INITS && !sess.init_too_large {
+            // The relay ended the session: the client initializes a new one, and makes one
+            // more call in it.
+            let c = sess.calls.len();
+            let id = sess.next_id;
+            sess.next_id += 2;
+            sess.init_id = id;
+            sess.calls.push(Call {
+                id: id + 1,
+                slow: None,
+                token: None,
+                pad: 0,
+                drops_left: 0,
+                resume: true,
+                drop_at: 1,
+                how: DropHow::Eof,
+                progress_seen: 0,
+                answered: 0,
+                last_event: None,
+                done: false,
+                abandoned: false,
+                failed: false,
+            });
+            sess.groups = vec![Group {
+                calls: vec![c],
+                pipelined: false,
+                close_last: false,
+            }];
+            sess.sid = None;
+            sess.lost = false;
+            sess.init_answered = false;
+            sess.init_failed = false;
+            sess.phase = Phase::NotStarted;
+            let d = ms(self.rng.range(1, 200));
+            self.schedule(d, Event::Http(Ev::Begin(s)));
+            return;
+        }
         sess.phase = Phase::Finishing;
-        if sess.doomed {
+        if sess.lost {
+            // Nothing left to delete.
+            sess.phase = Phase::Done;
+        } else if sess.doomed {
             let after = self.http.profile().session_timeout + ms(1000);
             self.schedule(after, Event::Http(Ev::Finish(s)));
         } else if sess.delete_at_end {
@@ -1224,8 +1564,11 @@ impl Sim {
         let gone = Pending {
             session: s,
             expect: Expect::Gone,
+            era: 0,
         };
         self.http.sessions[s].finish_left = 2;
+        let era = self.http.sessions[s].inits;
+        self.http.sessions[s].ended_by_client.push(era);
         if self.http.sessions[s].doomed {
             let req = self.post(s, probe.as_bytes(), false);
             self.write_req(conn, gone, req);
@@ -1242,6 +1585,7 @@ impl Sim {
                 Pending {
                     session: s,
                     expect: Expect::Delete,
+                    era: 0,
                 },
                 req.into_bytes(),
             );
@@ -1277,6 +1621,45 @@ impl Sim {
                     cn.expect_close = contains(&bytes, b"Connection: close");
                 }
                 self.write_req(conn, p, bytes);
+            }
+            Ev::Lost(conn) => self.requests_lost(conn),
+        }
+    }
+
+    /// The requests of a connection that will get no response fail (the relay is shutting
+    /// down: a new connection would be refused too).
+    fn requests_lost(&mut self, conn: u64) {
+        let Some(cn) = self.http.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut lost: Vec<Pending> = cn.pending.drain(..).collect();
+        lost.extend(cn.later.drain(..).map(|(p, _)| p));
+        cn.sent.clear();
+        cn.rx = Rx::default();
+        for p in lost {
+            let s = p.session;
+            self.note(format_args!(
+                "client conn#{conn} s{s}: {:?} gets no response",
+                p.expect
+            ));
+            match p.expect {
+                Expect::Init | Expect::Initialized => self.era_failed(s),
+                Expect::Call(c) | Expect::Resume(c) => {
+                    let call = &mut self.http.sessions[s].calls[c];
+                    if !call.done {
+                        call.failed = true;
+                        call.done = true;
+                    }
+                    self.maybe_finish(s);
+                }
+                Expect::Notified => {}
+                Expect::Gone | Expect::Delete => {
+                    let sess = &mut self.http.sessions[s];
+                    sess.finish_left -= 1;
+                    if sess.finish_left == 0 {
+                        sess.phase = Phase::Done;
+                    }
+                }
             }
         }
     }

@@ -28,14 +28,21 @@
 //! Replay: `SIM_SEED=<n>` runs one seed, `SIM_SEEDS=<count>` changes how many run,
 //! `SIM_TRACE=<file>` writes the whole trace.
 //!
+//! HTTP sessions' servers crash, hang, close their stdout or fail to start
+//! ([`HttpProfile::faults`]): the clients take the relay's -32003 (and -32000, -32001) as a
+//! call's final answer, a 404 as the end of their session (they initialize a new one), a 413
+//! as the answer to a body over `max_message_size`; each such answer must have its cause (a
+//! fault of that session's server, an oversize message). HTTP sessions' restarts are checked
+//! against the policy, budget and backoff as TCP sessions' are.
+//!
 //! Not modelled: pipe and socket capacities (writers never block), real process groups (a
 //! grandchild only holds pipes), servers that send requests to clients (except in
 //! `sim_http_mrtr.rs`, which plays the 2026-07-28 bridge's input rounds with its own scripted
 //! children), the legacy HTTP+SSE transport and other stateless HTTP (end-to-end tests cover
-//! them), HTTP servers that crash, hang
-//! or fail to start, HTTP runs with tiny message or in-flight limits, shutdowns in the middle
-//! of HTTP sessions (the HTTP clients do not yet accept the relay's error answers for these:
-//! 413, -32000, 404 after a crash), and JSON-RPC batches over HTTP.
+//! them), and JSON-RPC batches over HTTP. (Mixed runs, [`Sim::mixed`], put HTTP clients under
+//! the TCP chaos profile: tiny message, in-flight and buffer limits, failing servers, early
+//! and double shutdowns, where a client's connection is refused and its requests are left
+//! without a response.)
 //!
 //! # Invariants
 //!

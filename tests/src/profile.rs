@@ -333,6 +333,10 @@ impl Profile {
             child_noise: h.child_noise,
             child_notify: 0,
             child_crlf: h.child_crlf,
+            spawn_fail: h.spawn_fail,
+            crash: h.crash,
+            hang: h.hang,
+            close_stdout: h.close_stdout,
             spurious_timeout: 0,
             ..Profile::healthy()
         }
@@ -396,6 +400,12 @@ pub struct HttpProfile {
     pub grandchild: u32,
     pub child_noise: u32,
     pub child_crlf: u32,
+    /// Servers that fail to start, crash, hang or close their stdout (the session restarts
+    /// them or ends; its client is told with -32003, -32000 or 404 and initializes anew).
+    pub spawn_fail: u32,
+    pub crash: u32,
+    pub hang: u32,
+    pub close_stdout: u32,
 }
 
 impl HttpProfile {
@@ -420,7 +430,30 @@ impl HttpProfile {
             grandchild: 50,
             child_noise: 50,
             child_crlf: 200,
+            spawn_fail: 0,
+            crash: 0,
+            hang: 0,
+            close_stdout: 0,
         }
+    }
+
+    /// As [`HttpProfile::resumption`], with servers that crash (30%), hang (10%), close their
+    /// stdout or fail to start, under every restart setting: in-flight calls get -32003, a
+    /// session whose server cannot start gets -32000, a session given up answers 404, and the
+    /// client initializes a new session.
+    pub fn faults() -> Self {
+        HttpProfile {
+            spawn_fail: 100,
+            crash: 300,
+            hang: 100,
+            close_stdout: 50,
+            ..HttpProfile::resumption()
+        }
+    }
+
+    /// Whether its servers fail at all.
+    pub fn faulty(&self) -> bool {
+        self.spawn_fail + self.crash + self.hang + self.close_stdout > 0
     }
 
     /// As [`HttpProfile::sessions`], and the client drops most slow calls' streams mid-way

@@ -110,6 +110,8 @@ pub enum Act {
     CloseStdout,
     Hang,
     Exit(ExitStatus),
+    /// Exits on its own (its [`Traits::crash`]).
+    Crash(ExitStatus),
     /// Tools mode: writes one prepared message, tagged `(tag, session, request id)`.
     Say {
         line: Vec<u8>,
@@ -159,6 +161,13 @@ pub struct Server {
     /// Tools mode: what it read that it should never have (cross-talk, a call before
     /// `initialize`); the harness reports these.
     pub complaints: Vec<String>,
+    /// Tools mode: tagged messages written too large for the relay, `(tag, session, request
+    /// id)`: a progress notification the relay drops, or an answer it replaces with -32001.
+    pub oversize: Vec<(String, usize, u64)>,
+    /// It exited on its own (a crash), closed its stdout early: faults its session's client
+    /// may be told about.
+    pub crashed: bool,
+    pub closed_early: bool,
 }
 
 impl Server {
@@ -187,6 +196,9 @@ impl Server {
             session: None,
             tagged: Vec::new(),
             complaints: Vec::new(),
+            oversize: Vec::new(),
+            crashed: false,
+            closed_early: false,
         }
     }
 
@@ -222,7 +234,7 @@ impl Server {
             }
         }
         if let Some((after, status)) = self.traits.crash {
-            acts.push((after, Act::Exit(status)));
+            acts.push((after, Act::Crash(status)));
         }
         if let Some(after) = self.traits.close_stdout {
             acts.push((after, Act::CloseStdout));
@@ -323,18 +335,23 @@ impl Server {
             | Act::Say { .. }
                 if self.hung => {}
             Act::Say { line, tag, answer } => {
+                let too_large = line.len() > self.max;
                 if let Some(tag) = tag {
                     if !self.stdout.closed {
-                        self.tagged.push(tag);
+                        if too_large {
+                            self.oversize.push(tag);
+                        } else {
+                            self.tagged.push(tag);
+                        }
                     }
                 }
                 if answer.is_some() {
                     self.answers_written += 1;
                 }
-                let kind = if line.len() > self.max {
-                    ChildKind::Dropped
-                } else {
-                    ChildKind::Forward
+                let kind = match &answer {
+                    Some(id) if too_large => ChildKind::Lost { id: id.clone() },
+                    None if too_large => ChildKind::Dropped,
+                    _ => ChildKind::Forward,
                 };
                 self.write(line, kind, answer.into_iter().collect());
             }
@@ -349,6 +366,11 @@ impl Server {
                 } else {
                     ChildKind::Forward
                 };
+                if let (ChildKind::Lost { id }, Some(s)) = (&kind, self.session) {
+                    // An HTTP client's request the relay answers with -32001.
+                    let rid = id.parse().unwrap_or(u64::MAX);
+                    self.oversize.push((format!("s{s}/r{id}/answer"), s, rid));
+                }
                 self.write(line, kind, vec![id]);
                 if self.rng.chance(self.traits.notify) {
                     self.notify();
@@ -381,8 +403,15 @@ impl Server {
                     self.stderr.write(&bytes);
                 }
             }
-            Act::CloseStdout => self.stdout.closed = true,
+            Act::CloseStdout => {
+                self.closed_early = true;
+                self.stdout.closed = true;
+            }
             Act::Hang => self.hung = true,
+            Act::Crash(status) => {
+                self.crashed = true;
+                return self.act(now, Act::Exit(status));
+            }
             Act::Exit(status) => {
                 self.state = ProcState::Exited(status);
                 self.exited_at = Some(now);

@@ -171,6 +171,8 @@ pub struct ChildSide {
     pub server: Server,
     pub drv: ChildDriver,
     pub stop: StopRecord,
+    /// The `Mcp-Session-Id` of the HTTP session it serves (the relay's word, once it serves one).
+    pub http_sid: Option<String>,
 }
 
 /// What the current step is, for the checks that depend on it.
@@ -245,6 +247,8 @@ pub struct Sim {
     pub max_steps: u64,
     pub shutdowns: u32,
     pub stop_accepting_step: Option<u64>,
+    /// Connections that were to come after the relay stopped accepting (never made).
+    pub connects_refused: usize,
     pub immediate_step: Option<u64>,
     final_shutdown_scheduled: bool,
     /// Children that must get SIGKILL as soon as they are spawned (immediate shutdown).
@@ -291,6 +295,26 @@ impl Sim {
             Some(h) if profile.conns.1 == 0 => {
                 let mut key = [0u8; 32];
                 key[..8].copy_from_slice(&seed.to_le_bytes());
+                let base = if h.faulty() {
+                    // Failing servers: every restart setting, and probes that find a hang.
+                    let mut p = Profile::restarts();
+                    p.restart.push(RestartPolicy::Never);
+                    p.max_restarts.push(0);
+                    let c = p.config(&mut rng);
+                    Config {
+                        restart: c.restart,
+                        restart_delay: c.restart_delay,
+                        max_restart_delay: c.max_restart_delay,
+                        max_restarts: c.max_restarts,
+                        restart_window: c.restart_window,
+                        ping_interval: c.ping_interval,
+                        ping_timeout: c.ping_timeout,
+                        shutdown_grace: c.shutdown_grace,
+                        ..Config::default()
+                    }
+                } else {
+                    Config::default()
+                };
                 Config {
                     max_buffered: *rng.pick(&h.max_buffered),
                     prespawn: rng.range_usize(0, 1),
@@ -300,7 +324,7 @@ impl Sim {
                         sse_keepalive: Duration::from_secs(rng.range(1, 20)),
                         ..HttpConfig::default()
                     },
-                    ..Config::default()
+                    ..base
                 }
             }
             Some(h) => {
@@ -333,6 +357,7 @@ impl Sim {
             max_steps: 400_000,
             shutdowns: 0,
             stop_accepting_step: None,
+            connects_refused: 0,
             immediate_step: None,
             final_shutdown_scheduled: false,
             kill_on_spawn: BTreeSet::new(),
@@ -585,6 +610,7 @@ impl Sim {
                 }
             }
         }
+        self.map_http_children();
         for output in outputs {
             let now = self.clock.elapsed();
             self.trace
@@ -1153,6 +1179,9 @@ impl Sim {
         for (tag, s, rid) in side.server.tagged.drain(..) {
             self.http.emitted.insert(tag, (s, rid));
         }
+        for (tag, s, rid) in side.server.oversize.drain(..) {
+            self.http.oversize.insert(tag, (s, rid));
+        }
         self.note(format_args!("sim {child}: {shown}"));
         if exited {
             let d = ms(&mut self.rng, 0, 3);
@@ -1489,6 +1518,7 @@ impl Sim {
                 for k in later {
                     self.events.remove(&k);
                     self.connects_pending -= 1;
+                    self.connects_refused += 1;
                 }
                 Ok(())
             }
@@ -1551,6 +1581,24 @@ impl Sim {
                 .children
                 .push(child);
         }
+        let http_sid = self.relay.http_session_of(child).map(str::to_owned);
+        if let Some(sid) = &http_sid {
+            // An HTTP session's child: its first, or a restart that follows the policy.
+            let run = self.http.runs.entry(sid.clone()).or_default();
+            if let Some(&prev) = run.children.last() {
+                let decisions = run.restart_decisions.clone();
+                let whom = format!("HTTP session {sid}");
+                let finished_at = self.restart_check(child, &whom, prev, &decisions)?;
+                let run = self.http.runs.get_mut(sid).expect("entered above");
+                run.restart_decisions.push(finished_at);
+            }
+            self.http
+                .runs
+                .get_mut(sid)
+                .expect("entered above")
+                .children
+                .push(child);
+        }
         let p = &self.profile;
         let r = &mut self.rng;
         let traits = Traits {
@@ -1593,9 +1641,11 @@ impl Sim {
             )
         });
         let server = Server::new(child, r.fork(), traits, self.config.max_message_size);
-        let whom = conn.map_or("the prespawn pool or an HTTP session".to_owned(), |c| {
-            c.to_string()
-        });
+        let whom = match (conn, &http_sid) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(sid)) => format!("HTTP session {sid}"),
+            (None, None) => "the prespawn pool".to_owned(),
+        };
         self.note(format_args!(
             "sim {child} for {whom}: {:?}{}",
             server.traits,
@@ -1616,6 +1666,7 @@ impl Sim {
                     ..ChildDriver::default()
                 },
                 stop: StopRecord::default(),
+                http_sid,
             },
         );
         self.cur.spawns.push(child);
@@ -1628,7 +1679,6 @@ impl Sim {
     /// follows the policy (one child at a time, only after a failure unless `Always`, never
     /// once the client left, within the budget, after exactly the backoff delay).
     fn restart_owner(&mut self, child: ChildId) -> Result<ConnId, String> {
-        let now = self.now();
         let conn = self
             .conns
             .iter()
@@ -1640,16 +1690,6 @@ impl Sim {
             .children
             .last()
             .ok_or_else(|| format!("Spawn of {child} for {conn} outside its accept"))?;
-        let prev = &self.children[&prev_id];
-        if !prev.drv.released {
-            return Err(format!(
-                "{child} spawned for {conn} while {prev_id} was not released (at most one child \
-                 per session)"
-            ));
-        }
-        let finished_at = self.finished_at(prev_id).ok_or_else(|| {
-            format!("{child} spawned for {conn} while {prev_id} had not finished")
-        })?;
         let m = &side.model;
         if let Some(step) = [m.eof_step, m.broken_step, m.drain_step]
             .into_iter()
@@ -1661,29 +1701,60 @@ impl Sim {
                  the client is gone"
             ));
         }
+        let finished_at =
+            self.restart_check(child, &conn.to_string(), prev_id, &side.restart_decisions)?;
+        self.conns
+            .get_mut(&conn)
+            .expect("known conn")
+            .restart_decisions
+            .push(finished_at);
+        Ok(conn)
+    }
+
+    /// A restart of a session (named `whom`) whose last child was `prev_id`, with these restart
+    /// decisions so far, follows the policy: one child at a time, only after a failure unless
+    /// `Always`, within the budget, after exactly the backoff delay. Returns when `prev_id`
+    /// finished (the new decision).
+    fn restart_check(
+        &self,
+        child: ChildId,
+        whom: &str,
+        prev_id: ChildId,
+        decisions: &[Duration],
+    ) -> Result<Duration, String> {
+        let now = self.now();
+        let prev = &self.children[&prev_id];
+        if !prev.drv.released {
+            return Err(format!(
+                "{child} spawned for {whom} while {prev_id} was not released (at most one child \
+                 per session)"
+            ));
+        }
+        let finished_at = self.finished_at(prev_id).ok_or_else(|| {
+            format!("{child} spawned for {whom} while {prev_id} had not finished")
+        })?;
         let failed = prev.drv.declared_hung
             || prev.drv.failed_step.is_some()
             || !matches!(prev.server.state, ProcState::Exited(ExitStatus::Code(0)));
         match self.config.restart {
             RestartPolicy::Never => {
-                return Err(format!("{child} spawned for {conn} under --restart never"))
+                return Err(format!("{child} spawned for {whom} under --restart never"))
             }
             RestartPolicy::OnFailure if !failed => {
                 return Err(format!(
-                "{child} spawned for {conn} after {prev_id} exited cleanly (--restart on-failure)"
+                "{child} spawned for {whom} after {prev_id} exited cleanly (--restart on-failure)"
             ))
             }
             _ => {}
         }
         let window = self.config.restart_window;
-        let recent = side
-            .restart_decisions
+        let recent = decisions
             .iter()
             .filter(|t| finished_at.saturating_sub(**t) < window)
             .count() as u32;
         if recent >= self.config.max_restarts {
             return Err(format!(
-                "{child} spawned for {conn} with {recent} restarts within {} already \
+                "{child} spawned for {whom} with {recent} restarts within {} already \
                  (--max-restarts {})",
                 Ms(window),
                 self.config.max_restarts
@@ -1697,7 +1768,7 @@ impl Sim {
             .min(self.config.max_restart_delay);
         if now != finished_at + delay {
             return Err(format!(
-                "{child} spawned for {conn} at {}; {prev_id} finished at {} and restart {} wants \
+                "{child} spawned for {whom} at {}; {prev_id} finished at {} and restart {} wants \
                  a delay of {}",
                 Ms(now),
                 Ms(finished_at),
@@ -1705,12 +1776,7 @@ impl Sim {
                 Ms(delay)
             ));
         }
-        self.conns
-            .get_mut(&conn)
-            .expect("known conn")
-            .restart_decisions
-            .push(finished_at);
-        Ok(conn)
+        Ok(finished_at)
     }
 
     /// When the relay had everything of a child: its exit and both ends of file, or its
@@ -1734,13 +1800,39 @@ impl Sim {
     fn budget_spent(&self) -> bool {
         let window = self.config.restart_window;
         let now = self.now();
-        self.conns.values().any(|c| {
-            c.restart_decisions
+        let spent = |decisions: &[Duration]| {
+            decisions
                 .iter()
                 .filter(|t| now.saturating_sub(**t) < window)
                 .count() as u32
                 >= self.config.max_restarts
-        })
+        };
+        self.conns.values().any(|c| spent(&c.restart_decisions))
+            || self.http.runs.values().any(|r| spent(&r.restart_decisions))
+    }
+
+    /// Children that began to serve an HTTP session (a prespawned one a session took, or one
+    /// started for it) are tied to that session's id, as the relay says.
+    fn map_http_children(&mut self) {
+        if !self.http.active() {
+            return;
+        }
+        let unmapped: Vec<ChildId> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.conn.is_none() && c.http_sid.is_none() && !c.drv.released)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unmapped {
+            if let Some(sid) = self.relay.http_session_of(id).map(str::to_owned) {
+                self.note(format_args!("sim {id} serves HTTP session {sid}"));
+                let run = self.http.runs.entry(sid.clone()).or_default();
+                if !run.children.contains(&id) {
+                    run.children.push(id);
+                }
+                self.children.get_mut(&id).expect("listed above").http_sid = Some(sid);
+            }
+        }
     }
 
     /// The child exists for the driver: spawned and not released.

@@ -65,8 +65,14 @@ pub(crate) enum HttpEvent {
     Message { key: HttpKey, body: Vec<u8> },
     /// The client is done with the session (DELETE, expiry, its legacy stream closed).
     Left { key: HttpKey },
-    /// What the session's streams and connections hold now (its client side's load).
-    Load { key: HttpKey, held: usize },
+    /// What the session's streams and connections hold now (`held`, its client side's load),
+    /// and how much of that waits on connections (`unwritten`: what pauses its server; the
+    /// rest waits for a GET stream in a buffer that drops its oldest messages when full).
+    Load {
+        key: HttpKey,
+        held: usize,
+        unwritten: usize,
+    },
     /// `/healthz` or `/metrics` was asked for on this connection: the relay answers with
     /// [`HttpServer::report`].
     Report { conn: ConnId, kind: ReportKind },
@@ -194,6 +200,14 @@ impl HttpServer {
     /// Events or deferred reads are waiting: the relay must drive the layer again.
     pub(crate) fn has_work(&self) -> bool {
         !self.events.is_empty() || !self.deferred.is_empty()
+    }
+
+    /// The `Mcp-Session-Id` of a session (`None` for a stateless pool child or an unknown key).
+    pub(crate) fn session_id(&self, key: HttpKey) -> Option<&str> {
+        self.sessions
+            .get(&key)
+            .filter(|s| !s.pool)
+            .map(|s| s.id.as_str())
     }
 
     pub(crate) fn buffered(&self, conn: ConnId) -> Option<usize> {
@@ -2133,13 +2147,17 @@ impl HttpServer {
                 .get(c)
                 .is_some_and(|c| c.session == Some(key) && c.out.load() > 0)
         });
-        let held = s.pending_bytes
-            + s.conns
-                .iter()
-                .filter_map(|c| conns.get(c))
-                .map(|c| c.out.load())
-                .sum::<usize>();
-        self.events.push_back(HttpEvent::Load { key, held });
+        let unwritten = s
+            .conns
+            .iter()
+            .filter_map(|c| conns.get(c))
+            .map(|c| c.out.load())
+            .sum::<usize>();
+        self.events.push_back(HttpEvent::Load {
+            key,
+            held: s.pending_bytes + unwritten,
+            unwritten,
+        });
     }
 
     /// The connection carries `key`'s bytes now: its unwritten output counts against the
@@ -2199,6 +2217,9 @@ impl HttpServer {
         self.ids.remove(&id);
         for stream in streams {
             let (conn, sse) = match self.streams.get(&stream) {
+                // A stream that got its last message already ended; its end may still be on
+                // its way to the client (`flushing`), and must not be written twice.
+                Some(st) if st.done && st.conn.is_some() => continue,
                 Some(st) => (st.conn, st.sse),
                 None => continue,
             };
@@ -2378,9 +2399,14 @@ impl HttpServer {
         }
     }
 
-    /// Immediate shutdown: every connection closes now.
+    /// Immediate shutdown: every connection closes now, and no session is served again (none
+    /// expires later either: the relay has killed their servers).
     pub(crate) fn abort(&mut self) {
         self.draining = true;
+        for (key, s) in &mut self.sessions {
+            s.finished = true;
+            self.timers.set(HttpTimer::Session(*key), None);
+        }
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             self.out.push_back(Output::Close {
