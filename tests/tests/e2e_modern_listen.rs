@@ -5,7 +5,7 @@
 
 mod http_support;
 
-use http_support::{skip, Conn, HttpRelay, MCP_POST};
+use http_support::{send_modern, skip, HttpRelay};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,29 +22,6 @@ fn python_missing() -> Option<String> {
     (!ok).then(|| "python3 is not installed".to_owned())
 }
 
-fn send_modern(conn: &mut Conn, id: i64, method: &str, name: Option<&str>, params: Value) {
-    let mut params = params;
-    if let Some(p) = params.as_object_mut() {
-        p.insert(
-            "_meta".into(),
-            json!({
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            }),
-        );
-    }
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    let mut headers: Vec<(&str, &str)> = MCP_POST.to_vec();
-    headers.extend([
-        ("MCP-Protocol-Version", "2026-07-28"),
-        ("Mcp-Method", method),
-    ]);
-    if let Some(name) = name {
-        headers.push(("Mcp-Name", name));
-    }
-    conn.send("POST", "/mcp", &headers, body.to_string().as_bytes());
-}
-
 fn call(relay: &HttpRelay, id: i64, tool: &str, arguments: Value) -> Value {
     let mut conn = relay.connect();
     send_modern(
@@ -53,6 +30,7 @@ fn call(relay: &HttpRelay, id: i64, tool: &str, arguments: Value) -> Value {
         "tools/call",
         Some(tool),
         json!({"name": tool, "arguments": arguments}),
+        json!({}),
     );
     let response = conn.read_response();
     response
@@ -84,6 +62,7 @@ fn listen_streams_carry_what_was_asked_for_tagged_with_their_id() {
             "toolsListChanged": true,
             "resourceSubscriptions": ["test://watched-resource"],
         }}),
+        json!({}),
     );
     let head = listen.read_head();
     assert_eq!(head.status, 200, "{test}: the listen request was refused");

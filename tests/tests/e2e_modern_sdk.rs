@@ -24,7 +24,8 @@ mod http_support;
 
 use http_support::{
     everything_missing, everything_relay, everything_server, node22, node_modules, python_of,
-    python_sdk_missing_of, run_bounded, show, skip, tests_dir, Conn, HttpRelay, Ran, MCP_POST,
+    python_sdk_missing_of, run_bounded, send_modern, show, skip, tests_dir, HttpRelay, Ran,
+    MCP_POST,
 };
 use serde_json::{json, Value};
 use std::process::Command;
@@ -283,31 +284,6 @@ fn a_tampered_request_state_does_not_reach_the_waiting_server() {
     );
 }
 
-/// The POST of a 2026-07-28 request, with the headers that mirror its body.
-fn send_modern(conn: &mut Conn, id: i64, method: &str, name: Option<&str>, params: Value) {
-    let mut params = params;
-    if let Some(p) = params.as_object_mut() {
-        p.insert(
-            "_meta".into(),
-            json!({
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "progressToken": format!("p{id}"),
-            }),
-        );
-    }
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    let mut headers: Vec<(&str, &str)> = MCP_POST.to_vec();
-    headers.extend([
-        ("MCP-Protocol-Version", "2026-07-28"),
-        ("Mcp-Method", method),
-    ]);
-    if let Some(name) = name {
-        headers.push(("Mcp-Name", name));
-    }
-    conn.send("POST", "/mcp", &headers, body.to_string().as_bytes());
-}
-
 #[test]
 fn the_queue_moves_on_when_servers_rest_after_cancelled_requests() {
     let test = "the_queue_moves_on_when_servers_rest_after_cancelled_requests";
@@ -331,6 +307,7 @@ fn the_queue_moves_on_when_servers_rest_after_cancelled_requests() {
             "tools/call",
             Some("trigger-long-running-operation"),
             args,
+            json!({"progressToken": format!("p{id}")}),
         );
         // Its first progress notification: the call is running.
         let head = conn.read_head();
@@ -349,7 +326,14 @@ fn the_queue_moves_on_when_servers_rest_after_cancelled_requests() {
     let started = std::time::Instant::now();
     let mut conn = relay.connect();
     conn.set_read_timeout(Duration::from_secs(15));
-    send_modern(&mut conn, 3, "tools/list", None, json!({}));
+    send_modern(
+        &mut conn,
+        3,
+        "tools/list",
+        None,
+        json!({}),
+        json!({"progressToken": "p3"}),
+    );
     let response = conn.read_response();
     let waited = started.elapsed();
     assert_eq!(response.status(), 200, "{test}: {}", response.text());

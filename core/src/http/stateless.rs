@@ -62,6 +62,15 @@ impl Bridge {
         self.children.get(&key).is_some_and(|c| c.job.is_some())
     }
 
+    /// The request a child serves, if any.
+    fn job(&self, key: HttpKey) -> Option<&Job> {
+        self.children.get(&key).and_then(|c| c.job.as_ref())
+    }
+
+    fn job_mut(&mut self, key: HttpKey) -> Option<&mut Job> {
+        self.children.get_mut(&key).and_then(|c| c.job.as_mut())
+    }
+
     /// Requests held for retries, for `/metrics`.
     pub(crate) fn awaiting_input(&self) -> usize {
         self.children
@@ -821,12 +830,7 @@ impl HttpServer {
                 if job.method == "tools/list" {
                     self.bridge.learn_tools(msg);
                 }
-                let Some(job) = self
-                    .bridge
-                    .children
-                    .get_mut(&key)
-                    .and_then(|c| c.job.as_mut())
-                else {
+                let Some(job) = self.bridge.job_mut(key) else {
                     return;
                 };
                 let stream = self.sessions.get(&key).and_then(|s| s.busy);
@@ -843,12 +847,7 @@ impl HttpServer {
     }
 
     fn child_request(&mut self, key: HttpKey, method: &str, id: Value, v: &Value) {
-        let serving = self
-            .bridge
-            .children
-            .get(&key)
-            .and_then(|c| c.job.as_ref())
-            .is_some();
+        let serving = self.bridge.job(key).is_some();
         if method == "ping" {
             self.tell_child(key, bridge::input_answer(&id, &serde_json::json!({})));
             return;
@@ -866,12 +865,7 @@ impl HttpServer {
             self.tell_child(key, no);
             return;
         }
-        let Some(job) = self
-            .bridge
-            .children
-            .get_mut(&key)
-            .and_then(|c| c.job.as_mut())
-        else {
+        let Some(job) = self.bridge.job_mut(key) else {
             return;
         };
         if job.round.len() + job.asked.len() >= MAX_INPUT_REQUESTS {
@@ -930,12 +924,7 @@ impl HttpServer {
         }
         let stream = self.sessions.get(&key).and_then(|s| s.busy);
         let limit = self.config.max_buffered;
-        let Some(job) = self
-            .bridge
-            .children
-            .get_mut(&key)
-            .and_then(|c| c.job.as_mut())
-        else {
+        let Some(job) = self.bridge.job_mut(key) else {
             return;
         };
         let Some(stream) = stream else {
@@ -983,7 +972,7 @@ impl HttpServer {
     /// never came.
     pub(super) fn input_timer(&mut self, now: Instant, key: HttpKey) {
         let attached = self.sessions.get(&key).is_some_and(|s| s.busy.is_some());
-        let Some(job) = self.bridge.children.get(&key).and_then(|c| c.job.as_ref()) else {
+        let Some(job) = self.bridge.job(key) else {
             return;
         };
         if attached {
@@ -1009,12 +998,7 @@ impl HttpServer {
         let Some(stream) = self.sessions.get(&key).and_then(|s| s.busy) else {
             return;
         };
-        let Some(job) = self
-            .bridge
-            .children
-            .get_mut(&key)
-            .and_then(|c| c.job.as_mut())
-        else {
+        let Some(job) = self.bridge.job_mut(key) else {
             return;
         };
         let mut refused = Vec::new();
@@ -1068,12 +1052,7 @@ impl HttpServer {
             return;
         }
         let secret = self.new_secret();
-        let Some(job) = self
-            .bridge
-            .children
-            .get_mut(&key)
-            .and_then(|c| c.job.as_mut())
-        else {
+        let Some(job) = self.bridge.job_mut(key) else {
             return;
         };
         let state = format!("{}.{secret}", key.0);
@@ -1127,12 +1106,7 @@ impl HttpServer {
             .sessions
             .get(&key)
             .is_none_or(|s| s.busy.is_some() || s.finished);
-        let job = self
-            .bridge
-            .children
-            .get_mut(&key)
-            .and_then(|c| c.job.as_mut())
-            .ok_or_else(invalid)?;
+        let job = self.bridge.job_mut(key).ok_or_else(invalid)?;
         let genuine = job
             .secret
             .as_deref()
@@ -1306,13 +1280,7 @@ impl HttpServer {
     /// was waiting for the client, and its ids are the relay's own, so nothing it says late
     /// can pass for another request's).
     fn evict(&mut self, now: Instant, key: HttpKey) {
-        let Some(child_id) = self
-            .bridge
-            .children
-            .get(&key)
-            .and_then(|c| c.job.as_ref())
-            .map(|j| j.child_id.clone())
-        else {
+        let Some(child_id) = self.bridge.job(key).map(|j| j.child_id.clone()) else {
             return;
         };
         // Not `pool_release`: its dispatch would find this child resting and give up the

@@ -1051,3 +1051,36 @@ pub fn head_of(mut stream: &TcpStream, timeout: Duration) -> Option<String> {
     }
     Some(String::from_utf8_lossy(&head).into_owned())
 }
+
+/// POSTs a 2026-07-28 request without reading the answer: `_meta` with the protocol version,
+/// no client capabilities and the `extra_meta` keys, and the headers that mirror the body.
+pub fn send_modern(
+    conn: &mut Conn,
+    id: i64,
+    method: &str,
+    name: Option<&str>,
+    params: Value,
+    extra_meta: Value,
+) {
+    let mut params = params;
+    let mut meta = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    if let (Some(m), Some(extra)) = (meta.as_object_mut(), extra_meta.as_object()) {
+        m.extend(extra.clone());
+    }
+    if let Some(p) = params.as_object_mut() {
+        p.insert("_meta".into(), meta);
+    }
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let mut headers: Vec<(&str, &str)> = MCP_POST.to_vec();
+    headers.extend([
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", method),
+    ]);
+    if let Some(name) = name {
+        headers.push(("Mcp-Name", name));
+    }
+    conn.send("POST", "/mcp", &headers, body.to_string().as_bytes());
+}
