@@ -2368,6 +2368,9 @@ impl HttpServer {
                 .values()
                 .filter(|st| st.sse && !st.done)
                 .filter_map(|st| st.conn)
+                // (An immediate shutdown forgets connections under streams not yet done: a
+                // stream on no connection gets no keep-alive, and keeps no timer alive.)
+                .filter(|conn| self.conns.contains_key(conn))
                 .collect();
             for conn in &targets {
                 self.write_chunk(*conn, b": keep-alive\n\n");
