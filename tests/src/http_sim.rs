@@ -63,6 +63,8 @@ pub(crate) enum Ev {
     /// The client finds that its requests on a connection will get no response: the
     /// connection was refused, or the relay closed it while shutting down.
     Lost(u64),
+    /// A call's client has waited [`HttpProfile::call_timeout`] for it.
+    CallTimeout(usize, usize),
 }
 
 pub(crate) struct Call {
@@ -85,6 +87,13 @@ pub(crate) struct Call {
     /// failed, could not start, or answered too large), its session was gone (404), its body
     /// was too large (413), or it was never sent (its session could not be initialized).
     pub(crate) failed: bool,
+    /// The client gave up waiting ([`HttpProfile::call_timeout`]) and cancelled it: an answer
+    /// may still come (at most one), or the relay ends its stream without one.
+    pub(crate) cancelled: bool,
+    /// The client's timeout, while the call is not done (the key of its event).
+    pub(crate) timer: Option<(Duration, u64)>,
+    /// A 503 told the client to send it again later, and it has not yet.
+    pub(crate) retry_wait: bool,
 }
 
 /// How many times a client initializes a session after the relay ended the last one.
@@ -329,6 +338,9 @@ impl Sim {
                 done: false,
                 abandoned: false,
                 failed: false,
+                cancelled: false,
+                timer: None,
+                retry_wait: false,
             });
             if drops > 0 {
                 singles.push(c);
@@ -357,6 +369,9 @@ impl Sim {
                 done: false,
                 abandoned: false,
                 failed: false,
+                cancelled: false,
+                timer: None,
+                retry_wait: false,
             });
             singles.push(c);
         }
@@ -527,6 +542,15 @@ impl Sim {
     fn write_req(&mut self, conn: u64, mut p: Pending, bytes: Vec<u8>) {
         if p.era == 0 {
             p.era = self.http.sessions[p.session].inits;
+        }
+        if let Expect::Call(c) = p.expect {
+            // The client's clock for this call starts when it is first sent.
+            let call = &self.http.sessions[p.session].calls[c];
+            if call.timer.is_none() && !call.done {
+                let after = self.http.profile().call_timeout;
+                let key = self.schedule(after, Event::Http(Ev::CallTimeout(p.session, c)));
+                self.http.sessions[p.session].calls[c].timer = Some(key);
+            }
         }
         let closed = self
             .http
@@ -1028,7 +1052,11 @@ impl Sim {
     fn maybe_drop(&mut self, conn: u64, s: usize, c: usize) {
         let call = &self.http.sessions[s].calls[c];
         let cn = &self.http.conns[&conn];
-        if call.drops_left == 0 || call.answered > 0 || cn.events_here < call.drop_at {
+        if call.drops_left == 0
+            || call.answered > 0
+            || call.cancelled
+            || cn.events_here < call.drop_at
+        {
             return;
         }
         // A stream whose end was written may be forgotten by the relay: written bytes may
@@ -1119,8 +1147,7 @@ impl Sim {
         if status == 503 {
             // Told to come back later: the client sends it again on a new connection, and
             // goes on with what else it had for this one.
-            let d = ms(1000);
-            self.schedule(d, Event::Http(Ev::Retry(p, bytes)));
+            self.retry_later(ms(1000), p, bytes);
             let more = self
                 .http
                 .conns
@@ -1205,6 +1232,14 @@ impl Sim {
                     self.maybe_finish(s);
                 }
             }
+            Expect::Call(c) | Expect::Resume(c) if self.http.sessions[s].calls[c].cancelled => {
+                // Cancelled: the relay ends the stream, with the answer if it came first.
+                let call = &mut self.http.sessions[s].calls[c];
+                call.failed |= call.answered == 0;
+                call.done = true;
+                self.send_next_later(conn);
+                self.maybe_finish(s);
+            }
             Expect::Call(c) | Expect::Resume(c) => {
                 let call = &mut self.http.sessions[s].calls[c];
                 let k = call.slow.map_or(0, |(k, _)| k);
@@ -1275,8 +1310,67 @@ impl Sim {
         cn.deaf = true;
         for (p, bytes) in rest {
             let d = ms(self.rng.range(1, 20));
-            self.schedule(d, Event::Http(Ev::Retry(p, bytes)));
+            self.retry_later(d, p, bytes);
         }
+    }
+
+    /// The client will send a request again after `d`.
+    fn retry_later(&mut self, d: Duration, p: Pending, bytes: Vec<u8>) {
+        if let Expect::Call(c) = p.expect {
+            self.http.sessions[p.session].calls[c].retry_wait = true;
+        }
+        self.schedule(d, Event::Http(Ev::Retry(p, bytes)));
+    }
+
+    /// The client has waited `call_timeout` for call `c`: it cancels it, as an SDK client
+    /// does, and keeps reading its stream (which the relay ends, with the answer if it came
+    /// first). A call waiting to be sent again after a 503 is not sent again.
+    fn call_timeout(&mut self, s: usize, c: usize) {
+        let call = &mut self.http.sessions[s].calls[c];
+        call.timer = None;
+        if call.done || call.abandoned {
+            return;
+        }
+        let id = call.id;
+        if call.retry_wait {
+            call.cancelled = true;
+            call.failed = true;
+            call.done = true;
+            self.note(format_args!(
+                "client s{s} call {c}: timed out, and is not sent again"
+            ));
+            return self.maybe_finish(s);
+        }
+        let waiting = self.http.conns.values().any(|cn| {
+            cn.open
+                && !cn.deaf
+                && cn.pending.iter().any(|p| {
+                    p.session == s
+                        && matches!(p.expect, Expect::Call(x) | Expect::Resume(x) if x == c)
+                })
+        });
+        if waiting {
+            self.http.sessions[s].calls[c].cancelled = true;
+            self.note(format_args!("client s{s} call {c}: timed out, cancels it"));
+            let body = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": id, "reason": "sim: timed out"}})
+            .to_string();
+            let conn = self.http_open_conn();
+            let req = self.post(s, body.as_bytes(), false);
+            self.write_req(
+                conn,
+                Pending {
+                    session: s,
+                    expect: Expect::Notified,
+                    era: 0,
+                },
+                req,
+            );
+        }
+        // Not done yet (or not sent, or being resumed): the client looks again later.
+        let after = self.http.profile().call_timeout;
+        let key = self.schedule(after, Event::Http(Ev::CallTimeout(s, c)));
+        self.http.sessions[s].calls[c].timer = Some(key);
     }
 
     /// The session could not be initialized (or ended before its calls began): its calls not
@@ -1502,6 +1596,12 @@ impl Sim {
         if sess.phase != Phase::Calls || !sess.calls.iter().all(|c| c.done || c.abandoned) {
             return;
         }
+        // Settled: the client's timeouts are off.
+        for call in &mut sess.calls {
+            if let Some(key) = call.timer.take() {
+                self.events.remove(&key);
+            }
+        }
         if sess.lost && sess.inits < MAX_INITS && !sess.init_too_large {
             // The relay ended the session: the client initializes a new one, and makes one
             // more call in it.
@@ -1524,6 +1624,9 @@ impl Sim {
                 done: false,
                 abandoned: false,
                 failed: false,
+                cancelled: false,
+                timer: None,
+                retry_wait: false,
             });
             sess.groups = vec![Group {
                 calls: vec![c],
@@ -1616,6 +1719,13 @@ impl Sim {
             Ev::Resume(s, c) => self.resume(s, c),
             Ev::Finish(s) => self.finish(s),
             Ev::Retry(p, bytes) => {
+                if let Expect::Call(c) = p.expect {
+                    let call = &mut self.http.sessions[p.session].calls[c];
+                    call.retry_wait = false;
+                    if call.cancelled {
+                        return;
+                    }
+                }
                 let conn = self.http_open_conn();
                 if let Some(cn) = self.http.conns.get_mut(&conn) {
                     cn.expect_close = contains(&bytes, b"Connection: close");
@@ -1623,6 +1733,7 @@ impl Sim {
                 self.write_req(conn, p, bytes);
             }
             Ev::Lost(conn) => self.requests_lost(conn),
+            Ev::CallTimeout(s, c) => self.call_timeout(s, c),
         }
     }
 
@@ -1675,8 +1786,12 @@ impl Sim {
                     .filter(|(_, c)| !c.done && !c.abandoned)
                     .map(|(i, c)| {
                         format!(
-                            "call {i} (id {}, {:?}, {} progress, last event {:?})",
-                            c.id, c.slow, c.progress_seen, c.last_event
+                            "call {i} (id {}, {:?}, {} progress, last event {:?}{})",
+                            c.id,
+                            c.slow,
+                            c.progress_seen,
+                            c.last_event,
+                            if c.cancelled { ", cancelled" } else { "" }
                         )
                     })
                     .collect();

@@ -479,13 +479,14 @@ pub fn http_at_end(sim: &Sim) -> Result<(), String> {
         .flat_map(|(s, sess)| {
             sess.calls
                 .iter()
-                .filter(|c| c.abandoned || c.failed)
+                .filter(|c| c.abandoned || c.failed || c.cancelled)
                 .map(move |c| (s, c.id))
         })
         .collect();
     for (s, sess) in sim.http.sessions.iter().enumerate() {
         for (i, c) in sess.calls.iter().enumerate() {
-            if !c.abandoned && !c.done || !c.abandoned && !c.failed && c.answered != 1 {
+            let excused = c.abandoned || c.failed || c.cancelled;
+            if !c.abandoned && !c.done || !excused && c.answered != 1 {
                 return Err(format!(
                     "s{s} call {i}: {} answers, done {}",
                     c.answered, c.done

@@ -32,7 +32,9 @@
 //! ([`HttpProfile::faults`]): the clients take the relay's -32003 (and -32000, -32001) as a
 //! call's final answer, a 404 as the end of their session (they initialize a new one), a 413
 //! as the answer to a body over `max_message_size`; each such answer must have its cause (a
-//! fault of that session's server, an oversize message). HTTP sessions' restarts are checked
+//! fault of that session's server, an oversize message). A call unanswered after
+//! [`HttpProfile::call_timeout`] (a hung server nothing probes) is cancelled with
+//! `notifications/cancelled`, as SDK clients do. HTTP sessions' restarts are checked
 //! against the policy, budget and backoff as TCP sessions' are.
 //!
 //! Not modelled: pipe and socket capacities (writers never block), real process groups (a

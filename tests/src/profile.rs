@@ -392,6 +392,10 @@ pub struct HttpProfile {
     pub half_close: u32,
     /// Groups of calls preceded by a notification POSTed on its own connection.
     pub notify_posts: u32,
+    /// How long a client waits for a call's answer before it gives up and cancels it
+    /// (`notifications/cancelled`), as SDK clients do (the TypeScript SDK's default is 60 s):
+    /// a server that hangs where nothing probes it (`ping_interval` unset) answers nothing.
+    pub call_timeout: Duration,
 
     // Children (the same [`crate::server::Server`] as the TCP runs').
     pub stubborn: u32,
@@ -424,6 +428,7 @@ impl HttpProfile {
             slow_readers: 200,
             half_close: 200,
             notify_posts: 200,
+            call_timeout: Duration::from_secs(60),
             stubborn: 100,
             banner: 200,
             slow_stdin: 150,

@@ -521,17 +521,19 @@ impl Sim {
         self.trace.push(at, args);
     }
 
-    pub(crate) fn schedule(&mut self, delay: Duration, event: Event) {
+    /// Schedules `event` after `delay`; the key unschedules it (`events.remove`).
+    pub(crate) fn schedule(&mut self, delay: Duration, event: Event) -> (Duration, u64) {
         let at = self.clock.elapsed() + delay;
-        self.schedule_at(at, event);
+        self.schedule_at(at, event)
     }
 
-    fn schedule_at(&mut self, at: Duration, event: Event) {
+    fn schedule_at(&mut self, at: Duration, event: Event) -> (Duration, u64) {
         if matches!(event, Event::Connect) {
             self.connects_pending += 1;
         }
         self.seq += 1;
         self.events.insert((at, self.seq), event);
+        (at, self.seq)
     }
 
     // ---- feeding the core ----

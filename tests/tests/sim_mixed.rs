@@ -47,9 +47,14 @@ fn the_same_seed_gives_the_same_mixed_trace() {
 ///   unwritten load: once above half of `max_buffered` they kept its server paused for good.
 /// * 47: after an immediate shutdown the HTTP sessions kept their idle timers, and expired
 ///   again every `session_timeout`, forever.
+/// * 124: with `--max-in-flight 1` and a hung server nothing probes, a POST of only
+///   notifications got 503 like a request: the client's `notifications/cancelled`, the one
+///   way to free the place, was refused, and the session's other calls waited forever.
+/// * 2 (once 124 was fixed): after an immediate shutdown, an event stream not yet done kept
+///   the SSE keep-alive timer going every `sse_keepalive` over a connection already gone.
 #[test]
 fn seeds_that_found_bugs() {
-    for seed in [14, 47] {
+    for seed in [2, 14, 47, 124] {
         let mut sim = Sim::mixed(seed, tcp(), HttpProfile::resumption(), false);
         if let Err(e) = mcp_relay_tests::runner::run_one(&mut sim) {
             panic!("seed {seed}: {e}");

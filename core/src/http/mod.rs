@@ -1249,8 +1249,15 @@ impl HttpServer {
             self.session_for(head, token, false)?
         };
         self.check_room(key, body.len())?;
+        let requests: Vec<RawId> = entries
+            .iter()
+            .filter(|e| e.kind == Kind::Request)
+            .filter_map(|e| e.id.map(RawId::from_raw))
+            .collect();
         let waiting = self.waiting(key);
-        if waiting >= self.config.max_in_flight {
+        // Only requests wait for the server: notifications and answers (a
+        // `notifications/cancelled`, which frees a place) always go through.
+        if !requests.is_empty() && waiting >= self.config.max_in_flight {
             let mut r = reject(
                 503,
                 codes::SERVER_UNAVAILABLE,
@@ -1259,11 +1266,6 @@ impl HttpServer {
             r.headers.push(("Retry-After", "1".into()));
             return Err(r);
         }
-        let requests: Vec<RawId> = entries
-            .iter()
-            .filter(|e| e.kind == Kind::Request)
-            .filter_map(|e| e.id.map(RawId::from_raw))
-            .collect();
         let mut progress = Vec::new();
         for e in entries.iter().filter(|e| e.kind == Kind::Request) {
             if let (Some(id), Some(token)) = (
@@ -2366,6 +2368,9 @@ impl HttpServer {
                 .values()
                 .filter(|st| st.sse && !st.done)
                 .filter_map(|st| st.conn)
+                // (An immediate shutdown forgets connections under streams not yet done: a
+                // stream on no connection gets no keep-alive, and keeps no timer alive.)
+                .filter(|conn| self.conns.contains_key(conn))
                 .collect();
             for conn in &targets {
                 self.write_chunk(*conn, b": keep-alive\n\n");
