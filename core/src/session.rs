@@ -405,7 +405,10 @@ impl Session {
 
     pub(crate) fn child_data(&mut self, child: ChildId, data: &[u8], ctx: &mut Ctx<'_>) {
         let link = &mut self.link;
-        if !link.server.owns(child) {
+        // Once the relay gave up on an exited server's output (open past the grace: a
+        // grandchild holds it), what still comes is dropped: nothing frames it any more, and
+        // held it would grow without bound while the session lingers.
+        if !link.server.owns(child) || link.server.is_finished() {
             return;
         }
         link.liveness.last_output = Some(ctx.now);

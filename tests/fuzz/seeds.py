@@ -81,7 +81,9 @@ for i, req in enumerate(REQUESTS):
 # relay: config byte, then operations (see fuzz_targets/relay.rs).
 ACCEPT_TCP, ACCEPT_HTTP, DATA_CONN, DATA_CHILD, WRITTEN_CONN, WRITTEN_CHILD = 0, 1, 2, 3, 4, 5
 EOF_CONN, EOF_CHILD, BROKEN_CONN, BROKEN_CHILD, SPAWNED, SPAWN_FAILED, EXITED = 6, 7, 8, 9, 10, 11, 12
-STDERR, STDERR_EOF, ADVANCE, NEXT_DEADLINE, SHUTDOWN = 13, 14, 15, 16, 17
+STDERR, STDERR_EOF, ADVANCE, NEXT_DEADLINE, ACCEPT_TROUBLE, SHUTDOWN = 13, 14, 15, 16, 17, 18
+# Data to a connection with the first "$state" replaced by the last requestState the relay sent.
+DATA_CONN_WITH_STATE = 255
 
 
 def data(op, payload, index=0):
@@ -126,3 +128,226 @@ write("relay", "http-session", http_session(0b0000_0011))
 write("relay", "http-smuggle", bytes([2, ACCEPT_HTTP]) + data(DATA_CONN, REQUESTS[9])
       + bytes([WRITTEN_CONN, 0, 255]))
 write("relay", "http-auth", http_session(0b0100_0110))
+
+
+# relay, the 2026-07-28 era bridge (stateless POSTs served by a pool of initialized children).
+import json
+
+CAPS = {"elicitation": {}, "sampling": {}, "roots": {}}
+
+
+def modern_body(method, params=None, rid=1, caps=CAPS, meta=None, raw_tail=b""):
+    """A 2026-07-28 request body; `raw_tail` is spliced in before the params' closing brace
+    (for the "$state" marker and its padding, which json.dumps would not keep)."""
+    p = dict(params or {})
+    m = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+         "io.modelcontextprotocol/clientCapabilities": caps}
+    m.update(meta or {})
+    p["_meta"] = m
+    body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": p}
+    out = json.dumps(body, separators=(",", ":")).encode()
+    if raw_tail:
+        out = out[:-2] + b"," + raw_tail + b"}}"
+    return out
+
+
+def modern_post(method, params=None, rid=1, name=None, headers=None, body=None, **kw):
+    body = body if body is not None else modern_body(method, params, rid, **kw)
+    h = MCP_HEADERS + [("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Method", method)]
+    if name is not None:
+        h.append(("Mcp-Name", name))
+    h += headers or []
+    return http("POST", "/mcp", h + [("Content-Length", str(len(body)))], body)
+
+
+def line(obj):
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+CHILD_INIT = line({"jsonrpc": "2.0", "id": "mcp-relay:stateless-init", "result": {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {"tools": {"listChanged": True}, "logging": {},
+                     "resources": {"subscribe": True, "listChanged": True}},
+    "serverInfo": {"name": "s", "version": "1"}, "instructions": "be kind"}})
+CHILD_INIT_REFUSED = line({"jsonrpc": "2.0", "id": "mcp-relay:stateless-init",
+                           "error": {"code": -32602, "message": "unsupported"}})
+CHILD_SETTLE = line({"jsonrpc": "2.0", "id": "mcp-relay:stateless-settle", "result": {"tools": [
+    {"name": "echo", "inputSchema": {"type": "object", "properties": {
+        "text": {"type": "string"}, "region": {"type": "string", "x-mcp-header": "Region"}}}}]}})
+CHILD_LOG_LEVEL = line({"jsonrpc": "2.0", "id": "mcp-relay:stateless-log-level", "result": {}})
+CHILD_SUBSCRIBED = line({"jsonrpc": "2.0", "id": "mcp-relay:stateless-subscription", "result": {}})
+
+
+def child_result(n, result):
+    return line({"jsonrpc": "2.0", "id": f"mcp-relay:{n}", "result": result})
+
+
+def child_ask(rid, method, params):
+    return line({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+
+
+ECHO = {"name": "echo", "arguments": {"text": "hi", "region": "eu"}}
+ECHO_HEADERS = [("Mcp-Param-Region", "eu")]
+TEXT = {"content": [{"type": "text", "text": "hi"}]}
+ELICIT = {"mode": "form", "message": "sure?", "requestedSchema": {"type": "object", "properties": {}}}
+STATE_TAIL = b'"requestState":"$state"' + b" " * 48
+
+
+def stateless_start(config, first):
+    """A POST that needs a child, the child started, initialized and settled."""
+    ops = bytes([config, ACCEPT_HTTP]) + data(DATA_CONN, first)
+    ops += bytes([SPAWNED, 0, WRITTEN_CHILD, 0, 255]) + data(DATA_CHILD, CHILD_INIT)
+    ops += bytes([WRITTEN_CHILD, 0, 255]) + data(DATA_CHILD, CHILD_LOG_LEVEL + CHILD_SETTLE)
+    return ops
+
+
+def stateless_discover_and_call(config):
+    # server/discover before any child is ready: it waits for the first initialize answer.
+    ops = stateless_start(config, modern_post("server/discover"))
+    ops += bytes([WRITTEN_CONN, 0, 255, ACCEPT_HTTP])
+    ops += data(DATA_CONN, modern_post("tools/call", ECHO, 2, "echo", ECHO_HEADERS,
+                                      meta={"progressToken": "p1",
+                                            "io.modelcontextprotocol/logLevel": "info"}), 1)
+    ops += bytes([WRITTEN_CHILD, 0, 255])
+    ops += data(DATA_CHILD, line({"jsonrpc": "2.0", "method": "notifications/progress",
+                                  "params": {"progressToken": "mcp-relay:1", "progress": 1}})
+                + line({"jsonrpc": "2.0", "method": "notifications/message",
+                        "params": {"level": "debug", "data": "quiet"}})
+                + line({"jsonrpc": "2.0", "method": "notifications/message",
+                        "params": {"level": "error", "data": "loud"}})
+                + child_result(1, TEXT))
+    ops += bytes([WRITTEN_CONN, 1, 255])
+    # After the child is ready: answered by the relay at once; then a list, cacheable.
+    ops += data(DATA_CONN, modern_post("server/discover", rid=3))
+    ops += bytes([WRITTEN_CONN, 0, 255])
+    ops += data(DATA_CONN, modern_post("tools/list", rid=4), 1)
+    ops += bytes([WRITTEN_CHILD, 0, 255]) + data(DATA_CHILD, child_result(2, {"tools": []}))
+    ops += bytes([WRITTEN_CONN, 1, 255, SHUTDOWN, NEXT_DEADLINE, NEXT_DEADLINE])
+    return ops
+
+
+def stateless_elicitation(config):
+    call = modern_post("tools/call", ECHO, 7, "echo", ECHO_HEADERS)
+    ops = stateless_start(config, call) + bytes([WRITTEN_CHILD, 0, 255])
+    ops += data(DATA_CHILD, child_ask(5, "elicitation/create", ELICIT)
+                + child_ask(6, "roots/list", {}))
+    # The round is gathered for 20 ms, then answered input_required.
+    ops += bytes([ADVANCE, 25, 0, WRITTEN_CONN, 0, 255, ACCEPT_HTTP])
+    retry = modern_body("tools/call", ECHO, 8, raw_tail=b'"inputResponses":{"elicitation-1":'
+                        b'{"action":"accept","content":{}}},' + STATE_TAIL)
+    ops += data(DATA_CONN_WITH_STATE, modern_post("tools/call", name="echo", headers=ECHO_HEADERS,
+                                                  body=retry), 1)
+    # roots/list was not answered: asked again; the child got the elicitation's answer.
+    ops += bytes([WRITTEN_CHILD, 0, 255, WRITTEN_CONN, 1, 255, ACCEPT_HTTP])
+    retry2 = modern_body("tools/call", ECHO, 9, raw_tail=b'"inputResponses":{"roots-2":'
+                         b'{"roots":[{"uri":"file:///tmp"}]}},' + STATE_TAIL)
+    ops += data(DATA_CONN_WITH_STATE, modern_post("tools/call", name="echo", headers=ECHO_HEADERS,
+                                                  body=retry2), 2)
+    ops += bytes([WRITTEN_CHILD, 0, 255]) + data(DATA_CHILD, child_result(1, TEXT))
+    ops += bytes([WRITTEN_CONN, 2, 255, ACCEPT_HTTP])
+    # The same requestState again: used up.
+    ops += data(DATA_CONN_WITH_STATE, modern_post("tools/call", name="echo", headers=ECHO_HEADERS,
+                                                  body=retry2), 3)
+    ops += bytes([WRITTEN_CONN, 3, 255, NEXT_DEADLINE, NEXT_DEADLINE, SHUTDOWN, NEXT_DEADLINE])
+    return ops
+
+
+def stateless_held_expires(config):
+    # An input_required answer never retried: cancelled at --session-timeout; a forged state.
+    ops = stateless_start(config, modern_post("tools/call", ECHO, 7, "echo", ECHO_HEADERS,
+                                              caps={"sampling": {}}))
+    ops += bytes([WRITTEN_CHILD, 0, 255])
+    ops += data(DATA_CHILD, child_ask(5, "sampling/createMessage", {"messages": [], "maxTokens": 5})
+                + child_ask(6, "elicitation/create", ELICIT))
+    ops += bytes([NEXT_DEADLINE, WRITTEN_CONN, 0, 255, ACCEPT_HTTP])
+    forged = modern_body("tools/call", ECHO, 8, raw_tail=b'"inputResponses":{},"requestState":"1.00"')
+    ops += data(DATA_CONN, modern_post("tools/call", name="echo", headers=ECHO_HEADERS, body=forged), 1)
+    ops += bytes([WRITTEN_CONN, 1, 255, ADVANCE, 0xb8, 0x0b, WRITTEN_CHILD, 0, 255])
+    ops += data(DATA_CHILD, child_result(1, TEXT) + child_ask(9, "roots/list", {}))
+    ops += bytes([NEXT_DEADLINE, EXITED, 0, 0, EOF_CHILD, 0, NEXT_DEADLINE])
+    return ops
+
+
+def stateless_listen(config):
+    listen = modern_post("subscriptions/listen", {"notifications": {
+        "toolsListChanged": True, "promptsListChanged": True,
+        "resourceSubscriptions": ["file:///a", "file:///a/b"]}}, 1)
+    ops = stateless_start(config, listen)
+    ops += bytes([WRITTEN_CONN, 0, 255, WRITTEN_CHILD, 0, 255])
+    ops += data(DATA_CHILD, CHILD_SUBSCRIBED
+                + line({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+                + line({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                        "params": {"uri": "file:///a/b/c"}})
+                + child_ask(3, "elicitation/create", ELICIT))
+    ops += bytes([WRITTEN_CONN, 0, 255, WRITTEN_CHILD, 0, 255, ACCEPT_HTTP])
+    ops += data(DATA_CONN, modern_post("subscriptions/listen", {"notifications": {}}, 2), 1)
+    ops += bytes([ADVANCE, 0x2c, 0x01, EOF_CONN, 0, WRITTEN_CHILD, 0, 255, NEXT_DEADLINE])
+    ops += bytes([SHUTDOWN, WRITTEN_CONN, 0, 255, NEXT_DEADLINE])
+    return ops
+
+
+def stateless_refused(config):
+    # Removed methods, malformed _meta, mismatched headers, other versions, batches,
+    # notifications, GET/DELETE: all answered without a child, on one keep-alive connection.
+    bad = [
+        modern_post("initialize", {"protocolVersion": "2026-07-28"}),
+        modern_post("ping", rid="p"),
+        modern_post("resources/subscribe", {"uri": "file:///a"}, name="file:///a"),
+        modern_post("tools/list", body=b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}'),
+        modern_post("tools/list", body=b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":[]}}'),
+        modern_post("tools/list", caps=None),
+        modern_post("tools/list", headers=[], body=modern_body("prompts/list")),
+        modern_post("tools/call", ECHO, name="=?base64?ZWNobw=?="),
+        modern_post("tools/call", ECHO),
+        modern_post("tools/list", meta={"io.modelcontextprotocol/protocolVersion": "2099-01-01"}),
+        modern_post("tools/call", dict(ECHO, inputResponses=[1]), name="echo"),
+        modern_post("tools/list", body=b"[" + modern_body("tools/list") + b"]"),
+        modern_post("notifications/cancelled", body=b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}'),
+        http("POST", "/mcp", MCP_HEADERS + [("MCP-Protocol-Version", "2099-01-01"),
+             ("Content-Length", str(len(modern_body("tools/list"))))], modern_body("tools/list")),
+        http("GET", "/mcp", [("Host", "localhost"), ("MCP-Protocol-Version", "2026-07-28"),
+             ("Accept", "text/event-stream")]),
+        http("DELETE", "/mcp", [("Host", "localhost"), ("MCP-Protocol-Version", "2026-07-28")]),
+    ]
+    ops = bytes([config, ACCEPT_HTTP])
+    for req in bad:
+        ops += data(DATA_CONN, req) + bytes([WRITTEN_CONN, 0, 255])
+    # A name in base64 is fine: this one waits for a child that never starts.
+    ops += data(DATA_CONN, modern_post("tools/call", ECHO, name="=?base64?ZWNobw==?="))
+    return ops + bytes([SPAWN_FAILED, 0, NEXT_DEADLINE, WRITTEN_CONN, 0, 255, NEXT_DEADLINE])
+
+
+def stateless_cancel(config):
+    # The client closes its stream mid-request: the child is told, rests, then serves the next.
+    ops = stateless_start(config, modern_post("tools/call", ECHO, 1, "echo", ECHO_HEADERS))
+    ops += bytes([WRITTEN_CHILD, 0, 255])
+    ops += bytes([ACCEPT_HTTP])
+    ops += data(DATA_CONN, modern_post("tools/call", ECHO, 2, "echo", ECHO_HEADERS), 1)
+    ops += bytes([BROKEN_CONN, 0, WRITTEN_CHILD, 0, 255])
+    ops += data(DATA_CHILD, child_result(1, TEXT))
+    ops += bytes([NEXT_DEADLINE, WRITTEN_CHILD, 0, 255]) + data(DATA_CHILD, child_result(2, TEXT))
+    ops += bytes([WRITTEN_CONN, 0, 255, ACCEPT_HTTP])
+    ops += data(DATA_CONN, modern_post("tools/call", ECHO, 3, "echo", ECHO_HEADERS), 1)
+    ops += bytes([EOF_CONN, 1, WRITTEN_CHILD, 0, 255, EXITED, 0, 140, NEXT_DEADLINE, SPAWNED, 0])
+    ops += bytes([WRITTEN_CHILD, 0, 255, NEXT_DEADLINE])
+    return ops
+
+
+def stateless_init_refused(config):
+    ops = bytes([config, ACCEPT_HTTP]) + data(DATA_CONN, modern_post("server/discover"))
+    ops += bytes([SPAWNED, 0, WRITTEN_CHILD, 0, 255]) + data(DATA_CHILD, CHILD_INIT_REFUSED)
+    ops += bytes([WRITTEN_CHILD, 0, 255])
+    ops += data(DATA_CHILD, line({"jsonrpc": "2.0", "id": "mcp-relay:stateless-settle", "result": {}}))
+    ops += bytes([WRITTEN_CONN, 0, 255])
+    ops += data(DATA_CONN, modern_post("subscriptions/listen", {"notifications": {"toolsListChanged": True}}, 2))
+    ops += bytes([WRITTEN_CONN, 0, 255, SPAWN_FAILED, 0, NEXT_DEADLINE])
+    return ops
+
+
+write("relay", "stateless-discover-and-call", stateless_discover_and_call(0b0000_1111))
+write("relay", "stateless-elicitation-retry", stateless_elicitation(0b0000_1111))
+write("relay", "stateless-held-expires", stateless_held_expires(0b0000_1111))
+write("relay", "stateless-listen", stateless_listen(0b0000_1111))
+write("relay", "stateless-refused", stateless_refused(0b0000_1111))
+write("relay", "stateless-cancel", stateless_cancel(0b0010_1111))
+write("relay", "stateless-init-refused", stateless_init_refused(0b0000_1111))

@@ -31,10 +31,13 @@ for t in $targets; do
     mkdir -p "$scratch/$t"
     dirs=("$scratch/$t" "$here/corpus/$t")
     [ -d "$here/regressions/$t" ] && dirs+=("$here/regressions/$t")
+    # A target's dictionary (<target>.dict: header names, methods, _meta keys), if it has one.
+    dict=()
+    [ -f "$here/$t.dict" ] && dict=(-dict="$here/$t.dict")
     echo "smoke: $t for ${seconds}s" >&2
     # New inputs go to the scratch dir: the committed corpus only changes on purpose.
     if ! "${fuzz[@]}" run "${opts[@]}" "$t" "${dirs[@]}" -- \
-        -max_total_time="$seconds" -print_final_stats=1 \
+        -max_total_time="$seconds" -print_final_stats=1 ${dict[@]+"${dict[@]}"} \
         >"$scratch/$t.log" 2>&1; then
         echo "smoke: $t FAILED; the crashing input is under $here/artifacts/$t/" >&2
         tail -n 60 "$scratch/$t.log" >&2

@@ -1226,7 +1226,8 @@ impl HttpServer {
             ));
         }
         if let Some(version) = stateless::modern_version(head, entries) {
-            return self.stateless_post(now, conn, head, &body, entries, version, cors);
+            let batch = matches!(msg, Message::Batch(_));
+            return self.stateless_post(now, conn, head, &body, entries, batch, version, cors);
         }
         if let Some(v) = head.header("mcp-protocol-version") {
             if !SESSION_ERA_VERSIONS.contains(&v) {

@@ -379,7 +379,8 @@ fn check_headers(
 impl HttpServer {
     /// A POST of the 2026-07-28 era: checked, then answered by the relay (`server/discover`,
     /// `subscriptions/listen`, removed methods, a retry of a held request) or queued for a
-    /// pool child.
+    /// pool child. `batch`: the body is a JSON array, even of one message (which would
+    /// otherwise reach the child as it came, with the client's id).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn stateless_post(
         &mut self,
@@ -388,10 +389,11 @@ impl HttpServer {
         head: &Head,
         body: &[u8],
         entries: &[Envelope<'_>],
+        batch: bool,
         version: String,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
-        let [e] = entries else {
+        let ([e], false) = (entries, batch) else {
             return Err(reject(
                 400,
                 codes::INVALID_REQUEST,

@@ -12,8 +12,12 @@
 //! * after `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`.
 //!
 //! Input format (so that seeds can be written by hand, see `seeds.py`): byte 0 configures
-//! (limits, prespawn); then one operation per byte, `op % 18`, each followed by its operands.
-//! Endpoints are chosen by index among those for which the operation is legal.
+//! (limits, prespawn); then one operation per byte, `op % 19`, each followed by its operands.
+//! Endpoints are chosen by index among those for which the operation is legal. The op byte
+//! 255 is apart: data to a connection like op 2, with the first `"$state"` in it replaced by
+//! the last `requestState` the relay sent to any connection (and as many of the spaces right
+//! after it dropped as the data grew, so that a `Content-Length` stays right): a stateless
+//! client's retry must echo what the relay made up.
 
 #![no_main]
 
@@ -98,6 +102,8 @@ struct Driver {
     last_spawn: Option<u64>,
     stopped_accepting: bool,
     max_read: usize,
+    /// The last `requestState` value (the bytes inside its JSON string) sent to a connection.
+    last_state: Option<Vec<u8>>,
     /// `FUZZ_TRACE=1`: print every input and output (to replay a crash).
     trace: bool,
     start: Instant,
@@ -191,7 +197,12 @@ impl Driver {
             Output::Send {
                 to: Endpoint::Conn(c),
                 data,
-            } => self.conn(c, "Send").unwritten += data.len(),
+            } => {
+                self.conn(c, "Send").unwritten += data.len();
+                if let Some(state) = request_state(&data) {
+                    self.last_state = Some(state.to_vec());
+                }
+            }
             Output::Send {
                 to: Endpoint::Child(c),
                 data,
@@ -264,9 +275,33 @@ impl Driver {
             .collect()
     }
 
+    /// Reads `data` from `conn`, in reads of at most `max_read`, while it is open and unpaused.
+    fn conn_data(&mut self, conn: ConnId, data: &[u8]) {
+        for read in data.chunks(self.max_read) {
+            if !self.conns[&conn].open || self.conns[&conn].paused {
+                break;
+            }
+            self.input(Input::Data {
+                from: Endpoint::Conn(conn),
+                data: read,
+            });
+        }
+    }
+
     /// Performs one operation; `None` when the input is used up.
     fn step(&mut self, ops: &mut Bytes<'_>) -> Option<()> {
-        let op = ops.byte()? % 19;
+        let byte = ops.byte()?;
+        if byte == 255 {
+            // Apart from the modulo, so that committed inputs keep their meaning.
+            let conn = ops.pick(&self.conns_where(|c| c.open && !c.eof && !c.paused))?;
+            let data = with_state(ops.data()?, self.last_state.as_deref());
+            if self.trace {
+                eprintln!("op 255: data with the last requestState to {conn}");
+            }
+            self.conn_data(conn, &data);
+            return Some(());
+        }
+        let op = byte % 19;
         match op {
             0 | 1 => {
                 if self.stopped_accepting {
@@ -299,15 +334,7 @@ impl Driver {
             2 => {
                 let conn = ops.pick(&self.conns_where(|c| c.open && !c.eof && !c.paused))?;
                 let data = ops.data()?;
-                for read in data.chunks(self.max_read) {
-                    if !self.conns[&conn].open || self.conns[&conn].paused {
-                        break;
-                    }
-                    self.input(Input::Data {
-                        from: Endpoint::Conn(conn),
-                        data: read,
-                    });
-                }
+                self.conn_data(conn, data);
             }
             3 => {
                 let child =
@@ -440,6 +467,32 @@ impl Driver {
     }
 }
 
+/// The value of the first `"requestState":"…"` in `data`, up to its closing quote.
+fn request_state(data: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = br#""requestState":""#;
+    let start = data.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = data[start..].iter().position(|b| *b == b'"')?;
+    Some(&data[start..start + len])
+}
+
+/// `data` with its first `"$state"` replaced by `state` as a JSON string, and up to as many
+/// of the spaces right after it dropped as that added; unchanged without both.
+fn with_state(data: &[u8], state: Option<&[u8]>) -> Vec<u8> {
+    const MARK: &[u8] = b"\"$state\"";
+    let (Some(state), Some(at)) = (state, data.windows(MARK.len()).position(|w| w == MARK)) else {
+        return data.to_vec();
+    };
+    let rest = &data[at + MARK.len()..];
+    let grown = (state.len() + 2).saturating_sub(MARK.len());
+    let spaces = rest.iter().take(grown).take_while(|b| **b == b' ').count();
+    let mut out = data[..at].to_vec();
+    out.push(b'"');
+    out.extend_from_slice(state);
+    out.push(b'"');
+    out.extend_from_slice(&rest[spaces..]);
+    out
+}
+
 /// How many of `unwritten` bytes a write reports: all of them from 128 up, else up to `b`.
 fn written(b: u8, unwritten: usize) -> usize {
     if b >= 128 {
@@ -504,6 +557,7 @@ fuzz_target!(|data: &[u8]| {
         last_spawn: None,
         stopped_accepting: false,
         max_read: 64,
+        last_state: None,
         trace: std::env::var_os("FUZZ_TRACE").is_some(),
         start: now,
     };
