@@ -363,14 +363,17 @@ fn check_headers(
     };
     if let Some(field) = name_field {
         let body_name = message::param_str(e.params, field).unwrap_or_default();
-        match head.header("mcp-name").and_then(header_value) {
+        let Some(sent) = head.header("mcp-name") else {
+            return Err(mismatch("the Mcp-Name header is missing".into()));
+        };
+        match header_value(sent) {
             Some(n) if n == body_name => {}
             Some(n) => {
                 return Err(mismatch(format!(
                     "Mcp-Name {n} does not match the body's {field} {body_name}"
                 )))
             }
-            None => return Err(mismatch("the Mcp-Name header is missing".into())),
+            None => return Err(mismatch("the Mcp-Name header is not valid base64".into())),
         }
     }
     Ok(())
