@@ -348,3 +348,56 @@ fn the_queue_moves_on_when_servers_rest_after_cancelled_requests() {
         "{test}: tools/list waited {waited:?} behind two servers resting for 1 s"
     );
 }
+
+#[test]
+fn a_full_stateless_queue_answers_503_with_retry_after() {
+    let test = "a_full_stateless_queue_answers_503_with_retry_after";
+    if let Some(why) = everything_missing() {
+        return skip(test, &why);
+    }
+    let server = everything_server();
+    // One server, and room for one waiting request (--max-sessions bounds the queue).
+    let relay = HttpRelay::builder()
+        .command(["node".as_ref(), server.as_os_str(), "stdio".as_ref()])
+        .args(["--stateless-pool", "1", "--max-sessions", "1"])
+        .start();
+    let slow = json!({"name": "trigger-long-running-operation", "arguments": {"duration": 20, "steps": 100}});
+    let mut busy = relay.connect();
+    send_modern(
+        &mut busy,
+        1,
+        "tools/call",
+        Some("trigger-long-running-operation"),
+        slow,
+        json!({"progressToken": "p1"}),
+    );
+    // Its first progress: the only server is taken.
+    assert_eq!(
+        busy.read_head().status,
+        200,
+        "{test}: the slow call was refused"
+    );
+    assert!(
+        busy.next_event().is_some(),
+        "{test}: no progress from the slow call"
+    );
+    // The next request waits its turn...
+    let mut waiting = relay.connect();
+    send_modern(&mut waiting, 2, "tools/list", None, json!({}), json!({}));
+    // ...and the one after it finds the queue full.
+    let mut refused = relay.connect();
+    send_modern(&mut refused, 3, "tools/list", None, json!({}), json!({}));
+    let response = refused.read_response();
+    assert_eq!(response.status(), 503, "{test}: {}", response.text());
+    assert!(
+        response.header("retry-after").is_some(),
+        "{test}: no Retry-After on the 503"
+    );
+    let error = response.json();
+    assert_eq!(error["id"], 3, "{test}: {error}");
+    // When the slow call is abandoned, the waiting request is served (after the rest).
+    busy.close();
+    waiting.set_read_timeout(Duration::from_secs(20));
+    let served = waiting.read_response();
+    assert_eq!(served.status(), 200, "{test}: {}", served.text());
+}
