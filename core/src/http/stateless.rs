@@ -507,11 +507,16 @@ impl HttpServer {
             return Ok(());
         }
         let waiting = self.pool_queue.len();
-        if waiting >= self.config.http.max_sessions {
+        // The bytes waiting are bounded too: each request holds its whole body.
+        let queued_bytes: usize = self.pool_queue.iter().map(|q| q.line.len()).sum();
+        let byte_limit = 4 * (self.config.max_buffered + self.config.max_message_size);
+        if waiting >= self.config.http.max_sessions
+            || queued_bytes + queued.line.len() > byte_limit
+        {
             let mut r = reject(
                 503,
                 codes::SERVER_UNAVAILABLE,
-                format!("mcp-relay: {waiting} stateless requests already wait for a server; try again later"),
+                format!("mcp-relay: {waiting} stateless requests ({queued_bytes} bytes) already wait for a server; try again later"),
             );
             r.headers.push(("Retry-After", "1".into()));
             r.id = Some(queued.id);
