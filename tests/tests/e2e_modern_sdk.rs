@@ -401,3 +401,70 @@ fn a_full_stateless_queue_answers_503_with_retry_after() {
     let served = waiting.read_response();
     assert_eq!(served.status(), 200, "{test}: {}", served.text());
 }
+
+#[test]
+fn the_stateless_queue_is_bounded_in_bytes() {
+    let test = "the_stateless_queue_is_bounded_in_bytes";
+    if let Some(why) = everything_missing() {
+        return skip(test, &why);
+    }
+    let server = everything_server();
+    // 4 × (1 KiB + 4 KiB) = 20 KiB may wait, whatever the number of requests.
+    let relay = HttpRelay::builder()
+        .command(["node".as_ref(), server.as_os_str(), "stdio".as_ref()])
+        .args([
+            "--stateless-pool",
+            "1",
+            "--max-buffered",
+            "1KiB",
+            "--max-message-size",
+            "4KiB",
+        ])
+        .start();
+    let slow = json!({"name": "trigger-long-running-operation", "arguments": {"duration": 20, "steps": 100}});
+    let mut busy = relay.connect();
+    send_modern(
+        &mut busy,
+        1,
+        "tools/call",
+        Some("trigger-long-running-operation"),
+        slow,
+        json!({"progressToken": "p1"}),
+    );
+    assert_eq!(
+        busy.read_head().status,
+        200,
+        "{test}: the slow call was refused"
+    );
+    assert!(
+        busy.next_event().is_some(),
+        "{test}: no progress from the slow call"
+    );
+    let padding = "x".repeat(3500);
+    let mut waiting = Vec::new();
+    for id in 2..=6 {
+        let mut conn = relay.connect();
+        send_modern(
+            &mut conn,
+            id,
+            "tools/list",
+            None,
+            json!({"padding": padding}),
+            json!({}),
+        );
+        waiting.push(conn);
+    }
+    let mut refused = relay.connect();
+    send_modern(
+        &mut refused,
+        7,
+        "tools/list",
+        None,
+        json!({"padding": padding}),
+        json!({}),
+    );
+    let response = refused.read_response();
+    assert_eq!(response.status(), 503, "{test}: {}", response.text());
+    assert_eq!(response.json()["id"], 7, "{test}: {}", response.text());
+    drop(waiting);
+}

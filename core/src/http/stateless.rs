@@ -510,8 +510,7 @@ impl HttpServer {
         // The bytes waiting are bounded too: each request holds its whole body.
         let queued_bytes: usize = self.pool_queue.iter().map(|q| q.line.len()).sum();
         let byte_limit = 4 * (self.config.max_buffered + self.config.max_message_size);
-        if waiting >= self.config.http.max_sessions
-            || queued_bytes + queued.line.len() > byte_limit
+        if waiting >= self.config.http.max_sessions || queued_bytes + queued.line.len() > byte_limit
         {
             let mut r = reject(
                 503,
