@@ -10,14 +10,16 @@
 //! into reads (1 byte and up, request bodies sometimes chunked), how much of what the relay
 //! sends is written at a time, and which event streams the client drops (end of file or a
 //! reset) to resume with `GET /mcp` + `Last-Event-ID`, which notifications clients POST
-//! (202), and which connections a client half-closes after its one request while still
-//! reading the answer (as distinct from a client that leaves).
+//! (202), which connections a client half-closes after its one request while still
+//! reading the answer (as distinct from a client that leaves), and which calls of a
+//! 2025-03-26 session go together as one JSON-RPC batch.
 //!
 //! The invariants are listed and checked in [`crate::invariants`] (`http_*`) and, as the
 //! clients read, here. Seeds run through [`crate::runner`], as the TCP runs do.
 
 use crate::http_client::{self, contains, Rx, RxEv, LOCAL};
 use crate::profile::{HttpProfile, Profile};
+use crate::rng::Rng;
 use crate::sim::{Event, Sim};
 use crate::trace::Bytes;
 use mcp_relay_core::{ConnId, Endpoint, Input, Output, Transport, SESSION_ERA_VERSIONS};
@@ -248,6 +250,9 @@ pub struct HttpClients {
     pub batch_answer_lines: u64,
     /// Calls of batches answered by the server (not by the relay's error).
     pub batch_calls_answered: u64,
+    /// Calls of batches that ended without the server's answer (the relay's error, 404,
+    /// cancelled).
+    pub batch_calls_failed: u64,
     /// Tagged messages a child wrote too large for the relay: tag → (session, request id).
     pub(crate) oversize: BTreeMap<String, (usize, u64)>,
     /// The children and restarts of each HTTP session, by `Mcp-Session-Id`.
@@ -323,6 +328,10 @@ impl Sim {
     }
     fn plan_session(&mut self, doomed: bool) -> Sess {
         let p = self.http.profile().clone();
+        // Batches are drawn from a generator of their own: a run that forms none replays
+        // exactly as it did before batches existed (its seeds keep their meaning).
+        let at = self.http.sessions.len() as u64;
+        let mut br = Rng::new(self.seed ^ 0xba7c_4e5d_0000_0000 ^ at);
         let r = &mut self.rng;
         let version = *r.pick(&SESSION_ERA_VERSIONS);
         let n = r.range_usize(p.calls.0, p.calls.1);
@@ -416,18 +425,18 @@ impl Sim {
         let mut batches = Vec::new();
         if version == "2025-03-26" && p.batches > 0 {
             // Batches were part of this version only (2025-06-18 removed them).
-            while shared.len() >= 2 && r.chance(p.batches) {
-                let n = r.range_usize(2, shared.len().min(4));
+            while shared.len() >= 2 && br.chance(p.batches) {
+                let n = br.range_usize(2, shared.len().min(4));
                 let calls: Vec<usize> = shared.drain(..n).collect();
                 groups.push(Group {
                     calls: calls.clone(),
                     pipelined: false,
-                    close_last: r.chance(200),
+                    close_last: br.chance(200),
                     batch: Some(batches.len()),
                 });
                 batches.push(Batch {
                     calls,
-                    note: r.chance(300),
+                    note: br.chance(300),
                 });
             }
         }
@@ -1301,6 +1310,7 @@ impl Sim {
                     let call = &mut sess.calls[c];
                     call.failed = true;
                     call.done = true;
+                    self.http.batch_calls_failed += 1;
                 }
                 self.send_next_later(conn);
                 self.maybe_finish(s);
@@ -1320,7 +1330,9 @@ impl Sim {
                     } else {
                         call.answered == 1 && call.progress_seen == k
                     };
-                    if !call.failed {
+                    if call.failed {
+                        self.http.batch_calls_failed += 1;
+                    } else {
                         self.http.batch_calls_answered += 1;
                     }
                     if !ok {
