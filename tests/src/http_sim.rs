@@ -10,14 +10,16 @@
 //! into reads (1 byte and up, request bodies sometimes chunked), how much of what the relay
 //! sends is written at a time, and which event streams the client drops (end of file or a
 //! reset) to resume with `GET /mcp` + `Last-Event-ID`, which notifications clients POST
-//! (202), and which connections a client half-closes after its one request while still
-//! reading the answer (as distinct from a client that leaves).
+//! (202), which connections a client half-closes after its one request while still
+//! reading the answer (as distinct from a client that leaves), and which calls of a
+//! 2025-03-26 session go together as one JSON-RPC batch.
 //!
 //! The invariants are listed and checked in [`crate::invariants`] (`http_*`) and, as the
 //! clients read, here. Seeds run through [`crate::runner`], as the TCP runs do.
 
 use crate::http_client::{self, contains, Rx, RxEv, LOCAL};
 use crate::profile::{HttpProfile, Profile};
+use crate::rng::Rng;
 use crate::sim::{Event, Sim};
 use crate::trace::Bytes;
 use mcp_relay_core::{ConnId, Endpoint, Input, Output, Transport, SESSION_ERA_VERSIONS};
@@ -103,6 +105,23 @@ pub(crate) struct Group {
     pub(crate) calls: Vec<usize>,
     pub(crate) pipelined: bool,
     pub(crate) close_last: bool,
+    /// Its calls go as one JSON-RPC batch (an index into [`Sess::batches`]).
+    pub(crate) batch: Option<usize>,
+}
+
+/// Calls sent as one JSON-RPC batch in one POST: each must get exactly one answer on that
+/// POST's stream (in a batch of answers or alone, in any order), none twice, none foreign.
+pub(crate) struct Batch {
+    pub(crate) calls: Vec<usize>,
+    /// A notification goes inside the batch too.
+    pub(crate) note: bool,
+}
+
+/// Whose event stream a stream is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Call(usize),
+    Batch(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +139,8 @@ pub(crate) struct Sess {
     pub(crate) sid: Option<String>,
     pub(crate) calls: Vec<Call>,
     pub(crate) groups: Vec<Group>,
+    /// Every batch the client sent or will send (never cleared).
+    pub(crate) batches: Vec<Batch>,
     pub(crate) doomed: bool,
     pub(crate) delete_at_end: bool,
     pub(crate) phase: Phase,
@@ -149,6 +170,8 @@ pub(crate) enum Expect {
     Init,
     Initialized,
     Call(usize),
+    /// A batch of calls (an index into [`Sess::batches`]).
+    Batch(usize),
     Resume(usize),
     /// 404: the session expired or was deleted.
     Gone,
@@ -217,8 +240,19 @@ pub struct HttpClients {
     /// How often each tag reached a client.
     pub(crate) seen: BTreeMap<String, u32>,
     /// Event stream number → (session, call, last sequence number seen).
-    pub(crate) streams: BTreeMap<u64, (usize, usize, u64)>,
+    pub(crate) streams: BTreeMap<u64, (usize, Owner, u64)>,
     pub http_responses: u64,
+    /// Batches of calls the clients POSTed (each time, retries included).
+    pub batches_sent: u64,
+    /// Batches whose response ended with every call settled.
+    pub batches_completed: u64,
+    /// Batches of answers (JSON arrays) received on a batch's stream.
+    pub batch_answer_lines: u64,
+    /// Calls of batches answered by the server (not by the relay's error).
+    pub batch_calls_answered: u64,
+    /// Calls of batches that ended without the server's answer (the relay's error, 404,
+    /// cancelled).
+    pub batch_calls_failed: u64,
     /// Tagged messages a child wrote too large for the relay: tag → (session, request id).
     pub(crate) oversize: BTreeMap<String, (usize, u64)>,
     /// The children and restarts of each HTTP session, by `Mcp-Session-Id`.
@@ -294,6 +328,10 @@ impl Sim {
     }
     fn plan_session(&mut self, doomed: bool) -> Sess {
         let p = self.http.profile().clone();
+        // Batches are drawn from a generator of their own: a run that forms none replays
+        // exactly as it did before batches existed (its seeds keep their meaning).
+        let at = self.http.sessions.len() as u64;
+        let mut br = Rng::new(self.seed ^ 0xba7c_4e5d_0000_0000 ^ at);
         let r = &mut self.rng;
         let version = *r.pick(&SESSION_ERA_VERSIONS);
         let n = r.range_usize(p.calls.0, p.calls.1);
@@ -381,8 +419,27 @@ impl Sim {
                 calls: vec![c],
                 pipelined: false,
                 close_last: false,
+                batch: None,
             })
             .collect();
+        let mut batches = Vec::new();
+        if version == "2025-03-26" && p.batches > 0 {
+            // Batches were part of this version only (2025-06-18 removed them).
+            while shared.len() >= 2 && br.chance(p.batches) {
+                let n = br.range_usize(2, shared.len().min(4));
+                let calls: Vec<usize> = shared.drain(..n).collect();
+                groups.push(Group {
+                    calls: calls.clone(),
+                    pipelined: false,
+                    close_last: br.chance(200),
+                    batch: Some(batches.len()),
+                });
+                batches.push(Batch {
+                    calls,
+                    note: br.chance(300),
+                });
+            }
+        }
         if !shared.is_empty() {
             let g = r.range_usize(1, shared.len().min(3));
             let first = groups.len();
@@ -391,6 +448,7 @@ impl Sim {
                     calls: Vec::new(),
                     pipelined: r.chance(500),
                     close_last: r.chance(200),
+                    batch: None,
                 });
             }
             for c in shared {
@@ -405,6 +463,7 @@ impl Sim {
             sid: None,
             calls,
             groups,
+            batches,
             doomed,
             delete_at_end: !doomed && r.chance(400),
             phase: Phase::NotStarted,
@@ -543,13 +602,15 @@ impl Sim {
         if p.era == 0 {
             p.era = self.http.sessions[p.session].inits;
         }
-        if let Expect::Call(c) = p.expect {
-            // The client's clock for this call starts when it is first sent.
-            let call = &self.http.sessions[p.session].calls[c];
-            if call.timer.is_none() && !call.done {
-                let after = self.http.profile().call_timeout;
-                let key = self.schedule(after, Event::Http(Ev::CallTimeout(p.session, c)));
-                self.http.sessions[p.session].calls[c].timer = Some(key);
+        if let Expect::Call(_) | Expect::Batch(_) = p.expect {
+            for c in self.calls_of(p.session, p.expect) {
+                // The client's clock for this call starts when it is first sent.
+                let call = &self.http.sessions[p.session].calls[c];
+                if call.timer.is_none() && !call.done {
+                    let after = self.http.profile().call_timeout;
+                    let key = self.schedule(after, Event::Http(Ev::CallTimeout(p.session, c)));
+                    self.http.sessions[p.session].calls[c].timer = Some(key);
+                }
             }
         }
         let closed = self
@@ -711,7 +772,11 @@ impl Sim {
     fn on_head(&mut self, conn: u64, p: Pending, status: u16, sid: Option<String>, sse: bool) {
         let retryable = matches!(
             p.expect,
-            Expect::Init | Expect::Initialized | Expect::Call(_) | Expect::Notified
+            Expect::Init
+                | Expect::Initialized
+                | Expect::Call(_)
+                | Expect::Batch(_)
+                | Expect::Notified
         );
         if status == 503 && retryable {
             // The relay cannot take it now (its server's input is full, too many requests
@@ -719,7 +784,11 @@ impl Sim {
             return;
         }
         let want = match p.expect {
-            Expect::Init | Expect::Call(_) | Expect::Resume(_) | Expect::Delete => 200,
+            Expect::Init
+            | Expect::Call(_)
+            | Expect::Batch(_)
+            | Expect::Resume(_)
+            | Expect::Delete => 200,
             Expect::Initialized | Expect::Notified => 202,
             Expect::Gone => 404,
         };
@@ -729,6 +798,7 @@ impl Sim {
                 404,
                 Expect::Initialized
                 | Expect::Call(_)
+                | Expect::Batch(_)
                 | Expect::Resume(_)
                 | Expect::Notified
                 | Expect::Delete,
@@ -739,7 +809,7 @@ impl Sim {
                         .contains(&p.era)
             }
             // A body over `max_message_size`.
-            (413, Expect::Init | Expect::Call(_) | Expect::Notified) => {
+            (413, Expect::Init | Expect::Call(_) | Expect::Batch(_) | Expect::Notified) => {
                 let len = self.http.conns[&conn]
                     .sent
                     .front()
@@ -787,8 +857,9 @@ impl Sim {
     }
 
     fn on_event(&mut self, conn: u64, p: Pending, id: Option<String>, data: Option<String>) {
-        let call = match p.expect {
-            Expect::Call(c) | Expect::Resume(c) => c,
+        let owner = match p.expect {
+            Expect::Call(c) | Expect::Resume(c) => Owner::Call(c),
+            Expect::Batch(b) => Owner::Batch(b),
             _ => {
                 if let Some(d) = data.filter(|d| !d.is_empty()) {
                     self.on_message(conn, p, d.as_bytes());
@@ -804,7 +875,7 @@ impl Sim {
             else {
                 return self.violate(format!("conn#{conn}: event id {id:?} is not <stream>-<n>"));
             };
-            if let Expect::Resume(_) = p.expect {
+            if let Expect::Resume(call) = p.expect {
                 let want = self.http.sessions[s].calls[call]
                     .last_event
                     .map(|(st, _)| st);
@@ -821,13 +892,13 @@ impl Sim {
                             "conn#{conn} s{s}: the first event seen of stream {stream} is {n}, not 1"
                         ));
                     }
-                    self.http.streams.insert(stream, (s, call, 1));
+                    self.http.streams.insert(stream, (s, owner, 1));
                 }
                 Some(entry) => {
                     let (s2, c2, last) = *entry;
-                    if (s2, c2) != (s, call) {
+                    if (s2, c2) != (s, owner) {
                         return self.violate(format!(
-                            "conn#{conn}: stream {stream} of session {s2} call {c2} delivered to session {s} call {call} (cross-talk)"
+                            "conn#{conn}: stream {stream} of session {s2} {c2:?} delivered to session {s} {owner:?} (cross-talk)"
                         ));
                     }
                     if n != last + 1 {
@@ -839,7 +910,9 @@ impl Sim {
                     entry.2 = n;
                 }
             }
-            self.http.sessions[s].calls[call].last_event = Some((stream, n));
+            if let Owner::Call(call) = owner {
+                self.http.sessions[s].calls[call].last_event = Some((stream, n));
+            }
         }
         if let Some(d) = data.filter(|d| !d.is_empty()) {
             self.on_message(conn, p, d.as_bytes());
@@ -848,7 +921,9 @@ impl Sim {
             if let Some(cn) = self.http.conns.get_mut(&conn) {
                 cn.events_here += 1;
             }
-            self.maybe_drop(conn, s, call);
+            if let Owner::Call(call) = owner {
+                self.maybe_drop(conn, s, call);
+            }
         }
     }
 
@@ -894,10 +969,55 @@ impl Sim {
                 self.http.sessions[s].init_answered = true;
             }
             Expect::Call(c) | Expect::Resume(c) => self.on_call_message(conn, p, c, &v),
+            Expect::Batch(b) => self.on_batch_message(conn, p, b, &v),
             _ => self.violate(format!(
                 "conn#{conn} s{s} {:?}: unexpected message {v}",
                 p.expect
             )),
+        }
+    }
+
+    /// A message on a batch's stream: a batch of answers, or one answer or progress
+    /// notification, each of one of the batch's calls.
+    fn on_batch_message(&mut self, conn: u64, p: Pending, b: usize, v: &Value) {
+        let s = p.session;
+        let calls = self.http.sessions[s].batches[b].calls.clone();
+        let of = |sim: &Sim, m: &Value| -> Option<usize> {
+            let sess = &sim.http.sessions[s];
+            calls.iter().copied().find(|&c| {
+                let call = &sess.calls[c];
+                if m["method"] == json!("notifications/progress") {
+                    call.token.as_ref() == Some(&m["params"]["progressToken"])
+                } else {
+                    m["id"] == json!(call.id)
+                }
+            })
+        };
+        let one: Vec<Value> = match v {
+            Value::Array(a) if a.is_empty() => {
+                return self.violate(format!("conn#{conn} s{s} batch {b}: an empty batch"))
+            }
+            Value::Array(a) => {
+                if a.iter().any(|m| m.get("id").is_none()) {
+                    return self.violate(format!(
+                        "conn#{conn} s{s} batch {b}: a batch of answers with something else in it: {v}"
+                    ));
+                }
+                self.http.batch_answer_lines += 1;
+                a.clone()
+            }
+            m => vec![m.clone()],
+        };
+        for m in &one {
+            let Some(c) = of(self, m) else {
+                return self.violate(format!(
+                    "conn#{conn} s{s} batch {b} (calls {calls:?}): a message for none of its calls (foreign): {m}"
+                ));
+            };
+            self.on_call_message(conn, p, c, m);
+            if self.failed() {
+                return;
+            }
         }
     }
 
@@ -1183,6 +1303,50 @@ impl Sim {
                 self.send_next_later(conn);
                 self.maybe_finish(s);
             }
+            Expect::Batch(b) if status == 404 || status == 413 => {
+                let sess = &mut self.http.sessions[s];
+                sess.lost |= status == 404 && p.era == sess.inits;
+                for c in sess.batches[b].calls.clone() {
+                    let call = &mut sess.calls[c];
+                    call.failed = true;
+                    call.done = true;
+                    self.http.batch_calls_failed += 1;
+                }
+                self.send_next_later(conn);
+                self.maybe_finish(s);
+            }
+            Expect::Batch(b) => {
+                // Each call of the batch got exactly one answer on this stream (the server's
+                // or the relay's error), unless the client cancelled it (at most one then).
+                let sess = &mut self.http.sessions[s];
+                for c in sess.batches[b].calls.clone() {
+                    let call = &mut sess.calls[c];
+                    let k = call.slow.map_or(0, |(k, _)| k);
+                    let ok = if call.cancelled {
+                        call.failed |= call.answered == 0;
+                        call.answered <= 1
+                    } else if call.failed {
+                        call.answered == 1
+                    } else {
+                        call.answered == 1 && call.progress_seen == k
+                    };
+                    if call.failed {
+                        self.http.batch_calls_failed += 1;
+                    } else {
+                        self.http.batch_calls_answered += 1;
+                    }
+                    if !ok {
+                        let (a, n) = (call.answered, call.progress_seen);
+                        return self.violate(format!(
+                            "conn#{conn} s{s} batch {b} call {c}: the response ended with {a} answers and {n} of {k} progress notifications"
+                        ));
+                    }
+                    call.done = true;
+                }
+                self.http.batches_completed += 1;
+                self.send_next_later(conn);
+                self.maybe_finish(s);
+            }
             Expect::Call(c) | Expect::Resume(c) if self.http.sessions[s].calls[c].failed => {
                 let call = &mut self.http.sessions[s].calls[c];
                 if call.answered != 1 {
@@ -1316,8 +1480,10 @@ impl Sim {
 
     /// The client will send a request again after `d`.
     fn retry_later(&mut self, d: Duration, p: Pending, bytes: Vec<u8>) {
-        if let Expect::Call(c) = p.expect {
-            self.http.sessions[p.session].calls[c].retry_wait = true;
+        if let Expect::Call(_) | Expect::Batch(_) = p.expect {
+            for c in self.calls_of(p.session, p.expect) {
+                self.http.sessions[p.session].calls[c].retry_wait = true;
+            }
         }
         self.schedule(d, Event::Http(Ev::Retry(p, bytes)));
     }
@@ -1346,7 +1512,11 @@ impl Sim {
                 && !cn.deaf
                 && cn.pending.iter().any(|p| {
                     p.session == s
-                        && matches!(p.expect, Expect::Call(x) | Expect::Resume(x) if x == c)
+                        && match p.expect {
+                            Expect::Call(x) | Expect::Resume(x) => x == c,
+                            Expect::Batch(b) => self.http.sessions[s].batches[b].calls.contains(&c),
+                            _ => false,
+                        }
                 })
         });
         if waiting {
@@ -1520,6 +1690,9 @@ impl Sim {
                 req,
             );
         }
+        if let Some(b) = self.http.sessions[s].groups[g].batch {
+            return self.send_batch(s, b, conn, close_last);
+        }
         let lone = calls.len() == 1 && self.http.sessions[s].calls[calls[0]].drops_left == 0;
         if reuse.is_none() && lone && !close_last && self.rng.chance(self.http.profile().half_close)
         {
@@ -1550,6 +1723,48 @@ impl Sim {
         }
         if !pipelined && close_last && calls.len() > 1 {
             // Marked when the last one is written.
+        }
+    }
+
+    /// A batch's calls (and sometimes a notification among them) in one POST.
+    fn send_batch(&mut self, s: usize, b: usize, conn: u64, close: bool) {
+        let batch = &self.http.sessions[s].batches[b];
+        let (calls, note) = (batch.calls.clone(), batch.note);
+        let mut items: Vec<Value> = calls
+            .iter()
+            .map(|&c| serde_json::from_slice(&self.call_body(s, c)).expect("a call's body is JSON"))
+            .collect();
+        if note {
+            let at = self.rng.range_usize(0, items.len());
+            items.insert(
+                at,
+                json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed",
+                    "params": {"session": s, "batch": b}}),
+            );
+        }
+        let body = Value::Array(items).to_string();
+        self.http.batches_sent += 1;
+        let req = self.post(s, body.as_bytes(), close);
+        if close {
+            self.http.conns.get_mut(&conn).expect("conn").expect_close = true;
+        }
+        self.write_req(
+            conn,
+            Pending {
+                session: s,
+                expect: Expect::Batch(b),
+                era: 0,
+            },
+            req,
+        );
+    }
+
+    /// The calls a request carries.
+    fn calls_of(&self, s: usize, e: Expect) -> Vec<usize> {
+        match e {
+            Expect::Call(c) | Expect::Resume(c) => vec![c],
+            Expect::Batch(b) => self.http.sessions[s].batches[b].calls.clone(),
+            _ => Vec::new(),
         }
     }
 
@@ -1632,6 +1847,7 @@ impl Sim {
                 calls: vec![c],
                 pipelined: false,
                 close_last: false,
+                batch: None,
             }];
             sess.sid = None;
             sess.lost = false;
@@ -1719,10 +1935,14 @@ impl Sim {
             Ev::Resume(s, c) => self.resume(s, c),
             Ev::Finish(s) => self.finish(s),
             Ev::Retry(p, bytes) => {
-                if let Expect::Call(c) = p.expect {
-                    let call = &mut self.http.sessions[p.session].calls[c];
-                    call.retry_wait = false;
-                    if call.cancelled {
+                if let Expect::Call(_) | Expect::Batch(_) = p.expect {
+                    let calls = self.calls_of(p.session, p.expect);
+                    let sess = &mut self.http.sessions[p.session];
+                    for &c in &calls {
+                        sess.calls[c].retry_wait = false;
+                    }
+                    // A batch goes again while any of its calls is still wanted.
+                    if calls.iter().all(|&c| sess.calls[c].cancelled) {
                         return;
                     }
                 }
@@ -1755,11 +1975,13 @@ impl Sim {
             ));
             match p.expect {
                 Expect::Init | Expect::Initialized => self.era_failed(s),
-                Expect::Call(c) | Expect::Resume(c) => {
-                    let call = &mut self.http.sessions[s].calls[c];
-                    if !call.done {
-                        call.failed = true;
-                        call.done = true;
+                Expect::Call(_) | Expect::Resume(_) | Expect::Batch(_) => {
+                    for c in self.calls_of(s, p.expect) {
+                        let call = &mut self.http.sessions[s].calls[c];
+                        if !call.done {
+                            call.failed = true;
+                            call.done = true;
+                        }
                     }
                     self.maybe_finish(s);
                 }

@@ -434,7 +434,10 @@ fn describe(sim: &Sim) -> String {
 // also across a resumption; (b) every request gets one response with the status owed (404
 // for an expired or deleted session); (c) no message of one session reaches another's
 // client; (d) after `handle_timeout(now)` the next deadline is later than now; (e) nothing
-// is sent, paused or closed where it must not be. Below: after each step, and at the end.
+// is sent, paused or closed where it must not be; (g) each call of a JSON-RPC batch gets
+// exactly one answer on its POST's stream (a batch of answers, or single ones in any order,
+// or the relay's error per request), none of another request. Below: after each step, and
+// at the end (answers counted per call, that is per request id).
 
 /// A client whose connection the relay closed has read everything: it must not be
 /// waiting for anything more.

@@ -392,6 +392,9 @@ pub struct HttpProfile {
     pub half_close: u32,
     /// Groups of calls preceded by a notification POSTed on its own connection.
     pub notify_posts: u32,
+    /// In a 2025-03-26 session, groups of 2 to 4 calls sent as one JSON-RPC batch (one POST,
+    /// sometimes with a notification inside), answered on that POST's stream.
+    pub batches: u32,
     /// How long a client waits for a call's answer before it gives up and cancels it
     /// (`notifications/cancelled`), as SDK clients do (the TypeScript SDK's default is 60 s):
     /// a server that hangs where nothing probes it (`ping_interval` unset) answers nothing.
@@ -428,6 +431,7 @@ impl HttpProfile {
             slow_readers: 200,
             half_close: 200,
             notify_posts: 200,
+            batches: 300,
             call_timeout: Duration::from_secs(60),
             stubborn: 100,
             banner: 200,

@@ -1174,7 +1174,7 @@ impl Sim {
             Act::Answer { req, .. } => format!("answers {}", req.id),
             Act::AnswerBatch(r) => format!("answers a batch of {}", r.len()),
             Act::Stderr(b) => format!("writes {} to stderr", Bytes(b)),
-            Act::Say { line, .. } => format!("says {}", Bytes(line)),
+            Act::Say { line, .. } | Act::SayAll { line, .. } => format!("says {}", Bytes(line)),
             other => format!("{other:?}"),
         };
         let exited = side.server.act(now, act);
