@@ -41,7 +41,8 @@
 //! grandchild only holds pipes), servers that send requests to clients (except in
 //! `sim_http_mrtr.rs`, which plays the 2026-07-28 bridge's input rounds with its own scripted
 //! children), the legacy HTTP+SSE transport and other stateless HTTP (end-to-end tests cover
-//! them), and JSON-RPC batches over HTTP. (Mixed runs, [`Sim::mixed`], put HTTP clients under
+//! them), and JSON-RPC batches over HTTP in sessions of 2025-06-18 and later (real clients of
+//! those versions send none; 2025-03-26 sessions send them, `HttpProfile::batches`). (Mixed runs, [`Sim::mixed`], put HTTP clients under
 //! the TCP chaos profile: tiny message, in-flight and buffer limits, failing servers, early
 //! and double shutdowns, where a client's connection is refused and its requests are left
 //! without a response.)
