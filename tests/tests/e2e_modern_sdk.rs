@@ -24,7 +24,7 @@ mod http_support;
 
 use http_support::{
     everything_missing, everything_relay, everything_server, node22, node_modules, python_of,
-    python_sdk_missing_of, run_bounded, send_modern, show, skip, tests_dir, HttpRelay, Ran,
+    python_sdk_missing_of, run_bounded, send_modern, show, skip, tests_dir, Conn, HttpRelay, Ran,
     MCP_POST,
 };
 use serde_json::{json, Value};
@@ -349,29 +349,25 @@ fn the_queue_moves_on_when_servers_rest_after_cancelled_requests() {
     );
 }
 
-#[test]
-fn a_full_stateless_queue_answers_503_with_retry_after() {
-    let test = "a_full_stateless_queue_answers_503_with_retry_after";
-    if let Some(why) = everything_missing() {
-        return skip(test, &why);
-    }
+/// A relay in front of server-everything with these flags, and a connection whose slow call
+/// has started (its first progress arrived): with `--stateless-pool 1` the only server is taken.
+fn one_busy_server(test: &str, args: &[&str]) -> (HttpRelay, Conn) {
     let server = everything_server();
-    // One server, and room for one waiting request (--max-sessions bounds the queue).
     let relay = HttpRelay::builder()
         .command(["node".as_ref(), server.as_os_str(), "stdio".as_ref()])
-        .args(["--stateless-pool", "1", "--max-sessions", "1"])
+        .args(args)
         .start();
     let slow = json!({"name": "trigger-long-running-operation", "arguments": {"duration": 20, "steps": 100}});
     let mut busy = relay.connect();
+    let tool = Some("trigger-long-running-operation");
     send_modern(
         &mut busy,
         1,
         "tools/call",
-        Some("trigger-long-running-operation"),
+        tool,
         slow,
         json!({"progressToken": "p1"}),
     );
-    // Its first progress: the only server is taken.
     assert_eq!(
         busy.read_head().status,
         200,
@@ -381,6 +377,17 @@ fn a_full_stateless_queue_answers_503_with_retry_after() {
         busy.next_event().is_some(),
         "{test}: no progress from the slow call"
     );
+    (relay, busy)
+}
+
+#[test]
+fn a_full_stateless_queue_answers_503_with_retry_after() {
+    let test = "a_full_stateless_queue_answers_503_with_retry_after";
+    if let Some(why) = everything_missing() {
+        return skip(test, &why);
+    }
+    // One server, and room for one waiting request (--max-sessions bounds the queue).
+    let (relay, busy) = one_busy_server(test, &["--stateless-pool", "1", "--max-sessions", "1"]);
     // The next request waits its turn...
     let mut waiting = relay.connect();
     send_modern(&mut waiting, 2, "tools/list", None, json!({}), json!({}));
@@ -408,37 +415,17 @@ fn the_stateless_queue_is_bounded_in_bytes() {
     if let Some(why) = everything_missing() {
         return skip(test, &why);
     }
-    let server = everything_server();
     // 4 × (1 KiB + 4 KiB) = 20 KiB may wait, whatever the number of requests.
-    let relay = HttpRelay::builder()
-        .command(["node".as_ref(), server.as_os_str(), "stdio".as_ref()])
-        .args([
+    let (relay, _busy) = one_busy_server(
+        test,
+        &[
             "--stateless-pool",
             "1",
             "--max-buffered",
             "1KiB",
             "--max-message-size",
             "4KiB",
-        ])
-        .start();
-    let slow = json!({"name": "trigger-long-running-operation", "arguments": {"duration": 20, "steps": 100}});
-    let mut busy = relay.connect();
-    send_modern(
-        &mut busy,
-        1,
-        "tools/call",
-        Some("trigger-long-running-operation"),
-        slow,
-        json!({"progressToken": "p1"}),
-    );
-    assert_eq!(
-        busy.read_head().status,
-        200,
-        "{test}: the slow call was refused"
-    );
-    assert!(
-        busy.next_event().is_some(),
-        "{test}: no progress from the slow call"
+        ],
     );
     let padding = "x".repeat(3500);
     let mut waiting = Vec::new();
