@@ -52,6 +52,8 @@ pub enum Timer {
     StatelessInputRound,
     /// A request answered with `input_required` got no retry within `--session-timeout`.
     StatelessRetryWait,
+    /// A queued stateless request may take the place of a request held for its retry.
+    StatelessEvict,
 
     // ---- the prespawn pool (`pool.rs`) ----
     /// Start a prespawned child in place of one taken or lost.
@@ -81,6 +83,7 @@ impl Timer {
             Timer::PoolRest => "http: a pool child's rest ends",
             Timer::StatelessInputRound => "http: a stateless request's input round is gathered",
             Timer::StatelessRetryWait => "http: no retry came for an input_required answer",
+            Timer::StatelessEvict => "http: a held request may give way to a queued one",
             Timer::PrespawnReplace => "prespawn: replace a child",
         }
     }

@@ -1494,12 +1494,19 @@ fn the_pool_full_of_held_requests_gives_way() {
     let (sb, qb) = input_required(&w.resp(b), 2);
     assert_eq!(w.held(), 2);
     assert_eq!(w.children.len(), 2);
-    // A third request: the longest held (the first) gives way.
+    // A third request: the longest held (the first) gives way, once it has been held 5 s
+    // (a client that retries at once keeps its request through a burst of others).
     let c = w.post(
         &call_body(3, "tag3z", &json!([]), &all_caps(), None),
         Some("tag3z"),
     );
     w.run_for(ms(100));
+    assert!(
+        w.conns[&c].resps.is_empty(),
+        "a request held for 200 ms was given up:\n{}",
+        w.tail()
+    );
+    w.run_for(ms(5_000));
     assert_eq!(complete(&w.resp(c), 3), "tag3z ");
     let (ka, ida) = w.child_of("tag1z").expect("tag1z served");
     let (kb, _) = w.child_of("tag2z").expect("tag2z served");

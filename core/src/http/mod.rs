@@ -2266,11 +2266,13 @@ impl HttpServer {
             })
             .flatten()
             .map(|d| (d, Timer::PoolRest));
+        let evict = self.next_eviction().map(|d| (d, Timer::StatelessEvict));
         self.timers
             .first()
             .into_iter()
             .chain(keepalive)
             .chain(rested)
+            .chain(evict)
             .min_by_key(|(d, _)| *d)
     }
 

@@ -34,6 +34,9 @@ const SUBSCRIPTION_ID: &str = "mcp-relay:stateless-subscription";
 /// round (a server that needs several answers usually asks for them back to back).
 const INPUT_GATHER: Duration = Duration::from_millis(20);
 
+/// How long a request is held for its retry before new work may take its server.
+const EVICT_AFTER: Duration = Duration::from_secs(5);
+
 /// Most requests to the client one request may have outstanding; more are refused to the
 /// server (bounds what a server that asks without end makes the relay hold).
 const MAX_INPUT_REQUESTS: usize = 16;
@@ -1280,7 +1283,34 @@ impl HttpServer {
             })
             .filter_map(|(k, _)| Some((self.timers.get(HttpTimer::Input(*k))?.0, *k)))
             .min()
+            .filter(|(deadline, _)| self.evictable_from(*deadline) <= self.now)
             .map(|(_, k)| k)
+    }
+
+    /// When a request held until `deadline` (its retry deadline) may be given up for new
+    /// work: not before it has been held [`EVICT_AFTER`], so that a client that retries at
+    /// once (as SDKs do) never loses its request to a burst of others.
+    fn evictable_from(&self, deadline: Instant) -> Instant {
+        deadline
+            .checked_sub(self.config.http.session_timeout)
+            .unwrap_or(deadline)
+            + EVICT_AFTER
+    }
+
+    /// When a waiting request may next take a held child's place, if one waits.
+    pub(super) fn next_eviction(&self) -> Option<Instant> {
+        if self.pool_queue.is_empty() {
+            return None;
+        }
+        self.bridge
+            .children
+            .iter()
+            .filter(|(_, c)| c.job.as_ref().is_some_and(|j| j.secret.is_some()))
+            .filter_map(|(k, _)| self.timers.get(HttpTimer::Input(*k)))
+            .map(|(deadline, _)| self.evictable_from(deadline))
+            // One already due was considered at the last dispatch.
+            .filter(|t| *t > self.now)
+            .min()
     }
 
     /// Gives up a held request: the child is told, and serves the next request at once (it
