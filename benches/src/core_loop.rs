@@ -104,6 +104,7 @@ impl Harness {
                 match to {
                     Endpoint::Child(_) => self.to_child += data.len(),
                     Endpoint::Conn(_) => self.to_client += data.len(),
+                    Endpoint::Upstream(_) => {}
                 }
                 self.pending.push((to, data.len()));
                 black_box(data);

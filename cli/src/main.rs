@@ -438,6 +438,7 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
             prespawn: args.prespawn,
             max_connections: args.max_connections,
             idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
+            remote: None,
             // Runtime::bind seeds the session-id generator from the OS.
             seed: [0; 32],
         },

@@ -214,6 +214,8 @@ impl Driver {
                                 .push_back(Fact::Data(Endpoint::Child(child), bytes));
                         }
                     }
+                    // This driver has no remote server (no `Config::remote`).
+                    Endpoint::Upstream(_) => {}
                 }
             }
             Output::Close { endpoint } => match endpoint {
@@ -226,7 +228,9 @@ impl Driver {
                     self.say(&format!("relay: close the stdin of {child}; it exits"));
                     self.child_ends(child, ExitStatus::Code(0));
                 }
+                Endpoint::Upstream(_) => {}
             },
+            Output::Connect { .. } => {}
             Output::Signal { child, signal } => {
                 self.say(&format!("relay: send {signal:?} to {child}"));
                 let number = match signal {

@@ -52,7 +52,7 @@ impl ClientSide {
         match self {
             ClientSide::Tcp(o) => match o.sink() {
                 Endpoint::Conn(c) => Some(c),
-                Endpoint::Child(_) => None,
+                Endpoint::Child(_) | Endpoint::Upstream(_) => None,
             },
             ClientSide::Http(_) => None,
         }

@@ -2,6 +2,7 @@
 //! configuration must follow. A [`Config`] is plain data; [`Config::validate`] says what is
 //! wrong with one, in words an operator can act on. The CLI maps each problem to its flag.
 
+use crate::remote::{RemoteConfig, RemoteTransport, Scheme};
 use crate::supervisor::RestartPolicy;
 use std::fmt;
 use std::time::Duration;
@@ -57,6 +58,9 @@ pub struct Config {
     /// with 32 bytes of OS entropy (ids must be unguessable); the simulation uses its test
     /// seed. A program driving the core itself must do the same.
     pub seed: [u8; 32],
+    /// Client mode: sessions are served by a remote server reached over connections the
+    /// relay opens, instead of a child process (`None`: a child per session).
+    pub remote: Option<RemoteConfig>,
 }
 
 impl Default for Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             max_connections: 4096,
             idle_timeout: None,
             seed: [0; 32],
+            remote: None,
         }
     }
 }
@@ -204,6 +209,44 @@ impl Config {
         }
         if h.header_timeout.is_zero() {
             return err("http.header_timeout", "must be more than 0");
+        }
+        if let Some(r) = &self.remote {
+            if r.urls.is_empty() {
+                return err("remote.urls", "must name at least one remote server");
+            }
+            if r.urls.iter().any(|u| u.scheme == Scheme::Https) {
+                return err("remote.urls", "https:// is not supported yet");
+            }
+            let tcp = r.urls.iter().filter(|u| u.scheme == Scheme::Tcp).count();
+            if tcp != 0 && tcp != r.urls.len() {
+                return err("remote.urls", "must all be tcp:// or all be http://");
+            }
+            if (tcp != 0) != (r.transport == RemoteTransport::Tcp)
+                && r.transport != RemoteTransport::Auto
+            {
+                return err(
+                    "remote.transport",
+                    "tcp goes with tcp:// URLs, and only with them",
+                );
+            }
+            if r.connect_timeout.is_zero() {
+                return err("remote.connect_timeout", "must be more than 0");
+            }
+            if r.max_connections == 0 {
+                return err("remote.max_connections", "must be at least 1");
+            }
+            if self.prespawn != 0 {
+                return err("prespawn", "has no meaning with a remote server");
+            }
+            if r.headers.iter().any(|(n, v)| {
+                n.is_empty()
+                    || !n
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                    || v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+            }) {
+                return err("remote.headers", "must be Name: value, with no line breaks");
+            }
         }
         if h.auth_tokens
             .iter()

@@ -54,6 +54,7 @@ pub mod message;
 mod outbound;
 mod pool;
 mod relay;
+pub mod remote;
 mod report;
 mod requests;
 mod server;
@@ -65,6 +66,7 @@ pub use config::{Config, ConfigError, HttpConfig, Stats};
 pub use framing::{Flow, Frame, LineFramer};
 pub use http::SESSION_ERA_VERSIONS;
 pub use relay::Relay;
+pub use remote::{RemoteConfig, RemoteTransport, RemoteUrl, Scheme};
 pub use supervisor::RestartPolicy;
 pub use timer::Timer;
 
@@ -77,6 +79,23 @@ pub struct ConnId(pub u64);
 /// A child process, named by the core when it decides to spawn one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChildId(pub u64);
+
+/// A connection the relay opens to a remote server (client mode), named by the core: the
+/// server side it belongs to (a [`ChildId`] names every server incarnation, process or
+/// remote) and its number there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UpId {
+    /// The server side (one incarnation) the connection belongs to.
+    pub server: ChildId,
+    /// Its number among that server side's connections.
+    pub n: u32,
+}
+
+impl fmt::Display for UpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "up#{}.{}", self.server.0, self.n)
+    }
+}
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,6 +119,8 @@ pub enum Endpoint {
     Conn(ConnId),
     /// A child process: its stdin to write, its stdout to read.
     Child(ChildId),
+    /// A connection the relay opened to a remote server ([`Output::Connect`]).
+    Upstream(UpId),
 }
 
 impl fmt::Display for Endpoint {
@@ -107,6 +128,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Conn(c) => c.fmt(f),
             Endpoint::Child(c) => c.fmt(f),
+            Endpoint::Upstream(u) => u.fmt(f),
         }
     }
 }
@@ -230,6 +252,26 @@ pub enum Input<'a> {
         /// How it ended.
         status: ExitStatus,
     },
+    /// The relay's own stdin and stdout, as one client connection named `conn` (client mode:
+    /// a local client started the relay as its server). It speaks newline-delimited
+    /// JSON-RPC like a TCP client; when its session ends, the relay shuts down.
+    Attached {
+        /// The driver's name for it, never used before.
+        conn: ConnId,
+    },
+    /// The connection asked for by [`Output::Connect`] is established.
+    Connected {
+        /// The connection named in the `Connect`.
+        conn: UpId,
+    },
+    /// The connection asked for by [`Output::Connect`] could not be established (the name
+    /// did not resolve, it was refused, ...). The core expects nothing more about it.
+    ConnectFailed {
+        /// The connection named in the `Connect`.
+        conn: UpId,
+        /// Why, for logs and for the clients told that the remote cannot be reached.
+        error: &'a str,
+    },
     /// The operator asked the relay to stop (Ctrl-C, SIGTERM). The first request drains
     /// gracefully; a second one stops at once.
     Shutdown,
@@ -274,6 +316,18 @@ pub enum Output {
     Resume {
         /// What to read again.
         endpoint: Endpoint,
+    },
+    /// Open a TCP connection to `host:port` (a name is resolved by the driver, off its
+    /// loop), and say how it went with [`Input::Connected`] or [`Input::ConnectFailed`].
+    /// Bytes sent to it meanwhile wait until it is established. [`Output::Close`] on a
+    /// connection still being established abandons it.
+    Connect {
+        /// The core's name for the connection.
+        conn: UpId,
+        /// A host name or an IP address (IPv6 without brackets).
+        host: String,
+        /// The port.
+        port: u16,
     },
     /// Send the signal to the child's process group.
     Signal {

@@ -70,6 +70,9 @@ pub struct Relay {
     accept_trouble: usize,
     /// The last start of a server failed, with this error (cleared by the next that works).
     spawn_trouble: Option<String>,
+    /// The session of the relay's own stdin and stdout (client mode): when it ends, the
+    /// relay shuts down.
+    stdio: Option<SessionKey>,
 }
 
 /// The context session code runs in, borrowed from the relay's fields one by one (so that a
@@ -113,6 +116,7 @@ impl Relay {
             wall_clock: None,
             accept_trouble: 0,
             spawn_trouble: None,
+            stdio: None,
         })
     }
 
@@ -275,6 +279,41 @@ impl Relay {
                     Transport::Tcp => self.accept(now, conn, local, peer),
                 }
             }
+            Input::Attached { conn } => {
+                if self.conns.contains(conn) || self.stdio.is_some() {
+                    return;
+                }
+                self.conns.open(conn, Transport::Tcp);
+                log::info!("{conn}: serving the local client on stdin and stdout");
+                let client = ClientSide::tcp(conn, self.config.max_buffered);
+                let session = self.new_session(now, "stdio".to_owned(), client);
+                let key = self.add_session(session);
+                self.tcp.insert(conn, key);
+                self.stdio = Some(key);
+                self.http.set_other_sessions(self.tcp.len());
+                self.with_session(now, key, |_, _| {});
+            }
+            Input::Connected { conn } => {
+                self.with_child(now, conn.server, |s, ctx| s.upstream_connected(conn, ctx))
+            }
+            Input::ConnectFailed { conn, error } => self.with_child(now, conn.server, |s, ctx| {
+                s.upstream_connect_failed(conn, error, ctx)
+            }),
+            Input::Data {
+                from: Endpoint::Upstream(up),
+                data,
+            } => self.with_child(now, up.server, |s, ctx| s.upstream_data(up, data, ctx)),
+            Input::Eof {
+                from: Endpoint::Upstream(up),
+            } => self.with_child(now, up.server, |s, ctx| s.upstream_eof(up, ctx)),
+            Input::Written {
+                to: Endpoint::Upstream(up),
+                n,
+            } => self.with_child(now, up.server, |s, ctx| s.upstream_written(up, n, ctx)),
+            Input::Broken {
+                endpoint: Endpoint::Upstream(up),
+                reason,
+            } => self.with_child(now, up.server, |s, ctx| s.upstream_broken(up, reason, ctx)),
             Input::Shutdown => self.begin_shutdown(now),
             Input::AcceptTrouble { listeners } => self.accept_trouble = listeners,
             Input::Data {
@@ -703,6 +742,10 @@ impl Relay {
                 self.by_http.remove(&hkey);
             }
             self.timers.set(key, None);
+            if self.stdio == Some(key) && self.shutdown == Shutdown::No {
+                log::info!("the local client's session ended; shutting down");
+                self.begin_shutdown(now);
+            }
         } else {
             let deadline = session.poll_timeout(&self.config);
             self.timers.set(key, deadline);

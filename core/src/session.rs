@@ -18,7 +18,7 @@ use crate::requests::Requests;
 use crate::server::{Hang, Limits, ServerEnd, ServerSide};
 use crate::supervisor::{Decision, Supervisor};
 use crate::timer::Timer;
-use crate::{ChildId, Endpoint, ExitStatus, Output};
+use crate::{ChildId, Endpoint, ExitStatus, Output, UpId};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -492,6 +492,32 @@ impl Session {
         if self.link.server.owns(child) {
             self.link.server.stderr(&self.link.label, data);
         }
+    }
+
+    // ---- a remote server's connections (client mode) ----
+
+    pub(crate) fn upstream_connected(&mut self, up: UpId, ctx: &mut Ctx<'_>) {
+        let _ = (up, ctx);
+    }
+
+    pub(crate) fn upstream_connect_failed(&mut self, up: UpId, error: &str, ctx: &mut Ctx<'_>) {
+        let _ = (up, error, ctx);
+    }
+
+    pub(crate) fn upstream_data(&mut self, up: UpId, data: &[u8], ctx: &mut Ctx<'_>) {
+        let _ = (up, data, ctx);
+    }
+
+    pub(crate) fn upstream_eof(&mut self, up: UpId, ctx: &mut Ctx<'_>) {
+        let _ = (up, ctx);
+    }
+
+    pub(crate) fn upstream_written(&mut self, up: UpId, n: usize, ctx: &mut Ctx<'_>) {
+        let _ = (up, n, ctx);
+    }
+
+    pub(crate) fn upstream_broken(&mut self, up: UpId, reason: &str, ctx: &mut Ctx<'_>) {
+        let _ = (up, reason, ctx);
     }
 
     pub(crate) fn stderr_eof(&mut self, child: ChildId) {

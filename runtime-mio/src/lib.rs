@@ -486,8 +486,19 @@ impl Runtime {
                         );
                     }
                 }
+                Output::Connect { conn, .. } => {
+                    // Outgoing connections arrive with client mode.
+                    self.core.handle_input(
+                        Instant::now(),
+                        Input::ConnectFailed {
+                            conn,
+                            error: "outgoing connections are not supported by this runtime yet",
+                        },
+                    );
+                }
                 Output::Send { to, data } => {
                     match to {
+                        Endpoint::Upstream(_) => {}
                         Endpoint::Conn(c) => {
                             if let Some(conn) = self.conns.get_mut(&c) {
                                 conn.queue.push(data);
@@ -797,6 +808,7 @@ impl Runtime {
 
     fn set_paused(&mut self, ep: Endpoint, paused: bool) {
         match ep {
+            Endpoint::Upstream(_) => {}
             Endpoint::Conn(c) => {
                 if let Some(conn) = self.conns.get_mut(&c) {
                     conn.paused = paused;
@@ -813,6 +825,7 @@ impl Runtime {
     fn close(&mut self, ep: Endpoint) {
         self.freed = true;
         match ep {
+            Endpoint::Upstream(_) => {}
             Endpoint::Conn(c) => {
                 if let Some(mut conn) = self.conns.remove(&c) {
                     let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -830,6 +843,7 @@ impl Runtime {
     fn read(&mut self, ep: Endpoint, until_blocked: bool) {
         loop {
             let result = match ep {
+                Endpoint::Upstream(_) => return,
                 Endpoint::Conn(c) => match self.conns.get_mut(&c) {
                     Some(conn) if !conn.paused && !conn.eof => conn.stream.read(&mut self.read_buf),
                     _ => return,
@@ -846,6 +860,7 @@ impl Runtime {
             match result {
                 Ok(0) => {
                     match ep {
+                        Endpoint::Upstream(_) => {}
                         Endpoint::Conn(c) => {
                             if let Some(conn) = self.conns.get_mut(&c) {
                                 conn.eof = true;
@@ -958,6 +973,7 @@ impl Runtime {
 
     fn flush(&mut self, ep: Endpoint) {
         let (n, err) = match ep {
+            Endpoint::Upstream(_) => return,
             Endpoint::Conn(c) => match self.conns.get_mut(&c) {
                 Some(conn) => conn.queue.flush(&mut conn.stream),
                 None => return,
@@ -979,6 +995,7 @@ impl Runtime {
     fn broken(&mut self, ep: Endpoint, e: &io::Error) {
         self.freed = true;
         match ep {
+            Endpoint::Upstream(_) => {}
             Endpoint::Conn(c) => {
                 if let Some(mut conn) = self.conns.remove(&c) {
                     let _ = self.poll.registry().deregister(&mut conn.stream);

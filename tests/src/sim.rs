@@ -1348,6 +1348,16 @@ impl Sim {
         }
         match output {
             Output::Spawn { child } => self.perform_spawn(child),
+            Output::Connect { conn, .. } => {
+                return Err(format!("Connect {conn}: the simulated relay has no remote"))
+            }
+            Output::Send {
+                to: Endpoint::Upstream(up),
+                ..
+            }
+            | Output::Close {
+                endpoint: Endpoint::Upstream(up),
+            } => return Err(format!("{up}: the simulated relay has no remote")),
             Output::Cancel { child } => {
                 let step = self.step;
                 let side = self
@@ -1860,6 +1870,9 @@ impl Sim {
     fn perform_pause(&mut self, endpoint: Endpoint, pause: bool) -> Result<(), String> {
         let what = if pause { "Pause" } else { "Resume" };
         match endpoint {
+            Endpoint::Upstream(up) => {
+                return Err(format!("{what} of {up}: the simulation has no remote"))
+            }
             Endpoint::Conn(conn) => {
                 let side = self
                     .conns
@@ -2014,6 +2027,9 @@ fn input_name(input: &Input<'_>) -> &'static str {
         Input::Exited { .. } => "Exited",
         Input::Shutdown => "Shutdown",
         Input::AcceptTrouble { .. } => "AcceptTrouble",
+        Input::Attached { .. } => "Attached",
+        Input::Connected { .. } => "Connected",
+        Input::ConnectFailed { .. } => "ConnectFailed",
     }
 }
 
@@ -2034,6 +2050,9 @@ impl fmt::Display for ShowInput<'_, '_> {
             Input::Exited { child, status } => write!(f, "Exited {child} ({status})"),
             Input::Shutdown => write!(f, "Shutdown"),
             Input::AcceptTrouble { listeners } => write!(f, "AcceptTrouble {listeners}"),
+            Input::Attached { conn } => write!(f, "Attached {conn}"),
+            Input::Connected { conn } => write!(f, "Connected {conn}"),
+            Input::ConnectFailed { conn, error } => write!(f, "ConnectFailed {conn} ({error})"),
         }
     }
 }
@@ -2053,6 +2072,7 @@ impl fmt::Display for ShowOutput<'_> {
             Output::StopAccepting => write!(f, "StopAccepting"),
             Output::Cancel { child } => write!(f, "Cancel {child}"),
             Output::Release { child } => write!(f, "Release {child}"),
+            Output::Connect { conn, host, port } => write!(f, "Connect {conn} {host}:{port}"),
         }
     }
 }

@@ -337,6 +337,16 @@ impl World {
                 self.note(format!("relay: pause/resume {endpoint}"));
             }
             Output::StopAccepting => self.violate("StopAccepting without a shutdown".into()),
+            Output::Connect { conn, .. } => {
+                self.violate(format!("Connect {conn} without a remote"))
+            }
+            Output::Send {
+                to: Endpoint::Upstream(up),
+                ..
+            }
+            | Output::Close {
+                endpoint: Endpoint::Upstream(up),
+            } => self.violate(format!("{up} without a remote")),
         }
     }
 
@@ -700,6 +710,7 @@ impl World {
                 let live = match to {
                     Endpoint::Conn(c) => self.conns.get(&c.0).is_some_and(|cn| cn.open),
                     Endpoint::Child(c) => self.children.get(&c.0).is_some_and(|k| !k.released),
+                    Endpoint::Upstream(_) => false,
                 };
                 if live {
                     self.feed(Input::Written { to, n });
