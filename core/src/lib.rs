@@ -285,7 +285,7 @@ pub enum Input<'a> {
 }
 
 /// An effect the driver must perform, in order.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Start the configured server command as child `child`, in a process group of its own.
     Spawn {

@@ -733,7 +733,9 @@ impl Relay {
         }
         if session.is_done() {
             log::info!("{}: session ended", session.label());
-            self.out.push_back(Output::Release { child: after });
+            if session.serves_by_process() {
+                self.out.push_back(Output::Release { child: after });
+            }
             self.owner.remove(&after);
             self.sessions.remove(&key);
             self.tcp.retain(|_, k| *k != key);

@@ -86,6 +86,22 @@ impl Requests {
         self.held.push(b'\n');
     }
 
+    /// A message that never reached a server that ended: it waits for the replacement (a
+    /// request leaves the in-flight table for the held ones).
+    pub(crate) fn rehold(&mut self, id: Option<&RawId>, line: &[u8]) {
+        if let Some(id) = id {
+            if self.in_flight.remove(id) {
+                self.held_ids.push(id.clone());
+            }
+        }
+        self.hold(line);
+    }
+
+    /// The request is held for a replacement.
+    pub(crate) fn is_held(&self, id: &RawId) -> bool {
+        self.held_ids.contains(id)
+    }
+
     /// The replacement is ready: what was held goes to it, and its requests are in flight.
     pub(crate) fn release_held(&mut self) -> Vec<u8> {
         for id in self.held_ids.drain(..) {

@@ -13,8 +13,9 @@
 use crate::child::Child;
 use crate::framing::{Flow, Frame, LineFramer};
 use crate::outbound::Outbound;
+use crate::remote::{Inbound, RemoteConfig, RemoteEnd, RemoteLimits, RemoteServer, Undelivered};
 use crate::timer::Timer;
-use crate::{ChildId, Endpoint, ExitStatus, Output};
+use crate::{ChildId, Endpoint, ExitStatus, Output, UpId};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -34,13 +35,27 @@ pub(crate) struct Limits {
 }
 
 /// The server serving one session.
+// The child is the common case and stays inline; the remote is boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ServerSide {
     /// A child process started by the driver on the relay's behalf.
     Child(ChildServer),
-    // A remote server (Streamable HTTP, SSE or TCP, through a connection the relay opens)
-    // goes here: it needs the same methods, with "spawned" meaning "connected" and "stop"
-    // meaning "close the connection (HTTP: DELETE the session)".
+    /// A remote server (Streamable HTTP, SSE or TCP) reached over connections the relay
+    /// opens: "started" means connected, "stop" means finish what is in flight and close
+    /// (HTTP: `DELETE` the session).
+    Remote(Box<RemoteSide>),
+}
+
+/// A remote server as a server side.
+#[derive(Debug)]
+pub(crate) struct RemoteSide {
+    remote: RemoteServer,
+    /// Which of the configured URLs it is (failover moves on after one is unreachable).
+    index: usize,
+    hung: Option<Hang>,
+    config: RemoteConfig,
+    limits: RemoteLimits,
 }
 
 /// A child process as a server: its lifecycle, its stdin queue and its stdout framer.
@@ -81,9 +96,10 @@ impl Reader {
 
 /// Dispatches a call to the variant; every variant offers the same methods.
 macro_rules! each {
-    ($side:expr, $s:ident => $call:expr) => {
+    ($side:expr, $s:ident => $call:expr, $r:ident => $rcall:expr) => {
         match $side {
             ServerSide::Child($s) => $call,
+            ServerSide::Remote($r) => $rcall,
         }
     };
 }
@@ -99,22 +115,62 @@ impl ServerSide {
         ServerSide::Child(ChildServer::new(child, limits))
     }
 
+    /// A remote server, its first connection asked of the driver now; it serves once
+    /// connected (see [`ServerSide::take_up`]).
+    pub(crate) fn connect_remote(
+        id: ChildId,
+        config: &RemoteConfig,
+        limits: Limits,
+        out: &mut VecDeque<Output>,
+    ) -> Self {
+        let limits = RemoteLimits {
+            max_message_size: limits.max_message_size,
+            max_buffered: limits.max_buffered,
+            grace: limits.grace,
+        };
+        ServerSide::Remote(Box::new(RemoteSide {
+            remote: RemoteServer::connect(id, config, 0, limits, out),
+            index: 0,
+            hung: None,
+            config: config.clone(),
+            limits,
+        }))
+    }
+
     /// Replaces a finished server side with a new one of the same kind, being started: the
-    /// driver may drop what it holds of the old one. `id` names the new child.
+    /// driver may drop what it holds of the old one. `id` names the new child (or remote
+    /// incarnation). A remote that could not be reached is replaced by the next URL.
     pub(crate) fn restart(&mut self, id: ChildId, out: &mut VecDeque<Output>) {
-        *self = match self {
+        match self {
             ServerSide::Child(c) => {
                 out.push_back(Output::Release { child: c.child.id });
-                ServerSide::spawn_child(id, c.limits, out)
+                *self = ServerSide::spawn_child(id, c.limits, out);
             }
-        };
+            ServerSide::Remote(r) => {
+                let unreachable = matches!(
+                    r.remote.ended(),
+                    Some(RemoteEnd::Unreachable { .. } | RemoteEnd::ConnectTimeout { .. })
+                );
+                if unreachable {
+                    r.index = (r.index + 1) % r.config.urls.len().max(1);
+                }
+                r.hung = None;
+                r.remote = RemoteServer::connect(id, &r.config, r.index, r.limits, out);
+            }
+        }
     }
 
     // ---- getters ----
 
-    /// The child process serving, if a process serves (routing of the driver's inputs).
+    /// The child process serving, or the remote incarnation (routing of the driver's
+    /// inputs: a remote's connections are named after it).
     pub(crate) fn child_id(&self) -> Option<ChildId> {
-        each!(self, c => Some(c.child.id))
+        each!(self, c => Some(c.child.id), r => Some(r.remote.id()))
+    }
+
+    /// A process serves (not a remote): the driver holds something of it to release.
+    pub(crate) fn is_process(&self) -> bool {
+        matches!(self, ServerSide::Child(_))
     }
 
     /// Inputs about this child are this server side's.
@@ -124,47 +180,55 @@ impl ServerSide {
 
     /// Started, not asked to stop, and not found hung: it can serve.
     pub(crate) fn is_up(&self) -> bool {
-        each!(self, c => c.child.is_running() && c.hung.is_none())
+        each!(self,
+            c => c.child.is_running() && c.hung.is_none(),
+            r => r.remote.is_up() && r.hung.is_none())
     }
 
     /// Found hung: what it still says is dropped.
     pub(crate) fn is_hung(&self) -> bool {
-        each!(self, c => c.hung.is_some())
+        each!(self, c => c.hung.is_some(), r => r.hung.is_some())
     }
 
     /// Gone for good, and all its output in (or given up on).
     pub(crate) fn is_finished(&self) -> bool {
-        each!(self, c => c.child.is_finished())
+        each!(self, c => c.child.is_finished(), r => r.remote.is_finished())
     }
 
     /// Why it stopped serving, once it is finished.
     pub(crate) fn ended(&self) -> Option<ServerEnd> {
-        each!(self, c => c.ended())
+        each!(self, c => c.ended(), r => {
+            let end = r.remote.ended()?;
+            Some(match &r.hung {
+                Some(hang) => ServerEnd::Hung(hang.clone()),
+                None => ServerEnd::Remote(end.clone()),
+            })
+        })
     }
 
     /// Bytes held for it and from it: the queue toward it and an unfinished message.
     pub(crate) fn buffered(&self) -> usize {
-        each!(self, c => c.stdin.load() + c.stdout.buffered())
+        each!(self, c => c.stdin.load() + c.stdout.buffered(), r => r.remote.buffered())
     }
 
     /// Bytes queued toward it.
     pub(crate) fn load(&self) -> usize {
-        each!(self, c => c.stdin.load())
+        each!(self, c => c.stdin.load(), r => r.remote.load())
     }
 
     /// Its queue is above the mark: what feeds it should not be read.
     pub(crate) fn is_loaded(&self) -> bool {
-        each!(self, c => c.stdin.is_loaded())
+        each!(self, c => c.stdin.is_loaded(), r => r.remote.is_loaded())
     }
 
     /// It takes messages now (else they wait for its replacement).
     pub(crate) fn accepts(&self) -> bool {
-        each!(self, c => c.stdin.accepts())
+        each!(self, c => c.stdin.accepts(), r => r.remote.accepts() && r.hung.is_none())
     }
 
     /// The relay is not reading it (backpressure).
     pub(crate) fn is_paused(&self) -> bool {
-        each!(self, c => c.paused)
+        each!(self, c => c.paused, r => r.remote.is_paused())
     }
 
     /// Everything sent to it is written and the relay reads it: it can answer, so a
@@ -173,29 +237,59 @@ impl ServerSide {
         self.load() == 0 && !self.is_paused()
     }
 
-    /// Since when bytes for it have waited with none written.
+    /// Since when bytes for it have waited with none written (a remote's connections are
+    /// judged by liveness probes instead).
     pub(crate) fn stalled_since(&self) -> Option<Instant> {
-        each!(self, c => c.stalled_since)
+        each!(self, c => c.stalled_since, _r => None)
     }
 
     /// Messages it wrote that the session has not taken yet (held back while loaded).
     pub(crate) fn has_backlog(&self) -> bool {
-        each!(self, c => c.stdout.has_backlog())
+        each!(self, c => c.stdout.has_backlog(), r => r.remote.has_backlog())
     }
 
     /// Its own next deadline: a step of the stop sequence, the end of its output after an
-    /// exit, or a stopping server that reads nothing.
+    /// exit, a stopping server that reads nothing; for a remote, its connections' deadlines.
     pub(crate) fn poll_timeout(&self) -> Option<(Instant, Timer)> {
-        each!(self, c => c.poll_timeout())
+        each!(self, c => c.poll_timeout(), r => r.remote.poll_timeout())
+    }
+
+    /// A remote whose messages come as [`Inbound`]s rather than through the reader.
+    pub(crate) fn has_inbox(&self) -> bool {
+        matches!(self, ServerSide::Remote(r) if !r.remote.frames_lines())
+    }
+
+    /// The remote came up (its first connection opened) since last asked.
+    pub(crate) fn take_up(&mut self) -> bool {
+        each!(self, _c => false, r => r.remote.take_up())
+    }
+
+    /// The next message a remote sent.
+    pub(crate) fn next_inbound(&mut self) -> Option<Inbound> {
+        each!(self, _c => None, r => r.remote.next_inbound())
+    }
+
+    /// What provably never reached a remote that ended.
+    pub(crate) fn take_undelivered(&mut self) -> Vec<Undelivered> {
+        each!(self, _c => Vec::new(), r => r.remote.take_undelivered())
     }
 
     // ---- the reader ----
 
     /// Lends out the reader of its output (give it back with [`ServerSide::return_reader`]).
+    /// An HTTP remote's reader frames nothing: its messages come through
+    /// [`ServerSide::next_inbound`].
     pub(crate) fn lend_reader(&mut self) -> Reader {
         each!(self, c => Reader {
             from: c.child.id,
             framer: std::mem::replace(&mut c.stdout, LineFramer::new(1)),
+        }, r => {
+            let from = r.remote.id();
+            let framer = match r.remote.framer_mut() {
+                Some(f) => std::mem::replace(f, LineFramer::new(1)),
+                None => LineFramer::new(1),
+            };
+            Reader { from, framer }
         })
     }
 
@@ -203,6 +297,10 @@ impl ServerSide {
     pub(crate) fn return_reader(&mut self, reader: Reader) {
         each!(self, c => if reader.from == c.child.id {
             c.stdout = reader.framer;
+        }, r => if reader.from == r.remote.id() {
+            if let Some(f) = r.remote.framer_mut() {
+                *f = reader.framer;
+            }
         })
     }
 
@@ -210,23 +308,24 @@ impl ServerSide {
 
     /// Queues one message (a line without its newline).
     pub(crate) fn stage_line(&mut self, line: &[u8]) {
-        each!(self, c => c.stdin.stage_line(line))
+        each!(self, c => c.stdin.stage_line(line), r => r.remote.stage_line(line))
     }
 
     /// Queues bytes that are whole lines already.
     pub(crate) fn stage(&mut self, lines: &[u8]) {
-        each!(self, c => c.stdin.stage(lines))
+        each!(self, c => c.stdin.stage(lines), r => r.remote.stage(lines))
     }
 
     /// Hands what is queued to the driver.
     pub(crate) fn flush(&mut self, out: &mut VecDeque<Output>) {
-        each!(self, c => c.stdin.flush(out))
+        each!(self, c => c.stdin.flush(out), r => r.remote.flush(out))
     }
 
     /// After the session flushed: a stopping child's grace period starts once its stdin is
-    /// closed, and a queue that does not move counts as stalled.
-    pub(crate) fn settle(&mut self, now: Instant) {
-        each!(self, c => c.settle(now))
+    /// closed, and a queue that does not move counts as stalled; a remote hands its queue
+    /// to connections.
+    pub(crate) fn settle(&mut self, now: Instant, out: &mut VecDeque<Output>) {
+        each!(self, c => c.settle(now), r => r.remote.settle(now, out))
     }
 
     /// Stops reading it (or reads it again); true if that changed what the driver does.
@@ -236,7 +335,7 @@ impl ServerSide {
         now: Instant,
         out: &mut VecDeque<Output>,
     ) -> bool {
-        each!(self, c => c.pause_reading(paused, now, out))
+        each!(self, c => c.pause_reading(paused, now, out), r => r.remote.pause_reading(paused, out))
     }
 
     /// Graceful stop: what is queued is written, then its input closes and the stop sequence
@@ -245,7 +344,7 @@ impl ServerSide {
         each!(self, c => {
             c.stdin.close_when_flushed(out);
             c.child.stop();
-        })
+        }, r => r.remote.stop(out))
     }
 
     /// Not wanted any more: if it has not started yet, it never will (the driver is told),
@@ -257,16 +356,19 @@ impl ServerSide {
                 c.stdin_gone();
             }
             cancelled
-        })
+        }, r => r.remote.cancel(out))
     }
 
     /// It is hung: drop what is queued for it and what it says, and stop it at once
-    /// (SIGTERM, then SIGKILL).
+    /// (SIGTERM, then SIGKILL; a remote's connections are closed).
     pub(crate) fn terminate_hung(&mut self, why: Hang, now: Instant, out: &mut VecDeque<Output>) {
         each!(self, c => {
             c.hung = Some(why);
             c.stdin_gone();
             c.child.terminate(now, c.limits.grace, out);
+        }, r => {
+            r.hung = Some(why);
+            r.remote.kill(out);
         })
     }
 
@@ -276,80 +378,155 @@ impl ServerSide {
             c.child.kill(out);
             c.child.abandon_output();
             c.stdin_gone();
-        })
+        }, r => r.remote.kill(out))
     }
 
     // ---- handle_* ----
 
     /// It is running (a remote: connected). A stop asked for while it started begins now.
     pub(crate) fn spawned(&mut self, pid: u32, out: &mut VecDeque<Output>) {
-        each!(self, c => {
+        if let ServerSide::Child(c) = self {
             if c.child.spawned(pid, out) {
                 c.stdin.close_when_flushed(out);
                 c.child.stop();
             }
             c.stdin.open(out);
-        })
+        }
     }
 
     /// It could not be started (a remote: reached).
     pub(crate) fn spawn_failed(&mut self, error: &str) {
-        each!(self, c => {
+        if let ServerSide::Child(c) = self {
             c.child.spawn_failed(error);
             c.stdin_gone();
-        })
+        }
     }
 
     /// It exited; its output may still be coming.
     pub(crate) fn exited(&mut self, status: ExitStatus, now: Instant, out: &mut VecDeque<Output>) {
-        each!(self, c => {
+        if let ServerSide::Child(c) = self {
             c.child.exited(status, now, c.limits.grace, out);
             c.stdin_gone();
-        })
+        }
     }
 
     /// The driver wrote `n` bytes toward it.
     pub(crate) fn written(&mut self, n: usize, now: Instant, out: &mut VecDeque<Output>) {
-        each!(self, c => {
+        if let ServerSide::Child(c) = self {
             c.stdin.written(n, out);
             c.stalled_since = (c.stdin.in_driver() > 0).then_some(now);
-        })
+        }
     }
 
     /// Its output ended: it can no longer answer, so it is stopped (its exit decides what
     /// comes next). True if a message was cut off.
     pub(crate) fn output_eof(&mut self, out: &mut VecDeque<Output>) -> bool {
-        each!(self, c => c.output_eof(out))
+        match self {
+            ServerSide::Child(c) => c.output_eof(out),
+            ServerSide::Remote(_) => false,
+        }
     }
 
     /// Nothing more can be written to it: it is stopped.
     pub(crate) fn input_broken(&mut self) {
-        each!(self, c => {
+        if let ServerSide::Child(c) = self {
             c.stdin_gone();
             c.child.stop();
-        })
+        }
     }
 
     /// Its diagnostics (a child's stderr), logged under `label`.
     pub(crate) fn stderr(&mut self, label: &str, data: &[u8]) {
-        each!(self, c => c.child.stderr(label, data))
+        if let ServerSide::Child(c) = self {
+            c.child.stderr(label, data)
+        }
     }
 
     /// The end of its diagnostics.
     pub(crate) fn stderr_eof(&mut self, label: &str) {
-        each!(self, c => c.child.stderr_eof(label))
+        if let ServerSide::Child(c) = self {
+            c.child.stderr_eof(label)
+        }
     }
 
-    /// Runs its own due deadlines: the stop sequence's steps, the end of output after an exit.
-    /// Returns whether it gave up on the output of an exited child now.
+    /// One of a remote's connections opened.
+    pub(crate) fn upstream_connected(
+        &mut self,
+        up: UpId,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) {
+        if let ServerSide::Remote(r) = self {
+            r.remote.connected(up, now, out);
+        }
+    }
+
+    /// One of a remote's connections could not be opened.
+    pub(crate) fn upstream_connect_failed(
+        &mut self,
+        up: UpId,
+        error: &str,
+        out: &mut VecDeque<Output>,
+    ) {
+        if let ServerSide::Remote(r) = self {
+            r.remote.connect_failed(up, error, out);
+        }
+    }
+
+    /// Bytes from an HTTP remote's connection (a TCP remote's go through the reader).
+    pub(crate) fn upstream_data(
+        &mut self,
+        up: UpId,
+        data: &[u8],
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) {
+        if let ServerSide::Remote(r) = self {
+            r.remote.data(up, data, now, out);
+        }
+    }
+
+    /// A remote's connection reached end of file.
+    pub(crate) fn upstream_eof(&mut self, up: UpId, now: Instant, out: &mut VecDeque<Output>) {
+        if let ServerSide::Remote(r) = self {
+            r.remote.eof(up, now, out);
+        }
+    }
+
+    /// A remote's connection failed.
+    pub(crate) fn upstream_broken(
+        &mut self,
+        up: UpId,
+        reason: &str,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) {
+        if let ServerSide::Remote(r) = self {
+            r.remote.broken(up, reason, now, out);
+        }
+    }
+
+    /// The driver wrote `n` bytes to a remote's connection.
+    pub(crate) fn upstream_written(&mut self, up: UpId, n: usize, out: &mut VecDeque<Output>) {
+        if let ServerSide::Remote(r) = self {
+            r.remote.written(up, n, out);
+        }
+    }
+
+    /// Runs its own due deadlines: the stop sequence's steps, the end of output after an exit;
+    /// a remote's connection and stream deadlines. Returns whether it gave up on the output
+    /// of an exited child now.
     pub(crate) fn handle_timeout(&mut self, now: Instant, out: &mut VecDeque<Output>) -> bool {
-        each!(self, c => c.child.handle_timeout(now, c.limits.grace, out))
+        each!(self, c => c.child.handle_timeout(now, c.limits.grace, out), r => {
+            r.remote.handle_timeout(now, out);
+            false
+        })
     }
 
     /// A stopping server that has read none of what waits for it within the stall limit will
     /// never see the end of its input: it is hung (the session decides what that means).
     pub(crate) fn stop_stalled(&self, now: Instant) -> Option<Hang> {
-        each!(self, c => c.stop_stalled(now))
+        each!(self, c => c.stop_stalled(now), _r => None)
     }
 }
 
@@ -451,6 +628,13 @@ impl fmt::Display for ServerSide {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerSide::Child(c) => c.child.id.fmt(f),
+            ServerSide::Remote(r) => write!(
+                f,
+                "remote#{} ({} over {})",
+                r.remote.id().0,
+                r.remote.url(),
+                r.remote.transport()
+            ),
         }
     }
 }
@@ -468,12 +652,18 @@ pub(crate) enum ServerEnd {
     Hung(Hang),
     /// It finished with no known cause.
     Gone,
+    /// A remote server ended (unreachable, closed, forgot the session, ...).
+    Remote(RemoteEnd),
 }
 
 impl ServerEnd {
     /// A clean exit (status 0), which `--restart on-failure` does not restart.
     pub(crate) fn is_clean(&self) -> bool {
-        matches!(self, ServerEnd::Exited(status) if status.success())
+        match self {
+            ServerEnd::Exited(status) => status.success(),
+            ServerEnd::Remote(end) => end.is_clean(),
+            _ => false,
+        }
     }
 }
 
@@ -486,6 +676,7 @@ impl fmt::Display for ServerEnd {
             }
             ServerEnd::Hung(why) => write!(f, "hung: {why}"),
             ServerEnd::Gone => f.write_str("the server is gone"),
+            ServerEnd::Remote(end) => end.fmt(f),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::client::{ClientSide, Route};
 use crate::config::{Config, Stats};
 use crate::framing::{Flow, Frame, LineFramer};
 use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
+use crate::remote::Inbound;
 use crate::requests::Requests;
 use crate::server::{Hang, Limits, ServerEnd, ServerSide};
 use crate::supervisor::{Decision, Supervisor};
@@ -183,6 +184,9 @@ struct Link {
     /// The current server replaced another: a failure to start it is not the command's fault
     /// and does not end the session at once.
     replaced: bool,
+    /// Since when client messages have been held for a remote that is not reachable now
+    /// (they are answered with an error after `--connect-timeout`).
+    held_since: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -205,8 +209,14 @@ struct Liveness {
 impl Session {
     /// A session serving `client`, named `label` in logs; its first child starts now.
     pub(crate) fn new(label: String, client: ClientSide, ctx: &mut Ctx<'_>) -> Self {
-        let server = ServerSide::spawn_child(ctx.new_child_id(), limits(ctx.config), ctx.out);
-        ctx.stats.children_spawned += 1;
+        let id = ctx.new_child_id();
+        let server = match &ctx.config.remote {
+            Some(remote) => ServerSide::connect_remote(id, remote, limits(ctx.config), ctx.out),
+            None => {
+                ctx.stats.children_spawned += 1;
+                ServerSide::spawn_child(id, limits(ctx.config), ctx.out)
+            }
+        };
         log::info!("{label}: starting {server}");
         Session::serving(label, client, server, ctx)
     }
@@ -254,6 +264,7 @@ impl Session {
                     ..Liveness::default()
                 },
                 replaced: false,
+                held_since: None,
             },
         }
     }
@@ -261,11 +272,16 @@ impl Session {
     // ---- getters ----
 
     pub(crate) fn child_id(&self) -> ChildId {
-        // The relay routes child events by this id; a server side that is not a child (the
-        // remote variant) changes that routing along with this.
+        // The relay routes child events, and a remote's connection events, by this id.
         match &self.link.server {
             ServerSide::Child(c) => c.id(),
+            ServerSide::Remote(_) => self.link.server.child_id().unwrap_or(ChildId(0)),
         }
+    }
+
+    /// Its server is a process (the driver holds something of it to release at the end).
+    pub(crate) fn serves_by_process(&self) -> bool {
+        self.link.server.is_process()
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -329,6 +345,7 @@ impl Session {
             heartbeat.flatten(),
             l.liveness_deadline(config),
             l.idle_deadline(config),
+            l.held_deadline(config),
         ]
         .into_iter()
         .flatten()
@@ -386,6 +403,10 @@ impl Session {
             // It will never see the end of its input (probes or not).
             l.hung(why, ctx);
         }
+        if l.held_deadline(ctx.config).is_some_and(|(d, _)| d <= now) {
+            l.held_timeout(ctx);
+        }
+        l.take_inbox(ctx);
         // A verdict above may have started a stop sequence that is already due (no grace).
         if l.server.handle_timeout(now, ctx.out) {
             ctx.stats.outputs_abandoned += 1;
@@ -497,27 +518,61 @@ impl Session {
     // ---- a remote server's connections (client mode) ----
 
     pub(crate) fn upstream_connected(&mut self, up: UpId, ctx: &mut Ctx<'_>) {
-        let _ = (up, ctx);
+        if self.link.server.owns(up.server) {
+            self.link.server.upstream_connected(up, ctx.now, ctx.out);
+            self.link.after_remote(ctx);
+        }
     }
 
     pub(crate) fn upstream_connect_failed(&mut self, up: UpId, error: &str, ctx: &mut Ctx<'_>) {
-        let _ = (up, error, ctx);
+        let l = &mut self.link;
+        if l.server.owns(up.server) {
+            log::warn!("{}: {up}: {error}", l.label);
+            l.server.upstream_connect_failed(up, error, ctx.out);
+            l.after_remote(ctx);
+        }
     }
 
     pub(crate) fn upstream_data(&mut self, up: UpId, data: &[u8], ctx: &mut Ctx<'_>) {
-        let _ = (up, data, ctx);
+        let link = &mut self.link;
+        if !link.server.owns(up.server) || link.server.is_finished() {
+            return;
+        }
+        link.liveness.last_output = Some(ctx.now);
+        if let Some((_, Some(deadline))) = &mut link.liveness.probe {
+            *deadline = ctx.now + ctx.config.ping_timeout;
+        }
+        if link.server.has_inbox() {
+            link.server.upstream_data(up, data, ctx.now, ctx.out);
+        } else {
+            // A TCP remote: lines, framed like a child's stdout.
+            let mut reader = link.server.lend_reader();
+            reader.push(data, |frame| link.server_frame(frame, ctx));
+            link.server.return_reader(reader);
+        }
+        link.after_remote(ctx);
     }
 
     pub(crate) fn upstream_eof(&mut self, up: UpId, ctx: &mut Ctx<'_>) {
-        let _ = (up, ctx);
+        if self.link.server.owns(up.server) {
+            self.link.server.upstream_eof(up, ctx.now, ctx.out);
+            self.link.after_remote(ctx);
+        }
     }
 
     pub(crate) fn upstream_written(&mut self, up: UpId, n: usize, ctx: &mut Ctx<'_>) {
-        let _ = (up, n, ctx);
+        if self.link.server.owns(up.server) {
+            self.link.server.upstream_written(up, n, ctx.out);
+        }
     }
 
     pub(crate) fn upstream_broken(&mut self, up: UpId, reason: &str, ctx: &mut Ctx<'_>) {
-        let _ = (up, reason, ctx);
+        let l = &mut self.link;
+        if l.server.owns(up.server) {
+            log::info!("{}: {up}: {reason}", l.label);
+            l.server.upstream_broken(up, reason, ctx.now, ctx.out);
+            l.after_remote(ctx);
+        }
     }
 
     pub(crate) fn stderr_eof(&mut self, child: ChildId) {
@@ -629,9 +684,13 @@ impl Session {
         l.client.flush(ctx.out);
         // Lines held back while a side was loaded go on once it is not.
         if l.server.has_backlog() && l.client.load() <= ctx.config.max_buffered {
-            let mut reader = l.server.lend_reader();
-            reader.resume(|f| l.server_frame(f, ctx));
-            l.server.return_reader(reader);
+            if l.server.has_inbox() {
+                l.take_inbox(ctx);
+            } else {
+                let mut reader = l.server.lend_reader();
+                reader.resume(|f| l.server_frame(f, ctx));
+                l.server.return_reader(reader);
+            }
         }
         if self.from_client.has_backlog() && !l.client.is_finished() {
             if matches!(l.phase, Phase::Ended { .. }) {
@@ -653,7 +712,11 @@ impl Session {
         }
         l.server.flush(ctx.out);
         l.client.flush(ctx.out);
-        l.server.settle(ctx.now);
+        l.server.settle(ctx.now, ctx.out);
+        l.server.flush(ctx.out);
+        if l.requests.held_len() == 0 {
+            l.held_since = None;
+        }
         l.update_pauses(self.from_client.has_backlog(), ctx);
         l.arm_probe(ctx);
     }
@@ -794,6 +857,9 @@ impl Link {
         if holding {
             // A replacement will get it, or the session's end will answer it.
             self.requests.hold(line);
+            if ctx.config.remote.is_some() {
+                self.held_since.get_or_insert(ctx.now);
+            }
         } else {
             ctx.stats.messages_to_server += 1;
             ctx.stats.bytes_to_server += line.len() as u64 + 1;
@@ -1185,6 +1251,83 @@ impl Link {
         }
     }
 
+    // ---- a remote server ----
+
+    /// After a remote's connection event: a remote that came up is given the client's setup
+    /// (as a started child is), and what it said goes to the client.
+    fn after_remote(&mut self, ctx: &mut Ctx<'_>) {
+        if self.server.take_up() {
+            log::info!("{}: connected to {}", self.label, self.server);
+            self.liveness.last_output = Some(ctx.now);
+            self.replay(ctx);
+        }
+        self.take_inbox(ctx);
+    }
+
+    /// Hands what a remote sent to the client, until the client side is loaded.
+    fn take_inbox(&mut self, ctx: &mut Ctx<'_>) {
+        while self.client.load() <= ctx.config.max_buffered {
+            let Some(msg) = self.server.next_inbound() else {
+                break;
+            };
+            match msg {
+                Inbound::Line(line) => self.server_frame(Frame::Line(&line), ctx),
+                Inbound::Oversize { len, id } => {
+                    self.server_frame(Frame::Oversize { len, id }, ctx)
+                }
+            };
+        }
+    }
+
+    /// Messages that provably never reached a remote that ended wait for its replacement,
+    /// as if they had come while it restarted (the relay's own are made again by the replay).
+    fn hold_undelivered(&mut self, ctx: &mut Ctx<'_>) {
+        let undelivered = self.server.take_undelivered();
+        if undelivered.is_empty() {
+            return;
+        }
+        for u in undelivered {
+            if let Some(id) = &u.id {
+                if self.requests.is_own(id) {
+                    continue;
+                }
+            }
+            if u.method.as_deref() == Some("notifications/initialized")
+                && self.setup.initialize.is_some()
+            {
+                continue;
+            }
+            self.requests.rehold(u.id.as_ref(), &u.line);
+            let since = u.since.unwrap_or(ctx.now);
+            self.held_since = Some(self.held_since.map_or(since, |t| t.min(since)));
+        }
+    }
+
+    /// Requests held for a remote that cannot be reached waited `--connect-timeout`.
+    fn held_deadline(&self, config: &Config) -> Option<(Instant, Timer)> {
+        let timeout = config.remote.as_ref()?.connect_timeout;
+        Some((self.held_since? + timeout, Timer::RemoteHeld))
+    }
+
+    fn held_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(timeout) = ctx.config.remote.as_ref().map(|r| r.connect_timeout) else {
+            return;
+        };
+        let why = match &self.phase {
+            Phase::Restarting { reason, .. }
+            | Phase::Respawning { reason }
+            | Phase::Replaying { reason, .. } => reason.to_string(),
+            _ => "it is not connected".to_owned(),
+        };
+        let text = format!(
+            "mcp-relay: the remote server could not be reached within {timeout:?} (--connect-timeout): {why}"
+        );
+        log::warn!("{}: {}", self.label, &text[11..]);
+        let held = self.requests.drop_held();
+        self.answer_all(held, codes::SERVER_UNAVAILABLE, &text);
+        self.held_since = None;
+    }
+
     /// The server is hung: answer what waits on it, stop it, and let its end decide the rest.
     fn hung(&mut self, why: Hang, ctx: &mut Ctx<'_>) {
         log::warn!("{}: {why}; stopping {}", self.label, self.server);
@@ -1206,10 +1349,18 @@ impl Link {
         let Some(why) = self.server.ended() else {
             return;
         };
+        let pending_initialize = self.setup.pending_initialize.clone();
+        self.hold_undelivered(ctx);
         self.fail_in_flight_with(
             codes::SERVER_FAILED,
             &format!("mcp-relay: {why} before answering this request"),
         );
+        if let Some((id, line)) = pending_initialize {
+            // The client's initialize never reached the remote: it goes to the next one.
+            if self.requests.is_held(&id) {
+                self.setup.pending_initialize = Some((id, line));
+            }
+        }
         self.requests.forget_server();
         self.liveness = Liveness::default();
         if matches!(

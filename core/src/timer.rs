@@ -55,6 +55,18 @@ pub enum Timer {
     /// A queued stateless request may take the place of a request held for its retry.
     StatelessEvict,
 
+    // ---- a remote server (`remote/`) ----
+    /// A connection to the remote is not established within `--connect-timeout`.
+    RemoteConnect,
+    /// An idle keep-alive connection to the remote is closed.
+    RemoteIdle,
+    /// An event stream is reopened (resumed) after the remote's `retry:` delay.
+    RemoteRetry,
+    /// A stopping remote session is given up on (in-flight answers, then `DELETE`).
+    RemoteStop,
+    /// Requests held for an unreachable remote waited `--connect-timeout`: they are answered.
+    RemoteHeld,
+
     // ---- the prespawn pool (`pool.rs`) ----
     /// Start a prespawned child in place of one taken or lost.
     PrespawnReplace,
@@ -84,6 +96,11 @@ impl Timer {
             Timer::StatelessInputRound => "http: a stateless request's input round is gathered",
             Timer::StatelessRetryWait => "http: no retry came for an input_required answer",
             Timer::StatelessEvict => "http: a held request may give way to a queued one",
+            Timer::RemoteConnect => "remote: connection not established in time",
+            Timer::RemoteIdle => "remote: close an idle connection",
+            Timer::RemoteRetry => "remote: reopen an event stream",
+            Timer::RemoteStop => "remote: stop given up on",
+            Timer::RemoteHeld => "session: requests waited too long for the remote",
             Timer::PrespawnReplace => "prespawn: replace a child",
         }
     }

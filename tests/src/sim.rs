@@ -1349,7 +1349,7 @@ impl Sim {
         match output {
             Output::Spawn { child } => self.perform_spawn(child),
             Output::Connect { conn, .. } => {
-                return Err(format!("Connect {conn}: the simulated relay has no remote"))
+                Err(format!("Connect {conn}: the simulated relay has no remote"))
             }
             Output::Send {
                 to: Endpoint::Upstream(up),
@@ -1357,7 +1357,7 @@ impl Sim {
             }
             | Output::Close {
                 endpoint: Endpoint::Upstream(up),
-            } => return Err(format!("{up}: the simulated relay has no remote")),
+            } => Err(format!("{up}: the simulated relay has no remote")),
             Output::Cancel { child } => {
                 let step = self.step;
                 let side = self

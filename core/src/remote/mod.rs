@@ -9,7 +9,7 @@
 mod machine;
 mod wire;
 
-pub(crate) use machine::RemoteServer;
+pub(crate) use machine::{Inbound, RemoteEnd, RemoteLimits, RemoteServer, Undelivered};
 
 use std::fmt;
 use std::time::Duration;
@@ -39,7 +39,7 @@ impl Default for RemoteConfig {
             transport: RemoteTransport::Auto,
             headers: Vec::new(),
             connect_timeout: Duration::from_secs(10),
-            max_connections: 4,
+            max_connections: 8,
         }
     }
 }

@@ -1,0 +1,347 @@
+//! Client mode, driven by hand: the relay's own stdio client in front of a scripted remote
+//! (Streamable HTTP, HTTP+SSE, TCP), one exact sequence of bytes at a time.
+
+use mcp_relay_core::{
+    ChildId, Config, ConnId, Endpoint, Input, Output, RemoteConfig, RemoteTransport, RemoteUrl,
+    UpId,
+};
+use mcp_relay_tests::script::Script;
+use std::time::Duration;
+
+const STDIO: ConnId = ConnId(1);
+
+fn config(url: &str, transport: RemoteTransport) -> Config {
+    Config {
+        remote: Some(RemoteConfig {
+            urls: vec![RemoteUrl::parse(url).unwrap()],
+            transport,
+            headers: vec![("X-Api-Key".into(), "k".into())],
+            ..RemoteConfig::default()
+        }),
+        ping_interval: None,
+        ..Config::default()
+    }
+}
+
+/// The connections the outputs ask for.
+fn connects(out: &[Output]) -> Vec<UpId> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What was sent to `to` in these outputs, as text.
+fn sent(out: &[Output], to: Endpoint) -> String {
+    let mut s = Vec::new();
+    for o in out {
+        if let Output::Send { to: t, data } = o {
+            if *t == to {
+                s.extend_from_slice(data);
+            }
+        }
+    }
+    String::from_utf8(s).unwrap()
+}
+
+fn json_response(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn chunk(data: &str) -> String {
+    format!("{:x}\r\n{data}\r\n", data.len())
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+const INIT_OK: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"}}}"#;
+
+struct Run {
+    s: Script,
+}
+
+impl Run {
+    fn new(url: &str, transport: RemoteTransport) -> (Run, UpId) {
+        let mut s = Script::new(config(url, transport));
+        let out = s.input(Input::Attached { conn: STDIO });
+        let c = connects(&out);
+        assert_eq!(c.len(), 1, "{}", s.show());
+        (Run { s }, c[0])
+    }
+
+    fn feed(&mut self, from: UpId, data: &str) -> Vec<Output> {
+        self.s.input(Input::Data {
+            from: Endpoint::Upstream(from),
+            data: data.as_bytes(),
+        })
+    }
+
+    fn client(&mut self, line: &str) -> Vec<Output> {
+        self.s.client_data(STDIO.0, format!("{line}\n").as_bytes())
+    }
+
+    fn connected(&mut self, conn: UpId) -> Vec<Output> {
+        self.s.input(Input::Connected { conn })
+    }
+
+    /// Acknowledges every byte sent to `to`.
+    fn written_all(&mut self, out: &[Output], to: Endpoint) -> Vec<Output> {
+        let n = sent(out, to).len();
+        self.s.written(to, n)
+    }
+
+    /// Initializes over connection `c` (already connected); returns the session id given.
+    fn initialize(&mut self, c: UpId) {
+        let out = self.client(INIT);
+        let post = sent(&out, Endpoint::Upstream(c));
+        assert!(post.starts_with("POST /mcp HTTP/1.1\r\n"), "{post}");
+        assert!(post.contains("\r\nX-Api-Key: k\r\n"), "{post}");
+        assert!(
+            post.contains("Accept: application/json, text/event-stream"),
+            "{post}"
+        );
+        assert!(!post.contains("Mcp-Session-Id"), "{post}");
+        assert!(post.ends_with(INIT), "{post}");
+        self.written_all(&out, Endpoint::Upstream(c));
+        let out = self.feed(
+            c,
+            &json_response("200 OK", "Mcp-Session-Id: s1\r\n", INIT_OK),
+        );
+        assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+    }
+}
+
+#[test]
+fn streamable_http_initialize_then_notification_opens_the_get_stream() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Auto);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(post.contains("\r\nMcp-Session-Id: s1\r\n"), "{post}");
+    assert!(
+        post.contains("\r\nMCP-Protocol-Version: 2025-06-18\r\n"),
+        "{post}"
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r.feed(c0, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+    // The GET stream for the remote's own messages.
+    let get = connects(&out);
+    assert_eq!(get.len(), 1, "{}", r.s.show());
+    let out = r.connected(get[0]);
+    let head = sent(&out, Endpoint::Upstream(get[0]));
+    assert!(head.starts_with("GET /mcp HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("Accept: text/event-stream"), "{head}");
+    let out = r.feed(
+        get[0],
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    assert!(sent(&out, Endpoint::Conn(STDIO)).is_empty());
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+    let out = r.feed(get[0], &chunk(&format!("id: 9\ndata: {note}\n\n")));
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{note}\n"));
+}
+
+#[test]
+fn a_broken_post_stream_is_resumed_after_the_retry_delay() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#;
+    let out = r.client(call);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+    let out = r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            chunk(&format!("id: e1\nretry: 300\ndata: {progress}\n\n"))
+        ),
+    );
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{progress}\n"));
+    // The stream breaks before the answer.
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    assert!(connects(&out).is_empty(), "{}", r.s.show());
+    let out = r.s.advance(Duration::from_millis(299));
+    assert!(
+        connects(&out).is_empty(),
+        "resumed too early: {}",
+        r.s.show()
+    );
+    let out = r.s.advance(Duration::from_millis(1));
+    let c = connects(&out);
+    assert_eq!(c.len(), 1, "{}", r.s.show());
+    let out = r.connected(c[0]);
+    let head = sent(&out, Endpoint::Upstream(c[0]));
+    assert!(head.starts_with("GET /mcp HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nLast-Event-ID: e1\r\n"), "{head}");
+    assert!(head.contains("\r\nMcp-Session-Id: s1\r\n"), "{head}");
+    let answer = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[]}}"#;
+    let out = r.feed(
+        c[0],
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\nid: e2\ndata: {answer}\n\n",
+            answer.len() + 16
+        ),
+    );
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{answer}\n"));
+}
+
+#[test]
+fn a_forgotten_session_is_initialized_again_and_the_request_retried_once() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let out = r.client(call);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r.feed(c0, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    assert!(
+        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        "the request is not answered: it is retried"
+    );
+    // The replacement connects after the restart delay.
+    let out = r.s.advance(Duration::from_secs(1));
+    let c = connects(&out);
+    assert_eq!(c.len(), 1, "{}", r.s.show());
+    assert_eq!(c[0].server, ChildId(2));
+    let out = r.connected(c[0]);
+    let post = sent(&out, Endpoint::Upstream(c[0]));
+    assert!(post.contains(r#""method":"initialize""#), "{post}");
+    assert!(!post.contains("Mcp-Session-Id"), "{post}");
+    let own_id = post
+        .split(r#""id":"#)
+        .nth(1)
+        .and_then(|s| s.split([',', '}']).next())
+        .unwrap()
+        .to_owned();
+    r.written_all(&out, Endpoint::Upstream(c[0]));
+    let ok = INIT_OK.replace(r#""id":1"#, &format!(r#""id":{own_id}"#));
+    let out = r.feed(
+        c[0],
+        &json_response("200 OK", "Mcp-Session-Id: s2\r\n", &ok),
+    );
+    let to_client = sent(&out, Endpoint::Conn(STDIO));
+    assert!(
+        !to_client.contains("protocolVersion"),
+        "the replayed answer is swallowed: {to_client}"
+    );
+    let everything = r.s.show();
+    // The request goes again, on the new session.
+    let all_posts: String =
+        r.s.log
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Output::Send {
+                    to: Endpoint::Upstream(u),
+                    data,
+                } if u.server == ChildId(2) => Some(String::from_utf8_lossy(data).into_owned()),
+                _ => None,
+            })
+            .collect();
+    assert!(all_posts.contains("Mcp-Session-Id: s2"), "{everything}");
+    assert!(
+        all_posts.ends_with(call) || all_posts.contains(call),
+        "{everything}"
+    );
+}
+
+#[test]
+fn auto_falls_back_to_sse_when_the_initialize_post_is_refused() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/sse", RemoteTransport::Auto);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r.feed(
+        c0,
+        "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n",
+    );
+    let c = connects(&out);
+    assert_eq!(c.len(), 1, "{}", r.s.show());
+    let out = r.connected(c[0]);
+    let head = sent(&out, Endpoint::Upstream(c[0]));
+    assert!(head.starts_with("GET /sse HTTP/1.1\r\n"), "{head}");
+    r.written_all(&out, Endpoint::Upstream(c[0]));
+    let out = r.feed(
+        c[0],
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nevent: endpoint\ndata: /messages?session=7\n\n",
+    );
+    // The initialize goes to the endpoint, on a pooled connection.
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(
+        post.starts_with("POST /messages?session=7 HTTP/1.1\r\n"),
+        "{post}\n{}",
+        r.s.show()
+    );
+    assert!(post.ends_with(INIT), "{post}");
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 202 Accepted\r\nContent-Length: 8\r\n\r\nAccepted",
+    );
+    let out = r.feed(c[0], &format!("event: message\ndata: {INIT_OK}\n\n"));
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+}
+
+#[test]
+fn tcp_remote_carries_lines_both_ways() {
+    let (mut r, c0) = Run::new("tcp://127.0.0.1:9", RemoteTransport::Auto);
+    let out = r.client(INIT);
+    assert!(
+        sent(&out, Endpoint::Upstream(c0)).is_empty(),
+        "nothing before the connection"
+    );
+    let out = r.connected(c0);
+    assert_eq!(sent(&out, Endpoint::Upstream(c0)), format!("{INIT}\n"));
+    let out = r.feed(c0, &format!("{INIT_OK}\n"));
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+}
+
+#[test]
+fn an_unreachable_remote_answers_held_requests_after_the_connect_timeout() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.client(INIT);
+    let out = r.s.input(Input::ConnectFailed {
+        conn: c0,
+        error: "connection refused",
+    });
+    assert!(
+        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        "{}",
+        r.s.show()
+    );
+    // Reconnects with backoff fail too; the request is answered at --connect-timeout (10 s).
+    let mut answered = String::new();
+    for _ in 0..40 {
+        let out = r.s.advance(Duration::from_millis(500));
+        for c in connects(&out) {
+            r.s.input(Input::ConnectFailed {
+                conn: c,
+                error: "connection refused",
+            });
+        }
+        answered.push_str(&sent(
+            &r.s.log.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>(),
+            Endpoint::Conn(STDIO),
+        ));
+        if !answered.is_empty() {
+            break;
+        }
+    }
+    assert!(answered.contains(r#""id":1"#), "{}", r.s.show());
+    assert!(
+        answered.contains("could not be reached within 10s"),
+        "{answered}"
+    );
+    assert!(
+        r.s.now() <= Duration::from_millis(10_500),
+        "at {:?}",
+        r.s.now()
+    );
+}
