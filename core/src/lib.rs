@@ -66,7 +66,7 @@ pub use config::{Config, ConfigError, HttpConfig, Stats};
 pub use framing::{Flow, Frame, LineFramer};
 pub use http::SESSION_ERA_VERSIONS;
 pub use relay::Relay;
-pub use remote::{RemoteConfig, RemoteTransport, RemoteUrl, Scheme};
+pub use remote::{Balance, RemoteConfig, RemoteTransport, RemoteUrl, Scheme};
 pub use supervisor::RestartPolicy;
 pub use timer::Timer;
 

@@ -8,6 +8,7 @@ use crate::http::{wire, HttpEvent, HttpKey, HttpServer, ReportKind};
 use crate::message::{self, codes};
 use crate::outbound::Outbound;
 use crate::pool::Warm;
+use crate::remote::Balance;
 use crate::session::{Ctx, Session};
 use crate::timer::Timer;
 use crate::Transport;
@@ -73,6 +74,10 @@ pub struct Relay {
     /// The session of the relay's own stdin and stdout (client mode): when it ends, the
     /// relay shuts down.
     stdio: Option<SessionKey>,
+    /// Remote URLs (by index) found unreachable, skipped by new sessions until then.
+    remote_down: BTreeMap<usize, Instant>,
+    /// The next URL for `--balance round-robin`.
+    next_remote: usize,
 }
 
 /// The context session code runs in, borrowed from the relay's fields one by one (so that a
@@ -117,6 +122,8 @@ impl Relay {
             accept_trouble: 0,
             spawn_trouble: None,
             stdio: None,
+            remote_down: BTreeMap::new(),
+            next_remote: 0,
         })
     }
 
@@ -592,11 +599,51 @@ impl Relay {
         }
     }
 
-    /// A session with a prespawned child if one waits, else a child started now.
+    /// A session with a prespawned child if one waits, else a child started now (or, in
+    /// client mode, a remote chosen by `--balance`).
     fn new_session(&mut self, now: Instant, label: String, client: ClientSide) -> Session {
+        let index = self.pick_remote(now);
         match self.warm.take(now) {
             Some(child) => self.with_ctx(now, |ctx| Session::with_child(label, client, child, ctx)),
-            None => self.with_ctx(now, |ctx| Session::new(label, client, ctx)),
+            None => self.with_ctx(now, |ctx| Session::new(label, client, index, ctx)),
+        }
+    }
+
+    /// The remote URL a new session starts with: by the balance policy, among those not
+    /// found unreachable lately (all of them if every one was).
+    fn pick_remote(&mut self, now: Instant) -> usize {
+        let Some(remote) = &self.config.remote else {
+            return 0;
+        };
+        let n = remote.urls.len().max(1);
+        self.remote_down.retain(|_, until| *until > now);
+        let up: Vec<usize> = (0..n)
+            .filter(|i| !self.remote_down.contains_key(i))
+            .collect();
+        let candidates = if up.is_empty() { (0..n).collect() } else { up };
+        match remote.balance {
+            Balance::Failover => candidates[0],
+            Balance::RoundRobin => {
+                let start = self.next_remote % n;
+                self.next_remote = self.next_remote.wrapping_add(1);
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|i| candidates.contains(i))
+                    .unwrap_or(candidates[0])
+            }
+            Balance::LeastSessions => {
+                let mut load = vec![0usize; n];
+                for s in self.sessions.values() {
+                    if let Some(i) = s.remote_index() {
+                        load[i % n] += 1;
+                    }
+                }
+                candidates
+                    .iter()
+                    .copied()
+                    .min_by_key(|i| (load[*i], *i))
+                    .unwrap_or(0)
+            }
         }
     }
 
@@ -725,6 +772,16 @@ impl Relay {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
+        if let Some(index) = session.take_unreachable() {
+            if let Some(remote) = &self.config.remote {
+                log::warn!(
+                    "{} is skipped by new sessions for {:?}: it could not be reached",
+                    remote.urls[index % remote.urls.len().max(1)],
+                    remote.down_for
+                );
+                self.remote_down.insert(index, now + remote.down_for);
+            }
+        }
         let after = session.child_id();
         if after != before {
             // The session released the old child when it started the new one.

@@ -53,6 +53,8 @@ pub(crate) struct RemoteSide {
     remote: RemoteServer,
     /// Which of the configured URLs it is (failover moves on after one is unreachable).
     index: usize,
+    /// A URL found unreachable, not yet reported to the relay.
+    unreachable: Option<usize>,
     hung: Option<Hang>,
     config: RemoteConfig,
     limits: RemoteLimits,
@@ -120,6 +122,7 @@ impl ServerSide {
     pub(crate) fn connect_remote(
         id: ChildId,
         config: &RemoteConfig,
+        index: usize,
         limits: Limits,
         out: &mut VecDeque<Output>,
     ) -> Self {
@@ -129,8 +132,9 @@ impl ServerSide {
             grace: limits.grace,
         };
         ServerSide::Remote(Box::new(RemoteSide {
-            remote: RemoteServer::connect(id, config, 0, limits, out),
-            index: 0,
+            remote: RemoteServer::connect(id, config, index, limits, out),
+            index,
+            unreachable: None,
             hung: None,
             config: config.clone(),
             limits,
@@ -152,6 +156,7 @@ impl ServerSide {
                     Some(RemoteEnd::Unreachable { .. } | RemoteEnd::ConnectTimeout { .. })
                 );
                 if unreachable {
+                    r.unreachable = Some(r.index);
                     r.index = (r.index + 1) % r.config.urls.len().max(1);
                 }
                 r.hung = None;
@@ -166,6 +171,22 @@ impl ServerSide {
     /// inputs: a remote's connections are named after it).
     pub(crate) fn child_id(&self) -> Option<ChildId> {
         each!(self, c => Some(c.child.id), r => Some(r.remote.id()))
+    }
+
+    /// The URL a remote serves from (its index in the configuration).
+    pub(crate) fn remote_index(&self) -> Option<usize> {
+        match self {
+            ServerSide::Remote(r) => Some(r.index),
+            ServerSide::Child(_) => None,
+        }
+    }
+
+    /// A URL this remote found unreachable since last asked.
+    pub(crate) fn take_unreachable(&mut self) -> Option<usize> {
+        match self {
+            ServerSide::Remote(r) => r.unreachable.take(),
+            ServerSide::Child(_) => None,
+        }
     }
 
     /// A process serves (not a remote): the driver holds something of it to release.

@@ -207,11 +207,19 @@ struct Liveness {
 }
 
 impl Session {
-    /// A session serving `client`, named `label` in logs; its first child starts now.
-    pub(crate) fn new(label: String, client: ClientSide, ctx: &mut Ctx<'_>) -> Self {
+    /// A session serving `client`, named `label` in logs; its server starts now (a child, or
+    /// the remote at URL `remote_index`).
+    pub(crate) fn new(
+        label: String,
+        client: ClientSide,
+        remote_index: usize,
+        ctx: &mut Ctx<'_>,
+    ) -> Self {
         let id = ctx.new_child_id();
         let server = match &ctx.config.remote {
-            Some(remote) => ServerSide::connect_remote(id, remote, limits(ctx.config), ctx.out),
+            Some(remote) => {
+                ServerSide::connect_remote(id, remote, remote_index, limits(ctx.config), ctx.out)
+            }
             None => {
                 ctx.stats.children_spawned += 1;
                 ServerSide::spawn_child(id, limits(ctx.config), ctx.out)
@@ -277,6 +285,16 @@ impl Session {
             ServerSide::Child(c) => c.id(),
             ServerSide::Remote(_) => self.link.server.child_id().unwrap_or(ChildId(0)),
         }
+    }
+
+    /// The remote URL (its index) serving, in client mode.
+    pub(crate) fn remote_index(&self) -> Option<usize> {
+        self.link.server.remote_index()
+    }
+
+    /// A remote URL found unreachable since last asked.
+    pub(crate) fn take_unreachable(&mut self) -> Option<usize> {
+        self.link.server.take_unreachable()
     }
 
     /// Its server is a process (the driver holds something of it to release at the end).

@@ -345,3 +345,28 @@ fn an_unreachable_remote_answers_held_requests_after_the_connect_timeout() {
         r.s.now()
     );
 }
+
+#[test]
+fn an_unreachable_url_fails_over_to_the_next() {
+    let mut config = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    if let Some(r) = &mut config.remote {
+        r.urls
+            .push(RemoteUrl::parse("http://127.0.0.2:10/mcp").unwrap());
+    }
+    let mut s = Script::new(config);
+    let out = s.input(Input::Attached { conn: STDIO });
+    let first = connects(&out)[0];
+    s.input(Input::ConnectFailed {
+        conn: first,
+        error: "connection refused",
+    });
+    let out = s.advance(Duration::from_secs(1));
+    let hosts: Vec<(String, u16)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Connect { host, port, .. } => Some((host.clone(), *port)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hosts, vec![("127.0.0.2".to_owned(), 10)], "{}", s.show());
+}

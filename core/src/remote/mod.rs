@@ -30,6 +30,37 @@ pub struct RemoteConfig {
     /// Connections one session keeps to a Streamable HTTP remote for its POSTs (its GET
     /// stream takes one more).
     pub max_connections: usize,
+    /// How new sessions are spread over several URLs.
+    pub balance: Balance,
+    /// How long a URL that could not be reached is skipped by new sessions.
+    pub down_for: Duration,
+}
+
+/// How new sessions pick among several remote URLs. Whatever the choice, a session whose
+/// remote cannot be reached moves on to the next URL when it reconnects, and a URL that could
+/// not be reached is skipped by new sessions for a while (`down_for`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// The first URL that is not down (the others are fallbacks).
+    Failover,
+    /// Each new session the next URL in turn.
+    RoundRobin,
+    /// The URL serving the fewest sessions now.
+    LeastSessions,
+}
+
+impl Balance {
+    /// Parses a `--balance` value.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "failover" => Ok(Balance::Failover),
+            "round-robin" => Ok(Balance::RoundRobin),
+            "least-sessions" => Ok(Balance::LeastSessions),
+            other => Err(format!(
+                "unknown balance {other:?}: expected failover, round-robin or least-sessions"
+            )),
+        }
+    }
 }
 
 impl Default for RemoteConfig {
@@ -40,6 +71,8 @@ impl Default for RemoteConfig {
             headers: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             max_connections: 8,
+            balance: Balance::Failover,
+            down_for: Duration::from_secs(30),
         }
     }
 }
