@@ -72,7 +72,7 @@ const VALUE_OPTIONS: [&str; 6] = [
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "mcp-relay check http://127.0.0.1:8080/mcp\nmcp-relay check --json --bearer-token \"$TOKEN\" https://mcp.example.com/mcp\nmcp-relay check --timeout 30s -- npx -y @modelcontextprotocol/server-everything",
-    note = "Forms: `mcp-relay check [options] URL` (the URL reached through `mcp-relay --connect\nURL`, with the flags marked URL) and `mcp-relay check [options] -- COMMAND ARGS…` (a stdio\nserver, run directly, without a shell). The check sends initialize\n(protocol 2025-11-25), then tools/list, resources/list and prompts/list for what the server\noffers (up to 50 pages each), then ping; each step must finish within --timeout. The server\nis stopped afterwards (stdin closed, 2s, then SIGKILL to its process group).\nExit status: 0 all answered, 1 failed (the reason on stderr), 2 usage error."
+    note = "Forms: `mcp-relay check [options] URL` (the URL reached through `mcp-relay --connect\nURL`, with the flags marked URL) and `mcp-relay check [options] -- COMMAND ARGS…` (a stdio\nserver, run directly, without a shell).\n\nThe check sends initialize (protocol 2025-11-25), then tools/list, resources/list and\nprompts/list for what the server offers (up to 50 pages each), then ping. Each step must\nfinish within --timeout (so the whole check, within 5 × --timeout and a few seconds).\nThe server is stopped afterwards: stdin closed, 2s, then SIGKILL to its process group.\nExit status: 0 all answered, 1 failed (the reason on stderr), 2 usage error."
 )]
 struct CheckArgs {
     /// the server's URL (or a stdio server command after `--`)
@@ -278,14 +278,14 @@ fn command_for(opts: &CheckArgs, target: &Target) -> Result<Command, String> {
 
 fn describe_target(target: &Target) -> String {
     match target {
-        Target::Url(url) => escape(url, 300),
+        Target::Url(url) => escape(url, 160),
         Target::Command(argv) => {
             let joined = argv
                 .iter()
                 .map(|a| a.to_string_lossy())
                 .collect::<Vec<_>>()
                 .join(" ");
-            escape(&joined, 300)
+            escape(&joined, 160)
         }
     }
 }
