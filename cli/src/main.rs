@@ -1,5 +1,6 @@
 //! `mcp-relay`: flags → validated configuration → the mio runtime. Nothing else lives here.
 
+mod check;
 mod config;
 
 use argh::FromArgs;
@@ -17,7 +18,7 @@ use std::time::Duration;
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "mcp-relay --listen 127.0.0.1:9000 --demo\nmcp-relay --listen http://127.0.0.1:8080 --demo\nmcp-relay --listen 127.0.0.1:9000 --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --listen http://0.0.0.0:8080 --auth-token-file tokens.txt --allow-host mcp.example.com -- ./server --its --args",
-    note = "The server command after `--` is run exactly as given, without a shell, once per client\nsession (a TCP connection, an HTTP session), in a process group of its own. When the\nsession ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each after\n--shutdown-grace) to the whole group.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
+    note = "The server command after `--` is run exactly as given, without a shell, once per client\nsession (a TCP connection, an HTTP session), in a process group of its own. When the\nsession ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each after\n--shutdown-grace) to the whole group.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
 )]
 struct Args {
     /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC), or
@@ -260,6 +261,9 @@ fn main() -> ExitCode {
     if argv.get(1).map(String::as_str) == Some("demo-server") {
         let code = mcp_relay_demo::run(&argv[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    if argv.get(1).map(String::as_str) == Some("check") {
+        return check::main(std::env::args_os().skip(2).collect());
     }
     // Before any secret is read: from here on the relay's servers (same user) cannot read
     // its memory or /proc/<pid>/environ. Reported once logging is set up.
