@@ -442,6 +442,7 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
             // Runtime::bind seeds the session-id generator from the OS.
             seed: [0; 32],
         },
+        stdio: false,
     };
     config
         .core
