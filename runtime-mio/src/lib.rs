@@ -70,8 +70,11 @@ pub struct RuntimeConfig {
     pub core: mcp_relay_core::Config,
     /// Serve the process's own stdin and stdout as one client connection
     /// ([`Input::Attached`]), for a local client that started the relay as its server. The
-    /// core shuts down when that session ends, and [`Runtime::run`] returns. Nothing else in
-    /// the process may write to stdout meanwhile; logs belong on stderr.
+    /// core shuts down when that session ends, and [`Runtime::run`] returns (stdout closed).
+    /// Nothing else in the process may write to stdout meanwhile; logs belong on stderr.
+    /// Descriptors 0 and 1 stay blocking: a thread reads stdin and one writes stdout. The
+    /// reader may still be blocked in a read when `run` returns: the process is expected to
+    /// exit then.
     pub stdio: bool,
 }
 
