@@ -57,8 +57,11 @@ fn relay() -> Result<()> {
         },
         core: Config {
             shutdown_grace: Duration::from_secs(1),
-            // Small reads: a big message takes many chunks through the stdin channel.
+            // Small reads and buffers: a big message takes many chunks through the stdin
+            // channel, and the core pauses stdin (the channel fills) while the server catches
+            // up.
             max_read: 4096,
+            max_buffered: 16 * 1024,
             ..Config::default()
         },
         stdio: true,
