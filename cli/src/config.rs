@@ -1,5 +1,6 @@
 //! Turning flags into a validated configuration: every mistake is one readable line.
 
+use mcp_relay_core::RemoteUrl;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -133,6 +134,133 @@ pub fn parse_env(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Parses a `--connect` URL. Errors show the URL without what may be secret in it (user
+/// info, the query).
+pub fn parse_connect(text: &str) -> Result<RemoteUrl, String> {
+    RemoteUrl::parse(text).map_err(|e| {
+        let shown = redact_url(text);
+        format!("--connect: {}", e.replace(text, &shown))
+    })
+}
+
+/// A URL as it may be logged: user info and the query (where some servers take an API key)
+/// are replaced with `…`.
+pub fn redact_url(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, _)) => format!("{path}?…"),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// Parses one `--header` (`Name: value`, or `Name:value`: some MCP hosts drop or split
+/// spaces in arguments) and expands `${VAR}` and `${VAR:-default}` in its value from `env`.
+/// Returns the header and the variables that were unset with no default (they expand to
+/// nothing; the caller warns). Errors never quote the value, nor the text when it has no
+/// colon (it may be a token pasted alone). `n` numbers the header among the flags (from 1).
+pub fn parse_header(
+    text: &str,
+    n: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<((String, String), Vec<String>), String> {
+    let Some((name, value)) = text.split_once(':') else {
+        return Err(format!(
+            "--header #{n}: expected `Name: value` (there is no colon)"
+        ));
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!(
+            "--header #{n}: the name before the colon is missing"
+        ));
+    }
+    if !name.bytes().all(is_token_byte) {
+        // Not quoted: what precedes the colon may be a secret (`Bearer abc:def`).
+        return Err(format!(
+            "--header #{n}: the name before the colon may only have letters, digits and !#$%&'*+-.^_`|~"
+        ));
+    }
+    if let Some(reserved) = RESERVED_HEADERS
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(format!("--header {name}: the relay sets {reserved} itself"));
+    }
+    let (value, unset) = expand_vars(value.trim(), env);
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!(
+            "--header {name}: the value has a line break or NUL (after expanding variables)"
+        ));
+    }
+    Ok(((name.to_owned(), value.trim().to_owned()), unset))
+}
+
+/// Headers that frame the request or the connection: the relay writes them, and a second
+/// copy would break the request.
+const RESERVED_HEADERS: &[&str] = &[
+    "Host",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Upgrade",
+];
+
+/// A byte of an HTTP token (RFC 9110 `tchar`).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` (the default also when `VAR` is empty, as in the
+/// shell). Anything else, `$VAR` and an unclosed `${` among it, stays as written. Returns the
+/// text and the names of the variables that were unset with no default.
+pub fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(text.len());
+    let mut unset = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return (out, unset);
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            // Not a variable reference: kept as written.
+            out.push_str(&rest[start..start + 2 + end + 1]);
+        } else {
+            match (env(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    if env(name).is_none() {
+                        unset.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    (out, unset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +329,115 @@ mod tests {
         assert_eq!(parse_env("A="), Ok(("A".into(), "".into())));
         assert!(parse_env("=x").is_err());
         assert!(parse_env("novalue").is_err());
+    }
+
+    /// A fake environment: `TOKEN=abc:123`, `EMPTY=` (set, empty).
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "TOKEN" => Some("abc:123".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn check_header(text: &str, expect: Result<(&str, &str, &[&str]), &str>) {
+        let got = parse_header(text, 1, &env);
+        match (got, expect) {
+            (Ok(((name, value), unset)), Ok((n, v, u))) => {
+                assert_eq!((name.as_str(), value.as_str()), (n, v), "{text:?}");
+                assert_eq!(unset, u, "{text:?}");
+            }
+            (Err(e), Err(part)) => {
+                assert!(e.contains(part), "{text:?}: {e}");
+                assert!(
+                    !e.contains("abc") && !e.contains("secret"),
+                    "{text:?} leaks: {e}"
+                );
+            }
+            (got, expect) => panic!("{text:?}: {got:?}, expected {expect:?}"),
+        }
+    }
+
+    #[test]
+    fn headers() {
+        check_header("X-Api-Key: secret", Ok(("X-Api-Key", "secret", &[])));
+        // Hosts that mangle spaces: no space, or several.
+        check_header("X-Api-Key:secret", Ok(("X-Api-Key", "secret", &[])));
+        check_header("  X-Api-Key :   secret  ", Ok(("X-Api-Key", "secret", &[])));
+        // The value may hold colons.
+        check_header("X-Url: http://h:1/", Ok(("X-Url", "http://h:1/", &[])));
+        check_header("X-Empty:", Ok(("X-Empty", "", &[])));
+        check_header(
+            "Authorization: Bearer ${TOKEN}",
+            Ok(("Authorization", "Bearer abc:123", &[])),
+        );
+        check_header(
+            "Authorization:${TOKEN}",
+            Ok(("Authorization", "abc:123", &[])),
+        );
+        check_header("X: ${NOPE}", Ok(("X", "", &["NOPE"])));
+        check_header("X: a${NOPE:-dflt}b", Ok(("X", "adfltb", &[])));
+        check_header("X: ${EMPTY:-dflt}", Ok(("X", "dflt", &[])));
+        // Set but empty: no warning.
+        check_header("X: <${EMPTY}>", Ok(("X", "<>", &[])));
+
+        check_header("Bearer secret", Err("no colon"));
+        check_header(": secret", Err("name before the colon is missing"));
+        check_header("Bearer abc: x", Err("may only have letters"));
+        check_header("X\u{e9}: x", Err("may only have letters"));
+        check_header("Host: example.com", Err("sets Host itself"));
+        check_header("content-length: 5", Err("sets Content-Length itself"));
+        check_header("X: secret\r\nY: z", Err("line break"));
+    }
+
+    fn check_expand(text: &str, expect: &str, unset: &[&str]) {
+        assert_eq!(
+            expand_vars(text, &env),
+            (
+                expect.to_owned(),
+                unset.iter().map(|u| u.to_string()).collect::<Vec<_>>()
+            ),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn variables() {
+        check_expand("plain", "plain", &[]);
+        check_expand("${TOKEN}", "abc:123", &[]);
+        check_expand("${TOKEN:-x}", "abc:123", &[]);
+        check_expand("${A}${B:-b}${C}", "b", &["A", "C"]);
+        check_expand("${A:-}", "", &[]);
+        check_expand("${A:-x:-y}", "x:-y", &[]);
+        // Not references: kept as written.
+        check_expand("$TOKEN", "$TOKEN", &[]);
+        check_expand("${TOKEN", "${TOKEN", &[]);
+        check_expand("a ${} b", "a ${} b", &[]);
+        check_expand("${1X}", "${1X}", &[]);
+        check_expand("${A B}", "${A B}", &[]);
+        check_expand("$${TOKEN}}", "$abc:123}", &[]);
+    }
+
+    #[test]
+    fn connect_urls_keep_their_secrets() {
+        let check = |url: &str, expect: Result<&str, &str>| match (parse_connect(url), expect) {
+            (Ok(u), Ok(shown)) => assert_eq!(u.to_string(), shown, "{url}"),
+            (Err(e), Err(part)) => {
+                assert!(
+                    e.starts_with("--connect: ") && e.contains(part),
+                    "{url}: {e}"
+                );
+                assert!(!e.contains("hunter2"), "{url}: {e}");
+            }
+            (got, expect) => panic!("{url}: {got:?}, expected {expect:?}"),
+        };
+        check("http://127.0.0.1:8080/mcp", Ok("http://127.0.0.1:8080/mcp"));
+        check("tcp://localhost:9000", Ok("tcp://localhost:9000"));
+        check("http://u:hunter2@h/mcp", Err("credentials"));
+        check("http://h/mcp?key=hunter2#frag", Err("http://h/mcp?…"));
+        check("ftp://h/", Err("unsupported scheme"));
+        assert_eq!(redact_url("http://h:1/a?k=v"), "http://h:1/a?…");
+        assert_eq!(redact_url("http://u:p@h?k"), "http://…@h?…");
+        assert_eq!(redact_url("tcp://h:1"), "tcp://h:1");
     }
 }

@@ -5,7 +5,9 @@ mod config;
 
 use argh::FromArgs;
 use config::Listen;
-use mcp_relay_core::{Config, ConfigError, HttpConfig, RestartPolicy, Transport};
+use mcp_relay_core::{
+    Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy, Transport,
+};
 use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig, Stopped};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -13,19 +15,55 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Serve a stdio MCP server over the network (raw TCP, Streamable HTTP, HTTP+SSE): every
-/// client session gets its own supervised server process.
+/// Serve a stdio MCP server over the network (raw TCP, Streamable HTTP, HTTP+SSE), one
+/// supervised server process per client session: `--listen ADDR -- COMMAND`. Or reach a
+/// remote MCP server for a local stdio client: `--connect URL` (a client such as Claude
+/// Desktop starts mcp-relay as its server).
 #[derive(FromArgs, Debug)]
 #[argh(
-    example = "mcp-relay --listen 127.0.0.1:9000 --demo\nmcp-relay --listen http://127.0.0.1:8080 --demo\nmcp-relay --listen 127.0.0.1:9000 --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --listen http://0.0.0.0:8080 --auth-token-file tokens.txt --allow-host mcp.example.com -- ./server --its --args",
-    note = "The server command after `--` is run exactly as given, without a shell, once per client\nsession (a TCP connection, an HTTP session), in a process group of its own. When the\nsession ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each after\n--shutdown-grace) to the whole group.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
+    example = "mcp-relay --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --connect http://mcp.example.com/mcp --header 'Authorization: Bearer ${{TOKEN}}'",
+    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT. Header values are never logged.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
 )]
 struct Args {
     /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC), or
     /// http://HOST:PORT (Streamable HTTP at /mcp, HTTP+SSE at /sse); IPv6 as [::1]:9000;
-    /// repeat for several (required; 127.0.0.1 recommended)
+    /// repeat for several (required unless --connect is given; 127.0.0.1
+    /// recommended)
     #[argh(option, from_str_fn(parse_listen))]
     listen: Vec<Listen>,
+
+    /// relay to the remote MCP server at this URL instead of running a command: http:// or
+    /// tcp://; repeat for fallbacks, tried in order
+    #[argh(option)]
+    connect: Vec<String>,
+
+    /// with --connect: auto (Streamable HTTP, falling back to HTTP+SSE), streamable-http,
+    /// sse, or tcp (default: auto)
+    #[argh(
+        option,
+        from_str_fn(parse_transport),
+        default = "RemoteConfig::default().transport"
+    )]
+    transport: RemoteTransport,
+
+    /// with --connect: a header for every request, 'Name: value' (repeatable); ${VAR} and
+    /// ${VAR:-default} in it are taken from the environment
+    #[argh(option)]
+    header: Vec<String>,
+
+    /// with --connect: send `Authorization: Bearer TOKEN` (if absent, API_ACCESS_TOKEN from
+    /// the environment); an explicit --header Authorization wins over both
+    #[argh(option)]
+    bearer_token: Option<String>,
+
+    /// with --connect: how long reaching the remote may take before it counts as unreachable
+    /// (default: 10s)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "RemoteConfig::default().connect_timeout"
+    )]
+    connect_timeout: Duration,
 
     /// serve the built-in demo MCP server instead of a command after `--`
     #[argh(switch)]
@@ -231,6 +269,9 @@ const FORCED_EXIT: u8 = 130;
 /// The environment variable that may hold a bearer token.
 const AUTH_TOKEN_VAR: &str = "MCP_RELAY_AUTH_TOKEN";
 
+/// The environment variable that may hold the bearer token sent to a remote (`--connect`).
+const REMOTE_TOKEN_VAR: &str = "API_ACCESS_TOKEN";
+
 fn parse_listen(s: &str) -> Result<Listen, String> {
     config::parse_listen(s)
 }
@@ -242,6 +283,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 fn parse_size(s: &str) -> Result<usize, String> {
     config::parse_size(s)
+}
+fn parse_transport(s: &str) -> Result<RemoteTransport, String> {
+    RemoteTransport::parse(s)
 }
 fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
     match s {
@@ -298,7 +342,7 @@ fn main() -> ExitCode {
     if let Err(e) = dumpable {
         log::warn!("cannot make the relay non-dumpable (its servers may read its memory): {e}");
     }
-    let config = match validate(args, env_token) {
+    let config = match validate(args, env_token, &|name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("mcp-relay: {e}");
@@ -317,19 +361,42 @@ fn init_logging(args: &Args) {
     if args.debug {
         builder.filter_level(log::LevelFilter::Debug);
     }
-    builder.format_target(false).init();
+    // Stderr, always: in client mode stdout is the local client's connection.
+    builder
+        .target(env_logger::Target::Stderr)
+        .format_target(false)
+        .init();
 }
 
-/// `env_token`: the value `MCP_RELAY_AUTH_TOKEN` had at startup.
-fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, String> {
-    if args.listen.is_empty() {
+/// `env_token`: the value `MCP_RELAY_AUTH_TOKEN` had at startup; `env` reads the
+/// environment (for `--header` variables and `API_ACCESS_TOKEN`).
+fn validate(
+    args: Args,
+    env_token: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RuntimeConfig, String> {
+    let remote = remote_config(&args, env)?;
+    if args.listen.is_empty() && remote.is_none() {
         return Err(
-            "nothing to listen on: give --listen HOST:PORT (for example --listen 127.0.0.1:9000)"
+            "nothing to listen on: give --listen HOST:PORT (for example --listen 127.0.0.1:9000), or --connect URL to reach a remote server"
                 .into(),
         );
     }
     let mut command = args.command;
-    if args.demo {
+    if remote.is_some() {
+        if args.demo || !command.is_empty() {
+            return Err(
+                "--connect replaces the server command: leave out --demo and the command after `--`"
+                    .into(),
+            );
+        }
+        if args.prespawn != 0 {
+            return Err("--prespawn starts server processes, and --connect runs none".into());
+        }
+        if !args.env.is_empty() || args.cwd.is_some() || args.clean_env {
+            log::warn!("--env, --cwd and --clean-env have no effect with --connect");
+        }
+    } else if args.demo {
         if !command.is_empty() {
             return Err(
                 "--demo serves the built-in server: leave out the command after `--`".into(),
@@ -339,8 +406,8 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
             .map_err(|e| format!("--demo: cannot find this program's own path: {e}"))?;
         command = vec![exe.into_os_string(), "demo-server".into()];
     }
-    if command.is_empty() {
-        return Err("no server command: put it after `--` (for example `-- ./server --stdio`), or use --demo".into());
+    if command.is_empty() && remote.is_none() {
+        return Err("no server command: put it after `--` (for example `-- ./server --stdio`), use --demo, or --connect URL to reach a remote server".into());
     }
     if let Some(dir) = &args.cwd {
         if !dir.is_dir() {
@@ -381,11 +448,21 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
     {
         return Err("--auth-token: a token must be non-empty and have no spaces".into());
     }
-    let server_label = command
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let server_label = match &remote {
+        Some(r) => r
+            .urls
+            .iter()
+            .map(|u| config::redact_url(&u.to_string()))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        None => command
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    // Client mode with no listener: the local client is on stdin and stdout.
+    let stdio = remote.is_some() && listen.is_empty();
     let mut command = command.into_iter();
     let program = command.next().unwrap_or_default();
     let defaults = Config::default();
@@ -442,16 +519,90 @@ fn validate(args: Args, env_token: Option<String>) -> Result<RuntimeConfig, Stri
             prespawn: args.prespawn,
             max_connections: args.max_connections,
             idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
-            remote: None,
+            remote,
             // Runtime::bind seeds the session-id generator from the OS.
             seed: [0; 32],
         },
+        stdio,
     };
     config
         .core
         .validate()
         .map_err(|e| format!("{} {}", flag_of(&e), e.problem))?;
     Ok(config)
+}
+
+/// Client mode's configuration from `--connect` and its companions; `None` without
+/// `--connect`. Neither errors nor warnings ever show a header's value or the token.
+fn remote_config(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RemoteConfig>, String> {
+    let defaults = RemoteConfig::default();
+    if args.connect.is_empty() {
+        let set = [
+            (!args.header.is_empty(), "--header"),
+            (args.bearer_token.is_some(), "--bearer-token"),
+            (args.transport != defaults.transport, "--transport"),
+            (
+                args.connect_timeout != defaults.connect_timeout,
+                "--connect-timeout",
+            ),
+        ];
+        if let Some((_, flag)) = set.iter().find(|(set, _)| *set) {
+            return Err(format!("{flag} goes with --connect URL"));
+        }
+        return Ok(None);
+    }
+    let urls = args
+        .connect
+        .iter()
+        .map(|u| config::parse_connect(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (i, text) in args.header.iter().enumerate() {
+        let (header, unset) = config::parse_header(text, i + 1, env)?;
+        for var in unset {
+            log::warn!(
+                "--header {}: ${{{var}}} is not set; it stands for nothing",
+                header.0
+            );
+        }
+        headers.push(header);
+    }
+    let has_authorization = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+    let (token, source) = match &args.bearer_token {
+        Some(t) => (Some(t.clone()), "--bearer-token"),
+        None => (
+            env(REMOTE_TOKEN_VAR).filter(|t| !t.is_empty()),
+            REMOTE_TOKEN_VAR,
+        ),
+    };
+    if let Some(token) = token {
+        if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{source}: a token must be non-empty and have no spaces"
+            ));
+        }
+        if has_authorization {
+            log::info!("{source} is not sent: --header Authorization takes its place");
+        } else {
+            headers.push(("Authorization".into(), format!("Bearer {token}")));
+        }
+    }
+    let tcp = urls.iter().all(|u| u.scheme == mcp_relay_core::Scheme::Tcp);
+    if tcp && (!args.header.is_empty() || args.bearer_token.is_some()) {
+        log::warn!("--header and --bearer-token have no effect on tcp:// remotes");
+    }
+    Ok(Some(RemoteConfig {
+        urls,
+        transport: args.transport,
+        headers,
+        connect_timeout: args.connect_timeout,
+        ..defaults
+    }))
 }
 
 /// The flag that sets the field a [`ConfigError`] names (the core names [`Config`]'s fields).
@@ -480,6 +631,10 @@ fn flag_of(e: &ConfigError) -> &'static str {
         "http.header_timeout" => "--header-timeout",
         "http.replay_buffer" => "--max-buffered",
         "http.stateless_pool" => "--stateless-pool",
+        "remote.urls" => "--connect",
+        "remote.transport" => "--transport",
+        "remote.headers" => "--header",
+        "remote.connect_timeout" => "--connect-timeout",
         // Not set by a flag (`max_read`, `seed`, ...): a bug here, named as the core names it.
         other => other,
     }
@@ -488,6 +643,14 @@ fn flag_of(e: &ConfigError) -> &'static str {
 fn run(config: RuntimeConfig) -> ExitCode {
     let server = config.core.server_label.clone();
     let authenticated = !config.core.http.auth_tokens.is_empty();
+    // What an unauthenticated stranger could do through an exposed listener.
+    let exposure = match &config.core.remote {
+        Some(_) => "reach",
+        None => "run",
+    };
+    if config.stdio {
+        log::info!("relaying this process's stdin and stdout to {server}");
+    }
     let runtime = match Runtime::bind(config) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -501,7 +664,7 @@ fn run(config: RuntimeConfig) -> ExitCode {
                 log::info!("listening on tcp://{addr}, serving `{server}`");
                 if !addr.ip().is_loopback() {
                     log::warn!(
-                        "tcp://{addr} is reachable from other machines and has no authentication: anyone who can connect can run `{server}`"
+                        "tcp://{addr} is reachable from other machines and has no authentication: anyone who can connect can {exposure} `{server}`"
                     );
                 }
             }
@@ -511,7 +674,7 @@ fn run(config: RuntimeConfig) -> ExitCode {
                 );
                 if !addr.ip().is_loopback() && !authenticated {
                     log::warn!(
-                        "http://{addr} is reachable from other machines without --auth-token: anyone who can connect can run `{server}`"
+                        "http://{addr} is reachable from other machines without --auth-token: anyone who can connect can {exposure} `{server}`"
                     );
                 }
             }
@@ -628,7 +791,217 @@ mod tests {
         let mut argv = vec!["--listen", "127.0.0.1:0", "--demo"];
         argv.extend_from_slice(extra);
         let args = Args::from_args(&["mcp-relay"], &argv).map_err(|e| e.output)?;
-        validate(args, None)
+        validate(args, None, &|_| None)
+    }
+
+    /// Validates these flags alone, with `env` as the environment.
+    fn client(argv: &[&str], env: &[(&str, &str)]) -> Result<RuntimeConfig, String> {
+        let args = Args::from_args(&["mcp-relay"], argv).map_err(|e| e.output)?;
+        let env = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        validate(args, None, &env)
+    }
+
+    fn headers(argv: &[&str], env: &[(&str, &str)]) -> Vec<(String, String)> {
+        let config = client(argv, env).expect("valid");
+        config.core.remote.expect("client mode").headers
+    }
+
+    #[test]
+    fn connect_without_listen_is_stdio_client_mode() {
+        let config = client(&["--connect", "tcp://127.0.0.1:9"], &[]).expect("valid");
+        assert!(config.stdio);
+        assert!(config.listen.is_empty());
+        assert!(config.command.program.is_empty());
+        let remote = config.core.remote.expect("remote");
+        assert_eq!(remote.urls[0].to_string(), "tcp://127.0.0.1:9");
+        assert_eq!(remote.transport, RemoteTransport::Auto);
+        assert_eq!(
+            remote.connect_timeout,
+            RemoteConfig::default().connect_timeout
+        );
+        assert_eq!(config.core.server_label, "tcp://127.0.0.1:9");
+
+        // Several URLs keep their order; the label hides the query.
+        let config = client(
+            &[
+                "--connect",
+                "http://a/mcp?key=k",
+                "--connect",
+                "http://b:8/mcp",
+                "--transport",
+                "sse",
+                "--connect-timeout",
+                "2s",
+            ],
+            &[],
+        )
+        .expect("valid");
+        let remote = config.core.remote.expect("remote");
+        let urls: Vec<String> = remote.urls.iter().map(|u| u.to_string()).collect();
+        assert_eq!(urls, ["http://a/mcp?key=k", "http://b:8/mcp"]);
+        assert_eq!(remote.transport, RemoteTransport::Sse);
+        assert_eq!(remote.connect_timeout, Duration::from_secs(2));
+        assert_eq!(config.core.server_label, "http://a/mcp?… or http://b:8/mcp");
+    }
+
+    #[test]
+    fn connect_with_listen_is_a_gateway() {
+        let config = client(
+            &["--connect", "http://h/mcp", "--listen", "127.0.0.1:0"],
+            &[],
+        )
+        .expect("valid");
+        assert!(!config.stdio);
+        assert_eq!(config.listen.len(), 1);
+        assert!(config.core.remote.is_some());
+    }
+
+    #[test]
+    fn client_mode_mistakes_name_the_flag() {
+        for (argv, expect) in [
+            (
+                &["--connect", "http://h/", "--demo"][..],
+                "--connect replaces the server command",
+            ),
+            (
+                &["--connect", "http://h/", "--", "./server"],
+                "--connect replaces the server command",
+            ),
+            (&["--connect", "http://h/", "--prespawn", "1"], "--prespawn"),
+            (&["--connect", "h:1"], "--connect: \"h:1\" is not a URL"),
+            (
+                &["--connect", "https://h/"],
+                "--connect https:// is not supported yet",
+            ),
+            (
+                &["--connect", "http://h/", "--transport", "tcp"],
+                "--transport tcp goes with tcp:// URLs",
+            ),
+            (
+                &["--connect", "tcp://h:1", "--connect", "http://h/"],
+                "--connect must all be tcp:// or all be http://",
+            ),
+            (
+                &["--connect", "http://h/", "--connect-timeout", "0"],
+                "--connect-timeout must be more than 0",
+            ),
+            (
+                &["--header", "X: y", "--demo"],
+                "--header goes with --connect",
+            ),
+            (
+                &["--bearer-token", "t", "--demo"],
+                "--bearer-token goes with --connect",
+            ),
+            (
+                &["--transport", "sse", "--demo"],
+                "--transport goes with --connect",
+            ),
+            (&[], "nothing to listen on"),
+        ] {
+            let got = client(argv, &[]).err();
+            assert!(
+                got.as_deref().is_some_and(|e| e.contains(expect)),
+                "{argv:?}: {got:?}, expected {expect:?}"
+            );
+        }
+        // Without either, both ways are offered.
+        let e = client(&[], &[]).expect_err("nothing to do");
+        assert!(e.contains("--listen") && e.contains("--connect"), "{e}");
+        let e = client(&["--listen", "127.0.0.1:0"], &[]).expect_err("no command");
+        assert!(e.contains("command") && e.contains("--connect"), "{e}");
+        // An unknown transport is argh's error, naming the flag.
+        let e = client(&["--connect", "http://h/", "--transport", "x"], &[]).expect_err("x");
+        assert!(
+            e.contains("--transport") && e.contains("unknown transport"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bearer_token_and_headers() {
+        let c = ["--connect", "http://h/mcp"];
+        fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+            ["--connect", "http://h/mcp"]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect()
+        }
+        let auth = |v: &str| ("Authorization".to_owned(), v.to_owned());
+        assert_eq!(headers(&c, &[]), []);
+        assert_eq!(
+            headers(&with(&["--bearer-token", "t1"]), &[]),
+            [auth("Bearer t1")]
+        );
+        // The environment's token when the flag is absent; the flag wins over it.
+        assert_eq!(
+            headers(&c, &[("API_ACCESS_TOKEN", "t2")]),
+            [auth("Bearer t2")]
+        );
+        assert_eq!(
+            headers(
+                &with(&["--bearer-token", "t1"]),
+                &[("API_ACCESS_TOKEN", "t2")]
+            ),
+            [auth("Bearer t1")]
+        );
+        assert_eq!(headers(&c, &[("API_ACCESS_TOKEN", "")]), []);
+        // An explicit Authorization header wins over both.
+        assert_eq!(
+            headers(
+                &with(&[
+                    "--header",
+                    "authorization:Basic ${CREDS}",
+                    "--bearer-token",
+                    "t1"
+                ]),
+                &[("API_ACCESS_TOKEN", "t2"), ("CREDS", "dTpw")]
+            ),
+            [("authorization".to_owned(), "Basic dTpw".to_owned())]
+        );
+        assert_eq!(
+            headers(
+                &with(&["--header", "X-A: 1", "--header", "X-B:${B:-2}"]),
+                &[]
+            ),
+            [
+                ("X-A".to_owned(), "1".to_owned()),
+                ("X-B".to_owned(), "2".to_owned())
+            ]
+        );
+        // Mistakes name the flag and never show the secret.
+        for (extra, env, expect) in [
+            (
+                &["--bearer-token", "sec ret"][..],
+                &[][..],
+                "--bearer-token: a token",
+            ),
+            (
+                &[],
+                &[("API_ACCESS_TOKEN", "sec ret")],
+                "API_ACCESS_TOKEN: a token",
+            ),
+            (
+                &["--header", "Authorization secret"],
+                &[],
+                "--header #1: expected",
+            ),
+            (
+                &["--header", "X: ${V}"],
+                &[("V", "a\nsecret")],
+                "--header X: the value",
+            ),
+        ] {
+            let e = client(&with(extra), env).expect_err("refused");
+            assert!(
+                e.contains(expect) && !e.contains("secret"),
+                "{extra:?}: {e}"
+            );
+        }
     }
 
     /// With no flags the relay runs with the core's defaults (but for what only the CLI knows:

@@ -62,6 +62,7 @@ fn host() -> Result<(), Box<dyn std::error::Error>> {
             shutdown_grace: Duration::from_secs(1),
             ..Config::default()
         },
+        stdio: false,
     };
 
     // Bind on this thread, so that a bad address is an error here and the bound port is

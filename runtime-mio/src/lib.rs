@@ -16,6 +16,11 @@
 //! installs them and calls [`ShutdownHandle::shutdown`]), TLS, and every decision about
 //! sessions, framing, limits, restarts and HTTP, which belong to the core.
 //!
+//! Client mode adds two kinds of connection: ones the runtime opens when the core asks
+//! ([`Output::Connect`]: the name is resolved on a worker thread, each address tried in turn),
+//! and, with [`RuntimeConfig::stdio`], the process's own stdin and stdout as one client
+//! connection, served by a reader and a writer thread (descriptors 0 and 1 stay blocking).
+//!
 //! ```no_run
 //! use mcp_relay_core::{Config, Transport};
 //! use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
@@ -24,6 +29,7 @@
 //!     listen: vec![("127.0.0.1:9000".parse()?, Transport::Tcp)],
 //!     command: CommandSpec { program: "./server".into(), ..CommandSpec::default() },
 //!     core: Config::default(),
+//!     stdio: false,
 //! })?;
 //! let stop = runtime.shutdown_handle(); // call stop.shutdown() from a signal handler
 //! runtime.run()?;
@@ -33,12 +39,14 @@
 #![warn(missing_docs)]
 
 mod process;
+mod stdio;
+mod upstream;
 
 pub use process::CommandSpec;
 
 use crossbeam_channel::{Receiver, Sender};
 use mcp_relay_core::{
-    ChildId, ConnId, Endpoint, ExitStatus, Input, Output, Relay, Signal, Transport,
+    ChildId, ConnId, Endpoint, ExitStatus, Input, Output, Relay, Signal, Transport, UpId,
 };
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::pipe;
@@ -60,6 +68,14 @@ pub struct RuntimeConfig {
     /// The core's configuration. An all-zero `seed` (the default) is replaced with OS
     /// randomness by [`Runtime::bind`].
     pub core: mcp_relay_core::Config,
+    /// Serve the process's own stdin and stdout as one client connection
+    /// ([`Input::Attached`]), for a local client that started the relay as its server. The
+    /// core shuts down when that session ends, and [`Runtime::run`] returns (stdout closed).
+    /// Nothing else in the process may write to stdout meanwhile; logs belong on stderr.
+    /// Descriptors 0 and 1 stay blocking: a thread reads stdin and one writes stdout. The
+    /// reader may still be blocked in a read when `run` returns: the process is expected to
+    /// exit then.
+    pub stdio: bool,
 }
 
 /// Facts from worker threads (and the signal handler) for the loop.
@@ -68,6 +84,12 @@ pub(crate) enum Event {
     SpawnFailed(ChildId, String),
     Exited(ChildId, ExitStatus),
     Shutdown,
+    /// A name lookup for the upstream in this slot finished.
+    Resolved(u64, Result<Vec<SocketAddr>, String>),
+    /// The stdout writer wrote this many more bytes.
+    StdoutWritten(usize),
+    /// Writing stdout failed; the writer has stopped.
+    StdoutBroken(String),
 }
 
 /// How [`Runtime::run`] ended.
@@ -102,6 +124,8 @@ const STDIN: usize = 3;
 const STDOUT: usize = 4;
 const STDERR: usize = 5;
 const PIDFD: usize = 6;
+/// A connection the relay opened; its id is the runtime's slot number, not the core's `UpId`.
+const UPSTREAM: usize = 7;
 const KIND_BITS: u32 = 3;
 
 fn token(kind: usize, id: u64) -> Token {
@@ -291,6 +315,16 @@ pub struct Runtime {
     shutdowns: u32,
     work: VecDeque<Work>,
     read_buf: Vec<u8>,
+    /// Connections the relay opened, by slot (their token's id); slots are never reused.
+    upstreams: BTreeMap<u64, upstream::Upstream>,
+    /// The slot of each upstream, by the core's name for it.
+    up_slots: BTreeMap<UpId, u64>,
+    next_up: u64,
+    resolver: upstream::Resolver,
+    /// Attach stdin and stdout when the loop starts ([`RuntimeConfig::stdio`]).
+    attach_stdio: bool,
+    /// The stdio connection, once attached.
+    stdio: Option<(ConnId, stdio::Stdio)>,
 }
 
 impl Runtime {
@@ -378,6 +412,12 @@ impl Runtime {
             shutdowns: 0,
             work: VecDeque::new(),
             read_buf: vec![0; read_size],
+            upstreams: BTreeMap::new(),
+            up_slots: BTreeMap::new(),
+            next_up: 1,
+            resolver: upstream::Resolver::default(),
+            attach_stdio: config.stdio,
+            stdio: None,
         })
     }
 
@@ -405,6 +445,9 @@ impl Runtime {
         self.core.set_wall_clock(Instant::now(), unix);
         self.core.start(Instant::now());
         self.pump();
+        if self.attach_stdio {
+            self.attach_stdio()?;
+        }
         while !self.core.is_finished() {
             // The core's next deadline, or a listener's retry, whichever comes first.
             let deadline = self
@@ -425,7 +468,12 @@ impl Runtime {
                 let kind = t & ((1 << KIND_BITS) - 1);
                 let id = (t >> KIND_BITS) as u64;
                 match kind {
-                    WAKER => self.drain_events(),
+                    WAKER => {
+                        self.drain_events();
+                        if let Some((conn, _)) = self.stdio {
+                            self.work.push_back(Work::Read(Endpoint::Conn(conn), true));
+                        }
+                    }
                     LISTENER => self.accept(id as usize),
                     CONN => {
                         let ep = Endpoint::Conn(ConnId(id));
@@ -447,6 +495,7 @@ impl Runtime {
                     }
                     STDERR => self.read_stderr(ChildId(id)),
                     PIDFD => self.reap(ChildId(id)),
+                    UPSTREAM => self.upstream_event(id, event),
                     _ => {}
                 }
             }
@@ -486,24 +535,25 @@ impl Runtime {
                         );
                     }
                 }
-                Output::Connect { conn, .. } => {
-                    // Outgoing connections arrive with client mode.
-                    self.core.handle_input(
-                        Instant::now(),
-                        Input::ConnectFailed {
-                            conn,
-                            error: "outgoing connections are not supported by this runtime yet",
-                        },
-                    );
-                }
+                Output::Connect { conn, host, port } => self.connect(conn, host, port),
                 Output::Send { to, data } => {
                     match to {
-                        Endpoint::Upstream(_) => {}
-                        Endpoint::Conn(c) => {
-                            if let Some(conn) = self.conns.get_mut(&c) {
-                                conn.queue.push(data);
+                        Endpoint::Upstream(u) => {
+                            if let Some(up) = self.upstream_mut(u) {
+                                up.queue.push(data);
                             }
                         }
+                        Endpoint::Conn(c) => match &mut self.stdio {
+                            Some((s, stdio)) if *s == c => {
+                                stdio.send(data);
+                                continue;
+                            }
+                            _ => {
+                                if let Some(conn) = self.conns.get_mut(&c) {
+                                    conn.queue.push(data);
+                                }
+                            }
+                        },
                         Endpoint::Child(c) => {
                             if let Some((_, q)) =
                                 self.children.get_mut(&c).and_then(|c| c.stdin.as_mut())
@@ -580,6 +630,31 @@ impl Runtime {
                 Event::Shutdown => {
                     self.shutdowns += 1;
                     self.feed(Input::Shutdown);
+                }
+                Event::Resolved(slot, addrs) => self.resolved(slot, addrs),
+                Event::StdoutWritten(n) => {
+                    if let Some((conn, stdio)) = &mut self.stdio {
+                        let conn = *conn;
+                        stdio.written(n);
+                        if !stdio.is_closed() {
+                            self.feed(Input::Written {
+                                to: Endpoint::Conn(conn),
+                                n,
+                            });
+                        }
+                    }
+                }
+                Event::StdoutBroken(reason) => {
+                    if let Some((conn, stdio)) = &mut self.stdio {
+                        let conn = *conn;
+                        if !stdio.is_closed() {
+                            stdio.close();
+                            self.feed(Input::Broken {
+                                endpoint: Endpoint::Conn(conn),
+                                reason: &reason,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -806,14 +881,216 @@ impl Runtime {
         }
     }
 
-    fn set_paused(&mut self, ep: Endpoint, paused: bool) {
-        match ep {
-            Endpoint::Upstream(_) => {}
-            Endpoint::Conn(c) => {
-                if let Some(conn) = self.conns.get_mut(&c) {
-                    conn.paused = paused;
+    // ---- connections the relay opens ----
+
+    fn upstream_mut(&mut self, id: UpId) -> Option<&mut upstream::Upstream> {
+        let slot = self.up_slots.get(&id)?;
+        self.upstreams.get_mut(slot)
+    }
+
+    /// `Output::Connect`: an IP address is dialled at once, a name is looked up first.
+    fn connect(&mut self, id: UpId, host: String, port: u16) {
+        if self.up_slots.contains_key(&id) {
+            log::warn!("{id}: asked to connect twice; ignored");
+            return;
+        }
+        let slot = self.next_up;
+        self.next_up += 1;
+        let (up, literal) = upstream::Upstream::new(id, &host, port);
+        self.upstreams.insert(slot, up);
+        self.up_slots.insert(id, slot);
+        match literal {
+            Some(addr) => self.dial(slot, vec![addr]),
+            None => {
+                log::debug!("{id}: resolving {host}");
+                let started = self.resolver.resolve(
+                    slot,
+                    host,
+                    port,
+                    &self.handle.events,
+                    &self.handle.waker,
+                );
+                if let Err(e) = started {
+                    let step = self
+                        .upstreams
+                        .get_mut(&slot)
+                        .map(|up| up.lookup_failed(&format!("cannot start a name lookup: {e}")));
+                    if let Some(step) = step {
+                        self.connect_step(slot, step);
+                    }
                 }
             }
+        }
+    }
+
+    /// A name lookup finished; the next one waiting may start.
+    fn resolved(&mut self, slot: u64, addrs: Result<Vec<SocketAddr>, String>) {
+        let upstreams = &self.upstreams;
+        let failed = self
+            .resolver
+            .finished(&self.handle.events, &self.handle.waker, |s| {
+                upstreams.contains_key(&s)
+            });
+        for (slot, error) in failed {
+            let step = self
+                .upstreams
+                .get_mut(&slot)
+                .map(|up| up.lookup_failed(&error));
+            if let Some(step) = step {
+                self.connect_step(slot, step);
+            }
+        }
+        // Closed meanwhile (the core gave up on it): nobody wants the answer.
+        if !self
+            .upstreams
+            .get(&slot)
+            .is_some_and(|up| up.is_resolving())
+        {
+            return;
+        }
+        match addrs {
+            Ok(addrs) => self.dial(slot, addrs),
+            Err(e) => {
+                let step = self.upstreams.get_mut(&slot).map(|up| up.lookup_failed(&e));
+                if let Some(step) = step {
+                    self.connect_step(slot, step);
+                }
+            }
+        }
+    }
+
+    fn dial(&mut self, slot: u64, addrs: Vec<SocketAddr>) {
+        let registry = self.poll.registry();
+        let Some(up) = self.upstreams.get_mut(&slot) else {
+            return;
+        };
+        let step = up.dial(registry, token(UPSTREAM, slot), addrs);
+        self.connect_step(slot, step);
+    }
+
+    /// Readiness on an upstream's socket.
+    fn upstream_event(&mut self, slot: u64, event: &mio::event::Event) {
+        let Some(up) = self.upstreams.get_mut(&slot) else {
+            return;
+        };
+        if !up.is_open() {
+            let step = up.ready(self.poll.registry(), token(UPSTREAM, slot));
+            self.connect_step(slot, step);
+            return;
+        }
+        let ep = Endpoint::Upstream(up.id);
+        if event.is_writable() {
+            self.work.push_back(Work::Flush(ep));
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            let closed = event.is_read_closed() || event.is_error();
+            self.work.push_back(Work::Read(ep, closed));
+        }
+    }
+
+    /// Tells the core how a connection attempt ended, if it has.
+    fn connect_step(&mut self, slot: u64, step: upstream::Step) {
+        let Some(up) = self.upstreams.get_mut(&slot) else {
+            return;
+        };
+        let id = up.id;
+        match step {
+            upstream::Step::Pending => {}
+            upstream::Step::Connected => {
+                if let Some(stream) = up.stream() {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        log::debug!("{id}: TCP_NODELAY failed: {e}");
+                    }
+                    if let Err(e) = set_keepalive(stream) {
+                        log::debug!("{id}: SO_KEEPALIVE failed: {e}");
+                    }
+                }
+                self.feed(Input::Connected { conn: id });
+                // What the core sent meanwhile goes now; the server may have spoken first.
+                self.work.push_back(Work::Flush(Endpoint::Upstream(id)));
+                self.work
+                    .push_back(Work::Read(Endpoint::Upstream(id), true));
+            }
+            upstream::Step::Failed(error) => {
+                self.upstreams.remove(&slot);
+                self.up_slots.remove(&id);
+                self.freed = true;
+                self.feed(Input::ConnectFailed {
+                    conn: id,
+                    error: &error,
+                });
+            }
+        }
+    }
+
+    /// Closes an upstream in whatever state it is (a lookup under way finds it gone).
+    fn drop_upstream(&mut self, id: UpId) {
+        if let Some(slot) = self.up_slots.remove(&id) {
+            if let Some(mut up) = self.upstreams.remove(&slot) {
+                up.close(self.poll.registry());
+            }
+        }
+    }
+
+    // ---- the relay's own stdin and stdout ----
+
+    /// Starts serving stdin and stdout as a connection of their own.
+    fn attach_stdio(&mut self) -> io::Result<()> {
+        let stdio = stdio::Stdio::attach(
+            self.read_buf.len(),
+            self.handle.events.clone(),
+            Arc::clone(&self.handle.waker),
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot attach stdin and stdout: {e}")))?;
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.stdio = Some((conn, stdio));
+        self.feed(Input::Attached { conn });
+        self.pump();
+        Ok(())
+    }
+
+    /// Takes what the stdin reader has read, until none is left or the core pauses it.
+    fn read_stdio(&mut self, conn: ConnId) {
+        loop {
+            let taken = match &mut self.stdio {
+                Some((c, stdio)) if *c == conn => stdio.take(),
+                _ => return,
+            };
+            match taken {
+                stdio::Taken::Nothing => return,
+                stdio::Taken::Data(data) => self.feed(Input::Data {
+                    from: Endpoint::Conn(conn),
+                    data: &data,
+                }),
+                stdio::Taken::End(error) => {
+                    if let Some(e) = error {
+                        log::warn!("reading stdin failed: {e}; taking it as its end");
+                    }
+                    self.feed(Input::Eof {
+                        from: Endpoint::Conn(conn),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn set_paused(&mut self, ep: Endpoint, paused: bool) {
+        match ep {
+            Endpoint::Upstream(u) => {
+                if let Some(up) = self.upstream_mut(u) {
+                    up.paused = paused;
+                }
+            }
+            Endpoint::Conn(c) => match &mut self.stdio {
+                Some((s, stdio)) if *s == c => stdio.paused = paused,
+                _ => {
+                    if let Some(conn) = self.conns.get_mut(&c) {
+                        conn.paused = paused;
+                    }
+                }
+            },
             Endpoint::Child(c) => {
                 if let Some(child) = self.children.get_mut(&c) {
                     child.stdout_paused = paused;
@@ -825,12 +1102,15 @@ impl Runtime {
     fn close(&mut self, ep: Endpoint) {
         self.freed = true;
         match ep {
-            Endpoint::Upstream(_) => {}
-            Endpoint::Conn(c) => {
-                if let Some(mut conn) = self.conns.remove(&c) {
-                    let _ = self.poll.registry().deregister(&mut conn.stream);
+            Endpoint::Upstream(u) => self.drop_upstream(u),
+            Endpoint::Conn(c) => match &mut self.stdio {
+                Some((s, stdio)) if *s == c => stdio.close(),
+                _ => {
+                    if let Some(mut conn) = self.conns.remove(&c) {
+                        let _ = self.poll.registry().deregister(&mut conn.stream);
+                    }
                 }
-            }
+            },
             Endpoint::Child(c) => {
                 if let Some((mut s, _)) = self.children.get_mut(&c).and_then(|c| c.stdin.take()) {
                     let _ = self.poll.registry().deregister(&mut s);
@@ -843,7 +1123,20 @@ impl Runtime {
     fn read(&mut self, ep: Endpoint, until_blocked: bool) {
         loop {
             let result = match ep {
-                Endpoint::Upstream(_) => return,
+                Endpoint::Upstream(u) => {
+                    let slot = self.up_slots.get(&u).copied();
+                    match slot.and_then(|s| self.upstreams.get_mut(&s)) {
+                        Some(up) if !up.paused && !up.eof => match up.stream() {
+                            Some(stream) => stream.read(&mut self.read_buf),
+                            None => return,
+                        },
+                        _ => return,
+                    }
+                }
+                Endpoint::Conn(c) if self.stdio.as_ref().is_some_and(|(s, _)| *s == c) => {
+                    self.read_stdio(c);
+                    return;
+                }
                 Endpoint::Conn(c) => match self.conns.get_mut(&c) {
                     Some(conn) if !conn.paused && !conn.eof => conn.stream.read(&mut self.read_buf),
                     _ => return,
@@ -860,7 +1153,11 @@ impl Runtime {
             match result {
                 Ok(0) => {
                     match ep {
-                        Endpoint::Upstream(_) => {}
+                        Endpoint::Upstream(u) => {
+                            if let Some(up) = self.upstream_mut(u) {
+                                up.eof = true;
+                            }
+                        }
                         Endpoint::Conn(c) => {
                             if let Some(conn) = self.conns.get_mut(&c) {
                                 conn.eof = true;
@@ -973,7 +1270,14 @@ impl Runtime {
 
     fn flush(&mut self, ep: Endpoint) {
         let (n, err) = match ep {
-            Endpoint::Upstream(_) => return,
+            Endpoint::Upstream(u) => {
+                let slot = self.up_slots.get(&u).copied();
+                // Not established yet: the bytes wait.
+                match slot.and_then(|s| self.upstreams.get_mut(&s)?.flush()) {
+                    Some(done) => done,
+                    None => return,
+                }
+            }
             Endpoint::Conn(c) => match self.conns.get_mut(&c) {
                 Some(conn) => conn.queue.flush(&mut conn.stream),
                 None => return,
@@ -995,7 +1299,7 @@ impl Runtime {
     fn broken(&mut self, ep: Endpoint, e: &io::Error) {
         self.freed = true;
         match ep {
-            Endpoint::Upstream(_) => {}
+            Endpoint::Upstream(u) => self.drop_upstream(u),
             Endpoint::Conn(c) => {
                 if let Some(mut conn) = self.conns.remove(&c) {
                     let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -1062,6 +1366,10 @@ fn set_keepalive(stream: &TcpStream) -> io::Result<()> {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        // What was sent to stdout is written, and stdout closed, before the process exits.
+        if let Some((_, stdio)) = self.stdio.take() {
+            stdio.finish();
+        }
         // Spawns still queued are not started: nobody would serve them, and starting
         // thousands of them would keep an operator's second Ctrl-C waiting.
         self.spawns_cancelled.store(true, Ordering::SeqCst);

@@ -19,6 +19,7 @@ fn first_session_id() -> String {
             ..CommandSpec::default()
         },
         core: Config::default(),
+        stdio: false,
     })
     .expect("bind");
     let addr = runtime.local_addrs()[0].0;
