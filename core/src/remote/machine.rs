@@ -46,6 +46,15 @@ const MAX_GET_FAILURES: u32 = 5;
 /// How much of an error body is quoted back to the client.
 const SNIPPET: usize = 200;
 
+/// A remote incarnation as logs name it (`remote#3`).
+struct Tag(ChildId);
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "remote#{}", self.0 .0)
+    }
+}
+
 /// Why a remote stopped serving. `Display` gives the text after `mcp-relay: `.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RemoteEnd {
@@ -1023,10 +1032,14 @@ impl RemoteServer {
                 c.deadline = Some(now + self.config.connect_timeout);
             }
         }
-        if self.state != State::Up {
+        if !matches!(self.state, State::Up | State::Stopping { .. }) {
             return;
         }
-        // The GET stream.
+        // The GET stream (not wanted any more once stopping).
+        if matches!(self.state, State::Stopping { .. }) && matches!(h.get, GetStream::Wanted { .. })
+        {
+            h.get = GetStream::None;
+        }
         if let GetStream::Wanted { at, failures } = h.get {
             if at <= now {
                 let n = self.next_n;
@@ -1312,7 +1325,7 @@ impl RemoteServer {
                     if !jsonrpc {
                         log::info!(
                             "{}: {} answered the initialize POST with HTTP {status}: trying the HTTP+SSE transport",
-                            self.id,
+                            Tag(self.id),
                             self.url
                         );
                         h.queue_bytes += p.line.len();
@@ -1382,7 +1395,7 @@ impl RemoteServer {
                     _ => 0,
                 };
                 if status == 405 {
-                    log::debug!("{}: the remote has no GET stream (405)", self.id);
+                    log::debug!("{}: the remote has no GET stream (405)", Tag(self.id));
                     h.get = GetStream::None;
                 } else if status == 404 && h.session_id.is_some() {
                     self.fail(RemoteEnd::SessionExpired, out);
@@ -1486,7 +1499,7 @@ impl RemoteServer {
             };
             log::info!(
                 "{}: the remote speaks {transport} at {} (protocol {version})",
-                self.id,
+                Tag(self.id),
                 self.url
             );
             h.version = Some(version);
@@ -1506,7 +1519,7 @@ impl RemoteServer {
                     .min(MAX_RETRY);
                 log::debug!(
                     "{}: the event stream of request {} ended before its answer; resuming after {delay:?}",
-                    self.id,
+                    Tag(self.id),
                     id.as_str()
                 );
                 h.resumes.push(Resume {
@@ -1532,7 +1545,7 @@ impl RemoteServer {
         let Some(id) = &p.id else {
             log::warn!(
                 "{}: the remote refused a {} with HTTP {status}: {}",
-                self.id,
+                Tag(self.id),
                 p.method.as_deref().unwrap_or("message"),
                 snippet(body)
             );
@@ -1646,7 +1659,7 @@ impl RemoteServer {
         }
         log::info!(
             "{}: the remote speaks sse at {} (messages to {path})",
-            self.id,
+            Tag(self.id),
             self.url
         );
         if let Link::Http(h) = &mut self.link {
@@ -1753,7 +1766,7 @@ impl RemoteServer {
     }
 
     fn protocol_error(&mut self, n: u32, what: &str, out: &mut VecDeque<Output>) {
-        log::warn!("{}: {} sent {what}", self.id, self.url);
+        log::warn!("{}: {} sent {what}", Tag(self.id), self.url);
         let Link::Http(h) = &mut self.link else {
             return;
         };
