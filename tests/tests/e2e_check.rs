@@ -358,7 +358,6 @@ fn usage_mistakes_exit_2() {
 /// Through client mode: `check URL` runs `mcp-relay --connect URL` and reports the transport
 /// the relay found.
 #[test]
-#[ignore = "needs client mode in the core"]
 fn a_url_is_checked_through_client_mode() {
     let relay = http_support::HttpRelay::demo();
     let url = relay.url("/mcp");

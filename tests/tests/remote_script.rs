@@ -370,3 +370,27 @@ fn an_unreachable_url_fails_over_to_the_next() {
         .collect();
     assert_eq!(hosts, vec![("127.0.0.2".to_owned(), 10)], "{}", s.show());
 }
+
+#[test]
+fn an_initialize_answered_on_an_event_stream_sets_the_protocol_version() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Auto);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let ok = INIT_OK.replace("2025-06-18", "2025-11-25");
+    let out = r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: s9\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+            chunk(&format!("event: message\nid: 1\ndata: {ok}\n\n"))
+        ),
+    );
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{ok}\n"));
+    let out = r.client(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(
+        post.contains("\r\nMCP-Protocol-Version: 2025-11-25\r\n"),
+        "{post}"
+    );
+    assert!(post.contains("\r\nMcp-Session-Id: s9\r\n"), "{post}");
+}

@@ -1173,11 +1173,12 @@ impl RemoteServer {
                             feed(content, &body, max, &mut events);
                         }
                     }
-                    let answered_id = match &job.purpose {
-                        Purpose::Post(p) => p.id.clone(),
-                        _ => None,
+                    let (answered_id, initialize) = match &job.purpose {
+                        Purpose::Post(p) => (p.id.clone(), p.is_initialize()),
+                        _ => (None, false),
                     };
                     let mut endpoint = None;
+                    let mut init_answer = None;
                     for e in events {
                         match e {
                             Inbound::Line(line) if line.starts_with(b"\x00endpoint ") => {
@@ -1187,6 +1188,9 @@ impl RemoteServer {
                                 if let Some(id) = &answered_id {
                                     if answers(&line, id) {
                                         job.answered = true;
+                                        if initialize {
+                                            init_answer = Some(line.clone());
+                                        }
                                     }
                                 }
                                 h.resumes.retain_mut(|r| {
@@ -1201,6 +1205,9 @@ impl RemoteServer {
                     }
                     if let Some(path) = endpoint {
                         self.legacy_endpoint(&path, out);
+                    }
+                    if let Some(line) = init_answer {
+                        self.note_initialize(true, &line);
                     }
                     if complete {
                         self.exchange_done(n, true, now, out);
@@ -1352,7 +1359,7 @@ impl RemoteServer {
                             } else if buf.is_empty() {
                                 self.answer_error(id, "answered the request with an empty body");
                             } else {
-                                self.note_initialize(&p, &buf);
+                                self.note_initialize(p.is_initialize(), &buf);
                                 self.inbox_bytes += buf.len();
                                 self.inbox.push_back(Inbound::Line(buf));
                             }
@@ -1488,8 +1495,10 @@ impl RemoteServer {
         }
     }
 
-    fn note_initialize(&mut self, p: &Pending, line: &[u8]) {
-        if !p.is_initialize() {
+    /// The answer to an `initialize` (`is_initialize`): the protocol version agreed goes
+    /// into every later request's `MCP-Protocol-Version`.
+    fn note_initialize(&mut self, is_initialize: bool, line: &[u8]) {
+        if !is_initialize {
             return;
         }
         if let Ok(version) = message::initialize_outcome(line) {
