@@ -6,7 +6,7 @@ mod config;
 use argh::FromArgs;
 use config::Listen;
 use mcp_relay_core::{
-    Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy, Transport,
+    Balance, Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy, Transport,
 };
 use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig, Stopped};
 use std::ffi::OsString;
@@ -64,6 +64,16 @@ struct Args {
         default = "RemoteConfig::default().connect_timeout"
     )]
     connect_timeout: Duration,
+
+    /// with several --connect URLs: how new sessions pick one: failover (the first that is
+    /// up), round-robin, or least-sessions (default: failover); an unreachable URL is skipped
+    /// for 30s
+    #[argh(
+        option,
+        from_str_fn(parse_balance),
+        default = "RemoteConfig::default().balance"
+    )]
+    balance: Balance,
 
     /// serve the built-in demo MCP server instead of a command after `--`
     #[argh(switch)]
@@ -286,6 +296,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
 }
 fn parse_transport(s: &str) -> Result<RemoteTransport, String> {
     RemoteTransport::parse(s)
+}
+fn parse_balance(s: &str) -> Result<Balance, String> {
+    Balance::parse(s)
 }
 fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
     match s {
@@ -548,6 +561,7 @@ fn remote_config(
                 args.connect_timeout != defaults.connect_timeout,
                 "--connect-timeout",
             ),
+            (args.balance != defaults.balance, "--balance"),
         ];
         if let Some((_, flag)) = set.iter().find(|(set, _)| *set) {
             return Err(format!("{flag} goes with --connect URL"));
@@ -601,6 +615,7 @@ fn remote_config(
         transport: args.transport,
         headers,
         connect_timeout: args.connect_timeout,
+        balance: args.balance,
         ..defaults
     }))
 }
