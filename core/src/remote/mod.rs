@@ -129,6 +129,7 @@ pub enum Scheme {
 }
 
 /// A remote server's address: `http://host:port/path?query`, `https://…` or `tcp://host:port`.
+/// `Display` leaves out the query (it may carry a key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteUrl {
     /// The scheme.
@@ -246,7 +247,11 @@ impl fmt::Display for RemoteUrl {
             _ if self.host.contains(':') => format!("[{}]:{}", self.host, self.port),
             _ => format!("{}:{}", self.host, self.port),
         };
-        write!(f, "{scheme}://{authority}{}", self.path)
+        // A query may carry a key: logs and errors show that there is one, not what it is.
+        match self.path.split_once('?') {
+            Some((path, _)) => write!(f, "{scheme}://{authority}{path}?…"),
+            None => write!(f, "{scheme}://{authority}{}", self.path),
+        }
     }
 }
 
@@ -292,6 +297,8 @@ mod tests {
         let u = RemoteUrl::parse("http://[::1]:80/mcp").unwrap();
         assert_eq!(u.authority(), "[::1]");
         assert_eq!(u.to_string(), "http://[::1]/mcp");
+        let u = RemoteUrl::parse("http://h/mcp?key=secret").unwrap();
+        assert_eq!(u.to_string(), "http://h/mcp?…");
         let u = RemoteUrl::parse("http://h:8/mcp").unwrap();
         assert_eq!(u.authority(), "h:8");
     }
