@@ -368,6 +368,14 @@ impl ServerSide {
         }, r => r.remote.stop(out))
     }
 
+    /// The session, stopping, waits for nothing more from it (a remote may close now; a
+    /// child's stop sequence has its own course).
+    pub(crate) fn quiet(&mut self, out: &mut VecDeque<Output>) {
+        if let ServerSide::Remote(r) = self {
+            r.remote.quiet(out);
+        }
+    }
+
     /// Not wanted any more: if it has not started yet, it never will (the driver is told),
     /// and it is finished at once; false (and nothing done) once it has started.
     pub(crate) fn cancel(&mut self, out: &mut VecDeque<Output>) -> bool {

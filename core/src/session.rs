@@ -730,6 +730,9 @@ impl Session {
         }
         l.server.flush(ctx.out);
         l.client.flush(ctx.out);
+        if l.stopping && l.requests.waiting() == 0 && !l.server.has_backlog() {
+            l.server.quiet(ctx.out);
+        }
         l.server.settle(ctx.now, ctx.out);
         l.server.flush(ctx.out);
         if l.requests.held_len() == 0 {

@@ -394,3 +394,52 @@ fn an_initialize_answered_on_an_event_stream_sets_the_protocol_version() {
     );
     assert!(post.contains("\r\nMcp-Session-Id: s9\r\n"), "{post}");
 }
+
+#[test]
+fn a_client_that_closes_stdin_still_gets_its_answers_then_the_remote_is_closed() {
+    for url in ["tcp://127.0.0.1:9", "http://127.0.0.1:9/mcp"] {
+        let (mut r, c0) = Run::new(url, RemoteTransport::Auto);
+        // Everything, then end of file, before the connection is even open.
+        r.client(INIT);
+        r.s.input(Input::Eof {
+            from: Endpoint::Conn(STDIO),
+        });
+        let out = r.connected(c0);
+        let sent_up = sent(&out, Endpoint::Upstream(c0));
+        assert!(sent_up.contains(INIT), "{url}: {}", r.s.show());
+        r.written_all(&out, Endpoint::Upstream(c0));
+        let answer = if url.starts_with("tcp") {
+            format!("{INIT_OK}\n")
+        } else {
+            json_response("200 OK", "Mcp-Session-Id: s1\r\n", INIT_OK)
+        };
+        let out = r.feed(c0, &answer);
+        assert_eq!(
+            sent(&out, Endpoint::Conn(STDIO)),
+            format!("{INIT_OK}\n"),
+            "{url}"
+        );
+        let closed_up = |out: &[Output]| {
+            out.iter().any(|o| {
+                matches!(o, Output::Close { endpoint: Endpoint::Upstream(u) } if u.server == c0.server)
+            })
+        };
+        if url.starts_with("http") {
+            // The session is deleted, then the connections closed.
+            let delete = sent(&out, Endpoint::Upstream(c0));
+            assert!(
+                delete.starts_with("DELETE /mcp HTTP/1.1\r\n"),
+                "{}",
+                r.s.show()
+            );
+            assert!(delete.contains("Mcp-Session-Id: s1"), "{delete}");
+            r.written_all(&out, Endpoint::Upstream(c0));
+            let out = r.feed(c0, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            assert!(closed_up(&out), "{}", r.s.show());
+        } else {
+            assert!(closed_up(&out), "{}", r.s.show());
+        }
+        r.s.written(Endpoint::Conn(STDIO), INIT_OK.len() + 1);
+        assert!(r.s.relay.is_finished(), "{url}: {}", r.s.show());
+    }
+}

@@ -162,6 +162,8 @@ pub(crate) struct RemoteServer {
     inbox: VecDeque<Inbound>,
     inbox_bytes: usize,
     undelivered: Vec<Undelivered>,
+    /// Stopping, and the session waits for nothing more.
+    quiet: bool,
 }
 
 #[derive(Debug)]
@@ -369,6 +371,7 @@ impl RemoteServer {
             inbox: VecDeque::new(),
             inbox_bytes: 0,
             undelivered: Vec::new(),
+            quiet: false,
         };
         if tcp {
             let conn = server.new_up();
@@ -635,9 +638,6 @@ impl RemoteServer {
                 for u in &mut t.unsent {
                     u.since.get_or_insert(now);
                 }
-                if self.state != State::Connecting && t.out.is_finished() && t.connected {
-                    // Closed after a stop: nothing more will come that matters.
-                }
             }
             Link::Http(_) => self.dispatch(now, out),
         }
@@ -676,17 +676,26 @@ impl RemoteServer {
     /// Graceful stop: what is in flight may still be answered (within the grace), then the
     /// session is deleted and the connections closed.
     pub(crate) fn stop(&mut self, out: &mut VecDeque<Output>) {
-        match self.state {
-            State::Connecting => {
-                self.cancel(out);
+        let _ = out;
+        if matches!(self.state, State::Connecting | State::Up) {
+            // What is queued still goes out (a connection still opening opens), and answers
+            // still come, until the session has nothing waiting (`quiet`) or the grace ends.
+            self.state = State::Stopping { deadline: None };
+        }
+    }
+
+    /// The session waits for nothing more: a stopping remote may close now (TCP: once what
+    /// is queued is written; HTTP: once its POSTs are done, with a `DELETE`).
+    pub(crate) fn quiet(&mut self, out: &mut VecDeque<Output>) {
+        if !matches!(self.state, State::Stopping { .. }) {
+            return;
+        }
+        self.quiet = true;
+        if let Link::Tcp(t) = &mut self.link {
+            if !t.connected || t.out.load() == 0 {
+                self.close_all(out);
+                self.finish(RemoteEnd::Stopped);
             }
-            State::Up => {
-                self.state = State::Stopping { deadline: None };
-                if let Link::Tcp(t) = &mut self.link {
-                    t.out.close_when_flushed(out);
-                }
-            }
-            _ => {}
         }
     }
 
@@ -1802,18 +1811,13 @@ impl RemoteServer {
     /// stream), then finish.
     fn advance_stop(&mut self, now: Instant, out: &mut VecDeque<Output>) {
         let Link::Http(h) = &mut self.link else {
-            if let Link::Tcp(t) = &self.link {
-                if t.out.is_finished() && !t.out.is_gone() {
-                    // Closed our side; the remote's EOF finishes it.
-                }
-            }
             return;
         };
         let posts_busy = h
             .conns
             .values()
             .any(|c| matches!(c.job.as_ref().map(|j| &j.purpose), Some(Purpose::Post(_))));
-        if posts_busy || !h.queue.is_empty() || h.delete_sent {
+        if !self.quiet || posts_busy || !h.queue.is_empty() || h.delete_sent {
             return;
         }
         h.delete_sent = true;
