@@ -676,26 +676,45 @@ pub fn error_code(resp: &Value) -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------
-// A server run directly over stdio (no relay), for comparisons
+// A program on pipes: a server run directly over stdio (no relay), for comparisons; the relay
+// itself as a local stdio server (`--connect`); a client script driven step by step
 // ---------------------------------------------------------------------------------------
 
-/// A stdio server started directly; its stdout is read by a thread so that reads can have a
-/// deadline. Killed on drop.
+/// A program started with its stdin and stdout on pipes, in a process group of its own; its
+/// stdout is read line by line by a thread so that reads can have a deadline, its stderr is
+/// collected (or dropped). Its group is killed on drop (a script's children with it).
 pub struct StdioServer {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    stderr: Option<Arc<Log>>,
 }
 
 impl StdioServer {
+    /// Starts `program args` with its stderr dropped.
     pub fn start<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(program: &Path, args: I) -> Self {
-        let mut child = Command::new(program)
-            .args(args)
+        Self::spawn_with(Command::new(program).args(args), Stdio::null())
+    }
+
+    /// Starts `cmd` with stdin and stdout on pipes, and its stderr collected (see
+    /// [`StdioServer::stderr_text`]).
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self::spawn_with(cmd, Stdio::piped())
+    }
+
+    fn spawn_with(cmd: &mut Command, stderr: Stdio) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|err| Log::collect(err, format!("stdio-{}-stderr", child.id())));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -708,7 +727,7 @@ impl StdioServer {
                         if buf.ends_with(b"\n") {
                             buf.pop();
                         }
-                        let line = String::from_utf8(buf).expect("UTF-8 from the server");
+                        let line = String::from_utf8(buf).expect("UTF-8 on stdout");
                         if tx.send(line).is_err() {
                             return;
                         }
@@ -720,7 +739,12 @@ impl StdioServer {
             stdin: child.stdin.take(),
             child,
             lines: rx,
+            stderr,
         }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
     }
 
     pub fn send(&mut self, line: &str) {
@@ -729,7 +753,11 @@ impl StdioServer {
             .write_all(line.as_bytes())
             .and_then(|()| stdin.write_all(b"\n"))
             .and_then(|()| stdin.flush())
-            .expect("writing to the server");
+            .expect("writing to the program's stdin");
+    }
+
+    pub fn send_json(&mut self, msg: &Value) {
+        self.send(&msg.to_string());
     }
 
     pub fn read_line(&mut self) -> String {
@@ -737,12 +765,80 @@ impl StdioServer {
             .recv_timeout(DEADLINE)
             .unwrap_or_else(|e| panic!("no line from the stdio server: {e}"))
     }
+
+    /// The next line of stdout within `timeout`; `None` at the deadline or at its end.
+    pub fn try_read_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Reads lines until one satisfies `pred`, within `timeout`; returns it and the lines
+    /// before it, or `Err` with every line read if the deadline passed or stdout ended.
+    pub fn read_until(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Result<(String, Vec<String>), Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return Ok((line, before)),
+                Ok(line) => before.push(line),
+                Err(_) => return Err(before),
+            }
+        }
+    }
+
+    /// Reads JSON lines until the response with `id`, within `timeout`; returns it and the
+    /// messages before it.
+    pub fn read_response(&mut self, id: &Value, timeout: Duration) -> (Value, Vec<Value>) {
+        let got = self.read_until(timeout, |line| {
+            serde_json::from_str::<Value>(line)
+                .is_ok_and(|m| m.get("method").is_none() && m.get("id") == Some(id))
+        });
+        match got {
+            Ok((line, before)) => (
+                serde_json::from_str(&line).expect("checked above"),
+                before
+                    .iter()
+                    .map(|l| serde_json::from_str(l).unwrap_or(Value::String(l.clone())))
+                    .collect(),
+            ),
+            Err(lines) => panic!(
+                "no response with id {id} within {timeout:?} (or stdout ended first); stdout had {lines:?}\nstderr:\n{}",
+                self.stderr_text()
+            ),
+        }
+    }
+
+    /// Closes its stdin (the program sees end of file).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for it to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, timeout)
+    }
+
+    /// What it wrote on stderr so far (empty if stderr was not collected).
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .as_ref()
+            .map(|l| l.lines().join("\n"))
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for StdioServer {
     fn drop(&mut self) {
         self.stdin = None;
-        let _ = self.child.kill();
+        // SAFETY: kill(2) has no memory-safety preconditions; the group is the one
+        // process_group(0) made for this child (its pid), so never ours.
+        unsafe {
+            libc::kill(-self.pid(), libc::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 }

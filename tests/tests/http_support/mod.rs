@@ -59,6 +59,7 @@ pub fn tests_dir() -> &'static Path {
 
 /// How to start a relay: `mcp-relay --listen http://127.0.0.1:0 <args> [-- <command>]`.
 pub struct HttpRelayBuilder {
+    listen: String,
     args: Vec<OsString>,
     command: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
@@ -95,6 +96,13 @@ impl HttpRelayBuilder {
         self
     }
 
+    /// Listens at `addr` (`http://HOST:PORT`) instead of a free port of 127.0.0.1; for a
+    /// relay started again where an earlier one was.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
+        self
+    }
+
     /// `RUST_LOG` of the relay (default `info`).
     pub fn log_level(mut self, level: &'static str) -> Self {
         self.log_level = level;
@@ -104,9 +112,7 @@ impl HttpRelayBuilder {
     /// Starts the relay and waits for its `listening on http://…` log line.
     pub fn start(self) -> HttpRelay {
         let mut cmd = Command::new(relay_bin());
-        cmd.arg("--listen")
-            .arg("http://127.0.0.1:0")
-            .args(&self.args);
+        cmd.arg("--listen").arg(&self.listen).args(&self.args);
         if !self.command.is_empty() {
             cmd.arg("--").args(&self.command);
         }
@@ -159,6 +165,7 @@ pub struct HttpRelay {
 impl HttpRelay {
     pub fn builder() -> HttpRelayBuilder {
         HttpRelayBuilder {
+            listen: "http://127.0.0.1:0".into(),
             args: Vec::new(),
             command: Vec::new(),
             env: Vec::new(),
@@ -1007,6 +1014,141 @@ pub fn everything_relay() -> HttpRelay {
     HttpRelay::builder()
         .command(["node".as_ref(), server.as_os_str(), "stdio".as_ref()])
         .start()
+}
+
+/// A port of 127.0.0.1 free a moment ago (bound, then released), for a program that cannot
+/// be told to take any port and say which.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// Waits until something accepts TCP connections at `addr`, trying a connect every 20 ms
+/// (a program that logs nothing reliable when it is ready has no other event to wait on);
+/// false at the deadline or as soon as `alive` says the program is gone.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration, mut alive: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline || !alive() {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Which of its own network transports server-everything serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EverythingMode {
+    /// `node dist/index.js streamableHttp`: Streamable HTTP at `/mcp` (POST, GET, DELETE).
+    StreamableHttp,
+    /// `node dist/index.js sse`: the legacy transport, `GET /sse` and `POST /message`.
+    Sse,
+}
+
+/// server-everything serving HTTP itself (no relay in front), on a free port of its own
+/// (its `PORT` variable; it listens on every interface and says nothing usable when ready,
+/// so readiness is its port accepting). Its process group is killed on drop.
+pub struct EverythingHttp {
+    child: Child,
+    pub addr: SocketAddr,
+    /// What it writes: console.log goes to stdout, console.error to stderr.
+    out: Arc<Log>,
+    err: Arc<Log>,
+}
+
+impl EverythingHttp {
+    pub fn start(mode: EverythingMode) -> EverythingHttp {
+        let port = free_port();
+        let arg = match mode {
+            EverythingMode::StreamableHttp => "streamableHttp",
+            EverythingMode::Sse => "sse",
+        };
+        let mut child = Command::new("node")
+            .arg(everything_server())
+            .arg(arg)
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawning node for server-everything");
+        let out = Log::collect(
+            child.stdout.take().expect("stdout"),
+            format!("everything-{}-stdout", child.id()),
+        );
+        let err = Log::collect(
+            child.stderr.take().expect("stderr"),
+            format!("everything-{}-stderr", child.id()),
+        );
+        let mut server = EverythingHttp {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            out,
+            err,
+        };
+        let child = &mut server.child;
+        let up = wait_for_port(server.addr, DEADLINE, || {
+            matches!(child.try_wait(), Ok(None))
+        });
+        assert!(
+            up,
+            "server-everything ({arg}) does not accept connections at {} within {DEADLINE:?}; its output:\n{}",
+            server.addr,
+            server.log_text()
+        );
+        server
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Its stdout, then its stderr.
+    pub fn log_text(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.out.lines().join("\n"),
+            self.err.lines().join("\n")
+        )
+    }
+
+    /// How many lines of its stdout and stderr contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.out.count(needle) + self.err.count(needle)
+    }
+
+    /// Waits until at least `n` lines of its stdout contain `needle`.
+    pub fn wait_stdout_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        self.out.wait(timeout, |lines| {
+            lines.iter().filter(|l| l.contains(needle)).count() >= n
+        })
+    }
+
+    /// Waits until at least `n` lines of its stderr contain `needle`.
+    pub fn wait_stderr_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        self.err.wait(timeout, |lines| {
+            lines.iter().filter(|l| l.contains(needle)).count() >= n
+        })
+    }
+}
+
+impl Drop for EverythingHttp {
+    fn drop(&mut self) {
+        let pgid = i32::try_from(self.child.id()).expect("pid fits i32");
+        // SAFETY: kill(2) has no memory-safety preconditions; the group is the one
+        // process_group(0) made for this child.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
 }
 
 /// One line past the test harness's capture: how many checks a client run passed.

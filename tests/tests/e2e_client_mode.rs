@@ -1,0 +1,723 @@
+//! Client mode end to end, with real programs on both sides: `mcp-relay --connect URL` as a
+//! local stdio MCP server that carries its session to a remote one, and `--connect` with
+//! `--listen` as a gateway.
+//!
+//! - The official MCP Python SDK's `stdio_client` (tests/python/stdio_connect_client.py, mcp
+//!   1.x) spawns `mcp-relay --connect …` and initializes, lists and calls tools, against
+//!   @modelcontextprotocol/server-everything serving HTTP itself (Streamable HTTP at `/mcp`;
+//!   the legacy transport at `/sse`, reached through `--transport auto`'s fallback), another
+//!   relay's TCP listener, another relay's HTTP listener (`/mcp` and `/sse`, each transport
+//!   named and auto), and a chain of two relays carrying 5 MiB each way.
+//! - The conformance suite's client scenarios (`conformance client`, tests/node, 0.1.16) with
+//!   tests/python/conformance_client_driver.py as the client: the SDK through the relay.
+//! - Gateways: the SDK's HTTP clients (tests/python/http_sdk_client.py) → `--listen http
+//!   --connect http://…/mcp` → server-everything's own Streamable HTTP; the SDK over TCP
+//!   (tests/python/sdk_tcp_client.py) → `--listen tcp --connect tcp://…` → another relay.
+//! - Sessions that survive the network: a remote killed (SIGKILL) and started again on the
+//!   same port; a remote away past `--connect-timeout`; a call made while the remote is away.
+//! - The stdio lifecycle: end of stdin ends the relay (status 0), and its remote session.
+//!
+//! Needs the Python SDK 1.x virtual environment (tests/python/.venv-mcp1, made by .ci/run, or
+//! $MCP_RELAY_PYTHON_V1) and `npm ci --prefix tests/node` (server-everything, the conformance
+//! suite and Node 22). Without them a test prints a SKIP line and passes, unless
+//! MCP_RELAY_REQUIRE_SDK=1 (as in CI), which makes it fail.
+
+mod common;
+mod http_support;
+
+use common::{Relay, StdioServer};
+use http_support::{
+    conformance_missing, everything_missing, node22, node_modules, python_of,
+    python_sdk_missing_of, relay_bin, run_bounded, show, skip, tests_dir, Conn, EverythingHttp,
+    EverythingMode, HttpRelay, Ran,
+};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// The Python SDK major the stdio clients run with (most clients in the wild are on 1.x).
+const SDK: u32 = 1;
+/// A driver's own bound on its whole run; the process is killed a little after it.
+const DRIVER_TIMEOUT: Duration = Duration::from_secs(90);
+/// A driver's bound on each step (an answer, a pause for the test to act).
+const STEP_TIMEOUT: Duration = Duration::from_secs(40);
+/// Time for a remote to see a session end once its client left.
+const SESSION_GONE: Duration = Duration::from_secs(20);
+/// The bearer token of the chain test's remote relay.
+const TOKEN: &str = "client-mode-e2e-token";
+
+// ---------------------------------------------------------------------------------------
+// Prerequisites and the drivers
+// ---------------------------------------------------------------------------------------
+
+fn python_missing() -> Option<String> {
+    python_sdk_missing_of(SDK)
+}
+
+fn python_or_everything_missing() -> Option<String> {
+    python_missing().or_else(everything_missing)
+}
+
+fn script(dir: &str, name: &str) -> PathBuf {
+    tests_dir().join(dir).join(name)
+}
+
+/// tests/python/stdio_connect_client.py running `steps`, with `mcp-relay relay_args` as its
+/// stdio server.
+fn driver_command(steps: &[&str], relay_args: &[&str]) -> Command {
+    let mut cmd = Command::new(python_of(SDK));
+    cmd.arg(script("python", "stdio_connect_client.py"))
+        .arg("--relay")
+        .arg(relay_bin())
+        .args(["--timeout", &DRIVER_TIMEOUT.as_secs().to_string()])
+        .args(["--step-timeout", &STEP_TIMEOUT.as_secs().to_string()]);
+    for step in steps {
+        cmd.args(["--step", step]);
+    }
+    cmd.arg("--").args(relay_args).env("RUST_LOG", "info");
+    cmd
+}
+
+/// Whether a driver's output ends with a summary of no failure.
+fn driver_passed(stdout: &str) -> bool {
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("SUMMARY"))
+        .is_some_and(|s| s.ends_with("failed=0"))
+}
+
+/// Runs the driver to its end; every step must pass.
+fn run_driver(test: &str, steps: &[&str], relay_args: &[&str], remote_log: &dyn Fn() -> String) {
+    let ran = run_bounded(
+        &mut driver_command(steps, relay_args),
+        DRIVER_TIMEOUT + Duration::from_secs(15),
+    )
+    .unwrap_or_else(|| panic!("{test}: cannot start {}", python_of(SDK)));
+    assert_driver_ok(test, relay_args, &ran, remote_log);
+    show(&format!("{test} {}", relay_args.join(" ")), &ran);
+}
+
+fn assert_driver_ok(test: &str, relay_args: &[&str], ran: &Ran, remote_log: &dyn Fn() -> String) {
+    assert!(
+        ran.ok() && driver_passed(&ran.stdout),
+        "{test}: the stdio client through `mcp-relay {}` failed ({}).\nstdout:\n{}\nstderr (the driver's and the relay's):\n{}\nthe remote's log:\n{}",
+        relay_args.join(" "),
+        ran.status,
+        ran.stdout,
+        ran.stderr,
+        remote_log()
+    );
+}
+
+/// The driver started step by step: stdin and stdout on pipes, for `pause:` and `announce:`.
+fn start_driver(steps: &[&str], relay_args: &[&str]) -> StdioServer {
+    StdioServer::spawn(&mut driver_command(steps, relay_args))
+}
+
+/// Reads the driver's stdout until a line starting with `want`, and returns it with the lines
+/// before it; fails the test (showing everything) if the driver ends or fails first.
+fn expect_line(
+    test: &str,
+    driver: &mut StdioServer,
+    want: &str,
+    remote_log: &dyn Fn() -> String,
+) -> (String, Vec<String>) {
+    let got = driver.read_until(STEP_TIMEOUT + Duration::from_secs(10), |l| {
+        l.starts_with(want) || l.starts_with("SUMMARY")
+    });
+    let before = match got {
+        Ok((line, before)) if line.starts_with(want) => return (line, before),
+        Ok((line, mut before)) => {
+            before.push(line);
+            before
+        }
+        Err(before) => before,
+    };
+    panic!(
+        "{test}: the driver did not reach {want:?}.\nstdout:\n{}\nstderr (the driver's and the relay's):\n{}\nthe remote's log:\n{}",
+        before.join("\n"),
+        driver.stderr_text(),
+        remote_log()
+    )
+}
+
+/// Lets a paused driver go on.
+fn resume(driver: &mut StdioServer) {
+    driver.send("go");
+}
+
+/// Waits for the driver's summary, which must say no step failed, and for its exit.
+fn expect_success(test: &str, driver: &mut StdioServer, remote_log: &dyn Fn() -> String) {
+    let (summary, before) = expect_line(test, driver, "SUMMARY", remote_log);
+    let status = driver.wait_exit(Duration::from_secs(15));
+    assert!(
+        summary.ends_with("failed=0") && status.is_some_and(|s| s.success()),
+        "{test}: the driver failed ({summary}, exit {status:?}).\nstdout:\n{}\nstderr (the driver's and the relay's):\n{}\nthe remote's log:\n{}",
+        before.join("\n"),
+        driver.stderr_text(),
+        remote_log()
+    );
+}
+
+/// Waits until at least `n` of the remote relay's sessions have ended and none of its
+/// children runs.
+fn expect_sessions_ended(test: &str, remote: &HttpRelay, n: usize) {
+    let ended = remote.wait_for_log(SESSION_GONE, |lines| {
+        lines.iter().filter(|l| l.contains("session ended")).count() >= n
+    });
+    assert!(
+        ended,
+        "{test}: the remote relay should have seen {n} session(s) end by now; its log:\n{}",
+        remote.log_text()
+    );
+    remote.wait_children(0, SESSION_GONE);
+}
+
+/// The same for a relay listening on TCP.
+fn expect_tcp_sessions_ended(remote: &Relay, n: usize) {
+    remote.wait_log_count("session ended", n, SESSION_GONE);
+    remote.wait_children(0, SESSION_GONE);
+}
+
+/// A value of the remote relay's `/metrics` (0 when the series is absent).
+fn metric(remote: &HttpRelay, series: &str) -> u64 {
+    let resp = Conn::connect(remote.addr).request("GET", "/metrics", &[], b"");
+    assert_eq!(resp.status(), 200, "/metrics: {resp:?}");
+    resp.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. The SDK's stdio client through `--connect`
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn stdio_client_through_connect_to_everything_over_streamable_http() {
+    let test = "stdio_client_through_connect_to_everything_over_streamable_http";
+    if let Some(why) = python_or_everything_missing() {
+        return skip(test, &why);
+    }
+    let server = EverythingHttp::start(EverythingMode::StreamableHttp);
+    let url = server.url("/mcp");
+    run_driver(test, &["tools"], &["--connect", &url], &|| {
+        server.log_text()
+    });
+    // One remote session, deleted when the stdio client left.
+    let deleted = server.wait_stdout_count("Received session termination request", 1, SESSION_GONE);
+    assert!(
+        deleted && server.log_count("Session initialized with ID") == 1,
+        "{test}: server-everything should have seen one session, initialized and deleted; its output:\n{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn stdio_client_through_connect_to_everything_over_sse_found_by_auto() {
+    let test = "stdio_client_through_connect_to_everything_over_sse_found_by_auto";
+    if let Some(why) = python_or_everything_missing() {
+        return skip(test, &why);
+    }
+    // POST /sse is 404 there (no such route), which sends `--transport auto` (the default) to
+    // the legacy transport: GET /sse, then POST to the endpoint it names (/message).
+    let server = EverythingHttp::start(EverythingMode::Sse);
+    let url = server.url("/sse");
+    run_driver(test, &["tools"], &["--connect", &url], &|| {
+        server.log_text()
+    });
+    let closed = server.wait_stderr_count("Client Disconnected", 1, SESSION_GONE);
+    assert!(
+        closed && server.log_count("Client Connected") == 1,
+        "{test}: server-everything should have seen one SSE session, opened and closed; its output:\n{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn stdio_client_through_connect_to_a_tcp_relay() {
+    let test = "stdio_client_through_connect_to_a_tcp_relay";
+    if let Some(why) = python_missing() {
+        return skip(test, &why);
+    }
+    let remote = Relay::demo();
+    let url = format!("tcp://{}", remote.addr);
+    run_driver(test, &["tools"], &["--connect", &url], &|| {
+        remote.log_text()
+    });
+    expect_tcp_sessions_ended(&remote, 1);
+}
+
+#[test]
+fn stdio_client_through_connect_to_an_http_relay() {
+    let test = "stdio_client_through_connect_to_an_http_relay";
+    if let Some(why) = python_missing() {
+        return skip(test, &why);
+    }
+    let remote = HttpRelay::demo();
+    let runs = [
+        ("/mcp", "streamable-http"),
+        ("/sse", "sse"),
+        ("/mcp", "auto"),
+        // POST /sse is 405 at the relay: auto falls back to the legacy transport.
+        ("/sse", "auto"),
+    ];
+    for (round, (path, transport)) in runs.into_iter().enumerate() {
+        let url = remote.url(path);
+        run_driver(
+            test,
+            &["tools"],
+            &["--connect", &url, "--transport", transport],
+            &|| remote.log_text(),
+        );
+        expect_sessions_ended(test, &remote, round + 1);
+    }
+    // The two Streamable HTTP sessions were deleted, not left to expire.
+    assert_eq!(
+        metric(
+            &remote,
+            "mcp_relay_sessions_reaped_total{cause=\"deleted\"}"
+        ),
+        2,
+        "{test}: the remote relay's log:\n{}",
+        remote.log_text()
+    );
+}
+
+#[test]
+fn five_mib_each_way_through_a_chain_of_two_relays() {
+    let test = "five_mib_each_way_through_a_chain_of_two_relays";
+    if let Some(why) = python_missing() {
+        return skip(test, &why);
+    }
+    // stdio client → mcp-relay --connect …/mcp → mcp-relay --listen http → demo server. The
+    // demo's echo answers its message whole: 5 MiB goes up as an argument and comes back as a
+    // result. Both relays' --max-message-size (16 MiB by default) fits it; the remote also
+    // wants a bearer token, and gets an extra header it ignores.
+    let remote = HttpRelay::builder()
+        .demo()
+        .args(["--auth-token", TOKEN, "--max-message-size", "16MiB"])
+        .start();
+    let url = remote.url("/mcp");
+    run_driver(
+        test,
+        &["tools", "payload:5"],
+        &[
+            "--connect",
+            &url,
+            "--bearer-token",
+            TOKEN,
+            "--header",
+            "X-Relay-Test: chain",
+            "--max-message-size",
+            "16MiB",
+        ],
+        &|| remote.log_text(),
+    );
+    expect_sessions_ended(test, &remote, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. The conformance suite's client scenarios
+// ---------------------------------------------------------------------------------------
+
+/// Runs one client scenario of the conformance suite (0.1.16) with
+/// tests/python/conformance_client_driver.py as the client command: the SDK's stdio client
+/// and `mcp-relay --connect <the scenario server's URL>`. The suite fails a scenario on a
+/// FAILURE or WARNING check, a client that times out, or a client that exits non-zero.
+fn conformance_client_scenario(test: &str, scenario: &str) {
+    if let Some(why) =
+        conformance_missing("@modelcontextprotocol/conformance").or_else(python_missing)
+    {
+        return skip(test, &why);
+    }
+    let suite = node_modules()
+        .join("@modelcontextprotocol")
+        .join("conformance")
+        .join("dist")
+        .join("index.js");
+    let driver = script("python", "conformance_client_driver.py");
+    let python = python_of(SDK);
+    let words = [
+        python.clone(),
+        driver.display().to_string(),
+        relay_bin().display().to_string(),
+    ];
+    // The suite splits the command on spaces (and runs it through a shell).
+    assert!(
+        words.iter().all(|w| !w.contains(char::is_whitespace)),
+        "{test}: the suite cannot run a command whose paths hold spaces: {words:?}"
+    );
+    let command = format!("{} {} --relay {}", words[0], words[1], words[2]);
+    let results = std::env::temp_dir().join(format!(
+        "mcp-relay-conformance-client-{scenario}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&results);
+    let ran = run_bounded(
+        Command::new(node22())
+            .arg(&suite)
+            .args([
+                "client",
+                "--scenario",
+                scenario,
+                "--timeout",
+                "40000",
+                "--command",
+            ])
+            .arg(&command)
+            .arg("-o")
+            .arg(&results)
+            .env("RUST_LOG", "info"),
+        Duration::from_secs(90),
+    )
+    .expect("running the conformance suite under Node 22");
+    let checks: Vec<Value> = std::fs::read_dir(&results)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(scenario))
+        .filter_map(|e| std::fs::read(e.path().join("checks.json")).ok())
+        .filter_map(|raw| serde_json::from_slice::<Vec<Value>>(&raw).ok())
+        .flatten()
+        .collect();
+    let status_of = |c: &Value| c["status"].as_str().unwrap_or("").to_owned();
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| matches!(status_of(c).as_str(), "FAILURE" | "WARNING"))
+        .map(|c| format!("{} {}: {}", c["id"], status_of(c), c["errorMessage"]))
+        .collect();
+    let good = checks.iter().filter(|c| status_of(c) == "SUCCESS").count();
+    assert!(
+        ran.ok() && bad.is_empty() && good > 0,
+        "{test}: conformance client scenario {scenario} failed ({}; {good} check(s) succeeded; failed: {bad:#?}).\nthe suite's stdout:\n{}\nits stderr (the client's output among it):\n{}",
+        ran.status,
+        ran.stdout,
+        ran.stderr
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: {good} check(s) succeeded in {:.1} s",
+        ran.took.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&results);
+}
+
+#[test]
+fn conformance_client_initialize() {
+    conformance_client_scenario("conformance_client_initialize", "initialize");
+}
+
+#[test]
+fn conformance_client_tools_call() {
+    conformance_client_scenario("conformance_client_tools_call", "tools_call");
+}
+
+#[test]
+fn conformance_client_elicitation_defaults() {
+    conformance_client_scenario(
+        "conformance_client_elicitation_defaults",
+        "elicitation-sep1034-client-defaults",
+    );
+}
+
+#[test]
+fn conformance_client_sse_retry() {
+    conformance_client_scenario("conformance_client_sse_retry", "sse-retry");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Gateways: --listen with --connect
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn http_gateway_to_everything_over_streamable_http() {
+    let test = "http_gateway_to_everything_over_streamable_http";
+    if let Some(why) = python_or_everything_missing() {
+        return skip(test, &why);
+    }
+    // SDK HTTP clients → mcp-relay --listen http://127.0.0.1:0 --connect …/mcp →
+    // server-everything's own Streamable HTTP. Each front session (two per run: the client
+    // checks two sessions at once without cross-talk) must get its own remote session, and
+    // end it when it ends. Payloads stay at 1 MiB: server-everything's HTTP transport
+    // refuses bodies over 4 MB.
+    let server = EverythingHttp::start(EverythingMode::StreamableHttp);
+    let gateway = HttpRelay::builder()
+        .args(["--connect", &server.url("/mcp")])
+        .start();
+    for (round, path) in ["/mcp", "/sse"].into_iter().enumerate() {
+        let url = gateway.url(path);
+        let ran = run_bounded(
+            Command::new(python_of(SDK))
+                .arg(script("python", "http_sdk_client.py"))
+                .args(["--url", &url, "--timeout", "80", "--payload-mib", "1"]),
+            Duration::from_secs(95),
+        )
+        .unwrap_or_else(|| panic!("{test}: cannot start the client"));
+        let summary = ran.stdout.lines().rev().find(|l| l.starts_with("SUMMARY"));
+        assert!(
+            ran.ok() && summary.is_some_and(|s| s.ends_with("failed=0")),
+            "{test}: the SDK client failed at {url} ({}).\nstdout:\n{}\nstderr:\n{}\nthe gateway's log:\n{}\nserver-everything's output:\n{}",
+            ran.status,
+            ran.stdout,
+            ran.stderr,
+            gateway.log_text(),
+            server.log_text()
+        );
+        show(&format!("{test} {path}"), &ran);
+        let want = 2 * (round + 1);
+        let ended = gateway.wait_for_log(SESSION_GONE, |lines| {
+            lines.iter().filter(|l| l.contains("session ended")).count() >= want
+        });
+        assert!(
+            ended,
+            "{test}: {want} gateway sessions should have ended; its log:\n{}",
+            gateway.log_text()
+        );
+        let opened = server.log_count("Session initialized with ID");
+        let deleted =
+            server.wait_stdout_count("Received session termination request", opened, SESSION_GONE);
+        assert!(
+            opened >= want && deleted,
+            "{test}: server-everything should have seen at least {want} sessions, each deleted (it saw {opened} open, {} deleted); its output:\n{}",
+            server.log_count("Received session termination request"),
+            server.log_text()
+        );
+    }
+}
+
+#[test]
+fn tcp_gateway_to_a_tcp_relay() {
+    let test = "tcp_gateway_to_a_tcp_relay";
+    if let Some(why) = python_missing() {
+        return skip(test, &why);
+    }
+    // The SDK over TCP → mcp-relay --listen 127.0.0.1:0 --connect tcp://… → mcp-relay
+    // --listen 127.0.0.1:0 --demo.
+    let remote = Relay::demo();
+    let gateway = Relay::builder()
+        .args(["--connect", &format!("tcp://{}", remote.addr)])
+        .start();
+    let ran = run_bounded(
+        Command::new(python_of(SDK))
+            .arg(script("python", "sdk_tcp_client.py"))
+            .args([
+                "--port",
+                &gateway.addr.port().to_string(),
+                "--timeout",
+                "60",
+            ]),
+        Duration::from_secs(75),
+    )
+    .unwrap_or_else(|| panic!("{test}: cannot start the client"));
+    assert!(
+        ran.ok() && ran.stdout.lines().last() == Some("OK"),
+        "{test}: the SDK client failed ({}).\nstdout:\n{}\nstderr:\n{}\nthe gateway's log:\n{}\nthe remote's log:\n{}",
+        ran.status,
+        ran.stdout,
+        ran.stderr,
+        gateway.log_text(),
+        remote.log_text()
+    );
+    gateway.wait_log_count("session ended", 1, SESSION_GONE);
+    expect_tcp_sessions_ended(&remote, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Sessions that survive the network
+// ---------------------------------------------------------------------------------------
+
+/// A demo relay listening at `addr` (`http://HOST:PORT`), where an earlier one was.
+fn remote_at(addr: SocketAddr) -> HttpRelay {
+    HttpRelay::builder()
+        .listen(format!("http://{addr}"))
+        .demo()
+        .start()
+}
+
+#[test]
+fn a_remote_restarted_mid_session_is_reinitialized_transparently() {
+    let test = "a_remote_restarted_mid_session_is_reinitialized_transparently";
+    if let Some(why) = python_missing() {
+        return skip(test, &why);
+    }
+    let remote = HttpRelay::demo();
+    let addr = remote.addr;
+    let url = remote.url("/mcp");
+    let mut driver = start_driver(
+        &["tools", "pause:restart", "call", "call"],
+        &["--connect", &url],
+    );
+    expect_line(test, &mut driver, "PAUSE restart", &|| remote.log_text());
+    // SIGKILL: the remote forgets the session without a word; its successor on the same
+    // port answers the old session id with 404, and the relay must initialize anew and
+    // retry the call.
+    drop(remote);
+    let remote = remote_at(addr);
+    resume(&mut driver);
+    expect_success(test, &mut driver, &|| remote.log_text());
+    expect_sessions_ended(test, &remote, 1);
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: NOTE: the restarted remote answered {} request(s) with 404",
+        metric(&remote, "mcp_relay_http_responses_total{status=\"404\"}")
+    );
+}
+
+#[test]
+fn a_remote_away_past_the_connect_timeout_gets_an_error_then_the_session_resumes() {
+    let test = "a_remote_away_past_the_connect_timeout_gets_an_error_then_the_session_resumes";
+    if let Some(why) = python_missing() {
+        return skip(test, &why);
+    }
+    let connect_timeout = Duration::from_secs(2);
+    let remote = HttpRelay::demo();
+    let addr = remote.addr;
+    let url = remote.url("/mcp");
+    let mut driver = start_driver(
+        &[
+            "tools",
+            "pause:down",
+            "call-fails",
+            "pause:up",
+            "call-eventually",
+        ],
+        &["--connect", &url, "--connect-timeout", "2s"],
+    );
+    expect_line(test, &mut driver, "PAUSE down", &|| remote.log_text());
+    drop(remote);
+    resume(&mut driver);
+    // The call is held while the relay tries to reconnect, then answered with an error
+    // saying why, about --connect-timeout after it was made.
+    let (line, _) = expect_line(test, &mut driver, "RESULT call-fails ", &String::new);
+    let result: Value = serde_json::from_str(line.trim_start_matches("RESULT call-fails "))
+        .unwrap_or_else(|e| panic!("{test}: bad RESULT line {line:?}: {e}"));
+    let elapsed = result["elapsed"].as_f64().unwrap_or(f64::NAN);
+    let message = result["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with("mcp-relay:") && message.to_lowercase().contains("reach"),
+        "{test}: the error should be the relay's, saying the remote cannot be reached: {result}\nstderr:\n{}",
+        driver.stderr_text()
+    );
+    assert!(
+        (connect_timeout.as_secs_f64() * 0.5..connect_timeout.as_secs_f64() + 8.0).contains(&elapsed),
+        "{test}: the call should be held about --connect-timeout ({connect_timeout:?}) before its error, not {elapsed:.2} s: {result}"
+    );
+    expect_line(test, &mut driver, "PAUSE up", &String::new);
+    // The session survives the outage: once the remote is back, calls succeed again (the
+    // relay reconnects with backoff, so the first calls may still fail).
+    let remote = remote_at(addr);
+    resume(&mut driver);
+    expect_success(test, &mut driver, &|| remote.log_text());
+    expect_sessions_ended(test, &remote, 1);
+}
+
+#[test]
+fn a_call_made_while_the_remote_is_away_waits_for_it() {
+    let test = "a_call_made_while_the_remote_is_away_waits_for_it";
+    if let Some(why) = python_missing() {
+        return skip(test, &why);
+    }
+    let remote = HttpRelay::demo();
+    let addr = remote.addr;
+    let url = remote.url("/mcp");
+    let mut driver = start_driver(
+        &["tools", "pause:down", "announce:calling", "call"],
+        &["--connect", &url, "--connect-timeout", "30s"],
+    );
+    expect_line(test, &mut driver, "PAUSE down", &|| remote.log_text());
+    drop(remote);
+    resume(&mut driver);
+    // The driver has begun the call; the remote comes back while it is held.
+    expect_line(test, &mut driver, "STEP calling", &String::new);
+    let remote = remote_at(addr);
+    expect_success(test, &mut driver, &|| remote.log_text());
+    expect_sessions_ended(test, &remote, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. The stdio lifecycle
+// ---------------------------------------------------------------------------------------
+
+/// `mcp-relay --connect url` on pipes: initialize, a call, then end of stdin, which must end
+/// the relay with status 0 within a bound.
+fn stdio_session_then_eof(test: &str, url: &str, remote_log: &dyn Fn() -> String) {
+    let mut relay = StdioServer::spawn(
+        Command::new(relay_bin())
+            .args(["--connect", url])
+            .env("RUST_LOG", "info"),
+    );
+    let within = Duration::from_secs(20);
+    relay.send_json(&json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "mcp-relay-e2e-stdio", "version": "0"},
+        },
+    }));
+    let (init, _) = relay.read_response(&json!(1), within);
+    assert_eq!(
+        init["result"]["serverInfo"]["name"],
+        "mcp-relay-demo",
+        "{test}: initialize through {url}: {init}\nthe relay's log:\n{}\nthe remote's log:\n{}",
+        relay.stderr_text(),
+        remote_log()
+    );
+    relay.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    relay.send_json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                            "params": {"name": "echo", "arguments": {"message": "over stdio"}}}));
+    let (echo, _) = relay.read_response(&json!(2), within);
+    assert_eq!(
+        echo["result"]["content"][0]["text"],
+        "over stdio",
+        "{test}: echo through {url}: {echo}\nthe relay's log:\n{}",
+        relay.stderr_text()
+    );
+    relay.close_stdin();
+    let status = relay.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.code() == Some(0)),
+        "{test}: end of stdin should end the relay with status 0 within 10 s, not {status:?}; its log:\n{}",
+        relay.stderr_text()
+    );
+}
+
+#[test]
+fn end_of_stdin_ends_the_relay_and_its_streamable_http_session() {
+    let test = "end_of_stdin_ends_the_relay_and_its_streamable_http_session";
+    let remote = HttpRelay::demo();
+    stdio_session_then_eof(test, &remote.url("/mcp"), &|| remote.log_text());
+    expect_sessions_ended(test, &remote, 1);
+    assert_eq!(
+        metric(
+            &remote,
+            "mcp_relay_sessions_reaped_total{cause=\"deleted\"}"
+        ),
+        1,
+        "{test}: the session should have been deleted (DELETE /mcp); the remote's log:\n{}",
+        remote.log_text()
+    );
+}
+
+#[test]
+fn end_of_stdin_ends_the_relay_and_its_sse_session() {
+    let test = "end_of_stdin_ends_the_relay_and_its_sse_session";
+    let remote = HttpRelay::demo();
+    stdio_session_then_eof(test, &remote.url("/sse"), &|| remote.log_text());
+    expect_sessions_ended(test, &remote, 1);
+}
+
+#[test]
+fn end_of_stdin_ends_the_relay_and_its_tcp_session() {
+    let test = "end_of_stdin_ends_the_relay_and_its_tcp_session";
+    let remote = Relay::demo();
+    stdio_session_then_eof(test, &format!("tcp://{}", remote.addr), &|| {
+        remote.log_text()
+    });
+    expect_tcp_sessions_ended(&remote, 1);
+}
