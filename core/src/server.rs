@@ -370,9 +370,9 @@ impl ServerSide {
 
     /// The session, stopping, waits for nothing more from it (a remote may close now; a
     /// child's stop sequence has its own course).
-    pub(crate) fn quiet(&mut self, out: &mut VecDeque<Output>) {
+    pub(crate) fn quiet(&mut self, now: Instant, out: &mut VecDeque<Output>) {
         if let ServerSide::Remote(r) = self {
-            r.remote.quiet(out);
+            r.remote.quiet(now, out);
         }
     }
 

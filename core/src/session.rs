@@ -688,6 +688,11 @@ impl Session {
             l.idle_since = ctx.now;
         }
         l.was_waiting = waiting;
+        if l.stopping && !waiting && !l.server.has_backlog() {
+            // Nothing more is wanted of a stopping remote: it may close (its end is acted on
+            // just below).
+            l.server.quiet(ctx.now, ctx.out);
+        }
         if l.server.is_finished()
             && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
         {
@@ -730,10 +735,18 @@ impl Session {
         }
         l.server.flush(ctx.out);
         l.client.flush(ctx.out);
-        if l.stopping && l.requests.waiting() == 0 && !l.server.has_backlog() {
-            l.server.quiet(ctx.out);
-        }
         l.server.settle(ctx.now, ctx.out);
+        if l.server.is_finished()
+            && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
+        {
+            // A remote can finish as it settles (its stop completes): act on it now, as no
+            // other event may come.
+            l.server_finished(ctx);
+            if let Phase::Ended { linger: None, .. } = l.phase {
+                l.client.close_when_flushed(ctx.out);
+            }
+            l.client.flush(ctx.out);
+        }
         l.server.flush(ctx.out);
         if l.requests.held_len() == 0 {
             l.held_since = None;

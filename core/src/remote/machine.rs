@@ -686,16 +686,19 @@ impl RemoteServer {
 
     /// The session waits for nothing more: a stopping remote may close now (TCP: once what
     /// is queued is written; HTTP: once its POSTs are done, with a `DELETE`).
-    pub(crate) fn quiet(&mut self, out: &mut VecDeque<Output>) {
+    pub(crate) fn quiet(&mut self, now: Instant, out: &mut VecDeque<Output>) {
         if !matches!(self.state, State::Stopping { .. }) {
             return;
         }
         self.quiet = true;
-        if let Link::Tcp(t) = &mut self.link {
-            if !t.connected || t.out.load() == 0 {
-                self.close_all(out);
-                self.finish(RemoteEnd::Stopped);
+        match &mut self.link {
+            Link::Tcp(t) => {
+                if !t.connected || t.out.load() == 0 {
+                    self.close_all(out);
+                    self.finish(RemoteEnd::Stopped);
+                }
             }
+            Link::Http(_) => self.advance_stop(now, out),
         }
     }
 
@@ -1139,9 +1142,6 @@ impl RemoteServer {
                         dechunk: (framing == Framing::Chunked).then(Dechunk::default),
                         content: Box::new(content),
                     };
-                    if head.status == 404 && h.session_id.is_some() {
-                        // Noted now: the session is gone, whatever the body says.
-                    }
                 }
                 Body::Reading {
                     framing,
@@ -1325,7 +1325,7 @@ impl RemoteServer {
         let ok = (200..300).contains(&status);
         match done.purpose {
             Purpose::Post(p) => {
-                if status == 404 && h.session_id.is_some() {
+                if h.session_id.is_some() && session_gone(status, &done.content) {
                     self.undelivered.push(p.undelivered());
                     return self.fail(RemoteEnd::SessionExpired, out);
                 }
@@ -1334,11 +1334,11 @@ impl RemoteServer {
                 }
                 let probing = h.proto == Proto::Streamable { probing: true };
                 if probing && p.is_initialize() && matches!(status, 400 | 404 | 405) {
-                    let jsonrpc = match &done.content {
-                        Content::Json { buf, .. } => is_jsonrpc_error(buf),
+                    let modern = match &done.content {
+                        Content::Json { buf, .. } => is_modern_refusal(buf),
                         _ => false,
                     };
-                    if !jsonrpc {
+                    if !modern {
                         log::info!(
                             "{}: {} answered the initialize POST with HTTP {status}: trying the HTTP+SSE transport",
                             Tag(self.id),
@@ -1356,6 +1356,9 @@ impl RemoteServer {
                 if ok && matches!(h.proto, Proto::Legacy { .. }) {
                     // HTTP+SSE: a POST is only acknowledged; answers come on the stream.
                     return;
+                }
+                if ok && p.method.as_deref() == Some("notifications/initialized") {
+                    self.want_get(now);
                 }
                 match (ok, done.content) {
                     (true, Content::Json { buf, len }) => {
@@ -1391,8 +1394,6 @@ impl RemoteServer {
                                 id,
                                 &format!("answered the request with HTTP {status} and no message"),
                             );
-                        } else if p.method.as_deref() == Some("notifications/initialized") {
-                            self.want_get(now);
                         }
                     }
                     (false, content) => {
@@ -1413,7 +1414,7 @@ impl RemoteServer {
                 if status == 405 {
                     log::debug!("{}: the remote has no GET stream (405)", Tag(self.id));
                     h.get = GetStream::None;
-                } else if status == 404 && h.session_id.is_some() {
+                } else if h.session_id.is_some() && session_gone(status, &done.content) {
                     self.fail(RemoteEnd::SessionExpired, out);
                 } else {
                     let (retry, streamed) = match &done.content {
@@ -1469,7 +1470,7 @@ impl RemoteServer {
                         h.resumes.push(r);
                     }
                     _ => {
-                        if status == 404 && h.session_id.is_some() {
+                        if h.session_id.is_some() && session_gone(status, &done.content) {
                             return self.fail(RemoteEnd::SessionExpired, out);
                         }
                         for id in r.waiting {
@@ -1985,10 +1986,30 @@ fn answers(line: &[u8], id: &RawId) -> bool {
     }
 }
 
-fn is_jsonrpc_error(body: &[u8]) -> bool {
+/// The remote no longer knows the session: `404` as the spec says, or the `400` some servers
+/// answer instead (the TypeScript SDK 1.x: "Bad Request: No valid session ID provided"),
+/// recognised by its body naming the session.
+fn session_gone(status: u16, content: &Content) -> bool {
+    let body: &[u8] = match content {
+        Content::Json { buf, .. } => buf,
+        Content::Discard { snippet } => snippet,
+        Content::Events(_) => &[],
+    };
+    status == 404
+        || (status == 400
+            && String::from_utf8_lossy(body)
+                .to_ascii_lowercase()
+                .contains("session"))
+}
+
+/// A refusal of `initialize` by a 2026-07-28 server (which has no `initialize`): a JSON-RPC
+/// error with a code that era uses for it (method not found, unsupported version). Any other
+/// 400, 404 or 405 (an HTML page, "method not allowed", "bad request") means an HTTP+SSE server.
+fn is_modern_refusal(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .is_some_and(|v| v.get("jsonrpc").is_some() && v.get("error").is_some())
+        .and_then(|v| v.get("error")?.get("code")?.as_i64())
+        .is_some_and(|code| matches!(code, -32601 | -32022))
 }
 
 fn is_visible_ascii(s: &str) -> bool {
