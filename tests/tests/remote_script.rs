@@ -132,6 +132,12 @@ fn streamable_http_initialize_then_notification_opens_the_get_stream() {
     // The GET stream for the remote's own messages.
     let get = connects(&out);
     assert_eq!(get.len(), 1, "{}", r.s.show());
+    // A request now waits until the GET stream is set up: what the remote sends outside any
+    // request must have a stream to arrive on (the conformance suite's elicitation and
+    // sse-retry scenarios depend on it).
+    let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    let out = r.client(list);
+    assert!(sent(&out, Endpoint::Upstream(c0)).is_empty(), "{}", r.s.show());
     let out = r.connected(get[0]);
     let head = sent(&out, Endpoint::Upstream(get[0]));
     assert!(head.starts_with("GET /mcp HTTP/1.1\r\n"), "{head}");
@@ -141,6 +147,7 @@ fn streamable_http_initialize_then_notification_opens_the_get_stream() {
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
     assert!(sent(&out, Endpoint::Conn(STDIO)).is_empty());
+    assert!(sent(&out, Endpoint::Upstream(c0)).ends_with(list), "{}", r.s.show());
     let note = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
     let out = r.feed(get[0], &chunk(&format!("id: 9\ndata: {note}\n\n")));
     assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{note}\n"));

@@ -43,6 +43,8 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 const IDLE_CLOSE: Duration = Duration::from_secs(4);
 /// Attempts to reopen a `GET` stream that keeps failing, before doing without it.
 const MAX_GET_FAILURES: u32 = 5;
+/// The longest messages wait for the first `GET` stream to be set up.
+const GET_GATE: Duration = Duration::from_secs(1);
 /// How much of an error body is quoted back to the client.
 const SNIPPET: usize = 200;
 
@@ -209,6 +211,10 @@ struct HttpLink {
     /// The legacy stream or the `DELETE` went out.
     delete_sent: bool,
     ever_connected: bool,
+    /// Until the first `GET` stream is set up (its answer's head, or its failure, or this
+    /// deadline), messages after `notifications/initialized` wait: what the remote sends
+    /// outside any request from then on has a stream to arrive on.
+    get_gate: Option<Instant>,
     /// The `GET` stream's last event id and the reconnection delay the remote asked for.
     get_last_id: Option<String>,
     get_retry: Option<Duration>,
@@ -362,6 +368,7 @@ impl RemoteServer {
                 resumes: Vec::new(),
                 delete_sent: false,
                 ever_connected: false,
+                get_gate: None,
                 get_last_id: None,
                 get_retry: None,
             }),
@@ -529,6 +536,9 @@ impl RemoteServer {
                 }
                 if let GetStream::Wanted { at, .. } = h.get {
                     all.push((at, Timer::RemoteRetry));
+                }
+                if let Some(d) = h.get_gate {
+                    all.push((d, Timer::RemoteRetry));
                 }
                 all.extend(
                     h.resumes
@@ -983,8 +993,13 @@ impl RemoteServer {
         if self.state == State::Finished {
             return;
         }
+        if h.get_gate.is_some_and(|d| d <= now)
+            || !matches!(h.get, GetStream::Wanted { .. } | GetStream::Open { .. })
+        {
+            h.get_gate = None;
+        }
         while let Some(front) = h.queue.front() {
-            if h.init_out {
+            if h.init_out || h.get_gate.is_some() {
                 break;
             }
             if let Proto::Legacy { post_path: None } = h.proto {
@@ -1126,6 +1141,9 @@ impl RemoteServer {
                         Err(e) => return self.protocol_error(n, &e, out),
                     };
                     c.closing = head.close;
+                    if matches!(job.purpose, Purpose::Get) {
+                        h.get_gate = None;
+                    }
                     let content = self.content_for(n, &head, max);
                     let Link::Http(h) = &mut self.link else {
                         return;
@@ -1376,9 +1394,13 @@ impl RemoteServer {
                                 self.inbox.push_back(Inbound::Line(buf));
                             }
                         } else if !buf.is_empty() {
-                            // A response to a notification: pass it on as the remote's word.
-                            self.inbox_bytes += buf.len();
-                            self.inbox.push_back(Inbound::Line(buf));
+                            // A body for a notification or a response (some servers send
+                            // `{"result":{}}` where 202 is meant): nobody asked; dropped.
+                            log::debug!(
+                                "{}: a body for a {} POST was dropped",
+                                Tag(self.id),
+                                p.method.as_deref().unwrap_or("response")
+                            );
                         }
                     }
                     (true, Content::Events(parser)) => {
@@ -1621,6 +1643,7 @@ impl RemoteServer {
                     at: now,
                     failures: 0,
                 };
+                h.get_gate = Some(now + GET_GATE);
             }
         }
     }
