@@ -6,7 +6,8 @@ mod config;
 use argh::FromArgs;
 use config::Listen;
 use mcp_relay_core::{
-    Balance, Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy, Transport,
+    Balance, Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy,
+    Transport,
 };
 use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig, Stopped};
 use std::ffi::OsString;
@@ -37,8 +38,9 @@ struct Args {
     #[argh(option)]
     connect: Vec<String>,
 
-    /// with --connect: auto (Streamable HTTP, falling back to HTTP+SSE), streamable-http,
-    /// sse, or tcp (default: auto)
+    /// with --connect: auto (Streamable HTTP, falling back to HTTP+SSE, or to 2026-07-28
+    /// when the remote refuses initialize that way), streamable-http, stateless (2026-07-28
+    /// from the start), sse, or tcp (default: auto)
     #[argh(
         option,
         from_str_fn(parse_transport),

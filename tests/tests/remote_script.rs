@@ -137,7 +137,11 @@ fn streamable_http_initialize_then_notification_opens_the_get_stream() {
     // sse-retry scenarios depend on it).
     let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
     let out = r.client(list);
-    assert!(sent(&out, Endpoint::Upstream(c0)).is_empty(), "{}", r.s.show());
+    assert!(
+        sent(&out, Endpoint::Upstream(c0)).is_empty(),
+        "{}",
+        r.s.show()
+    );
     let out = r.connected(get[0]);
     let head = sent(&out, Endpoint::Upstream(get[0]));
     assert!(head.starts_with("GET /mcp HTTP/1.1\r\n"), "{head}");
@@ -147,7 +151,11 @@ fn streamable_http_initialize_then_notification_opens_the_get_stream() {
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
     assert!(sent(&out, Endpoint::Conn(STDIO)).is_empty());
-    assert!(sent(&out, Endpoint::Upstream(c0)).ends_with(list), "{}", r.s.show());
+    assert!(
+        sent(&out, Endpoint::Upstream(c0)).ends_with(list),
+        "{}",
+        r.s.show()
+    );
     let note = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
     let out = r.feed(get[0], &chunk(&format!("id: 9\ndata: {note}\n\n")));
     assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{note}\n"));
@@ -449,4 +457,82 @@ fn a_client_that_closes_stdin_still_gets_its_answers_then_the_remote_is_closed()
         r.s.written(Endpoint::Conn(STDIO), INIT_OK.len() + 1);
         assert!(r.s.relay.is_finished(), "{url}: {}", r.s.show());
     }
+}
+
+#[test]
+fn a_2026_07_28_remote_is_discovered_and_spoken_to_in_its_era() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Auto);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let refusal = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32022,"message":"Unsupported protocol version","data":{"supported":["2026-07-28"],"requested":""}}}"#;
+    let out = r.feed(c0, &json_response("400 Bad Request", "", refusal));
+    assert!(
+        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        "{}",
+        r.s.show()
+    );
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(
+        post.contains("\r\nMcp-Method: server/discover\r\n"),
+        "{post}"
+    );
+    assert!(
+        post.contains("\r\nMCP-Protocol-Version: 2026-07-28\r\n"),
+        "{post}"
+    );
+    assert!(
+        post.contains(r#""io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"}"#),
+        "{post}"
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let discovered = r#"{"jsonrpc":"2.0","id":"mcp-relay:discover","result":{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},"serverInfo":{"name":"modern","version":"2"}}}"#;
+    let out = r.feed(c0, &json_response("200 OK", "", discovered));
+    let init: serde_json::Value =
+        serde_json::from_str(sent(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
+    assert_eq!(init["id"], 1);
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(init["result"]["serverInfo"]["name"], "modern");
+    // No session: notifications/initialized goes nowhere, ping is answered here.
+    let out = r.client(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    assert!(sent(&out, Endpoint::Upstream(c0)).is_empty());
+    let out = r.client(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#);
+    assert_eq!(
+        sent(&out, Endpoint::Conn(STDIO)),
+        "{\"id\":3,\"jsonrpc\":\"2.0\",\"result\":{}}\n"
+    );
+    // A call that needs input: the relay asks the client, then retries with its answer.
+    let out = r.client(
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t","arguments":{}}}"#,
+    );
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(
+        post.contains("\r\nMcp-Method: tools/call\r\nMcp-Name: t\r\n"),
+        "{post}"
+    );
+    assert!(
+        post.contains(r#""io.modelcontextprotocol/protocolVersion":"2026-07-28""#),
+        "{post}"
+    );
+    assert!(!post.contains("Mcp-Session-Id"), "{post}");
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let needs = r#"{"jsonrpc":"2.0","id":4,"result":{"resultType":"input_required","inputRequests":{"who":{"method":"elicitation/create","params":{"message":"name?","requestedSchema":{"type":"object","properties":{}}}}},"requestState":"st"}}"#;
+    let out = r.feed(c0, &json_response("200 OK", "", needs));
+    let ask: serde_json::Value =
+        serde_json::from_str(sent(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
+    assert_eq!(ask["method"], "elicitation/create");
+    assert_eq!(ask["id"], "mcp-relay:input:1");
+    let out = r.client(
+        r#"{"jsonrpc":"2.0","id":"mcp-relay:input:1","result":{"action":"accept","content":{}}}"#,
+    );
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(
+        post.contains(r#""inputResponses":{"who":{"action":"accept","content":{}}}"#),
+        "{post}"
+    );
+    assert!(post.contains(r#""requestState":"st""#), "{post}");
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let done = r#"{"jsonrpc":"2.0","id":4,"result":{"resultType":"complete","content":[]}}"#;
+    let out = r.feed(c0, &json_response("200 OK", "", done));
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{done}\n"));
 }

@@ -20,6 +20,7 @@
 //! forgotten session, a connection that never opened) provably did not reach the remote, and
 //! a request whose fate is unknown (its connection broke) is answered with an error instead.
 
+use super::modern::{self, ClientFacts, Outgoing};
 use super::wire::{self, Framing, HeadParse, ResponseHead, SseParser};
 use super::{RemoteConfig, RemoteTransport, RemoteUrl, Scheme};
 use crate::framing::LineFramer;
@@ -166,6 +167,8 @@ pub(crate) struct RemoteServer {
     undelivered: Vec<Undelivered>,
     /// Stopping, and the session waits for nothing more.
     quiet: bool,
+    /// Effects decided where no output queue was at hand (a cancellation in `stage_line`).
+    deferred: Vec<Output>,
 }
 
 #[derive(Debug)]
@@ -193,7 +196,35 @@ enum Proto {
     Streamable { probing: bool },
     /// HTTP+SSE; the `POST` path once the `endpoint` event named it.
     Legacy { post_path: Option<String> },
+    /// Streamable HTTP at 2026-07-28: no `initialize`, no session (see `modern.rs`).
+    Modern(Box<Modern>),
 }
+
+/// A session-era client in front of a 2026-07-28 remote.
+#[derive(Debug, PartialEq, Eq)]
+struct Modern {
+    client: ClientFacts,
+    /// The client's `initialize`, answered once `server/discover` is.
+    init_id: Option<RawId>,
+    /// Input requests sent to the client: their ids → the request waiting and the key.
+    asks: BTreeMap<RawId, (RawId, String)>,
+    /// Requests answered `input_required`, by id: what to retry them with.
+    rounds: BTreeMap<RawId, Round>,
+    next_ask: u64,
+    /// `server/discover` was refused for its version once and sent again.
+    discover_retried: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Round {
+    sent: Pending,
+    state: Option<serde_json::Value>,
+    waiting: usize,
+    answers: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The id of the relay's own `server/discover`.
+const DISCOVER_ID: &str = "\"mcp-relay:discover\"";
 
 #[derive(Debug)]
 struct HttpLink {
@@ -247,12 +278,14 @@ struct Resume {
     on: Option<u32>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Pending {
     line: Vec<u8>,
     id: Option<RawId>,
     method: Option<String>,
     since: Option<Instant>,
+    /// Headers of its own (2026-07-28: `Mcp-Method`, ...).
+    headers: Vec<(String, String)>,
 }
 
 impl Pending {
@@ -379,6 +412,7 @@ impl RemoteServer {
             inbox_bytes: 0,
             undelivered: Vec::new(),
             quiet: false,
+            deferred: Vec::new(),
         };
         if tcp {
             let conn = server.new_up();
@@ -453,6 +487,7 @@ impl RemoteServer {
             Link::Http(h) => match h.proto {
                 Proto::Streamable { probing: true } => "streamable-http (probing)",
                 Proto::Streamable { probing: false } => "streamable-http",
+                Proto::Modern(_) => "streamable-http (2026-07-28)",
                 Proto::Legacy { .. } => "sse",
             },
         }
@@ -599,7 +634,19 @@ impl RemoteServer {
             id,
             method,
             since: None,
+            headers: Vec::new(),
         };
+        if let Link::Http(h) = &self.link {
+            match h.proto {
+                Proto::Modern(_) => return self.stage_modern(p),
+                Proto::Streamable { .. }
+                    if self.config.transport == RemoteTransport::Stateless && p.is_initialize() =>
+                {
+                    return self.switch_to_modern(p);
+                }
+                _ => {}
+            }
+        }
         match &mut self.link {
             Link::Tcp(t) => {
                 if !t.connected {
@@ -614,6 +661,182 @@ impl RemoteServer {
         }
     }
 
+    /// A client message in front of a 2026-07-28 remote: rewritten, answered here, an
+    /// input answer gathered, or dropped (see `modern.rs`).
+    fn stage_modern(&mut self, p: Pending) {
+        let Link::Http(h) = &mut self.link else {
+            return;
+        };
+        let Proto::Modern(m) = &mut h.proto else {
+            return;
+        };
+        // An answer to one of the relay's input requests.
+        if p.method.is_none() {
+            if let Ok(Message::Single(e)) = classify(&p.line) {
+                if let Some(ask) = e.id.map(RawId::from_raw) {
+                    if let Some((request, key)) = m.asks.remove(&ask) {
+                        if let Some(round) = m.rounds.get_mut(&request) {
+                            round.answers.insert(key, modern::input_response(&p.line));
+                            round.waiting = round.waiting.saturating_sub(1);
+                            if round.waiting == 0 {
+                                if let Some(round) = m.rounds.remove(&request) {
+                                    let mut again = round.sent;
+                                    again.line = modern::retry(
+                                        &again.line,
+                                        round.answers,
+                                        round.state.as_ref(),
+                                    );
+                                    again.since = None;
+                                    h.queue_bytes += again.line.len();
+                                    h.queue.push_back(again);
+                                }
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        match modern::outgoing(&p.line, &m.client) {
+            Outgoing::Send(line, headers) => {
+                let q = Pending { line, headers, ..p };
+                h.queue_bytes += q.line.len();
+                h.queue.push_back(q);
+            }
+            Outgoing::Answer(line) => {
+                self.inbox_bytes += line.len();
+                self.inbox.push_back(Inbound::Line(line));
+            }
+            Outgoing::Drop => {}
+            Outgoing::Cancel(request) => {
+                // Closing its stream is how the era cancels; one still queued is dropped.
+                let request = RawId::parse(&request);
+                h.queue.retain(|q| q.id.is_none() || q.id != request);
+                h.queue_bytes = h.queue.iter().map(|q| q.line.len()).sum();
+                let busy: Vec<u32> = h
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| {
+                        matches!(&c.job, Some(Job { purpose: Purpose::Post(q), .. }) if q.id.is_some() && q.id == request)
+                    })
+                    .map(|(n, _)| *n)
+                    .collect();
+                let mut out = VecDeque::new();
+                for n in busy {
+                    if let Some(mut c) = h.conns.remove(&n) {
+                        c.close(&mut out);
+                    }
+                }
+                self.deferred.extend(out);
+            }
+        }
+    }
+
+    /// The remote refused `initialize` the way a 2026-07-28 server does: discover it, and
+    /// speak that era from now on (what waits is rewritten).
+    fn switch_to_modern(&mut self, init: Pending) {
+        let Some(client) = ClientFacts::from_initialize(&init.line) else {
+            return;
+        };
+        log::info!(
+            "{}: {} speaks 2026-07-28: discovering it with server/discover",
+            Tag(self.id),
+            self.url
+        );
+        let Link::Http(h) = &mut self.link else {
+            return;
+        };
+        let (line, headers) = modern::discover(DISCOVER_ID, &client);
+        h.proto = Proto::Modern(Box::new(Modern {
+            client,
+            init_id: init.id.clone(),
+            asks: BTreeMap::new(),
+            rounds: BTreeMap::new(),
+            next_ask: 0,
+            discover_retried: false,
+        }));
+        let waiting: Vec<Pending> = h.queue.drain(..).collect();
+        h.queue_bytes = 0;
+        let discover = Pending {
+            line,
+            id: RawId::parse(DISCOVER_ID),
+            method: Some("server/discover".into()),
+            since: None,
+            headers,
+        };
+        h.queue_bytes += discover.line.len();
+        h.queue.push_back(discover);
+        for p in waiting {
+            self.stage_modern(p);
+        }
+    }
+
+    /// A message from the remote, for the client: in front of a 2026-07-28 remote, the
+    /// discover answer becomes the `initialize` answer, and `input_required` becomes
+    /// requests to the client (`sent`: the request as it went, to retry it with).
+    fn from_remote(&mut self, line: Vec<u8>, sent: Option<&Pending>) {
+        if let Link::Http(h) = &mut self.link {
+            let Proto::Modern(m) = &mut h.proto else {
+                self.inbox_bytes += line.len();
+                self.inbox.push_back(Inbound::Line(line));
+                return;
+            };
+            if let Some(discover) = sent.filter(|p| p.id == RawId::parse(DISCOVER_ID)) {
+                if !m.discover_retried && modern::unsupported_version(&line) {
+                    // The remote refused the version: once more, as its answer allows.
+                    m.discover_retried = true;
+                    let again = Pending {
+                        since: None,
+                        ..discover.clone()
+                    };
+                    h.queue_bytes += again.line.len();
+                    h.queue.push_front(again);
+                    return;
+                }
+                let Some(init_id) = m.init_id.take() else {
+                    return;
+                };
+                let answer = modern::initialize_answer(init_id.as_str(), &m.client, &line)
+                    .unwrap_or_else(|| modern::discover_error(init_id.as_str(), &line));
+                self.inbox_bytes += answer.len();
+                self.inbox.push_back(Inbound::Line(answer));
+                return;
+            }
+            if let (Some(sent), Some((requests, state))) = (sent, modern::input_required(&line)) {
+                if let Some(id) = sent.id.clone() {
+                    if requests.is_empty() {
+                        return self.answer_error(&id, "asked for input without saying which");
+                    }
+                    let mut asks = Vec::new();
+                    for (key, request) in &requests {
+                        m.next_ask += 1;
+                        let ask = format!("\"mcp-relay:input:{}\"", m.next_ask);
+                        if let Some(ask_id) = RawId::parse(&ask) {
+                            m.asks.insert(ask_id, (id.clone(), key.clone()));
+                        }
+                        asks.push(modern::input_request(&ask, request));
+                    }
+                    m.rounds.insert(
+                        id,
+                        Round {
+                            sent: sent.clone(),
+                            state,
+                            waiting: requests.len(),
+                            answers: serde_json::Map::new(),
+                        },
+                    );
+                    for ask in asks {
+                        self.inbox_bytes += ask.len();
+                        self.inbox.push_back(Inbound::Line(ask));
+                    }
+                    return;
+                }
+            }
+        }
+        self.inbox_bytes += line.len();
+        self.inbox.push_back(Inbound::Line(line));
+    }
+
     /// Bytes of whole lines (what a session held during a restart).
     pub(crate) fn stage(&mut self, lines: &[u8]) {
         for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -622,6 +845,7 @@ impl RemoteServer {
     }
 
     pub(crate) fn flush(&mut self, out: &mut VecDeque<Output>) {
+        out.extend(self.deferred.drain(..));
         match &mut self.link {
             Link::Tcp(t) => t.out.flush(out),
             Link::Http(h) => h.conns.values_mut().for_each(|c| c.out.flush(out)),
@@ -1032,10 +1256,11 @@ impl RemoteServer {
                 } => path.clone(),
                 _ => self.url.path.clone(),
             };
-            let extra = [
+            let mut extra = vec![
                 ("Content-Type", "application/json"),
                 ("Accept", "application/json, text/event-stream"),
             ];
+            extra.extend(p.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
             let bytes = server_request(
                 &self.url,
                 &self.config,
@@ -1204,8 +1429,15 @@ impl RemoteServer {
                         Purpose::Post(p) => (p.id.clone(), p.is_initialize()),
                         _ => (None, false),
                     };
+                    // In front of a 2026-07-28 remote an answer may need the request it
+                    // answers (to retry it after an input round).
+                    let sent = match (&h.proto, &job.purpose) {
+                        (Proto::Modern(_), Purpose::Post(p)) => Some(p.clone()),
+                        _ => None,
+                    };
                     let mut endpoint = None;
                     let mut init_answer = None;
+                    let mut lines = Vec::new();
                     for e in events {
                         match e {
                             Inbound::Line(line) if line.starts_with(b"\x00endpoint ") => {
@@ -1224,9 +1456,14 @@ impl RemoteServer {
                                     r.waiting.retain(|w| !answers(&line, w));
                                     !r.waiting.is_empty() || r.on.is_some()
                                 });
-                                self.inbox_bytes += line.len();
-                                self.inbox.push_back(Inbound::Line(line));
+                                lines.push(Inbound::Line(line));
                             }
+                            other => lines.push(other),
+                        }
+                    }
+                    for msg in lines {
+                        match msg {
+                            Inbound::Line(line) => self.from_remote(line, sent.as_ref()),
                             other => self.inbox.push_back(other),
                         }
                     }
@@ -1350,6 +1587,18 @@ impl RemoteServer {
                 if p.is_initialize() {
                     h.init_out = false;
                 }
+                let modern_refusal = match &done.content {
+                    Content::Json { buf, .. } => is_modern_refusal(buf),
+                    _ => false,
+                };
+                if p.is_initialize()
+                    && modern_refusal
+                    && matches!(status, 400 | 404)
+                    && matches!(h.proto, Proto::Streamable { .. })
+                {
+                    self.switch_to_modern(p);
+                    return;
+                }
                 let probing = h.proto == Proto::Streamable { probing: true };
                 if probing && p.is_initialize() && matches!(status, 400 | 404 | 405) {
                     let modern = match &done.content {
@@ -1390,8 +1639,7 @@ impl RemoteServer {
                                 self.answer_error(id, "answered the request with an empty body");
                             } else {
                                 self.note_initialize(p.is_initialize(), &buf);
-                                self.inbox_bytes += buf.len();
-                                self.inbox.push_back(Inbound::Line(buf));
+                                self.from_remote(buf, Some(&p));
                             }
                         } else if !buf.is_empty() {
                             // A body for a notification or a response (some servers send
@@ -1603,10 +1851,24 @@ impl RemoteServer {
                     .get("code")
                     .and_then(|c| c.as_i64())
                     .unwrap_or(codes::SERVER_UNAVAILABLE);
-                let line = message::error_line(Some(id.as_str()), code, message);
-                let line = line[..line.len() - 1].to_vec();
-                self.inbox_bytes += line.len();
-                self.inbox.push_back(Inbound::Line(line));
+                let line = match err.get("data") {
+                    Some(data) => {
+                        let mut line = Vec::new();
+                        message::write_error_data(
+                            &mut line,
+                            Some(id.as_str()),
+                            code,
+                            message,
+                            Some(&data.to_string()),
+                        );
+                        line
+                    }
+                    None => {
+                        let line = message::error_line(Some(id.as_str()), code, message);
+                        line[..line.len() - 1].to_vec()
+                    }
+                };
+                self.from_remote(line, Some(p));
                 return;
             }
         }

@@ -7,6 +7,7 @@
 //! itself is `RemoteServer` (a variant of the session's `ServerSide`).
 
 mod machine;
+mod modern;
 mod wire;
 
 pub(crate) use machine::{Inbound, RemoteEnd, RemoteLimits, RemoteServer, Undelivered};
@@ -87,6 +88,10 @@ pub enum RemoteTransport {
     StreamableHttp,
     /// The legacy HTTP+SSE transport only (`GET` an event stream, `POST` to its endpoint).
     Sse,
+    /// Streamable HTTP at 2026-07-28 (stateless) from the first request: the client's
+    /// `initialize` is answered from `server/discover`. (`Auto` gets there too, after the
+    /// remote refused the `initialize` POST the way that era does.)
+    Stateless,
     /// Newline-delimited JSON-RPC over a TCP connection.
     Tcp,
 }
@@ -98,9 +103,10 @@ impl RemoteTransport {
             "auto" => Ok(RemoteTransport::Auto),
             "streamable-http" | "http" => Ok(RemoteTransport::StreamableHttp),
             "sse" => Ok(RemoteTransport::Sse),
+            "stateless" | "2026-07-28" => Ok(RemoteTransport::Stateless),
             "tcp" => Ok(RemoteTransport::Tcp),
             other => Err(format!(
-                "unknown transport {other:?}: expected auto, streamable-http, sse or tcp"
+                "unknown transport {other:?}: expected auto, streamable-http, stateless, sse or tcp"
             )),
         }
     }
@@ -112,6 +118,7 @@ impl fmt::Display for RemoteTransport {
             RemoteTransport::Auto => "auto",
             RemoteTransport::StreamableHttp => "streamable-http",
             RemoteTransport::Sse => "sse",
+            RemoteTransport::Stateless => "stateless",
             RemoteTransport::Tcp => "tcp",
         })
     }
