@@ -774,7 +774,7 @@ impl RemoteServer {
     /// A message from the remote, for the client: in front of a 2026-07-28 remote, the
     /// discover answer becomes the `initialize` answer, and `input_required` becomes
     /// requests to the client (`sent`: the request as it went, to retry it with).
-    fn from_remote(&mut self, line: Vec<u8>, sent: Option<&Pending>) {
+    fn remote_said(&mut self, line: Vec<u8>, sent: Option<&Pending>) {
         if let Link::Http(h) = &mut self.link {
             let Proto::Modern(m) = &mut h.proto else {
                 self.inbox_bytes += line.len();
@@ -1463,7 +1463,7 @@ impl RemoteServer {
                     }
                     for msg in lines {
                         match msg {
-                            Inbound::Line(line) => self.from_remote(line, sent.as_ref()),
+                            Inbound::Line(line) => self.remote_said(line, sent.as_ref()),
                             other => self.inbox.push_back(other),
                         }
                     }
@@ -1639,7 +1639,7 @@ impl RemoteServer {
                                 self.answer_error(id, "answered the request with an empty body");
                             } else {
                                 self.note_initialize(p.is_initialize(), &buf);
-                                self.from_remote(buf, Some(&p));
+                                self.remote_said(buf, Some(&p));
                             }
                         } else if !buf.is_empty() {
                             // A body for a notification or a response (some servers send
@@ -1868,7 +1868,7 @@ impl RemoteServer {
                         line[..line.len() - 1].to_vec()
                     }
                 };
-                self.from_remote(line, Some(p));
+                self.remote_said(line, Some(p));
                 return;
             }
         }

@@ -192,8 +192,12 @@ pub(crate) fn unsupported_version(line: &[u8]) -> bool {
             .is_some_and(|s| s.iter().any(|v| v.as_str() == Some(MODERN)))
 }
 
+/// What an `input_required` answer asks: its input requests (key, `{method, params}`) and
+/// its `requestState`.
+pub(crate) type InputRound = (Vec<(String, Value)>, Option<Value>);
+
 /// An `input_required` answer: its input requests (key, `{method, params}`) and state.
-pub(crate) fn input_required(line: &[u8]) -> Option<(Vec<(String, Value)>, Option<Value>)> {
+pub(crate) fn input_required(line: &[u8]) -> Option<InputRound> {
     let v: Value = serde_json::from_slice(line).ok()?;
     let r = v.get("result")?;
     if r.get("resultType").and_then(Value::as_str) != Some("input_required") {
