@@ -536,3 +536,66 @@ fn a_2026_07_28_remote_is_discovered_and_spoken_to_in_its_era() {
     let out = r.feed(c0, &json_response("200 OK", "", done));
     assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{done}\n"));
 }
+
+#[test]
+fn a_2026_07_28_remote_s_notifications_come_through_a_listen_stream() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Stateless);
+    r.connected(c0);
+    let out = r.client(INIT);
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(
+        post.contains("\r\nMcp-Method: server/discover\r\n"),
+        "{post}"
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let discovered = r#"{"jsonrpc":"2.0","id":"mcp-relay:discover","result":{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{"listChanged":true},"resources":{"subscribe":true}},"serverInfo":{"name":"modern","version":"2"}}}"#;
+    let out = r.feed(c0, &json_response("200 OK", "", discovered));
+    assert!(sent(&out, Endpoint::Conn(STDIO)).contains(r#""name":"modern""#));
+    // The listen stream, for the list changes the server offers.
+    let listen = sent(&out, Endpoint::Upstream(c0));
+    assert!(
+        listen.contains("\r\nMcp-Method: subscriptions/listen\r\n"),
+        "{}",
+        r.s.show()
+    );
+    assert!(
+        listen.contains(r#""notifications":{"toolsListChanged":true}"#),
+        "{listen}"
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let ack = r#"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{"toolsListChanged":true}}}"#;
+    let changed = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+    let out = r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}{}",
+            chunk(&format!("data: {ack}\n\n")),
+            chunk(&format!("data: {changed}\n\n"))
+        ),
+    );
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{changed}\n"));
+    // A subscription is answered here and watched by a new listen stream.
+    let out = r.client(
+        r#"{"jsonrpc":"2.0","id":9,"method":"resources/subscribe","params":{"uri":"a://b"}}"#,
+    );
+    assert_eq!(
+        sent(&out, Endpoint::Conn(STDIO)),
+        "{\"id\":9,\"jsonrpc\":\"2.0\",\"result\":{}}\n"
+    );
+    assert!(
+        out.iter().any(|o| *o
+            == Output::Close {
+                endpoint: Endpoint::Upstream(c0)
+            }),
+        "{}",
+        r.s.show()
+    );
+    let c = connects(&out);
+    assert_eq!(c.len(), 1, "{}", r.s.show());
+    let out = r.connected(c[0]);
+    let listen = sent(&out, Endpoint::Upstream(c[0]));
+    assert!(
+        listen.contains(r#""resourceSubscriptions":["a://b"]"#),
+        "{listen}"
+    );
+}

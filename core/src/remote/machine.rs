@@ -213,7 +213,25 @@ struct Modern {
     next_ask: u64,
     /// `server/discover` was refused for its version once and sent again.
     discover_retried: bool,
+    /// What the server offers (from `server/discover`), for the listen stream.
+    capabilities: serde_json::Value,
+    /// Resources the client subscribed to, watched through the listen stream.
+    subscribed: Vec<String>,
+    /// The listen stream's request id, while one is open or queued; when to open the next.
+    listen: Option<RawId>,
+    /// The listen stream must be (re)opened: now, or at `listen_at`.
+    listen_dirty: bool,
+    /// The listen stream ended: `listen_at` is to be set from the next `now`.
+    listen_pending_retry: bool,
+    listen_at: Option<Instant>,
+    listen_failures: u32,
+    next_listen: u64,
 }
+
+/// Most resources a client's subscriptions make the relay watch on a 2026-07-28 remote.
+const MAX_SUBSCRIPTIONS: usize = 256;
+/// Times a listen stream that keeps failing is reopened before the relay does without it.
+const MAX_LISTEN_FAILURES: u32 = 5;
 
 #[derive(Debug, PartialEq, Eq)]
 struct Round {
@@ -575,6 +593,9 @@ impl RemoteServer {
                 if let Some(d) = h.get_gate {
                     all.push((d, Timer::RemoteRetry));
                 }
+                if let Proto::Modern(m) = &h.proto {
+                    all.extend(m.listen_at.map(|d| (d, Timer::RemoteRetry)));
+                }
                 all.extend(
                     h.resumes
                         .iter()
@@ -697,6 +718,18 @@ impl RemoteServer {
                 }
             }
         }
+        if let Some((subscribe, uri)) = modern::subscription(&p.line) {
+            // Watched through the listen stream, which is opened again with the new set.
+            let known = m.subscribed.iter().position(|u| *u == uri);
+            match (subscribe, known) {
+                (true, None) if m.subscribed.len() < MAX_SUBSCRIPTIONS => m.subscribed.push(uri),
+                (false, Some(i)) => {
+                    m.subscribed.remove(i);
+                }
+                _ => {}
+            }
+            m.listen_dirty = true;
+        }
         match modern::outgoing(&p.line, &m.client) {
             Outgoing::Send(line, headers) => {
                 let q = Pending { line, headers, ..p };
@@ -754,6 +787,14 @@ impl RemoteServer {
             rounds: BTreeMap::new(),
             next_ask: 0,
             discover_retried: false,
+            capabilities: serde_json::Value::Null,
+            subscribed: Vec::new(),
+            listen: None,
+            listen_dirty: false,
+            listen_pending_retry: false,
+            listen_at: None,
+            listen_failures: 0,
+            next_listen: 0,
         }));
         let waiting: Vec<Pending> = h.queue.drain(..).collect();
         h.queue_bytes = 0;
@@ -781,6 +822,23 @@ impl RemoteServer {
                 self.inbox.push_back(Inbound::Line(line));
                 return;
             };
+            if modern::is_listen_ack(&line) {
+                return;
+            }
+            if let Some(id) =
+                response_id(&line).filter(|i| i.as_str().starts_with("\"mcp-relay:listen:"))
+            {
+                // The listen stream ended (its answer, or the relay's error for it): it is
+                // opened again after a pause, fewer times if it keeps failing.
+                if m.listen.as_ref() == Some(&id) {
+                    m.listen = None;
+                    m.listen_failures += u32::from(is_error_line(&line));
+                    if m.listen_failures < MAX_LISTEN_FAILURES {
+                        m.listen_pending_retry = true;
+                    }
+                }
+                return;
+            }
             if let Some(discover) = sent.filter(|p| p.id == RawId::parse(DISCOVER_ID)) {
                 if !m.discover_retried && modern::unsupported_version(&line) {
                     // The remote refused the version: once more, as its answer allows.
@@ -798,6 +856,8 @@ impl RemoteServer {
                 };
                 let answer = modern::initialize_answer(init_id.as_str(), &m.client, &line)
                     .unwrap_or_else(|| modern::discover_error(init_id.as_str(), &line));
+                m.capabilities = modern::discovered_capabilities(&line);
+                m.listen_dirty = true;
                 self.inbox_bytes += answer.len();
                 self.inbox.push_back(Inbound::Line(answer));
                 return;
@@ -1221,6 +1281,47 @@ impl RemoteServer {
             || !matches!(h.get, GetStream::Wanted { .. } | GetStream::Open { .. })
         {
             h.get_gate = None;
+        }
+        if let (Proto::Modern(m), State::Up) = (&mut h.proto, &self.state) {
+            if std::mem::take(&mut m.listen_pending_retry) {
+                m.listen_at = Some(now + DEFAULT_RETRY * 2u32.pow(m.listen_failures));
+            }
+            if m.listen_at.is_some_and(|t| t <= now) {
+                m.listen_at = None;
+                m.listen_dirty = true;
+            }
+            if std::mem::take(&mut m.listen_dirty) && m.init_id.is_none() {
+                // The old stream (if any) is closed, the new one queued.
+                if let Some(old) = m.listen.take() {
+                    h.queue.retain(|q| q.id.as_ref() != Some(&old));
+                    let stale: Vec<u32> = h
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| matches!(&c.job, Some(Job { purpose: Purpose::Post(q), .. }) if q.id.as_ref() == Some(&old)))
+                        .map(|(n, _)| *n)
+                        .collect();
+                    for n in stale {
+                        if let Some(mut c) = h.conns.remove(&n) {
+                            c.close(out);
+                        }
+                    }
+                }
+                m.next_listen += 1;
+                let id = format!("\"mcp-relay:listen:{}\"", m.next_listen);
+                if let Some((line, headers)) =
+                    modern::listen(&id, &m.client, &m.capabilities, &m.subscribed)
+                {
+                    m.listen = RawId::parse(&id);
+                    h.queue.push_back(Pending {
+                        line,
+                        id: RawId::parse(&id),
+                        method: Some("subscriptions/listen".into()),
+                        since: Some(now),
+                        headers,
+                    });
+                }
+                h.queue_bytes = h.queue.iter().map(|q| q.line.len()).sum();
+            }
         }
         while let Some(front) = h.queue.front() {
             if h.init_out || h.get_gate.is_some() {
@@ -1894,8 +1995,7 @@ impl RemoteServer {
         let text = format!("mcp-relay: the remote server {what}");
         let line = message::error_line(Some(id.as_str()), codes::SERVER_FAILED, &text);
         let line = line[..line.len() - 1].to_vec();
-        self.inbox_bytes += line.len();
-        self.inbox.push_back(Inbound::Line(line));
+        self.remote_said(line, None);
     }
 
     fn want_get(&mut self, now: Instant) {
@@ -2099,10 +2199,11 @@ impl RemoteServer {
         let Link::Http(h) = &mut self.link else {
             return;
         };
-        let posts_busy = h
-            .conns
-            .values()
-            .any(|c| matches!(c.job.as_ref().map(|j| &j.purpose), Some(Purpose::Post(_))));
+        // A listen stream never ends by itself: it does not hold a stop back.
+        let posts_busy = h.conns.values().any(|c| {
+            matches!(c.job.as_ref().map(|j| &j.purpose),
+                Some(Purpose::Post(p)) if p.method.as_deref() != Some("subscriptions/listen"))
+        });
         if !self.quiet || posts_busy || !h.queue.is_empty() || h.delete_sent {
             return;
         }
@@ -2295,6 +2396,21 @@ fn is_modern_refusal(body: &[u8]) -> bool {
         .ok()
         .and_then(|v| v.get("error")?.get("code")?.as_i64())
         .is_some_and(|code| matches!(code, -32601 | -32022))
+}
+
+/// The id of a response line.
+fn response_id(line: &[u8]) -> Option<RawId> {
+    match classify(line) {
+        Ok(Message::Single(e)) if e.kind == Kind::Response => e.id.map(RawId::from_raw),
+        _ => None,
+    }
+}
+
+/// A JSON-RPC error response.
+fn is_error_line(line: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .is_some_and(|v| v.get("error").is_some())
 }
 
 fn is_visible_ascii(s: &str) -> bool {

@@ -81,8 +81,11 @@ pub(crate) enum Outgoing {
     Cancel(String),
 }
 
+/// A request line and the headers it goes with.
+pub(crate) type Request = (Vec<u8>, Vec<(String, String)>);
+
 /// The `server/discover` request, with id `id` (raw JSON).
-pub(crate) fn discover(id: &str, client: &ClientFacts) -> (Vec<u8>, Vec<(String, String)>) {
+pub(crate) fn discover(id: &str, client: &ClientFacts) -> Request {
     let line = json!({
         "jsonrpc": "2.0",
         "id": raw(id),
@@ -176,6 +179,74 @@ pub(crate) fn outgoing(line: &[u8], client: &ClientFacts) -> Outgoing {
         // A response (to an input request: the caller handles those first) or garbage.
         (None, _) => Outgoing::Drop,
     }
+}
+
+/// The `subscriptions/listen` request (id `id`, raw JSON) for what a session-era client
+/// hears without asking: the list changes the server's `capabilities` offer, and updates of
+/// the resources in `resources`. `None` if there is nothing to listen for.
+pub(crate) fn listen(
+    id: &str,
+    client: &ClientFacts,
+    capabilities: &Value,
+    resources: &[String],
+) -> Option<Request> {
+    let offers = |cap: &str| {
+        capabilities
+            .pointer(&format!("/{cap}/listChanged"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    let mut notifications = Map::new();
+    for (cap, field) in [
+        ("tools", "toolsListChanged"),
+        ("prompts", "promptsListChanged"),
+        ("resources", "resourcesListChanged"),
+    ] {
+        if offers(cap) {
+            notifications.insert(field.into(), json!(true));
+        }
+    }
+    if !resources.is_empty() {
+        notifications.insert("resourceSubscriptions".into(), json!(resources));
+    }
+    if notifications.is_empty() {
+        return None;
+    }
+    let line = json!({
+        "jsonrpc": "2.0",
+        "id": raw(id),
+        "method": "subscriptions/listen",
+        "params": { "notifications": notifications, "_meta": client.meta() },
+    });
+    Some((to_vec(&line), headers("subscriptions/listen", None)))
+}
+
+/// The capabilities in a `server/discover` answer.
+pub(crate) fn discovered_capabilities(discover: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(discover)
+        .ok()
+        .and_then(|v| v.pointer("/result/capabilities").cloned())
+        .unwrap_or_else(|| json!({}))
+}
+
+/// `resources/subscribe` or `resources/unsubscribe`: which, and the URI.
+pub(crate) fn subscription(line: &[u8]) -> Option<(bool, String)> {
+    let v: Value = serde_json::from_slice(line).ok()?;
+    let subscribe = match v.get("method")?.as_str()? {
+        "resources/subscribe" => true,
+        "resources/unsubscribe" => false,
+        _ => return None,
+    };
+    Some((subscribe, v.pointer("/params/uri")?.as_str()?.to_owned()))
+}
+
+/// A message a listen stream carries that the session-era client must not see: its
+/// acknowledgement.
+pub(crate) fn is_listen_ack(line: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(line)
+        .ok()
+        .and_then(|v| v.get("method")?.as_str().map(str::to_owned))
+        .is_some_and(|m| m == "notifications/subscriptions/acknowledged")
 }
 
 /// An answer refusing the protocol version (-32022) while naming 2026-07-28 as supported.
