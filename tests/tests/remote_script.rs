@@ -583,10 +583,9 @@ fn a_2026_07_28_remote_s_notifications_come_through_a_listen_stream() {
         "{\"id\":9,\"jsonrpc\":\"2.0\",\"result\":{}}\n"
     );
     assert!(
-        out.iter().any(|o| *o
-            == Output::Close {
-                endpoint: Endpoint::Upstream(c0)
-            }),
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
         "{}",
         r.s.show()
     );
