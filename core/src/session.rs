@@ -681,6 +681,18 @@ impl Session {
     /// After every event: hand out what was staged, settle pauses, and move the session
     /// toward its next phase.
     pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
+        self.settle_once(ctx);
+        // Settling may finish the server (a stopping remote with nothing in flight closes
+        // at once): the session acts on that now, not at an event that may never come.
+        let l = &self.link;
+        if l.server.is_finished()
+            && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
+        {
+            self.settle_once(ctx);
+        }
+    }
+
+    fn settle_once(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
         let waiting = l.requests.waiting() > 0;
         if waiting || l.was_waiting {

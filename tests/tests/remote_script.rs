@@ -443,3 +443,22 @@ fn a_client_that_closes_stdin_still_gets_its_answers_then_the_remote_is_closed()
         assert!(r.s.relay.is_finished(), "{url}: {}", r.s.show());
     }
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/stdin-eof-with-nothing-in-flight-
+/// never-finishes.bin`): the stop that a client's end of file starts finishes a remote with
+/// nothing in flight at once, within the session's settling; the session must notice then,
+/// for no later event comes to make it.
+#[test]
+fn a_client_that_closes_stdin_with_nothing_in_flight_ends_the_relay() {
+    for url in ["tcp://127.0.0.1:9", "http://127.0.0.1:9/mcp"] {
+        let (mut r, c0) = Run::new(url, RemoteTransport::Auto);
+        r.connected(c0);
+        let out = r.s.input(Input::Eof {
+            from: Endpoint::Conn(STDIO),
+        });
+        let closed = |e: Endpoint| out.contains(&Output::Close { endpoint: e });
+        assert!(closed(Endpoint::Upstream(c0)), "{url}: {}", r.s.show());
+        assert!(closed(Endpoint::Conn(STDIO)), "{url}: {}", r.s.show());
+        assert!(r.s.relay.is_finished(), "{url}: {}", r.s.show());
+    }
+}
