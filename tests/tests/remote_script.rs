@@ -462,3 +462,24 @@ fn a_client_that_closes_stdin_with_nothing_in_flight_ends_the_relay() {
         assert!(r.s.relay.is_finished(), "{url}: {}", r.s.show());
     }
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/tcp-close-after-connect-failed.bin`):
+/// a TCP remote whose connection failed was sent `Close` for it, which the driver no longer
+/// knows.
+#[test]
+fn a_failed_connection_is_not_closed() {
+    for url in ["tcp://127.0.0.1:9", "http://127.0.0.1:9/mcp"] {
+        let (mut r, c0) = Run::new(url, RemoteTransport::Auto);
+        let out = r.s.input(Input::ConnectFailed {
+            conn: c0,
+            error: "connection refused",
+        });
+        assert!(
+            !out.contains(&Output::Close {
+                endpoint: Endpoint::Upstream(c0)
+            }),
+            "{url}: {}",
+            r.s.show()
+        );
+    }
+}
