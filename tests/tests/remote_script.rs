@@ -483,3 +483,30 @@ fn a_failed_connection_is_not_closed() {
         );
     }
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/chunk-size-line-split-hangs.bin`):
+/// a read that ended inside a chunk's size line left bytes the decoder could not use yet, and
+/// the response reader looped on them for ever (this test hung before the fix).
+#[test]
+fn a_chunk_size_line_split_between_reads_waits_for_the_rest() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let event = format!("data: {INIT_OK}\n\n");
+    let body = chunk(&event);
+    let (first, rest) = body.split_at(1);
+    let out = r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{first}"
+        ),
+    );
+    assert!(
+        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        "{}",
+        r.s.show()
+    );
+    let out = r.feed(c0, rest);
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+}

@@ -1225,10 +1225,9 @@ impl RemoteServer {
                         self.exchange_done(n, true, now, out);
                         continue;
                     }
-                    let Link::Http(h) = &self.link else { return };
-                    if h.conns.get(&n).is_none_or(|c| c.rx.is_empty()) {
-                        return;
-                    }
+                    // Everything usable was used: what is left (part of a chunk's size line)
+                    // waits for more bytes.
+                    return;
                 }
             }
         }
