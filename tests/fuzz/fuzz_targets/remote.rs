@@ -11,7 +11,7 @@
 //!   or broke; `StopAccepting` comes once; no child is ever spawned or signalled;
 //! * a `Connect`'s `UpId` is new; nothing is sent to, closed, paused or resumed on an upstream
 //!   connection that was never asked for, or after the core closed it, its connect failed
-//!   or it broke;
+//!   or it broke; nothing is sent to one after its EOF;
 //! * `buffered(conn) <= buffer_bound()` for the stdio connection and TCP fronts;
 //! * after `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`;
 //! * at the end (every client's input ends, a gateway is asked to shut down, every pending
@@ -138,7 +138,11 @@ struct Driver {
 impl Driver {
     fn input(&mut self, input: Input<'_>) {
         if self.trace {
-            eprintln!("{:?} in  {input:?}", self.now - self.start);
+            let shown = match &input {
+                Input::Data { from, data } => format!("Data {from} {:?}", text(data)),
+                other => format!("{other:?}"),
+            };
+            eprintln!("{:?} in  {shown}", self.now - self.start);
         }
         self.relay.handle_input(self.now, input);
         self.drain();
@@ -197,7 +201,11 @@ impl Driver {
 
     fn perform(&mut self, out: Output) {
         if self.trace {
-            eprintln!("{:?} out {out:?}", self.now - self.start);
+            let shown = match &out {
+                Output::Send { to, data } => format!("Send {to} {:?}", text(data)),
+                other => format!("{other:?}"),
+            };
+            eprintln!("{:?} out {shown}", self.now - self.start);
         }
         match out {
             Output::Connect { conn, .. } => {
@@ -227,6 +235,8 @@ impl Driver {
                 data,
             } => {
                 let up = self.up(u, "Send");
+                // Its remote closed it (HTTP: a response ends there; TCP: the remote is gone).
+                assert!(!up.eof, "Send to {u} after its EOF");
                 up.unwritten += data.len();
                 up.tx.extend_from_slice(&data);
                 self.parse_sent(u);
@@ -884,6 +894,11 @@ impl Driver {
         }
         panic!("the relay is not finished after 10000 rounds of the driver's end");
     }
+}
+
+/// Bytes as text, for traces.
+fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
 }
 
 fn new_client(transport: Transport) -> Client {
