@@ -510,3 +510,37 @@ fn a_chunk_size_line_split_between_reads_waits_for_the_rest() {
     let out = r.feed(c0, rest);
     assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/post-after-eof-on-reused-connection.bin`):
+/// an event stream delimited by the connection's close ended at its EOF, and the connection
+/// went back to the pool: the next request was sent on it, and waited for ever for an answer
+/// from a remote that had closed it.
+#[test]
+fn a_response_delimited_by_the_close_is_not_followed_by_a_request_on_that_connection() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r.feed(
+        c0,
+        &format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: s1\r\n\r\ndata: {INIT_OK}\n\n"),
+    );
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
+        "{}",
+        r.s.show()
+    );
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    assert!(
+        sent(&out, Endpoint::Upstream(c0)).is_empty(),
+        "{}",
+        r.s.show()
+    );
+    assert_eq!(connects(&out).len(), 1, "{}", r.s.show());
+}

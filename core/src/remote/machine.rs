@@ -1715,6 +1715,8 @@ impl RemoteServer {
                 ..
             } = job.body
             {
+                // And the connection ends with it: it is not reused.
+                c.closing = true;
                 return self.exchange_done(n, true, now, out);
             }
         }
