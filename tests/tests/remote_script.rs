@@ -544,3 +544,28 @@ fn a_response_delimited_by_the_close_is_not_followed_by_a_request_on_that_connec
     );
     assert_eq!(connects(&out).len(), 1, "{}", r.s.show());
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/batch-never-answered.bin`): the
+/// requests of a batch POSTed to a remote that then closed the connection (or refused the
+/// batch, or cut its stream short) were never answered: only a lone request's id was known.
+/// The client waited for ever, and past `max_in_flight` of them the session stopped reading.
+#[test]
+fn a_batch_whose_connection_closes_before_its_answer_is_answered_with_errors() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(
+        r#"[{"jsonrpc":"2.0","id":5,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/roots/list_changed"},{"jsonrpc":"2.0","id":"six","method":"ping"}]"#,
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let answered = sent(&out, Endpoint::Conn(STDIO));
+    assert!(answered.contains(r#""id":5,"error""#), "{}", r.s.show());
+    assert!(answered.contains(r#""id":"six","error""#), "{}", r.s.show());
+    assert!(
+        answered.contains("closed the connection before answering"),
+        "{answered}"
+    );
+    assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
+}

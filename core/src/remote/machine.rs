@@ -247,6 +247,8 @@ struct Pending {
     id: Option<RawId>,
     method: Option<String>,
     since: Option<Instant>,
+    /// The requests of a batch (`id` is for a lone request).
+    batch: Vec<RawId>,
 }
 
 impl Pending {
@@ -575,20 +577,30 @@ impl RemoteServer {
         if !self.accepts() {
             return;
         }
-        let (id, method) = match classify(line) {
+        let (id, method, batch) = match classify(line) {
             Ok(Message::Single(e)) => (
                 (e.kind == Kind::Request)
                     .then(|| e.id.map(RawId::from_raw))
                     .flatten(),
                 e.method.map(|m| m.into_owned()),
+                Vec::new(),
             ),
-            _ => (None, None),
+            Ok(Message::Batch(es)) => (
+                None,
+                None,
+                es.iter()
+                    .filter(|e| e.kind == Kind::Request)
+                    .filter_map(|e| e.id.map(RawId::from_raw))
+                    .collect(),
+            ),
+            Err(_) => (None, None, Vec::new()),
         };
         let p = Pending {
             line: line.to_vec(),
             id,
             method,
             since: None,
+            batch,
         };
         match &mut self.link {
             Link::Tcp(t) => {
@@ -1378,6 +1390,11 @@ impl RemoteServer {
                             // A response to a notification: pass it on as the remote's word.
                             self.inbox_bytes += buf.len();
                             self.inbox.push_back(Inbound::Line(buf));
+                        } else {
+                            self.answer_batch(
+                                &p,
+                                "answered the batch with an empty or oversize body",
+                            );
                         }
                     }
                     (true, Content::Events(parser)) => {
@@ -1386,6 +1403,8 @@ impl RemoteServer {
                                 self.stream_broke(id, parser, &p, now);
                             }
                         }
+                        // What the stream answered was passed on; the rest never will be.
+                        self.answer_batch(&p, "ended the event stream before answering");
                     }
                     (true, _) => {
                         if let Some(id) = &p.id {
@@ -1396,6 +1415,10 @@ impl RemoteServer {
                         } else if p.method.as_deref() == Some("notifications/initialized") {
                             self.want_get(now);
                         }
+                        self.answer_batch(
+                            &p,
+                            &format!("answered the batch with HTTP {status} and no message"),
+                        );
                     }
                     (false, content) => {
                         let body = match content {
@@ -1563,6 +1586,7 @@ impl RemoteServer {
     fn refused(&mut self, p: &Pending, status: u16, body: &[u8], complete: bool) {
         let _ = complete;
         let Some(id) = &p.id else {
+            self.answer_batch(p, &format!("refused the batch: HTTP {status}"));
             log::warn!(
                 "{}: the remote refused a {} with HTTP {status}: {}",
                 Tag(self.id),
@@ -1604,6 +1628,15 @@ impl RemoteServer {
                 }
             ),
         );
+    }
+
+    /// Answers every request of a batch with an error the relay makes: its exchange ended, and
+    /// what it did answer already reached the session, which drops answers to ids no longer
+    /// waiting.
+    fn answer_batch(&mut self, p: &Pending, what: &str) {
+        for id in &p.batch {
+            self.answer_error(id, what);
+        }
     }
 
     /// Answers request `id` with an error the relay makes.
@@ -1735,16 +1768,17 @@ impl RemoteServer {
                             if matches!(self.state, State::Stopping { .. }) && p.id.is_none() {
                                 return;
                             }
+                            let why = reason.map_or_else(
+                                || "closed the connection before answering".to_owned(),
+                                |r| format!("connection failed before it answered: {r}"),
+                            );
                             if let Some(id) = &p.id {
-                                let why = reason.map_or_else(
-                                    || "closed the connection before answering".to_owned(),
-                                    |r| format!("connection failed before it answered: {r}"),
-                                );
                                 if p.is_initialize() {
                                     h.init_out = false;
                                 }
                                 self.answer_error(id, &why);
                             }
+                            self.answer_batch(&p, &why);
                         }
                         Purpose::Get => {
                             let failures = match h.get {
@@ -1805,6 +1839,7 @@ impl RemoteServer {
                     }
                     self.answer_error(id, &format!("sent {what}"));
                 }
+                self.answer_batch(&p, &format!("sent {what}"));
                 return;
             }
         }
