@@ -569,3 +569,23 @@ fn a_batch_whose_connection_closes_before_its_answer_is_answered_with_errors() {
     );
     assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
 }
+
+/// A JSON answer cut short by the connection's end was handed on as if whole: the session
+/// dropped it (not JSON) and the request was never answered.
+#[test]
+fn a_json_answer_cut_short_is_answered_with_an_error() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":5,",
+    );
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let answered = sent(&out, Endpoint::Conn(STDIO));
+    assert!(answered.contains(r#""id":5,"error""#), "{}", r.s.show());
+    assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
+}

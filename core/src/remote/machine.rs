@@ -1372,6 +1372,13 @@ impl RemoteServer {
                     return;
                 }
                 match (ok, done.content) {
+                    (true, Content::Json { .. }) if !done.complete => {
+                        let what = "closed the connection in the middle of its answer";
+                        if let Some(id) = &p.id {
+                            self.answer_error(id, what);
+                        }
+                        self.answer_batch(&p, what);
+                    }
                     (true, Content::Json { buf, len }) => {
                         if let Some(id) = &p.id {
                             if len > self.limits.max_message_size {
