@@ -16,7 +16,8 @@
 //! * after `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`;
 //! * at the end (every client's input ends, a gateway is asked to shut down, every pending
 //!   connect is answered, every write completes and every upstream connection reaches EOF),
-//!   the relay is finished within `END_BOUND` of simulated time.
+//!   the relay is finished within `END_BOUND` of simulated time, and has closed every
+//!   upstream connection that neither failed nor broke.
 //!
 //! Input format: two configuration bytes (see `fuzz_target!` below), then one operation per
 //! byte, `op % 18`, each followed by its operands. Connections are chosen by index among
@@ -107,10 +108,11 @@ impl<'a> Bytes<'a> {
         Some(d)
     }
 
-    /// One of `items`, by the next byte.
-    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<T> {
+    /// One of `items`, by the next byte (`Some(None)` when there is none: the operation is
+    /// skipped, and the input goes on).
+    fn pick<T: Copy>(&mut self, items: &[T]) -> Option<Option<T>> {
         let b = self.byte()?;
-        (!items.is_empty()).then(|| items[usize::from(b) % items.len()])
+        Some((!items.is_empty()).then(|| items[usize::from(b) % items.len()]))
     }
 }
 
@@ -450,7 +452,10 @@ impl Driver {
         let mut bytes = interim.to_vec();
         match (method.as_str(), &id) {
             ("POST", Some(id)) => {
-                self.asked.retain(|(i, _)| i != id);
+                if matches!(style % 8, 0 | 1 | 2 | 6) {
+                    // Answered here: not on another stream.
+                    self.asked.retain(|(i, _)| i != id);
+                }
                 let answer = answer(id, &rpc_method, extra);
                 let sid = if rpc_method == "initialize" && extra & 1 == 0 {
                     format!("Mcp-Session-Id: s{}\r\n{close}", extra >> 1 & 3)
@@ -467,7 +472,6 @@ impl Driver {
                             bytes.extend(b"0\r\n\r\n");
                         } else {
                             // Left open after a progress event: an EOF now is a broken stream.
-                            self.asked.push((id.clone(), rpc_method.clone()));
                             stream = Some(Stream::Chunked);
                         }
                     }
@@ -632,7 +636,9 @@ impl Driver {
         match op {
             0 => {
                 // A client message.
-                let conn = ops.pick(&self.clients_where(|c| c.open && !c.eof))?;
+                let Some(conn) = ops.pick(&self.clients_where(|c| c.open && !c.eof))? else {
+                    return Some(());
+                };
                 let line = client_line(ops)?;
                 let split = ops.byte()?;
                 let data = if self.clients[&conn].transport == Transport::Http {
@@ -645,21 +651,29 @@ impl Driver {
                 self.client_data(conn, &data, split);
             }
             1 => {
-                let conn = ops.pick(&self.clients_where(|c| c.open && !c.eof))?;
+                let Some(conn) = ops.pick(&self.clients_where(|c| c.open && !c.eof))? else {
+                    return Some(());
+                };
                 let data = ops.data()?;
                 let split = ops.byte()?;
                 self.client_data(conn, data, split);
             }
             2 => {
-                let conn =
-                    ops.pick(&self.clients_where(|c| c.open && !c.eof && c.backlog.is_empty()))?;
+                let Some(conn) =
+                    ops.pick(&self.clients_where(|c| c.open && !c.eof && c.backlog.is_empty()))?
+                else {
+                    return Some(());
+                };
                 self.client(conn, "Eof").eof = true;
                 self.input(Input::Eof {
                     from: Endpoint::Conn(conn),
                 });
             }
             3 => {
-                let conn = ops.pick(&self.clients_where(|c| c.open && c.unwritten > 0))?;
+                let Some(conn) = ops.pick(&self.clients_where(|c| c.open && c.unwritten > 0))?
+                else {
+                    return Some(());
+                };
                 let n = written(ops.byte()?, self.clients[&conn].unwritten);
                 self.client(conn, "Written").unwritten -= n;
                 self.input(Input::Written {
@@ -668,7 +682,9 @@ impl Driver {
                 });
             }
             4 => {
-                let conn = ops.pick(&self.clients_where(|c| c.open))?;
+                let Some(conn) = ops.pick(&self.clients_where(|c| c.open))? else {
+                    return Some(());
+                };
                 self.client(conn, "Broken").open = false;
                 self.input(Input::Broken {
                     endpoint: Endpoint::Conn(conn),
@@ -676,7 +692,9 @@ impl Driver {
                 });
             }
             5 => {
-                let conn = ops.pick(&self.ups_where(|u| u.open && !u.answered))?;
+                let Some(conn) = ops.pick(&self.ups_where(|u| u.open && !u.answered))? else {
+                    return Some(());
+                };
                 let ok = ops.byte()? < 192;
                 let u = self.ups.get_mut(&conn)?;
                 u.answered = true;
@@ -692,7 +710,10 @@ impl Driver {
                 }
             }
             6 | 7 => {
-                let conn = ops.pick(&self.ups_where(|u| u.open && u.connected && !u.eof))?;
+                let Some(conn) = ops.pick(&self.ups_where(|u| u.open && u.connected && !u.eof))?
+                else {
+                    return Some(());
+                };
                 let style = ops.byte()?;
                 let extra = ops.byte()?;
                 let split = ops.byte()?;
@@ -700,13 +721,18 @@ impl Driver {
                 self.up_data(conn, &data, split);
             }
             8 => {
-                let conn = ops.pick(&self.ups_where(|u| u.open && u.connected && !u.eof))?;
+                let Some(conn) = ops.pick(&self.ups_where(|u| u.open && u.connected && !u.eof))?
+                else {
+                    return Some(());
+                };
                 let data = ops.data()?;
                 let split = ops.byte()?;
                 self.up_data(conn, data, split);
             }
             9 => {
-                let conn = ops.pick(&self.ups_where(|u| u.open && u.unwritten > 0))?;
+                let Some(conn) = ops.pick(&self.ups_where(|u| u.open && u.unwritten > 0))? else {
+                    return Some(());
+                };
                 let n = written(ops.byte()?, self.ups[&conn].unwritten);
                 self.up(conn, "Written").unwritten -= n;
                 self.input(Input::Written {
@@ -715,16 +741,21 @@ impl Driver {
                 });
             }
             10 => {
-                let conn = ops.pick(
+                let Some(conn) = ops.pick(
                     &self.ups_where(|u| u.open && u.connected && !u.eof && u.backlog.is_empty()),
-                )?;
+                )?
+                else {
+                    return Some(());
+                };
                 self.up(conn, "Eof").eof = true;
                 self.input(Input::Eof {
                     from: Endpoint::Upstream(conn),
                 });
             }
             11 => {
-                let conn = ops.pick(&self.ups_where(|u| u.open && u.connected))?;
+                let Some(conn) = ops.pick(&self.ups_where(|u| u.open && u.connected))? else {
+                    return Some(());
+                };
                 self.up(conn, "Broken").open = false;
                 self.input(Input::Broken {
                     endpoint: Endpoint::Upstream(conn),
@@ -765,9 +796,12 @@ impl Driver {
             }
             15 => {
                 // A remote's message of its own on an open stream, or a line over TCP.
-                let conn = ops.pick(&self.ups_where(|u| {
+                let Some(conn) = ops.pick(&self.ups_where(|u| {
                     u.open && u.connected && !u.eof && (u.stream.is_some() || u.requests.is_empty())
-                }))?;
+                }))?
+                else {
+                    return Some(());
+                };
                 let extra = ops.byte()?;
                 // A request over TCP; an event asking the client something on a stream.
                 let style = if self.tcp { 2 } else { 3 };
@@ -833,6 +867,10 @@ impl Driver {
         }
         for _ in 0..10_000 {
             if self.relay.is_finished() {
+                // The driver drops an upstream connection only when told to (`Close`), or
+                // when it failed: none may be left behind.
+                let left = self.ups_where(|u| u.open);
+                assert!(left.is_empty(), "finished, yet never closed: {left:?}");
                 return;
             }
             assert!(
