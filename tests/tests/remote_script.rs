@@ -589,3 +589,22 @@ fn a_json_answer_cut_short_is_answered_with_an_error() {
     assert!(answered.contains(r#""id":5,"error""#), "{}", r.s.show());
     assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/tcp-eof-never-closed.bin`): a TCP
+/// remote that closed its side was never sent `Close`, so the driver kept its socket for ever
+/// (one more for each reconnection).
+#[test]
+fn a_tcp_remote_that_closes_is_closed_in_turn() {
+    let (mut r, c0) = Run::new("tcp://127.0.0.1:9", RemoteTransport::Auto);
+    r.connected(c0);
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
+        "{}",
+        r.s.show()
+    );
+}

@@ -891,7 +891,8 @@ impl RemoteServer {
     pub(crate) fn eof(&mut self, up: UpId, now: Instant, out: &mut VecDeque<Output>) {
         match &mut self.link {
             Link::Tcp(t) if t.conn == up => {
-                t.out.set_gone();
+                // The remote closed its side: the relay closes its own (`close_all`), or
+                // the driver would hold the connection for ever.
                 let why = if matches!(self.state, State::Stopping { .. }) {
                     RemoteEnd::Stopped
                 } else {
