@@ -14,6 +14,9 @@
 //!   or it broke; nothing is sent to one after its EOF;
 //! * `buffered(conn) <= buffer_bound()` for the stdio connection and TCP fronts;
 //! * after `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`;
+//! * when the remote goes away (every connect answered, every write done, every upstream
+//!   connection at EOF, time moving to the next deadline) while the clients stay, every
+//!   request waiting is answered within `END_BOUND` of simulated time;
 //! * at the end (every client's input ends, a gateway is asked to shut down, every pending
 //!   connect is answered, every write completes and every upstream connection reaches EOF),
 //!   the relay is finished within `END_BOUND` of simulated time, and has closed every
@@ -854,6 +857,65 @@ impl Driver {
         }
     }
 
+    /// Before the end, the remote goes away while the clients stay: every connect is
+    /// answered, every write completes, every upstream connection reaches EOF, and time goes
+    /// to the relay's next deadline, until no client request waits any more. A request the
+    /// remote will never answer must get the relay's error, within `END_BOUND`.
+    fn remote_gone(&mut self) {
+        if self.trace {
+            eprintln!("{:?} the remote goes away", self.now - self.start);
+        }
+        let start = self.now;
+        for _ in 0..10_000 {
+            let waiting = self.relay.requests_in_flight();
+            if waiting == 0 || self.relay.is_finished() {
+                return;
+            }
+            assert!(
+                self.now - start <= END_BOUND,
+                "{waiting} requests still wait {:?} after the remote went away",
+                self.now - start
+            );
+            let mut acted = self.flush_backlogs();
+            for conn in self.ups_where(|u| u.open && !u.answered) {
+                let Some(u) = self.ups.get_mut(&conn).filter(|u| u.open) else {
+                    continue;
+                };
+                u.answered = true;
+                u.connected = true;
+                self.input(Input::Connected { conn });
+                acted = true;
+            }
+            if self.ups.values().any(|u| u.open && u.unwritten > 0)
+                || self.clients.values().any(|c| c.open && c.unwritten > 0)
+            {
+                self.write_all();
+                acted = true;
+            }
+            for conn in self
+                .ups_where(|u| u.open && u.connected && !u.eof && !u.paused && u.backlog.is_empty())
+            {
+                if !self.ups[&conn].open {
+                    continue;
+                }
+                self.up(conn, "Eof").eof = true;
+                self.input(Input::Eof {
+                    from: Endpoint::Upstream(conn),
+                });
+                acted = true;
+            }
+            if acted {
+                continue;
+            }
+            let Some(t) = self.relay.poll_timeout() else {
+                panic!("{waiting} requests wait, the remote went away, and nothing is due");
+            };
+            self.now = self.now.max(t);
+            self.timeout();
+        }
+        panic!("requests still wait after 10000 rounds with the remote gone");
+    }
+
     /// The driver's end: every client's input ends (a gateway is also asked to shut down);
     /// then every connect is answered, every write completes, every upstream connection
     /// reaches EOF, and time goes to the relay's next deadline, until it is finished.
@@ -1256,5 +1318,6 @@ fuzz_target!(|data: &[u8]| {
     while steps < 2_000 && d.step(&mut ops).is_some() {
         steps += 1;
     }
+    d.remote_gone();
     d.finish();
 });
