@@ -608,3 +608,32 @@ fn a_tcp_remote_that_closes_is_closed_in_turn() {
         r.s.show()
     );
 }
+
+/// Found with the `remote` fuzz target's check that a remote gone away leaves no request
+/// waiting (a hand-made input, `regressions/remote/json-answer-with-another-id.bin`): a POST
+/// answered with JSON
+/// that is not the request's answer (another id, not JSON at all) ended the exchange, and the
+/// request waited for ever.
+#[test]
+fn a_json_body_that_does_not_answer_the_request_is_followed_by_an_error() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    for (n, body) in [
+        (2, r#"{"jsonrpc":"2.0","id":"other","result":{}}"#),
+        (3, "<html>not json</html>"),
+    ] {
+        let out = r.client(&format!(
+            r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/list"}}"#
+        ));
+        r.written_all(&out, Endpoint::Upstream(c0));
+        let out = r.feed(c0, &json_response("200 OK", "", body));
+        let answered = sent(&out, Endpoint::Conn(STDIO));
+        assert!(
+            answered.contains(&format!(r#""id":{n},"error""#)),
+            "{}",
+            r.s.show()
+        );
+    }
+    assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
+}

@@ -1389,10 +1389,18 @@ impl RemoteServer {
                                 });
                             } else if buf.is_empty() {
                                 self.answer_error(id, "answered the request with an empty body");
-                            } else {
+                            } else if answers(&buf, id) {
                                 self.note_initialize(p.is_initialize(), &buf);
                                 self.inbox_bytes += buf.len();
                                 self.inbox.push_back(Inbound::Line(buf));
+                            } else {
+                                // Passed on as the remote's word; the request gets no other.
+                                self.inbox_bytes += buf.len();
+                                self.inbox.push_back(Inbound::Line(buf));
+                                self.answer_error(
+                                    id,
+                                    "answered the request with a message that is not its answer",
+                                );
                             }
                         } else if !buf.is_empty() {
                             // A response to a notification: pass it on as the remote's word.
