@@ -637,3 +637,43 @@ fn a_json_body_that_does_not_answer_the_request_is_followed_by_an_error() {
     }
     assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/resume-retried-for-ever.bin`): a POST
+/// whose event stream broke before its answer was resumed with `GET` + `Last-Event-ID` every
+/// second for as long as the remote kept accepting and closing those connections: the request
+/// waited for ever. Five attempts in a row that bring nothing new now end it with an error.
+#[test]
+fn a_stream_that_cannot_be_resumed_is_given_up_after_five_attempts() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            chunk("id: e1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n")
+        ),
+    );
+    r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let mut attempts = 0;
+    let mut answered = String::new();
+    while answered.is_empty() && r.s.now() < Duration::from_secs(30) {
+        let out = r.s.advance(Duration::from_millis(250));
+        for c in connects(&out) {
+            let out = r.connected(c);
+            assert!(sent(&out, Endpoint::Upstream(c)).contains("Last-Event-ID: e1"));
+            r.written_all(&out, Endpoint::Upstream(c));
+            attempts += 1;
+            let out = r.s.input(Input::Eof {
+                from: Endpoint::Upstream(c),
+            });
+            answered = sent(&out, Endpoint::Conn(STDIO));
+        }
+    }
+    assert_eq!(attempts, 5, "{}", r.s.show());
+    assert!(answered.contains(r#""id":2,"error""#), "{answered}");
+}

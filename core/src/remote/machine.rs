@@ -239,6 +239,8 @@ struct Resume {
     waiting: Vec<RawId>,
     /// The connection it is being resumed on.
     on: Option<u32>,
+    /// Attempts in a row that brought no new event.
+    failures: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -1498,8 +1500,15 @@ impl RemoteServer {
                 }
                 match done.content {
                     Content::Events(parser) if ok => {
-                        if let Some(id) = parser.last_id.clone() {
-                            r.last_id = id;
+                        match parser.last_id.clone() {
+                            Some(id) if id != r.last_id => {
+                                r.last_id = id;
+                                r.failures = 0;
+                            }
+                            _ => r.failures += 1,
+                        }
+                        if r.failures >= MAX_GET_FAILURES {
+                            return self.resume_given_up(r);
                         }
                         let delay = parser
                             .retry
@@ -1586,6 +1595,7 @@ impl RemoteServer {
                     at: now + delay,
                     waiting: vec![id],
                     on: None,
+                    failures: 0,
                 });
             }
             None => {
@@ -1595,6 +1605,19 @@ impl RemoteServer {
                     "closed the event stream before answering, and it cannot be resumed (no event ids)",
                 );
             }
+        }
+    }
+
+    /// A broken event stream that could not be resumed (`MAX_GET_FAILURES` attempts in a
+    /// row brought nothing new): what waited on it gets the relay's error.
+    fn resume_given_up(&mut self, r: Resume) {
+        for id in r.waiting {
+            self.answer_error(
+                &id,
+                &format!(
+                    "broke its event stream before answering, and {MAX_GET_FAILURES} attempts to resume it brought nothing"
+                ),
+            );
         }
     }
 
@@ -1812,8 +1835,14 @@ impl RemoteServer {
                         }
                         Purpose::Resume => {
                             if let Some(i) = h.resumes.iter().position(|r| r.on == Some(n)) {
-                                h.resumes[i].on = None;
-                                h.resumes[i].at = now + DEFAULT_RETRY;
+                                let r = &mut h.resumes[i];
+                                r.on = None;
+                                r.at = now + DEFAULT_RETRY;
+                                r.failures += 1;
+                                if r.failures >= MAX_GET_FAILURES {
+                                    let r = h.resumes.remove(i);
+                                    self.resume_given_up(r);
+                                }
                             }
                         }
                         Purpose::LegacyGet => {
