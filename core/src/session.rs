@@ -1170,8 +1170,12 @@ impl Link {
     /// A response to a message the relay sent itself: a probe or a replayed request.
     fn own_response(&mut self, id: &RawId, line: &[u8], ctx: &mut Ctx<'_>) {
         if self.liveness.probe.as_ref().is_some_and(|(p, _)| p == id) {
-            // Any answer, even "method not found", shows the server is alive.
+            // Any answer, even "method not found", shows the server is alive. The next probe
+            // is an interval from now: a remote's answer may be the relay's own error (the
+            // connection closed), which is no output of the server's, and probing again at
+            // once would loop.
             self.liveness.probe = None;
+            self.liveness.last_output = Some(ctx.now);
             return;
         }
         if let Phase::Replaying {

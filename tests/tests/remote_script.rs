@@ -677,3 +677,45 @@ fn a_stream_that_cannot_be_resumed_is_given_up_after_five_attempts() {
     assert_eq!(attempts, 5, "{}", r.s.show());
     assert!(answered.contains(r#""id":2,"error""#), "{answered}");
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/probe-loop-on-closing-remote.bin`):
+/// a liveness probe answered by the relay's own error (the remote closed its connection) was
+/// followed by the next probe at once, in a loop that opened connections without end at one
+/// instant. Probes now come an interval apart.
+#[test]
+fn probes_of_a_remote_that_closes_connections_come_an_interval_apart() {
+    let mut config = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    config.ping_interval = Some(Duration::from_millis(400));
+    let mut s = Script::new(config);
+    let c0 = connects(&s.input(Input::Attached { conn: STDIO }))[0];
+    s.input(Input::Connected { conn: c0 });
+    let mut probes = 0;
+    for _ in 0..20 {
+        // The remote accepts every connection, reads the probe, and closes.
+        let mut work = s.advance(Duration::from_millis(100));
+        while !work.is_empty() {
+            let mut next = Vec::new();
+            for o in &work {
+                match o {
+                    Output::Connect { conn, .. } => {
+                        next.extend(s.input(Input::Connected { conn: *conn }))
+                    }
+                    Output::Send {
+                        to: to @ Endpoint::Upstream(_),
+                        data,
+                    } => {
+                        assert!(String::from_utf8_lossy(data).contains("mcp-relay:probe"));
+                        probes += 1;
+                        next.extend(s.written(*to, data.len()));
+                        next.extend(s.input(Input::Eof { from: *to }));
+                    }
+                    _ => {}
+                }
+            }
+            assert!(probes < 100, "probes in a loop: {}", s.show());
+            work = next;
+        }
+    }
+    // Two seconds: a probe each 400 ms at most.
+    assert!((1..=5).contains(&probes), "{probes} probes: {}", s.show());
+}
