@@ -568,6 +568,23 @@ fn a_batch_whose_connection_closes_before_its_answer_is_answered_with_errors() {
         "{answered}"
     );
     assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
+    // A batch answered in part (`regressions/remote/batch-answered-in-part.bin`): the answer
+    // goes on, the request left out gets the relay's error.
+    let out = r.client(
+        r#"[{"jsonrpc":"2.0","id":7,"method":"tools/list"},{"jsonrpc":"2.0","id":8,"method":"ping"}]"#,
+    );
+    let c1 = connects(&out)[0];
+    let out = r.connected(c1);
+    r.written_all(&out, Endpoint::Upstream(c1));
+    let out = r.feed(
+        c1,
+        &json_response("200 OK", "", r#"[{"jsonrpc":"2.0","id":8,"result":{}}]"#),
+    );
+    let answered = sent(&out, Endpoint::Conn(STDIO));
+    assert!(answered.contains(r#""id":8,"result""#), "{answered}");
+    assert!(answered.contains(r#""id":7,"error""#), "{answered}");
+    assert!(!answered.contains(r#""id":8,"error""#), "{answered}");
+    assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
 }
 
 /// A JSON answer cut short by the connection's end was handed on as if whole: the session

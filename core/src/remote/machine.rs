@@ -1404,14 +1404,17 @@ impl RemoteServer {
                                     "answered the request with a message that is not its answer",
                                 );
                             }
-                        } else if !buf.is_empty() {
-                            // A response to a notification: pass it on as the remote's word.
-                            self.inbox_bytes += buf.len();
-                            self.inbox.push_back(Inbound::Line(buf));
                         } else {
+                            if !buf.is_empty() {
+                                // A response to a notification (or a batch's answers): pass
+                                // it on as the remote's word.
+                                self.inbox_bytes += buf.len();
+                                self.inbox.push_back(Inbound::Line(buf));
+                            }
+                            // A batch's requests it did not answer never will be.
                             self.answer_batch(
                                 &p,
-                                "answered the batch with an empty or oversize body",
+                                "answered the batch without answering this request",
                             );
                         }
                     }
