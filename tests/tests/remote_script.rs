@@ -736,3 +736,32 @@ fn probes_of_a_remote_that_closes_connections_come_an_interval_apart() {
     // Two seconds: a probe each 400 ms at most.
     assert!((1..=5).contains(&probes), "{probes} probes: {}", s.show());
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/endpoint-event-on-a-post-stream.bin`):
+/// an `endpoint` event on a Streamable HTTP POST's event stream switched the session to the
+/// legacy transport, whose POSTs are only acknowledged: the request waited for ever for an
+/// answer on a legacy stream that did not exist. Only the legacy stream's event counts.
+#[test]
+fn an_endpoint_event_on_a_post_stream_is_ignored() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Auto);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            chunk("event: endpoint\ndata: /messages?session=7\n\n")
+        ),
+    );
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let answered = sent(&out, Endpoint::Conn(STDIO));
+    assert!(answered.contains(r#""id":2,"error""#), "{}", r.s.show());
+    let out = r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
+    let c1 = connects(&out)[0];
+    let post = sent(&r.connected(c1), Endpoint::Upstream(c1));
+    assert!(post.starts_with("POST /mcp HTTP/1.1"), "{post}");
+}

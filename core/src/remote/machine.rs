@@ -1204,6 +1204,8 @@ impl RemoteServer {
                         Purpose::Post(p) => (p.id.clone(), p.is_initialize()),
                         _ => (None, false),
                     };
+                    // Only the legacy transport's stream names where to POST.
+                    let legacy_stream = matches!(job.purpose, Purpose::LegacyGet);
                     let mut endpoint = None;
                     let mut init_answer = None;
                     for e in events {
@@ -1230,7 +1232,7 @@ impl RemoteServer {
                             other => self.inbox.push_back(other),
                         }
                     }
-                    if let Some(path) = endpoint {
+                    if let Some(path) = endpoint.filter(|_| legacy_stream) {
                         self.legacy_endpoint(&path, out);
                     }
                     if let Some(line) = init_answer {
