@@ -681,6 +681,18 @@ impl Session {
     /// After every event: hand out what was staged, settle pauses, and move the session
     /// toward its next phase.
     pub(crate) fn settle(&mut self, ctx: &mut Ctx<'_>) {
+        self.settle_once(ctx);
+        // Settling may finish the server (a stopping remote with nothing in flight closes
+        // at once): the session acts on that now, not at an event that may never come.
+        let l = &self.link;
+        if l.server.is_finished()
+            && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
+        {
+            self.settle_once(ctx);
+        }
+    }
+
+    fn settle_once(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
         let waiting = l.requests.waiting() > 0;
         if waiting || l.was_waiting {
@@ -1171,8 +1183,12 @@ impl Link {
     /// A response to a message the relay sent itself: a probe or a replayed request.
     fn own_response(&mut self, id: &RawId, line: &[u8], ctx: &mut Ctx<'_>) {
         if self.liveness.probe.as_ref().is_some_and(|(p, _)| p == id) {
-            // Any answer, even "method not found", shows the server is alive.
+            // Any answer, even "method not found", shows the server is alive. The next probe
+            // is an interval from now: a remote's answer may be the relay's own error (the
+            // connection closed), which is no output of the server's, and probing again at
+            // once would loop.
             self.liveness.probe = None;
+            self.liveness.last_output = Some(ctx.now);
             return;
         }
         if let Phase::Replaying {

@@ -351,3 +351,162 @@ write("relay", "stateless-listen", stateless_listen(0b0000_1111))
 write("relay", "stateless-refused", stateless_refused(0b0000_1111))
 write("relay", "stateless-cancel", stateless_cancel(0b0010_1111))
 write("relay", "stateless-init-refused", stateless_init_refused(0b0000_1111))
+
+
+# remote: two configuration bytes, then operations (see fuzz_targets/remote.rs). Whole client
+# mode sessions, one per transport, the driver answering as a remote would.
+C_LINE, C_RAW, C_EOF, C_WRITTEN, C_BROKEN, U_CONNECT, U_RESPOND = 0, 1, 2, 3, 4, 5, 6
+U_RAW, U_WRITTEN, U_EOF, U_BROKEN, R_ADVANCE, R_NEXT, R_ACCEPT = 8, 9, 10, 11, 12, 13, 14
+U_ASK, R_SHUTDOWN, R_ALL = 15, 16, 17
+# Client lines (kinds) and response styles (see `client_line` and `Driver::respond`).
+K_INIT, K_INITED, K_LIST, K_CALL, K_PING, K_ANSWER, K_CANCEL, K_BATCH, K_SUBSCRIBE, K_RAW = range(10)
+TRANSPORT_AUTO, TRANSPORT_HTTP, TRANSPORT_SSE, TRANSPORT_TCP = 0x00, 0x10, 0x20, 0x30
+TWO_URLS, PROBES = 0x40, 0x80
+GATEWAY, RESTART_ALWAYS, AUTO_TCP, HEADER = 0x01, 0x02, 0x40, 0x80
+
+
+def c_line(kind, n, conn=0, split=0):
+    return bytes([C_LINE, conn, kind, n, split])
+
+
+def respond(up, style, extra=0, split=0):
+    return bytes([U_RESPOND, up, style, extra, split])
+
+
+def u_raw(up, payload, split=0):
+    return bytes([U_RAW, up]) + struct.pack("<H", len(payload)) + payload + bytes([split])
+
+
+def advance(ms):
+    return bytes([R_ADVANCE]) + struct.pack("<H", min(ms * 4, 0xffff))
+
+
+def connect(index=0, ok=True):
+    return bytes([U_CONNECT, index, 0 if ok else 255])
+
+
+def remote_streamable(conf):
+    ops = bytes([conf | TRANSPORT_HTTP, HEADER])
+    ops += connect() + c_line(K_INIT, 1, split=7) + bytes([R_ALL])
+    # JSON answer with a session id (s0) and protocol 2025-06-18.
+    ops += respond(0, 0, 0x10, 13) + bytes([C_WRITTEN, 0, 255])
+    ops += c_line(K_INITED, 0) + bytes([R_ALL]) + respond(0, 0)
+    # The GET stream: a chunked event stream, a request of the remote's own on it.
+    ops += connect() + bytes([R_ALL]) + respond(1, 0, 0, 5) + bytes([U_ASK, 1, 0])
+    ops += c_line(K_ANSWER, 0) + bytes([R_ALL]) + respond(0, 0)
+    # A call answered on a chunked event stream (progress, then the answer), cut at odd places.
+    ops += c_line(K_CALL, 2) + bytes([R_ALL]) + respond(0, 1, 0x0c, 3)
+    # A list whose stream breaks after a progress event with an id: resumed after retry.
+    ops += c_line(K_LIST, 3) + bytes([R_ALL]) + respond(0, 3, 0x24) + bytes([U_EOF, 0])
+    ops += bytes([R_NEXT]) + connect() + bytes([R_ALL]) + respond(1, 0) + respond(1, 0, 0)
+    ops += respond(1, 7) + bytes([C_WRITTEN, 0, 255])
+    # A notification refused, a ping answered with a JSON-RPC error in a 400.
+    # (The POSTs now go on the resumed stream's connection, the second one open.)
+    ops += c_line(K_CANCEL, 3) + bytes([R_ALL]) + respond(1, 3, 0)
+    ops += c_line(K_PING, 4) + bytes([R_ALL]) + respond(1, 4, 0x08)
+    # The end: DELETE, answered.
+    ops += bytes([R_ALL, C_EOF, 0, R_ALL]) + respond(1, 0) + bytes([R_NEXT, R_NEXT])
+    return ops
+
+
+def remote_expired(conf):
+    # Two URLs: the first refuses the connection; the second serves, forgets the session
+    # (404), and a new session is initialized for the request that met the 404.
+    ops = bytes([conf | TRANSPORT_HTTP | TWO_URLS, 0])
+    ops += c_line(K_INIT, 1) + connect(ok=False) + bytes([R_NEXT]) + connect() + bytes([R_ALL])
+    ops += respond(0, 0, 0x02) + bytes([R_ALL]) + c_line(K_INITED, 0) + bytes([R_ALL]) + respond(0, 5)
+    ops += c_line(K_LIST, 2) + bytes([R_ALL]) + respond(0, 4, 0x01)
+    ops += bytes([R_NEXT]) + connect() + bytes([R_ALL]) + respond(0, 0, 0x04) + bytes([R_ALL])
+    ops += respond(0, 0) + bytes([R_ALL, C_WRITTEN, 0, 255])
+    # A request left unanswered while time passes; then the remote breaks the connection.
+    ops += c_line(K_CALL, 3) + bytes([R_ALL]) + advance(3000) + bytes([U_BROKEN, 0, R_NEXT])
+    ops += bytes([R_ALL, C_EOF, 0]) + bytes([R_NEXT, R_ALL, R_NEXT])
+    return ops
+
+
+def remote_auto_to_sse(conf):
+    # Auto: the initialize POST is refused with 405, so the legacy transport is tried: a GET
+    # stream (until close) whose endpoint event names where to POST; answers come on it.
+    ops = bytes([conf | TRANSPORT_AUTO, 0])
+    ops += connect() + c_line(K_INIT, 1) + bytes([R_ALL]) + respond(0, 4, 0x02)
+    ops += connect() + bytes([R_ALL]) + respond(1, 4, 0x00, 9)
+    ops += bytes([R_ALL]) + respond(0, 5) + respond(1, 0, 0x0a)
+    ops += c_line(K_INITED, 0) + bytes([R_ALL]) + respond(0, 0)
+    ops += c_line(K_CALL, 2) + c_line(K_BATCH, 3) + bytes([R_ALL]) + respond(0, 5)
+    ops += respond(1, 0, 0, 4) + bytes([U_ASK, 1, 6]) + c_line(K_ANSWER, 1) + bytes([R_ALL])
+    ops += respond(0, 5) + respond(1, 4) + respond(1, 0, 1)
+    ops += bytes([C_WRITTEN, 0, 255, C_EOF, 0, R_ALL, U_EOF, 1, R_NEXT])
+    return ops
+
+
+def remote_sse(conf):
+    # The legacy transport from the start: the stream is chunked, its endpoint relative; the
+    # stream ends (the remote is gone), and the session reconnects.
+    ops = bytes([conf | TRANSPORT_SSE, RESTART_ALWAYS])
+    ops += c_line(K_INIT, 1) + connect() + bytes([R_ALL]) + respond(0, 1, 0x20, 11)
+    ops += bytes([R_ALL]) + respond(1, 5) + respond(0, 0, 0x0a)
+    ops += c_line(K_INITED, 0) + c_line(K_SUBSCRIBE, 2) + bytes([R_ALL])
+    ops += respond(1, 5) + bytes([R_ALL]) + respond(1, 5) + respond(0, 2) + respond(0, 0)
+    ops += respond(0, 4) + respond(0, 6, 0x50) + respond(0, 7) + bytes([R_NEXT, R_ALL])
+    ops += connect() + bytes([R_ALL]) + respond(0, 1, 0x40) + bytes([R_ALL, C_EOF, 0, R_NEXT])
+    return ops
+
+
+def remote_tcp(conf):
+    # Lines over TCP: the initialize waits for the connection; the remote asks the client
+    # something, says something too long, closes; the session reconnects and replays.
+    ops = bytes([conf | TRANSPORT_TCP, 0])
+    ops += c_line(K_INIT, 1) + connect() + bytes([R_ALL]) + respond(0, 0, 0x11, 5)
+    ops += c_line(K_INITED, 0) + c_line(K_CALL, 2) + bytes([R_ALL, U_ASK, 0, 5])
+    ops += c_line(K_ANSWER, 1) + bytes([R_ALL]) + respond(0, 3) + respond(0, 5, 0x30)
+    ops += respond(0, 0, 0x20) + respond(0, 4) + bytes([R_ALL, U_EOF, 0, R_NEXT])
+    ops += connect() + bytes([R_ALL]) + respond(0, 0) + c_line(K_LIST, 3) + bytes([R_ALL])
+    ops += bytes([U_BROKEN, 0, R_NEXT, R_NEXT]) + connect(ok=False) + advance(2500)
+    ops += bytes([R_ALL, C_EOF, 0, R_NEXT, R_ALL])
+    return ops
+
+
+def remote_gateway(conf):
+    # Gateway mode: no stdio, a TCP front and an HTTP front served by one remote (TCP URLs
+    # with auto), a shutdown while requests wait.
+    ops = bytes([conf | TRANSPORT_AUTO, GATEWAY | AUTO_TCP | RESTART_ALWAYS])
+    ops += bytes([R_ACCEPT, 0]) + c_line(K_INIT, 1) + connect() + bytes([R_ALL]) + respond(0, 0)
+    ops += bytes([R_ACCEPT, 1]) + c_line(K_INIT, 7, conn=1) + connect() + bytes([R_ALL])
+    ops += respond(1, 0, 0, 3) + bytes([R_ALL]) + c_line(K_INITED, 0, conn=1) + c_line(K_LIST, 8, conn=1)
+    ops += bytes([R_ALL]) + respond(1, 0) + c_line(K_CALL, 2) + bytes([R_ALL, R_SHUTDOWN, R_ALL])
+    ops += respond(0, 0) + bytes([R_NEXT, R_ALL, R_NEXT])
+    return ops
+
+
+def remote_garbage(conf):
+    # Heads the relay cannot read, a chunked body that lies, a bad session id on an HTTP/1.0
+    # reply, an oversize answer, bytes on an idle connection; and a client that breaks.
+    # (R_ALL answers the connects the relay asks for on the way.)
+    ops = bytes([conf | TRANSPORT_HTTP, 0])
+    ops += c_line(K_INIT, 1) + bytes([R_ALL])
+    ops += u_raw(0, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello")
+    ops += c_line(K_INIT, 2) + bytes([R_ALL])
+    ops += u_raw(0, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ndata: {}\r\n", 3)
+    ops += c_line(K_INIT, 3) + bytes([R_ALL])
+    ops += u_raw(0, b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: \x01bad\r\n\r\n"
+                 + b'{"jsonrpc":"2.0","id":3,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"r","version":"1"}}}')
+    ops += bytes([U_EOF, 0]) + c_line(K_CALL, 200) + bytes([R_ALL])
+    ops += u_raw(0, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 300\r\n\r\n"
+                 + b'{"jsonrpc":"2.0","id":"c200","result":{"text":"' + b"z" * 254 + b'"}}')
+    ops += u_raw(0, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    ops += c_line(K_LIST, 4) + bytes([R_ALL]) + u_raw(0, b"HTTP/1.1 99999 Huh\r\n\r\n")
+    ops += c_line(K_LIST, 5) + bytes([R_ALL]) + u_raw(0, b"garbage\r\n\r\n")
+    ops += bytes([R_NEXT, C_BROKEN, 0, R_NEXT, R_ALL])
+    return ops
+
+
+# Limits: max_message_size by bits 0-1, max_buffered by bits 2-3.
+write("remote", "streamable-http", remote_streamable(0b0000_1111))
+write("remote", "streamable-http-small", remote_streamable(0b1000_0001))
+write("remote", "session-expired-failover", remote_expired(0b0000_1110))
+write("remote", "auto-falls-back-to-sse", remote_auto_to_sse(0b0000_1111))
+write("remote", "sse", remote_sse(0b0000_1010))
+write("remote", "tcp", remote_tcp(0b0000_1111))
+write("remote", "tcp-small", remote_tcp(0b1000_0000))
+write("remote", "gateway", remote_gateway(0b0000_1111))
+write("remote", "garbage", remote_garbage(0b0000_1110))

@@ -598,3 +598,325 @@ fn a_2026_07_28_remote_s_notifications_come_through_a_listen_stream() {
         "{listen}"
     );
 }
+
+/// Found by the `remote` fuzz target (`regressions/remote/stdin-eof-with-nothing-in-flight-
+/// never-finishes.bin`): the stop that a client's end of file starts finishes a remote with
+/// nothing in flight at once, within the session's settling; the session must notice then,
+/// for no later event comes to make it.
+#[test]
+fn a_client_that_closes_stdin_with_nothing_in_flight_ends_the_relay() {
+    for url in ["tcp://127.0.0.1:9", "http://127.0.0.1:9/mcp"] {
+        let (mut r, c0) = Run::new(url, RemoteTransport::Auto);
+        r.connected(c0);
+        let out = r.s.input(Input::Eof {
+            from: Endpoint::Conn(STDIO),
+        });
+        let closed = |e: Endpoint| out.contains(&Output::Close { endpoint: e });
+        assert!(closed(Endpoint::Upstream(c0)), "{url}: {}", r.s.show());
+        assert!(closed(Endpoint::Conn(STDIO)), "{url}: {}", r.s.show());
+        assert!(r.s.relay.is_finished(), "{url}: {}", r.s.show());
+    }
+}
+
+/// Found by the `remote` fuzz target (`regressions/remote/tcp-close-after-connect-failed.bin`):
+/// a TCP remote whose connection failed was sent `Close` for it, which the driver no longer
+/// knows.
+#[test]
+fn a_failed_connection_is_not_closed() {
+    for url in ["tcp://127.0.0.1:9", "http://127.0.0.1:9/mcp"] {
+        let (mut r, c0) = Run::new(url, RemoteTransport::Auto);
+        let out = r.s.input(Input::ConnectFailed {
+            conn: c0,
+            error: "connection refused",
+        });
+        assert!(
+            !out.contains(&Output::Close {
+                endpoint: Endpoint::Upstream(c0)
+            }),
+            "{url}: {}",
+            r.s.show()
+        );
+    }
+}
+
+/// Found by the `remote` fuzz target (`regressions/remote/chunk-size-line-split-hangs.bin`):
+/// a read that ended inside a chunk's size line left bytes the decoder could not use yet, and
+/// the response reader looped on them for ever (this test hung before the fix).
+#[test]
+fn a_chunk_size_line_split_between_reads_waits_for_the_rest() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let event = format!("data: {INIT_OK}\n\n");
+    let body = chunk(&event);
+    let (first, rest) = body.split_at(1);
+    let out = r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{first}"
+        ),
+    );
+    assert!(
+        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        "{}",
+        r.s.show()
+    );
+    let out = r.feed(c0, rest);
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+}
+
+/// Found by the `remote` fuzz target (`regressions/remote/post-after-eof-on-reused-connection.bin`):
+/// an event stream delimited by the connection's close ended at its EOF, and the connection
+/// went back to the pool: the next request was sent on it, and waited for ever for an answer
+/// from a remote that had closed it.
+#[test]
+fn a_response_delimited_by_the_close_is_not_followed_by_a_request_on_that_connection() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r.feed(
+        c0,
+        &format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: s1\r\n\r\ndata: {INIT_OK}\n\n"),
+    );
+    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
+        "{}",
+        r.s.show()
+    );
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    assert!(
+        sent(&out, Endpoint::Upstream(c0)).is_empty(),
+        "{}",
+        r.s.show()
+    );
+    assert_eq!(connects(&out).len(), 1, "{}", r.s.show());
+}
+
+/// Found by the `remote` fuzz target (`regressions/remote/batch-never-answered.bin`): the
+/// requests of a batch POSTed to a remote that then closed the connection (or refused the
+/// batch, or cut its stream short) were never answered: only a lone request's id was known.
+/// The client waited for ever, and past `max_in_flight` of them the session stopped reading.
+#[test]
+fn a_batch_whose_connection_closes_before_its_answer_is_answered_with_errors() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(
+        r#"[{"jsonrpc":"2.0","id":5,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/roots/list_changed"},{"jsonrpc":"2.0","id":"six","method":"ping"}]"#,
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let answered = sent(&out, Endpoint::Conn(STDIO));
+    assert!(answered.contains(r#""id":5,"error""#), "{}", r.s.show());
+    assert!(answered.contains(r#""id":"six","error""#), "{}", r.s.show());
+    assert!(
+        answered.contains("closed the connection before answering"),
+        "{answered}"
+    );
+    assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
+    // A batch answered in part (`regressions/remote/batch-answered-in-part.bin`): the answer
+    // goes on, the request left out gets the relay's error.
+    let out = r.client(
+        r#"[{"jsonrpc":"2.0","id":7,"method":"tools/list"},{"jsonrpc":"2.0","id":8,"method":"ping"}]"#,
+    );
+    let c1 = connects(&out)[0];
+    let out = r.connected(c1);
+    r.written_all(&out, Endpoint::Upstream(c1));
+    let out = r.feed(
+        c1,
+        &json_response("200 OK", "", r#"[{"jsonrpc":"2.0","id":8,"result":{}}]"#),
+    );
+    let answered = sent(&out, Endpoint::Conn(STDIO));
+    assert!(answered.contains(r#""id":8,"result""#), "{answered}");
+    assert!(answered.contains(r#""id":7,"error""#), "{answered}");
+    assert!(!answered.contains(r#""id":8,"error""#), "{answered}");
+    assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
+}
+
+/// A JSON answer cut short by the connection's end was handed on as if whole: the session
+/// dropped it (not JSON) and the request was never answered.
+#[test]
+fn a_json_answer_cut_short_is_answered_with_an_error() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":5,",
+    );
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let answered = sent(&out, Endpoint::Conn(STDIO));
+    assert!(answered.contains(r#""id":5,"error""#), "{}", r.s.show());
+    assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
+}
+
+/// Found by the `remote` fuzz target (`regressions/remote/tcp-eof-never-closed.bin`): a TCP
+/// remote that closed its side was never sent `Close`, so the driver kept its socket for ever
+/// (one more for each reconnection).
+#[test]
+fn a_tcp_remote_that_closes_is_closed_in_turn() {
+    let (mut r, c0) = Run::new("tcp://127.0.0.1:9", RemoteTransport::Auto);
+    r.connected(c0);
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
+        "{}",
+        r.s.show()
+    );
+}
+
+/// Found with the `remote` fuzz target's check that a remote gone away leaves no request
+/// waiting (a hand-made input, `regressions/remote/json-answer-with-another-id.bin`): a POST
+/// answered with JSON
+/// that is not the request's answer (another id, not JSON at all) ended the exchange, and the
+/// request waited for ever.
+#[test]
+fn a_json_body_that_does_not_answer_the_request_is_followed_by_an_error() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    for (n, body) in [
+        (2, r#"{"jsonrpc":"2.0","id":"other","result":{}}"#),
+        (3, "<html>not json</html>"),
+    ] {
+        let out = r.client(&format!(
+            r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/list"}}"#
+        ));
+        r.written_all(&out, Endpoint::Upstream(c0));
+        let out = r.feed(c0, &json_response("200 OK", "", body));
+        let answered = sent(&out, Endpoint::Conn(STDIO));
+        assert!(
+            answered.contains(&format!(r#""id":{n},"error""#)),
+            "{}",
+            r.s.show()
+        );
+    }
+    assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
+}
+
+/// Found by the `remote` fuzz target (`regressions/remote/resume-retried-for-ever.bin`): a POST
+/// whose event stream broke before its answer was resumed with `GET` + `Last-Event-ID` every
+/// second for as long as the remote kept accepting and closing those connections: the request
+/// waited for ever. Five attempts in a row that bring nothing new now end it with an error.
+#[test]
+fn a_stream_that_cannot_be_resumed_is_given_up_after_five_attempts() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            chunk("id: e1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n")
+        ),
+    );
+    r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let mut attempts = 0;
+    let mut answered = String::new();
+    while answered.is_empty() && r.s.now() < Duration::from_secs(30) {
+        let out = r.s.advance(Duration::from_millis(250));
+        for c in connects(&out) {
+            let out = r.connected(c);
+            assert!(sent(&out, Endpoint::Upstream(c)).contains("Last-Event-ID: e1"));
+            r.written_all(&out, Endpoint::Upstream(c));
+            attempts += 1;
+            let out = r.s.input(Input::Eof {
+                from: Endpoint::Upstream(c),
+            });
+            answered = sent(&out, Endpoint::Conn(STDIO));
+        }
+    }
+    assert_eq!(attempts, 5, "{}", r.s.show());
+    assert!(answered.contains(r#""id":2,"error""#), "{answered}");
+}
+
+/// Found by the `remote` fuzz target (`regressions/remote/probe-loop-on-closing-remote.bin`):
+/// a liveness probe answered by the relay's own error (the remote closed its connection) was
+/// followed by the next probe at once, in a loop that opened connections without end at one
+/// instant. Probes now come an interval apart.
+#[test]
+fn probes_of_a_remote_that_closes_connections_come_an_interval_apart() {
+    let mut config = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    config.ping_interval = Some(Duration::from_millis(400));
+    let mut s = Script::new(config);
+    let c0 = connects(&s.input(Input::Attached { conn: STDIO }))[0];
+    s.input(Input::Connected { conn: c0 });
+    let mut probes = 0;
+    for _ in 0..20 {
+        // The remote accepts every connection, reads the probe, and closes.
+        let mut work = s.advance(Duration::from_millis(100));
+        while !work.is_empty() {
+            let mut next = Vec::new();
+            for o in &work {
+                match o {
+                    Output::Connect { conn, .. } => {
+                        next.extend(s.input(Input::Connected { conn: *conn }))
+                    }
+                    Output::Send {
+                        to: to @ Endpoint::Upstream(_),
+                        data,
+                    } => {
+                        assert!(String::from_utf8_lossy(data).contains("mcp-relay:probe"));
+                        probes += 1;
+                        next.extend(s.written(*to, data.len()));
+                        next.extend(s.input(Input::Eof { from: *to }));
+                    }
+                    _ => {}
+                }
+            }
+            assert!(probes < 100, "probes in a loop: {}", s.show());
+            work = next;
+        }
+    }
+    // Two seconds: a probe each 400 ms at most.
+    assert!((1..=5).contains(&probes), "{probes} probes: {}", s.show());
+}
+
+/// Found by the `remote` fuzz target (`regressions/remote/endpoint-event-on-a-post-stream.bin`):
+/// an `endpoint` event on a Streamable HTTP POST's event stream switched the session to the
+/// legacy transport, whose POSTs are only acknowledged: the request waited for ever for an
+/// answer on a legacy stream that did not exist. Only the legacy stream's event counts.
+#[test]
+fn an_endpoint_event_on_a_post_stream_is_ignored() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Auto);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            chunk("event: endpoint\ndata: /messages?session=7\n\n")
+        ),
+    );
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let answered = sent(&out, Endpoint::Conn(STDIO));
+    assert!(answered.contains(r#""id":2,"error""#), "{}", r.s.show());
+    let out = r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
+    let c1 = connects(&out)[0];
+    let post = sent(&r.connected(c1), Endpoint::Upstream(c1));
+    assert!(post.starts_with("POST /mcp HTTP/1.1"), "{post}");
+}

@@ -294,6 +294,8 @@ struct Resume {
     waiting: Vec<RawId>,
     /// The connection it is being resumed on.
     on: Option<u32>,
+    /// Attempts in a row that brought no new event.
+    failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +306,8 @@ struct Pending {
     since: Option<Instant>,
     /// Headers of its own (2026-07-28: `Mcp-Method`, ...).
     headers: Vec<(String, String)>,
+    /// The requests of a batch (`id` is for a lone request).
+    batch: Vec<RawId>,
 }
 
 impl Pending {
@@ -641,14 +645,23 @@ impl RemoteServer {
         if !self.accepts() {
             return;
         }
-        let (id, method) = match classify(line) {
+        let (id, method, batch) = match classify(line) {
             Ok(Message::Single(e)) => (
                 (e.kind == Kind::Request)
                     .then(|| e.id.map(RawId::from_raw))
                     .flatten(),
                 e.method.map(|m| m.into_owned()),
+                Vec::new(),
             ),
-            _ => (None, None),
+            Ok(Message::Batch(es)) => (
+                None,
+                None,
+                es.iter()
+                    .filter(|e| e.kind == Kind::Request)
+                    .filter_map(|e| e.id.map(RawId::from_raw))
+                    .collect(),
+            ),
+            Err(_) => (None, None, Vec::new()),
         };
         let p = Pending {
             line: line.to_vec(),
@@ -656,6 +669,7 @@ impl RemoteServer {
             method,
             since: None,
             headers: Vec::new(),
+            batch,
         };
         if let Link::Http(h) = &self.link {
             match h.proto {
@@ -804,6 +818,7 @@ impl RemoteServer {
             method: Some("server/discover".into()),
             since: None,
             headers,
+            batch: Vec::new(),
         };
         h.queue_bytes += discover.line.len();
         h.queue.push_back(discover);
@@ -1122,10 +1137,13 @@ impl RemoteServer {
             Link::Http(h) => h.conns.contains_key(&up.n),
         };
         if ours {
-            if let Link::Http(h) = &mut self.link {
-                // The driver expects nothing more about it.
-                if let Some(c) = h.conns.get_mut(&up.n) {
-                    c.out.set_gone();
+            // The driver expects nothing more about it (not even a `Close`).
+            match &mut self.link {
+                Link::Tcp(t) => t.out.set_gone(),
+                Link::Http(h) => {
+                    if let Some(c) = h.conns.get_mut(&up.n) {
+                        c.out.set_gone();
+                    }
                 }
             }
             let why = RemoteEnd::Unreachable {
@@ -1173,7 +1191,8 @@ impl RemoteServer {
     pub(crate) fn eof(&mut self, up: UpId, now: Instant, out: &mut VecDeque<Output>) {
         match &mut self.link {
             Link::Tcp(t) if t.conn == up => {
-                t.out.set_gone();
+                // The remote closed its side: the relay closes its own (`close_all`), or
+                // the driver would hold the connection for ever.
                 let why = if matches!(self.state, State::Stopping { .. }) {
                     RemoteEnd::Stopped
                 } else {
@@ -1318,6 +1337,7 @@ impl RemoteServer {
                         method: Some("subscriptions/listen".into()),
                         since: Some(now),
                         headers,
+                        batch: Vec::new(),
                     });
                 }
                 h.queue_bytes = h.queue.iter().map(|q| q.line.len()).sum();
@@ -1536,6 +1556,8 @@ impl RemoteServer {
                         (Proto::Modern(_), Purpose::Post(p)) => Some(p.clone()),
                         _ => None,
                     };
+                    // Only the legacy transport's stream names where to POST.
+                    let legacy_stream = matches!(job.purpose, Purpose::LegacyGet);
                     let mut endpoint = None;
                     let mut init_answer = None;
                     let mut lines = Vec::new();
@@ -1568,7 +1590,7 @@ impl RemoteServer {
                             other => self.inbox.push_back(other),
                         }
                     }
-                    if let Some(path) = endpoint {
+                    if let Some(path) = endpoint.filter(|_| legacy_stream) {
                         self.legacy_endpoint(&path, out);
                     }
                     if let Some(line) = init_answer {
@@ -1578,10 +1600,9 @@ impl RemoteServer {
                         self.exchange_done(n, true, now, out);
                         continue;
                     }
-                    let Link::Http(h) = &self.link else { return };
-                    if h.conns.get(&n).is_none_or(|c| c.rx.is_empty()) {
-                        return;
-                    }
+                    // Everything usable was used: what is left (part of a chunk's size line)
+                    // waits for more bytes.
+                    return;
                 }
             }
         }
@@ -1729,6 +1750,13 @@ impl RemoteServer {
                     self.want_get(now);
                 }
                 match (ok, done.content) {
+                    (true, Content::Json { .. }) if !done.complete => {
+                        let what = "closed the connection in the middle of its answer";
+                        if let Some(id) = &p.id {
+                            self.answer_error(id, what);
+                        }
+                        self.answer_batch(&p, what);
+                    }
                     (true, Content::Json { buf, len }) => {
                         if let Some(id) = &p.id {
                             if len > self.limits.max_message_size {
@@ -1738,17 +1766,36 @@ impl RemoteServer {
                                 });
                             } else if buf.is_empty() {
                                 self.answer_error(id, "answered the request with an empty body");
-                            } else {
+                            } else if answers(&buf, id) {
                                 self.note_initialize(p.is_initialize(), &buf);
                                 self.remote_said(buf, Some(&p));
+                            } else {
+                                // Passed on as the remote's word; the request gets no other.
+                                self.inbox_bytes += buf.len();
+                                self.inbox.push_back(Inbound::Line(buf));
+                                self.answer_error(
+                                    id,
+                                    "answered the request with a message that is not its answer",
+                                );
                             }
-                        } else if !buf.is_empty() {
-                            // A body for a notification or a response (some servers send
-                            // `{"result":{}}` where 202 is meant): nobody asked; dropped.
-                            log::debug!(
-                                "{}: a body for a {} POST was dropped",
-                                Tag(self.id),
-                                p.method.as_deref().unwrap_or("response")
+                        } else {
+                            if !buf.is_empty() && !p.batch.is_empty() {
+                                // A batch's answers: the remote's word.
+                                self.inbox_bytes += buf.len();
+                                self.inbox.push_back(Inbound::Line(buf));
+                            } else if !buf.is_empty() {
+                                // A body for a notification or a response (some servers send
+                                // `{"result":{}}` where 202 is meant): nobody asked; dropped.
+                                log::debug!(
+                                    "{}: a body for a {} POST was dropped",
+                                    Tag(self.id),
+                                    p.method.as_deref().unwrap_or("response")
+                                );
+                            }
+                            // A batch's requests it did not answer never will be.
+                            self.answer_batch(
+                                &p,
+                                "answered the batch without answering this request",
                             );
                         }
                     }
@@ -1758,6 +1805,8 @@ impl RemoteServer {
                                 self.stream_broke(id, parser, &p, now);
                             }
                         }
+                        // What the stream answered was passed on; the rest never will be.
+                        self.answer_batch(&p, "ended the event stream before answering");
                     }
                     (true, _) => {
                         if let Some(id) = &p.id {
@@ -1766,6 +1815,10 @@ impl RemoteServer {
                                 &format!("answered the request with HTTP {status} and no message"),
                             );
                         }
+                        self.answer_batch(
+                            &p,
+                            &format!("answered the batch with HTTP {status} and no message"),
+                        );
                     }
                     (false, content) => {
                         let body = match content {
@@ -1829,8 +1882,15 @@ impl RemoteServer {
                 }
                 match done.content {
                     Content::Events(parser) if ok => {
-                        if let Some(id) = parser.last_id.clone() {
-                            r.last_id = id;
+                        match parser.last_id.clone() {
+                            Some(id) if id != r.last_id => {
+                                r.last_id = id;
+                                r.failures = 0;
+                            }
+                            _ => r.failures += 1,
+                        }
+                        if r.failures >= MAX_GET_FAILURES {
+                            return self.resume_given_up(r);
                         }
                         let delay = parser
                             .retry
@@ -1917,6 +1977,7 @@ impl RemoteServer {
                     at: now + delay,
                     waiting: vec![id],
                     on: None,
+                    failures: 0,
                 });
             }
             None => {
@@ -1929,10 +1990,24 @@ impl RemoteServer {
         }
     }
 
+    /// A broken event stream that could not be resumed (`MAX_GET_FAILURES` attempts in a
+    /// row brought nothing new): what waited on it gets the relay's error.
+    fn resume_given_up(&mut self, r: Resume) {
+        for id in r.waiting {
+            self.answer_error(
+                &id,
+                &format!(
+                    "broke its event stream before answering, and {MAX_GET_FAILURES} attempts to resume it brought nothing"
+                ),
+            );
+        }
+    }
+
     /// A POST refused with `status`.
     fn refused(&mut self, p: &Pending, status: u16, body: &[u8], complete: bool) {
         let _ = complete;
         let Some(id) = &p.id else {
+            self.answer_batch(p, &format!("refused the batch: HTTP {status}"));
             log::warn!(
                 "{}: the remote refused a {} with HTTP {status}: {}",
                 Tag(self.id),
@@ -1988,6 +2063,15 @@ impl RemoteServer {
                 }
             ),
         );
+    }
+
+    /// Answers every request of a batch with an error the relay makes: its exchange ended, and
+    /// what it did answer already reached the session, which drops answers to ids no longer
+    /// waiting.
+    fn answer_batch(&mut self, p: &Pending, what: &str) {
+        for id in &p.batch {
+            self.answer_error(id, what);
+        }
     }
 
     /// Answers request `id` with an error the relay makes.
@@ -2099,6 +2183,8 @@ impl RemoteServer {
                 ..
             } = job.body
             {
+                // And the connection ends with it: it is not reused.
+                c.closing = true;
                 return self.exchange_done(n, true, now, out);
             }
         }
@@ -2117,16 +2203,17 @@ impl RemoteServer {
                             if matches!(self.state, State::Stopping { .. }) && p.id.is_none() {
                                 return;
                             }
+                            let why = reason.map_or_else(
+                                || "closed the connection before answering".to_owned(),
+                                |r| format!("connection failed before it answered: {r}"),
+                            );
                             if let Some(id) = &p.id {
-                                let why = reason.map_or_else(
-                                    || "closed the connection before answering".to_owned(),
-                                    |r| format!("connection failed before it answered: {r}"),
-                                );
                                 if p.is_initialize() {
                                     h.init_out = false;
                                 }
                                 self.answer_error(id, &why);
                             }
+                            self.answer_batch(&p, &why);
                         }
                         Purpose::Get => {
                             let failures = match h.get {
@@ -2144,8 +2231,14 @@ impl RemoteServer {
                         }
                         Purpose::Resume => {
                             if let Some(i) = h.resumes.iter().position(|r| r.on == Some(n)) {
-                                h.resumes[i].on = None;
-                                h.resumes[i].at = now + DEFAULT_RETRY;
+                                let r = &mut h.resumes[i];
+                                r.on = None;
+                                r.at = now + DEFAULT_RETRY;
+                                r.failures += 1;
+                                if r.failures >= MAX_GET_FAILURES {
+                                    let r = h.resumes.remove(i);
+                                    self.resume_given_up(r);
+                                }
                             }
                         }
                         Purpose::LegacyGet => {
@@ -2187,6 +2280,7 @@ impl RemoteServer {
                     }
                     self.answer_error(id, &format!("sent {what}"));
                 }
+                self.answer_batch(&p, &format!("sent {what}"));
                 return;
             }
         }

@@ -256,6 +256,21 @@ impl Driver {
                 );
                 ch.released = true;
             }
+            // Client mode only: this relay has no remote.
+            o @ (Output::Connect { .. }
+            | Output::Send {
+                to: Endpoint::Upstream(_),
+                ..
+            }
+            | Output::Close {
+                endpoint: Endpoint::Upstream(_),
+            }
+            | Output::Pause {
+                endpoint: Endpoint::Upstream(_),
+            }
+            | Output::Resume {
+                endpoint: Endpoint::Upstream(_),
+            }) => panic!("{o:?} from a relay without a remote"),
         }
     }
 
@@ -547,6 +562,7 @@ fuzz_target!(|data: &[u8]| {
         max_connections: 6,
         idle_timeout: (conf & 16 != 0).then(|| Duration::from_millis(900)),
         seed: [7; 32],
+        remote: None,
     };
     let mut d = Driver {
         relay: Relay::new(config, now).expect("a valid configuration"),
