@@ -345,3 +345,34 @@ fn an_unreachable_remote_answers_held_requests_after_the_connect_timeout() {
         r.s.now()
     );
 }
+
+/// Bug (core/src/remote/machine.rs, `RemoteServer::process`): a chunk-size line split across
+/// two reads left `Dechunk` asking for more bytes with some still unread, and `process` went
+/// round its loop again on them forever (the relay hung at 100 % CPU). Found by
+/// `sim_remote::streamable_http_remote`, seed 0.
+#[test]
+fn a_chunk_size_line_split_across_reads_does_not_hang_the_relay() {
+    let answer = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[]}}"#;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+        r.connected(c0);
+        r.initialize(c0);
+        let out =
+            r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+        r.written_all(&out, Endpoint::Upstream(c0));
+        r.feed(
+            c0,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let body = chunk(&format!("data: {answer}\n\n"));
+        // The chunk's size line comes in two reads.
+        r.feed(c0, &body[..1]);
+        let out = r.feed(c0, &body[1..]);
+        let _ = tx.send(sent(&out, Endpoint::Conn(STDIO)));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the relay hung on a chunk-size line split across two reads");
+    assert_eq!(got, format!("{answer}\n"));
+}

@@ -1130,6 +1130,8 @@ impl RemoteServer {
                 } => {
                     let mut events: Vec<Inbound> = Vec::new();
                     let mut complete = false;
+                    // What is left of `rx` cannot be decoded before more bytes come.
+                    let mut starved = false;
                     match framing {
                         Framing::Length(_) => {
                             let take = (*left).min(c.rx.len());
@@ -1148,6 +1150,7 @@ impl RemoteServer {
                             match d.feed(&c.rx, &mut body) {
                                 Dechunked::More(used) => {
                                     c.rx.drain(..used);
+                                    starved = true;
                                 }
                                 Dechunked::Done(used) => {
                                     c.rx.drain(..used);
@@ -1194,7 +1197,7 @@ impl RemoteServer {
                         continue;
                     }
                     let Link::Http(h) = &self.link else { return };
-                    if h.conns.get(&n).is_none_or(|c| c.rx.is_empty()) {
+                    if starved || h.conns.get(&n).is_none_or(|c| c.rx.is_empty()) {
                         return;
                     }
                 }
