@@ -714,6 +714,14 @@ impl Session {
         l.client.flush(ctx.out);
         l.server.settle(ctx.now, ctx.out);
         l.server.flush(ctx.out);
+        if l.server.is_finished()
+            && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
+        {
+            // A remote whose stop had nothing to wait for finished just now, and no later
+            // event may come: settle again, which acts on its end (once: that ends or
+            // restarts the phase).
+            return self.settle(ctx);
+        }
         if l.requests.held_len() == 0 {
             l.held_since = None;
         }

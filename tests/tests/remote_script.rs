@@ -376,3 +376,40 @@ fn a_chunk_size_line_split_across_reads_does_not_hang_the_relay() {
         .expect("the relay hung on a chunk-size line split across two reads");
     assert_eq!(got, format!("{answer}\n"));
 }
+
+/// Bug (core/src/session.rs, `Session::settle`): a remote whose stop has nothing to wait for
+/// (HTTP+SSE: no session to DELETE, nothing in flight) finishes inside `ServerSide::settle`,
+/// after the session looked for a finished server; no deadline or input came after it, so the
+/// session never ended and the relay never exited after its client closed stdin. Found by
+/// `sim_remote::legacy_sse_remote`, seed 0.
+#[test]
+fn a_legacy_remote_with_nothing_in_flight_lets_the_relay_finish_after_stdin_closes() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/sse", RemoteTransport::Sse);
+    let out = r.connected(c0);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nevent: endpoint\ndata: /messages?session=7\n\n",
+    );
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Conn(STDIO),
+    });
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
+        "{}",
+        r.s.show()
+    );
+    r.s.advance(Duration::from_secs(30));
+    assert!(
+        r.s.relay.is_finished(),
+        "the relay is still running 30 s after its client closed stdin:\n{}",
+        r.s.show()
+    );
+    assert!(r.s.sent_to(Endpoint::Conn(STDIO)).is_empty());
+    assert!(r.s.log.iter().any(|(_, o)| *o
+        == Output::Close {
+            endpoint: Endpoint::Conn(STDIO)
+        }));
+}
