@@ -413,3 +413,22 @@ fn a_legacy_remote_with_nothing_in_flight_lets_the_relay_finish_after_stdin_clos
             endpoint: Endpoint::Conn(STDIO)
         }));
 }
+
+/// Bug (core/src/remote/machine.rs, `RemoteServer::eof`): a TCP remote that closed its side
+/// was never closed by the relay (no `Output::Close`), so a driver kept the socket open for
+/// good. Found by `sim_remote::tcp_remote`, seed 0.
+#[test]
+fn a_tcp_remote_that_closes_its_side_is_closed_by_the_relay() {
+    let (mut r, c0) = Run::new("tcp://127.0.0.1:9", RemoteTransport::Auto);
+    r.connected(c0);
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
+        "{}",
+        r.s.show()
+    );
+}

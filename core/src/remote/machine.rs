@@ -858,12 +858,12 @@ impl RemoteServer {
     pub(crate) fn eof(&mut self, up: UpId, now: Instant, out: &mut VecDeque<Output>) {
         match &mut self.link {
             Link::Tcp(t) if t.conn == up => {
-                t.out.set_gone();
                 let why = if matches!(self.state, State::Stopping { .. }) {
                     RemoteEnd::Stopped
                 } else {
                     RemoteEnd::Closed
                 };
+                // The remote closed its side; the driver still holds the socket until told.
                 self.close_all(out);
                 self.finish(why);
             }
