@@ -432,3 +432,36 @@ fn a_tcp_remote_that_closes_its_side_is_closed_by_the_relay() {
         r.s.show()
     );
 }
+
+/// Bug (core/src/remote/wire.rs, `SseParser`): the last event id was taken from an `id:`
+/// line as soon as it was read, not when its event was dispatched (the blank line). A stream
+/// cut after an event's `id:` line and before its end was resumed after that event, which the
+/// remote then never sent again: its message was lost. Found by
+/// `sim_remote::streamable_http_remote`, seed 13.
+#[test]
+fn a_stream_cut_inside_an_event_is_resumed_before_that_event() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let answer = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[]}}"#;
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nid: e1\nretry: 100\ndata: \n\n",
+    );
+    // The answer's event is cut after its id line.
+    r.feed(c0, &format!("id: e2\ndata: {}", &answer[..10]));
+    r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let out = r.s.advance(Duration::from_millis(100));
+    let c = connects(&out);
+    assert_eq!(c.len(), 1, "{}", r.s.show());
+    let out = r.connected(c[0]);
+    let head = sent(&out, Endpoint::Upstream(c[0]));
+    assert!(
+        head.contains("\r\nLast-Event-ID: e1\r\n"),
+        "event e2 never arrived whole; the stream must be resumed after e1:\n{head}"
+    );
+}
