@@ -234,7 +234,8 @@ impl ServerSide {
     /// Everything sent to it is written and the relay reads it: it can answer, so a
     /// deadline for an answer may run.
     pub(crate) fn can_answer(&self) -> bool {
-        self.load() == 0 && !self.is_paused()
+        let written = each!(self, c => c.stdin.load() == 0, r => r.remote.can_answer());
+        written && !self.is_paused()
     }
 
     /// Since when bytes for it have waited with none written (a remote's connections are

@@ -66,7 +66,11 @@ struct Run {
 
 impl Run {
     fn new(url: &str, transport: RemoteTransport) -> (Run, UpId) {
-        let mut s = Script::new(config(url, transport));
+        Run::with(config(url, transport))
+    }
+
+    fn with(config: Config) -> (Run, UpId) {
+        let mut s = Script::new(config);
         let out = s.input(Input::Attached { conn: STDIO });
         let c = connects(&out);
         assert_eq!(c.len(), 1, "{}", s.show());
@@ -463,5 +467,45 @@ fn a_stream_cut_inside_an_event_is_resumed_before_that_event() {
     assert!(
         head.contains("\r\nLast-Event-ID: e1\r\n"),
         "event e2 never arrived whole; the stream must be resumed after e1:\n{head}"
+    );
+}
+
+/// Bug (core/src/remote/machine.rs, `dispatch`; core/src/server.rs, `can_answer`): with every
+/// connection to a Streamable HTTP remote held by a call it never answers, the liveness probe
+/// waited in the queue for a free connection, and its deadline waited for that queue to empty:
+/// a remote that stalled was never found hung, and its requests waited for good. A ping now
+/// gets a connection of its own, and a probe's deadline runs once it is written. Found by
+/// `sim_remote::streamable_http_remote`, seed 17.
+#[test]
+fn a_stalled_remote_holding_every_connection_is_found_hung() {
+    let mut c = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    c.ping_interval = Some(Duration::from_secs(1));
+    c.ping_timeout = Duration::from_secs(1);
+    if let Some(r) = c.remote.as_mut() {
+        r.max_connections = 1;
+    }
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    r.initialize(c0);
+    // A call the remote never answers holds the only connection; another waits behind it.
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
+    let mut answered = String::new();
+    for _ in 0..50 {
+        let out = r.s.advance(Duration::from_millis(100));
+        for up in connects(&out) {
+            let out = r.connected(up);
+            r.written_all(&out, Endpoint::Upstream(up));
+        }
+        answered = String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))).into_owned();
+        if answered.contains(r#""id":2"#) {
+            break;
+        }
+    }
+    assert!(
+        answered.contains(r#""id":2"#) && answered.contains("hung"),
+        "the remote answers nothing for 5 s, yet it is not found hung:\n{}",
+        r.s.show()
     );
 }

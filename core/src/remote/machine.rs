@@ -250,6 +250,10 @@ impl Pending {
     fn is_initialize(&self) -> bool {
         self.id.is_some() && self.method.as_deref() == Some("initialize")
     }
+    /// A ping (the relay's liveness probe among them): it does not wait for busy connections.
+    fn is_ping(&self) -> bool {
+        self.id.is_some() && self.method.as_deref() == Some("ping")
+    }
 }
 
 #[derive(Debug)]
@@ -476,6 +480,18 @@ impl RemoteServer {
         self.load() > self.limits.max_buffered
     }
 
+    /// What was handed to connections is written and no ping waits for one: the remote can
+    /// answer a probe (messages queued behind busy connections are the remote's to work
+    /// through, not the driver's).
+    pub(crate) fn can_answer(&self) -> bool {
+        match &self.link {
+            Link::Tcp(t) => t.out.load() == 0,
+            Link::Http(h) => {
+                h.conns.values().all(|c| c.out.load() == 0) && !h.queue.iter().any(Pending::is_ping)
+            }
+        }
+    }
+
     pub(crate) fn accepts(&self) -> bool {
         matches!(self.state, State::Connecting | State::Up)
     }
@@ -587,7 +603,11 @@ impl RemoteServer {
             }
             Link::Http(h) => {
                 h.queue_bytes += p.line.len();
-                h.queue.push_back(p);
+                if p.is_ping() {
+                    h.queue.push_front(p);
+                } else {
+                    h.queue.push_back(p);
+                }
             }
         }
     }
@@ -971,7 +991,9 @@ impl RemoteServer {
             }
             let is_init = front.is_initialize();
             let Some(n) = h.free_conn(max) else {
-                if h.post_conns() >= max {
+                // A ping gets a connection of its own: a remote that holds every connection
+                // with calls it does not answer must still be probed.
+                if h.post_conns() >= max && !front.is_ping() {
                     break;
                 }
                 let n = self.next_n;
