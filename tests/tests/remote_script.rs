@@ -509,3 +509,23 @@ fn a_stalled_remote_holding_every_connection_is_found_hung() {
         r.s.show()
     );
 }
+
+/// Bug (core/src/remote/machine.rs, `RemoteServer::connect_failed`): a TCP connection that
+/// failed to open was then closed (`Output::Close`), though after `Input::ConnectFailed` the
+/// driver holds nothing of it and expects no output about it. Found by `sim_remote::tcp_remote`,
+/// seed 13.
+#[test]
+fn a_tcp_connection_that_failed_to_open_is_not_closed() {
+    let (mut r, c0) = Run::new("tcp://127.0.0.1:9", RemoteTransport::Auto);
+    let out = r.s.input(Input::ConnectFailed {
+        conn: c0,
+        error: "connection refused",
+    });
+    assert!(
+        !out.iter().any(
+            |o| matches!(o, Output::Close { endpoint } if *endpoint == Endpoint::Upstream(c0))
+        ),
+        "{}",
+        r.s.show()
+    );
+}

@@ -827,11 +827,14 @@ impl RemoteServer {
             Link::Http(h) => h.conns.contains_key(&up.n),
         };
         if ours {
-            if let Link::Http(h) = &mut self.link {
-                // The driver expects nothing more about it.
-                if let Some(c) = h.conns.get_mut(&up.n) {
-                    c.out.set_gone();
+            // The driver expects nothing more about it.
+            match &mut self.link {
+                Link::Http(h) => {
+                    if let Some(c) = h.conns.get_mut(&up.n) {
+                        c.out.set_gone();
+                    }
                 }
+                Link::Tcp(t) => t.out.set_gone(),
             }
             let why = RemoteEnd::Unreachable {
                 url: self.url.to_string(),
