@@ -529,3 +529,30 @@ fn a_tcp_connection_that_failed_to_open_is_not_closed() {
         r.s.show()
     );
 }
+
+/// Bug (core/src/remote/machine.rs, `dispatch`): after an `initialize` whose answer never came
+/// (its event stream ended first, without event ids), the client's next `initialize` was
+/// POSTed with the first one's `Mcp-Session-Id`: a server refuses to initialize a session
+/// twice (the TypeScript SDK answers 400 "Server already initialized"), so the client could
+/// never initialize. A new `initialize` opens a new session, without an id. Found by
+/// `sim_remote::streamable_http_remote`, seed 31.
+#[test]
+fn a_second_initialize_opens_a_new_session() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    // The answer's stream ends before the answer; with no event ids it cannot be resumed.
+    let out = r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: s1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert!(sent(&out, Endpoint::Conn(STDIO)).contains(r#""id":1,"error""#));
+    let out = r.client(&INIT.replace(r#""id":1"#, r#""id":2"#));
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(post.contains(r#""method":"initialize""#), "{}", r.s.show());
+    assert!(
+        !post.contains("Mcp-Session-Id"),
+        "a new initialize carries the old session's id:\n{post}"
+    );
+}

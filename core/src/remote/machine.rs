@@ -1014,6 +1014,9 @@ impl RemoteServer {
             h.queue_bytes -= p.line.len();
             if is_init {
                 h.init_out = true;
+                // A new initialize opens a new session: it goes without the old one's id
+                // (a server does not initialize a session twice).
+                h.session_id = None;
             }
             let path = match &h.proto {
                 Proto::Legacy {
