@@ -556,3 +556,61 @@ fn a_second_initialize_opens_a_new_session() {
         "a new initialize carries the old session's id:\n{post}"
     );
 }
+
+/// Bug (core/src/remote/machine.rs, `conclude` and `conn_lost` for a resumption): a stream's
+/// `retry:` counted for its first resumption only; when the resumed stream ended again
+/// without the answer and without a `retry:` of its own (or its connection broke before a
+/// response), the next attempt came after the 1 s default. The reconnection time is the
+/// stream's (WHATWG: the event source's) until the remote sets another. Found by
+/// `sim_remote::streamable_http_remote`, seed 53.
+#[test]
+fn every_resumption_of_a_stream_waits_its_advertised_retry() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nid: e1\nretry: 300\ndata: \n\n",
+    );
+    r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    // Each attempt: after exactly 300 ms; the first ends with no event, the second fails
+    // before its response.
+    for attempt in 0..3 {
+        let before = r.s.now();
+        let mut c = Vec::new();
+        for _ in 0..200 {
+            let out = r.s.advance(Duration::from_millis(10));
+            c = connects(&out);
+            if !c.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(c.len(), 1, "attempt {attempt}: {}", r.s.show());
+        let waited = r.s.now() - before;
+        assert_eq!(
+            waited,
+            Duration::from_millis(300),
+            "attempt {attempt} came {waited:?} after the stream ended, not after its retry: 300"
+        );
+        let out = r.connected(c[0]);
+        r.written_all(&out, Endpoint::Upstream(c[0]));
+        if attempt == 0 {
+            r.feed(
+                c[0],
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+            );
+            r.s.input(Input::Eof {
+                from: Endpoint::Upstream(c[0]),
+            });
+        } else {
+            r.s.input(Input::Broken {
+                endpoint: Endpoint::Upstream(c[0]),
+                reason: "connection reset by peer",
+            });
+        }
+    }
+}

@@ -223,6 +223,8 @@ enum GetStream {
 #[derive(Debug)]
 struct Resume {
     last_id: String,
+    /// The reconnection delay the remote set on this stream (it holds for every attempt).
+    retry: Option<Duration>,
     at: Instant,
     /// The requests still waiting for their answer on that stream.
     waiting: Vec<RawId>,
@@ -1462,11 +1464,8 @@ impl RemoteServer {
                         if let Some(id) = parser.last_id.clone() {
                             r.last_id = id;
                         }
-                        let delay = parser
-                            .retry
-                            .map_or(DEFAULT_RETRY, Duration::from_millis)
-                            .min(MAX_RETRY);
-                        r.at = now + delay;
+                        r.retry = parser.retry.map(Duration::from_millis).or(r.retry);
+                        r.at = now + r.retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY);
                         r.on = None;
                         h.resumes.push(r);
                     }
@@ -1531,10 +1530,8 @@ impl RemoteServer {
         };
         match parser.last_id {
             Some(last_id) => {
-                let delay = parser
-                    .retry
-                    .map_or(DEFAULT_RETRY, Duration::from_millis)
-                    .min(MAX_RETRY);
+                let retry = parser.retry.map(Duration::from_millis);
+                let delay = retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY);
                 log::debug!(
                     "{}: the event stream of request {} ended before its answer; resuming after {delay:?}",
                     self.id,
@@ -1542,6 +1539,7 @@ impl RemoteServer {
                 );
                 h.resumes.push(Resume {
                     last_id,
+                    retry,
                     at: now + delay,
                     waiting: vec![id],
                     on: None,
@@ -1750,8 +1748,9 @@ impl RemoteServer {
                             h.get = if failures >= MAX_GET_FAILURES {
                                 GetStream::None
                             } else {
+                                let backoff = DEFAULT_RETRY * 2u32.pow(failures);
                                 GetStream::Wanted {
-                                    at: now + DEFAULT_RETRY * 2u32.pow(failures),
+                                    at: now + h.get_retry.unwrap_or(backoff).min(MAX_RETRY),
                                     failures,
                                 }
                             };
@@ -1759,7 +1758,8 @@ impl RemoteServer {
                         Purpose::Resume => {
                             if let Some(i) = h.resumes.iter().position(|r| r.on == Some(n)) {
                                 h.resumes[i].on = None;
-                                h.resumes[i].at = now + DEFAULT_RETRY;
+                                let retry = h.resumes[i].retry.unwrap_or(DEFAULT_RETRY);
+                                h.resumes[i].at = now + retry.min(MAX_RETRY);
                             }
                         }
                         Purpose::LegacyGet => {
