@@ -614,3 +614,44 @@ fn every_resumption_of_a_stream_waits_its_advertised_retry() {
         }
     }
 }
+
+/// Bug (core/src/remote/machine.rs, `RemoteServer::poll_timeout`): a stopping remote starts no
+/// resumption (nor its GET stream), but still reported their deadlines, which then stayed due:
+/// `poll_timeout` returned a time already handled, so a driver would spin until the stop's
+/// grace ran out (and the relay logged "a deadline stays due"). Found by
+/// `sim_remote::streamable_http_remote`, seed 71.
+#[test]
+fn a_stopping_remote_reports_no_resumption_deadline() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    r.feed(c0, &chunk("id: e1\nretry: 300\ndata: \n\n"));
+    r.s.input(Input::Broken {
+        endpoint: Endpoint::Upstream(c0),
+        reason: "connection reset by peer",
+    });
+    // Another call is in flight when the client closes stdin: the stop waits for it.
+    let out = r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"y"}}"#);
+    let c1 = connects(&out)[0];
+    let out = r.connected(c1);
+    r.written_all(&out, Endpoint::Upstream(c1));
+    r.s.input(Input::Eof {
+        from: Endpoint::Conn(STDIO),
+    });
+    r.s.advance(Duration::from_millis(400));
+    let now = r.s.clock.now();
+    assert!(
+        r.s.relay.poll_timeout().is_none_or(|d| d > now),
+        "poll_timeout() is {:?} at {:?}: already handled\n{}",
+        r.s.relay.next_deadline(),
+        r.s.now(),
+        r.s.show()
+    );
+    assert!(r.s.errors.is_empty(), "{:?}", r.s.errors);
+}

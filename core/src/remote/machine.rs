@@ -533,13 +533,15 @@ impl RemoteServer {
                         all.push((d, why));
                     }
                 }
-                if let GetStream::Wanted { at, .. } = h.get {
-                    all.push((at, Timer::RemoteRetry));
+                // Streams are (re)opened only while it is up (see `dispatch`).
+                let up = self.state == State::Up;
+                if let (GetStream::Wanted { at, .. }, true) = (&h.get, up) {
+                    all.push((*at, Timer::RemoteRetry));
                 }
                 all.extend(
                     h.resumes
                         .iter()
-                        .filter(|r| r.on.is_none())
+                        .filter(|r| r.on.is_none() && up)
                         .map(|r| (r.at, Timer::RemoteRetry)),
                 );
             }
