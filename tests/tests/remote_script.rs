@@ -530,22 +530,25 @@ fn a_tcp_connection_that_failed_to_open_is_not_closed() {
     );
 }
 
-/// Bug (core/src/remote/machine.rs, `dispatch`): after an `initialize` whose answer never came
-/// (its event stream ended first, without event ids), the client's next `initialize` was
-/// POSTed with the first one's `Mcp-Session-Id`: a server refuses to initialize a session
-/// twice (the TypeScript SDK answers 400 "Server already initialized"), so the client could
-/// never initialize. A new `initialize` opens a new session, without an id. Found by
-/// `sim_remote::streamable_http_remote`, seed 31.
+/// Bug (core/src/remote/machine.rs, `dispatch`): after an `initialize` that failed on a
+/// response carrying a session id, the client's next `initialize` was POSTed with that
+/// `Mcp-Session-Id`: a server refuses to initialize a session twice (the TypeScript SDK
+/// answers 400 "Server already initialized"), so the client could never initialize. A new
+/// `initialize` opens a new session, without an id. Found by
+/// `sim_remote::streamable_http_remote`, seed 31 (there the first answer's stream ended
+/// unanswered, which now restarts the remote instead: see
+/// `a_replayed_initialize_whose_connection_fails_is_tried_again`).
 #[test]
 fn a_second_initialize_opens_a_new_session() {
     let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
     r.connected(c0);
     let out = r.client(INIT);
     r.written_all(&out, Endpoint::Upstream(c0));
-    // The answer's stream ends before the answer; with no event ids it cannot be resumed.
+    // The remote refuses this initialize, in a response that names a session.
+    let refusal = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unsupported"}}"#;
     let out = r.feed(
         c0,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: s1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        &json_response("200 OK", "Mcp-Session-Id: s1\r\n", refusal),
     );
     assert!(sent(&out, Endpoint::Conn(STDIO)).contains(r#""id":1,"error""#));
     let out = r.client(&INIT.replace(r#""id":1"#, r#""id":2"#));
@@ -654,4 +657,42 @@ fn a_stopping_remote_reports_no_resumption_deadline() {
         r.s.show()
     );
     assert!(r.s.errors.is_empty(), "{:?}", r.s.errors);
+}
+
+/// Bug (core/src/remote/machine.rs, `conn_lost` and `stream_broke`): when the connection of
+/// the replayed `initialize` (after a restart) failed before its answer, the relay answered
+/// its own request with an error, which the session took for the remote refusing to
+/// initialize: "the session cannot go on", and the relay exited. An `initialize` whose fate
+/// is unknown now gives the remote up (the session restarts it and replays again). Found by
+/// `sim_remote::streamable_http_remote`, seed 91.
+#[test]
+fn a_replayed_initialize_whose_connection_fails_is_tried_again() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    // The remote forgets the session: a restart, then the replayed initialize.
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(c0, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    let out = r.s.advance(Duration::from_secs(1));
+    let c1 = connects(&out)[0];
+    let out = r.connected(c1);
+    assert!(sent(&out, Endpoint::Upstream(c1)).contains("mcp-relay:init:"));
+    r.written_all(&out, Endpoint::Upstream(c1));
+    // Its connection fails before the answer.
+    r.s.input(Input::Broken {
+        endpoint: Endpoint::Upstream(c1),
+        reason: "connection reset by peer",
+    });
+    let out = r.s.advance(Duration::from_secs(5));
+    assert!(
+        !r.s.log.iter().any(|(_, o)| *o
+            == Output::Close {
+                endpoint: Endpoint::Conn(STDIO)
+            }),
+        "a lost connection ended the session:\n{}\n{}",
+        String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))),
+        r.s.show()
+    );
+    assert_eq!(connects(&out).len(), 1, "{}", r.s.show());
 }

@@ -1387,7 +1387,7 @@ impl RemoteServer {
                     (true, Content::Events(parser)) => {
                         if let Some(id) = p.id.clone() {
                             if !done.answered {
-                                self.stream_broke(id, parser, &p, now);
+                                self.stream_broke(id, parser, &p, now, out);
                             }
                         }
                     }
@@ -1526,7 +1526,14 @@ impl RemoteServer {
     }
 
     /// A POST's event stream ended before its answer: resume it, or answer with an error.
-    fn stream_broke(&mut self, id: RawId, parser: SseParser, p: &Pending, now: Instant) {
+    fn stream_broke(
+        &mut self,
+        id: RawId,
+        parser: SseParser,
+        p: &Pending,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) {
         let Link::Http(h) = &mut self.link else {
             return;
         };
@@ -1547,13 +1554,24 @@ impl RemoteServer {
                     on: None,
                 });
             }
-            None => {
-                let _ = p;
-                self.answer_error(
-                    &id,
-                    "closed the event stream before answering, and it cannot be resumed (no event ids)",
-                );
-            }
+            None => self.unanswered(
+                p,
+                "closed the event stream before answering, and it cannot be resumed (no event ids)",
+                out,
+            ),
+        }
+    }
+
+    /// A request whose answer will not come (its connection or stream ended first; whether
+    /// the remote got it is unknown) is answered with an error. Not an `initialize`: the
+    /// session would take that for the remote refusing it (and end); whether the remote set
+    /// up a session is unknown, so this remote is given up on instead, and the session
+    /// restarts it (and replays `initialize`).
+    fn unanswered(&mut self, p: &Pending, what: &str, out: &mut VecDeque<Output>) {
+        match &p.id {
+            Some(_) if p.is_initialize() => self.fail(RemoteEnd::Closed, out),
+            Some(id) => self.answer_error(id, what),
+            None => {}
         }
     }
 
@@ -1731,7 +1749,7 @@ impl RemoteServer {
                             if matches!(self.state, State::Stopping { .. }) && p.id.is_none() {
                                 return;
                             }
-                            if let Some(id) = &p.id {
+                            if p.id.is_some() {
                                 let why = reason.map_or_else(
                                     || "closed the connection before answering".to_owned(),
                                     |r| format!("connection failed before it answered: {r}"),
@@ -1739,7 +1757,7 @@ impl RemoteServer {
                                 if p.is_initialize() {
                                     h.init_out = false;
                                 }
-                                self.answer_error(id, &why);
+                                return self.unanswered(&p, &why, out);
                             }
                         }
                         Purpose::Get => {
