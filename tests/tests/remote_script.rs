@@ -696,3 +696,29 @@ fn a_replayed_initialize_whose_connection_fails_is_tried_again() {
     );
     assert_eq!(connects(&out).len(), 1, "{}", r.s.show());
 }
+
+/// Bug (core/src/remote/machine.rs, `conclude`): a JSON answer whose connection ended in the
+/// middle of its body was handed on as if whole; the session dropped the truncated line (not
+/// JSON) and the request was never answered. Found by `sim_remote::streamable_http_remote`,
+/// seed 7.
+#[test]
+fn a_json_answer_cut_in_its_body_is_answered_with_an_error() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":2,",
+    );
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let answer = sent(&out, Endpoint::Conn(STDIO));
+    assert!(
+        answer.contains(r#""id":2,"error""#),
+        "request 2 is not answered: {answer:?}\n{}",
+        r.s.show()
+    );
+}

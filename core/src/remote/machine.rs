@@ -1364,6 +1364,14 @@ impl RemoteServer {
                     return;
                 }
                 match (ok, done.content) {
+                    (true, Content::Json { .. }) if !done.complete => {
+                        // Cut off: what came is not the answer.
+                        self.unanswered(
+                            &p,
+                            "closed the connection in the middle of its answer",
+                            out,
+                        )
+                    }
                     (true, Content::Json { buf, len }) => {
                         if let Some(id) = &p.id {
                             if len > self.limits.max_message_size {
