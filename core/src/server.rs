@@ -312,6 +312,11 @@ impl ServerSide {
         each!(self, c => c.stdin.stage_line(line), r => r.remote.stage_line(line))
     }
 
+    /// Queues the relay's liveness probe (a remote sends it ahead of what waits).
+    pub(crate) fn stage_probe(&mut self, line: &[u8]) {
+        each!(self, c => c.stdin.stage_line(line), r => r.remote.stage_probe(line))
+    }
+
     /// Queues bytes that are whole lines already.
     pub(crate) fn stage(&mut self, lines: &[u8]) {
         each!(self, c => c.stdin.stage(lines), r => r.remote.stage(lines))

@@ -1252,7 +1252,7 @@ impl Link {
                     "{}: the server was quiet; probing it with {method}",
                     self.label
                 );
-                self.server.stage_line(line.as_bytes());
+                self.server.stage_probe(line.as_bytes());
                 // Its deadline starts once it is written (see `settle`).
                 self.liveness.probe = Some((id, None));
             }

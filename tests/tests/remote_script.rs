@@ -722,3 +722,36 @@ fn a_json_answer_cut_in_its_body_is_answered_with_an_error() {
         r.s.show()
     );
 }
+
+/// Bug (core/src/remote/machine.rs, `dispatch`): the liveness probe waited behind an
+/// `initialize` that was out (everything does, for the session id its answer brings), so a
+/// remote that stopped answering while the client's `initialize` was pending was never found
+/// hung, and the client waited for good. A ping no longer waits for it. Found by
+/// `sim_remote::legacy_sse_remote`, seed 595 (with `initialize`'s POST never acknowledged).
+#[test]
+fn a_remote_that_never_answers_initialize_is_found_hung() {
+    let mut c = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    c.ping_interval = Some(Duration::from_secs(1));
+    c.ping_timeout = Duration::from_secs(1);
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let mut answered = String::new();
+    for _ in 0..50 {
+        let out = r.s.advance(Duration::from_millis(100));
+        for up in connects(&out) {
+            let out = r.connected(up);
+            r.written_all(&out, Endpoint::Upstream(up));
+        }
+        answered = String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))).into_owned();
+        if answered.contains(r#""id":1"#) {
+            break;
+        }
+    }
+    assert!(
+        answered.contains(r#""id":1"#) && answered.contains("hung"),
+        "the remote answers nothing for 5 s, yet it is not found hung:\n{}",
+        r.s.show()
+    );
+}

@@ -238,6 +238,9 @@ struct Pending {
     id: Option<RawId>,
     method: Option<String>,
     since: Option<Instant>,
+    /// The relay's liveness probe: it waits neither for busy connections nor for an
+    /// initialize's answer, since it is what finds a remote that never answers.
+    probe: bool,
 }
 
 impl Pending {
@@ -251,10 +254,6 @@ impl Pending {
     }
     fn is_initialize(&self) -> bool {
         self.id.is_some() && self.method.as_deref() == Some("initialize")
-    }
-    /// A ping (the relay's liveness probe among them): it does not wait for busy connections.
-    fn is_ping(&self) -> bool {
-        self.id.is_some() && self.method.as_deref() == Some("ping")
     }
 }
 
@@ -482,14 +481,14 @@ impl RemoteServer {
         self.load() > self.limits.max_buffered
     }
 
-    /// What was handed to connections is written and no ping waits for one: the remote can
+    /// What was handed to connections is written and no probe waits for one: the remote can
     /// answer a probe (messages queued behind busy connections are the remote's to work
     /// through, not the driver's).
     pub(crate) fn can_answer(&self) -> bool {
         match &self.link {
             Link::Tcp(t) => t.out.load() == 0,
             Link::Http(h) => {
-                h.conns.values().all(|c| c.out.load() == 0) && !h.queue.iter().any(Pending::is_ping)
+                h.conns.values().all(|c| c.out.load() == 0) && !h.queue.iter().any(|p| p.probe)
             }
         }
     }
@@ -580,6 +579,15 @@ impl RemoteServer {
     // ---- mutators ----
 
     pub(crate) fn stage_line(&mut self, line: &[u8]) {
+        self.queue_line(line, false);
+    }
+
+    /// The relay's liveness probe: it goes first.
+    pub(crate) fn stage_probe(&mut self, line: &[u8]) {
+        self.queue_line(line, true);
+    }
+
+    fn queue_line(&mut self, line: &[u8], probe: bool) {
         if !self.accepts() {
             return;
         }
@@ -597,6 +605,7 @@ impl RemoteServer {
             id,
             method,
             since: None,
+            probe,
         };
         match &mut self.link {
             Link::Tcp(t) => {
@@ -607,7 +616,7 @@ impl RemoteServer {
             }
             Link::Http(h) => {
                 h.queue_bytes += p.line.len();
-                if p.is_ping() {
+                if p.probe {
                     h.queue.push_front(p);
                 } else {
                     h.queue.push_back(p);
@@ -990,7 +999,9 @@ impl RemoteServer {
             return;
         }
         while let Some(front) = h.queue.front() {
-            if h.init_out {
+            // What follows an initialize waits for its answer (and the session id it brings);
+            // the probe does not: it may find a remote that never answers.
+            if h.init_out && !front.probe {
                 break;
             }
             if let Proto::Legacy { post_path: None } = h.proto {
@@ -998,9 +1009,9 @@ impl RemoteServer {
             }
             let is_init = front.is_initialize();
             let Some(n) = h.free_conn(max) else {
-                // A ping gets a connection of its own: a remote that holds every connection
-                // with calls it does not answer must still be probed.
-                if h.post_conns() >= max && !front.is_ping() {
+                // The probe gets a connection of its own: a remote that holds every
+                // connection with calls it does not answer must still be probed.
+                if h.post_conns() >= max && !front.probe {
                     break;
                 }
                 let n = self.next_n;
