@@ -755,3 +755,43 @@ fn a_remote_that_never_answers_initialize_is_found_hung() {
         r.s.show()
     );
 }
+
+/// Bug (core/src/remote/machine.rs, `pause_reading`): a TCP remote's connection that the relay
+/// had closed (a stop) still got `Output::Resume` once the client caught up: an output about an
+/// endpoint the driver no longer has. Found by `sim_remote::tcp_remote`, seed 1131.
+#[test]
+fn a_closed_tcp_connection_is_not_resumed() {
+    let mut c = config("tcp://127.0.0.1:9", RemoteTransport::Auto);
+    c.max_buffered = 64;
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    // The client does not read: the remote's connection is paused.
+    let note = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"data":"{}"}}}}"#,
+        "x".repeat(150)
+    );
+    let out = r.feed(c0, &format!("{note}\n"));
+    let up = Endpoint::Upstream(c0);
+    assert!(
+        out.contains(&Output::Pause { endpoint: up }),
+        "{}",
+        r.s.show()
+    );
+    // The client closes stdin: the remote's connection is closed.
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Conn(STDIO),
+    });
+    assert!(
+        out.contains(&Output::Close { endpoint: up }),
+        "{}",
+        r.s.show()
+    );
+    // The client reads what waited for it.
+    let n = r.s.sent_to(Endpoint::Conn(STDIO)).len();
+    let out = r.s.written(Endpoint::Conn(STDIO), n);
+    assert!(
+        !out.contains(&Output::Resume { endpoint: up }),
+        "{up} was closed and is resumed:\n{}",
+        r.s.show()
+    );
+}

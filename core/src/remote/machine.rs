@@ -678,7 +678,11 @@ impl RemoteServer {
         }
         self.paused = paused;
         let ups: Vec<UpId> = match &self.link {
-            Link::Tcp(t) => t.connected.then_some(t.conn).into_iter().collect(),
+            // Not once the relay closed it (a stop): the driver has it no more.
+            Link::Tcp(t) => (t.connected && !t.out.is_finished())
+                .then_some(t.conn)
+                .into_iter()
+                .collect(),
             Link::Http(h) => h
                 .conns
                 .values()
