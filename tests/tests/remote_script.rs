@@ -795,3 +795,39 @@ fn a_closed_tcp_connection_is_not_resumed() {
         r.s.show()
     );
 }
+
+/// Bug (core/src/remote/machine.rs, `can_answer`): while the relay waited out a broken event
+/// stream's `retry:` before resuming it, the deadline of the answer it waited for ran: a
+/// probe (or a replayed `initialize`) whose stream broke was declared unanswered after
+/// `--ping-timeout` although the relay had not asked again yet, and a healthy remote was
+/// found hung and restarted. Found by `sim_remote::streamable_http_remote`, seed 168 (the
+/// replayed `initialize`).
+#[test]
+fn a_probe_waiting_for_its_stream_to_resume_is_not_a_hang() {
+    let mut c = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    c.ping_interval = Some(Duration::from_secs(1));
+    c.ping_timeout = Duration::from_millis(500);
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    r.initialize(c0);
+    // The probe goes out on the idle connection.
+    let out = r.s.advance(Duration::from_secs(1));
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(post.contains(r#""method":"ping""#), "{}", r.s.show());
+    r.written_all(&out, Endpoint::Upstream(c0));
+    // Its answer's stream breaks after a priming event asking for 2 s before a resumption.
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nid: p1\nretry: 2000\ndata: \n\n",
+    );
+    r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    r.s.advance(Duration::from_millis(1900));
+    assert_eq!(
+        r.s.relay.stats().servers_hung,
+        0,
+        "the relay waits out the remote's retry: 2000 and finds it hung meanwhile:\n{}",
+        r.s.show()
+    );
+}

@@ -481,14 +481,17 @@ impl RemoteServer {
         self.load() > self.limits.max_buffered
     }
 
-    /// What was handed to connections is written and no probe waits for one: the remote can
-    /// answer a probe (messages queued behind busy connections are the remote's to work
-    /// through, not the driver's).
+    /// What was handed to connections is written, no probe waits for one, and no broken
+    /// stream waits out its `retry:`: the remote can answer a probe (messages queued behind
+    /// busy connections are the remote's to work through; a stream not resumed yet is the
+    /// relay's own wait).
     pub(crate) fn can_answer(&self) -> bool {
         match &self.link {
             Link::Tcp(t) => t.out.load() == 0,
             Link::Http(h) => {
-                h.conns.values().all(|c| c.out.load() == 0) && !h.queue.iter().any(|p| p.probe)
+                h.conns.values().all(|c| c.out.load() == 0)
+                    && !h.queue.iter().any(|p| p.probe)
+                    && h.resumes.iter().all(|r| r.on.is_some())
             }
         }
     }
