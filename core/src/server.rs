@@ -192,7 +192,8 @@ impl ServerSide {
 
     /// Gone for good, and all its output in (or given up on).
     pub(crate) fn is_finished(&self) -> bool {
-        each!(self, c => c.child.is_finished(), r => r.remote.is_finished())
+        // A remote's messages read and not yet taken (a slow client) are still its output.
+        each!(self, c => c.child.is_finished(), r => r.remote.is_finished() && !r.remote.has_backlog())
     }
 
     /// Why it stopped serving, once it is finished.

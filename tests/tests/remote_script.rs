@@ -831,3 +831,59 @@ fn a_probe_waiting_for_its_stream_to_resume_is_not_a_hang() {
         r.s.show()
     );
 }
+
+/// Bug (core/src/remote/machine.rs, `finish`; core/src/server.rs, `is_finished`): messages a
+/// remote had sent, read by the relay and waiting for a slow client, were dropped when the
+/// remote ended for another reason (here a connection refused): its inbox was cleared, and a
+/// restart replaced it. A child's output read before it exits still reaches its client. Found
+/// by `sim_remote::streamable_http_remote`, seed 1927.
+#[test]
+fn messages_read_from_a_remote_that_ends_still_reach_a_slow_client() {
+    let mut c = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    c.max_buffered = 64;
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    r.initialize(c0);
+    let n = r.s.sent_to(Endpoint::Conn(STDIO)).len();
+    r.s.written(Endpoint::Conn(STDIO), n);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"t"}}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let progress = |n: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"t","progress":{n},"message":"{}"}}}}"#,
+            "x".repeat(100)
+        )
+    };
+    // Two progress notifications in one read; the client reads nothing for now.
+    r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}{}",
+            chunk(&format!("data: {}\n\n", progress(1))),
+            chunk(&format!("data: {}\n\n", progress(2)))
+        ),
+    );
+    // Another call needs another connection, which is refused: the remote ends.
+    let out = r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
+    let c1 = connects(&out)[0];
+    r.s.input(Input::ConnectFailed {
+        conn: c1,
+        error: "connection refused",
+    });
+    // The client reads everything.
+    let mut read = n;
+    for _ in 0..10 {
+        let sent = r.s.sent_to(Endpoint::Conn(STDIO)).len();
+        if sent > read {
+            r.s.written(Endpoint::Conn(STDIO), sent - read);
+            read = sent;
+        }
+        r.s.advance(Duration::from_millis(10));
+    }
+    let got = String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))).into_owned();
+    assert!(
+        got.contains(r#""progress":2"#),
+        "the second progress notification was read from the remote and lost:\n{got}\n{}",
+        r.s.show()
+    );
+}

@@ -737,6 +737,13 @@ impl RemoteServer {
             self.close_all(out);
             self.finish(RemoteEnd::Stopped);
         }
+        // What it said and the session has not taken is dropped (it was found hung, or the
+        // relay stops at once).
+        self.inbox.clear();
+        self.inbox_bytes = 0;
+        if let Link::Tcp(t) = &mut self.link {
+            t.framer = LineFramer::new(self.limits.max_message_size);
+        }
     }
 
     fn close_all(&mut self, out: &mut VecDeque<Output>) {
@@ -763,8 +770,8 @@ impl RemoteServer {
         }
         self.state = State::Finished;
         self.end = Some(why);
-        self.inbox.clear();
-        self.inbox_bytes = 0;
+        // What it sent and the relay read still goes to the client (see
+        // `ServerSide::is_finished`).
         if let Link::Tcp(t) = &mut self.link {
             t.out.set_gone();
         }
