@@ -213,7 +213,8 @@ impl ServerSide {
 
     /// Gone for good, and all its output in (or given up on).
     pub(crate) fn is_finished(&self) -> bool {
-        each!(self, c => c.child.is_finished(), r => r.remote.is_finished())
+        // A remote's messages read and not yet taken (a slow client) are still its output.
+        each!(self, c => c.child.is_finished(), r => r.remote.is_finished() && !r.remote.has_backlog())
     }
 
     /// Why it stopped serving, once it is finished.
@@ -255,7 +256,8 @@ impl ServerSide {
     /// Everything sent to it is written and the relay reads it: it can answer, so a
     /// deadline for an answer may run.
     pub(crate) fn can_answer(&self) -> bool {
-        self.load() == 0 && !self.is_paused()
+        let written = each!(self, c => c.stdin.load() == 0, r => r.remote.can_answer());
+        written && !self.is_paused()
     }
 
     /// Since when bytes for it have waited with none written (a remote's connections are
@@ -330,6 +332,11 @@ impl ServerSide {
     /// Queues one message (a line without its newline).
     pub(crate) fn stage_line(&mut self, line: &[u8]) {
         each!(self, c => c.stdin.stage_line(line), r => r.remote.stage_line(line))
+    }
+
+    /// Queues the relay's liveness probe (a remote sends it ahead of what waits).
+    pub(crate) fn stage_probe(&mut self, line: &[u8]) {
+        each!(self, c => c.stdin.stage_line(line), r => r.remote.stage_probe(line))
     }
 
     /// Queues bytes that are whole lines already.

@@ -760,6 +760,14 @@ impl Session {
             l.client.flush(ctx.out);
         }
         l.server.flush(ctx.out);
+        if l.server.is_finished()
+            && !matches!(l.phase, Phase::Ended { .. } | Phase::Restarting { .. })
+        {
+            // A remote whose stop had nothing to wait for finished just now, and no later
+            // event may come: settle again, which acts on its end (once: that ends or
+            // restarts the phase).
+            return self.settle(ctx);
+        }
         if l.requests.held_len() == 0 {
             l.held_since = None;
         }
@@ -1294,7 +1302,7 @@ impl Link {
                     "{}: the server was quiet; probing it with {method}",
                     self.label
                 );
-                self.server.stage_line(line.as_bytes());
+                self.server.stage_probe(line.as_bytes());
                 // Its deadline starts once it is written (see `settle`).
                 self.liveness.probe = Some((id, None));
             }

@@ -24,6 +24,10 @@
 //!   [`HttpProfile`] for HTTP). Nothing is tolerated: a profile only says how often a real
 //!   peer does something, never what to avoid.
 //! * [`script::Script`] — a hand-driven relay for regression tests of one exact sequence.
+//! * [`remote_sim::RemoteSim`] — client mode: the relay's own stdio client in front of
+//!   [`remote::Remote`], a scripted remote MCP server (Streamable HTTP, HTTP+SSE, TCP) that
+//!   cuts, ends, forgets, refuses and stalls; its own driver and invariants (listed there),
+//!   sharing the clock, randomness, trace, logger and seed runner.
 //!
 //! Replay: `SIM_SEED=<n>` runs one seed, `SIM_SEEDS=<count>` changes how many run,
 //! `SIM_TRACE=<file>` writes the whole trace.
@@ -96,6 +100,8 @@ pub mod model;
 pub mod pipe;
 pub mod process;
 pub mod profile;
+pub mod remote;
+pub mod remote_sim;
 pub mod rng;
 pub mod runner;
 pub mod script;

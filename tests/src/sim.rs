@@ -2033,7 +2033,8 @@ fn input_name(input: &Input<'_>) -> &'static str {
     }
 }
 
-struct ShowInput<'a, 'b>(&'a Input<'b>);
+/// An input as one short line of text.
+pub(crate) struct ShowInput<'a, 'b>(pub(crate) &'a Input<'b>);
 
 impl fmt::Display for ShowInput<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

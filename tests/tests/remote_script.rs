@@ -66,7 +66,11 @@ struct Run {
 
 impl Run {
     fn new(url: &str, transport: RemoteTransport) -> (Run, UpId) {
-        let mut s = Script::new(config(url, transport));
+        Run::with(config(url, transport))
+    }
+
+    fn with(config: Config) -> (Run, UpId) {
+        let mut s = Script::new(config);
         let out = s.input(Input::Attached { conn: STDIO });
         let c = connects(&out);
         assert_eq!(c.len(), 1, "{}", s.show());
@@ -919,4 +923,542 @@ fn an_endpoint_event_on_a_post_stream_is_ignored() {
     let c1 = connects(&out)[0];
     let post = sent(&r.connected(c1), Endpoint::Upstream(c1));
     assert!(post.starts_with("POST /mcp HTTP/1.1"), "{post}");
+}
+
+/// Bug (core/src/remote/machine.rs, `RemoteServer::process`): a chunk-size line split across
+/// two reads left `Dechunk` asking for more bytes with some still unread, and `process` went
+/// round its loop again on them forever (the relay hung at 100 % CPU). Found by
+/// `sim_remote::streamable_http_remote`, seed 0.
+#[test]
+fn a_chunk_size_line_split_across_reads_does_not_hang_the_relay() {
+    let answer = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[]}}"#;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+        r.connected(c0);
+        r.initialize(c0);
+        let out =
+            r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+        r.written_all(&out, Endpoint::Upstream(c0));
+        r.feed(
+            c0,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let body = chunk(&format!("data: {answer}\n\n"));
+        // The chunk's size line comes in two reads.
+        r.feed(c0, &body[..1]);
+        let out = r.feed(c0, &body[1..]);
+        let _ = tx.send(sent(&out, Endpoint::Conn(STDIO)));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the relay hung on a chunk-size line split across two reads");
+    assert_eq!(got, format!("{answer}\n"));
+}
+
+/// Bug (core/src/session.rs, `Session::settle`): a remote whose stop has nothing to wait for
+/// (HTTP+SSE: no session to DELETE, nothing in flight) finishes inside `ServerSide::settle`,
+/// after the session looked for a finished server; no deadline or input came after it, so the
+/// session never ended and the relay never exited after its client closed stdin. Found by
+/// `sim_remote::legacy_sse_remote`, seed 0.
+#[test]
+fn a_legacy_remote_with_nothing_in_flight_lets_the_relay_finish_after_stdin_closes() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/sse", RemoteTransport::Sse);
+    let out = r.connected(c0);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nevent: endpoint\ndata: /messages?session=7\n\n",
+    );
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Conn(STDIO),
+    });
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
+        "{}",
+        r.s.show()
+    );
+    r.s.advance(Duration::from_secs(30));
+    assert!(
+        r.s.relay.is_finished(),
+        "the relay is still running 30 s after its client closed stdin:\n{}",
+        r.s.show()
+    );
+    assert!(r.s.sent_to(Endpoint::Conn(STDIO)).is_empty());
+    assert!(r.s.log.iter().any(|(_, o)| *o
+        == Output::Close {
+            endpoint: Endpoint::Conn(STDIO)
+        }));
+}
+
+/// Bug (core/src/remote/machine.rs, `RemoteServer::eof`): a TCP remote that closed its side
+/// was never closed by the relay (no `Output::Close`), so a driver kept the socket open for
+/// good. Found by `sim_remote::tcp_remote`, seed 0.
+#[test]
+fn a_tcp_remote_that_closes_its_side_is_closed_by_the_relay() {
+    let (mut r, c0) = Run::new("tcp://127.0.0.1:9", RemoteTransport::Auto);
+    r.connected(c0);
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
+        "{}",
+        r.s.show()
+    );
+}
+
+/// Bug (core/src/remote/wire.rs, `SseParser`): the last event id was taken from an `id:`
+/// line as soon as it was read, not when its event was dispatched (the blank line). A stream
+/// cut after an event's `id:` line and before its end was resumed after that event, which the
+/// remote then never sent again: its message was lost. Found by
+/// `sim_remote::streamable_http_remote`, seed 13.
+#[test]
+fn a_stream_cut_inside_an_event_is_resumed_before_that_event() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let answer = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[]}}"#;
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nid: e1\nretry: 100\ndata: \n\n",
+    );
+    // The answer's event is cut after its id line.
+    r.feed(c0, &format!("id: e2\ndata: {}", &answer[..10]));
+    r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let out = r.s.advance(Duration::from_millis(100));
+    let c = connects(&out);
+    assert_eq!(c.len(), 1, "{}", r.s.show());
+    let out = r.connected(c[0]);
+    let head = sent(&out, Endpoint::Upstream(c[0]));
+    assert!(
+        head.contains("\r\nLast-Event-ID: e1\r\n"),
+        "event e2 never arrived whole; the stream must be resumed after e1:\n{head}"
+    );
+}
+
+/// Bug (core/src/remote/machine.rs, `dispatch`; core/src/server.rs, `can_answer`): with every
+/// connection to a Streamable HTTP remote held by a call it never answers, the liveness probe
+/// waited in the queue for a free connection, and its deadline waited for that queue to empty:
+/// a remote that stalled was never found hung, and its requests waited for good. A ping now
+/// gets a connection of its own, and a probe's deadline runs once it is written. Found by
+/// `sim_remote::streamable_http_remote`, seed 17.
+#[test]
+fn a_stalled_remote_holding_every_connection_is_found_hung() {
+    let mut c = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    c.ping_interval = Some(Duration::from_secs(1));
+    c.ping_timeout = Duration::from_secs(1);
+    if let Some(r) = c.remote.as_mut() {
+        r.max_connections = 1;
+    }
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    r.initialize(c0);
+    // A call the remote never answers holds the only connection; another waits behind it.
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
+    let mut answered = String::new();
+    for _ in 0..50 {
+        let out = r.s.advance(Duration::from_millis(100));
+        for up in connects(&out) {
+            let out = r.connected(up);
+            r.written_all(&out, Endpoint::Upstream(up));
+        }
+        answered = String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))).into_owned();
+        if answered.contains(r#""id":2"#) {
+            break;
+        }
+    }
+    assert!(
+        answered.contains(r#""id":2"#) && answered.contains("hung"),
+        "the remote answers nothing for 5 s, yet it is not found hung:\n{}",
+        r.s.show()
+    );
+}
+
+/// Bug (core/src/remote/machine.rs, `RemoteServer::connect_failed`): a TCP connection that
+/// failed to open was then closed (`Output::Close`), though after `Input::ConnectFailed` the
+/// driver holds nothing of it and expects no output about it. Found by `sim_remote::tcp_remote`,
+/// seed 13.
+#[test]
+fn a_tcp_connection_that_failed_to_open_is_not_closed() {
+    let (mut r, c0) = Run::new("tcp://127.0.0.1:9", RemoteTransport::Auto);
+    let out = r.s.input(Input::ConnectFailed {
+        conn: c0,
+        error: "connection refused",
+    });
+    assert!(
+        !out.iter().any(
+            |o| matches!(o, Output::Close { endpoint } if *endpoint == Endpoint::Upstream(c0))
+        ),
+        "{}",
+        r.s.show()
+    );
+}
+
+/// Bug (core/src/remote/machine.rs, `dispatch`): after an `initialize` that failed on a
+/// response carrying a session id, the client's next `initialize` was POSTed with that
+/// `Mcp-Session-Id`: a server refuses to initialize a session twice (the TypeScript SDK
+/// answers 400 "Server already initialized"), so the client could never initialize. A new
+/// `initialize` opens a new session, without an id. Found by
+/// `sim_remote::streamable_http_remote`, seed 31 (there the first answer's stream ended
+/// unanswered, which now restarts the remote instead: see
+/// `a_replayed_initialize_whose_connection_fails_is_tried_again`).
+#[test]
+fn a_second_initialize_opens_a_new_session() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    // The remote refuses this initialize, in a response that names a session.
+    let refusal = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unsupported"}}"#;
+    let out = r.feed(
+        c0,
+        &json_response("200 OK", "Mcp-Session-Id: s1\r\n", refusal),
+    );
+    assert!(sent(&out, Endpoint::Conn(STDIO)).contains(r#""id":1,"error""#));
+    let out = r.client(&INIT.replace(r#""id":1"#, r#""id":2"#));
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(post.contains(r#""method":"initialize""#), "{}", r.s.show());
+    assert!(
+        !post.contains("Mcp-Session-Id"),
+        "a new initialize carries the old session's id:\n{post}"
+    );
+}
+
+/// Bug (core/src/remote/machine.rs, `conclude` and `conn_lost` for a resumption): a stream's
+/// `retry:` counted for its first resumption only; when the resumed stream ended again
+/// without the answer and without a `retry:` of its own (or its connection broke before a
+/// response), the next attempt came after the 1 s default. The reconnection time is the
+/// stream's (WHATWG: the event source's) until the remote sets another. Found by
+/// `sim_remote::streamable_http_remote`, seed 53.
+#[test]
+fn every_resumption_of_a_stream_waits_its_advertised_retry() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nid: e1\nretry: 300\ndata: \n\n",
+    );
+    r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    // Each attempt: after exactly 300 ms; the first ends with no event, the second fails
+    // before its response.
+    for attempt in 0..3 {
+        let before = r.s.now();
+        let mut c = Vec::new();
+        for _ in 0..200 {
+            let out = r.s.advance(Duration::from_millis(10));
+            c = connects(&out);
+            if !c.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(c.len(), 1, "attempt {attempt}: {}", r.s.show());
+        let waited = r.s.now() - before;
+        assert_eq!(
+            waited,
+            Duration::from_millis(300),
+            "attempt {attempt} came {waited:?} after the stream ended, not after its retry: 300"
+        );
+        let out = r.connected(c[0]);
+        r.written_all(&out, Endpoint::Upstream(c[0]));
+        if attempt == 0 {
+            r.feed(
+                c[0],
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+            );
+            r.s.input(Input::Eof {
+                from: Endpoint::Upstream(c[0]),
+            });
+        } else {
+            r.s.input(Input::Broken {
+                endpoint: Endpoint::Upstream(c[0]),
+                reason: "connection reset by peer",
+            });
+        }
+    }
+}
+
+/// Bug (core/src/remote/machine.rs, `RemoteServer::poll_timeout`): a stopping remote starts no
+/// resumption (nor its GET stream), but still reported their deadlines, which then stayed due:
+/// `poll_timeout` returned a time already handled, so a driver would spin until the stop's
+/// grace ran out (and the relay logged "a deadline stays due"). Found by
+/// `sim_remote::streamable_http_remote`, seed 71.
+#[test]
+fn a_stopping_remote_reports_no_resumption_deadline() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    r.feed(c0, &chunk("id: e1\nretry: 300\ndata: \n\n"));
+    r.s.input(Input::Broken {
+        endpoint: Endpoint::Upstream(c0),
+        reason: "connection reset by peer",
+    });
+    // Another call is in flight when the client closes stdin: the stop waits for it.
+    let out = r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"y"}}"#);
+    let c1 = connects(&out)[0];
+    let out = r.connected(c1);
+    r.written_all(&out, Endpoint::Upstream(c1));
+    r.s.input(Input::Eof {
+        from: Endpoint::Conn(STDIO),
+    });
+    r.s.advance(Duration::from_millis(400));
+    let now = r.s.clock.now();
+    assert!(
+        r.s.relay.poll_timeout().is_none_or(|d| d > now),
+        "poll_timeout() is {:?} at {:?}: already handled\n{}",
+        r.s.relay.next_deadline(),
+        r.s.now(),
+        r.s.show()
+    );
+    assert!(r.s.errors.is_empty(), "{:?}", r.s.errors);
+}
+
+/// Bug (core/src/remote/machine.rs, `conn_lost` and `stream_broke`): when the connection of
+/// the replayed `initialize` (after a restart) failed before its answer, the relay answered
+/// its own request with an error, which the session took for the remote refusing to
+/// initialize: "the session cannot go on", and the relay exited. An `initialize` whose fate
+/// is unknown now gives the remote up (the session restarts it and replays again). Found by
+/// `sim_remote::streamable_http_remote`, seed 91.
+#[test]
+fn a_replayed_initialize_whose_connection_fails_is_tried_again() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    // The remote forgets the session: a restart, then the replayed initialize.
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(c0, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    let out = r.s.advance(Duration::from_secs(1));
+    let c1 = connects(&out)[0];
+    let out = r.connected(c1);
+    assert!(sent(&out, Endpoint::Upstream(c1)).contains("mcp-relay:init:"));
+    r.written_all(&out, Endpoint::Upstream(c1));
+    // Its connection fails before the answer.
+    r.s.input(Input::Broken {
+        endpoint: Endpoint::Upstream(c1),
+        reason: "connection reset by peer",
+    });
+    let out = r.s.advance(Duration::from_secs(5));
+    assert!(
+        !r.s.log.iter().any(|(_, o)| *o
+            == Output::Close {
+                endpoint: Endpoint::Conn(STDIO)
+            }),
+        "a lost connection ended the session:\n{}\n{}",
+        String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))),
+        r.s.show()
+    );
+    assert_eq!(connects(&out).len(), 1, "{}", r.s.show());
+}
+
+/// Bug (core/src/remote/machine.rs, `conclude`): a JSON answer whose connection ended in the
+/// middle of its body was handed on as if whole; the session dropped the truncated line (not
+/// JSON) and the request was never answered. Found by `sim_remote::streamable_http_remote`,
+/// seed 7.
+#[test]
+fn a_json_answer_cut_in_its_body_is_answered_with_an_error() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":2,",
+    );
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    let answer = sent(&out, Endpoint::Conn(STDIO));
+    assert!(
+        answer.contains(r#""id":2,"error""#),
+        "request 2 is not answered: {answer:?}\n{}",
+        r.s.show()
+    );
+}
+
+/// Bug (core/src/remote/machine.rs, `dispatch`): the liveness probe waited behind an
+/// `initialize` that was out (everything does, for the session id its answer brings), so a
+/// remote that stopped answering while the client's `initialize` was pending was never found
+/// hung, and the client waited for good. A ping no longer waits for it. Found by
+/// `sim_remote::legacy_sse_remote`, seed 595 (with `initialize`'s POST never acknowledged).
+#[test]
+fn a_remote_that_never_answers_initialize_is_found_hung() {
+    let mut c = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    c.ping_interval = Some(Duration::from_secs(1));
+    c.ping_timeout = Duration::from_secs(1);
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let mut answered = String::new();
+    for _ in 0..50 {
+        let out = r.s.advance(Duration::from_millis(100));
+        for up in connects(&out) {
+            let out = r.connected(up);
+            r.written_all(&out, Endpoint::Upstream(up));
+        }
+        answered = String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))).into_owned();
+        if answered.contains(r#""id":1"#) {
+            break;
+        }
+    }
+    assert!(
+        answered.contains(r#""id":1"#) && answered.contains("hung"),
+        "the remote answers nothing for 5 s, yet it is not found hung:\n{}",
+        r.s.show()
+    );
+}
+
+/// Bug (core/src/remote/machine.rs, `pause_reading`): a TCP remote's connection that the relay
+/// had closed (a stop) still got `Output::Resume` once the client caught up: an output about an
+/// endpoint the driver no longer has. Found by `sim_remote::tcp_remote`, seed 1131.
+#[test]
+fn a_closed_tcp_connection_is_not_resumed() {
+    let mut c = config("tcp://127.0.0.1:9", RemoteTransport::Auto);
+    c.max_buffered = 64;
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    // The client does not read: the remote's connection is paused.
+    let note = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"data":"{}"}}}}"#,
+        "x".repeat(150)
+    );
+    let out = r.feed(c0, &format!("{note}\n"));
+    let up = Endpoint::Upstream(c0);
+    assert!(
+        out.contains(&Output::Pause { endpoint: up }),
+        "{}",
+        r.s.show()
+    );
+    // The client closes stdin: the remote's connection is closed.
+    let out = r.s.input(Input::Eof {
+        from: Endpoint::Conn(STDIO),
+    });
+    assert!(
+        out.contains(&Output::Close { endpoint: up }),
+        "{}",
+        r.s.show()
+    );
+    // The client reads what waited for it.
+    let n = r.s.sent_to(Endpoint::Conn(STDIO)).len();
+    let out = r.s.written(Endpoint::Conn(STDIO), n);
+    assert!(
+        !out.contains(&Output::Resume { endpoint: up }),
+        "{up} was closed and is resumed:\n{}",
+        r.s.show()
+    );
+}
+
+/// Bug (core/src/remote/machine.rs, `can_answer`): while the relay waited out a broken event
+/// stream's `retry:` before resuming it, the deadline of the answer it waited for ran: a
+/// probe (or a replayed `initialize`) whose stream broke was declared unanswered after
+/// `--ping-timeout` although the relay had not asked again yet, and a healthy remote was
+/// found hung and restarted. Found by `sim_remote::streamable_http_remote`, seed 168 (the
+/// replayed `initialize`).
+#[test]
+fn a_probe_waiting_for_its_stream_to_resume_is_not_a_hang() {
+    let mut c = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    c.ping_interval = Some(Duration::from_secs(1));
+    c.ping_timeout = Duration::from_millis(500);
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    r.initialize(c0);
+    // The probe goes out on the idle connection.
+    let out = r.s.advance(Duration::from_secs(1));
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(post.contains(r#""method":"ping""#), "{}", r.s.show());
+    r.written_all(&out, Endpoint::Upstream(c0));
+    // Its answer's stream breaks after a priming event asking for 2 s before a resumption.
+    r.feed(
+        c0,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nid: p1\nretry: 2000\ndata: \n\n",
+    );
+    r.s.input(Input::Eof {
+        from: Endpoint::Upstream(c0),
+    });
+    r.s.advance(Duration::from_millis(1900));
+    assert_eq!(
+        r.s.relay.stats().servers_hung,
+        0,
+        "the relay waits out the remote's retry: 2000 and finds it hung meanwhile:\n{}",
+        r.s.show()
+    );
+}
+
+/// Bug (core/src/remote/machine.rs, `finish`; core/src/server.rs, `is_finished`): messages a
+/// remote had sent, read by the relay and waiting for a slow client, were dropped when the
+/// remote ended for another reason (here a connection refused): its inbox was cleared, and a
+/// restart replaced it. A child's output read before it exits still reaches its client. Found
+/// by `sim_remote::streamable_http_remote`, seed 1927.
+#[test]
+fn messages_read_from_a_remote_that_ends_still_reach_a_slow_client() {
+    let mut c = config("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    c.max_buffered = 64;
+    let (mut r, c0) = Run::with(c);
+    r.connected(c0);
+    r.initialize(c0);
+    let n = r.s.sent_to(Endpoint::Conn(STDIO)).len();
+    r.s.written(Endpoint::Conn(STDIO), n);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"t"}}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let progress = |n: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"t","progress":{n},"message":"{}"}}}}"#,
+            "x".repeat(100)
+        )
+    };
+    // Two progress notifications in one read; the client reads nothing for now.
+    r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}{}",
+            chunk(&format!("data: {}\n\n", progress(1))),
+            chunk(&format!("data: {}\n\n", progress(2)))
+        ),
+    );
+    // Another call needs another connection, which is refused: the remote ends.
+    let out = r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
+    let c1 = connects(&out)[0];
+    r.s.input(Input::ConnectFailed {
+        conn: c1,
+        error: "connection refused",
+    });
+    // The client reads everything.
+    let mut read = n;
+    for _ in 0..10 {
+        let sent = r.s.sent_to(Endpoint::Conn(STDIO)).len();
+        if sent > read {
+            r.s.written(Endpoint::Conn(STDIO), sent - read);
+            read = sent;
+        }
+        r.s.advance(Duration::from_millis(10));
+    }
+    let got = String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))).into_owned();
+    assert!(
+        got.contains(r#""progress":2"#),
+        "the second progress notification was read from the remote and lost:\n{got}\n{}",
+        r.s.show()
+    );
 }

@@ -289,6 +289,8 @@ enum GetStream {
 #[derive(Debug)]
 struct Resume {
     last_id: String,
+    /// The reconnection delay the remote set on this stream (it holds for every attempt).
+    retry: Option<Duration>,
     at: Instant,
     /// The requests still waiting for their answer on that stream.
     waiting: Vec<RawId>,
@@ -308,6 +310,9 @@ struct Pending {
     headers: Vec<(String, String)>,
     /// The requests of a batch (`id` is for a lone request).
     batch: Vec<RawId>,
+    /// The relay's liveness probe: it waits neither for busy connections nor for an
+    /// initialize's answer, since it is what finds a remote that never answers.
+    probe: bool,
 }
 
 impl Pending {
@@ -552,6 +557,21 @@ impl RemoteServer {
         self.load() > self.limits.max_buffered
     }
 
+    /// What was handed to connections is written, no probe waits for one, and no broken
+    /// stream waits out its `retry:`: the remote can answer a probe (messages queued behind
+    /// busy connections are the remote's to work through; a stream not resumed yet is the
+    /// relay's own wait).
+    pub(crate) fn can_answer(&self) -> bool {
+        match &self.link {
+            Link::Tcp(t) => t.out.load() == 0,
+            Link::Http(h) => {
+                h.conns.values().all(|c| c.out.load() == 0)
+                    && !h.queue.iter().any(|p| p.probe)
+                    && h.resumes.iter().all(|r| r.on.is_some())
+            }
+        }
+    }
+
     pub(crate) fn accepts(&self) -> bool {
         matches!(self.state, State::Connecting | State::Up)
     }
@@ -591,8 +611,10 @@ impl RemoteServer {
                         all.push((d, why));
                     }
                 }
-                if let GetStream::Wanted { at, .. } = h.get {
-                    all.push((at, Timer::RemoteRetry));
+                // Streams are (re)opened only while it is up (see `dispatch`).
+                let up = self.state == State::Up;
+                if let (GetStream::Wanted { at, .. }, true) = (&h.get, up) {
+                    all.push((*at, Timer::RemoteRetry));
                 }
                 if let Some(d) = h.get_gate {
                     all.push((d, Timer::RemoteRetry));
@@ -603,7 +625,7 @@ impl RemoteServer {
                 all.extend(
                     h.resumes
                         .iter()
-                        .filter(|r| r.on.is_none())
+                        .filter(|r| r.on.is_none() && up)
                         .map(|r| (r.at, Timer::RemoteRetry)),
                 );
             }
@@ -642,6 +664,15 @@ impl RemoteServer {
     // ---- mutators ----
 
     pub(crate) fn stage_line(&mut self, line: &[u8]) {
+        self.queue_line(line, false);
+    }
+
+    /// The relay's liveness probe: it goes first.
+    pub(crate) fn stage_probe(&mut self, line: &[u8]) {
+        self.queue_line(line, true);
+    }
+
+    fn queue_line(&mut self, line: &[u8], probe: bool) {
         if !self.accepts() {
             return;
         }
@@ -670,6 +701,7 @@ impl RemoteServer {
             since: None,
             headers: Vec::new(),
             batch,
+            probe,
         };
         if let Link::Http(h) = &self.link {
             match h.proto {
@@ -691,7 +723,11 @@ impl RemoteServer {
             }
             Link::Http(h) => {
                 h.queue_bytes += p.line.len();
-                h.queue.push_back(p);
+                if p.probe {
+                    h.queue.push_front(p);
+                } else {
+                    h.queue.push_back(p);
+                }
             }
         }
     }
@@ -819,6 +855,7 @@ impl RemoteServer {
             since: None,
             headers,
             batch: Vec::new(),
+            probe: false,
         };
         h.queue_bytes += discover.line.len();
         h.queue.push_back(discover);
@@ -963,7 +1000,11 @@ impl RemoteServer {
         }
         self.paused = paused;
         let ups: Vec<UpId> = match &self.link {
-            Link::Tcp(t) => t.connected.then_some(t.conn).into_iter().collect(),
+            // Not once the relay closed it (a stop): the driver has it no more.
+            Link::Tcp(t) => (t.connected && !t.out.is_finished())
+                .then_some(t.conn)
+                .into_iter()
+                .collect(),
             Link::Http(h) => h
                 .conns
                 .values()
@@ -1027,6 +1068,13 @@ impl RemoteServer {
             self.close_all(out);
             self.finish(RemoteEnd::Stopped);
         }
+        // What it said and the session has not taken is dropped (it was found hung, or the
+        // relay stops at once).
+        self.inbox.clear();
+        self.inbox_bytes = 0;
+        if let Link::Tcp(t) = &mut self.link {
+            t.framer = LineFramer::new(self.limits.max_message_size);
+        }
     }
 
     fn close_all(&mut self, out: &mut VecDeque<Output>) {
@@ -1053,8 +1101,8 @@ impl RemoteServer {
         }
         self.state = State::Finished;
         self.end = Some(why);
-        self.inbox.clear();
-        self.inbox_bytes = 0;
+        // What it sent and the relay read still goes to the client (see
+        // `ServerSide::is_finished`).
         if let Link::Tcp(t) = &mut self.link {
             t.out.set_gone();
         }
@@ -1198,6 +1246,7 @@ impl RemoteServer {
                 } else {
                     RemoteEnd::Closed
                 };
+                // The remote closed its side; the driver still holds the socket until told.
                 self.close_all(out);
                 self.finish(why);
             }
@@ -1338,13 +1387,17 @@ impl RemoteServer {
                         since: Some(now),
                         headers,
                         batch: Vec::new(),
+                        probe: false,
                     });
                 }
                 h.queue_bytes = h.queue.iter().map(|q| q.line.len()).sum();
             }
         }
         while let Some(front) = h.queue.front() {
-            if h.init_out || h.get_gate.is_some() {
+            // What follows an initialize waits for its answer (and the session id it brings),
+            // and what follows notifications/initialized for the GET stream; the probe does
+            // not: it may find a remote that never answers.
+            if (h.init_out || h.get_gate.is_some()) && !front.probe {
                 break;
             }
             if let Proto::Legacy { post_path: None } = h.proto {
@@ -1352,7 +1405,9 @@ impl RemoteServer {
             }
             let is_init = front.is_initialize();
             let Some(n) = h.free_conn(max) else {
-                if h.post_conns() >= max {
+                // The probe gets a connection of its own: a remote that holds every
+                // connection with calls it does not answer must still be probed.
+                if h.post_conns() >= max && !front.probe {
                     break;
                 }
                 let n = self.next_n;
@@ -1370,6 +1425,9 @@ impl RemoteServer {
             h.queue_bytes -= p.line.len();
             if is_init {
                 h.init_out = true;
+                // A new initialize opens a new session: it goes without the old one's id
+                // (a server does not initialize a session twice).
+                h.session_id = None;
             }
             let path = match &h.proto {
                 Proto::Legacy {
@@ -1516,6 +1574,8 @@ impl RemoteServer {
                 } => {
                     let mut events: Vec<Inbound> = Vec::new();
                     let mut complete = false;
+                    // What is left of `rx` cannot be decoded before more bytes come.
+                    let mut starved = false;
                     match framing {
                         Framing::Length(_) => {
                             let take = (*left).min(c.rx.len());
@@ -1534,6 +1594,7 @@ impl RemoteServer {
                             match d.feed(&c.rx, &mut body) {
                                 Dechunked::More(used) => {
                                     c.rx.drain(..used);
+                                    starved = true;
                                 }
                                 Dechunked::Done(used) => {
                                     c.rx.drain(..used);
@@ -1600,9 +1661,10 @@ impl RemoteServer {
                         self.exchange_done(n, true, now, out);
                         continue;
                     }
-                    // Everything usable was used: what is left (part of a chunk's size line)
-                    // waits for more bytes.
-                    return;
+                    let Link::Http(h) = &self.link else { return };
+                    if starved || h.conns.get(&n).is_none_or(|c| c.rx.is_empty()) {
+                        return;
+                    }
                 }
             }
         }
@@ -1751,11 +1813,10 @@ impl RemoteServer {
                 }
                 match (ok, done.content) {
                     (true, Content::Json { .. }) if !done.complete => {
+                        // Cut off: what came is not the answer.
                         let what = "closed the connection in the middle of its answer";
-                        if let Some(id) = &p.id {
-                            self.answer_error(id, what);
-                        }
                         self.answer_batch(&p, what);
+                        self.unanswered(&p, what, out)
                     }
                     (true, Content::Json { buf, len }) => {
                         if let Some(id) = &p.id {
@@ -1802,7 +1863,7 @@ impl RemoteServer {
                     (true, Content::Events(parser)) => {
                         if let Some(id) = p.id.clone() {
                             if !done.answered {
-                                self.stream_broke(id, parser, &p, now);
+                                self.stream_broke(id, parser, &p, now, out);
                             }
                         }
                         // What the stream answered was passed on; the rest never will be.
@@ -1892,11 +1953,8 @@ impl RemoteServer {
                         if r.failures >= MAX_GET_FAILURES {
                             return self.resume_given_up(r);
                         }
-                        let delay = parser
-                            .retry
-                            .map_or(DEFAULT_RETRY, Duration::from_millis)
-                            .min(MAX_RETRY);
-                        r.at = now + delay;
+                        r.retry = parser.retry.map(Duration::from_millis).or(r.retry);
+                        r.at = now + r.retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY);
                         r.on = None;
                         h.resumes.push(r);
                     }
@@ -1957,16 +2015,21 @@ impl RemoteServer {
     }
 
     /// A POST's event stream ended before its answer: resume it, or answer with an error.
-    fn stream_broke(&mut self, id: RawId, parser: SseParser, p: &Pending, now: Instant) {
+    fn stream_broke(
+        &mut self,
+        id: RawId,
+        parser: SseParser,
+        p: &Pending,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+    ) {
         let Link::Http(h) = &mut self.link else {
             return;
         };
         match parser.last_id {
             Some(last_id) => {
-                let delay = parser
-                    .retry
-                    .map_or(DEFAULT_RETRY, Duration::from_millis)
-                    .min(MAX_RETRY);
+                let retry = parser.retry.map(Duration::from_millis);
+                let delay = retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY);
                 log::debug!(
                     "{}: the event stream of request {} ended before its answer; resuming after {delay:?}",
                     Tag(self.id),
@@ -1974,19 +2037,31 @@ impl RemoteServer {
                 );
                 h.resumes.push(Resume {
                     last_id,
+                    retry,
                     at: now + delay,
                     waiting: vec![id],
                     on: None,
                     failures: 0,
                 });
             }
-            None => {
-                let _ = p;
-                self.answer_error(
-                    &id,
-                    "closed the event stream before answering, and it cannot be resumed (no event ids)",
-                );
-            }
+            None => self.unanswered(
+                p,
+                "closed the event stream before answering, and it cannot be resumed (no event ids)",
+                out,
+            ),
+        }
+    }
+
+    /// A request whose answer will not come (its connection or stream ended first; whether
+    /// the remote got it is unknown) is answered with an error. Not an `initialize`: the
+    /// session would take that for the remote refusing it (and end); whether the remote set
+    /// up a session is unknown, so this remote is given up on instead, and the session
+    /// restarts it (and replays `initialize`).
+    fn unanswered(&mut self, p: &Pending, what: &str, out: &mut VecDeque<Output>) {
+        match &p.id {
+            Some(_) if p.is_initialize() => self.fail(RemoteEnd::Closed, out),
+            Some(id) => self.answer_error(id, what),
+            None => {}
         }
     }
 
@@ -2207,11 +2282,11 @@ impl RemoteServer {
                                 || "closed the connection before answering".to_owned(),
                                 |r| format!("connection failed before it answered: {r}"),
                             );
-                            if let Some(id) = &p.id {
+                            if p.id.is_some() {
                                 if p.is_initialize() {
                                     h.init_out = false;
                                 }
-                                self.answer_error(id, &why);
+                                return self.unanswered(&p, &why, out);
                             }
                             self.answer_batch(&p, &why);
                         }
@@ -2223,8 +2298,9 @@ impl RemoteServer {
                             h.get = if failures >= MAX_GET_FAILURES {
                                 GetStream::None
                             } else {
+                                let backoff = DEFAULT_RETRY * 2u32.pow(failures);
                                 GetStream::Wanted {
-                                    at: now + DEFAULT_RETRY * 2u32.pow(failures),
+                                    at: now + h.get_retry.unwrap_or(backoff).min(MAX_RETRY),
                                     failures,
                                 }
                             };
@@ -2233,7 +2309,7 @@ impl RemoteServer {
                             if let Some(i) = h.resumes.iter().position(|r| r.on == Some(n)) {
                                 let r = &mut h.resumes[i];
                                 r.on = None;
-                                r.at = now + DEFAULT_RETRY;
+                                r.at = now + r.retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY);
                                 r.failures += 1;
                                 if r.failures >= MAX_GET_FAILURES {
                                     let r = h.resumes.remove(i);

@@ -213,7 +213,9 @@ pub(crate) struct SseParser {
     event: String,
     /// A CR ended the last line: a LF right after it belongs to it.
     after_cr: bool,
-    /// The last event id (it persists across events).
+    /// The last `id:` read; it becomes `last_id` when its event is dispatched.
+    id: Option<String>,
+    /// The id of the last event dispatched (it persists across events): where to resume.
     pub(crate) last_id: Option<String>,
     /// The reconnection time the server asked for, in milliseconds.
     pub(crate) retry: Option<u64>,
@@ -234,6 +236,7 @@ impl SseParser {
             data_lines: 0,
             event: String::new(),
             after_cr: false,
+            id: None,
             last_id: None,
             retry: None,
         }
@@ -339,7 +342,7 @@ impl SseParser {
         match self.field {
             Field::Event => self.event = String::from_utf8_lossy(&value).into_owned(),
             Field::Id if !value.contains(&0) => {
-                self.last_id = Some(String::from_utf8_lossy(&value).into_owned())
+                self.id = Some(String::from_utf8_lossy(&value).into_owned())
             }
             Field::Retry if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 self.retry = std::str::from_utf8(&value)
@@ -354,6 +357,11 @@ impl SseParser {
     }
 
     fn dispatch(&mut self, f: &mut impl FnMut(SseEvent<'_>)) {
+        // An event's id counts once the event is whole (WHATWG: set at dispatch): a stream cut
+        // inside an event resumes before it.
+        if self.id.is_some() {
+            self.last_id.clone_from(&self.id);
+        }
         if self.data_lines > 0 {
             let event = if self.event.is_empty() {
                 "message"
@@ -419,7 +427,9 @@ mod tests {
         );
         check(&[b"data: unfinished"], &[]);
         let (_, p) = events(&[b"id: 7\nretry: 1500\ndata: x\n\nid: 8\n"], 100);
-        assert_eq!((p.last_id.as_deref(), p.retry), (Some("8"), Some(1500)));
+        assert_eq!((p.last_id.as_deref(), p.retry), (Some("7"), Some(1500)));
+        let (_, p) = events(&[b"id: 7\ndata: x\n\nid: 8\ndata: y\n\n"], 100);
+        assert_eq!(p.last_id.as_deref(), Some("8"));
         let (got, p) = events(&[b"data: 0123456789\n\ndata: ok\n\n"], 5);
         assert_eq!(got[0], ("message".into(), String::new(), 10));
         assert_eq!(got[1], ("message".into(), "ok".into(), 2));
