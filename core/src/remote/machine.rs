@@ -211,6 +211,11 @@ struct Modern {
     /// Requests answered `input_required`, by id: what to retry them with.
     rounds: BTreeMap<RawId, Round>,
     next_ask: u64,
+    /// Retries out under ids of the relay's (the era wants a retry to be a request of its
+    /// own, with an id of its own) → the client's request, whose id their answers go back
+    /// under.
+    retries: BTreeMap<RawId, RawId>,
+    next_retry: u64,
     /// `server/discover` was refused for its version once and sent again.
     discover_retried: bool,
     /// What the server offers (from `server/discover`), for the listen stream.
@@ -701,12 +706,18 @@ impl RemoteServer {
                             round.waiting = round.waiting.saturating_sub(1);
                             if round.waiting == 0 {
                                 if let Some(round) = m.rounds.remove(&request) {
+                                    m.next_retry += 1;
+                                    let retry_id =
+                                        RawId::string(&format!("mcp-relay:retry:{}", m.next_retry));
                                     let mut again = round.sent;
                                     again.line = modern::retry(
                                         &again.line,
+                                        retry_id.as_str(),
                                         round.answers,
                                         round.state.as_ref(),
                                     );
+                                    m.retries.insert(retry_id.clone(), request);
+                                    again.id = Some(retry_id);
                                     again.since = None;
                                     h.queue_bytes += again.line.len();
                                     h.queue.push_back(again);
@@ -743,7 +754,16 @@ impl RemoteServer {
             Outgoing::Drop => {}
             Outgoing::Cancel(request) => {
                 // Closing its stream is how the era cancels; one still queued is dropped.
-                let request = RawId::parse(&request);
+                let mut request = RawId::parse(&request);
+                let retry = m
+                    .retries
+                    .iter()
+                    .find(|(_, client)| Some(*client) == request.as_ref())
+                    .map(|(retry, _)| retry.clone());
+                if let Some(retry) = retry {
+                    m.retries.remove(&retry);
+                    request = Some(retry);
+                }
                 h.queue.retain(|q| q.id.is_none() || q.id != request);
                 h.queue_bytes = h.queue.iter().map(|q| q.line.len()).sum();
                 let busy: Vec<u32> = h
@@ -786,6 +806,8 @@ impl RemoteServer {
             asks: BTreeMap::new(),
             rounds: BTreeMap::new(),
             next_ask: 0,
+            retries: BTreeMap::new(),
+            next_retry: 0,
             discover_retried: false,
             capabilities: serde_json::Value::Null,
             subscribed: Vec::new(),
@@ -815,13 +837,15 @@ impl RemoteServer {
     /// A message from the remote, for the client: in front of a 2026-07-28 remote, the
     /// discover answer becomes the `initialize` answer, and `input_required` becomes
     /// requests to the client (`sent`: the request as it went, to retry it with).
-    fn remote_said(&mut self, line: Vec<u8>, sent: Option<&Pending>) {
+    fn remote_said(&mut self, mut line: Vec<u8>, sent: Option<&Pending>) {
         if let Link::Http(h) = &mut self.link {
             let Proto::Modern(m) = &mut h.proto else {
                 self.inbox_bytes += line.len();
                 self.inbox.push_back(Inbound::Line(line));
                 return;
             };
+            // The answer to a retry belongs to the client's request.
+            let original = response_id(&line).and_then(|i| m.retries.remove(&i));
             if modern::is_listen_ack(&line) {
                 return;
             }
@@ -863,7 +887,7 @@ impl RemoteServer {
                 return;
             }
             if let (Some(sent), Some((requests, state))) = (sent, modern::input_required(&line)) {
-                if let Some(id) = sent.id.clone() {
+                if let Some(id) = original.clone().or_else(|| sent.id.clone()) {
                     if requests.is_empty() {
                         return self.answer_error(&id, "asked for input without saying which");
                     }
@@ -891,6 +915,9 @@ impl RemoteServer {
                     }
                     return;
                 }
+            }
+            if let Some(client) = original {
+                line = modern::answer_as(&line, client.as_str());
             }
         }
         self.inbox_bytes += line.len();
