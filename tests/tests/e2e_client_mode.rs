@@ -519,6 +519,22 @@ fn conformance_client_2026_request_metadata_auto() {
     );
 }
 
+/// The 2026-07-28 suite's multi-round-trip scenario (its server answers `input_required`,
+/// with and without `requestState`, and checks each retry): the relay echoes the state
+/// exactly, leaves out what was not sent, keeps one call's answers out of another's, and
+/// retries under a JSON-RPC id of its own (the spec's MUST), answering the client under
+/// the client's.
+#[test]
+fn conformance_client_2026_input_required_retries() {
+    conformance_client_run(
+        "conformance_client_2026_input_required_retries",
+        &Suite::Modern,
+        "sep-2322-client-request-state",
+        &["--transport", "stateless"],
+        &[],
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Gateways: --listen with --connect
 // ---------------------------------------------------------------------------------------
