@@ -662,3 +662,77 @@ fn a_2026_07_28_retry_goes_out_under_an_id_of_its_own() {
         r.s.show()
     );
 }
+
+/// An `input_required` answer with state and no input requests (a server shedding load, in
+/// SEP-2322's words) is retried at once, with that state and under an id of its own, as the
+/// era lets a client do; the official SDKs' clients do the same. A server that keeps doing it
+/// gets the client's request answered with an error after 10 such rounds in a row.
+#[test]
+fn a_2026_07_28_state_only_input_required_is_retried_at_once() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Stateless);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let discovered = r#"{"jsonrpc":"2.0","id":"mcp-relay:discover","result":{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},"serverInfo":{"name":"modern","version":"2"}}}"#;
+    r.feed(c0, &json_response("200 OK", "", discovered));
+    let shed = |id: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"input_required","requestState":"s{}"}}}}"#,
+            id.trim_matches('"')
+        )
+    };
+    let out = r.client(
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t","arguments":{}}}"#,
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r.feed(c0, &json_response("200 OK", "", &shed("4")));
+    assert!(
+        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        "{}",
+        r.s.show()
+    );
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(post.contains(r#""id":"mcp-relay:retry:1""#), "{post}");
+    assert!(post.contains(r#""requestState":"s4""#), "{post}");
+    assert!(!post.contains("inputResponses"), "{post}");
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let done = r#"{"jsonrpc":"2.0","id":"mcp-relay:retry:1","result":{"resultType":"complete","content":[]}}"#;
+    let out = r.feed(c0, &json_response("200 OK", "", done));
+    assert_eq!(
+        sent(&out, Endpoint::Conn(STDIO)),
+        "{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"resultType\":\"complete\",\"content\":[]}}\n"
+    );
+    // A server that never settles: 10 retries, then an error for the client's request.
+    let out = r.client(
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"t","arguments":{}}}"#,
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let mut answered = shed("5");
+    for n in 2..=11 {
+        let out = r.feed(c0, &json_response("200 OK", "", &answered));
+        assert!(
+            sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+            "{}",
+            r.s.show()
+        );
+        let id = format!("\"mcp-relay:retry:{n}\"");
+        assert!(
+            sent(&out, Endpoint::Upstream(c0)).contains(&format!(r#""id":{id}"#)),
+            "{}",
+            r.s.show()
+        );
+        r.written_all(&out, Endpoint::Upstream(c0));
+        answered = shed(&id);
+    }
+    let out = r.feed(c0, &json_response("200 OK", "", &answered));
+    let err: serde_json::Value =
+        serde_json::from_str(sent(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
+    assert_eq!(err["id"], 5, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no input requests")),
+        "{err}"
+    );
+    assert!(sent(&out, Endpoint::Upstream(c0)).is_empty());
+}

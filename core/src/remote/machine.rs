@@ -213,8 +213,8 @@ struct Modern {
     next_ask: u64,
     /// Retries out under ids of the relay's (the era wants a retry to be a request of its
     /// own, with an id of its own) → the client's request, whose id their answers go back
-    /// under.
-    retries: BTreeMap<RawId, RawId>,
+    /// under, and how many state-only rounds in a row led to it.
+    retries: BTreeMap<RawId, (RawId, u32)>,
     next_retry: u64,
     /// `server/discover` was refused for its version once and sent again.
     discover_retried: bool,
@@ -237,6 +237,19 @@ struct Modern {
 const MAX_SUBSCRIPTIONS: usize = 256;
 /// Times a listen stream that keeps failing is reopened before the relay does without it.
 const MAX_LISTEN_FAILURES: u32 = 5;
+/// `input_required` answers with state only (no input requests) retried in a row, at once,
+/// before the client's request gets an error instead (the official SDKs' bound on rounds).
+const MAX_STATE_ONLY_ROUNDS: u32 = 10;
+
+impl Modern {
+    /// The id of a new retry of the client's request `client`, kept to answer it under.
+    fn retry_id(&mut self, client: RawId, state_only_rounds: u32) -> RawId {
+        self.next_retry += 1;
+        let id = RawId::string(&format!("mcp-relay:retry:{}", self.next_retry));
+        self.retries.insert(id.clone(), (client, state_only_rounds));
+        id
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 struct Round {
@@ -706,9 +719,7 @@ impl RemoteServer {
                             round.waiting = round.waiting.saturating_sub(1);
                             if round.waiting == 0 {
                                 if let Some(round) = m.rounds.remove(&request) {
-                                    m.next_retry += 1;
-                                    let retry_id =
-                                        RawId::string(&format!("mcp-relay:retry:{}", m.next_retry));
+                                    let retry_id = m.retry_id(request, 0);
                                     let mut again = round.sent;
                                     again.line = modern::retry(
                                         &again.line,
@@ -716,7 +727,6 @@ impl RemoteServer {
                                         round.answers,
                                         round.state.as_ref(),
                                     );
-                                    m.retries.insert(retry_id.clone(), request);
                                     again.id = Some(retry_id);
                                     again.since = None;
                                     h.queue_bytes += again.line.len();
@@ -758,7 +768,7 @@ impl RemoteServer {
                 let retry = m
                     .retries
                     .iter()
-                    .find(|(_, client)| Some(*client) == request.as_ref())
+                    .find(|(_, (client, _))| Some(client) == request.as_ref())
                     .map(|(retry, _)| retry.clone());
                 if let Some(retry) = retry {
                     m.retries.remove(&retry);
@@ -887,9 +897,33 @@ impl RemoteServer {
                 return;
             }
             if let (Some(sent), Some((requests, state))) = (sent, modern::input_required(&line)) {
-                if let Some(id) = original.clone().or_else(|| sent.id.clone()) {
+                let client = original.as_ref().map(|(c, _)| c.clone());
+                if let Some(id) = client.or_else(|| sent.id.clone()) {
+                    let rounds = original.as_ref().map_or(0, |(_, n)| *n) + 1;
+                    if requests.is_empty() && state.is_some() && rounds <= MAX_STATE_ONLY_ROUNDS {
+                        // State only (a server shedding load, say): the era lets the client
+                        // retry at once, with that state and no answers.
+                        let retry_id = m.retry_id(id, rounds);
+                        let mut again = sent.clone();
+                        again.line = modern::retry(
+                            &again.line,
+                            retry_id.as_str(),
+                            serde_json::Map::new(),
+                            state.as_ref(),
+                        );
+                        again.id = Some(retry_id);
+                        again.since = None;
+                        h.queue_bytes += again.line.len();
+                        h.queue.push_back(again);
+                        return;
+                    }
                     if requests.is_empty() {
-                        return self.answer_error(&id, "asked for input without saying which");
+                        let what = if state.is_some() {
+                            "kept answering input_required with no input requests"
+                        } else {
+                            "asked for input without saying which"
+                        };
+                        return self.answer_error(&id, what);
                     }
                     let mut asks = Vec::new();
                     for (key, request) in &requests {
@@ -916,7 +950,7 @@ impl RemoteServer {
                     return;
                 }
             }
-            if let Some(client) = original {
+            if let Some((client, _)) = original {
                 line = modern::answer_as(&line, client.as_str());
             }
         }

@@ -279,7 +279,9 @@ pub(crate) fn input_required(line: &[u8]) -> Option<InputRound> {
         .and_then(Value::as_object)
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    Some((requests, r.get("requestState").cloned()))
+    // A `null` state is no state.
+    let state = r.get("requestState").filter(|s| !s.is_null()).cloned();
+    Some((requests, state))
 }
 
 /// An input request as a request to the client, with id `id` (raw JSON).
@@ -303,9 +305,10 @@ pub(crate) fn input_response(answer: &[u8]) -> Value {
     }
 }
 
-/// The original request (as sent, `_meta` included) retried with the client's answers, as a
-/// request of its own: with id `id` (raw JSON), since the era wants the retry's id to differ
-/// from the first request's.
+/// The original request (as sent, `_meta` included) retried with the client's answers (none
+/// after a state-only round: the last round's are left out too), as a request of its own:
+/// with id `id` (raw JSON), since the era wants the retry's id to differ from the first
+/// request's.
 pub(crate) fn retry(
     sent: &[u8],
     id: &str,
@@ -319,7 +322,11 @@ pub(crate) fn retry(
         obj.insert("id".into(), raw(id));
     }
     if let Some(p) = v.get_mut("params").and_then(Value::as_object_mut) {
-        p.insert("inputResponses".into(), Value::Object(responses));
+        if responses.is_empty() {
+            p.remove("inputResponses");
+        } else {
+            p.insert("inputResponses".into(), Value::Object(responses));
+        }
         match state {
             Some(s) => p.insert("requestState".into(), s.clone()),
             None => p.remove("requestState"),
