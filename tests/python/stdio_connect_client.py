@@ -30,6 +30,8 @@ After ``initialize`` the steps run in order (default: ``tools``):
                    NAME
   ask-name-refused calls ``ask_name``, which must fail (a JSON-RPC error or a tool error);
                    prints ``RESULT ask-name-refused {"code": c, "message": m}``
+  settle           calls ``settle`` (the same fixture), whose first round asks for no input,
+                   only a retry with its request state: the result must say it settled
   list-changed     calls ``grow`` (the same fixture), waits for the server's
                    tools/list_changed notification, and lists the tools again: ``extra``
                    must be among them
@@ -242,6 +244,12 @@ class Driver:
                 code, message = None, text_of(result)
             say("RESULT ask-name-refused " + json.dumps({"code": code, "message": message}))
             return f"refused ({code}): {message}"
+        if name == "settle":
+            result = await self.session.call_tool("settle", {})
+            check(not is_error(result), f"settle answered a tool error: {short(result)}")
+            text = text_of(result)
+            check("settled" in text, f"settle answered {short(text)}")
+            return f"settle answered {text!r}"
         if name == "list-changed":
             self.listened.tools_changed = anyio.Event()
             result = await self.session.call_tool("grow", {})

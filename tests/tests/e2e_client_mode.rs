@@ -904,7 +904,8 @@ fn pass_line<'a>(ran: &'a Ran, step: &str) -> &'a str {
 /// 2.x server, with its answers as JSON and as event streams: the client's `initialize` is
 /// answered from `server/discover`, calls and reads go through with `_meta`, `ask_name`'s
 /// `input_required` becomes an elicitation request to the client and the retry carries its
-/// answer and the (sealed) request state back, and a resource update and a tool list change
+/// answer and the (sealed) request state back, `settle`'s state-only `input_required` is
+/// retried with its state at once, and a resource update and a tool list change
 /// reach the client through the listen stream. Not one session-era request reaches the
 /// server.
 #[test]
@@ -922,6 +923,7 @@ fn stdio_client_through_connect_to_a_python_sdk_2026_07_28_server() {
             &[
                 "tools",
                 "ask-name",
+                "settle",
                 "read:fixture://greeting",
                 "subscribe:fixture://greeting",
                 "list-changed",
@@ -968,6 +970,12 @@ fn stdio_client_through_connect_to_a_python_sdk_2026_07_28_server() {
                 "ask_name: protocol 2026-07-28, state 'ask_name:round-1', responses {{'name': ElicitResult(meta=None, action='accept', content={{'name': '{ELICITED_NAME}'}})}}"
             )),
             "{test}: the retry should carry the request state and the client's answer; {context}"
+        );
+        assert!(
+            server
+                .log_text()
+                .contains("settle: protocol 2026-07-28, state 'settle:round-1', responses None"),
+            "{test}: settle's retry should carry its state and no answers; {context}"
         );
     }
 }
