@@ -858,8 +858,11 @@ mod tests {
         )
         .expect("valid");
         let remote = config.core.remote.expect("remote");
+        // The query is kept (it is sent), and shown as `?…` (it may hold a key).
+        let paths: Vec<&str> = remote.urls.iter().map(|u| u.path.as_str()).collect();
+        assert_eq!(paths, ["/mcp?key=k", "/mcp"]);
         let urls: Vec<String> = remote.urls.iter().map(|u| u.to_string()).collect();
-        assert_eq!(urls, ["http://a/mcp?key=k", "http://b:8/mcp"]);
+        assert_eq!(urls, ["http://a/mcp?…", "http://b:8/mcp"]);
         assert_eq!(remote.transport, RemoteTransport::Sse);
         assert_eq!(remote.connect_timeout, Duration::from_secs(2));
         assert_eq!(config.core.server_label, "http://a/mcp?… or http://b:8/mcp");

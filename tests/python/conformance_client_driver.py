@@ -14,6 +14,8 @@ what the suite judges is the relay's side of the wire:
                                        defaults its requested schema gives
   sse-retry                            call every tool (the server closes the call's event
                                        stream before its answer: the relay must reconnect)
+  sep-2322-client-request-state        (2026-07-28) call every tool, accepting elicitations
+                                       as above: the relay answers `input_required`
 
 Usage (the suite appends the URL):
     conformance_client_driver.py --relay BIN [--relay-arg ARG]... [--scenario NAME] [--timeout 25] URL
@@ -90,7 +92,7 @@ async def run(opts: argparse.Namespace) -> int:
     scenario = opts.scenario or os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
     relay_args = ["--connect", opts.url, *opts.relay_args]
     callbacks: dict[str, Any] = {}
-    if scenario.startswith("elicitation"):
+    if scenario.startswith(("elicitation", "sep-2322")):
         callbacks["elicitation_callback"] = accept_with_defaults
     with anyio.fail_after(opts.timeout):
         async with relay_session(opts.relay, relay_args, **callbacks) as (session, init):

@@ -3,7 +3,7 @@
 
 Usage:
     stdio_connect_client.py --relay BIN [--timeout 90] [--step-timeout 30] [--step STEP]...
-                            -- RELAY_ARGS...
+                            [--elicit-name NAME] -- RELAY_ARGS...
 
 The SDK's ``stdio_client`` spawns ``BIN RELAY_ARGS...`` (for example ``--connect
 http://127.0.0.1:PORT/mcp --transport sse``): the relay is, to this client, an ordinary stdio
@@ -24,6 +24,20 @@ After ``initialize`` the steps run in order (default: ``tools``):
                    kills or restarts the remote)
   announce:NAME    prints ``STEP NAME`` and goes on at once (the test learns that the next
                    step has begun)
+  ask-name         calls ``ask_name`` (tests/fixtures/modern_server.py), which asks this
+                   client for a name by elicitation; answered with ``--elicit-name NAME``
+                   (without it the client declares no elicitation), the result must greet
+                   NAME
+  ask-name-refused calls ``ask_name``, which must fail (a JSON-RPC error or a tool error);
+                   prints ``RESULT ask-name-refused {"code": c, "message": m}``
+  settle           calls ``settle`` (the same fixture), whose first round asks for no input,
+                   only a retry with its request state: the result must say it settled
+  list-changed     calls ``grow`` (the same fixture), waits for the server's
+                   tools/list_changed notification, and lists the tools again: ``extra``
+                   must be among them
+  read:URI         resources/read of URI, whose text the PASS line shows
+  subscribe:URI    resources/subscribe to URI, then calls ``touch`` (the same fixture) with
+                   it: notifications/resources/updated for URI must come
 
 Each step prints ``PASS step: detail`` or ``FAIL step: reason`` on stdout; the first failure
 ends the run (later steps build on earlier ones). The last line is ``SUMMARY passed=N
@@ -114,11 +128,13 @@ async def relay_session(relay: str, args: list[str], **callbacks: Any) -> AsyncI
 
 
 class Driver:
-    def __init__(self, session: Any, step_timeout: float) -> None:
+    def __init__(self, session: Any, step_timeout: float, elicit_name: str | None, listened: Listened) -> None:
         self.session = session
         self.step_timeout = step_timeout
         self.flavour = "unknown"
         self.counter = 0
+        self.elicit_name = elicit_name
+        self.listened = listened
 
     async def discover(self) -> list[str]:
         tools = await self.session.list_tools()
@@ -207,18 +223,99 @@ class Driver:
         if name == "announce":
             say(f"STEP {arg}")
             return arg
+        if name == "ask-name":
+            result = await self.session.call_tool("ask_name", {})
+            check(not is_error(result), f"ask_name answered a tool error: {short(result)}")
+            text = text_of(result)
+            check(
+                self.elicit_name is not None and self.elicit_name in text,
+                f"ask_name answered {short(text)}, without the name {self.elicit_name!r}",
+            )
+            return f"ask_name answered {text!r} after {self.listened.elicitations} elicitation(s)"
+        if name == "ask-name-refused":
+            try:
+                result = await self.session.call_tool("ask_name", {})
+            except AssertionError:
+                raise
+            except Exception as exc:
+                code, message = error_of(exc)
+            else:
+                check(is_error(result), f"ask_name answered: {short(result)}")
+                code, message = None, text_of(result)
+            say("RESULT ask-name-refused " + json.dumps({"code": code, "message": message}))
+            return f"refused ({code}): {message}"
+        if name == "settle":
+            result = await self.session.call_tool("settle", {})
+            check(not is_error(result), f"settle answered a tool error: {short(result)}")
+            text = text_of(result)
+            check("settled" in text, f"settle answered {short(text)}")
+            return f"settle answered {text!r}"
+        if name == "list-changed":
+            self.listened.tools_changed = anyio.Event()
+            result = await self.session.call_tool("grow", {})
+            check(not is_error(result), f"grow answered a tool error: {short(result)}")
+            await self.listened.tools_changed.wait()
+            names = [t.name for t in (await self.session.list_tools()).tools]
+            check("extra" in names, f"no tool extra after the list changed: {names}")
+            return f"tools/list_changed came; {len(names)} tools now"
+        if name == "subscribe":
+            self.listened.updated = anyio.Event()
+            await self.session.subscribe_resource(arg)
+            result = await self.session.call_tool("touch", {"uri": arg})
+            check(not is_error(result), f"touch answered a tool error: {short(result)}")
+            await self.listened.updated.wait()
+            return f"subscribed to {arg}; its update came"
+        if name == "read":
+            result = await self.session.read_resource(arg)
+            texts = [c.text for c in result.contents if hasattr(c, "text")]
+            check(bool(texts), f"no text in {short(result)}")
+            return f"{arg} read: {texts[0]!r}"
         raise AssertionError(f"unknown step {step!r}")
+
+
+class Listened:
+    """What the client heard from the server besides answers."""
+
+    def __init__(self) -> None:
+        self.tools_changed = anyio.Event()
+        self.updated = anyio.Event()
+        self.elicitations = 0
+
+
+def callbacks_for(opts: argparse.Namespace, listened: Listened) -> dict[str, Any]:
+    """The session's callbacks: notifications are noted; elicitation (and with it the
+    capability) only with ``--elicit-name``, accepted with that name."""
+
+    async def on_message(message: Any) -> None:
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/tools/list_changed":
+            listened.tools_changed.set()
+        if getattr(root, "method", None) == "notifications/resources/updated":
+            listened.updated.set()
+
+    callbacks: dict[str, Any] = {"message_handler": on_message}
+    if opts.elicit_name is not None:
+        from mcp import types
+
+        async def on_elicit(context: Any, params: Any) -> Any:
+            listened.elicitations += 1
+            log(f"elicitation: {short(params)}")
+            return types.ElicitResult(action="accept", content={"name": opts.elicit_name})
+
+        callbacks["elicitation_callback"] = on_elicit
+    return callbacks
 
 
 async def run(opts: argparse.Namespace) -> int:
     passed = failed = 0
+    listened = Listened()
     try:
         with anyio.fail_after(opts.timeout):
-            async with relay_session(opts.relay, opts.relay_args) as (session, init):
+            async with relay_session(opts.relay, opts.relay_args, **callbacks_for(opts, listened)) as (session, init):
                 info = field_of(init, "server_info", "serverInfo")
                 say(f"PASS initialize: {info.name} {info.version}, protocol {field_of(init, 'protocol_version', 'protocolVersion')}")
                 passed += 1
-                driver = Driver(session, opts.step_timeout)
+                driver = Driver(session, opts.step_timeout, opts.elicit_name, listened)
                 for step in opts.step or ["tools"]:
                     try:
                         with anyio.fail_after(opts.step_timeout):
@@ -256,6 +353,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=90.0)
     parser.add_argument("--step-timeout", type=float, default=30.0)
     parser.add_argument("--step", action="append", help="a step (repeatable; see the usage)")
+    parser.add_argument("--elicit-name", help="accept elicitations with this name")
     opts = parser.parse_args(argv)
     opts.relay_args = relay_args
     return anyio.run(run, opts)

@@ -16,10 +16,14 @@
 //! - Sessions that survive the network: a remote killed (SIGKILL) and started again on the
 //!   same port; a remote away past `--connect-timeout`; a call made while the remote is away.
 //! - The stdio lifecycle: end of stdin ends the relay (status 0), and its remote session.
+//! - A 2026-07-28 server on the official Python SDK 2.x (tests/fixtures/modern_server.py,
+//!   stateless Streamable HTTP) behind the 1.x stdio client: `--transport stateless`, `auto`,
+//!   and `mcp-relay check`.
 //!
 //! Needs the Python SDK 1.x virtual environment (tests/python/.venv-mcp1, made by .ci/run, or
-//! $MCP_RELAY_PYTHON_V1) and `npm ci --prefix tests/node` (server-everything, the conformance
-//! suite and Node 22). Without them a test prints a SKIP line and passes, unless
+//! $MCP_RELAY_PYTHON_V1; the 2.x one, .venv-mcp2 or $MCP_RELAY_PYTHON_V2, for section 6) and
+//! `npm ci --prefix tests/node` (server-everything, the conformance suite and Node 22).
+//! Without them a test prints a SKIP line and passes, unless
 //! MCP_RELAY_REQUIRE_SDK=1 (as in CI), which makes it fail.
 
 mod common;
@@ -68,12 +72,18 @@ fn script(dir: &str, name: &str) -> PathBuf {
 /// tests/python/stdio_connect_client.py running `steps`, with `mcp-relay relay_args` as its
 /// stdio server.
 fn driver_command(steps: &[&str], relay_args: &[&str]) -> Command {
+    driver_command_with(&[], steps, relay_args)
+}
+
+/// The same with options of the driver's own (`--elicit-name NAME`).
+fn driver_command_with(driver_args: &[&str], steps: &[&str], relay_args: &[&str]) -> Command {
     let mut cmd = Command::new(python_of(SDK));
     cmd.arg(script("python", "stdio_connect_client.py"))
         .arg("--relay")
         .arg(relay_bin())
         .args(["--timeout", &DRIVER_TIMEOUT.as_secs().to_string()])
-        .args(["--step-timeout", &STEP_TIMEOUT.as_secs().to_string()]);
+        .args(["--step-timeout", &STEP_TIMEOUT.as_secs().to_string()])
+        .args(driver_args);
     for step in steps {
         cmd.args(["--step", step]);
     }
@@ -92,13 +102,26 @@ fn driver_passed(stdout: &str) -> bool {
 
 /// Runs the driver to its end; every step must pass.
 fn run_driver(test: &str, steps: &[&str], relay_args: &[&str], remote_log: &dyn Fn() -> String) {
+    run_driver_with(test, &[], steps, relay_args, remote_log);
+}
+
+/// The same with options of the driver's own; returns what it printed (the relay's log is
+/// on its stderr).
+fn run_driver_with(
+    test: &str,
+    driver_args: &[&str],
+    steps: &[&str],
+    relay_args: &[&str],
+    remote_log: &dyn Fn() -> String,
+) -> Ran {
     let ran = run_bounded(
-        &mut driver_command(steps, relay_args),
+        &mut driver_command_with(driver_args, steps, relay_args),
         DRIVER_TIMEOUT + Duration::from_secs(15),
     )
     .unwrap_or_else(|| panic!("{test}: cannot start {}", python_of(SDK)));
     assert_driver_ok(test, relay_args, &ran, remote_log);
     show(&format!("{test} {}", relay_args.join(" ")), &ran);
+    ran
 }
 
 fn assert_driver_ok(test: &str, relay_args: &[&str], ran: &Ran, remote_log: &dyn Fn() -> String) {
@@ -496,6 +519,22 @@ fn conformance_client_2026_request_metadata_auto() {
     );
 }
 
+/// The 2026-07-28 suite's multi-round-trip scenario (its server answers `input_required`,
+/// with and without `requestState`, and checks each retry): the relay echoes the state
+/// exactly, leaves out what was not sent, keeps one call's answers out of another's, and
+/// retries under a JSON-RPC id of its own (the spec's MUST), answering the client under
+/// the client's.
+#[test]
+fn conformance_client_2026_input_required_retries() {
+    conformance_client_run(
+        "conformance_client_2026_input_required_retries",
+        &Suite::Modern,
+        "sep-2322-client-request-state",
+        &["--transport", "stateless"],
+        &[],
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Gateways: --listen with --connect
 // ---------------------------------------------------------------------------------------
@@ -786,4 +825,251 @@ fn end_of_stdin_ends_the_relay_and_its_tcp_session() {
         remote.log_text()
     });
     expect_tcp_sessions_ended(&remote, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. A 2026-07-28 server nobody here wrote: the official Python SDK 2.x
+// ---------------------------------------------------------------------------------------
+
+/// The name the stdio client's elicitation callback gives.
+const ELICITED_NAME: &str = "Ada Lovelace";
+
+/// Why the 2.x server or the 1.x client cannot run, if they cannot.
+fn modern_sdk_missing() -> Option<String> {
+    python_sdk_missing_of(2).or_else(python_missing)
+}
+
+/// tests/fixtures/modern_server.py on the Python SDK 2.x: stateless Streamable HTTP at
+/// `/mcp`, on a port it takes and prints. Its log (stderr) has a line `request METHOD
+/// protocol VERSION` for each request it serves. Killed on drop.
+struct ModernServer {
+    proc: StdioServer,
+    port: u16,
+}
+
+impl ModernServer {
+    fn start(test: &str, json_response: bool) -> ModernServer {
+        let mut cmd = Command::new(python_of(2));
+        cmd.arg(script("fixtures", "modern_server.py"));
+        if json_response {
+            cmd.arg("--json-response");
+        }
+        let mut proc = StdioServer::spawn(&mut cmd);
+        // It prints its port once its socket listens (connections wait in the backlog
+        // until the server accepts them).
+        let port = match proc.read_until(Duration::from_secs(30), |l| l.starts_with("PORT ")) {
+            Ok((line, _)) => line["PORT ".len()..].trim().parse().ok(),
+            Err(_) => None,
+        };
+        let Some(port) = port else {
+            panic!(
+                "{test}: modern_server.py did not say its port; its log:\n{}",
+                proc.stderr_text()
+            )
+        };
+        ModernServer { proc, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        self.proc.stderr_text()
+    }
+
+    /// The methods it served, each with the protocol version of its request.
+    fn requests(&self) -> Vec<(String, String)> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("modern-fixture: request ")?;
+                let (method, version) = rest.split_once(" protocol ")?;
+                Some((method.to_owned(), version.to_owned()))
+            })
+            .collect()
+    }
+}
+
+/// The PASS line of `step` in a driver's output.
+fn pass_line<'a>(ran: &'a Ran, step: &str) -> &'a str {
+    let prefix = format!("PASS {step}: ");
+    ran.stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{}", ran.stdout))
+}
+
+/// The session-era SDK client → `mcp-relay --connect … --transport stateless` → the SDK
+/// 2.x server, with its answers as JSON and as event streams: the client's `initialize` is
+/// answered from `server/discover`, calls and reads go through with `_meta`, `ask_name`'s
+/// `input_required` becomes an elicitation request to the client and the retry carries its
+/// answer and the (sealed) request state back, `settle`'s state-only `input_required` is
+/// retried with its state at once, and a resource update and a tool list change
+/// reach the client through the listen stream. Not one session-era request reaches the
+/// server.
+#[test]
+fn stdio_client_through_connect_to_a_python_sdk_2026_07_28_server() {
+    let test = "stdio_client_through_connect_to_a_python_sdk_2026_07_28_server";
+    if let Some(why) = modern_sdk_missing() {
+        return skip(test, &why);
+    }
+    for json_response in [false, true] {
+        let server = ModernServer::start(test, json_response);
+        let url = server.url();
+        let ran = run_driver_with(
+            test,
+            &["--elicit-name", ELICITED_NAME],
+            &[
+                "tools",
+                "ask-name",
+                "settle",
+                "read:fixture://greeting",
+                "subscribe:fixture://greeting",
+                "list-changed",
+            ],
+            &["--connect", &url, "--transport", "stateless"],
+            &|| server.log_text(),
+        );
+        let context = format!(
+            "json_response={json_response}\nstdout:\n{}\nstderr (the driver's and the relay's):\n{}\nthe server's log:\n{}",
+            ran.stdout,
+            ran.stderr,
+            server.log_text()
+        );
+        assert!(
+            pass_line(&ran, "initialize")
+                .starts_with("PASS initialize: mcp-relay-modern-fixture 2.0.0,"),
+            "{test}: {context}"
+        );
+        let asked = pass_line(&ran, "ask-name");
+        assert!(
+            asked.contains(&format!("'Hello, {ELICITED_NAME}!' after 1 elicitation(s)")),
+            "{test}: {context}"
+        );
+        assert!(
+            pass_line(&ran, "read:fixture://greeting").contains("hello from the modern fixture"),
+            "{test}: {context}"
+        );
+        assert!(
+            ran.stderr.contains("speaks 2026-07-28"),
+            "{test}: the relay should say the remote speaks 2026-07-28; {context}"
+        );
+        // The server saw the modern era only, and the retry brought its state back.
+        let requests = server.requests();
+        assert!(
+            !requests.is_empty()
+                && requests.iter().all(|(_, v)| v == "2026-07-28")
+                && requests.iter().any(|(m, _)| m == "server/discover")
+                && requests.iter().any(|(m, _)| m == "subscriptions/listen")
+                && !requests.iter().any(|(m, _)| m == "initialize"),
+            "{test}: {requests:?}; {context}"
+        );
+        assert!(
+            server.log_text().contains(&format!(
+                "ask_name: protocol 2026-07-28, state 'ask_name:round-1', responses {{'name': ElicitResult(meta=None, action='accept', content={{'name': '{ELICITED_NAME}'}})}}"
+            )),
+            "{test}: the retry should carry the request state and the client's answer; {context}"
+        );
+        assert!(
+            server
+                .log_text()
+                .contains("settle: protocol 2026-07-28, state 'settle:round-1', responses None"),
+            "{test}: settle's retry should carry its state and no answers; {context}"
+        );
+    }
+}
+
+/// The same server with `--transport auto` (the default): it is a dual-era server, and it
+/// accepts the client's `initialize` (no session id: the SDK's stateless mode), so the relay
+/// stays in the session era and never sends `server/discover`. Calls and reads work; but
+/// there `ask_name` must ask the client with a request of its own, which the SDK's
+/// stateless mode cannot send: the call fails with the SDK's error, passed through.
+/// (`--transport stateless` is how to reach such a server's elicitation, above.)
+#[test]
+fn stdio_client_through_connect_auto_to_a_python_sdk_2026_07_28_server() {
+    let test = "stdio_client_through_connect_auto_to_a_python_sdk_2026_07_28_server";
+    if let Some(why) = modern_sdk_missing() {
+        return skip(test, &why);
+    }
+    let server = ModernServer::start(test, false);
+    let url = server.url();
+    let ran = run_driver_with(
+        test,
+        &["--elicit-name", ELICITED_NAME],
+        &[
+            "tools",
+            "read:fixture://greeting",
+            "ask-name-refused",
+            "call",
+        ],
+        &["--connect", &url, "--transport", "auto"],
+        &|| server.log_text(),
+    );
+    let context = format!(
+        "stdout:\n{}\nstderr (the driver's and the relay's):\n{}\nthe server's log:\n{}",
+        ran.stdout,
+        ran.stderr,
+        server.log_text()
+    );
+    assert!(
+        pass_line(&ran, "initialize")
+            .starts_with("PASS initialize: mcp-relay-modern-fixture 2.0.0,"),
+        "{test}: {context}"
+    );
+    assert!(
+        ran.stderr.contains("the remote speaks streamable-http at")
+            && !ran.stderr.contains("speaks 2026-07-28"),
+        "{test}: the relay should have stayed in the session era; {context}"
+    );
+    let requests = server.requests();
+    assert!(
+        requests.first().is_some_and(|(m, _)| m == "initialize")
+            && requests.iter().skip(1).all(|(_, v)| v == "2025-11-25")
+            && !requests.iter().any(|(m, _)| m == "server/discover"),
+        "{test}: {requests:?}; {context}"
+    );
+    assert!(
+        pass_line(&ran, "ask-name-refused").contains("no back-channel"),
+        "{test}: {context}"
+    );
+}
+
+/// `mcp-relay check URL --transport stateless` against the same server: it passes, and
+/// reports the server's name (from `server/discover`) and what it offers.
+#[test]
+fn check_a_python_sdk_2026_07_28_server_stateless() {
+    let test = "check_a_python_sdk_2026_07_28_server_stateless";
+    if let Some(why) = python_sdk_missing_of(2) {
+        return skip(test, &why);
+    }
+    let server = ModernServer::start(test, false);
+    let url = server.url();
+    let ran = run_bounded(
+        Command::new(relay_bin()).args(["check", "--json", &url, "--transport", "stateless"]),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|| panic!("{test}: cannot start the relay"));
+    let report: Value = serde_json::from_str(ran.stdout.trim()).unwrap_or(Value::Null);
+    assert!(
+        ran.ok()
+            && report["ok"] == true
+            && report["transport"] == "stateless"
+            && report["server"]["name"] == "mcp-relay-modern-fixture"
+            && report["tools"]
+                .as_array()
+                .is_some_and(|t| t.contains(&json!("ask_name")))
+            && report["resources"] == json!(["greeting"]),
+        "{test}: the check failed ({}).\nstdout:\n{}\nstderr:\n{}\nthe server's log:\n{}",
+        ran.status,
+        ran.stdout,
+        ran.stderr,
+        server.log_text()
+    );
+    let requests = server.requests();
+    assert!(
+        requests.iter().all(|(_, v)| v == "2026-07-28")
+            && requests.iter().any(|(m, _)| m == "server/discover"),
+        "{test}: the check should have spoken 2026-07-28 only: {requests:?}"
+    );
 }

@@ -1462,3 +1462,141 @@ fn messages_read_from_a_remote_that_ends_still_reach_a_slow_client() {
         r.s.show()
     );
 }
+
+/// The retry of a request answered `input_required` is a request of its own: 2026-07-28
+/// says its JSON-RPC id MUST differ from the first one's (the conformance suite's
+/// `sep-2322-client-jsonrpc-id-different`). Its answer goes back to the client under the
+/// client's id, and the client's cancellation of its request reaches the retry.
+#[test]
+fn a_2026_07_28_retry_goes_out_under_an_id_of_its_own() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Stateless);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let discovered = r#"{"jsonrpc":"2.0","id":"mcp-relay:discover","result":{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},"serverInfo":{"name":"modern","version":"2"}}}"#;
+    r.feed(c0, &json_response("200 OK", "", discovered));
+    let needs = |id: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"input_required","inputRequests":{{"k":{{"method":"roots/list"}}}},"requestState":"s"}}}}"#
+        )
+    };
+    let call = |id: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"t","arguments":{{}}}}}}"#
+        )
+    };
+    // Round 1 under the client's id; the retry under the relay's, answered as the client's.
+    let out = r.client(&call(4));
+    assert!(sent(&out, Endpoint::Upstream(c0)).contains(r#""id":4,"#));
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(c0, &json_response("200 OK", "", &needs("4")));
+    let out = r.client(r#"{"jsonrpc":"2.0","id":"mcp-relay:input:1","result":{"roots":[]}}"#);
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(post.contains(r#""id":"mcp-relay:retry:1""#), "{post}");
+    assert!(!post.contains(r#""id":4"#), "{post}");
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let done = r#"{"jsonrpc":"2.0","id":"mcp-relay:retry:1","result":{"resultType":"complete","content":[]}}"#;
+    let out = r.feed(c0, &json_response("200 OK", "", done));
+    assert_eq!(
+        sent(&out, Endpoint::Conn(STDIO)),
+        "{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"resultType\":\"complete\",\"content\":[]}}\n"
+    );
+    // Round 2 asks again: the next retry has yet another id; cancelling the client's
+    // request closes the stream it is on.
+    let out = r.client(&call(5));
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(c0, &json_response("200 OK", "", &needs("5")));
+    let out = r.client(r#"{"jsonrpc":"2.0","id":"mcp-relay:input:2","result":{"roots":[]}}"#);
+    assert!(sent(&out, Endpoint::Upstream(c0)).contains(r#""id":"mcp-relay:retry:2""#));
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        &json_response("200 OK", "", &needs(r#""mcp-relay:retry:2""#)),
+    );
+    let out = r.client(r#"{"jsonrpc":"2.0","id":"mcp-relay:input:3","result":{"roots":[]}}"#);
+    assert!(sent(&out, Endpoint::Upstream(c0)).contains(r#""id":"mcp-relay:retry:3""#));
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r
+        .client(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}"#);
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Upstream(c0)
+        }),
+        "{}",
+        r.s.show()
+    );
+}
+
+/// An `input_required` answer with state and no input requests (a server shedding load, in
+/// SEP-2322's words) is retried at once, with that state and under an id of its own, as the
+/// era lets a client do; the official SDKs' clients do the same. A server that keeps doing it
+/// gets the client's request answered with an error after 10 such rounds in a row.
+#[test]
+fn a_2026_07_28_state_only_input_required_is_retried_at_once() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Stateless);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let discovered = r#"{"jsonrpc":"2.0","id":"mcp-relay:discover","result":{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},"serverInfo":{"name":"modern","version":"2"}}}"#;
+    r.feed(c0, &json_response("200 OK", "", discovered));
+    let shed = |id: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"input_required","requestState":"s{}"}}}}"#,
+            id.trim_matches('"')
+        )
+    };
+    let out = r.client(
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t","arguments":{}}}"#,
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let out = r.feed(c0, &json_response("200 OK", "", &shed("4")));
+    assert!(
+        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        "{}",
+        r.s.show()
+    );
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(post.contains(r#""id":"mcp-relay:retry:1""#), "{post}");
+    assert!(post.contains(r#""requestState":"s4""#), "{post}");
+    assert!(!post.contains("inputResponses"), "{post}");
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let done = r#"{"jsonrpc":"2.0","id":"mcp-relay:retry:1","result":{"resultType":"complete","content":[]}}"#;
+    let out = r.feed(c0, &json_response("200 OK", "", done));
+    assert_eq!(
+        sent(&out, Endpoint::Conn(STDIO)),
+        "{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"resultType\":\"complete\",\"content\":[]}}\n"
+    );
+    // A server that never settles: 10 retries, then an error for the client's request.
+    let out = r.client(
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"t","arguments":{}}}"#,
+    );
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let mut answered = shed("5");
+    for n in 2..=11 {
+        let out = r.feed(c0, &json_response("200 OK", "", &answered));
+        assert!(
+            sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+            "{}",
+            r.s.show()
+        );
+        let id = format!("\"mcp-relay:retry:{n}\"");
+        assert!(
+            sent(&out, Endpoint::Upstream(c0)).contains(&format!(r#""id":{id}"#)),
+            "{}",
+            r.s.show()
+        );
+        r.written_all(&out, Endpoint::Upstream(c0));
+        answered = shed(&id);
+    }
+    let out = r.feed(c0, &json_response("200 OK", "", &answered));
+    let err: serde_json::Value =
+        serde_json::from_str(sent(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
+    assert_eq!(err["id"], 5, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no input requests")),
+        "{err}"
+    );
+    assert!(sent(&out, Endpoint::Upstream(c0)).is_empty());
+}

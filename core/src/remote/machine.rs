@@ -211,6 +211,11 @@ struct Modern {
     /// Requests answered `input_required`, by id: what to retry them with.
     rounds: BTreeMap<RawId, Round>,
     next_ask: u64,
+    /// Retries out under ids of the relay's (the era wants a retry to be a request of its
+    /// own, with an id of its own) → the client's request, whose id their answers go back
+    /// under, and how many state-only rounds in a row led to it.
+    retries: BTreeMap<RawId, (RawId, u32)>,
+    next_retry: u64,
     /// `server/discover` was refused for its version once and sent again.
     discover_retried: bool,
     /// What the server offers (from `server/discover`), for the listen stream.
@@ -232,6 +237,19 @@ struct Modern {
 const MAX_SUBSCRIPTIONS: usize = 256;
 /// Times a listen stream that keeps failing is reopened before the relay does without it.
 const MAX_LISTEN_FAILURES: u32 = 5;
+/// `input_required` answers with state only (no input requests) retried in a row, at once,
+/// before the client's request gets an error instead (the official SDKs' bound on rounds).
+const MAX_STATE_ONLY_ROUNDS: u32 = 10;
+
+impl Modern {
+    /// The id of a new retry of the client's request `client`, kept to answer it under.
+    fn retry_id(&mut self, client: RawId, state_only_rounds: u32) -> RawId {
+        self.next_retry += 1;
+        let id = RawId::string(&format!("mcp-relay:retry:{}", self.next_retry));
+        self.retries.insert(id.clone(), (client, state_only_rounds));
+        id
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 struct Round {
@@ -751,12 +769,15 @@ impl RemoteServer {
                             round.waiting = round.waiting.saturating_sub(1);
                             if round.waiting == 0 {
                                 if let Some(round) = m.rounds.remove(&request) {
+                                    let retry_id = m.retry_id(request, 0);
                                     let mut again = round.sent;
                                     again.line = modern::retry(
                                         &again.line,
+                                        retry_id.as_str(),
                                         round.answers,
                                         round.state.as_ref(),
                                     );
+                                    again.id = Some(retry_id);
                                     again.since = None;
                                     h.queue_bytes += again.line.len();
                                     h.queue.push_back(again);
@@ -793,7 +814,16 @@ impl RemoteServer {
             Outgoing::Drop => {}
             Outgoing::Cancel(request) => {
                 // Closing its stream is how the era cancels; one still queued is dropped.
-                let request = RawId::parse(&request);
+                let mut request = RawId::parse(&request);
+                let retry = m
+                    .retries
+                    .iter()
+                    .find(|(_, (client, _))| Some(client) == request.as_ref())
+                    .map(|(retry, _)| retry.clone());
+                if let Some(retry) = retry {
+                    m.retries.remove(&retry);
+                    request = Some(retry);
+                }
                 h.queue.retain(|q| q.id.is_none() || q.id != request);
                 h.queue_bytes = h.queue.iter().map(|q| q.line.len()).sum();
                 let busy: Vec<u32> = h
@@ -836,6 +866,8 @@ impl RemoteServer {
             asks: BTreeMap::new(),
             rounds: BTreeMap::new(),
             next_ask: 0,
+            retries: BTreeMap::new(),
+            next_retry: 0,
             discover_retried: false,
             capabilities: serde_json::Value::Null,
             subscribed: Vec::new(),
@@ -867,13 +899,15 @@ impl RemoteServer {
     /// A message from the remote, for the client: in front of a 2026-07-28 remote, the
     /// discover answer becomes the `initialize` answer, and `input_required` becomes
     /// requests to the client (`sent`: the request as it went, to retry it with).
-    fn remote_said(&mut self, line: Vec<u8>, sent: Option<&Pending>) {
+    fn remote_said(&mut self, mut line: Vec<u8>, sent: Option<&Pending>) {
         if let Link::Http(h) = &mut self.link {
             let Proto::Modern(m) = &mut h.proto else {
                 self.inbox_bytes += line.len();
                 self.inbox.push_back(Inbound::Line(line));
                 return;
             };
+            // The answer to a retry belongs to the client's request.
+            let original = response_id(&line).and_then(|i| m.retries.remove(&i));
             if modern::is_listen_ack(&line) {
                 return;
             }
@@ -915,9 +949,33 @@ impl RemoteServer {
                 return;
             }
             if let (Some(sent), Some((requests, state))) = (sent, modern::input_required(&line)) {
-                if let Some(id) = sent.id.clone() {
+                let client = original.as_ref().map(|(c, _)| c.clone());
+                if let Some(id) = client.or_else(|| sent.id.clone()) {
+                    let rounds = original.as_ref().map_or(0, |(_, n)| *n) + 1;
+                    if requests.is_empty() && state.is_some() && rounds <= MAX_STATE_ONLY_ROUNDS {
+                        // State only (a server shedding load, say): the era lets the client
+                        // retry at once, with that state and no answers.
+                        let retry_id = m.retry_id(id, rounds);
+                        let mut again = sent.clone();
+                        again.line = modern::retry(
+                            &again.line,
+                            retry_id.as_str(),
+                            serde_json::Map::new(),
+                            state.as_ref(),
+                        );
+                        again.id = Some(retry_id);
+                        again.since = None;
+                        h.queue_bytes += again.line.len();
+                        h.queue.push_back(again);
+                        return;
+                    }
                     if requests.is_empty() {
-                        return self.answer_error(&id, "asked for input without saying which");
+                        let what = if state.is_some() {
+                            "kept answering input_required with no input requests"
+                        } else {
+                            "asked for input without saying which"
+                        };
+                        return self.answer_error(&id, what);
                     }
                     let mut asks = Vec::new();
                     for (key, request) in &requests {
@@ -943,6 +1001,9 @@ impl RemoteServer {
                     }
                     return;
                 }
+            }
+            if let Some((client, _)) = original {
+                line = modern::answer_as(&line, client.as_str());
             }
         }
         self.inbox_bytes += line.len();

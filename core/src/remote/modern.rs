@@ -279,7 +279,9 @@ pub(crate) fn input_required(line: &[u8]) -> Option<InputRound> {
         .and_then(Value::as_object)
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    Some((requests, r.get("requestState").cloned()))
+    // A `null` state is no state.
+    let state = r.get("requestState").filter(|s| !s.is_null()).cloned();
+    Some((requests, state))
 }
 
 /// An input request as a request to the client, with id `id` (raw JSON).
@@ -303,19 +305,54 @@ pub(crate) fn input_response(answer: &[u8]) -> Value {
     }
 }
 
-/// The original request (as sent, `_meta` included) retried with the client's answers.
-pub(crate) fn retry(sent: &[u8], responses: Map<String, Value>, state: Option<&Value>) -> Vec<u8> {
+/// The original request (as sent, `_meta` included) retried with the client's answers (none
+/// after a state-only round: the last round's are left out too), as a request of its own:
+/// with id `id` (raw JSON), since the era wants the retry's id to differ from the first
+/// request's.
+pub(crate) fn retry(
+    sent: &[u8],
+    id: &str,
+    responses: Map<String, Value>,
+    state: Option<&Value>,
+) -> Vec<u8> {
     let Ok(mut v) = serde_json::from_slice::<Value>(sent) else {
         return sent.to_vec();
     };
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("id".into(), raw(id));
+    }
     if let Some(p) = v.get_mut("params").and_then(Value::as_object_mut) {
-        p.insert("inputResponses".into(), Value::Object(responses));
+        if responses.is_empty() {
+            p.remove("inputResponses");
+        } else {
+            p.insert("inputResponses".into(), Value::Object(responses));
+        }
         match state {
             Some(s) => p.insert("requestState".into(), s.clone()),
             None => p.remove("requestState"),
         };
     }
     to_vec(&v)
+}
+
+/// A response line with its id replaced by `id` (raw JSON), the rest of it byte for byte;
+/// re-serialised only if the id cannot be found in place.
+pub(crate) fn answer_as(line: &[u8], id: &str) -> Vec<u8> {
+    #[derive(serde::Deserialize)]
+    struct IdOf<'a> {
+        #[serde(borrow)]
+        id: &'a serde_json::value::RawValue,
+    }
+    let found = serde_json::from_slice::<IdOf<'_>>(line).ok().and_then(|m| {
+        let old = m.id.get().as_bytes();
+        // Where the id lies in `line` (it borrows from it).
+        let start = (old.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
+        (line.get(start..start + old.len()) == Some(old)).then_some((start, old.len()))
+    });
+    match found {
+        Some((start, len)) => [&line[..start], id.as_bytes(), &line[start + len..]].concat(),
+        None => crate::message::with_id(line, id).unwrap_or_else(|| line.to_vec()),
+    }
 }
 
 /// The headers a 2026-07-28 POST carries.
@@ -464,11 +501,26 @@ mod tests {
         );
         let again = parse(&retry(
             br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t"}}"#,
+            "\"mcp-relay:retry:1\"",
             answers,
             state.as_ref(),
         ));
+        assert_eq!(again["id"], "mcp-relay:retry:1");
         assert_eq!(again["params"]["inputResponses"]["a"]["action"], "accept");
         assert_eq!(again["params"]["requestState"], "s1");
         assert!(input_required(br#"{"jsonrpc":"2.0","id":7,"result":{}}"#).is_none());
+    }
+
+    #[test]
+    fn a_retry_s_answer_goes_back_under_the_client_s_id_byte_for_byte() {
+        let answer = br#"{"jsonrpc":"2.0", "id" : "mcp-relay:retry:1","result":{"n":12345678901234567890123,"id":1}}"#;
+        assert_eq!(
+            answer_as(answer, "7"),
+            br#"{"jsonrpc":"2.0", "id" : 7,"result":{"n":12345678901234567890123,"id":1}}"#
+        );
+        assert_eq!(
+            answer_as(br#"{"id":"mcp-relay:retry:2","result":{}}"#, r#""a"b""#),
+            br#"{"id":"a"b","result":{}}"#
+        );
     }
 }
