@@ -32,8 +32,10 @@ pub struct Plan {
     pub huge_size: usize,
     pub huge_reps: usize,
     pub idle_sessions: usize,
-    /// The message of the client-mode big call, each way.
+    /// The message of the client-mode big calls, each way, and how many calls (on one
+    /// session) each repetition makes; a repetition's figure is their median.
     pub connect_big_size: usize,
+    pub connect_big_calls: usize,
 }
 
 impl Plan {
@@ -54,6 +56,7 @@ impl Plan {
             huge_reps: 3,
             idle_sessions: 1000,
             connect_big_size: MIB,
+            connect_big_calls: 5,
         }
     }
 
@@ -68,6 +71,7 @@ impl Plan {
             big_reps: 2,
             huge_reps: 1,
             idle_sessions: 200,
+            connect_big_calls: 2,
             ..Plan::full()
         }
     }
@@ -331,6 +335,20 @@ fn big_round_trip(target: &Target, echo: &mut Echo) -> io::Result<Duration> {
     let t = Instant::now();
     s.call(echo, 2)?;
     Ok(t.elapsed())
+}
+
+/// `calls` echoes of `echo.payload()` bytes each way, one at a time on a fresh session;
+/// returns the median round trip.
+fn big_round_trips(target: &Target, echo: &mut Echo, calls: usize) -> io::Result<Duration> {
+    let mut s = Session::open(target)?;
+    s.call(&mut Echo::new(1000), 1)?;
+    let mut times = Vec::with_capacity(calls);
+    for id in 0..calls as u64 {
+        let t = Instant::now();
+        s.call(echo, 2 + id)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Duration::from_secs_f64(median(times)))
 }
 
 /// What [`idle_sessions`] measured.
@@ -905,16 +923,17 @@ fn client_mode(env: &Env, plan: &Plan, remote: &RelayProc) -> Vec<Row> {
     ));
     let mut echo = Echo::new(size);
     let runs = interleaved(plan.reps, t, |t| {
-        let r = big_round_trip(t, &mut echo);
+        let r = big_round_trips(t, &mut echo, plan.connect_big_calls);
         remote.settle(0, Duration::from_secs(10));
         r
     });
     drop(echo);
     rows.extend(big_rows(
         &format!(
-            "client mode, Streamable HTTP remote: {} MiB each way, one call ({} reps)",
+            "client mode, Streamable HTTP remote: {} MiB each way ({} reps × {} calls)",
             size as f64 / MIB as f64,
-            plan.reps
+            plan.reps,
+            plan.connect_big_calls
         ),
         size,
         runs,

@@ -56,7 +56,8 @@
 //!   calls/s, through `--connect` against the same remote spoken to directly. Target: p50
 //!   ≤ 2× direct (the added hop, pipes to a local relay and its own client, should cost no
 //!   more than the whole remote round trip it is added to). **1 MiB each way** to the
-//!   Streamable HTTP remote: round trip, target ≤ 1.5× (as for the other big messages).
+//!   Streamable HTTP remote: 5 calls on one session per repetition, median round trip;
+//!   target ≤ 1.5× (as for the other big messages).
 //! * **relay memory**: the relay process's peak RSS (VmHWM in `/proc/<pid>/status`) after the
 //!   20-session workload (target ≤ 8 MiB), and the growth of its RSS (VmRSS) per idle session
 //!   with 1,000 sessions open, each initialized (target ≤ 64 KiB). The servers are separate
