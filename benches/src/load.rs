@@ -32,6 +32,10 @@ pub struct Plan {
     pub huge_size: usize,
     pub huge_reps: usize,
     pub idle_sessions: usize,
+    /// The message of the client-mode big calls, each way, and how many calls (on one
+    /// session) each repetition makes; a repetition's figure is their median.
+    pub connect_big_size: usize,
+    pub connect_big_calls: usize,
 }
 
 impl Plan {
@@ -51,6 +55,8 @@ impl Plan {
             huge_size: 64 * MIB,
             huge_reps: 3,
             idle_sessions: 1000,
+            connect_big_size: MIB,
+            connect_big_calls: 5,
         }
     }
 
@@ -65,14 +71,15 @@ impl Plan {
             big_reps: 2,
             huge_reps: 1,
             idle_sessions: 200,
+            connect_big_calls: 2,
             ..Plan::full()
         }
     }
 }
 
 /// Which workloads to run (all by default; `--only` narrows it for development).
-pub const WORKLOADS: [&str; 9] = [
-    "seq", "seq64k", "pipe", "sessions", "first", "prespawn", "big", "idle", "http",
+pub const WORKLOADS: [&str; 10] = [
+    "seq", "seq64k", "pipe", "sessions", "first", "prespawn", "big", "idle", "http", "connect",
 ];
 
 pub struct Env {
@@ -92,6 +99,31 @@ impl Env {
         Target::Direct {
             program: self.relay_exe.clone(),
             args: vec!["demo-server".into()],
+            cpus: self.pinning.as_ref().map(|p| p.server.clone()),
+        }
+    }
+
+    /// A stdio client of `mcp-relay --connect URL`: the relay in client mode, the local
+    /// client's server, carrying each session to the remote at `url`. It runs on the server
+    /// side's CPUs, as the relay under test always does. Pings off, as for the remote.
+    /// `--shutdown-grace 200ms`: with a `tcp://` remote the relay waits out the whole grace
+    /// (5 s by default) after the client closes stdin, although the remote has already
+    /// closed the connection; that wait comes after the last timed call, but at 5 s a session
+    /// it would dominate the run.
+    fn through(&self, url: String) -> Target {
+        let args = [
+            "--connect",
+            &url,
+            "--ping-interval",
+            "0",
+            "--shutdown-grace",
+            "200ms",
+            "--log-level",
+            "warn",
+        ];
+        Target::Direct {
+            program: self.relay_exe.clone(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             cpus: self.pinning.as_ref().map(|p| p.server.clone()),
         }
     }
@@ -303,6 +335,20 @@ fn big_round_trip(target: &Target, echo: &mut Echo) -> io::Result<Duration> {
     let t = Instant::now();
     s.call(echo, 2)?;
     Ok(t.elapsed())
+}
+
+/// `calls` echoes of `echo.payload()` bytes each way, one at a time on a fresh session;
+/// returns the median round trip.
+fn big_round_trips(target: &Target, echo: &mut Echo, calls: usize) -> io::Result<Duration> {
+    let mut s = Session::open(target)?;
+    s.call(&mut Echo::new(1000), 1)?;
+    let mut times = Vec::with_capacity(calls);
+    for id in 0..calls as u64 {
+        let t = Instant::now();
+        s.call(echo, 2 + id)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Duration::from_secs_f64(median(times)))
 }
 
 /// What [`idle_sessions`] measured.
@@ -666,6 +712,32 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
         }
     }
 
+    // Relay R: the remote for client mode, spoken to directly and through `--connect`.
+    if env.wants("connect") {
+        progress("client mode (--connect)");
+        match env.start_relay(&[]) {
+            Err(e) => rows.push(
+                Row::new("client mode", "remote relay start", Unit::Millis).failed(e.to_string()),
+            ),
+            Ok(remote) => {
+                rows.extend(client_mode(env, plan, &remote));
+                if let Err(e) = remote.stop() {
+                    notes.push(format!("relay R did not stop cleanly: {e}"));
+                }
+            }
+        }
+        notes.push(format!(
+            "Client-mode rows: the remote is a relay like the others (`{}`), serving the demo on \
+             Streamable HTTP and TCP. Their direct column is the load generator's own client \
+             speaking to that remote (POST /mcp on one keep-alive connection, or one TCP \
+             connection); their relay column is a stdio client of `mcp-relay --connect URL \
+             --ping-interval 0 --shutdown-grace 200ms`, run on the server side's CPU, which \
+             carries the session to the same remote: one more hop (pipes to the local relay, \
+             then its own HTTP or TCP client). Ratio = through ÷ direct.",
+            crate::relay::BASE_ARGS.join(" ")
+        ));
+    }
+
     // Relay B: 20 concurrent sessions, and its peak memory.
     if env.wants("sessions") {
         progress("20 concurrent sessions");
@@ -818,6 +890,70 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
         }
     }
     (rows, notes)
+}
+
+/// Client mode: each workload against `remote` directly (the load generator's own HTTP or
+/// TCP client) and through a stdio client of `mcp-relay --connect` to it, interleaved. The
+/// remote is settled (its servers of closed sessions gone) after every repetition.
+fn client_mode(env: &Env, plan: &Plan, remote: &RelayProc) -> Vec<Row> {
+    let settled = |r: io::Result<Seq>| {
+        remote.settle(0, Duration::from_secs(10));
+        r
+    };
+    let mut rows = Vec::new();
+    let http = Target::Http { addr: remote.http };
+    let via_http = env.through(format!("http://{}/mcp", remote.http));
+    let t = [&http, &via_http];
+    progress("  Streamable HTTP remote: sequential, ~100 B");
+    let runs = interleaved(plan.reps, t, |t| {
+        settled(sequential(t, 20, plan.seq_small_calls))
+    });
+    rows.extend(seq_rows(
+        &format!(
+            "client mode, Streamable HTTP remote: sequential, ~100 B ({} calls)",
+            plan.seq_small_calls
+        ),
+        runs,
+        Some(Goal::RatioAtMost(2.0)),
+    ));
+    let size = plan.connect_big_size;
+    progress(&format!(
+        "  Streamable HTTP remote: {} KiB each way",
+        size / 1024
+    ));
+    let mut echo = Echo::new(size);
+    let runs = interleaved(plan.reps, t, |t| {
+        let r = big_round_trips(t, &mut echo, plan.connect_big_calls);
+        remote.settle(0, Duration::from_secs(10));
+        r
+    });
+    drop(echo);
+    rows.extend(big_rows(
+        &format!(
+            "client mode, Streamable HTTP remote: {} MiB each way ({} reps × {} calls)",
+            size as f64 / MIB as f64,
+            plan.reps,
+            plan.connect_big_calls
+        ),
+        size,
+        runs,
+        Goal::RatioAtMost(1.5),
+    ));
+    let tcp = Target::Tcp { addr: remote.addr };
+    let via_tcp = env.through(format!("tcp://{}", remote.addr));
+    progress("  TCP remote: sequential, ~100 B");
+    let runs = interleaved(plan.reps, [&tcp, &via_tcp], |t| {
+        settled(sequential(t, 20, plan.seq_small_calls))
+    });
+    rows.extend(seq_rows(
+        &format!(
+            "client mode, TCP remote: sequential, ~100 B ({} calls)",
+            plan.seq_small_calls
+        ),
+        runs,
+        Some(Goal::RatioAtMost(2.0)),
+    ));
+    rows
 }
 
 fn big_rows(

@@ -5,8 +5,10 @@
 //! (`cargo build --release -p mcp-relay`), runs everything (about a minute and a half on 2
 //! cores; `--quick` for a ~30 s smoke run) and writes a Markdown report to stdout and to `--out`
 //! (default `target/bench-report.md`). Other subcommands: `load` (only the load generator),
-//! `framing`, `core`, `soak`, `faults` (see below). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this binary, do not build),
-//! `--no-build`, `--no-pin`, `--only seq,seq64k,pipe,sessions,first,big,idle`.
+//! `connect` (only the client-mode workloads), `framing`, `core`, `soak`, `faults` (see
+//! below). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this binary, do not build),
+//! `--no-build`, `--no-pin`,
+//! `--only seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,connect`.
 //!
 //! # The back end and the two ways of reaching it
 //!
@@ -20,7 +22,11 @@
 //!   probes out of the figures), one TCP connection per session, each served by its own
 //!   demo-server child of the relay.
 //!
-//! Streamable HTTP and legacy SSE will be further `transport::Target`s.
+//! * **relay over Streamable HTTP**: the same relay's `http://127.0.0.1:0` listener, one
+//!   keep-alive connection per session (`POST /mcp`).
+//! * **client mode** (its own rows): the remote is such a relay; direct is the load
+//!   generator's own HTTP or TCP client speaking to it, and through is a stdio client of
+//!   `mcp-relay --connect URL`, which carries the session to the same remote.
 //!
 //! **ratio** = relay figure ÷ direct figure, in the same unit, from the same run. For times
 //! (latency, round trip) lower is better, so a ratio of 1.3 means the relay takes 30 % longer;
@@ -46,6 +52,12 @@
 //! * **10 MiB each way**: one call whose message and answer are 10 MiB; round-trip time.
 //!   Target ≤ 1.5×. Then **64 MiB each way** through a relay run with
 //!   `--max-message-size 128MiB`: it must not fail.
+//! * **client mode, sequential ~100 B** (Streamable HTTP remote, and TCP remote): p50, p99,
+//!   calls/s, through `--connect` against the same remote spoken to directly. Target: p50
+//!   ≤ 2× direct (the added hop, pipes to a local relay and its own client, should cost no
+//!   more than the whole remote round trip it is added to). **1 MiB each way** to the
+//!   Streamable HTTP remote: 5 calls on one session per repetition, median round trip;
+//!   target ≤ 1.5× (as for the other big messages).
 //! * **relay memory**: the relay process's peak RSS (VmHWM in `/proc/<pid>/status`) after the
 //!   20-session workload (target ≤ 8 MiB), and the growth of its RSS (VmRSS) per idle session
 //!   with 1,000 sessions open, each initialized (target ≤ 64 KiB). The servers are separate
@@ -95,9 +107,11 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: mcp-relay-benches [all|load|framing|core|soak|faults] [options]
+usage: mcp-relay-benches [all|load|connect|framing|core|soak|faults] [options]
   all       build the relay, run the load generator and the micro-benchmarks, write the report
   load      the load-generator workloads only (report written too)
+  connect   the client-mode workloads only: a stdio client through `mcp-relay --connect URL`
+            against the same remote (Streamable HTTP, TCP) spoken to directly (report too)
   framing   framing throughput of the core on randomly fragmented input
   core      the core loop (messages/s) with no I/O
   soak      sequential calls through a relay only, printing its pid, to attach perf or strace
@@ -117,7 +131,8 @@ options:
   --relay PATH    the mcp-relay binary to measure (default: next to this one; not rebuilt)
   --no-build      do not run `cargo build --release -p mcp-relay` first
   --no-pin        do not pin the load generator and the server side to different CPUs
-  --only LIST     comma-separated workloads: seq,seq64k,pipe,sessions,first,big,idle";
+  --only LIST     comma-separated workloads:
+                  seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,connect";
 
 struct Options {
     command: String,
@@ -372,6 +387,10 @@ fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
     );
     let _ = writeln!(
         r,
+        "- columns: direct = the server without the relay in between (its stdin/stdout; in client-mode rows, the remote spoken to over HTTP or TCP by the load generator); relay = through the relay (over TCP unless the row names Streamable HTTP; in client-mode rows, a stdio client through `mcp-relay --connect`, see the note below the table)"
+    );
+    let _ = writeln!(
+        r,
         "- ratio = relay figure ÷ direct figure (times: lower is better; throughputs: higher is better)\n"
     );
     r += &report::table(&rows);
@@ -472,9 +491,17 @@ fn main() -> ExitCode {
     } else {
         Duration::from_secs(2)
     };
-    let result = match o.command.as_str() {
+    let command = o.command.clone();
+    let result = match command.as_str() {
         "all" => run_report(&o, true),
         "load" => run_report(&o, false),
+        "connect" => {
+            let o = Options {
+                only: o.only.or_else(|| Some(vec!["connect".into()])),
+                ..o
+            };
+            run_report(&o, false)
+        }
         "framing" => write_optional(&o, &framing::run(budget)),
         "core" => write_optional(&o, &core_loop::table(&core_loop::run(budget / 2))),
         "soak" => soak(&o),

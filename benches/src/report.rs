@@ -138,7 +138,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| workload | metric | direct (stdio) | relay (TCP) | ratio relay ÷ direct | target | result |"
+        "| workload | metric | direct | relay | ratio relay ÷ direct | target | result |"
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---|---|");
     for r in rows {

@@ -24,8 +24,9 @@ pub trait Transport: Send {
 /// Where sessions are opened.
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// The lower bound: the load generator spawns the server itself and talks over its
-    /// stdin/stdout pipes. `cpus`: where the server runs (the server side's CPUs).
+    /// A program of the load generator's own, over its stdin/stdout pipes: the server
+    /// itself (the lower bound), or `mcp-relay --connect URL` (client mode, where the relay
+    /// is the stdio server). `cpus`: where it runs (the server side's CPUs).
     Direct {
         program: PathBuf,
         args: Vec<String>,
@@ -68,6 +69,9 @@ fn read_line(r: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<()> {
 }
 
 const READ_BUFFER: usize = 256 * 1024;
+
+/// A POST body up to this size is copied behind its head and sent with it in one write.
+const SMALL_BODY: usize = 64 * 1024;
 
 /// A server process of our own, over its pipes.
 pub struct StdioTransport {
@@ -214,8 +218,15 @@ impl HttpTransport {
     /// One POST and its whole response; the messages in it go to `lines`.
     fn exchange(&mut self, body: &[u8]) -> io::Result<()> {
         self.head("POST", body.len());
-        self.writer.write_all(&self.request)?;
-        self.writer.write_all(body)?;
+        if body.len() <= SMALL_BODY {
+            // One write, one segment (the socket has TCP_NODELAY): head and body written
+            // apart would wake the server twice per call, as no real client does.
+            self.request.extend_from_slice(body);
+            self.writer.write_all(&self.request)?;
+        } else {
+            self.writer.write_all(&self.request)?;
+            self.writer.write_all(body)?;
+        }
         let head = self.read_head()?;
         match head.status {
             200 | 202 => {}
