@@ -106,18 +106,12 @@ impl Env {
     /// A stdio client of `mcp-relay --connect URL`: the relay in client mode, the local
     /// client's server, carrying each session to the remote at `url`. It runs on the server
     /// side's CPUs, as the relay under test always does. Pings off, as for the remote.
-    /// `--shutdown-grace 200ms`: with a `tcp://` remote the relay waits out the whole grace
-    /// (5 s by default) after the client closes stdin, although the remote has already
-    /// closed the connection; that wait comes after the last timed call, but at 5 s a session
-    /// it would dominate the run.
     fn through(&self, url: String) -> Target {
         let args = [
             "--connect",
             &url,
             "--ping-interval",
             "0",
-            "--shutdown-grace",
-            "200ms",
             "--log-level",
             "warn",
         ];
@@ -731,7 +725,7 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
              Streamable HTTP and TCP. Their direct column is the load generator's own client \
              speaking to that remote (POST /mcp on one keep-alive connection, or one TCP \
              connection); their relay column is a stdio client of `mcp-relay --connect URL \
-             --ping-interval 0 --shutdown-grace 200ms`, run on the server side's CPU, which \
+             --ping-interval 0`, run on the server side's CPU, which \
              carries the session to the same remote: one more hop (pipes to the local relay, \
              then its own HTTP or TCP client). Ratio = through ÷ direct.",
             crate::relay::BASE_ARGS.join(" ")
