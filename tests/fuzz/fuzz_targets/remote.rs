@@ -16,7 +16,8 @@
 //! * after `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`;
 //! * when the remote goes away (every connect answered, every write done, every upstream
 //!   connection at EOF, time moving to the next deadline) while the clients stay, every
-//!   request waiting is answered within `END_BOUND` of simulated time;
+//!   request waiting is answered within `END_BOUND` of simulated time (unless a client sent
+//!   a request id twice, see `note_client_bytes`);
 //! * at the end (every client's input ends, a gateway is asked to shut down, every pending
 //!   connect is answered, every write completes and every upstream connection reaches EOF),
 //!   the relay is finished within `END_BOUND` of simulated time, and has closed every
@@ -55,6 +56,8 @@ struct Client {
     unwritten: usize,
     /// Bytes the client sent while the relay did not read (delivered once it resumes).
     backlog: Vec<u8>,
+    /// What the client said, up to its last newline not yet read for ids.
+    said: Vec<u8>,
 }
 
 /// A response in progress on an upstream connection: its event stream's head is out.
@@ -136,6 +139,13 @@ struct Driver {
     /// The last `Mcp-Session-Id` the relay gave an HTTP front.
     front_sid: Option<String>,
     next_event: u32,
+    /// Client lines made so far, and the last request id among them.
+    seq: u32,
+    last_id: String,
+    /// Request ids each client sent (HTTP fronts together, under `ConnId(0)`), and whether
+    /// one came twice, or may have (requests in raw bytes to an HTTP front are not read).
+    client_ids: BTreeMap<ConnId, Vec<String>>,
+    dup_ids: bool,
     trace: bool,
     start: Instant,
 }
@@ -411,6 +421,45 @@ impl Driver {
         any
     }
 
+    /// Notes the request ids in what a client says (`whole`: one message without its
+    /// newline), to know whether one came twice: JSON-RPC forbids it while the first waits,
+    /// and then the relay cannot tell their answers apart (one of two requests with the
+    /// same id, both resumed on broken streams, may wait for the session's end).
+    fn note_client_bytes(&mut self, conn: ConnId, data: &[u8], whole: bool) {
+        let http = self.clients[&conn].transport == Transport::Http;
+        if http && !whole {
+            self.dup_ids = true;
+            return;
+        }
+        let c = self.clients.get_mut(&conn).unwrap();
+        c.said.extend_from_slice(data);
+        if whole {
+            c.said.push(b'\n');
+        }
+        let ids = self
+            .client_ids
+            .entry(if http { ConnId(0) } else { conn })
+            .or_default();
+        while let Some(i) = c.said.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = c.said.drain(..=i).collect();
+            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            let all: Vec<&Value> = match &v {
+                Value::Array(a) => a.iter().collect(),
+                one => vec![one],
+            };
+            for m in all {
+                if let (Some(id), Some(_)) = (m.get("id").filter(|i| !i.is_null()), m.get("method"))
+                {
+                    let id = id.to_string();
+                    self.dup_ids |= ids.contains(&id);
+                    ids.push(id);
+                }
+            }
+        }
+    }
+
     /// Something the remote says on `conn`, shaped by `style` and `extra`.
     fn respond(&mut self, conn: UpId, style: u8, extra: u8) -> Vec<u8> {
         if self.tcp {
@@ -642,7 +691,14 @@ impl Driver {
                 let Some(conn) = ops.pick(&self.clients_where(|c| c.open && !c.eof))? else {
                     return Some(());
                 };
-                let line = client_line(ops)?;
+                self.seq += 1;
+                let line = client_line(ops, self.seq, &self.last_id)?;
+                if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&line) {
+                    if let Some(id) = m.get("id").filter(|_| m.contains_key("method")) {
+                        self.last_id = id.to_string();
+                    }
+                }
+                self.note_client_bytes(conn, &line, true);
                 let split = ops.byte()?;
                 let data = if self.clients[&conn].transport == Transport::Http {
                     front_post(&line, self.front_sid.as_deref())
@@ -659,6 +715,7 @@ impl Driver {
                 };
                 let data = ops.data()?;
                 let split = ops.byte()?;
+                self.note_client_bytes(conn, data, false);
                 self.client_data(conn, data, split);
             }
             2 => {
@@ -868,7 +925,8 @@ impl Driver {
         let start = self.now;
         for _ in 0..10_000 {
             let waiting = self.relay.requests_in_flight();
-            if waiting == 0 || self.relay.is_finished() {
+            if waiting == 0 || self.relay.is_finished() || self.dup_ids {
+                // With a request id sent twice, see `note_client_bytes`.
                 return;
             }
             assert!(
@@ -1009,6 +1067,7 @@ fn new_client(transport: Transport) -> Client {
         paused: false,
         unwritten: 0,
         backlog: Vec::new(),
+        said: Vec::new(),
     }
 }
 
@@ -1153,13 +1212,16 @@ fn front_post(line: &[u8], sid: Option<&str>) -> Vec<u8> {
 }
 
 /// A client's line, chosen by the next bytes.
-fn client_line(ops: &mut Bytes<'_>) -> Option<Vec<u8>> {
+///
+/// Request ids are new (`seq` counts the lines made); a cancellation names `last`, the
+/// previous request's id.
+fn client_line(ops: &mut Bytes<'_>, seq: u32, last: &str) -> Option<Vec<u8>> {
     let kind = ops.byte()?;
     let n = ops.byte()?;
     let id = if n >= 200 {
-        format!("\"c{n}\"")
+        format!("\"c{n}-{seq}\"")
     } else {
-        n.to_string()
+        (u32::from(n) + 256 * seq).to_string()
     };
     Some(match kind % 10 {
         0 => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"f","version":"1"}}}}}}"#).into_bytes(),
@@ -1172,7 +1234,7 @@ fn client_line(ops: &mut Bytes<'_>) -> Option<Vec<u8>> {
         .into_bytes(),
         4 => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#).into_bytes(),
         5 => format!(r#"{{"jsonrpc":"2.0","id":"srv-{}","result":{{}}}}"#, n & 3).into_bytes(),
-        6 => format!(r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id}}}}}"#).into_bytes(),
+        6 => format!(r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{last}}}}}"#).into_bytes(),
         7 => format!(r#"[{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}},{{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}}]"#).into_bytes(),
         8 => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"resources/subscribe","params":{{"uri":"file:///a"}}}}"#).into_bytes(),
         _ => ops.data()?.to_vec(),
@@ -1305,6 +1367,10 @@ fuzz_target!(|data: &[u8]| {
         asked: Vec::new(),
         front_sid: None,
         next_event: 0,
+        seq: 0,
+        last_id: "0".into(),
+        client_ids: BTreeMap::new(),
+        dup_ids: false,
         trace: std::env::var_os("FUZZ_TRACE").is_some(),
         start: now,
     };
