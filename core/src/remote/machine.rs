@@ -594,15 +594,25 @@ impl RemoteServer {
         if !self.accepts() {
             return;
         }
-        let (id, method) = match classify(line) {
+        let (id, method, cancels) = match classify(line) {
             Ok(Message::Single(e)) => (
                 (e.kind == Kind::Request)
                     .then(|| e.id.map(RawId::from_raw))
                     .flatten(),
-                e.method.map(|m| m.into_owned()),
+                e.method.as_deref().map(str::to_owned),
+                (e.method.as_deref() == Some("notifications/cancelled"))
+                    .then(|| message::cancelled_request_id(e.params))
+                    .flatten(),
             ),
-            _ => (None, None),
+            _ => (None, None, None),
         };
+        if let (Some(cancelled), Link::Http(h)) = (&cancels, &mut self.link) {
+            // No answer will come for it: its broken stream is not resumed for it.
+            h.resumes.retain_mut(|r| {
+                r.waiting.retain(|w| w != cancelled);
+                !r.waiting.is_empty() || r.on.is_some()
+            });
+        }
         let p = Pending {
             line: line.to_vec(),
             id,
