@@ -241,6 +241,8 @@ struct Pending {
     /// The relay's liveness probe: it waits neither for busy connections nor for an
     /// initialize's answer, since it is what finds a remote that never answers.
     probe: bool,
+    /// The client cancelled it: its stream is not resumed.
+    cancelled: bool,
 }
 
 impl Pending {
@@ -607,11 +609,24 @@ impl RemoteServer {
             _ => (None, None, None),
         };
         if let (Some(cancelled), Link::Http(h)) = (&cancels, &mut self.link) {
-            // No answer will come for it: its broken stream is not resumed for it.
+            // No answer will come for it: its broken stream is not resumed for it (nor will
+            // be, if it breaks later).
             h.resumes.retain_mut(|r| {
                 r.waiting.retain(|w| w != cancelled);
                 !r.waiting.is_empty() || r.on.is_some()
             });
+            let posts = h.conns.values_mut().filter_map(|c| match &mut c.job {
+                Some(Job {
+                    purpose: Purpose::Post(p),
+                    ..
+                }) => Some(p),
+                _ => None,
+            });
+            for p in posts.chain(h.queue.iter_mut()) {
+                if p.id.as_ref() == Some(cancelled) {
+                    p.cancelled = true;
+                }
+            }
         }
         let p = Pending {
             line: line.to_vec(),
@@ -619,6 +634,7 @@ impl RemoteServer {
             method,
             since: None,
             probe,
+            cancelled: false,
         };
         match &mut self.link {
             Link::Tcp(t) => {
@@ -1580,7 +1596,7 @@ impl RemoteServer {
         let Link::Http(h) = &mut self.link else {
             return;
         };
-        match parser.last_id {
+        match parser.last_id.filter(|_| !p.cancelled) {
             Some(last_id) => {
                 let retry = parser.retry.map(Duration::from_millis);
                 let delay = retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY);
@@ -1596,6 +1612,9 @@ impl RemoteServer {
                     waiting: vec![id],
                     on: None,
                 });
+            }
+            None if p.cancelled => {
+                self.unanswered(p, "ended the event stream of a cancelled request", out)
             }
             None => self.unanswered(
                 p,
