@@ -939,9 +939,8 @@ fn a_stream_that_breaks_after_its_request_was_cancelled_is_not_resumed() {
         ),
     );
     // The client cancels the request (on another connection); then the stream ends.
-    let out = r.client(
-        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#,
-    );
+    let out = r
+        .client(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#);
     let c1 = connects(&out)[0];
     let out = r.connected(c1);
     r.written_all(&out, Endpoint::Upstream(c1));
