@@ -252,6 +252,8 @@ struct Call {
     steps: VecDeque<Step>,
     sink: Sink,
     cancelled: bool,
+    /// When the remote learned of the cancellation (after the relay did: it forwarded it).
+    cancelled_at: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1046,6 +1048,15 @@ impl Remote {
                 ));
             }
         }
+        // A stream is resumed for its request's answer: not once the client cancelled it.
+        let cancelled = stream.call.and_then(|c| self.calls[&c].cancelled_at);
+        if let Some(at) = cancelled.filter(|at| self.conns[&conn].asked_at > *at) {
+            self.violations.push(format!(
+                "{conn}: resumes stream {st}, whose request the client cancelled (the remote \
+                 learned it at {}us, from the relay)",
+                at.as_micros()
+            ));
+        }
         // Invariant 4: exactly `retry` after the relay learned the stream broke.
         let asked = self.conns[&conn].asked_at;
         let stream = &self.streams[&st];
@@ -1210,7 +1221,9 @@ impl Remote {
             .map(|(k, _)| *k);
         if let Some(k) = found {
             self.note(format!("call {id} cancelled"));
-            self.calls.get_mut(&k).expect("found").cancelled = true;
+            let call = self.calls.get_mut(&k).expect("found");
+            call.cancelled = true;
+            call.cancelled_at = Some(self.now);
             self.finish_call(k);
         }
     }
@@ -1257,6 +1270,7 @@ impl Remote {
                 steps,
                 sink,
                 cancelled: false,
+                cancelled_at: None,
             },
         );
         self.step_later(k, method == "tools/call", true);

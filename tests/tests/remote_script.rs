@@ -1600,3 +1600,69 @@ fn a_2026_07_28_state_only_input_required_is_retried_at_once() {
     );
     assert!(sent(&out, Endpoint::Upstream(c0)).is_empty());
 }
+
+/// Bug (core/src/remote/machine.rs, `queue_line`): a request's broken event stream was resumed
+/// until its answer came, also after the client cancelled the request: a remote that ends the
+/// stream of a cancelled call (it will send no answer) was asked again every `retry` until the
+/// session ended. Found by `sim_remote::streamable_http_remote`, seed 15 (once the remote
+/// judged it).
+#[test]
+fn the_stream_of_a_cancelled_request_is_not_resumed() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    // The stream ends before the answer; it is to be resumed after 100 ms.
+    r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+            chunk("id: e1\nretry: 100\ndata: \n\n")
+        ),
+    );
+    // The client cancels the request.
+    let out = r
+        .client(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(c0, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+    let out = r.s.advance(Duration::from_secs(1));
+    assert!(
+        connects(&out).is_empty(),
+        "the stream of a cancelled request is resumed:\n{}",
+        r.s.show()
+    );
+}
+
+/// The same when the cancellation reached the relay before the stream broke (the request and
+/// its cancellation were held through a restart and sent together). Found by
+/// `sim_remote::streamable_http_remote`, seed 15.
+#[test]
+fn a_stream_that_breaks_after_its_request_was_cancelled_is_not_resumed() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(
+        c0,
+        &format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            chunk("id: e1\nretry: 100\ndata: \n\n")
+        ),
+    );
+    // The client cancels the request (on another connection); then the stream ends.
+    let out = r
+        .client(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#);
+    let c1 = connects(&out)[0];
+    let out = r.connected(c1);
+    r.written_all(&out, Endpoint::Upstream(c1));
+    r.feed(c1, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+    r.feed(c0, "0\r\n\r\n");
+    let out = r.s.advance(Duration::from_secs(1));
+    assert!(
+        connects(&out).is_empty(),
+        "the stream of a cancelled request is resumed:\n{}",
+        r.s.show()
+    );
+}

@@ -331,9 +331,26 @@ struct Pending {
     /// The relay's liveness probe: it waits neither for busy connections nor for an
     /// initialize's answer, since it is what finds a remote that never answers.
     probe: bool,
+    /// The client cancelled it: its stream is not resumed.
+    cancelled: bool,
 }
 
 impl Pending {
+    /// A request the relay makes itself (2026-07-28: `server/discover`, the listen stream).
+    fn own(request: modern::Request, id: &str, method: &str) -> Pending {
+        let (line, headers) = request;
+        Pending {
+            line,
+            id: RawId::parse(id),
+            method: Some(method.to_owned()),
+            since: None,
+            headers,
+            batch: Vec::new(),
+            probe: false,
+            cancelled: false,
+        }
+    }
+
     fn undelivered(self) -> Undelivered {
         Undelivered {
             line: self.line,
@@ -475,36 +492,18 @@ impl RemoteServer {
                 unsent: Vec::new(),
             });
         } else if let Link::Http(h) = &mut server.link {
-            let n = server.next_n;
-            server.next_n += 1;
-            let mut c = Conn::new(UpId { server: id, n }, limits.max_buffered);
-            if matches!(h.proto, Proto::Streamable { .. }) {
-                // The first connection opens at once: it tells whether the remote is there.
-                out.push_back(Output::Connect {
-                    conn: c.up,
-                    host: server.url.host.clone(),
-                    port: server.url.port,
-                });
-                h.conns.insert(n, c);
-            } else {
-                let get = server_request(
-                    &server.url,
-                    &server.config,
-                    "GET",
-                    None,
-                    &[("Accept", "text/event-stream")],
-                    h,
-                    &[],
-                );
-                c.out.stage(&get);
-                c.job = Some(Job::new(Purpose::LegacyGet));
-                out.push_back(Output::Connect {
-                    conn: c.up,
-                    host: server.url.host.clone(),
-                    port: server.url.port,
-                });
-                h.conns.insert(n, c);
-            }
+            let dial = Dial {
+                id,
+                url: &server.url,
+                high_water: limits.max_buffered,
+            };
+            // Streamable HTTP: the first connection opens at once (it tells whether the remote
+            // is there); HTTP+SSE: its event stream.
+            let job = matches!(h.proto, Proto::Legacy { .. }).then(|| {
+                let get = stream_get(&server.url, &server.config, h, None);
+                (Purpose::LegacyGet, get)
+            });
+            dial.open(&mut server.next_n, h, job, None, out);
         }
         server
     }
@@ -694,13 +693,16 @@ impl RemoteServer {
         if !self.accepts() {
             return;
         }
-        let (id, method, batch) = match classify(line) {
+        let (id, method, batch, cancels) = match classify(line) {
             Ok(Message::Single(e)) => (
                 (e.kind == Kind::Request)
                     .then(|| e.id.map(RawId::from_raw))
                     .flatten(),
-                e.method.map(|m| m.into_owned()),
+                e.method.as_deref().map(str::to_owned),
                 Vec::new(),
+                (e.method.as_deref() == Some("notifications/cancelled"))
+                    .then(|| message::cancelled_request_id(e.params))
+                    .flatten(),
             ),
             Ok(Message::Batch(es)) => (
                 None,
@@ -709,9 +711,30 @@ impl RemoteServer {
                     .filter(|e| e.kind == Kind::Request)
                     .filter_map(|e| e.id.map(RawId::from_raw))
                     .collect(),
+                None,
             ),
-            Err(_) => (None, None, Vec::new()),
+            Err(_) => (None, None, Vec::new(), None),
         };
+        if let (Some(cancelled), Link::Http(h)) = (&cancels, &mut self.link) {
+            // No answer will come for it: its broken stream is not resumed for it (nor will
+            // be, if it breaks later).
+            h.resumes.retain_mut(|r| {
+                r.waiting.retain(|w| w != cancelled);
+                !r.waiting.is_empty() || r.on.is_some()
+            });
+            let posts = h.conns.values_mut().filter_map(|c| match &mut c.job {
+                Some(Job {
+                    purpose: Purpose::Post(p),
+                    ..
+                }) => Some(p),
+                _ => None,
+            });
+            for p in posts.chain(h.queue.iter_mut()) {
+                if p.id.as_ref() == Some(cancelled) {
+                    p.cancelled = true;
+                }
+            }
+        }
         let p = Pending {
             line: line.to_vec(),
             id,
@@ -720,6 +743,7 @@ impl RemoteServer {
             headers: Vec::new(),
             batch,
             probe,
+            cancelled: false,
         };
         if let Link::Http(h) = &self.link {
             match h.proto {
@@ -859,7 +883,7 @@ impl RemoteServer {
         let Link::Http(h) = &mut self.link else {
             return;
         };
-        let (line, headers) = modern::discover(DISCOVER_ID, &client);
+        let request = modern::discover(DISCOVER_ID, &client);
         h.proto = Proto::Modern(Box::new(Modern {
             client,
             init_id: init.id.clone(),
@@ -880,15 +904,7 @@ impl RemoteServer {
         }));
         let waiting: Vec<Pending> = h.queue.drain(..).collect();
         h.queue_bytes = 0;
-        let discover = Pending {
-            line,
-            id: RawId::parse(DISCOVER_ID),
-            method: Some("server/discover".into()),
-            since: None,
-            headers,
-            batch: Vec::new(),
-            probe: false,
-        };
+        let discover = Pending::own(request, DISCOVER_ID, "server/discover");
         h.queue_bytes += discover.line.len();
         h.queue.push_back(discover);
         for p in waiting {
@@ -1437,19 +1453,13 @@ impl RemoteServer {
                 }
                 m.next_listen += 1;
                 let id = format!("\"mcp-relay:listen:{}\"", m.next_listen);
-                if let Some((line, headers)) =
+                if let Some(request) =
                     modern::listen(&id, &m.client, &m.capabilities, &m.subscribed)
                 {
                     m.listen = RawId::parse(&id);
-                    h.queue.push_back(Pending {
-                        line,
-                        id: RawId::parse(&id),
-                        method: Some("subscriptions/listen".into()),
-                        since: Some(now),
-                        headers,
-                        batch: Vec::new(),
-                        probe: false,
-                    });
+                    let mut listen = Pending::own(request, &id, "subscriptions/listen");
+                    listen.since = Some(now);
+                    h.queue.push_back(listen);
                 }
                 h.queue_bytes = h.queue.iter().map(|q| q.line.len()).sum();
             }
@@ -1471,15 +1481,12 @@ impl RemoteServer {
                 if h.post_conns() >= max && !front.probe {
                     break;
                 }
-                let n = self.next_n;
-                self.next_n += 1;
-                let c = Conn::new(UpId { server: self.id, n }, limits.max_buffered);
-                out.push_back(Output::Connect {
-                    conn: c.up,
-                    host: self.url.host.clone(),
-                    port: self.url.port,
-                });
-                h.conns.insert(n, c);
+                let dial = Dial {
+                    id: self.id,
+                    url: &self.url,
+                    high_water: limits.max_buffered,
+                };
+                dial.open(&mut self.next_n, h, None, None, out);
                 continue;
             };
             let Some(p) = h.queue.pop_front() else { break };
@@ -1534,24 +1541,20 @@ impl RemoteServer {
         }
         if let GetStream::Wanted { at, failures } = h.get {
             if at <= now {
-                let n = self.next_n;
-                self.next_n += 1;
-                let mut c = Conn::new(UpId { server: self.id, n }, limits.max_buffered);
-                let last = h.get_last_id.clone();
-                let mut extra = vec![("Accept", "text/event-stream")];
-                if let Some(last) = &last {
-                    extra.push(("Last-Event-ID", last));
-                }
-                let bytes = server_request(&self.url, &self.config, "GET", None, &extra, h, &[]);
-                c.out.stage(&bytes);
-                c.job = Some(Job::new(Purpose::Get));
-                c.deadline = Some(now + self.config.connect_timeout);
-                out.push_back(Output::Connect {
-                    conn: c.up,
-                    host: self.url.host.clone(),
-                    port: self.url.port,
-                });
-                h.conns.insert(n, c);
+                let get = stream_get(&self.url, &self.config, h, h.get_last_id.as_deref());
+                let dial = Dial {
+                    id: self.id,
+                    url: &self.url,
+                    high_water: limits.max_buffered,
+                };
+                let deadline = Some(now + self.config.connect_timeout);
+                let n = dial.open(
+                    &mut self.next_n,
+                    h,
+                    Some((Purpose::Get, get)),
+                    deadline,
+                    out,
+                );
                 h.get = GetStream::Open { n, failures };
             }
         }
@@ -1560,21 +1563,20 @@ impl RemoteServer {
             if h.resumes[i].on.is_some() || h.resumes[i].at > now {
                 continue;
             }
-            let n = self.next_n;
-            self.next_n += 1;
-            let mut c = Conn::new(UpId { server: self.id, n }, limits.max_buffered);
-            let last = h.resumes[i].last_id.clone();
-            let extra = [("Accept", "text/event-stream"), ("Last-Event-ID", &last)];
-            let bytes = server_request(&self.url, &self.config, "GET", None, &extra, h, &[]);
-            c.out.stage(&bytes);
-            c.job = Some(Job::new(Purpose::Resume));
-            c.deadline = Some(now + self.config.connect_timeout);
-            out.push_back(Output::Connect {
-                conn: c.up,
-                host: self.url.host.clone(),
-                port: self.url.port,
-            });
-            h.conns.insert(n, c);
+            let get = stream_get(&self.url, &self.config, h, Some(&h.resumes[i].last_id));
+            let dial = Dial {
+                id: self.id,
+                url: &self.url,
+                high_water: limits.max_buffered,
+            };
+            let deadline = Some(now + self.config.connect_timeout);
+            let n = dial.open(
+                &mut self.next_n,
+                h,
+                Some((Purpose::Resume, get)),
+                deadline,
+                out,
+            );
             h.resumes[i].on = Some(n);
         }
     }
@@ -2087,7 +2089,7 @@ impl RemoteServer {
         let Link::Http(h) = &mut self.link else {
             return;
         };
-        match parser.last_id {
+        match parser.last_id.filter(|_| !p.cancelled) {
             Some(last_id) => {
                 let retry = parser.retry.map(Duration::from_millis);
                 let delay = retry.unwrap_or(DEFAULT_RETRY).min(MAX_RETRY);
@@ -2104,6 +2106,9 @@ impl RemoteServer {
                     on: None,
                     failures: 0,
                 });
+            }
+            None if p.cancelled => {
+                self.unanswered(p, "ended the event stream of a cancelled request", out)
             }
             None => self.unanswered(
                 p,
@@ -2231,30 +2236,23 @@ impl RemoteServer {
     }
 
     fn open_legacy_get(&mut self, now: Instant, out: &mut VecDeque<Output>) {
-        let n = self.next_n;
-        self.next_n += 1;
         let Link::Http(h) = &mut self.link else {
             return;
         };
-        let mut c = Conn::new(UpId { server: self.id, n }, self.limits.max_buffered);
-        let bytes = server_request(
-            &self.url,
-            &self.config,
-            "GET",
-            None,
-            &[("Accept", "text/event-stream")],
+        let get = stream_get(&self.url, &self.config, h, None);
+        let dial = Dial {
+            id: self.id,
+            url: &self.url,
+            high_water: self.limits.max_buffered,
+        };
+        let deadline = Some(now + self.config.connect_timeout);
+        dial.open(
+            &mut self.next_n,
             h,
-            &[],
+            Some((Purpose::LegacyGet, get)),
+            deadline,
+            out,
         );
-        c.out.stage(&bytes);
-        c.job = Some(Job::new(Purpose::LegacyGet));
-        c.deadline = Some(now + self.config.connect_timeout);
-        out.push_back(Output::Connect {
-            conn: c.up,
-            host: self.url.host.clone(),
-            port: self.url.port,
-        });
-        h.conns.insert(n, c);
     }
 
     /// The legacy stream named where to POST.
@@ -2460,20 +2458,15 @@ impl RemoteServer {
             self.close_all(out);
             return self.finish(RemoteEnd::Stopped);
         };
-        let free = h.free_conn(usize::MAX);
-        let n = match free {
+        let n = match h.free_conn(usize::MAX) {
             Some(n) => n,
             None => {
-                let n = self.next_n;
-                self.next_n += 1;
-                let c = Conn::new(UpId { server: self.id, n }, self.limits.max_buffered);
-                out.push_back(Output::Connect {
-                    conn: c.up,
-                    host: self.url.host.clone(),
-                    port: self.url.port,
-                });
-                h.conns.insert(n, c);
-                n
+                let dial = Dial {
+                    id: self.id,
+                    url: &self.url,
+                    high_water: self.limits.max_buffered,
+                };
+                dial.open(&mut self.next_n, h, None, None, out)
             }
         };
         let bytes = server_request(&self.url, &self.config, "DELETE", None, &[], h, &[]);
@@ -2483,6 +2476,57 @@ impl RemoteServer {
             c.deadline = Some(now + self.limits.grace);
         }
     }
+}
+
+/// What a new connection of one remote needs: whose it is, where, and its queue's mark.
+#[derive(Clone, Copy)]
+struct Dial<'a> {
+    id: ChildId,
+    url: &'a RemoteUrl,
+    high_water: usize,
+}
+
+impl Dial<'_> {
+    /// Asks the driver for connection `next_n` (taking the number), with `job` and its request
+    /// bytes staged for when it opens; returns its number.
+    fn open(
+        self,
+        next_n: &mut u32,
+        h: &mut HttpLink,
+        job: Option<(Purpose, Vec<u8>)>,
+        deadline: Option<Instant>,
+        out: &mut VecDeque<Output>,
+    ) -> u32 {
+        let n = *next_n;
+        *next_n += 1;
+        let mut c = Conn::new(UpId { server: self.id, n }, self.high_water);
+        if let Some((purpose, bytes)) = job {
+            c.out.stage(&bytes);
+            c.job = Some(Job::new(purpose));
+        }
+        c.deadline = deadline;
+        out.push_back(Output::Connect {
+            conn: c.up,
+            host: self.url.host.clone(),
+            port: self.url.port,
+        });
+        h.conns.insert(n, c);
+        n
+    }
+}
+
+/// A `GET` for an event stream (resumed after `last_id` when there is one).
+fn stream_get(
+    url: &RemoteUrl,
+    config: &RemoteConfig,
+    h: &HttpLink,
+    last_id: Option<&str>,
+) -> Vec<u8> {
+    let mut extra = vec![("Accept", "text/event-stream")];
+    if let Some(last) = last_id {
+        extra.push(("Last-Event-ID", last));
+    }
+    server_request(url, config, "GET", None, &extra, h, &[])
 }
 
 impl HttpLink {
