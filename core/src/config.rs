@@ -2,7 +2,7 @@
 //! configuration must follow. A [`Config`] is plain data; [`Config::validate`] says what is
 //! wrong with one, in words an operator can act on. The CLI maps each problem to its flag.
 
-use crate::remote::{RemoteConfig, RemoteTransport, Scheme};
+use crate::remote_config::{RemoteConfig, RemoteTransport, Scheme};
 use crate::supervisor::RestartPolicy;
 use std::fmt;
 use std::time::Duration;

@@ -54,7 +54,8 @@ pub mod message;
 mod outbound;
 mod pool;
 mod relay;
-pub mod remote;
+mod remote;
+mod remote_config;
 mod report;
 mod requests;
 mod server;
@@ -66,7 +67,7 @@ pub use config::{Config, ConfigError, HttpConfig, Stats};
 pub use framing::{Flow, Frame, LineFramer};
 pub use http::SESSION_ERA_VERSIONS;
 pub use relay::Relay;
-pub use remote::{Balance, RemoteConfig, RemoteTransport, RemoteUrl, Scheme};
+pub use remote_config::{Balance, RemoteConfig, RemoteTransport, RemoteUrl, Scheme};
 pub use supervisor::RestartPolicy;
 pub use timer::Timer;
 

@@ -8,7 +8,7 @@ use crate::http::{wire, HttpEvent, HttpKey, HttpServer, ReportKind};
 use crate::message::{self, codes};
 use crate::outbound::Outbound;
 use crate::pool::Warm;
-use crate::remote::Balance;
+use crate::remote_config::Balance;
 use crate::session::{Ctx, Session};
 use crate::timer::Timer;
 use crate::Transport;

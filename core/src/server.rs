@@ -13,7 +13,8 @@
 use crate::child::Child;
 use crate::framing::{Flow, Frame, LineFramer};
 use crate::outbound::Outbound;
-use crate::remote::{Inbound, RemoteConfig, RemoteEnd, RemoteLimits, RemoteServer, Undelivered};
+use crate::remote::{Inbound, RemoteEnd, RemoteLimits, RemoteServer, Undelivered};
+use crate::remote_config::RemoteConfig;
 use crate::timer::Timer;
 use crate::{ChildId, Endpoint, ExitStatus, Output, UpId};
 use std::collections::VecDeque;

@@ -22,11 +22,11 @@
 
 use super::modern::{self, ClientFacts, Outgoing};
 use super::wire::{self, Framing, HeadParse, ResponseHead, SseParser};
-use super::{RemoteConfig, RemoteTransport, RemoteUrl, Scheme};
 use crate::framing::LineFramer;
 use crate::http::wire::{Dechunk, Dechunked};
 use crate::message::{self, classify, codes, Kind, Message, RawId};
 use crate::outbound::Outbound;
+use crate::remote_config::{RemoteConfig, RemoteTransport, RemoteUrl, Scheme};
 use crate::timer::Timer;
 use crate::{ChildId, Endpoint, Output, UpId};
 use std::collections::{BTreeMap, VecDeque};
