@@ -116,6 +116,8 @@ pub struct Req {
     /// Offset of its last byte in what the client wrote to stdin.
     pub end: usize,
     pub cancelled: bool,
+    /// Offset of the last byte of its cancellation in what the client wrote.
+    pub cancel_end: Option<usize>,
     /// The step in which the relay read its last byte, and when.
     pub fed_step: Option<u64>,
     pub fed_at: Option<Duration>,
@@ -1041,6 +1043,7 @@ impl RemoteSim {
                 method,
                 end,
                 cancelled: false,
+                cancel_end: None,
                 fed_step: None,
                 fed_at: None,
                 answers: 0,
@@ -1067,11 +1070,13 @@ impl RemoteSim {
                     .get(&id)
                     .is_some_and(|r| r.answers == 0);
                 if !done && waiting {
-                    self.client_write(
+                    let end = self.client_write(
                         &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                         "params": {"requestId": id, "reason": "the user changed their mind"}}),
                     );
-                    self.client.requests.get_mut(&id).expect("known").cancelled = true;
+                    let r = self.client.requests.get_mut(&id).expect("known");
+                    r.cancelled = true;
+                    r.cancel_end = Some(end);
                     self.tally.cancels += 1;
                     self.client_maybe_close();
                 }
@@ -1322,6 +1327,24 @@ impl RemoteSim {
                 Ms(r.fed_at.unwrap_or_default()),
                 Ms(now),
                 Ms(limit)
+            )));
+        }
+        // The relay waits for no more requests than the client has outstanding: read, not
+        // answered, not cancelled. (Exact while stdin is not paused: the relay keeps it paused
+        // while lines it read wait unframed, a cancellation among them.)
+        let fed = if self.stdio.paused { 0 } else { self.stdio.fed };
+        let outstanding = self
+            .client
+            .requests
+            .values()
+            .filter(|r| r.end <= fed && r.answers == 0)
+            .filter(|r| r.cancel_end.is_none_or(|c| c > fed))
+            .count();
+        let waiting = self.relay.in_flight(STDIO).filter(|_| !self.stdio.paused);
+        if let Some(waiting) = waiting.filter(|w| *w > outstanding) {
+            return Err(self.fail(format!(
+                "the relay counts {waiting} requests of the client waiting for an answer; the \
+                 client has {outstanding} read, not answered and not cancelled"
             )));
         }
         // A stalled session is found hung and ended.
