@@ -26,7 +26,9 @@
 //! 2. No message the remote meant for the client reaches it twice; a resumption (`GET` with
 //!    `Last-Event-ID`) neither skips an event the relay did not read completely nor repeats
 //!    one it did (judged by the remote, which knows what the relay read).
-//! 3. The remote never serves a client request twice, and receives it again only after a 404.
+//! 3. The remote never serves a client request twice, and receives it again only after a 404;
+//!    while stdin is not paused, the relay counts no more requests waiting than the client has
+//!    read, not answered and not cancelled; a stream is not resumed for a cancelled request.
 //! 4. A resumption is asked for exactly `retry` after the relay learned its stream broke
 //!    (simulated time, no slack).
 //! 5. `Relay::buffered(stdio) <= Relay::buffer_bound()`.
