@@ -97,6 +97,17 @@ impl Requests {
         self.hold(line);
     }
 
+    /// The client cancelled a request held for a replacement: it no longer waits (its line
+    /// still goes, the cancellation after it). False if it was not held.
+    pub(crate) fn unhold(&mut self, id: &RawId) -> bool {
+        let Some(at) = self.held_ids.iter().position(|h| h == id) else {
+            return false;
+        };
+        self.held_ids.remove(at);
+        self.batch_of.remove(id);
+        true
+    }
+
     /// The request is held for a replacement.
     pub(crate) fn is_held(&self, id: &RawId) -> bool {
         self.held_ids.contains(id)

@@ -963,8 +963,9 @@ impl Link {
                 "notifications/initialized" => self.setup.initialized = true,
                 "notifications/cancelled" => {
                     if let Some(id) = message::cancelled_request_id(e.params) {
-                        // The server will not answer a cancelled request.
-                        if self.requests.answered(&id) {
+                        // The server will not answer a cancelled request (nor a replacement
+                        // one held for it).
+                        if self.requests.answered(&id) || self.requests.unhold(&id) {
                             self.client.cancelled(id);
                         }
                     }

@@ -26,7 +26,9 @@
 //! 2. No message the remote meant for the client reaches it twice; a resumption (`GET` with
 //!    `Last-Event-ID`) neither skips an event the relay did not read completely nor repeats
 //!    one it did (judged by the remote, which knows what the relay read).
-//! 3. The remote never serves a client request twice, and receives it again only after a 404.
+//! 3. The remote never serves a client request twice, and receives it again only after a 404;
+//!    while stdin is not paused, the relay counts no more requests waiting than the client has
+//!    read, not answered and not cancelled; a stream is not resumed for a cancelled request.
 //! 4. A resumption is asked for exactly `retry` after the relay learned its stream broke
 //!    (simulated time, no slack).
 //! 5. `Relay::buffered(stdio) <= Relay::buffer_bound()`.
@@ -116,6 +118,8 @@ pub struct Req {
     /// Offset of its last byte in what the client wrote to stdin.
     pub end: usize,
     pub cancelled: bool,
+    /// Offset of the last byte of its cancellation in what the client wrote.
+    pub cancel_end: Option<usize>,
     /// The step in which the relay read its last byte, and when.
     pub fed_step: Option<u64>,
     pub fed_at: Option<Duration>,
@@ -1042,6 +1046,7 @@ impl RemoteSim {
                 method,
                 end,
                 cancelled: false,
+                cancel_end: None,
                 fed_step: None,
                 fed_at: None,
                 answers: 0,
@@ -1068,11 +1073,13 @@ impl RemoteSim {
                     .get(&id)
                     .is_some_and(|r| r.answers == 0);
                 if !done && waiting {
-                    self.client_write(
+                    let end = self.client_write(
                         &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                         "params": {"requestId": id, "reason": "the user changed their mind"}}),
                     );
-                    self.client.requests.get_mut(&id).expect("known").cancelled = true;
+                    let r = self.client.requests.get_mut(&id).expect("known");
+                    r.cancelled = true;
+                    r.cancel_end = Some(end);
                     self.tally.cancels += 1;
                     self.client_maybe_close();
                 }
@@ -1323,6 +1330,24 @@ impl RemoteSim {
                 Ms(r.fed_at.unwrap_or_default()),
                 Ms(now),
                 Ms(limit)
+            )));
+        }
+        // The relay waits for no more requests than the client has outstanding: read, not
+        // answered, not cancelled. (Exact while stdin is not paused: the relay keeps it paused
+        // while lines it read wait unframed, a cancellation among them.)
+        let fed = if self.stdio.paused { 0 } else { self.stdio.fed };
+        let outstanding = self
+            .client
+            .requests
+            .values()
+            .filter(|r| r.end <= fed && r.answers == 0)
+            .filter(|r| r.cancel_end.is_none_or(|c| c > fed))
+            .count();
+        let waiting = self.relay.in_flight(STDIO).filter(|_| !self.stdio.paused);
+        if let Some(waiting) = waiting.filter(|w| *w > outstanding) {
+            return Err(self.fail(format!(
+                "the relay counts {waiting} requests of the client waiting for an answer; the \
+                 client has {outstanding} read, not answered and not cancelled"
             )));
         }
         // A stalled session is found hung and ended.

@@ -1666,3 +1666,28 @@ fn a_stream_that_breaks_after_its_request_was_cancelled_is_not_resumed() {
         r.s.show()
     );
 }
+
+/// Bug (core/src/session.rs, `note_client_message`; core/src/requests.rs): a request held for a
+/// replacement (here a restarted remote) and then cancelled by the client stayed among the
+/// requests waiting for an answer; released to the replacement with its cancellation, it got
+/// none, and counted against `--max-in-flight` until the session ended. A cancellation now
+/// takes a held request off too. Found by `sim_remote::legacy_sse_remote`, seed 46.
+#[test]
+fn a_held_request_that_the_client_cancels_no_longer_waits() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::StreamableHttp);
+    r.connected(c0);
+    r.initialize(c0);
+    // The remote forgets the session: what the client sends now is held for the next one.
+    let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    r.feed(c0, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"x"}}"#);
+    assert_eq!(r.s.relay.in_flight(STDIO), Some(2), "{}", r.s.show());
+    r.client(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}"#);
+    assert_eq!(
+        r.s.relay.in_flight(STDIO),
+        Some(1),
+        "request 3 was cancelled and still waits:\n{}",
+        r.s.show()
+    );
+}

@@ -92,6 +92,7 @@ const REGRESSIONS: &[(Kind, u64, &str)] = &[
     (Kind::Streamable, 13, "64c0484: a second resumption forgot the stream's retry"),
     (Kind::Streamable, 15, "b825fa4: a cancelled request's stream resumed (cancel first)"),
     (Kind::Streamable, 46, "f582897: a lost initialize ended the session"),
+    (Kind::Sse, 46, "013c311: a cancelled held request kept waiting"),
     (Kind::Streamable, 92, "20f859a: a cancelled request's stream resumed"),
     (Kind::Streamable, 177, "d266f72: a stopping remote's resumption deadline stayed due"),
     (Kind::Sse, 265, "be5d067: the probe waited behind a pending initialize"),
