@@ -79,7 +79,7 @@ struct CheckArgs {
     #[argh(positional)]
     url: Option<String>,
 
-    /// URL: auto, streamable-http, sse or tcp (default: auto)
+    /// URL: auto, streamable-http, stateless, sse or tcp (default: auto)
     #[argh(option)]
     transport: Option<String>,
 

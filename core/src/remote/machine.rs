@@ -529,6 +529,9 @@ impl RemoteServer {
         match &self.link {
             Link::Tcp(_) => "tcp",
             Link::Http(h) => match h.proto {
+                Proto::Streamable { .. } if self.config.transport == RemoteTransport::Stateless => {
+                    "streamable-http (2026-07-28)"
+                }
                 Proto::Streamable { probing: true } => "streamable-http (probing)",
                 Proto::Streamable { probing: false } => "streamable-http",
                 Proto::Modern(_) => "streamable-http (2026-07-28)",
