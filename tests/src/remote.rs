@@ -1057,7 +1057,6 @@ impl Remote {
                 at.as_micros()
             ));
         }
-        let stream = &self.streams[&st];
         // Invariant 4: exactly `retry` after the relay learned the stream broke.
         let asked = self.conns[&conn].asked_at;
         let stream = &self.streams[&st];
