@@ -12,10 +12,13 @@
 //! ([`message`]); one session per TCP connection or HTTP session, with its server process
 //! started, restarted after a failure (replaying `initialize`), probed for liveness and
 //! stopped; the HTTP/1.1 server for Streamable HTTP and HTTP+SSE, with its origin, host and
-//! bearer-token checks; flow control (every queue bounded by [`Config`]); the prespawn pool;
+//! bearer-token checks; client mode (a remote server reached over Streamable HTTP, HTTP+SSE or
+//! TCP through connections the core asks the driver to open, with the era bridge for
+//! 2026-07-28 remotes); flow control (every queue bounded by [`Config`]); the prespawn pool;
 //! every deadline, as an [`Instant`](std::time::Instant) the driver is told about.
 //!
-//! The driver's: sockets (listening, accepting, reading, writing), processes (spawning the
+//! The driver's: sockets (listening, accepting, connecting and resolving names, reading,
+//! writing), the relay's own stdin and stdout in client mode, processes (spawning the
 //! command, its pipes, reaping, signals), threads and waiting for events, the clock (it passes
 //! `now` into every call), randomness (it fills [`Config::seed`] from the OS, or HTTP session
 //! ids are predictable), TLS (a driver may terminate it and hand the core plaintext), logging

@@ -373,7 +373,7 @@ impl ServerSide {
         each!(self, c => {
             c.stdin.close_when_flushed(out);
             c.child.stop();
-        }, r => r.remote.stop(out))
+        }, r => r.remote.stop())
     }
 
     /// The session, stopping, waits for nothing more from it (a remote may close now; a

@@ -92,6 +92,24 @@ impl Run {
         self.s.input(Input::Connected { conn })
     }
 
+    /// Lets up to `within` pass in 100 ms steps, opening (and acknowledging the writes of)
+    /// every connection asked for, until what the client got contains `needle`; returns it.
+    fn wait_for_answer(&mut self, needle: &str, within: Duration) -> String {
+        let mut answered = String::new();
+        for _ in 0..within.as_millis() / 100 {
+            let out = self.s.advance(Duration::from_millis(100));
+            for up in connects(&out) {
+                let out = self.connected(up);
+                self.written_all(&out, Endpoint::Upstream(up));
+            }
+            answered = String::from_utf8_lossy(&self.s.sent_to(Endpoint::Conn(STDIO))).into_owned();
+            if answered.contains(needle) {
+                break;
+            }
+        }
+        answered
+    }
+
     /// Acknowledges every byte sent to `to`.
     fn written_all(&mut self, out: &[Output], to: Endpoint) -> Vec<Output> {
         let n = sent(out, to).len();
@@ -1066,18 +1084,7 @@ fn a_stalled_remote_holding_every_connection_is_found_hung() {
     let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
     r.written_all(&out, Endpoint::Upstream(c0));
     r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
-    let mut answered = String::new();
-    for _ in 0..50 {
-        let out = r.s.advance(Duration::from_millis(100));
-        for up in connects(&out) {
-            let out = r.connected(up);
-            r.written_all(&out, Endpoint::Upstream(up));
-        }
-        answered = String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))).into_owned();
-        if answered.contains(r#""id":2"#) {
-            break;
-        }
-    }
+    let answered = r.wait_for_answer(r#""id":2"#, Duration::from_secs(5));
     assert!(
         answered.contains(r#""id":2"#) && answered.contains("hung"),
         "the remote answers nothing for 5 s, yet it is not found hung:\n{}",
@@ -1312,18 +1319,7 @@ fn a_remote_that_never_answers_initialize_is_found_hung() {
     r.connected(c0);
     let out = r.client(INIT);
     r.written_all(&out, Endpoint::Upstream(c0));
-    let mut answered = String::new();
-    for _ in 0..50 {
-        let out = r.s.advance(Duration::from_millis(100));
-        for up in connects(&out) {
-            let out = r.connected(up);
-            r.written_all(&out, Endpoint::Upstream(up));
-        }
-        answered = String::from_utf8_lossy(&r.s.sent_to(Endpoint::Conn(STDIO))).into_owned();
-        if answered.contains(r#""id":1"#) {
-            break;
-        }
-    }
+    let answered = r.wait_for_answer(r#""id":1"#, Duration::from_secs(5));
     assert!(
         answered.contains(r#""id":1"#) && answered.contains("hung"),
         "the remote answers nothing for 5 s, yet it is not found hung:\n{}",

@@ -277,7 +277,6 @@ struct HttpLink {
     resumes: Vec<Resume>,
     /// The legacy stream or the `DELETE` went out.
     delete_sent: bool,
-    ever_connected: bool,
     /// Until the first `GET` stream is set up (its answer's head, or its failure, or this
     /// deadline), messages after `notifications/initialized` wait: what the remote sends
     /// outside any request from then on has a stream to arrive on.
@@ -462,7 +461,6 @@ impl RemoteServer {
                 get: GetStream::Off,
                 resumes: Vec::new(),
                 delete_sent: false,
-                ever_connected: false,
                 get_gate: None,
                 get_last_id: None,
                 get_retry: None,
@@ -1105,8 +1103,7 @@ impl RemoteServer {
 
     /// Graceful stop: what is in flight may still be answered (within the grace), then the
     /// session is deleted and the connections closed.
-    pub(crate) fn stop(&mut self, out: &mut VecDeque<Output>) {
-        let _ = out;
+    pub(crate) fn stop(&mut self) {
         if matches!(self.state, State::Connecting | State::Up) {
             // What is queued still goes out (a connection still opening opens), and answers
             // still come, until the session has nothing waiting (`quiet`) or the grace ends.
@@ -1238,7 +1235,6 @@ impl RemoteServer {
                     return;
                 };
                 c.connected = true;
-                h.ever_connected = true;
                 c.deadline = c.job.is_none().then_some(idle);
                 c.out.open(out);
             }
@@ -1478,7 +1474,7 @@ impl RemoteServer {
                 break;
             }
             let is_init = front.is_initialize();
-            let Some(n) = h.free_conn(max) else {
+            let Some(n) = h.free_conn() else {
                 // The probe gets a connection of its own: a remote that holds every
                 // connection with calls it does not answer must still be probed.
                 if h.post_conns() >= max && !front.probe {
@@ -1953,7 +1949,7 @@ impl RemoteServer {
                             Content::Discard { snippet } => snippet,
                             Content::Events(_) => Vec::new(),
                         };
-                        self.refused(&p, status, &body, done.complete);
+                        self.refused(&p, status, &body);
                     }
                 }
             }
@@ -2148,8 +2144,7 @@ impl RemoteServer {
     }
 
     /// A POST refused with `status`.
-    fn refused(&mut self, p: &Pending, status: u16, body: &[u8], complete: bool) {
-        let _ = complete;
+    fn refused(&mut self, p: &Pending, status: u16, body: &[u8]) {
         let Some(id) = &p.id else {
             self.answer_batch(p, &format!("refused the batch: HTTP {status}"));
             log::warn!(
@@ -2461,7 +2456,7 @@ impl RemoteServer {
             self.close_all(out);
             return self.finish(RemoteEnd::Stopped);
         };
-        let n = match h.free_conn(usize::MAX) {
+        let n = match h.free_conn() {
             Some(n) => n,
             None => {
                 let dial = Dial {
@@ -2534,7 +2529,7 @@ fn stream_get(
 
 impl HttpLink {
     /// An open idle connection (or one connecting with nothing to do), if there is one.
-    fn free_conn(&self, _max: usize) -> Option<u32> {
+    fn free_conn(&self) -> Option<u32> {
         self.conns
             .iter()
             .find(|(_, c)| c.job.is_none() && !c.out.is_finished() && !c.closing)
