@@ -9,7 +9,7 @@ use mcp_relay_core::{
     Balance, Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy,
     Transport,
 };
-use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig, Stopped};
+use mcp_relay_runtime::{CommandSpec, Listen as ListenOn, Runtime, RuntimeConfig, Stopped};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -429,7 +429,7 @@ fn validate(
             return Err(format!("--cwd {}: not a directory", dir.display()));
         }
     }
-    let mut listen: Vec<(SocketAddr, Transport)> = Vec::new();
+    let mut listen: Vec<ListenOn> = Vec::new();
     for l in args.listen {
         let (addrs, transport) = match l {
             Listen::Tcp(addrs) => (addrs, Transport::Tcp),
@@ -437,10 +437,10 @@ fn validate(
         };
         for addr in addrs {
             // Port 0 asks for any free port: twice is two listeners, not a mistake.
-            if addr.port() != 0 && listen.iter().any(|(a, _)| *a == addr) {
+            if addr.port() != 0 && listen.iter().any(|l| l.addr == addr) {
                 return Err(format!("--listen: {addr} is given twice"));
             }
-            listen.push((addr, transport));
+            listen.push(ListenOn::plain(addr, transport));
         }
     }
     let mut auth_tokens = args.auth_token;
@@ -539,6 +539,7 @@ fn validate(
             seed: [0; 32],
         },
         stdio,
+        tls_client: None,
     };
     config
         .core

@@ -12,7 +12,7 @@
 //! [`ShutdownHandle`]: mcp_relay_runtime::ShutdownHandle
 
 use mcp_relay_core::{Config, Transport};
-use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
+use mcp_relay_runtime::{CommandSpec, Listen, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -51,7 +51,7 @@ fn host() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(1);
     });
     let config = RuntimeConfig {
-        listen: vec![("127.0.0.1:0".parse()?, Transport::Tcp)],
+        listen: vec![Listen::plain("127.0.0.1:0".parse()?, Transport::Tcp)],
         command: CommandSpec {
             program: std::env::current_exe()?.into_os_string(),
             args: vec!["echo-server".into()],
@@ -63,6 +63,7 @@ fn host() -> Result<(), Box<dyn std::error::Error>> {
             ..Config::default()
         },
         stdio: false,
+        tls_client: None,
     };
 
     // Bind on this thread, so that a bad address is an error here and the bound port is

@@ -23,13 +23,14 @@
 //!
 //! ```no_run
 //! use mcp_relay_core::{Config, Transport};
-//! use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
+//! use mcp_relay_runtime::{CommandSpec, Listen, Runtime, RuntimeConfig};
 //!
 //! let runtime = Runtime::bind(RuntimeConfig {
-//!     listen: vec![("127.0.0.1:9000".parse()?, Transport::Tcp)],
+//!     listen: vec![Listen::plain("127.0.0.1:9000".parse()?, Transport::Tcp)],
 //!     command: CommandSpec { program: "./server".into(), ..CommandSpec::default() },
 //!     core: Config::default(),
 //!     stdio: false,
+//!     tls_client: None,
 //! })?;
 //! let stop = runtime.shutdown_handle(); // call stop.shutdown() from a signal handler
 //! runtime.run()?;
@@ -40,9 +41,11 @@
 
 mod process;
 mod stdio;
+pub mod tls;
 mod upstream;
 
 pub use process::CommandSpec;
+pub use tls::{ClientTls, ServerTls};
 
 use crossbeam_channel::{Receiver, Sender};
 use mcp_relay_core::{
@@ -61,8 +64,8 @@ use std::time::{Duration, Instant};
 /// Everything the runtime needs to start.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// Addresses to listen on, and what each serves.
-    pub listen: Vec<(SocketAddr, Transport)>,
+    /// Addresses to listen on, what each serves, and whether over TLS.
+    pub listen: Vec<Listen>,
     /// The server command started for each session (and for `prespawn`).
     pub command: CommandSpec,
     /// The core's configuration. An all-zero `seed` (the default) is replaced with OS
@@ -76,6 +79,30 @@ pub struct RuntimeConfig {
     /// reader may still be blocked in a read when `run` returns: the process is expected to
     /// exit then.
     pub stdio: bool,
+    /// TLS for `https://` remotes (client mode); `None` refuses them (`Input::ConnectFailed`).
+    pub tls_client: Option<ClientTls>,
+}
+
+/// One address to listen on.
+#[derive(Clone, Debug)]
+pub struct Listen {
+    /// Where (port 0: any free port).
+    pub addr: SocketAddr,
+    /// What it serves.
+    pub transport: Transport,
+    /// TLS (`https://`, `tls://`), or plain.
+    pub tls: Option<ServerTls>,
+}
+
+impl Listen {
+    /// A plain listener.
+    pub fn plain(addr: SocketAddr, transport: Transport) -> Listen {
+        Listen {
+            addr,
+            transport,
+            tls: None,
+        }
+    }
 }
 
 /// Facts from worker threads (and the signal handler) for the loop.
@@ -225,6 +252,7 @@ impl Child {
 struct Listener {
     socket: TcpListener,
     transport: Transport,
+    tls: Option<ServerTls>,
     /// Set while `accept()` fails for want of resources (descriptors, memory): the
     /// connections wait in the kernel's backlog until the next attempt.
     backoff: Option<AcceptBackoff>,
@@ -325,6 +353,8 @@ pub struct Runtime {
     attach_stdio: bool,
     /// The stdio connection, once attached.
     stdio: Option<(ConnId, stdio::Stdio)>,
+    /// TLS for `https://` remotes.
+    tls_client: Option<ClientTls>,
 }
 
 impl Runtime {
@@ -368,7 +398,15 @@ impl Runtime {
         let read_size = config.core.max_read.max(1);
         let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER))?);
         let mut listeners = Vec::new();
-        for (i, (addr, transport)) in config.listen.iter().enumerate() {
+        for (
+            i,
+            Listen {
+                addr,
+                transport,
+                tls,
+            },
+        ) in config.listen.iter().enumerate()
+        {
             let mut l = TcpListener::bind(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             poll.registry()
@@ -376,6 +414,7 @@ impl Runtime {
             listeners.push(Listener {
                 socket: l,
                 transport: *transport,
+                tls: tls.clone(),
                 backoff: None,
             });
         }
@@ -418,6 +457,7 @@ impl Runtime {
             resolver: upstream::Resolver::default(),
             attach_stdio: config.stdio,
             stdio: None,
+            tls_client: config.tls_client,
         })
     }
 

@@ -2,7 +2,7 @@
 //! hand out the same HTTP session ids: `Runtime::bind` seeds the generator from the OS.
 
 use mcp_relay_core::{Config, Transport};
-use mcp_relay_runtime::{CommandSpec, Runtime, RuntimeConfig};
+use mcp_relay_runtime::{CommandSpec, Listen, Runtime, RuntimeConfig};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
@@ -13,13 +13,17 @@ use std::time::Duration;
 /// returns the id.
 fn first_session_id() -> String {
     let runtime = Runtime::bind(RuntimeConfig {
-        listen: vec![(SocketAddr::from(([127, 0, 0, 1], 0)), Transport::Http)],
+        listen: vec![Listen::plain(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Transport::Http,
+        )],
         command: CommandSpec {
             program: "cat".into(),
             ..CommandSpec::default()
         },
         core: Config::default(),
         stdio: false,
+        tls_client: None,
     })
     .expect("bind");
     let addr = runtime.local_addrs()[0].0;

@@ -65,6 +65,7 @@ fn relay() -> Result<()> {
             ..Config::default()
         },
         stdio: true,
+        tls_client: None,
     })?;
     match runtime.run()? {
         Stopped::Drained => Ok(()),
