@@ -109,7 +109,8 @@ impl HttpRelayBuilder {
         self
     }
 
-    /// Starts the relay and waits for its `listening on http://…` log line.
+    /// Starts the relay and waits for its `listening on http://…` log line (the scheme of
+    /// [`HttpRelayBuilder::listen`]'s address).
     pub fn start(self) -> HttpRelay {
         let mut cmd = Command::new(relay_bin());
         cmd.arg("--listen").arg(&self.listen).args(&self.args);
@@ -135,15 +136,18 @@ impl HttpRelayBuilder {
             log,
             groups: Mutex::new(Vec::new()),
         };
-        let needle = "listening on http://";
-        let line = relay.try_wait_log(needle, DEADLINE).unwrap_or_else(|| {
+        // `https://` and `tls://` listeners (tests/tests/e2e_tls.rs) are reported under
+        // their own scheme.
+        let scheme = self.listen.split_once("://").map_or("http", |(s, _)| s);
+        let needle = format!("listening on {scheme}://");
+        let line = relay.try_wait_log(&needle, DEADLINE).unwrap_or_else(|| {
             panic!(
-                "the relay did not report its HTTP address within {DEADLINE:?}; its log:\n{}",
+                "the relay did not report its {scheme}:// address within {DEADLINE:?}; its log:\n{}",
                 relay.log_text()
             )
         });
         relay.addr = line
-            .split(needle)
+            .split(&needle)
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.trim_end_matches(',').parse().ok())
