@@ -26,18 +26,19 @@ use std::time::Duration;
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "mcp-relay --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --connect http://mcp.example.com/mcp --header 'Authorization: Bearer ${{TOKEN}}'",
-    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT. Header values are never logged.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
+    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT. https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key; SIGHUP re-reads them (and\n--tls-client-ca) without dropping sessions. SIGINT and SIGTERM drain and stop; a second\none stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
 )]
 struct Args {
-    /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC), or
-    /// http://HOST:PORT (Streamable HTTP at /mcp, HTTP+SSE at /sse); IPv6 as [::1]:9000;
-    /// repeat for several (required unless --connect is given; 127.0.0.1
+    /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC),
+    /// http://HOST:PORT (Streamable HTTP at /mcp, HTTP+SSE at /sse), or the same over TLS:
+    /// tls://HOST:PORT, https://HOST:PORT (with --tls-cert and --tls-key); IPv6 as
+    /// [::1]:9000; repeat for several (required unless --connect is given; 127.0.0.1
     /// recommended)
     #[argh(option, from_str_fn(parse_listen))]
     listen: Vec<Listen>,
 
-    /// relay to the remote MCP server at this URL instead of running a command: http:// or
-    /// tcp://; repeat for fallbacks, tried in order
+    /// relay to the remote MCP server at this URL instead of running a command: http://,
+    /// https:// or tcp://; repeat for fallbacks, tried in order
     #[argh(option)]
     connect: Vec<String>,
 
@@ -1026,6 +1027,90 @@ mod tests {
         assert!(!config.stdio);
         assert_eq!(config.listen.len(), 1);
         assert!(config.core.remote.is_some());
+    }
+
+    #[test]
+    fn tls_mistakes_name_the_flag() {
+        for (argv, expect) in [
+            (
+                &["--listen", "https://127.0.0.1:0", "--demo"][..],
+                "needs --tls-cert",
+            ),
+            (
+                &[
+                    "--listen",
+                    "tls://127.0.0.1:0",
+                    "--tls-cert",
+                    "c.pem",
+                    "--demo",
+                ],
+                "needs --tls-cert FULLCHAIN.pem and --tls-key",
+            ),
+            (
+                &[
+                    "--listen",
+                    "http://127.0.0.1:0",
+                    "--tls-cert",
+                    "c",
+                    "--tls-key",
+                    "k",
+                    "--demo",
+                ],
+                "go with an https:// or tls:// --listen",
+            ),
+            (
+                &["--listen", "127.0.0.1:0", "--tls-client-ca", "ca", "--demo"],
+                "go with an https:// or tls:// --listen",
+            ),
+            (
+                &["--connect", "http://h/", "--ca-cert", "ca.pem"],
+                "go with an https:// URL in --connect",
+            ),
+            (
+                &["--connect", "tcp://h:1", "--tls-insecure-skip-verify"],
+                "go with an https:// URL in --connect",
+            ),
+            (
+                &[
+                    "--listen",
+                    "https://127.0.0.1:0",
+                    "--tls-cert",
+                    "/nonexistent/c.pem",
+                    "--tls-key",
+                    "k",
+                    "--demo",
+                ],
+                "--tls-cert /nonexistent/c.pem: cannot read it",
+            ),
+            (
+                &["--listen", "ftps://127.0.0.1:0", "--demo"],
+                "unsupported scheme `ftps://`",
+            ),
+        ] {
+            let got = client(argv, &[]).err();
+            assert!(
+                got.as_deref().is_some_and(|e| e.contains(expect)),
+                "{argv:?}: {got:?}, expected {expect:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn https_remotes_are_accepted() {
+        let config = client(
+            &["--connect", "https://h/mcp", "--tls-insecure-skip-verify"],
+            &[],
+        )
+        .expect("valid");
+        let tls = config.tls_client.expect("a TLS client configuration");
+        assert!(tls.insecure);
+        assert_eq!(tls.config.alpn_protocols, [b"http/1.1".to_vec()]);
+        let remote = config.core.remote.expect("remote");
+        assert_eq!(remote.urls[0].scheme, Scheme::Https);
+        assert_eq!(remote.urls[0].port, 443);
+        // Plain remotes need no TLS.
+        let config = client(&["--connect", "http://h/mcp"], &[]).expect("valid");
+        assert!(config.tls_client.is_none());
     }
 
     #[test]
