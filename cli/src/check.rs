@@ -59,8 +59,9 @@ const MAX_NAMES_SHOWN: usize = 40;
 /// Characters of the joined names shown per list in the human report.
 const MAX_NAMES_CHARS: usize = 500;
 /// The options of `check` that take a value (for finding the `--` that starts a command).
-const VALUE_OPTIONS: [&str; 6] = [
+const VALUE_OPTIONS: [&str; 7] = [
     "--transport",
+    "--ca-cert",
     "--header",
     "--bearer-token",
     "--connect-timeout",
@@ -94,6 +95,14 @@ struct CheckArgs {
     /// URL: time allowed to connect to the remote
     #[argh(option)]
     connect_timeout: Option<String>,
+
+    /// URL (https://): also trust the CA certificates in this PEM file
+    #[argh(option)]
+    ca_cert: Option<String>,
+
+    /// URL (https://): do not verify the server's certificate (testing only)
+    #[argh(switch)]
+    tls_insecure_skip_verify: bool,
 
     /// URL: the log level of the relay that connects
     #[argh(option)]
@@ -227,6 +236,8 @@ fn parse(args: Vec<OsString>) -> Result<(CheckArgs, Target), Usage> {
             ("--bearer-token", opts.bearer_token.is_some()),
             ("--connect-timeout", opts.connect_timeout.is_some()),
             ("--log-level", opts.log_level.is_some()),
+            ("--ca-cert", opts.ca_cert.is_some()),
+            ("--tls-insecure-skip-verify", opts.tls_insecure_skip_verify),
         ];
         if let Some((flag, _)) = url_only.iter().find(|(_, given)| *given) {
             return Err(Usage::Error(format!(
@@ -270,6 +281,12 @@ fn command_for(opts: &CheckArgs, target: &Target) -> Result<Command, String> {
             }
             if let Some(l) = &opts.log_level {
                 cmd.arg("--log-level").arg(l);
+            }
+            if let Some(c) = &opts.ca_cert {
+                cmd.arg("--ca-cert").arg(c);
+            }
+            if opts.tls_insecure_skip_verify {
+                cmd.arg("--tls-insecure-skip-verify");
             }
             Ok(cmd)
         }
@@ -772,9 +789,19 @@ impl Peer {
         // A Ctrl-C would otherwise end the check and leave the child, which is in a process
         // group of its own and does not see the terminal's signal, running. The handler can
         // only be set once per process; `check` runs once.
+        let (on_term, on_hup) = (tx.clone(), tx.clone());
         let _ = ctrlc::set_handler(move || {
             let _ = tx.send(Event::Interrupted);
         });
+        // SIGTERM and SIGHUP (a closed terminal) end the check the same way.
+        let _ = crate::signals::install(
+            move || {
+                let _ = on_term.send(Event::Interrupted);
+            },
+            move || {
+                let _ = on_hup.send(Event::Interrupted);
+            },
+        );
         Ok(Peer {
             child,
             pid,

@@ -69,28 +69,36 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 pub enum Listen {
     Tcp(Vec<SocketAddr>),
     Http(Vec<SocketAddr>),
+    /// `tls://`: newline-delimited JSON-RPC over TLS.
+    Tls(Vec<SocketAddr>),
+    /// `https://`: HTTP over TLS.
+    Https(Vec<SocketAddr>),
 }
 
-/// Parses `tcp://HOST:PORT`, `http://HOST:PORT` or `HOST:PORT` (TCP; IPv6 as `[::1]:9000`).
-/// A host name is resolved and every address it has is bound.
+impl Listen {
+    /// Whether it speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Listen::Tls(_) | Listen::Https(_))
+    }
+}
+
+/// Parses `tcp://HOST:PORT`, `http://HOST:PORT`, `tls://HOST:PORT`, `https://HOST:PORT` or
+/// `HOST:PORT` (TCP; IPv6 as `[::1]:9000`). A host name is resolved and every address it
+/// has is bound.
 pub fn parse_listen(text: &str) -> Result<Listen, String> {
-    let (rest, http) = if let Some(rest) = text.strip_prefix("tcp://") {
-        (rest, false)
-    } else if let Some(rest) = text.strip_prefix("http://") {
-        (rest, true)
-    } else if let Some((scheme, _)) = text.split_once("://") {
-        return Err(format!(
-            "--listen {text}: unsupported scheme `{scheme}://` (use tcp://HOST:PORT or http://HOST:PORT)"
-        ));
-    } else {
-        (text, false)
-    };
-    let wrap = |addrs| {
-        if http {
-            Listen::Http(addrs)
-        } else {
-            Listen::Tcp(addrs)
-        }
+    let (rest, wrap): (&str, fn(Vec<SocketAddr>) -> Listen) = match text.split_once("://") {
+        None => (text, Listen::Tcp),
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "tcp" => (rest, Listen::Tcp),
+            "http" => (rest, Listen::Http),
+            "tls" => (rest, Listen::Tls),
+            "https" => (rest, Listen::Https),
+            _ => {
+                return Err(format!(
+                    "--listen {text}: unsupported scheme `{scheme}://` (use tcp://, http://, tls:// or https://HOST:PORT)"
+                ))
+            }
+        },
     };
     let rest = rest.trim_end_matches('/');
     if let Some((_, path)) = rest.split_once('/') {

@@ -2,16 +2,19 @@
 
 mod check;
 mod config;
+mod signals;
+mod tls;
 
 use argh::FromArgs;
 use config::Listen;
 use mcp_relay_core::{
-    Balance, Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy,
+    Balance, Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy, Scheme,
     Transport,
 };
-use mcp_relay_runtime::{CommandSpec, Listen as ListenOn, Runtime, RuntimeConfig, Stopped};
+use mcp_relay_runtime::{
+    ClientTls, CommandSpec, Listen as ListenOn, Runtime, RuntimeConfig, ServerTls, Stopped,
+};
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,18 +26,19 @@ use std::time::Duration;
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "mcp-relay --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --connect http://mcp.example.com/mcp --header 'Authorization: Bearer ${{TOKEN}}'",
-    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT. Header values are never logged.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
+    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT. https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key; SIGHUP re-reads them (and\n--tls-client-ca) without dropping sessions. SIGINT and SIGTERM drain and stop; a second\none stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
 )]
 struct Args {
-    /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC), or
-    /// http://HOST:PORT (Streamable HTTP at /mcp, HTTP+SSE at /sse); IPv6 as [::1]:9000;
-    /// repeat for several (required unless --connect is given; 127.0.0.1
+    /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC),
+    /// http://HOST:PORT (Streamable HTTP at /mcp, HTTP+SSE at /sse), or the same over TLS:
+    /// tls://HOST:PORT, https://HOST:PORT (with --tls-cert and --tls-key); IPv6 as
+    /// [::1]:9000; repeat for several (required unless --connect is given; 127.0.0.1
     /// recommended)
     #[argh(option, from_str_fn(parse_listen))]
     listen: Vec<Listen>,
 
-    /// relay to the remote MCP server at this URL instead of running a command: http:// or
-    /// tcp://; repeat for fallbacks, tried in order
+    /// relay to the remote MCP server at this URL instead of running a command: http://,
+    /// https:// or tcp://; repeat for fallbacks, tried in order
     #[argh(option)]
     connect: Vec<String>,
 
@@ -216,6 +220,31 @@ struct Args {
     #[argh(option)]
     auth_token_file: Option<PathBuf>,
 
+    /// https:// and tls:// listeners: the certificate chain, PEM (leaf first); re-read on
+    /// SIGHUP
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+
+    /// https:// and tls:// listeners: the private key, PEM (PKCS#8, RSA or EC); re-read on
+    /// SIGHUP
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+
+    /// https:// and tls:// listeners: require client certificates signed by a CA in this PEM
+    /// file (mutual TLS); re-read on SIGHUP
+    #[argh(option)]
+    tls_client_ca: Option<PathBuf>,
+
+    /// with --connect https://: also trust the CA certificates in this PEM file (besides the
+    /// system's store; SSL_CERT_FILE and SSL_CERT_DIR are honoured)
+    #[argh(option)]
+    ca_cert: Option<PathBuf>,
+
+    /// with --connect https://: do not verify the remote's certificate (testing only: every
+    /// connection is logged with a warning)
+    #[argh(switch)]
+    tls_insecure_skip_verify: bool,
+
     /// HTTP: end sessions with no request and no open stream for this long (default: 300s)
     #[argh(
         option,
@@ -357,14 +386,71 @@ fn main() -> ExitCode {
     if let Err(e) = dumpable {
         log::warn!("cannot make the relay non-dumpable (its servers may read its memory): {e}");
     }
-    let config = match validate(args, env_token, &|name| std::env::var(name).ok()) {
-        Ok(config) => config,
+    let setup = match validate(args, env_token, &|name| std::env::var(name).ok()) {
+        Ok(setup) => setup,
         Err(e) => {
             eprintln!("mcp-relay: {e}");
             return ExitCode::from(2);
         }
     };
-    run(config)
+    run(setup)
+}
+
+/// A validated command line: the runtime's configuration, and what SIGHUP re-reads.
+struct Setup {
+    runtime: RuntimeConfig,
+    reload: Option<TlsReload>,
+}
+
+/// The TLS listeners' files, and the configurations a SIGHUP replaces.
+struct TlsReload {
+    files: tls::ServerFiles,
+    /// For `https://` listeners (ALPN `http/1.1`).
+    https: ServerTls,
+    /// For `tls://` listeners (no ALPN).
+    raw: ServerTls,
+}
+
+/// ALPN for HTTP over TLS.
+const ALPN_HTTP: &[&[u8]] = &[b"http/1.1"];
+
+impl TlsReload {
+    /// Reads the files and checks them; warnings are logged.
+    fn load(files: tls::ServerFiles) -> Result<TlsReload, String> {
+        let now = std::time::SystemTime::now();
+        let https = tls::server_config(&files, ALPN_HTTP, now)?;
+        let raw = tls::server_config(&files, &[], now)?;
+        for w in &https.warnings {
+            log::warn!("{w}");
+        }
+        Ok(TlsReload {
+            files,
+            https: ServerTls::new(https.config),
+            raw: ServerTls::new(raw.config),
+        })
+    }
+
+    /// SIGHUP: the files again; new handshakes use them, established connections keep what
+    /// they have. A mistake keeps the old ones.
+    fn reload(&self) {
+        let now = std::time::SystemTime::now();
+        let loaded = tls::server_config(&self.files, ALPN_HTTP, now)
+            .and_then(|https| Ok((https, tls::server_config(&self.files, &[], now)?)));
+        match loaded {
+            Ok((https, raw)) => {
+                for w in &https.warnings {
+                    log::warn!("{w}");
+                }
+                self.https.replace(https.config);
+                self.raw.replace(raw.config);
+                log::info!(
+                    "SIGHUP: reloaded the certificate ({}); new connections use it",
+                    self.files.cert.display()
+                );
+            }
+            Err(e) => log::error!("SIGHUP: {e}; still using the certificate loaded before"),
+        }
+    }
 }
 
 fn init_logging(args: &Args) {
@@ -389,7 +475,7 @@ fn validate(
     args: Args,
     env_token: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<RuntimeConfig, String> {
+) -> Result<Setup, String> {
     let remote = remote_config(&args, env)?;
     if args.listen.is_empty() && remote.is_none() {
         return Err(
@@ -429,18 +515,43 @@ fn validate(
             return Err(format!("--cwd {}: not a directory", dir.display()));
         }
     }
+    let any_tls = args.listen.iter().any(Listen::is_tls);
+    let reload = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) if any_tls => Some(TlsReload::load(tls::ServerFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        })?),
+        (None, _) | (_, None) if any_tls => return Err(
+            "an https:// or tls:// listener needs --tls-cert FULLCHAIN.pem and --tls-key KEY.pem"
+                .into(),
+        ),
+        _ if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() => {
+            return Err(
+                "--tls-cert, --tls-key and --tls-client-ca go with an https:// or tls:// --listen"
+                    .into(),
+            )
+        }
+        _ => None,
+    };
     let mut listen: Vec<ListenOn> = Vec::new();
     for l in args.listen {
-        let (addrs, transport) = match l {
-            Listen::Tcp(addrs) => (addrs, Transport::Tcp),
-            Listen::Http(addrs) => (addrs, Transport::Http),
+        let (addrs, transport, tls) = match l {
+            Listen::Tcp(addrs) => (addrs, Transport::Tcp, None),
+            Listen::Http(addrs) => (addrs, Transport::Http, None),
+            Listen::Tls(addrs) => (addrs, Transport::Tcp, reload.as_ref().map(|r| &r.raw)),
+            Listen::Https(addrs) => (addrs, Transport::Http, reload.as_ref().map(|r| &r.https)),
         };
         for addr in addrs {
             // Port 0 asks for any free port: twice is two listeners, not a mistake.
             if addr.port() != 0 && listen.iter().any(|l| l.addr == addr) {
                 return Err(format!("--listen: {addr} is given twice"));
             }
-            listen.push(ListenOn::plain(addr, transport));
+            listen.push(ListenOn {
+                addr,
+                transport,
+                tls: tls.cloned(),
+            });
         }
     }
     let mut auth_tokens = args.auth_token;
@@ -478,6 +589,25 @@ fn validate(
     };
     // Client mode with no listener: the local client is on stdin and stdout.
     let stdio = remote.is_some() && listen.is_empty();
+    let https = remote
+        .as_ref()
+        .is_some_and(|r| r.urls.iter().any(|u| u.scheme == Scheme::Https));
+    let tls_client = if https {
+        let loaded = tls::client_config(args.ca_cert.as_deref(), args.tls_insecure_skip_verify)?;
+        for w in &loaded.warnings {
+            log::warn!("{w}");
+        }
+        Some(ClientTls {
+            config: std::sync::Arc::new(loaded.config),
+            insecure: args.tls_insecure_skip_verify,
+        })
+    } else if args.ca_cert.is_some() || args.tls_insecure_skip_verify {
+        return Err(
+            "--ca-cert and --tls-insecure-skip-verify go with an https:// URL in --connect".into(),
+        );
+    } else {
+        None
+    };
     let mut command = command.into_iter();
     let program = command.next().unwrap_or_default();
     let defaults = Config::default();
@@ -539,13 +669,16 @@ fn validate(
             seed: [0; 32],
         },
         stdio,
-        tls_client: None,
+        tls_client,
     };
     config
         .core
         .validate()
         .map_err(|e| format!("{} {}", flag_of(&e), e.problem))?;
-    Ok(config)
+    Ok(Setup {
+        runtime: config,
+        reload,
+    })
 }
 
 /// Client mode's configuration from `--connect` and its companions; `None` without
@@ -658,7 +791,11 @@ fn flag_of(e: &ConfigError) -> &'static str {
     }
 }
 
-fn run(config: RuntimeConfig) -> ExitCode {
+fn run(setup: Setup) -> ExitCode {
+    let Setup {
+        runtime: config,
+        reload,
+    } = setup;
     let server = config.core.server_label.clone();
     let authenticated = !config.core.http.auth_tokens.is_empty();
     // What an unauthenticated stranger could do through an exposed listener.
@@ -676,31 +813,42 @@ fn run(config: RuntimeConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for (addr, transport) in runtime.local_addrs() {
+    for (addr, transport, tls) in runtime.listening() {
         match transport {
             Transport::Tcp => {
-                log::info!("listening on tcp://{addr}, serving `{server}`");
+                let scheme = if tls { "tls" } else { "tcp" };
+                log::info!("listening on {scheme}://{addr}, serving `{server}`");
                 if !addr.ip().is_loopback() {
                     log::warn!(
-                        "tcp://{addr} is reachable from other machines and has no authentication: anyone who can connect can {exposure} `{server}`"
+                        "{scheme}://{addr} is reachable from other machines and has no authentication: anyone who can connect can {exposure} `{server}`"
                     );
                 }
             }
             Transport::Http => {
+                let scheme = if tls { "https" } else { "http" };
                 log::info!(
-                    "listening on http://{addr} (Streamable HTTP at /mcp, HTTP+SSE at /sse), serving `{server}`"
+                    "listening on {scheme}://{addr} (Streamable HTTP at /mcp, HTTP+SSE at /sse), serving `{server}`"
                 );
                 if !addr.ip().is_loopback() && !authenticated {
                     log::warn!(
-                        "http://{addr} is reachable from other machines without --auth-token: anyone who can connect can {exposure} `{server}`"
+                        "{scheme}://{addr} is reachable from other machines without --auth-token: anyone who can connect can {exposure} `{server}`"
                     );
                 }
             }
         }
     }
     let handle = runtime.shutdown_handle();
-    if let Err(e) = ctrlc::set_handler(move || handle.shutdown()) {
+    let on_int = handle.clone();
+    if let Err(e) = ctrlc::set_handler(move || on_int.shutdown()) {
         log::error!("cannot install the Ctrl-C handler: {e}");
+        return ExitCode::from(1);
+    }
+    let on_hup = move || match &reload {
+        Some(reload) => reload.reload(),
+        None => log::info!("SIGHUP: nothing to reload (no --tls-cert); still running"),
+    };
+    if let Err(e) = signals::install(move || handle.shutdown(), on_hup) {
+        log::error!("cannot install the SIGTERM and SIGHUP handlers: {e}");
         return ExitCode::from(1);
     }
     match runtime.run() {
@@ -809,7 +957,7 @@ mod tests {
         let mut argv = vec!["--listen", "127.0.0.1:0", "--demo"];
         argv.extend_from_slice(extra);
         let args = Args::from_args(&["mcp-relay"], &argv).map_err(|e| e.output)?;
-        validate(args, None, &|_| None)
+        validate(args, None, &|_| None).map(|s| s.runtime)
     }
 
     /// Validates these flags alone, with `env` as the environment.
@@ -820,7 +968,7 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
         };
-        validate(args, None, &env)
+        validate(args, None, &env).map(|s| s.runtime)
     }
 
     fn headers(argv: &[&str], env: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -882,6 +1030,90 @@ mod tests {
     }
 
     #[test]
+    fn tls_mistakes_name_the_flag() {
+        for (argv, expect) in [
+            (
+                &["--listen", "https://127.0.0.1:0", "--demo"][..],
+                "needs --tls-cert",
+            ),
+            (
+                &[
+                    "--listen",
+                    "tls://127.0.0.1:0",
+                    "--tls-cert",
+                    "c.pem",
+                    "--demo",
+                ],
+                "needs --tls-cert FULLCHAIN.pem and --tls-key",
+            ),
+            (
+                &[
+                    "--listen",
+                    "http://127.0.0.1:0",
+                    "--tls-cert",
+                    "c",
+                    "--tls-key",
+                    "k",
+                    "--demo",
+                ],
+                "go with an https:// or tls:// --listen",
+            ),
+            (
+                &["--listen", "127.0.0.1:0", "--tls-client-ca", "ca", "--demo"],
+                "go with an https:// or tls:// --listen",
+            ),
+            (
+                &["--connect", "http://h/", "--ca-cert", "ca.pem"],
+                "go with an https:// URL in --connect",
+            ),
+            (
+                &["--connect", "tcp://h:1", "--tls-insecure-skip-verify"],
+                "go with an https:// URL in --connect",
+            ),
+            (
+                &[
+                    "--listen",
+                    "https://127.0.0.1:0",
+                    "--tls-cert",
+                    "/nonexistent/c.pem",
+                    "--tls-key",
+                    "k",
+                    "--demo",
+                ],
+                "--tls-cert /nonexistent/c.pem: cannot read it",
+            ),
+            (
+                &["--listen", "ftps://127.0.0.1:0", "--demo"],
+                "unsupported scheme `ftps://`",
+            ),
+        ] {
+            let got = client(argv, &[]).err();
+            assert!(
+                got.as_deref().is_some_and(|e| e.contains(expect)),
+                "{argv:?}: {got:?}, expected {expect:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn https_remotes_are_accepted() {
+        let config = client(
+            &["--connect", "https://h/mcp", "--tls-insecure-skip-verify"],
+            &[],
+        )
+        .expect("valid");
+        let tls = config.tls_client.expect("a TLS client configuration");
+        assert!(tls.insecure);
+        assert_eq!(tls.config.alpn_protocols, [b"http/1.1".to_vec()]);
+        let remote = config.core.remote.expect("remote");
+        assert_eq!(remote.urls[0].scheme, Scheme::Https);
+        assert_eq!(remote.urls[0].port, 443);
+        // Plain remotes need no TLS.
+        let config = client(&["--connect", "http://h/mcp"], &[]).expect("valid");
+        assert!(config.tls_client.is_none());
+    }
+
+    #[test]
     fn client_mode_mistakes_name_the_flag() {
         for (argv, expect) in [
             (
@@ -894,10 +1126,6 @@ mod tests {
             ),
             (&["--connect", "http://h/", "--prespawn", "1"], "--prespawn"),
             (&["--connect", "h:1"], "--connect: \"h:1\" is not a URL"),
-            (
-                &["--connect", "https://h/"],
-                "--connect https:// is not supported yet",
-            ),
             (
                 &["--connect", "http://h/", "--transport", "tcp"],
                 "--transport tcp goes with tcp:// URLs",

@@ -214,9 +214,6 @@ impl Config {
             if r.urls.is_empty() {
                 return err("remote.urls", "must name at least one remote server");
             }
-            if r.urls.iter().any(|u| u.scheme == Scheme::Https) {
-                return err("remote.urls", "https:// is not supported yet");
-            }
             let tcp = r.urls.iter().filter(|u| u.scheme == Scheme::Tcp).count();
             if tcp != 0 && tcp != r.urls.len() {
                 return err("remote.urls", "must all be tcp:// or all be http://");

@@ -332,6 +332,10 @@ pub enum Output {
         host: String,
         /// The port.
         port: u16,
+        /// Speak TLS over it (an `https://` remote), verifying the certificate for `host`;
+        /// `Input::Connected` means the handshake is done too, and a failed handshake is an
+        /// `Input::ConnectFailed` (nothing the core sent has reached the remote).
+        tls: bool,
     },
     /// Send the signal to the child's process group.
     Signal {

@@ -119,7 +119,7 @@ impl fmt::Display for RemoteTransport {
 pub enum Scheme {
     /// `http://`
     Http,
-    /// `https://` (TLS; not supported yet).
+    /// `https://` (HTTP over TLS).
     Https,
     /// `tcp://`: newline-delimited JSON-RPC.
     Tcp,

@@ -217,7 +217,10 @@ impl WriteQueue {
 }
 
 struct Conn {
-    stream: TcpStream,
+    link: tls::Link,
+    /// Who it is, and the listener it came to (for what the TLS layer logs).
+    peer: SocketAddr,
+    listener: usize,
     queue: WriteQueue,
     paused: bool,
     eof: bool,
@@ -355,6 +358,8 @@ pub struct Runtime {
     stdio: Option<(ConnId, stdio::Stdio)>,
     /// TLS for `https://` remotes.
     tls_client: Option<ClientTls>,
+    /// TLS failures on listeners, logged a few at a time.
+    complaints: tls::Complaints,
 }
 
 impl Runtime {
@@ -458,6 +463,7 @@ impl Runtime {
             attach_stdio: config.stdio,
             stdio: None,
             tls_client: config.tls_client,
+            complaints: tls::Complaints::default(),
         })
     }
 
@@ -466,6 +472,14 @@ impl Runtime {
         self.listeners
             .iter()
             .filter_map(|l| Some((l.socket.local_addr().ok()?, l.transport)))
+            .collect()
+    }
+
+    /// [`Runtime::local_addrs`], with whether each listener speaks TLS.
+    pub fn listening(&self) -> Vec<(SocketAddr, Transport, bool)> {
+        self.listeners
+            .iter()
+            .filter_map(|l| Some((l.socket.local_addr().ok()?, l.transport, l.tls.is_some())))
             .collect()
     }
 
@@ -575,7 +589,12 @@ impl Runtime {
                         );
                     }
                 }
-                Output::Connect { conn, host, port } => self.connect(conn, host, port),
+                Output::Connect {
+                    conn,
+                    host,
+                    port,
+                    tls,
+                } => self.connect(conn, host, port, tls),
                 Output::Send { to, data } => {
                     match to {
                         Endpoint::Upstream(u) => {
@@ -783,6 +802,7 @@ impl Runtime {
                 return;
             };
             let transport = listener.transport;
+            let listener_tls = listener.tls.clone();
             match listener.socket.accept() {
                 Ok((mut stream, peer)) => {
                     accepted = true;
@@ -803,10 +823,28 @@ impl Runtime {
                         log::warn!("cannot watch the connection from {peer}: {e}");
                         continue;
                     }
+                    let link = match &listener_tls {
+                        None => tls::Link::plain(stream),
+                        Some(config) => {
+                            let reply = match transport {
+                                Transport::Http => tls::PlainReply::Http,
+                                Transport::Tcp => tls::PlainReply::JsonRpc,
+                            };
+                            match tls::Link::server(stream, config, reply) {
+                                Ok(link) => link,
+                                Err(e) => {
+                                    log::error!("cannot start TLS for {peer}: {e}");
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     self.conns.insert(
                         id,
                         Conn {
-                            stream,
+                            link,
+                            peer,
+                            listener: index,
                             queue: WriteQueue::default(),
                             paused: false,
                             eof: false,
@@ -929,14 +967,28 @@ impl Runtime {
     }
 
     /// `Output::Connect`: an IP address is dialled at once, a name is looked up first.
-    fn connect(&mut self, id: UpId, host: String, port: u16) {
+    fn connect(&mut self, id: UpId, host: String, port: u16, tls: bool) {
         if self.up_slots.contains_key(&id) {
             log::warn!("{id}: asked to connect twice; ignored");
             return;
         }
         let slot = self.next_up;
         self.next_up += 1;
-        let (up, literal) = upstream::Upstream::new(id, &host, port);
+        let (mut up, literal) = upstream::Upstream::new(id, &host, port);
+        if tls {
+            let Some(config) = &self.tls_client else {
+                let error = format!(
+                    "cannot speak TLS to {}: no TLS client configuration was given",
+                    up.target()
+                );
+                self.feed(Input::ConnectFailed {
+                    conn: id,
+                    error: &error,
+                });
+                return;
+            };
+            up.use_tls(config.clone(), &host);
+        }
         self.upstreams.insert(slot, up);
         self.up_slots.insert(id, slot);
         match literal {
@@ -1037,7 +1089,7 @@ impl Runtime {
         match step {
             upstream::Step::Pending => {}
             upstream::Step::Connected => {
-                if let Some(stream) = up.stream() {
+                if let Some(stream) = up.stream().map(|l| &l.tcp) {
                     if let Err(e) = stream.set_nodelay(true) {
                         log::debug!("{id}: TCP_NODELAY failed: {e}");
                     }
@@ -1147,7 +1199,8 @@ impl Runtime {
                 Some((s, stdio)) if *s == c => stdio.close(),
                 _ => {
                     if let Some(mut conn) = self.conns.remove(&c) {
-                        let _ = self.poll.registry().deregister(&mut conn.stream);
+                        conn.link.close_notify();
+                        let _ = self.poll.registry().deregister(&mut conn.link.tcp);
                     }
                 }
             },
@@ -1161,6 +1214,25 @@ impl Runtime {
 
     /// Reads until `WouldBlock`, end of file, or the core pauses the endpoint.
     fn read(&mut self, ep: Endpoint, until_blocked: bool) {
+        let tls = match ep {
+            Endpoint::Conn(c) => self.conns.get(&c).is_some_and(|c| c.link.is_tls()),
+            Endpoint::Upstream(u) => self
+                .upstream_mut(u)
+                .and_then(|up| up.stream())
+                .is_some_and(|l| l.is_tls()),
+            Endpoint::Child(_) => false,
+        };
+        // A short read of plaintext says nothing of what the socket still holds: read TLS
+        // until `WouldBlock`.
+        self.read_until(ep, until_blocked || tls);
+        if tls {
+            // Reading may have advanced a handshake (the records it answers with, the
+            // plaintext it held back) or acknowledged what was written.
+            self.work.push_back(Work::Flush(ep));
+        }
+    }
+
+    fn read_until(&mut self, ep: Endpoint, until_blocked: bool) {
         loop {
             let result = match ep {
                 Endpoint::Upstream(u) => {
@@ -1178,7 +1250,7 @@ impl Runtime {
                     return;
                 }
                 Endpoint::Conn(c) => match self.conns.get_mut(&c) {
-                    Some(conn) if !conn.paused && !conn.eof => conn.stream.read(&mut self.read_buf),
+                    Some(conn) if !conn.paused && !conn.eof => conn.link.read(&mut self.read_buf),
                     _ => return,
                 },
                 Endpoint::Child(c) => match self.children.get_mut(&c) {
@@ -1319,7 +1391,11 @@ impl Runtime {
                 }
             }
             Endpoint::Conn(c) => match self.conns.get_mut(&c) {
-                Some(conn) => conn.queue.flush(&mut conn.stream),
+                Some(conn) => {
+                    let (accepted, err) = conn.queue.flush(&mut conn.link);
+                    let (written, settle_err) = conn.link.settle(accepted);
+                    (written, err.or(settle_err))
+                }
                 None => return,
             },
             Endpoint::Child(c) => match self.children.get_mut(&c).and_then(|c| c.stdin.as_mut()) {
@@ -1342,7 +1418,11 @@ impl Runtime {
             Endpoint::Upstream(u) => self.drop_upstream(u),
             Endpoint::Conn(c) => {
                 if let Some(mut conn) = self.conns.remove(&c) {
-                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                    let _ = self.poll.registry().deregister(&mut conn.link.tcp);
+                    if let Some(failure) = tls::Failure::of(e) {
+                        let name = self.listeners.get(conn.listener).map(listener_name);
+                        self.complaints.tls(failure, conn.peer, name.as_deref());
+                    }
                 }
             }
             Endpoint::Child(c) => {
@@ -1361,9 +1441,11 @@ impl Runtime {
 
 /// How a listener is named in the log.
 fn listener_name(l: &Listener) -> String {
-    let scheme = match l.transport {
-        Transport::Tcp => "tcp",
-        Transport::Http => "http",
+    let scheme = match (l.transport, l.tls.is_some()) {
+        (Transport::Tcp, false) => "tcp",
+        (Transport::Http, false) => "http",
+        (Transport::Tcp, true) => "tls",
+        (Transport::Http, true) => "https",
     };
     match l.socket.local_addr() {
         Ok(addr) => format!("{scheme}://{addr}"),

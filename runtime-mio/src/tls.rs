@@ -68,3 +68,409 @@ pub struct ClientTls {
     /// is logged with a warning.
     pub insecure: bool,
 }
+
+/// What a plaintext peer on a TLS port is told before it is closed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PlainReply {
+    /// An `https://` listener: an HTTP 400 a browser or curl shows.
+    Http,
+    /// A `tls://` listener: a JSON-RPC error line.
+    JsonRpc,
+}
+
+impl PlainReply {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            PlainReply::Http => {
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                  Content-Length: 55\r\nConnection: close\r\n\r\n\
+                  mcp-relay: this port speaks HTTPS; use an https:// URL\n"
+            }
+            PlainReply::JsonRpc => {
+                b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\
+                  \"mcp-relay: this port speaks TLS; connect with TLS (tls://)\"}}\n"
+            }
+        }
+    }
+}
+
+/// Why a TLS connection failed: the `io::Error`'s payload, so that the runtime can tell a
+/// plaintext peer from a failed handshake.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The peer's first bytes are not a TLS record (it speaks plain HTTP or JSON, say).
+    NotTls,
+    /// rustls refused what the peer sent, or the peer sent an alert.
+    Tls(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NotTls => f.write_str("the peer does not speak TLS"),
+            Failure::Tls(why) => write!(f, "TLS: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+
+    /// The failure an I/O error carries, if it is one.
+    pub(crate) fn of(e: &io::Error) -> Option<&Failure> {
+        e.get_ref()?.downcast_ref::<Failure>()
+    }
+}
+
+/// The first byte of every TLS record a handshake starts with (a handshake record), and of
+/// an alert (a server refusing a client at once).
+const HANDSHAKE: u8 = 0x16;
+const ALERT: u8 = 0x15;
+
+struct Tls {
+    conn: rustls::Connection,
+    /// Plaintext accepted whose records may not all be in the kernel's buffer yet.
+    unacked: usize,
+    /// Nothing has been read yet: the first byte is checked to be a TLS record's.
+    fresh: bool,
+    /// The TCP stream ended.
+    tcp_eof: bool,
+    /// A listener's side: what a plaintext peer is told.
+    plain_reply: Option<PlainReply>,
+}
+
+/// A TCP socket that reads and writes plaintext, through rustls on a TLS connection.
+pub(crate) struct Link {
+    pub(crate) tcp: TcpStream,
+    tls: Option<Box<Tls>>,
+}
+
+impl Link {
+    /// A plain connection.
+    pub(crate) fn plain(tcp: TcpStream) -> Link {
+        Link { tcp, tls: None }
+    }
+
+    /// An accepted connection on a TLS listener; the handshake is driven by reads.
+    pub(crate) fn server(
+        tcp: TcpStream,
+        tls: &ServerTls,
+        reply: PlainReply,
+    ) -> Result<Link, rustls::Error> {
+        let mut conn = rustls::ServerConnection::new(tls.current())?;
+        conn.set_buffer_limit(Some(BUFFER_LIMIT));
+        Ok(Link {
+            tcp,
+            tls: Some(Box::new(Tls {
+                conn: conn.into(),
+                unacked: 0,
+                fresh: true,
+                tcp_eof: false,
+                plain_reply: Some(reply),
+            })),
+        })
+    }
+
+    /// A connection the relay opened to `host`, to be verified against `tls`'s roots; the
+    /// handshake is driven by [`Link::handshake`] before anything else.
+    pub(crate) fn client(tcp: TcpStream, tls: &ClientTls, host: &str) -> Result<Link, String> {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| format!("{host:?} is not a name TLS can verify"))?;
+        let mut conn = rustls::ClientConnection::new(Arc::clone(&tls.config), name)
+            .map_err(|e| e.to_string())?;
+        conn.set_buffer_limit(Some(BUFFER_LIMIT));
+        Ok(Link {
+            tcp,
+            tls: Some(Box::new(Tls {
+                conn: conn.into(),
+                unacked: 0,
+                fresh: true,
+                tcp_eof: false,
+                plain_reply: None,
+            })),
+        })
+    }
+
+    /// Whether rustls is in between.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Drives a client handshake as far as the socket allows: `Ok(true)` once it is done,
+    /// `Ok(false)` while it waits for the peer.
+    pub(crate) fn handshake(&mut self) -> io::Result<bool> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return Ok(true);
+        };
+        loop {
+            match push_records(tls, &mut self.tcp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if !tls.conn.is_handshaking() {
+                return Ok(true);
+            }
+            match receive(tls, &mut self.tcp) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection during the TLS handshake",
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes what rustls has ready, then says how much accepted plaintext (`accepted` more
+    /// since the last call) is now wholly in the kernel: the count for `Input::Written`.
+    pub(crate) fn settle(&mut self, accepted: usize) -> (usize, Option<io::Error>) {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return (accepted, None);
+        };
+        tls.unacked += accepted;
+        let err = match push_records(tls, &mut self.tcp) {
+            Ok(()) => None,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(e),
+        };
+        if !tls.conn.wants_write() && !tls.conn.is_handshaking() {
+            (std::mem::take(&mut tls.unacked), err)
+        } else {
+            (0, err)
+        }
+    }
+
+    /// Says goodbye properly on a TLS connection (best effort: it is about to be closed).
+    pub(crate) fn close_notify(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.conn.send_close_notify();
+            let _ = push_records(tls, &mut self.tcp);
+        }
+    }
+}
+
+/// Reads records from the socket and processes them: `Ok(false)` at its end.
+fn receive(tls: &mut Tls, tcp: &mut TcpStream) -> io::Result<bool> {
+    if tls.fresh {
+        let mut first = [0u8; 1];
+        match tcp.peek(&mut first) {
+            Ok(0) => {}
+            Ok(_) if first[0] == HANDSHAKE || first[0] == ALERT => tls.fresh = false,
+            Ok(_) => {
+                if let Some(reply) = tls.plain_reply {
+                    // What the peer sent first is read and dropped (a close with unread input
+                    // would reset the connection, and the reply with it); then the reply and
+                    // our end of the stream. Best effort and small: a full socket buffer
+                    // just loses the courtesy.
+                    let mut sink = [0u8; 4096];
+                    for _ in 0..4 {
+                        if !matches!(tcp.read(&mut sink), Ok(n) if n > 0) {
+                            break;
+                        }
+                    }
+                    let _ = tcp.write(reply.bytes());
+                    let _ = tcp.shutdown(std::net::Shutdown::Write);
+                }
+                return Err(Failure::NotTls.into_io());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let n = tls.conn.read_tls(tcp)?;
+    if n == 0 {
+        tls.tcp_eof = true;
+    }
+    if let Err(e) = tls.conn.process_new_packets() {
+        // The alert that tells the peer why.
+        let _ = push_records(tls, tcp);
+        return Err(Failure::Tls(describe(&e)).into_io());
+    }
+    Ok(n != 0)
+}
+
+/// Writes rustls' pending records until none is left or the socket is full (`WouldBlock`).
+fn push_records(tls: &mut Tls, tcp: &mut TcpStream) -> io::Result<()> {
+    while tls.conn.wants_write() {
+        match tls.conn.write_tls(tcp) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Read for Link {
+    /// Plaintext: what rustls has decrypted, reading and processing records as needed (a
+    /// handshake advances here). `Ok(0)` at the end, with or without `close_notify` (HTTP
+    /// and line framing notice a truncated message themselves).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return self.tcp.read(buf);
+        };
+        loop {
+            match tls.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            if tls.tcp_eof {
+                return Ok(0);
+            }
+            receive(tls, &mut self.tcp)?;
+            // The handshake's answers, and anything it let go.
+            match push_records(tls, &mut self.tcp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Write for Link {
+    /// Plaintext into rustls (records are written at once, as far as the socket takes them).
+    /// `WouldBlock` while earlier records wait for room, or while rustls holds
+    /// [`BUFFER_LIMIT`] of plaintext for a handshake not done yet.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return self.tcp.write(data);
+        };
+        push_records(tls, &mut self.tcp)?;
+        let n = tls.conn.writer().write(data)?;
+        if n == 0 && !data.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match push_records(tls, &mut self.tcp) {
+            Ok(()) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(n),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.tcp.write_vectored(bufs),
+            Some(_) => {
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+                self.write(first)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One line for a TLS error, in the words of someone who has to fix it.
+pub(crate) fn describe(e: &rustls::Error) -> String {
+    use rustls::{CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => "the peer's certificate is signed by an unknown CA \
+                                 (for a private CA, pass it with --ca-cert FILE)"
+                .into(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                format!("the peer's certificate is not valid for this name ({c:?})")
+            }
+            C::Expired | C::ExpiredContext { .. } => {
+                format!("the peer's certificate has expired ({c:?})")
+            }
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                format!("the peer's certificate is not valid yet ({c:?})")
+            }
+            C::Other(why) if format!("{why:?}").contains("CaUsedAsEndEntity") => {
+                "the peer's certificate is a CA certificate, not a server's \
+                 (serve a certificate issued by the CA, not the CA itself)"
+                    .into()
+            }
+            other => format!("the peer's certificate is not acceptable: {other}"),
+        },
+        E::NoCertificatesPresented => "the peer sent no certificate, and one is required".into(),
+        E::AlertReceived(alert) => format!("the peer refused the handshake (alert: {alert:?})"),
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+            format!("the peer does not speak TLS as expected ({e})")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// How often at most a kind of TLS failure on the listeners is logged: a scanner or a
+/// misconfigured client must not flood the log.
+const COMPLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// TLS failures of accepted connections, logged at most once a [`COMPLAIN_EVERY`] per kind,
+/// with a count of the ones left out.
+#[derive(Default)]
+pub(crate) struct Complaints {
+    plain: Quiet,
+    handshake: Quiet,
+}
+
+#[derive(Default)]
+struct Quiet {
+    last: Option<std::time::Instant>,
+    left_out: u64,
+}
+
+impl Quiet {
+    /// Whether to log now, and how many were left out since the last line.
+    fn due(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < COMPLAIN_EVERY)
+        {
+            self.left_out += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.left_out))
+    }
+}
+
+impl Complaints {
+    /// A connection from `peer` to `listener` failed with `failure`.
+    pub(crate) fn tls(
+        &mut self,
+        failure: &Failure,
+        peer: std::net::SocketAddr,
+        listener: Option<&str>,
+    ) {
+        let now = std::time::Instant::now();
+        let on = listener.unwrap_or("a TLS listener");
+        let more = |n: u64| {
+            if n == 0 {
+                String::new()
+            } else {
+                format!(" ({n} more like it since the last such line)")
+            }
+        };
+        match failure {
+            Failure::NotTls => {
+                if let Some(n) = self.plain.due(now) {
+                    log::warn!(
+                        "plain HTTP (or other plaintext) from {peer} on {on}, which speaks TLS: \
+                         answered and closed{}",
+                        more(n)
+                    );
+                }
+            }
+            Failure::Tls(why) => {
+                if let Some(n) = self.handshake.due(now) {
+                    log::warn!("TLS with {peer} on {on} failed: {why}{}", more(n));
+                }
+            }
+        }
+    }
+}

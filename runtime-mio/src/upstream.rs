@@ -6,6 +6,7 @@
 //! no resolution and is dialled at once. Once established, an [`Upstream`] is read and written
 //! by the loop exactly like an accepted connection.
 
+use crate::tls::{ClientTls, Failure, Link};
 use crate::{Event, WriteQueue};
 use crossbeam_channel::Sender;
 use mcp_relay_core::UpId;
@@ -37,6 +38,8 @@ pub(crate) struct Upstream {
     pub(crate) queue: WriteQueue,
     pub(crate) paused: bool,
     pub(crate) eof: bool,
+    /// TLS over it (an `https://` remote), and the name its certificate must be valid for.
+    tls: Option<(ClientTls, String)>,
 }
 
 enum State {
@@ -50,8 +53,10 @@ enum State {
         rest: VecDeque<SocketAddr>,
         errors: Vec<(SocketAddr, io::Error)>,
     },
-    /// Established.
-    Open(TcpStream),
+    /// Connected, and the TLS handshake is under way.
+    Handshaking(Link),
+    /// Established (with TLS, the handshake is done).
+    Open(Link),
     /// Failed or closed: nothing registered.
     Done,
 }
@@ -92,8 +97,23 @@ impl Upstream {
             queue: WriteQueue::default(),
             paused: false,
             eof: false,
+            tls: None,
         };
         (up, literal)
+    }
+
+    /// Speak TLS over it once connected, verifying the certificate for its host.
+    pub(crate) fn use_tls(&mut self, tls: ClientTls, host: &str) {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        self.tls = Some((tls, bare.to_owned()));
+    }
+
+    /// The name of what it connects to, for messages.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
     }
 
     /// Whether it waits for its addresses (a lookup result for anything else is stale).
@@ -113,17 +133,22 @@ impl Upstream {
     }
 
     /// The established connection, if it is one.
-    pub(crate) fn stream(&mut self) -> Option<&mut TcpStream> {
+    pub(crate) fn stream(&mut self) -> Option<&mut Link> {
         match &mut self.state {
             State::Open(s) => Some(s),
             _ => None,
         }
     }
 
-    /// Writes what is queued, once established (`None` before).
+    /// Writes what is queued, once established (`None` before): how many bytes are wholly
+    /// written, and the error that ended the stream.
     pub(crate) fn flush(&mut self) -> Option<(usize, Option<io::Error>)> {
         match &mut self.state {
-            State::Open(stream) => Some(self.queue.flush(stream)),
+            State::Open(link) => {
+                let (accepted, err) = self.queue.flush(link);
+                let (written, settle_err) = link.settle(accepted);
+                Some((written, err.or(settle_err)))
+            }
             _ => None,
         }
     }
@@ -144,6 +169,9 @@ impl Upstream {
 
     /// Readiness (or an error) on a connection being established: is it done?
     pub(crate) fn ready(&mut self, registry: &Registry, token: Token) -> Step {
+        if let State::Handshaking(_) = self.state {
+            return self.handshake(registry);
+        }
         let State::Connecting { stream, addr, .. } = &mut self.state else {
             return Step::Pending;
         };
@@ -171,8 +199,30 @@ impl Upstream {
                 else {
                     return Step::Pending; // matched above
                 };
-                self.state = State::Open(stream);
-                Step::Connected
+                match &self.tls {
+                    None => {
+                        self.state = State::Open(Link::plain(stream));
+                        Step::Connected
+                    }
+                    Some((tls, host)) => match Link::client(stream, tls, host) {
+                        Ok(link) => {
+                            if tls.insecure {
+                                log::warn!(
+                                    "{}: TLS without verifying the server's certificate \
+                                     (--tls-insecure-skip-verify): anyone on the path can \
+                                     read and change this connection",
+                                    self.target
+                                );
+                            }
+                            self.state = State::Handshaking(link);
+                            self.handshake(registry)
+                        }
+                        Err(why) => {
+                            self.state = State::Done;
+                            Step::Failed(format!("TLS with {} failed: {why}", self.target))
+                        }
+                    },
+                }
             }
             Err(e) => {
                 let State::Connecting {
@@ -190,6 +240,34 @@ impl Upstream {
                 self.next_address(registry, token, rest, errors)
             }
         }
+    }
+
+    /// Drives the TLS handshake: established once it is done.
+    fn handshake(&mut self, registry: &Registry) -> Step {
+        let State::Handshaking(link) = &mut self.state else {
+            return Step::Pending;
+        };
+        let why = match link.handshake() {
+            Ok(false) => return Step::Pending,
+            Ok(true) => {
+                if let State::Handshaking(link) = std::mem::replace(&mut self.state, State::Done) {
+                    self.state = State::Open(link);
+                }
+                return Step::Connected;
+            }
+            Err(e) => match Failure::of(&e) {
+                Some(Failure::NotTls) => {
+                    "the server does not speak TLS (is the URL http:// rather than https://?)"
+                        .to_owned()
+                }
+                Some(Failure::Tls(why)) => why.clone(),
+                None => e.to_string(),
+            },
+        };
+        if let State::Handshaking(mut link) = std::mem::replace(&mut self.state, State::Done) {
+            let _ = registry.deregister(&mut link.tcp);
+        }
+        Step::Failed(format!("TLS with {} failed: {why}", self.target))
     }
 
     /// Starts a connect to the next address that does not fail at once.
@@ -241,8 +319,15 @@ impl Upstream {
     /// Stops watching it and closes its socket, whatever state it is in.
     pub(crate) fn close(&mut self, registry: &Registry) {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Connecting { mut stream, .. } | State::Open(mut stream) => {
+            State::Connecting { mut stream, .. } => {
                 let _ = registry.deregister(&mut stream);
+            }
+            State::Handshaking(mut link) => {
+                let _ = registry.deregister(&mut link.tcp);
+            }
+            State::Open(mut link) => {
+                link.close_notify();
+                let _ = registry.deregister(&mut link.tcp);
             }
             State::Resolving | State::Done => {}
         }

@@ -638,7 +638,9 @@ impl RemoteSim {
                 self.stdio.paused = false;
                 self.kick_stdin();
             }
-            Output::Connect { conn, host, port } => {
+            Output::Connect {
+                conn, host, port, ..
+            } => {
                 let url = &self.config.remote.as_ref().expect("client mode").urls[0];
                 if host != url.host || port != url.port {
                     self.violate(format!("{conn}: Connect to {host}:{port}, not to {url}"));

@@ -193,10 +193,16 @@ fn clone_output(o: &Output) -> Output {
         Output::StopAccepting => Output::StopAccepting,
         Output::Cancel { child } => Output::Cancel { child: *child },
         Output::Release { child } => Output::Release { child: *child },
-        Output::Connect { conn, host, port } => Output::Connect {
+        Output::Connect {
+            conn,
+            host,
+            port,
+            tls,
+        } => Output::Connect {
             conn: *conn,
             host: host.clone(),
             port: *port,
+            tls: *tls,
         },
     }
 }

@@ -2073,7 +2073,15 @@ impl fmt::Display for ShowOutput<'_> {
             Output::StopAccepting => write!(f, "StopAccepting"),
             Output::Cancel { child } => write!(f, "Cancel {child}"),
             Output::Release { child } => write!(f, "Release {child}"),
-            Output::Connect { conn, host, port } => write!(f, "Connect {conn} {host}:{port}"),
+            Output::Connect {
+                conn,
+                host,
+                port,
+                tls,
+            } => {
+                let tls = if *tls { " (TLS)" } else { "" };
+                write!(f, "Connect {conn} {host}:{port}{tls}")
+            }
         }
     }
 }

@@ -480,6 +480,7 @@ impl RemoteServer {
                 conn,
                 host: server.url.host.clone(),
                 port: server.url.port,
+                tls: server.url.scheme == Scheme::Https,
             });
             server.link = Link::Tcp(TcpLink {
                 conn,
@@ -2507,6 +2508,7 @@ impl Dial<'_> {
             conn: c.up,
             host: self.url.host.clone(),
             port: self.url.port,
+            tls: self.url.scheme == Scheme::Https,
         });
         h.conns.insert(n, c);
         n
