@@ -513,7 +513,12 @@ pub fn parse_curl_i(out: &str) -> Option<Response> {
 
 /// A JSON-RPC POST to a Streamable HTTP endpoint through curl (`args` say how to trust the
 /// server, and which client certificate to show); the response, or curl's failure.
-pub fn curl_post(url: &str, args: &[&str], session: Option<&str>, body: &str) -> Result<Response, Ran> {
+pub fn curl_post(
+    url: &str,
+    args: &[&str],
+    session: Option<&str>,
+    body: &str,
+) -> Result<Response, Ran> {
     let session_header = session.map(|s| format!("Mcp-Session-Id: {s}"));
     let mut argv: Vec<&str> = vec![
         "-i",
