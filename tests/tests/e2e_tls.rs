@@ -856,11 +856,15 @@ fn check_an_https_url_trusting_ssl_cert_file_or_ca_cert() {
     for (how, ran) in [
         ("SSL_CERT_FILE", check(Some(pki.ca()), &[])),
         ("--ca-cert", check(None, &["--ca-cert", s(pki.ca())])),
+        (
+            "--tls-insecure-skip-verify (trusting nothing)",
+            check(None, &["--tls-insecure-skip-verify"]),
+        ),
     ] {
         let report: Value = serde_json::from_str(ran.stdout.trim()).unwrap_or(Value::Null);
         assert!(
             ran.ok() && report["ok"] == true && report["server"]["name"] == "mcp-relay-demo",
-            "{test}: check trusting the CA through {how}: {ran:?}\nthe remote's log:\n{}",
+            "{test}: check with {how}: {ran:?}\nthe remote's log:\n{}",
             remote.log_text()
         );
     }
@@ -1071,6 +1075,80 @@ fn client_mode_reaches_the_python_sdk_server_over_https() {
 // 9. SIGHUP
 // ---------------------------------------------------------------------------------------
 
+/// An HTTP+SSE session whose event stream is held open over TLS through `openssl s_client`
+/// (`-crlf`: the lines it is given become HTTP's); the stream and the path its `endpoint`
+/// event names for the POSTs.
+fn sse_session(test: &str, relay: &HttpRelay, ca: &Path) -> (StdioServer, String) {
+    let mut cmd = Command::new("openssl");
+    clean_env(&mut cmd)
+        .args(s_client_args(relay.addr, ca))
+        .args(["-quiet", "-crlf"]);
+    let mut stream = StdioServer::spawn(&mut cmd);
+    for line in [
+        "GET /sse HTTP/1.1".to_owned(),
+        format!("Host: {}", relay.addr),
+        "Accept: text/event-stream".to_owned(),
+        String::new(),
+    ] {
+        stream.send(&line);
+    }
+    let endpoint = match stream.read_until(DEADLINE, |l| l.trim_end().starts_with("data: /")) {
+        Ok((line, _)) => line.trim_end()["data: ".len()..].to_owned(),
+        Err(lines) => panic!(
+            "{test}: no endpoint event on GET /sse over TLS: {lines:?}\n{}\nthe relay's log:\n{}",
+            stream.stderr_text(),
+            relay.log_text()
+        ),
+    };
+    (stream, endpoint)
+}
+
+/// POSTs `body` (a request with `id`) to the session's endpoint on a new connection through
+/// curl, and reads its answer from the event stream.
+fn sse_call(
+    test: &str,
+    relay: &HttpRelay,
+    ca: &Path,
+    (stream, endpoint): &mut (StdioServer, String),
+    id: i64,
+    body: &str,
+) -> Value {
+    let url = https_url(relay, endpoint);
+    let posted = curl_post(&url, &["--cacert", s(ca)], None, body);
+    assert!(
+        matches!(&posted, Ok(r) if r.status() == 202),
+        "{test}: POST {url}: {posted:?}\nthe relay's log:\n{}",
+        relay.log_text()
+    );
+    let is_answer = |l: &str| {
+        l.trim_end()
+            .strip_prefix("data: ")
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+            .is_some_and(|m| m["id"] == id && m.get("method").is_none())
+    };
+    match stream.read_until(DEADLINE, is_answer) {
+        Ok((line, _)) => {
+            serde_json::from_str(&line.trim_end()["data: ".len()..]).expect("checked above")
+        }
+        Err(lines) => panic!(
+            "{test}: no answer to {id} on the event stream: {lines:?}\nthe relay's log:\n{}",
+            relay.log_text()
+        ),
+    }
+}
+
+/// An echo through the HTTP+SSE session.
+fn sse_echo(test: &str, relay: &HttpRelay, ca: &Path, sse: &mut (StdioServer, String), id: i64) {
+    let message = format!("sse echo {id}");
+    let got = sse_call(test, relay, ca, sse, id, &echo_body(id, &message));
+    assert_eq!(
+        got["result"]["content"][0]["text"],
+        message,
+        "{test}: {got}\nthe relay's log:\n{}",
+        relay.log_text()
+    );
+}
+
 /// Waits until a new handshake with `addr` is presented `want`.
 fn wait_presented(test: &str, relay: &HttpRelay, addr: SocketAddr, ca: &Path, want: &CertKey) {
     let deadline = Instant::now() + DEADLINE;
@@ -1119,6 +1197,23 @@ fn sighup_reloads_the_certificate_and_keeps_sessions() {
     let log = || relay.log_text();
     let mut session = s_client_session(tls_addr, ca, None);
     line_session_works(test, &mut session, &log);
+    let mut sse = sse_session(test, &relay, ca);
+    let init = sse_call(test, &relay, ca, &mut sse, 1, &initialize_body(1));
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "mcp-relay-demo",
+        "{test}: {init}"
+    );
+    let posted = curl_post(
+        &https_url(&relay, &sse.1),
+        &["--cacert", s(ca)],
+        None,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    assert!(
+        matches!(&posted, Ok(r) if r.status() == 202),
+        "{test}: {posted:?}"
+    );
+    sse_echo(test, &relay, ca, &mut sse, 2);
     let reloads = |n: usize| {
         relay.wait_for_log(DEADLINE, |lines| {
             lines
@@ -1138,7 +1233,9 @@ fn sighup_reloads_the_certificate_and_keeps_sessions() {
         })
     };
 
-    // A renewed certificate: new handshakes get it, the open session goes on.
+    // A renewed certificate: new handshakes get it, the open sessions go on (the SSE one's
+    // POSTs come on new connections, with the new certificate, and its answers on the stream
+    // opened with the old one).
     install(&b);
     signal(&relay, libc::SIGHUP);
     assert!(reloads(1), "{test}: no reload logged: {}", log());
@@ -1146,6 +1243,7 @@ fn sighup_reloads_the_certificate_and_keeps_sessions() {
         wait_presented(test, &relay, addr, ca, &b);
     }
     line_echo(test, &mut session, 3, &log);
+    sse_echo(test, &relay, ca, &mut sse, 3);
 
     // A file that is no certificate, then a certificate without its key (a renewal caught
     // half-way): each is refused with an error, and B is still served.
@@ -1182,6 +1280,7 @@ fn sighup_reloads_the_certificate_and_keeps_sessions() {
         );
     }
     line_echo(test, &mut session, 4, &log);
+    sse_echo(test, &relay, ca, &mut sse, 4);
     let mut second = s_client_session(tls_addr, ca, None);
     line_session_works(test, &mut second, &log);
 
@@ -1191,6 +1290,7 @@ fn sighup_reloads_the_certificate_and_keeps_sessions() {
     assert!(reloads(2), "{test}: {}", log());
     wait_presented(test, &relay, relay.addr, ca, &a);
     line_echo(test, &mut session, 5, &log);
+    sse_echo(test, &relay, ca, &mut sse, 5);
     line_echo(test, &mut second, 3, &log);
     assert!(
         alive(&relay),
@@ -1261,9 +1361,9 @@ fn calls_in_a_loop_across_sighups_lose_none() {
         };
     let mut reloads = 0;
     for round in 0..4 {
-        // Ten more calls, then the other certificate and SIGHUP while calls go on; then wait
+        // Twenty more calls, then the other certificate and SIGHUP while calls go on; then wait
         // for a call whose handshake got the new one.
-        for _ in 0..10 {
+        for _ in 0..20 {
             read_until(&mut client, &mut seen, &|l| l.starts_with("CALL "));
         }
         let next = if round % 2 == 0 { &b } else { &a };
