@@ -2,6 +2,7 @@
 
 mod check;
 mod config;
+mod tls;
 
 use argh::FromArgs;
 use config::Listen;
