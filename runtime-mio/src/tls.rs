@@ -602,13 +602,11 @@ mod tests {
                 handshaken = client.handshake().expect("client handshake");
             }
             // The server reads (that drives its handshake), then flushes what it can.
-            loop {
-                match server.read(&mut buf) {
-                    Ok(0) => panic!("server saw the end"),
-                    Ok(_) => panic!("the client sent no plaintext"),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("server read: {e}"),
-                }
+            match server.read(&mut buf) {
+                Ok(0) => panic!("server saw the end"),
+                Ok(_) => panic!("the client sent no plaintext"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("server read: {e}"),
             }
             let (accepted, err) = queue.flush(&mut server);
             assert!(err.is_none(), "{err:?}");
