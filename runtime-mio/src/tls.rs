@@ -395,6 +395,12 @@ pub(crate) fn describe(e: &rustls::Error) -> String {
                  (serve a certificate issued by the CA, not the CA itself)"
                     .into()
             }
+            // What webpki says of a self-signed certificate it was not told to trust.
+            other if format!("{other:?}").starts_with("UnsupportedSignatureAlgorithm") => {
+                "the peer's certificate is not signed by a CA trusted here (self-signed? \
+                 pass it, or its CA, with --ca-cert FILE)"
+                    .into()
+            }
             other => format!("the peer's certificate is not acceptable: {other}"),
         },
         E::NoCertificatesPresented => "the peer sent no certificate, and one is required".into(),
