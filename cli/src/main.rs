@@ -8,7 +8,7 @@ mod tls;
 use argh::FromArgs;
 use config::Listen;
 use mcp_relay_core::{
-    Balance, Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy, Scheme,
+    Balance, Config, ConfigError, HttpConfig, RemoteConfig, RemoteTransport, RestartPolicy,
     Transport,
 };
 use mcp_relay_runtime::{
@@ -26,7 +26,7 @@ use std::time::Duration;
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "mcp-relay --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --connect http://mcp.example.com/mcp --header 'Authorization: Bearer ${{TOKEN}}'",
-    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT. https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key; SIGHUP re-reads them (and\n--tls-client-ca) without dropping sessions. SIGINT and SIGTERM drain and stop; a second\none stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
+    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT (tls:// over TLS). https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key; SIGHUP re-reads them (and\n--tls-client-ca) without dropping sessions. SIGINT and SIGTERM drain and stop; a second\none stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
 )]
 struct Args {
     /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC),
@@ -38,7 +38,7 @@ struct Args {
     listen: Vec<Listen>,
 
     /// relay to the remote MCP server at this URL instead of running a command: http://,
-    /// https:// or tcp://; repeat for fallbacks, tried in order
+    /// https://, tcp:// or tls://; repeat for fallbacks, tried in order
     #[argh(option)]
     connect: Vec<String>,
 
@@ -591,7 +591,7 @@ fn validate(
     let stdio = remote.is_some() && listen.is_empty();
     let https = remote
         .as_ref()
-        .is_some_and(|r| r.urls.iter().any(|u| u.scheme == Scheme::Https));
+        .is_some_and(|r| r.urls.iter().any(|u| u.scheme.is_tls()));
     let tls_client = if https {
         let loaded = tls::client_config(args.ca_cert.as_deref(), args.tls_insecure_skip_verify)?;
         for w in &loaded.warnings {
@@ -603,7 +603,7 @@ fn validate(
         })
     } else if args.ca_cert.is_some() || args.tls_insecure_skip_verify {
         return Err(
-            "--ca-cert and --tls-insecure-skip-verify go with an https:// URL in --connect".into(),
+            "--ca-cert and --tls-insecure-skip-verify go with an https:// or tls:// URL in --connect".into(),
         );
     } else {
         None
@@ -742,7 +742,7 @@ fn remote_config(
             headers.push(("Authorization".into(), format!("Bearer {token}")));
         }
     }
-    let tcp = urls.iter().all(|u| u.scheme == mcp_relay_core::Scheme::Tcp);
+    let tcp = urls.iter().all(|u| u.scheme.is_stream());
     if tcp && (!args.header.is_empty() || args.bearer_token.is_some()) {
         log::warn!("--header and --bearer-token have no effect on tcp:// remotes");
     }
@@ -1064,11 +1064,11 @@ mod tests {
             ),
             (
                 &["--connect", "http://h/", "--ca-cert", "ca.pem"],
-                "go with an https:// URL in --connect",
+                "go with an https:// or tls:// URL in --connect",
             ),
             (
                 &["--connect", "tcp://h:1", "--tls-insecure-skip-verify"],
-                "go with an https:// URL in --connect",
+                "go with an https:// or tls:// URL in --connect",
             ),
             (
                 &[
@@ -1106,7 +1106,7 @@ mod tests {
         assert!(tls.insecure);
         assert_eq!(tls.config.alpn_protocols, [b"http/1.1".to_vec()]);
         let remote = config.core.remote.expect("remote");
-        assert_eq!(remote.urls[0].scheme, Scheme::Https);
+        assert_eq!(remote.urls[0].scheme, mcp_relay_core::Scheme::Https);
         assert_eq!(remote.urls[0].port, 443);
         // Plain remotes need no TLS.
         let config = client(&["--connect", "http://h/mcp"], &[]).expect("valid");
@@ -1128,11 +1128,11 @@ mod tests {
             (&["--connect", "h:1"], "--connect: \"h:1\" is not a URL"),
             (
                 &["--connect", "http://h/", "--transport", "tcp"],
-                "--transport tcp goes with tcp:// URLs",
+                "--transport tcp goes with tcp:// and tls:// URLs",
             ),
             (
                 &["--connect", "tcp://h:1", "--connect", "http://h/"],
-                "--connect must all be tcp:// or all be http://",
+                "--connect must all be tcp:// or tls://, or all be http:// or https://",
             ),
             (
                 &["--connect", "http://h/", "--connect-timeout", "0"],

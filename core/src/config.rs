@@ -2,7 +2,7 @@
 //! configuration must follow. A [`Config`] is plain data; [`Config::validate`] says what is
 //! wrong with one, in words an operator can act on. The CLI maps each problem to its flag.
 
-use crate::remote_config::{RemoteConfig, RemoteTransport, Scheme};
+use crate::remote_config::{RemoteConfig, RemoteTransport};
 use crate::supervisor::RestartPolicy;
 use std::fmt;
 use std::time::Duration;
@@ -214,16 +214,19 @@ impl Config {
             if r.urls.is_empty() {
                 return err("remote.urls", "must name at least one remote server");
             }
-            let tcp = r.urls.iter().filter(|u| u.scheme == Scheme::Tcp).count();
+            let tcp = r.urls.iter().filter(|u| u.scheme.is_stream()).count();
             if tcp != 0 && tcp != r.urls.len() {
-                return err("remote.urls", "must all be tcp:// or all be http://");
+                return err(
+                    "remote.urls",
+                    "must all be tcp:// or tls://, or all be http:// or https://",
+                );
             }
             if (tcp != 0) != (r.transport == RemoteTransport::Tcp)
                 && r.transport != RemoteTransport::Auto
             {
                 return err(
                     "remote.transport",
-                    "tcp goes with tcp:// URLs, and only with them",
+                    "tcp goes with tcp:// and tls:// URLs, and only with them",
                 );
             }
             if r.connect_timeout.is_zero() {

@@ -123,6 +123,20 @@ pub enum Scheme {
     Https,
     /// `tcp://`: newline-delimited JSON-RPC.
     Tcp,
+    /// `tls://`: newline-delimited JSON-RPC over TLS.
+    Tls,
+}
+
+impl Scheme {
+    /// Whether it is newline-delimited JSON-RPC over a stream (`tcp://`, `tls://`), not HTTP.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Scheme::Tcp | Scheme::Tls)
+    }
+
+    /// Whether the connection speaks TLS (`https://`, `tls://`).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::Https | Scheme::Tls)
+    }
 }
 
 /// A remote server's address: `http://host:port/path?query`, `https://…` or `tcp://host:port`.
@@ -141,18 +155,19 @@ pub struct RemoteUrl {
 
 impl RemoteUrl {
     /// Parses a URL. Refuses user info (credentials belong in `--header` or
-    /// `--bearer-token`), fragments, and anything but the three schemes.
+    /// `--bearer-token`), fragments, and anything but the four schemes.
     pub fn parse(url: &str) -> Result<Self, String> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            format!("{url:?} is not a URL (expected http://, https:// or tcp://)")
+            format!("{url:?} is not a URL (expected http://, https://, tcp:// or tls://)")
         })?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
             "tcp" => Scheme::Tcp,
+            "tls" => Scheme::Tls,
             other => {
                 return Err(format!(
-                    "unsupported scheme {other:?} in {url:?} (expected http, https or tcp)"
+                    "unsupported scheme {other:?} in {url:?} (expected http, https, tcp or tls)"
                 ))
             }
         };
@@ -194,13 +209,15 @@ impl RemoteUrl {
                 .ok_or_else(|| format!("bad port {p:?} in {url:?}"))?,
             (None, Scheme::Http) => 80,
             (None, Scheme::Https) => 443,
-            (None, Scheme::Tcp) => return Err(format!("{url:?} needs a port (tcp://host:port)")),
+            (None, Scheme::Tcp | Scheme::Tls) => {
+                return Err(format!("{url:?} needs a port (tcp://host:port)"))
+            }
         };
         let path = match scheme {
-            Scheme::Tcp if !path.is_empty() && path != "/" => {
-                return Err(format!("{url:?}: a tcp:// URL has no path"))
+            Scheme::Tcp | Scheme::Tls if !path.is_empty() && path != "/" => {
+                return Err(format!("{url:?}: a tcp:// or tls:// URL has no path"))
             }
-            Scheme::Tcp => String::new(),
+            Scheme::Tcp | Scheme::Tls => String::new(),
             _ if path.is_empty() => "/".to_owned(),
             _ if path.starts_with('?') => format!("/{path}"),
             _ => path.to_owned(),
@@ -238,6 +255,7 @@ impl fmt::Display for RemoteUrl {
             Scheme::Http => "http",
             Scheme::Https => "https",
             Scheme::Tcp => "tcp",
+            Scheme::Tls => "tls",
         };
         let authority = match (self.scheme, self.port) {
             (Scheme::Http, 80) | (Scheme::Https, 443) => self.authority(),

@@ -395,6 +395,12 @@ pub(crate) fn describe(e: &rustls::Error) -> String {
                  (serve a certificate issued by the CA, not the CA itself)"
                     .into()
             }
+            // What webpki says of a self-signed certificate it was not told to trust.
+            other if format!("{other:?}").starts_with("UnsupportedSignatureAlgorithm") => {
+                "the peer's certificate is not signed by a CA trusted here (self-signed? \
+                 pass it, or its CA, with --ca-cert FILE)"
+                    .into()
+            }
             other => format!("the peer's certificate is not acceptable: {other}"),
         },
         E::NoCertificatesPresented => "the peer sent no certificate, and one is required".into(),
@@ -472,5 +478,218 @@ impl Complaints {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WriteQueue;
+    use mio::net::TcpListener;
+    use mio::{Events, Interest, Poll, Token};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::time::{Duration, Instant};
+
+    /// A self-signed certificate for localhost (not a CA, so it can be its own trust anchor),
+    /// made with the openssl CLI.
+    fn certificate() -> (Vec<u8>, Vec<u8>) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("mcp-relay-tls-unit-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let status = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj"])
+            .args(["/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the openssl CLI is needed to make test certificates");
+        assert!(status.success());
+        let pems = (
+            std::fs::read(&cert).expect("cert"),
+            std::fs::read(&key).expect("key"),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        pems
+    }
+
+    fn configs() -> (ServerTls, ClientTls) {
+        let (cert, key) = certificate();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<_, _>>()
+            .expect("chain");
+        let key = PrivateKeyDer::from_pem_slice(&key).expect("key");
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), key)
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(chain[0].clone()).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (
+            ServerTls::new(server),
+            ClientTls {
+                config: Arc::new(client),
+                insecure: false,
+            },
+        )
+    }
+
+    /// A connected pair of sockets, registered with `poll` (server token 1, client 2).
+    fn pair(poll: &Poll) -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = TcpStream::connect(addr).expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut server = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "no connection");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        let both = Interest::READABLE | Interest::WRITABLE;
+        poll.registry()
+            .register(&mut server, Token(1), both)
+            .expect("register");
+        poll.registry()
+            .register(&mut client, Token(2), both)
+            .expect("register");
+        (server, client)
+    }
+
+    /// The server queues `size` bytes before the handshake is done (the core may send at
+    /// once); the client reads them all. `Written` counts come to exactly `size`, and only
+    /// once the client could have received everything.
+    #[test]
+    fn everything_written_is_acknowledged_exactly_once() {
+        let (server_tls, client_tls) = configs();
+        let mut poll = Poll::new().expect("poll");
+        let (s, c) = pair(&poll);
+        let mut server = Link::server(s, &server_tls, PlainReply::Http).expect("server");
+        let mut client = Link::client(c, &client_tls, "localhost").expect("client");
+        let size = 3 * 1024 * 1024 + 17;
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut queue = WriteQueue::default();
+        for chunk in data.chunks(100_000) {
+            queue.push(chunk.to_vec());
+        }
+        let (mut written, mut received) = (0usize, Vec::new());
+        let mut handshaken = false;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut events = Events::with_capacity(16);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while received.len() < size || written < size {
+            assert!(
+                Instant::now() < deadline,
+                "stalled at {written} written, {} received",
+                received.len()
+            );
+            poll.poll(&mut events, Some(Duration::from_millis(50)))
+                .expect("poll");
+            if !handshaken {
+                handshaken = client.handshake().expect("client handshake");
+            }
+            // The server reads (that drives its handshake), then flushes what it can.
+            match server.read(&mut buf) {
+                Ok(0) => panic!("server saw the end"),
+                Ok(_) => panic!("the client sent no plaintext"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("server read: {e}"),
+            }
+            let (accepted, err) = queue.flush(&mut server);
+            assert!(err.is_none(), "{err:?}");
+            let (acked, err) = server.settle(accepted);
+            assert!(err.is_none(), "{err:?}");
+            written += acked;
+            assert!(written <= size, "acknowledged more than was sent");
+            if handshaken {
+                loop {
+                    match client.read(&mut buf) {
+                        Ok(0) => panic!("client saw the end"),
+                        Ok(n) => received.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("client read: {e}"),
+                    }
+                }
+            }
+        }
+        assert_eq!(written, size);
+        assert!(received == data, "the bytes arrived changed");
+    }
+
+    #[test]
+    fn a_plaintext_request_gets_a_readable_answer() {
+        let (server_tls, _) = configs();
+        let poll = Poll::new().expect("poll");
+        let (s, mut c) = pair(&poll);
+        let mut server = Link::server(s, &server_tls, PlainReply::Http).expect("server");
+        c.write_all(b"GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 64];
+        let err = loop {
+            match server.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "nothing arrived");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                other => break other.expect_err("plaintext is refused"),
+            }
+        };
+        assert!(matches!(Failure::of(&err), Some(Failure::NotTls)), "{err}");
+        let mut answer = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "no answer");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let answer = String::from_utf8(answer).expect("text");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+        assert!(body.contains("this port speaks HTTPS"), "{body}");
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head} / {} bytes",
+            body.len()
+        );
+    }
+
+    #[test]
+    fn errors_are_put_in_words() {
+        use rustls::CertificateError as C;
+        let check = |e: rustls::Error, expect: &str| {
+            let got = describe(&e);
+            assert!(got.contains(expect), "{e:?}: {got}");
+        };
+        check(C::UnknownIssuer.into(), "unknown CA");
+        check(C::UnknownIssuer.into(), "--ca-cert");
+        check(C::NotValidForName.into(), "not valid for");
+        check(C::Expired.into(), "expired");
+        check(rustls::Error::NoCertificatesPresented, "no certificate");
     }
 }

@@ -26,7 +26,7 @@ use crate::framing::LineFramer;
 use crate::http::wire::{Dechunk, Dechunked};
 use crate::message::{self, classify, codes, Kind, Message, RawId};
 use crate::outbound::Outbound;
-use crate::remote_config::{RemoteConfig, RemoteTransport, RemoteUrl, Scheme};
+use crate::remote_config::{RemoteConfig, RemoteTransport, RemoteUrl};
 use crate::timer::Timer;
 use crate::{ChildId, Endpoint, Output, UpId};
 use std::collections::{BTreeMap, VecDeque};
@@ -438,7 +438,7 @@ impl RemoteServer {
         out: &mut VecDeque<Output>,
     ) -> Self {
         let url = config.urls[index % config.urls.len().max(1)].clone();
-        let tcp = url.scheme == Scheme::Tcp || config.transport == RemoteTransport::Tcp;
+        let tcp = url.scheme.is_stream() || config.transport == RemoteTransport::Tcp;
         let mut server = RemoteServer {
             id,
             config: config.clone(),
@@ -480,7 +480,7 @@ impl RemoteServer {
                 conn,
                 host: server.url.host.clone(),
                 port: server.url.port,
-                tls: server.url.scheme == Scheme::Https,
+                tls: server.url.scheme.is_tls(),
             });
             server.link = Link::Tcp(TcpLink {
                 conn,
@@ -2508,7 +2508,7 @@ impl Dial<'_> {
             conn: c.up,
             host: self.url.host.clone(),
             port: self.url.port,
-            tls: self.url.scheme == Scheme::Https,
+            tls: self.url.scheme.is_tls(),
         });
         h.conns.insert(n, c);
         n
