@@ -218,6 +218,29 @@ fn curl_speaks_mcp_over_https_and_trusts_nothing_without_the_ca() {
             relay.log_text()
         );
     }
+    // Keep-alive: one connection, three requests.
+    let health = https_url(&relay, "/healthz");
+    let ran = curl(&[
+        "-v",
+        "--cacert",
+        ca,
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        &health,
+        &health,
+        &health,
+    ]);
+    assert!(
+        ran.ok()
+            && ran.stderr.matches("< HTTP/1.1 200").count() == 3
+            && ran.stderr.matches("Re-using existing connection").count() == 2,
+        "{test}: three requests on one TLS connection: {ran:?}\nthe relay's log:\n{}",
+        relay.log_text()
+    );
     // Without the CA, curl (with no store of its own: the environment's is taken out, and the
     // system's does not hold a CA made a moment ago) refuses the certificate.
     let ran = curl_get(&https_url(&relay, "/healthz"), &[]).expect_err("trusted without the CA");
@@ -230,6 +253,87 @@ fn curl_speaks_mcp_over_https_and_trusts_nothing_without_the_ca() {
         "{test}: the relay died: {}",
         relay.log_text()
     );
+}
+
+#[test]
+fn concurrent_handshakes_all_complete() {
+    let test = "concurrent_handshakes_all_complete";
+    let pki = Pki::new("concurrent");
+    let relay = https_relay(&pki.server("server", "relay-server"));
+    let url = https_url(&relay, "/healthz");
+    // 12 clients at once, 4 connections each, TLS 1.2 and 1.3 mixed.
+    let results: Vec<Result<u16, String>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let (url, ca) = (&url, s(pki.ca()));
+                scope.spawn(move || {
+                    let max = if i % 2 == 0 { "1.2" } else { "1.3" };
+                    (0..4)
+                        .map(|_| {
+                            curl_get(url, &["--cacert", ca, "--tls-max", max])
+                                .map_err(|r| format!("{r:?}"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a client thread"))
+            .collect()
+    });
+    let failed: Vec<&Result<u16, String>> = results.iter().filter(|r| **r != Ok(200)).collect();
+    assert!(
+        results.len() == 48 && failed.is_empty(),
+        "{test}: {} of 48 requests failed: {failed:#?}\nthe relay's log:\n{}",
+        failed.len(),
+        relay.log_text()
+    );
+}
+
+#[test]
+fn a_silent_or_stalled_tls_client_is_closed() {
+    let test = "a_silent_or_stalled_tls_client_is_closed";
+    let pki = Pki::new("silent");
+    // The handshake must finish within min(120 s, 6 × --header-timeout): 3 s here.
+    let relay = tls_relay(
+        "https",
+        &pki.server("server", "relay-server"),
+        &["--header-timeout", "500ms"],
+    );
+    let start = Instant::now();
+    let silent = TcpStream::connect(relay.addr).expect("connecting");
+    let mut stalled = TcpStream::connect(relay.addr).expect("connecting");
+    // A TLS record header announcing a ClientHello that never comes.
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("writing");
+    // Meanwhile others are served.
+    assert!(
+        matches!(
+            curl_get(&https_url(&relay, "/healthz"), &["--cacert", s(pki.ca())]),
+            Ok(200)
+        ),
+        "{test}: {}",
+        relay.log_text()
+    );
+    for (what, mut conn) in [("silent", silent), ("stalled", stalled)] {
+        conn.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+        let mut got = Vec::new();
+        let end = conn.read_to_end(&mut got);
+        let took = start.elapsed();
+        assert!(
+            !matches!(&end, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "{test}: the {what} client was not closed within {DEADLINE:?}: {end:?}; the log:\n{}",
+            relay.log_text()
+        );
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_secs(10),
+            "{test}: the {what} client was closed after {took:?}, not about 3 s; the log:\n{}",
+            relay.log_text()
+        );
+    }
+    assert!(alive(&relay), "{test}: {}", relay.log_text());
 }
 
 #[test]
@@ -378,14 +482,16 @@ fn s_client_session(addr: SocketAddr, ca: &Path, client: Option<&CertKey>) -> St
     StdioServer::spawn(&mut cmd)
 }
 
-/// initialize and an echo over a line session; fails the test with `log` otherwise.
+/// initialize and an echo over a line session (s_client, or the relay in client mode); fails
+/// the test with its stderr and `log` otherwise.
 fn line_session_works(test: &str, session: &mut StdioServer, log: &dyn Fn() -> String) {
     session.send(&initialize_body(1));
     let (init, _) = session.read_response(&json!(1), DEADLINE);
     assert_eq!(
         init["result"]["serverInfo"]["name"],
         "mcp-relay-demo",
-        "{test}: {init}\nthe relay's log:\n{}",
+        "{test}: {init}\nthe session's stderr:\n{}\nthe relay's log:\n{}",
+        session.stderr_text(),
         log()
     );
     session.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
@@ -399,7 +505,7 @@ fn line_echo(test: &str, session: &mut StdioServer, id: i64, log: &dyn Fn() -> S
     assert_eq!(
         echo["result"]["content"][0]["text"],
         message,
-        "{test}: {echo}\ns_client's stderr:\n{}\nthe relay's log:\n{}",
+        "{test}: {echo}\nthe session's stderr:\n{}\nthe relay's log:\n{}",
         session.stderr_text(),
         log()
     );
@@ -413,8 +519,8 @@ fn tcp_over_tls_with_openssl_s_client() {
     let mut session = s_client_session(relay.addr, pki.ca(), None);
     line_session_works(test, &mut session, &|| relay.log_text());
     line_echo(test, &mut session, 3, &|| relay.log_text());
-    // A plaintext line to the TLS port is no TLS record: refused (an error line or a close),
-    // the relay goes on.
+    // A plaintext line to the TLS port is no TLS record: answered with a JSON-RPC error line
+    // and closed; the relay goes on.
     let mut plain = TcpStream::connect(relay.addr).expect("connecting");
     plain
         .set_read_timeout(Some(DEADLINE))
@@ -425,12 +531,27 @@ fn tcp_over_tls_with_openssl_s_client() {
     let mut got = Vec::new();
     let end = plain.read_to_end(&mut got);
     let text = String::from_utf8_lossy(&got);
+    let error: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
     assert!(
-        end.is_ok() && !text.contains("\"result\""),
-        "{test}: a plaintext client of the tls:// port should be refused and closed, got {end:?} {text:?}"
+        end.is_ok() && error["error"]["code"].is_i64() && text.ends_with('\n'),
+        "{test}: a plaintext client of the tls:// port should get one JSON-RPC error line and a close, got {end:?} {text:?}"
     );
     line_echo(test, &mut session, 4, &|| relay.log_text());
+    // 4 MiB each way: many TLS records, more than rustls buffers.
+    let big = "0123456789abcdef".repeat(256 * 1024);
+    session.send(&echo_body(5, &big));
+    let (echo, _) = session.read_response(&json!(5), DEADLINE);
+    let back = echo["result"]["content"][0]["text"].as_str().unwrap_or("");
+    assert!(
+        back == big,
+        "{test}: 4 MiB came back as {} bytes: {}",
+        back.len(),
+        relay.log_text()
+    );
     assert!(alive(&relay), "{test}: {}", relay.log_text());
+    // The client leaves (s_client killed: no close_notify): its session and server go.
+    drop(session);
+    relay.wait_children(0, DEADLINE);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -482,10 +603,23 @@ fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
         refused_by_alert(&other),
         "{test}: a client certificate from another CA should be refused by an alert: {other:?}"
     );
+    // A flood of them is logged at most once a minute (with a count of the rest).
+    for _ in 0..20 {
+        assert!(
+            refused_by_alert(&curl_get(&url, &["--cacert", ca])),
+            "{test}"
+        );
+    }
     assert!(alive(&relay), "{test}: {}", relay.log_text());
     assert!(
         matches!(curl_get(&url, &with_cert), Ok(200)),
         "{test}: after the refusals; the relay's log:\n{}",
+        relay.log_text()
+    );
+    let refusals = relay.log_count("sent no certificate");
+    assert!(
+        (1..=2).contains(&refusals),
+        "{test}: 21 clients without a certificate should make one or two log lines, not {refusals}:\n{}",
         relay.log_text()
     );
 
@@ -876,13 +1010,72 @@ fn check_an_https_url_trusting_ssl_cert_file_or_ca_cert() {
     );
 }
 
+/// `mcp-relay --connect url extra…` on pipes as a local stdio server, with no certificate
+/// store from the environment.
+fn stdio_relay(url: &str, extra: &[&str]) -> StdioServer {
+    let mut cmd = Command::new(relay_bin());
+    clean_env(&mut cmd)
+        .args(["--connect", url, "--connect-timeout", "2s"])
+        .args(extra)
+        .env("RUST_LOG", "info");
+    StdioServer::spawn(&mut cmd)
+}
+
+#[test]
+fn client_mode_reaches_a_tls_relay() {
+    let test = "client_mode_reaches_a_tls_relay";
+    let pki = Pki::new("connect-tls");
+    let remote = tls_relay("tls", &pki.server("server", "relay-server"), &[]);
+    let ca = s(pki.ca());
+    let by_name = format!("tls://localhost:{}", remote.addr.port());
+    for url in [format!("tls://{}", remote.addr), by_name] {
+        let mut relay = stdio_relay(&url, &["--ca-cert", ca]);
+        line_session_works(test, &mut relay, &|| remote.log_text());
+    }
+    let got = connect_error(test, &format!("tls://{}", remote.addr), &[]);
+    assert_reported(test, &got, &["unknown CA", "--ca-cert"]);
+}
+
+/// A gateway with TLS on both sides: curl → `--listen https://` → `--connect tls://` → a
+/// relay's `tls://` listener.
+#[test]
+fn a_gateway_speaks_tls_on_both_sides() {
+    let test = "a_gateway_speaks_tls_on_both_sides";
+    let pki = Pki::new("gateway");
+    let cert = pki.server("server", "relay-server");
+    let remote = tls_relay("tls", &cert, &[]);
+    let ca = s(pki.ca());
+    let gateway = HttpRelay::builder()
+        .listen("https://127.0.0.1:0")
+        .args(["--tls-cert", s(&cert.cert), "--tls-key", s(&cert.key)])
+        .args([
+            "--connect",
+            &format!("tls://{}", remote.addr),
+            "--ca-cert",
+            ca,
+        ])
+        .start();
+    curl_session(
+        test,
+        &gateway,
+        &https_url(&gateway, "/mcp"),
+        &["--cacert", ca],
+    );
+    assert_eq!(
+        remote.log_count("accepted from"),
+        1,
+        "{test}: the session should have crossed one connection to the remote: {}",
+        remote.log_text()
+    );
+}
+
 /// `mcp-relay --connect url extra…` on pipes, with no certificate store from the environment:
 /// its answer to initialize must be the -32000 error of a remote it cannot reach; returns
 /// that error's message and the relay's log.
 fn connect_error(test: &str, url: &str, extra: &[&str]) -> (String, String) {
     let mut cmd = Command::new(relay_bin());
     clean_env(&mut cmd)
-        .args(["--connect", url, "--connect-timeout", "3s"])
+        .args(["--connect", url, "--connect-timeout", "2s"])
         .args(extra)
         .env("RUST_LOG", "info");
     let mut relay = StdioServer::spawn(&mut cmd);
@@ -1020,7 +1213,7 @@ fn client_mode_insecure_skip_verify_connects_and_warns() {
             &https_url(&remote, "/mcp"),
             "--tls-insecure-skip-verify",
         ])
-        .args(["--connect-timeout", "3s"])
+        .args(["--connect-timeout", "2s"])
         .env("RUST_LOG", "info");
     let mut relay = StdioServer::spawn(&mut cmd);
     line_session_works(test, &mut relay, &|| remote.log_text());
