@@ -637,6 +637,38 @@ fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
     line_echo(test, &mut session, 3, &|| relay.log_text());
 }
 
+/// On a `tls://` listener a session is a connection; with `--tls-client-ca` only a client
+/// that proved who it is should get one, so no server process may start for a connection
+/// that has not finished its handshake (else anyone who can connect makes the relay run the
+/// command, once per connection, until the handshake times out).
+#[test]
+fn mutual_tls_starts_no_server_for_a_client_that_has_not_authenticated() {
+    let test = "mutual_tls_starts_no_server_for_a_client_that_has_not_authenticated";
+    let pki = Pki::new("mtls-spawn");
+    let server = pki.server("server", "relay-server");
+    let client = pki.client("client", "test-client");
+    let relay = tls_relay("tls", &server, &["--tls-client-ca", s(pki.ca())]);
+    // Three connections that never start a handshake, and one without a certificate (refused).
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(relay.addr).expect("connecting"))
+        .collect();
+    let mut refused = s_client_session(relay.addr, pki.ca(), None);
+    refused.send(&initialize_body(1));
+    assert!(refused.try_read_line(DEADLINE).is_none(), "{test}");
+    // Then an authenticated client, accepted after them: once it is answered, whatever the
+    // relay started for the earlier connections has been started too.
+    let mut session = s_client_session(relay.addr, pki.ca(), Some(&client));
+    line_session_works(test, &mut session, &|| relay.log_text());
+    let children = relay.live_children();
+    assert_eq!(
+        children.len(),
+        1,
+        "{test}: only the authenticated client's server should run, not one per connection that has not authenticated: {children:#?}\nthe relay's log:\n{}",
+        relay.log_text()
+    );
+    drop(silent);
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. Startup
 // ---------------------------------------------------------------------------------------
