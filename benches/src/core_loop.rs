@@ -57,7 +57,7 @@ impl Harness {
             );
             let mut child = None;
             while let Some(out) = h.relay.poll_output() {
-                if let Output::Spawn { child: c } = out {
+                if let Output::Spawn { child: c, .. } = out {
                     child = Some(c);
                 }
             }

@@ -667,7 +667,9 @@ fn validate(
             remote,
             // Runtime::bind seeds the session-id generator from the OS.
             seed: [0; 32],
+            servers: Vec::new(),
         },
+        commands: Vec::new(),
         stdio,
         tls_client,
     };

@@ -170,7 +170,7 @@ impl Driver {
     /// One effect, done the way a real driver would, in memory.
     fn perform(&mut self, output: Output) {
         match output {
-            Output::Spawn { child } => {
+            Output::Spawn { child, .. } => {
                 self.say(&format!("relay: start the server as {child}"));
                 self.server = Some(EchoServer {
                     id: child,

@@ -61,12 +61,13 @@ mod remote;
 mod remote_config;
 mod report;
 mod requests;
+mod served;
 mod server;
 mod session;
 mod supervisor;
 mod timer;
 
-pub use config::{Config, ConfigError, HttpConfig, Stats};
+pub use config::{Config, ConfigError, HttpConfig, NamedServer, Stats};
 pub use framing::{Flow, Frame, LineFramer};
 pub use http::SESSION_ERA_VERSIONS;
 pub use relay::Relay;
@@ -83,6 +84,17 @@ pub struct ConnId(pub u64);
 /// A child process, named by the core when it decides to spawn one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChildId(pub u64);
+
+/// A configured server: `ServerId(0)` is the one server of a plain configuration, or the
+/// first of [`Config::servers`]; `ServerId(i)` is `Config::servers[i]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerId(pub u32);
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server#{}", self.0)
+    }
+}
 
 /// A connection the relay opens to a remote server (client mode), named by the core: the
 /// server side it belongs to (a [`ChildId`] names every server incarnation, process or
@@ -291,10 +303,13 @@ pub enum Input<'a> {
 /// An effect the driver must perform, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Start the configured server command as child `child`, in a process group of its own.
+    /// Start the command of configured server `server` as child `child`, in a process group
+    /// of its own.
     Spawn {
         /// The name the core gives it; every later fact about it carries this name.
         child: ChildId,
+        /// Whose command: `ServerId(0)` in a configuration with one server.
+        server: ServerId,
     },
     /// Append these bytes to what is being written to the endpoint (a socket, or a child's
     /// stdin). The driver reports progress with [`Input::Written`].

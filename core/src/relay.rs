@@ -7,12 +7,11 @@ use crate::deadlines::Deadlines;
 use crate::http::{wire, HttpEvent, HttpKey, HttpServer, ReportKind};
 use crate::message::{self, codes};
 use crate::outbound::Outbound;
-use crate::pool::Warm;
-use crate::remote_config::Balance;
+use crate::served::Served;
 use crate::session::{Ctx, Session};
 use crate::timer::Timer;
 use crate::Transport;
-use crate::{ChildId, ConnId, Endpoint, Input, Output};
+use crate::{ChildId, ConnId, Endpoint, Input, Output, ServerId};
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -64,7 +63,9 @@ pub struct Relay {
     /// A moment and the Unix time (seconds) at it, for timestamps in messages.
     wall_clock: Option<(Instant, f64)>,
     http: HttpServer,
-    warm: Warm,
+    /// The configured servers, by `ServerId` (their index): their settings and prespawned
+    /// children.
+    servers: Vec<Served>,
     /// The latest `now` handed in.
     last_now: Instant,
     /// Listeners that cannot accept now (the driver's word).
@@ -74,19 +75,19 @@ pub struct Relay {
     /// The session of the relay's own stdin and stdout (client mode): when it ends, the
     /// relay shuts down.
     stdio: Option<SessionKey>,
-    /// Remote URLs (by index) found unreachable, skipped by new sessions until then.
-    remote_down: BTreeMap<usize, Instant>,
-    /// The next URL for `--balance round-robin`.
-    next_remote: usize,
 }
 
 /// The context session code runs in, borrowed from the relay's fields one by one (so that a
 /// session taken from `self.sessions` can be borrowed beside it).
 macro_rules! ctx {
-    ($relay:ident, $now:expr, $unix_now:expr) => {
+    ($relay:ident, $server:expr, $now:expr, $unix_now:expr) => {
         Ctx {
             now: $now,
-            config: &$relay.config,
+            server: $server,
+            config: $relay
+                .servers
+                .get($server.0 as usize)
+                .map_or(&$relay.config, |s| &s.config),
             out: &mut $relay.out,
             stats: &mut $relay.stats,
             unix_now: $unix_now,
@@ -102,7 +103,12 @@ impl Relay {
         config.validate()?;
         Ok(Relay {
             http: HttpServer::new(&config, now),
-            warm: Warm::new(&config),
+            servers: config
+                .served()
+                .into_iter()
+                .enumerate()
+                .map(|(i, named)| Served::new(ServerId(i as u32), named))
+                .collect(),
             last_now: now,
             config,
             sessions: BTreeMap::new(),
@@ -122,8 +128,6 @@ impl Relay {
             accept_trouble: 0,
             spawn_trouble: None,
             stdio: None,
-            remote_down: BTreeMap::new(),
-            next_remote: 0,
         })
     }
 
@@ -138,10 +142,12 @@ impl Relay {
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.sessions_open = self.sessions.len();
-        stats.children_spawned += self.warm.spawned;
-        stats.spawn_failures += self.warm.spawn_failures;
-        stats.outputs_abandoned += self.warm.outputs_abandoned;
-        stats.prespawn_given_up = u64::from(self.warm.given_up());
+        for w in self.servers.iter().map(|s| &s.warm) {
+            stats.children_spawned += w.spawned;
+            stats.spawn_failures += w.spawn_failures;
+            stats.outputs_abandoned += w.outputs_abandoned;
+            stats.prespawn_given_up += u64::from(w.given_up());
+        }
         stats
     }
 
@@ -150,7 +156,9 @@ impl Relay {
     pub fn is_finished(&self) -> bool {
         match self.shutdown {
             Shutdown::No => false,
-            Shutdown::Draining => self.sessions.is_empty() && self.warm.is_empty(),
+            Shutdown::Draining => {
+                self.sessions.is_empty() && self.servers.iter().all(|s| s.warm.is_empty())
+            }
             Shutdown::Immediate => true,
         }
     }
@@ -165,7 +173,7 @@ impl Relay {
 
     /// Server processes running now, prespawned ones included.
     pub fn children_alive(&self) -> usize {
-        self.sessions.values().filter(|s| s.server_alive()).count() + self.warm.idle_running()
+        self.sessions.values().filter(|s| s.server_alive()).count() + self.prespawned_idle()
     }
 
     /// Client requests waiting for an answer, over all sessions.
@@ -207,7 +215,7 @@ impl Relay {
 
     /// Servers started ahead of need and waiting for a session.
     pub fn prespawned_idle(&self) -> usize {
-        self.warm.idle_running()
+        self.servers.iter().map(|s| s.warm.idle_running()).sum()
     }
 
     // ---- mutators ----
@@ -216,7 +224,9 @@ impl Relay {
     /// Call once, then drain `poll_output`.
     pub fn start(&mut self, now: Instant) {
         self.last_now = now;
-        self.warm.fill(now, &mut self.next_child);
+        for s in &mut self.servers {
+            s.warm.fill(now, &mut self.next_child);
+        }
         self.drain_warm();
         self.drain(now);
     }
@@ -245,8 +255,14 @@ impl Relay {
         if let Some(conn) = conn_of(&input) {
             return self.conn_input(now, conn, input);
         }
-        if let Some(child) = child_of_input(&input).filter(|c| self.warm.contains(*c)) {
-            let warm = &mut self.warm;
+        let prespawned = child_of_input(&input).and_then(|c| {
+            self.servers
+                .iter()
+                .position(|s| s.warm.contains(c))
+                .map(|i| (c, i))
+        });
+        if let Some((child, i)) = prespawned {
+            let warm = &mut self.servers[i].warm;
             match input {
                 Input::Spawned { pid, .. } => warm.handle_spawned(now, child, pid),
                 Input::SpawnFailed { error, .. } => warm.handle_spawn_failed(now, child, error),
@@ -293,7 +309,8 @@ impl Relay {
                 self.conns.open(conn, Transport::Tcp);
                 log::info!("{conn}: serving the local client on stdin and stdout");
                 let client = ClientSide::tcp(conn, self.config.max_buffered);
-                let session = self.new_session(now, "stdio".to_owned(), client);
+                let server = self.default_server();
+                let session = self.new_session(now, server, "stdio".to_owned(), client);
                 let key = self.add_session(session);
                 self.tcp.insert(conn, key);
                 self.stdio = Some(key);
@@ -417,10 +434,12 @@ impl Relay {
             if self.http.poll_timeout().is_some_and(|(d, _)| d <= now) {
                 self.http.handle_timeout(now);
             }
-            if self.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
-                self.warm.handle_timeout(now, &mut self.next_child);
-                self.drain_warm();
+            for s in &mut self.servers {
+                if s.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
+                    s.warm.handle_timeout(now, &mut self.next_child);
+                }
             }
+            self.drain_warm();
             for key in self.timers.due(now) {
                 self.with_session(now, key, |s, ctx| s.handle_timeout(ctx));
             }
@@ -453,7 +472,7 @@ impl Relay {
             .first()
             .into_iter()
             .chain(self.http.poll_timeout())
-            .chain(self.warm.poll_timeout())
+            .chain(self.servers.iter().filter_map(|s| s.warm.poll_timeout()))
             .min_by_key(|(d, _)| *d)
     }
 
@@ -480,15 +499,18 @@ impl Relay {
     /// The pool's effects join the relay's at once, so that child ids reach the driver in the
     /// order they were named.
     fn drain_warm(&mut self) {
-        while let Some(o) = self.warm.poll_output() {
-            self.out.push_back(o);
+        for s in &mut self.servers {
+            while let Some(o) = s.warm.poll_output() {
+                self.out.push_back(o);
+            }
         }
     }
 
     fn http_event(&mut self, now: Instant, event: HttpEvent) {
         match event {
-            HttpEvent::Opened { key, label } => {
-                let session = self.new_session(now, label, ClientSide::Http(HttpSide::default()));
+            HttpEvent::Opened { key, label, server } => {
+                let session =
+                    self.new_session(now, server, label, ClientSide::Http(HttpSide::default()));
                 let skey = self.add_session(session);
                 self.by_http.insert(key, skey);
                 self.http_of.insert(skey, key);
@@ -534,6 +556,7 @@ impl Relay {
                         (status, "application/json", body)
                     }
                     ReportKind::Metrics => (200, "text/plain; version=0.0.4", self.metrics()),
+                    ReportKind::Servers => (200, "application/json", self.servers_report()),
                 };
                 self.http
                     .report(now, conn, status, content_type, body.as_bytes());
@@ -560,7 +583,8 @@ impl Relay {
         }
         log::info!("{conn}: accepted from {peer} on {local}");
         let client = ClientSide::tcp(conn, self.config.max_buffered);
-        let session = self.new_session(now, format!("{conn} {peer}"), client);
+        let server = self.default_server();
+        let session = self.new_session(now, server, format!("{conn} {peer}"), client);
         let key = self.add_session(session);
         self.tcp.insert(conn, key);
         self.http.set_other_sessions(self.tcp.len());
@@ -601,50 +625,47 @@ impl Relay {
 
     /// A session with a prespawned child if one waits, else a child started now (or, in
     /// client mode, a remote chosen by `--balance`).
-    fn new_session(&mut self, now: Instant, label: String, client: ClientSide) -> Session {
-        let index = self.pick_remote(now);
-        match self.warm.take(now) {
-            Some(child) => self.with_ctx(now, |ctx| Session::with_child(label, client, child, ctx)),
-            None => self.with_ctx(now, |ctx| Session::new(label, client, index, ctx)),
+    fn new_session(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        label: String,
+        client: ClientSide,
+    ) -> Session {
+        // Every route names a server that exists; the first is the fallback all the same.
+        let server = if (server.0 as usize) < self.servers.len() {
+            server
+        } else {
+            ServerId(0)
+        };
+        let mut load = BTreeMap::new();
+        for s in self.sessions.values().filter(|s| s.served_by() == server) {
+            if let Some(i) = s.remote_index() {
+                *load.entry(i).or_insert(0usize) += 1;
+            }
+        }
+        let (index, child) = match self.servers.get_mut(server.0 as usize) {
+            Some(s) => (
+                s.pick_remote(now, |i| load.get(&i).copied().unwrap_or(0)),
+                s.warm.take(now),
+            ),
+            None => (0, None),
+        };
+        match child {
+            Some(child) => self.with_ctx(now, server, |ctx| {
+                Session::with_child(label, client, child, ctx)
+            }),
+            None => self.with_ctx(now, server, |ctx| Session::new(label, client, index, ctx)),
         }
     }
 
-    /// The remote URL a new session starts with: by the balance policy, among those not
-    /// found unreachable lately (all of them if every one was).
-    fn pick_remote(&mut self, now: Instant) -> usize {
-        let Some(remote) = &self.config.remote else {
-            return 0;
-        };
-        let n = remote.urls.len().max(1);
-        self.remote_down.retain(|_, until| *until > now);
-        let up: Vec<usize> = (0..n)
-            .filter(|i| !self.remote_down.contains_key(i))
-            .collect();
-        let candidates = if up.is_empty() { (0..n).collect() } else { up };
-        match remote.balance {
-            Balance::Failover => candidates[0],
-            Balance::RoundRobin => {
-                let start = self.next_remote % n;
-                self.next_remote = self.next_remote.wrapping_add(1);
-                (0..n)
-                    .map(|k| (start + k) % n)
-                    .find(|i| candidates.contains(i))
-                    .unwrap_or(candidates[0])
-            }
-            Balance::LeastSessions => {
-                let mut load = vec![0usize; n];
-                for s in self.sessions.values() {
-                    if let Some(i) = s.remote_index() {
-                        load[i % n] += 1;
-                    }
-                }
-                candidates
-                    .iter()
-                    .copied()
-                    .min_by_key(|i| (load[*i], *i))
-                    .unwrap_or(0)
-            }
-        }
+    /// The server `/mcp`, TCP listeners and the relay's own stdio reach: the default one, or
+    /// the first.
+    fn default_server(&self) -> ServerId {
+        self.servers
+            .iter()
+            .find(|s| s.default)
+            .map_or(ServerId(0), |s| s.id)
     }
 
     fn add_session(&mut self, session: Session) -> SessionKey {
@@ -652,16 +673,22 @@ impl Relay {
         self.next_session += 1;
         self.stats.sessions_total += 1;
         self.owner.insert(session.child_id(), key);
-        let deadline = session.poll_timeout(&self.config);
+        let config = server_config(&self.servers, &self.config, session.served_by());
+        let deadline = session.poll_timeout(config);
         self.sessions.insert(key, session);
         self.timers.set(key, deadline);
         key
     }
 
     /// Runs `f` with a context for session code that has no session yet.
-    fn with_ctx<T>(&mut self, now: Instant, f: impl FnOnce(&mut Ctx<'_>) -> T) -> T {
+    fn with_ctx<T>(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        f: impl FnOnce(&mut Ctx<'_>) -> T,
+    ) -> T {
         let unix_now = self.unix_at(now);
-        let mut ctx = ctx!(self, now, unix_now);
+        let mut ctx = ctx!(self, server, now, unix_now);
         f(&mut ctx)
     }
 
@@ -685,7 +712,9 @@ impl Relay {
             self.out.push_back(Output::StopAccepting);
             self.http.shutdown();
         }
-        self.warm.stop(now, immediate);
+        for s in &mut self.servers {
+            s.warm.stop(now, immediate);
+        }
         self.drain_warm();
         if immediate {
             self.http.abort();
@@ -746,7 +775,8 @@ impl Relay {
             return;
         };
         let before = session.child_id();
-        let mut ctx = ctx!(self, now, unix_now);
+        let server = session.served_by();
+        let mut ctx = ctx!(self, server, now, unix_now);
         f(session, &mut ctx);
         session.settle(&mut ctx);
         if let Some(hkey) = self.http_of.get(&key).copied() {
@@ -764,8 +794,8 @@ impl Relay {
                         s.client_side().set_gone();
                     }
                 } else if let Some(s) = self.sessions.get(&key) {
-                    self.http
-                        .set_ready(now, hkey, s.accepts_input(&self.config));
+                    let config = server_config(&self.servers, &self.config, s.served_by());
+                    self.http.set_ready(now, hkey, s.accepts_input(config));
                 }
             }
         }
@@ -773,13 +803,8 @@ impl Relay {
             return;
         };
         if let Some(index) = session.take_unreachable() {
-            if let Some(remote) = &self.config.remote {
-                log::warn!(
-                    "{} is skipped by new sessions for {:?}: it could not be reached",
-                    remote.urls[index % remote.urls.len().max(1)],
-                    remote.down_for
-                );
-                self.remote_down.insert(index, now + remote.down_for);
+            if let Some(s) = self.servers.get_mut(session.served_by().0 as usize) {
+                s.remote_unreachable(index, now);
             }
         }
         let after = session.child_id();
@@ -806,7 +831,8 @@ impl Relay {
                 self.begin_shutdown(now);
             }
         } else {
-            let deadline = session.poll_timeout(&self.config);
+            let config = server_config(&self.servers, &self.config, session.served_by());
+            let deadline = session.poll_timeout(config);
             self.timers.set(key, deadline);
         }
     }
@@ -839,6 +865,61 @@ impl Relay {
             env!("CARGO_PKG_VERSION")
         );
         (if status == "ok" { 200 } else { 503 }, body)
+    }
+
+    /// `GET /servers`: each configured server, how it is reached and how it is doing.
+    fn servers_report(&self) -> String {
+        let servers: Vec<serde_json::Value> = self
+            .servers
+            .iter()
+            .map(|s| {
+                let (transport, target) = match &s.config.remote {
+                    Some(r) => (
+                        r.transport.to_string(),
+                        r.urls
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" or "),
+                    ),
+                    // The program alone: its arguments may carry secrets.
+                    None => (
+                        "stdio".to_owned(),
+                        s.config
+                            .server_label
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
+                };
+                let sessions = self
+                    .sessions
+                    .values()
+                    .filter(|x| x.served_by() == s.id)
+                    .count();
+                let (mcp, sse) = if s.name.is_empty() {
+                    ("/mcp".to_owned(), "/sse".to_owned())
+                } else {
+                    (
+                        format!("/servers/{}/mcp", s.name),
+                        format!("/servers/{}/sse", s.name),
+                    )
+                };
+                serde_json::json!({
+                    "name": s.display_name(),
+                    "default": s.default,
+                    "transport": transport,
+                    "server": target,
+                    "mcp": mcp,
+                    "sse": sse,
+                    "sessions": sessions,
+                    "prespawned": s.warm.idle_running(),
+                    "prespawn_given_up": s.warm.given_up(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "servers": servers }).to_string()
     }
 
     fn metrics(&self) -> String {
@@ -898,4 +979,9 @@ fn child_of_input(input: &Input<'_>) -> Option<ChildId> {
         | Input::Exited { child: c, .. } => Some(*c),
         _ => None,
     }
+}
+
+/// The configuration of server `id` (the relay's own, should it not exist).
+fn server_config<'a>(servers: &'a [Served], relay: &'a Config, id: ServerId) -> &'a Config {
+    servers.get(id.0 as usize).map_or(relay, |s| &s.config)
 }

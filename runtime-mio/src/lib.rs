@@ -30,6 +30,7 @@
 //!     command: CommandSpec { program: "./server".into(), ..CommandSpec::default() },
 //!     core: Config::default(),
 //!     stdio: false,
+//!     commands: Vec::new(),
 //!     tls_client: None,
 //! })?;
 //! let stop = runtime.shutdown_handle(); // call stop.shutdown() from a signal handler
@@ -49,7 +50,7 @@ pub use tls::{ClientTls, ServerTls};
 
 use crossbeam_channel::{Receiver, Sender};
 use mcp_relay_core::{
-    ChildId, ConnId, Endpoint, ExitStatus, Input, Output, Relay, Signal, Transport, UpId,
+    ChildId, ConnId, Endpoint, ExitStatus, Input, Output, Relay, ServerId, Signal, Transport, UpId,
 };
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::pipe;
@@ -68,6 +69,9 @@ pub struct RuntimeConfig {
     pub listen: Vec<Listen>,
     /// The server command started for each session (and for `prespawn`).
     pub command: CommandSpec,
+    /// With several servers (`core.servers`): each one's command, in the same order (a
+    /// remote one's is never started). Empty: `command` serves the one server.
+    pub commands: Vec<CommandSpec>,
     /// The core's configuration. An all-zero `seed` (the default) is replaced with OS
     /// randomness by [`Runtime::bind`].
     pub core: mcp_relay_core::Config,
@@ -336,7 +340,7 @@ pub struct Runtime {
     next_conn: u64,
     events_rx: Receiver<Event>,
     handle: ShutdownHandle,
-    spawn_tx: Option<Sender<ChildId>>,
+    spawn_tx: Option<Sender<(ChildId, ServerId)>>,
     spawner: Option<std::thread::JoinHandle<()>>,
     /// Set when the runtime goes away: the spawner starts nothing more.
     spawns_cancelled: Arc<AtomicBool>,
@@ -427,8 +431,13 @@ impl Runtime {
         let (spawn_tx, spawn_rx) = crossbeam_channel::unbounded();
         let spawns_cancelled = Arc::new(AtomicBool::new(false));
         let unwanted = process::Unwanted::default();
+        let specs = if config.commands.is_empty() {
+            vec![config.command]
+        } else {
+            config.commands
+        };
         let spawner = process::spawner(
-            Arc::new(config.command),
+            Arc::new(specs),
             spawn_rx,
             events_tx.clone(),
             Arc::clone(&waker),
@@ -577,8 +586,8 @@ impl Runtime {
     fn perform(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::Spawn { child } => {
-                    let sent = self.spawn_tx.as_ref().map(|tx| tx.send(child));
+                Output::Spawn { child, server } => {
+                    let sent = self.spawn_tx.as_ref().map(|tx| tx.send((child, server)));
                     if !matches!(sent, Some(Ok(()))) {
                         self.core.handle_input(
                             Instant::now(),

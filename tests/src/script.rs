@@ -100,7 +100,7 @@ impl Script {
         });
         out.iter()
             .find_map(|o| match o {
-                Output::Spawn { child } => Some(*child),
+                Output::Spawn { child, .. } => Some(*child),
                 _ => None,
             })
             .expect("an accepted connection gets a child")
@@ -172,7 +172,10 @@ impl Drop for Script {
 
 fn clone_output(o: &Output) -> Output {
     match o {
-        Output::Spawn { child } => Output::Spawn { child: *child },
+        Output::Spawn { child, server } => Output::Spawn {
+            child: *child,
+            server: *server,
+        },
         Output::Send { to, data } => Output::Send {
             to: *to,
             data: data.clone(),
@@ -249,7 +252,7 @@ impl Script {
 /// The child the relay asked to start among `outputs`, if it asked for one.
 pub fn spawned_in(outputs: &[Output]) -> Option<ChildId> {
     outputs.iter().find_map(|o| match o {
-        Output::Spawn { child } => Some(*child),
+        Output::Spawn { child, .. } => Some(*child),
         _ => None,
     })
 }

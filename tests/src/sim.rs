@@ -1347,7 +1347,7 @@ impl Sim {
             self.adopt(child);
         }
         match output {
-            Output::Spawn { child } => self.perform_spawn(child),
+            Output::Spawn { child, .. } => self.perform_spawn(child),
             Output::Connect { conn, .. } => {
                 Err(format!("Connect {conn}: the simulated relay has no remote"))
             }
@@ -2064,7 +2064,7 @@ pub struct ShowOutput<'a>(pub &'a Output);
 impl fmt::Display for ShowOutput<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Output::Spawn { child } => write!(f, "Spawn {child}"),
+            Output::Spawn { child, server } => write!(f, "Spawn {child} of {server}"),
             Output::Send { to, data } => write!(f, "Send {to} {}", Bytes(data)),
             Output::Close { endpoint } => write!(f, "Close {endpoint}"),
             Output::Pause { endpoint } => write!(f, "Pause {endpoint}"),

@@ -241,7 +241,7 @@ impl World {
 
     fn perform(&mut self, o: Output) {
         match o {
-            Output::Spawn { child } => {
+            Output::Spawn { child, .. } => {
                 self.note(format!("relay: spawn {child}"));
                 self.children.insert(
                     child.0,

@@ -172,7 +172,7 @@ impl Driver {
             eprintln!("{:?} out {out:?}", self.now - self.start);
         }
         match out {
-            Output::Spawn { child } => {
+            Output::Spawn { child, .. } => {
                 assert!(
                     self.last_spawn.is_none_or(|l| child.0 > l),
                     "Spawn of {child}: ids must be new and increasing"
