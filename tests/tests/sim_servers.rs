@@ -9,8 +9,10 @@ const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"p
 const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
 
 fn named(name: &str, default: bool, tokens: &[&str]) -> NamedServer {
-    let mut config = Config::default();
-    config.server_label = format!("./{name}-server --secret-arg");
+    let mut config = Config {
+        server_label: format!("./{name}-server --secret-arg"),
+        ..Config::default()
+    };
     config.http.auth_tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
     NamedServer {
         name: name.into(),
