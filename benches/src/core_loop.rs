@@ -53,6 +53,7 @@ impl Harness {
                     local,
                     peer,
                     transport: Transport::Tcp,
+                    server: None,
                 },
             );
             let mut child = None;

@@ -551,6 +551,7 @@ fn validate(
                 addr,
                 transport,
                 tls: tls.cloned(),
+                server: None,
             });
         }
     }

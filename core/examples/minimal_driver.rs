@@ -307,6 +307,7 @@ fn run() -> Result<Driver, String> {
         local,
         peer,
         transport: Transport::Tcp,
+        server: None,
     });
     d.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {},

@@ -207,6 +207,9 @@ pub enum Input<'a> {
         peer: core::net::SocketAddr,
         /// What the listener serves.
         transport: Transport,
+        /// The configured server a TCP listener serves (`None`: the default one). HTTP
+        /// listeners route by path and ignore it.
+        server: Option<ServerId>,
     },
     /// Bytes read from a connection or from a child's stdout.
     Data {

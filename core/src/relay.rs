@@ -284,6 +284,7 @@ impl Relay {
                 local,
                 peer,
                 transport,
+                server,
             } => {
                 if self.conns.contains(conn) {
                     return;
@@ -299,7 +300,7 @@ impl Relay {
                 self.conns.open(conn, transport);
                 match transport {
                     Transport::Http => self.http.handle_accept(now, conn, local, peer),
-                    Transport::Tcp => self.accept(now, conn, local, peer),
+                    Transport::Tcp => self.accept(now, conn, local, peer, server),
                 }
             }
             Input::Attached { conn } => {
@@ -566,7 +567,14 @@ impl Relay {
 
     // ---- internals ----
 
-    fn accept(&mut self, now: Instant, conn: ConnId, local: SocketAddr, peer: SocketAddr) {
+    fn accept(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        local: SocketAddr,
+        peer: SocketAddr,
+        server: Option<ServerId>,
+    ) {
         if self.shutdown != Shutdown::No {
             log::info!("{conn}: refused (shutting down)");
             self.out.push_back(Output::Close {
@@ -583,7 +591,7 @@ impl Relay {
         }
         log::info!("{conn}: accepted from {peer} on {local}");
         let client = ClientSide::tcp(conn, self.config.max_buffered);
-        let server = self.default_server();
+        let server = server.unwrap_or_else(|| self.default_server());
         let session = self.new_session(now, server, format!("{conn} {peer}"), client);
         let key = self.add_session(session);
         self.tcp.insert(conn, key);

@@ -96,6 +96,8 @@ pub struct Listen {
     pub transport: Transport,
     /// TLS (`https://`, `tls://`), or plain.
     pub tls: Option<ServerTls>,
+    /// A TCP listener's server, with several (`None`: the default one).
+    pub server: Option<ServerId>,
 }
 
 impl Listen {
@@ -105,6 +107,7 @@ impl Listen {
             addr,
             transport,
             tls: None,
+            server: None,
         }
     }
 }
@@ -260,6 +263,7 @@ struct Listener {
     socket: TcpListener,
     transport: Transport,
     tls: Option<ServerTls>,
+    server: Option<ServerId>,
     /// Set while `accept()` fails for want of resources (descriptors, memory): the
     /// connections wait in the kernel's backlog until the next attempt.
     backoff: Option<AcceptBackoff>,
@@ -413,6 +417,7 @@ impl Runtime {
                 addr,
                 transport,
                 tls,
+                server,
             },
         ) in config.listen.iter().enumerate()
         {
@@ -424,6 +429,7 @@ impl Runtime {
                 socket: l,
                 transport: *transport,
                 tls: tls.clone(),
+                server: *server,
                 backoff: None,
             });
         }
@@ -812,6 +818,7 @@ impl Runtime {
             };
             let transport = listener.transport;
             let listener_tls = listener.tls.clone();
+            let server = listener.server;
             match listener.socket.accept() {
                 Ok((mut stream, peer)) => {
                     accepted = true;
@@ -864,6 +871,7 @@ impl Runtime {
                         local,
                         peer,
                         transport,
+                        server,
                     });
                     self.work.push_back(Work::Read(Endpoint::Conn(id), true));
                 }

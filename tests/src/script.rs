@@ -97,6 +97,7 @@ impl Script {
                 .parse()
                 .expect("valid address"),
             transport: Transport::Tcp,
+            server: None,
         });
         out.iter()
             .find_map(|o| match o {
@@ -221,6 +222,7 @@ impl Script {
                 .parse()
                 .expect("an address"),
             transport: Transport::Http,
+            server: None,
         });
     }
 

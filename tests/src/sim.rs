@@ -800,6 +800,7 @@ impl Sim {
                 .parse()
                 .expect("valid address"),
             transport: Transport::Tcp,
+            server: None,
         })?;
         if let Some(child) = self.relay.child_of(conn) {
             self.adopt(child);

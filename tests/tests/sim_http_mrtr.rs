@@ -767,6 +767,7 @@ impl World {
                 .parse()
                 .expect("an address"),
             transport: mcp_relay_core::Transport::Http,
+            server: None,
         });
         let method = body["method"].as_str().unwrap_or("");
         let name = body["params"]["name"].as_str().unwrap_or("");
@@ -839,6 +840,7 @@ impl World {
             local: LOCAL.parse().expect("an address"),
             peer: "127.0.0.1:1".parse().expect("an address"),
             transport: mcp_relay_core::Transport::Http,
+            server: None,
         });
         let req = format!("GET /metrics HTTP/1.1\r\nHost: {LOCAL}\r\n\r\n");
         self.relay.handle_input(

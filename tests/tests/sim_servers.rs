@@ -228,3 +228,18 @@ fn each_server_prespawns_its_own() {
     let (_, out) = request(&mut s, 2, "POST", "/servers/a/mcp", None, None, INIT);
     assert_eq!(spawned_for(&out), Some(ServerId(0)));
 }
+
+#[test]
+fn a_tcp_listener_serves_the_server_it_names() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    for (conn, server, expect) in [(1, Some(ServerId(1)), ServerId(1)), (2, None, ServerId(0))] {
+        let out = s.input(mcp_relay_core::Input::Accepted {
+            conn: ConnId(conn),
+            local: "127.0.0.1:9000".parse().expect("an address"),
+            peer: "127.0.0.1:40000".parse().expect("an address"),
+            transport: mcp_relay_core::Transport::Tcp,
+            server,
+        });
+        assert_eq!(spawned_for(&out), Some(expect), "{out:?}");
+    }
+}
