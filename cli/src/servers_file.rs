@@ -1903,6 +1903,31 @@ mod tests {
         );
     }
 
+    /// Whatever the text, an answer and no panic: every prefix of the example, and the example
+    /// with each character replaced by JSON punctuation; nesting past serde_json's limit.
+    #[test]
+    fn servers_file_never_panics() {
+        // Without "listen": a mangled address would be a host name to resolve.
+        let example = EXAMPLE.replace("\"listen\"", "\"allow_host\"");
+        for (i, here) in example.char_indices() {
+            let _ = parse(&example[..i], Path::new("f"), &env);
+            for c in ["\"", "{", "}", "[", "]", ",", ":", "\\", " ", "0", "é"] {
+                let text = format!("{}{c}{}", &example[..i], &example[i + here.len_utf8()..]);
+                let _ = parse(&text, Path::new("f"), &env);
+            }
+        }
+        let deep = |n: usize| {
+            format!(
+                r#"{{"x": {}{}, "mcpServers": {{"a": {{"command": "c"}}}}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(parse(&deep(100), Path::new("f"), &env).is_ok());
+        let e = parse(&deep(1000), Path::new("f"), &env).expect_err("too deep");
+        assert!(e.contains("recursion limit exceeded"), "{e}");
+    }
+
     /// The settings table and `Args` agree, read from the usage line of `--help`: every
     /// flag is in SETTINGS (with the same arity) or in NOT_SETTINGS, so that a flag added to
     /// `Args` must be placed here too.
