@@ -2,6 +2,7 @@
 
 mod check;
 mod config;
+mod servers_file;
 mod signals;
 mod tls;
 
