@@ -37,9 +37,6 @@
 //! file cannot be read (`--config PATH: cannot read it: …`) or is empty. They never show the
 //! value of an environment variable for the server, of a header or of a token: only its name.
 
-// Until `--config` is wired into main.rs (the lead's part), only the tests use this module.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use crate::config::{expand_vars, is_token_byte, redact_url, RESERVED_HEADERS};
 use argh::FromArgs;
 use mcp_relay_core::RemoteUrl;
