@@ -927,6 +927,13 @@ fn run(setup: Setup) -> ExitCode {
     if config.stdio {
         log::info!("relaying this process's stdin and stdout to {server}");
     }
+    let names: Vec<String> = config.core.servers.iter().map(|s| s.name.clone()).collect();
+    let default = config
+        .core
+        .served()
+        .into_iter()
+        .find(|s| s.default)
+        .map(|s| s.name);
     let runtime = match Runtime::bind(config) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -934,7 +941,21 @@ fn run(setup: Setup) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for (addr, transport, tls) in runtime.listening() {
+    for (addr, transport, tls, listener_server) in runtime.listening() {
+        // With several servers: whose a TCP listener is, and where HTTP finds each.
+        let server = match (&names[..], transport, listener_server) {
+            ([], _, _) => server.clone(),
+            (_, Transport::Tcp, Some(id)) => names.get(id.0 as usize).cloned().unwrap_or_default(),
+            (_, Transport::Tcp, None) => default.clone().unwrap_or_else(|| names[0].clone()),
+            (_, Transport::Http, _) => format!(
+                "{} at /servers/NAME/mcp{}",
+                names.join(", "),
+                match &default {
+                    Some(d) => format!(", {d} also at /mcp"),
+                    None => String::new(),
+                }
+            ),
+        };
         match transport {
             Transport::Tcp => {
                 let scheme = if tls { "tls" } else { "tcp" };

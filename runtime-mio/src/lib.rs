@@ -490,11 +490,15 @@ impl Runtime {
             .collect()
     }
 
-    /// [`Runtime::local_addrs`], with whether each listener speaks TLS.
-    pub fn listening(&self) -> Vec<(SocketAddr, Transport, bool)> {
+    /// [`Runtime::local_addrs`], with whether each listener speaks TLS and the server a TCP
+    /// listener names.
+    pub fn listening(&self) -> Vec<(SocketAddr, Transport, bool, Option<ServerId>)> {
         self.listeners
             .iter()
-            .filter_map(|l| Some((l.socket.local_addr().ok()?, l.transport, l.tls.is_some())))
+            .filter_map(|l| {
+                let addr = l.socket.local_addr().ok()?;
+                Some((addr, l.transport, l.tls.is_some(), l.server))
+            })
             .collect()
     }
 
