@@ -419,6 +419,15 @@ fn main() -> ExitCode {
     if let Err(e) = dumpable {
         log::warn!("cannot make the relay non-dumpable (its servers may read its memory): {e}");
     }
+    let config_reload = match (&args.config, &file) {
+        (Some(path), Some(file)) => Some(servers::Reload::new(
+            path.clone(),
+            strs.iter().map(|s| (*s).to_owned()).collect(),
+            env_token.clone(),
+            file,
+        )),
+        _ => None,
+    };
     let setup = match validate(args, env_token, &|name| std::env::var(name).ok(), file) {
         Ok(setup) => setup,
         Err(e) => {
@@ -426,7 +435,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    run(setup)
+    run(setup, config_reload)
 }
 
 /// The command line with a servers file's `"relay"` settings before it, leaving out those
@@ -912,7 +921,7 @@ fn flag_of(e: &ConfigError) -> &'static str {
     }
 }
 
-fn run(setup: Setup) -> ExitCode {
+fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
     let Setup {
         runtime: config,
         reload,
@@ -985,9 +994,17 @@ fn run(setup: Setup) -> ExitCode {
         log::error!("cannot install the Ctrl-C handler: {e}");
         return ExitCode::from(1);
     }
-    let on_hup = move || match &reload {
-        Some(reload) => reload.reload(),
-        None => log::info!("SIGHUP: nothing to reload (no --tls-cert); still running"),
+    let reconfigure = runtime.reconfigure_handle();
+    let on_hup = move || {
+        if let Some(reload) = &reload {
+            reload.reload();
+        }
+        if let Some(config) = &config_reload {
+            config.reload(&reconfigure);
+        }
+        if reload.is_none() && config_reload.is_none() {
+            log::info!("SIGHUP: nothing to reload (no --config, no --tls-cert); still running");
+        }
     };
     if let Err(e) = signals::install(move || handle.shutdown(), on_hup) {
         log::error!("cannot install the SIGTERM and SIGHUP handlers: {e}");

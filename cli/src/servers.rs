@@ -189,3 +189,134 @@ fn override_one(
     }
     Ok(())
 }
+
+/// Reading `--config` again on SIGHUP: unchanged servers keep their id (and their sessions),
+/// changed and added ones get new ids, and those left out are retired.
+pub struct Reload {
+    path: std::path::PathBuf,
+    /// The command line, to combine with the file's settings again.
+    argv: Vec<String>,
+    /// `MCP_RELAY_AUTH_TOKEN` as it was at start.
+    env_token: Option<String>,
+    state: std::sync::Mutex<State>,
+}
+
+/// What the running servers were made from.
+struct State {
+    servers: Vec<(ServerId, crate::servers_file::ServerEntry)>,
+    relay: Vec<(String, Vec<String>)>,
+    next: u32,
+}
+
+impl Reload {
+    pub fn new(
+        path: std::path::PathBuf,
+        argv: Vec<String>,
+        env_token: Option<String>,
+        file: &ServersFile,
+    ) -> Reload {
+        Reload {
+            path,
+            argv,
+            env_token,
+            state: std::sync::Mutex::new(State {
+                servers: file
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (ServerId(i as u32), e.clone()))
+                    .collect(),
+                relay: file.relay.clone(),
+                next: file.servers.len() as u32,
+            }),
+        }
+    }
+
+    /// Reads the file again and hands the runtime what changed; a file that does not load
+    /// or validate is logged, and the servers stay as they are.
+    pub fn reload(&self, runtime: &mcp_relay_runtime::ReconfigureHandle) {
+        let env = |name: &str| std::env::var(name).ok();
+        let fail = |e: String| log::error!("SIGHUP: {e}; the servers stay as they are");
+        let file = match crate::servers_file::load(&self.path, &env) {
+            Ok(file) => file,
+            Err(e) => return fail(e),
+        };
+        let argv: Vec<&str> = self.argv.iter().map(String::as_str).collect();
+        let merged = crate::with_file_settings(&file.relay, &argv);
+        let merged: Vec<&str> = merged.iter().map(String::as_str).collect();
+        let args = match <crate::Args as argh::FromArgs>::from_args(&["mcp-relay"], &merged) {
+            Ok(args) => args,
+            Err(early) => return fail(early.output.trim_end().to_owned()),
+        };
+        let setup = match crate::validate(args, self.env_token.clone(), &env, Some(file.clone())) {
+            Ok(setup) => setup,
+            Err(e) => return fail(e),
+        };
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let same_relay = state.relay == file.relay;
+        if !same_relay {
+            log::warn!(
+                "SIGHUP: the file's \"relay\" settings changed: every server counts as changed; \
+                 listeners and relay-wide limits change only with a restart"
+            );
+        }
+        let mut servers = Vec::new();
+        let mut commands = Vec::new();
+        let mut entries = Vec::new();
+        let (mut added, mut changed, mut kept) = (Vec::new(), Vec::new(), 0);
+        let named = setup.runtime.core.servers;
+        let mut specs = setup.runtime.commands.into_iter();
+        for (named, entry) in named.into_iter().zip(&file.servers) {
+            let spec = specs.next().unwrap_or_default();
+            let same = state
+                .servers
+                .iter()
+                .find(|(_, e)| same_relay && e == entry)
+                .map(|(id, _)| *id);
+            let id = match same {
+                Some(id) => {
+                    kept += 1;
+                    id
+                }
+                None => {
+                    let id = ServerId(state.next);
+                    state.next += 1;
+                    if state.servers.iter().any(|(_, e)| e.name == entry.name) {
+                        changed.push(entry.name.clone());
+                    } else {
+                        added.push(entry.name.clone());
+                    }
+                    if entry.relay.iter().any(|(flag, _)| flag == "--listen") {
+                        log::warn!(
+                            "SIGHUP: server {:?}: its own listeners change only with a restart",
+                            entry.name
+                        );
+                    }
+                    commands.push((id, spec));
+                    id
+                }
+            };
+            servers.push((id, named));
+            entries.push((id, entry.clone()));
+        }
+        let removed: Vec<&str> = state
+            .servers
+            .iter()
+            .filter(|(_, e)| !file.servers.iter().any(|n| n.name == e.name))
+            .map(|(_, e)| e.name.as_str())
+            .collect();
+        log::info!(
+            "SIGHUP: {} reloaded: {kept} unchanged, added [{}], changed [{}], removed [{}]",
+            self.path.display(),
+            added.join(", "),
+            changed.join(", "),
+            removed.join(", ")
+        );
+        state.servers = entries;
+        state.relay = file.relay;
+        runtime.reconfigure(servers, commands);
+    }
+}

@@ -301,6 +301,16 @@ pub enum Input<'a> {
         /// Listeners that cannot accept.
         listeners: usize,
     },
+    /// The configured servers are now these (`--config` was read again). A server whose id
+    /// is kept is unchanged: its sessions go on. A new id is a new server (or a new
+    /// definition of one, under the same name): new sessions on its routes get it. An id left
+    /// out is retired: it takes no new session, its prespawned children stop, and its
+    /// sessions go on until they end. Ids are never reused; a command's is
+    /// `RuntimeConfig`'s business (the driver learns it with the same list).
+    Reconfigure {
+        /// Every server from now on, with its id.
+        servers: &'a [(ServerId, NamedServer)],
+    },
 }
 
 /// An effect the driver must perform, in order.

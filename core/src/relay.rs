@@ -63,9 +63,11 @@ pub struct Relay {
     /// A moment and the Unix time (seconds) at it, for timestamps in messages.
     wall_clock: Option<(Instant, f64)>,
     http: HttpServer,
-    /// The configured servers, by `ServerId` (their index): their settings and prespawned
-    /// children.
-    servers: Vec<Served>,
+    /// The configured servers: their settings and prespawned children. Retired ones stay
+    /// until their last session ends.
+    servers: BTreeMap<ServerId, Served>,
+    /// The name of every server there has been (a TCP listener names an id for good).
+    server_names: BTreeMap<ServerId, String>,
     /// The latest `now` handed in.
     last_now: Instant,
     /// Listeners that cannot accept now (the driver's word).
@@ -86,7 +88,7 @@ macro_rules! ctx {
             server: $server,
             config: $relay
                 .servers
-                .get($server.0 as usize)
+                .get(&$server)
                 .map_or(&$relay.config, |s| &s.config),
             out: &mut $relay.out,
             stats: &mut $relay.stats,
@@ -103,11 +105,20 @@ impl Relay {
         config.validate()?;
         Ok(Relay {
             http: HttpServer::new(&config, now),
+            server_names: config
+                .served()
+                .into_iter()
+                .enumerate()
+                .map(|(i, named)| (ServerId(i as u32), named.name))
+                .collect(),
             servers: config
                 .served()
                 .into_iter()
                 .enumerate()
-                .map(|(i, named)| Served::new(ServerId(i as u32), named))
+                .map(|(i, named)| {
+                    let id = ServerId(i as u32);
+                    (id, Served::new(id, named))
+                })
                 .collect(),
             last_now: now,
             config,
@@ -142,7 +153,7 @@ impl Relay {
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.sessions_open = self.sessions.len();
-        for w in self.servers.iter().map(|s| &s.warm) {
+        for w in self.servers.values().map(|s| &s.warm) {
             stats.children_spawned += w.spawned;
             stats.spawn_failures += w.spawn_failures;
             stats.outputs_abandoned += w.outputs_abandoned;
@@ -157,7 +168,7 @@ impl Relay {
         match self.shutdown {
             Shutdown::No => false,
             Shutdown::Draining => {
-                self.sessions.is_empty() && self.servers.iter().all(|s| s.warm.is_empty())
+                self.sessions.is_empty() && self.servers.values().all(|s| s.warm.is_empty())
             }
             Shutdown::Immediate => true,
         }
@@ -215,7 +226,7 @@ impl Relay {
 
     /// Servers started ahead of need and waiting for a session.
     pub fn prespawned_idle(&self) -> usize {
-        self.servers.iter().map(|s| s.warm.idle_running()).sum()
+        self.servers.values().map(|s| s.warm.idle_running()).sum()
     }
 
     // ---- mutators ----
@@ -224,7 +235,7 @@ impl Relay {
     /// Call once, then drain `poll_output`.
     pub fn start(&mut self, now: Instant) {
         self.last_now = now;
-        for s in &mut self.servers {
+        for s in self.servers.values_mut() {
             s.warm.fill(now, &mut self.next_child);
         }
         self.drain_warm();
@@ -257,12 +268,12 @@ impl Relay {
         }
         let prespawned = child_of_input(&input).and_then(|c| {
             self.servers
-                .iter()
-                .position(|s| s.warm.contains(c))
-                .map(|i| (c, i))
+                .values_mut()
+                .find(|s| s.warm.contains(c))
+                .map(|s| (c, s))
         });
-        if let Some((child, i)) = prespawned {
-            let warm = &mut self.servers[i].warm;
+        if let Some((child, served)) = prespawned {
+            let warm = &mut served.warm;
             match input {
                 Input::Spawned { pid, .. } => warm.handle_spawned(now, child, pid),
                 Input::SpawnFailed { error, .. } => warm.handle_spawn_failed(now, child, error),
@@ -340,6 +351,7 @@ impl Relay {
                 reason,
             } => self.with_child(now, up.server, |s, ctx| s.upstream_broken(up, reason, ctx)),
             Input::Shutdown => self.begin_shutdown(now),
+            Input::Reconfigure { servers } => self.reconfigure(now, servers),
             Input::AcceptTrouble { listeners } => self.accept_trouble = listeners,
             Input::Data {
                 from: Endpoint::Child(child),
@@ -435,7 +447,7 @@ impl Relay {
             if self.http.poll_timeout().is_some_and(|(d, _)| d <= now) {
                 self.http.handle_timeout(now);
             }
-            for s in &mut self.servers {
+            for s in self.servers.values_mut() {
                 if s.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
                     s.warm.handle_timeout(now, &mut self.next_child);
                 }
@@ -473,7 +485,7 @@ impl Relay {
             .first()
             .into_iter()
             .chain(self.http.poll_timeout())
-            .chain(self.servers.iter().filter_map(|s| s.warm.poll_timeout()))
+            .chain(self.servers.values().filter_map(|s| s.warm.poll_timeout()))
             .min_by_key(|(d, _)| *d)
     }
 
@@ -500,11 +512,12 @@ impl Relay {
     /// The pool's effects join the relay's at once, so that child ids reach the driver in the
     /// order they were named.
     fn drain_warm(&mut self) {
-        for s in &mut self.servers {
+        for s in self.servers.values_mut() {
             while let Some(o) = s.warm.poll_output() {
                 self.out.push_back(o);
             }
         }
+        self.forget_retired();
     }
 
     fn http_event(&mut self, now: Instant, event: HttpEvent) {
@@ -640,19 +653,14 @@ impl Relay {
         label: String,
         client: ClientSide,
     ) -> Session {
-        // Every route names a server that exists; the first is the fallback all the same.
-        let server = if (server.0 as usize) < self.servers.len() {
-            server
-        } else {
-            ServerId(0)
-        };
+        let server = self.current(server);
         let mut load = BTreeMap::new();
         for s in self.sessions.values().filter(|s| s.served_by() == server) {
             if let Some(i) = s.remote_index() {
                 *load.entry(i).or_insert(0usize) += 1;
             }
         }
-        let (index, child) = match self.servers.get_mut(server.0 as usize) {
+        let (index, child) = match self.servers.get_mut(&server) {
             Some(s) => (
                 s.pick_remote(now, |i| load.get(&i).copied().unwrap_or(0)),
                 s.warm.take(now),
@@ -670,10 +678,87 @@ impl Relay {
     /// The server `/mcp`, TCP listeners and the relay's own stdio reach: the default one, or
     /// the first.
     fn default_server(&self) -> ServerId {
-        self.servers
-            .iter()
+        let live = || self.servers.values().filter(|s| !s.retired);
+        live()
             .find(|s| s.default)
+            .or_else(|| live().next())
             .map_or(ServerId(0), |s| s.id)
+    }
+
+    /// The server a new session asked for `id` gets: that one, or, if it was retired, the
+    /// one that now has its name (a TCP listener names the server it was started with), or
+    /// the default one.
+    fn current(&self, id: ServerId) -> ServerId {
+        if self.servers.get(&id).is_some_and(|s| !s.retired) {
+            return id;
+        }
+        let name = self.server_names.get(&id);
+        self.servers
+            .values()
+            .find(|s| !s.retired && Some(&s.name) == name)
+            .map_or_else(|| self.default_server(), |s| s.id)
+    }
+
+    /// `Input::Reconfigure`: servers added, kept and retired.
+    fn reconfigure(&mut self, now: Instant, servers: &[(ServerId, crate::NamedServer)]) {
+        for s in self.servers.values_mut() {
+            if !s.retired && !servers.iter().any(|(id, _)| *id == s.id) {
+                log::info!(
+                    "{}: retired by the new configuration; its {} session(s) go on until they end",
+                    s.display_name(),
+                    self.sessions
+                        .values()
+                        .filter(|x| x.served_by() == s.id)
+                        .count()
+                );
+                s.retired = true;
+                s.warm.stop(now, false);
+            }
+        }
+        for (id, named) in servers {
+            match self.servers.get_mut(id) {
+                Some(s) if !s.retired => s.default = named.default,
+                Some(_) => log::warn!("{id}: a retired server's id given again; ignored"),
+                None => {
+                    self.server_names.insert(*id, named.name.clone());
+                    let mut s = Served::new(*id, named.clone());
+                    log::info!("{}: added by the new configuration", s.display_name());
+                    if self.shutdown == Shutdown::No {
+                        s.warm.fill(now, &mut self.next_child);
+                    }
+                    self.servers.insert(*id, s);
+                }
+            }
+        }
+        let live: Vec<(ServerId, crate::NamedServer)> = self
+            .servers
+            .values()
+            .filter(|s| !s.retired)
+            .map(|s| {
+                (
+                    s.id,
+                    crate::NamedServer {
+                        name: s.name.clone(),
+                        default: s.default,
+                        config: s.config.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.http.set_routes(&live);
+        self.drain_warm();
+        self.forget_retired();
+    }
+
+    /// Drops retired servers that nothing is left of.
+    fn forget_retired(&mut self) {
+        if !self.servers.values().any(|s| s.retired) {
+            return;
+        }
+        let sessions = &self.sessions;
+        self.servers.retain(|id, s| {
+            !s.retired || !s.warm.is_empty() || sessions.values().any(|x| x.served_by() == *id)
+        });
     }
 
     fn add_session(&mut self, session: Session) -> SessionKey {
@@ -720,7 +805,7 @@ impl Relay {
             self.out.push_back(Output::StopAccepting);
             self.http.shutdown();
         }
-        for s in &mut self.servers {
+        for s in self.servers.values_mut() {
             s.warm.stop(now, immediate);
         }
         self.drain_warm();
@@ -811,7 +896,7 @@ impl Relay {
             return;
         };
         if let Some(index) = session.take_unreachable() {
-            if let Some(s) = self.servers.get_mut(session.served_by().0 as usize) {
+            if let Some(s) = self.servers.get_mut(&session.served_by()) {
                 s.remote_unreachable(index, now);
             }
         }
@@ -834,6 +919,7 @@ impl Relay {
                 self.by_http.remove(&hkey);
             }
             self.timers.set(key, None);
+            self.forget_retired();
             if self.stdio == Some(key) && self.shutdown == Shutdown::No {
                 log::info!("the local client's session ended; shutting down");
                 self.begin_shutdown(now);
@@ -879,7 +965,7 @@ impl Relay {
     fn servers_report(&self) -> String {
         let servers: Vec<serde_json::Value> = self
             .servers
-            .iter()
+            .values()
             .map(|s| {
                 let (transport, target) = match &s.config.remote {
                     Some(r) => (
@@ -924,6 +1010,7 @@ impl Relay {
                     "sessions": sessions,
                     "prespawned": s.warm.idle_running(),
                     "prespawn_given_up": s.warm.given_up(),
+                    "retired": s.retired,
                 })
             })
             .collect();
@@ -990,6 +1077,10 @@ fn child_of_input(input: &Input<'_>) -> Option<ChildId> {
 }
 
 /// The configuration of server `id` (the relay's own, should it not exist).
-fn server_config<'a>(servers: &'a [Served], relay: &'a Config, id: ServerId) -> &'a Config {
-    servers.get(id.0 as usize).map_or(relay, |s| &s.config)
+fn server_config<'a>(
+    servers: &'a BTreeMap<ServerId, Served>,
+    relay: &'a Config,
+    id: ServerId,
+) -> &'a Config {
+    servers.get(&id).map_or(relay, |s| &s.config)
 }

@@ -17,6 +17,9 @@ pub(crate) struct Served {
     /// Its settings (the relay's with its overrides).
     pub(crate) config: Config,
     pub(crate) warm: Warm,
+    /// Left out of a reloaded configuration: it takes no new session, and goes once its
+    /// last one has ended.
+    pub(crate) retired: bool,
     /// Remote URLs (by index) found unreachable, skipped by new sessions until then.
     remote_down: BTreeMap<usize, Instant>,
     /// The next URL for `--balance round-robin`.
@@ -27,6 +30,7 @@ impl Served {
     pub(crate) fn new(id: ServerId, named: NamedServer) -> Self {
         Served {
             warm: Warm::new(&named.config, id),
+            retired: false,
             id,
             name: named.name,
             default: named.default,

@@ -124,6 +124,40 @@ pub(crate) enum Event {
     StdoutWritten(usize),
     /// Writing stdout failed; the writer has stopped.
     StdoutBroken(String),
+    /// The servers changed ([`ReconfigureHandle`]).
+    Reconfigure(Box<Reconfiguration>),
+}
+
+/// Servers, and the commands of those that run one.
+pub(crate) struct Reconfiguration {
+    servers: Vec<(ServerId, mcp_relay_core::NamedServer)>,
+    commands: Vec<(ServerId, CommandSpec)>,
+}
+
+/// Gives a running [`Runtime`] a new set of servers (a reloaded `--config`), from any thread.
+#[derive(Clone)]
+pub struct ReconfigureHandle {
+    events: Sender<Event>,
+    waker: Arc<Waker>,
+}
+
+impl ReconfigureHandle {
+    /// From now on the servers are `servers` (see `Input::Reconfigure`); `commands` are the
+    /// commands of those among them that are new. Kept ids keep their command.
+    pub fn reconfigure(
+        &self,
+        servers: Vec<(ServerId, mcp_relay_core::NamedServer)>,
+        commands: Vec<(ServerId, CommandSpec)>,
+    ) {
+        let change = Reconfiguration { servers, commands };
+        if self
+            .events
+            .send(Event::Reconfigure(Box::new(change)))
+            .is_ok()
+        {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// How [`Runtime::run`] ended.
@@ -366,6 +400,8 @@ pub struct Runtime {
     stdio: Option<(ConnId, stdio::Stdio)>,
     /// TLS for `https://` remotes.
     tls_client: Option<ClientTls>,
+    /// Each server's command (shared with the spawner).
+    commands: process::Commands,
     /// TLS failures on listeners, logged a few at a time.
     complaints: tls::Complaints,
 }
@@ -442,8 +478,15 @@ impl Runtime {
         } else {
             config.commands
         };
+        let commands: process::Commands = Arc::new(std::sync::RwLock::new(
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, spec)| (ServerId(i as u32), spec))
+                .collect(),
+        ));
         let spawner = process::spawner(
-            Arc::new(specs),
+            Arc::clone(&commands),
             spawn_rx,
             events_tx.clone(),
             Arc::clone(&waker),
@@ -478,6 +521,7 @@ impl Runtime {
             attach_stdio: config.stdio,
             stdio: None,
             tls_client: config.tls_client,
+            commands,
             complaints: tls::Complaints::default(),
         })
     }
@@ -500,6 +544,14 @@ impl Runtime {
                 Some((addr, l.transport, l.tls.is_some(), l.server))
             })
             .collect()
+    }
+
+    /// A handle that changes the servers of this runtime, from any thread.
+    pub fn reconfigure_handle(&self) -> ReconfigureHandle {
+        ReconfigureHandle {
+            events: self.handle.events.clone(),
+            waker: Arc::clone(&self.handle.waker),
+        }
     }
 
     /// A handle that asks this runtime to stop, from any thread (a Ctrl-C handler).
@@ -710,6 +762,18 @@ impl Runtime {
                     self.feed(Input::Shutdown);
                 }
                 Event::Resolved(slot, addrs) => self.resolved(slot, addrs),
+                Event::Reconfigure(change) => {
+                    {
+                        let mut table = match self.commands.write() {
+                            Ok(table) => table,
+                            Err(poisoned) => poisoned.into_inner(),
+                        };
+                        table.extend(change.commands);
+                    }
+                    self.feed(Input::Reconfigure {
+                        servers: &change.servers,
+                    });
+                }
                 Event::StdoutWritten(n) => {
                     if let Some((conn, stdio)) = &mut self.stdio {
                         let conn = *conn;

@@ -82,8 +82,12 @@ fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
 
 /// Runs the spawner thread until the request channel closes or `cancelled` is set; once it
 /// is set, queued requests are dropped, and a child started meanwhile is killed.
+/// Each server's command, by id; the loop adds to it when the servers change.
+pub(crate) type Commands =
+    Arc<std::sync::RwLock<std::collections::BTreeMap<ServerId, CommandSpec>>>;
+
 pub(crate) fn spawner(
-    specs: Arc<Vec<CommandSpec>>,
+    specs: Commands,
     requests: Receiver<(ChildId, ServerId)>,
     events: Sender<Event>,
     waker: Arc<Waker>,
@@ -95,9 +99,17 @@ pub(crate) fn spawner(
         .spawn(move || {
             for (child, server) in requests {
                 // The core names only servers it was configured with; the first otherwise.
-                let Some(spec) = specs.get(server.0 as usize).or_else(|| specs.first()) else {
-                    return;
+                let spec = {
+                    let table = match specs.read() {
+                        Ok(table) => table,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    match table.get(&server).or_else(|| table.values().next()) {
+                        Some(spec) => spec.clone(),
+                        None => return,
+                    }
                 };
+                let spec = &spec;
                 if cancelled.load(Ordering::SeqCst) {
                     return;
                 }

@@ -2031,6 +2031,7 @@ fn input_name(input: &Input<'_>) -> &'static str {
         Input::Attached { .. } => "Attached",
         Input::Connected { .. } => "Connected",
         Input::ConnectFailed { .. } => "ConnectFailed",
+        Input::Reconfigure { .. } => "Reconfigure",
     }
 }
 
@@ -2055,6 +2056,7 @@ impl fmt::Display for ShowInput<'_, '_> {
             Input::Attached { conn } => write!(f, "Attached {conn}"),
             Input::Connected { conn } => write!(f, "Connected {conn}"),
             Input::ConnectFailed { conn, error } => write!(f, "ConnectFailed {conn} ({error})"),
+            Input::Reconfigure { servers } => write!(f, "Reconfigure ({} servers)", servers.len()),
         }
     }
 }

@@ -243,3 +243,86 @@ fn a_tcp_listener_serves_the_server_it_names() {
         assert_eq!(spawned_for(&out), Some(expect), "{out:?}");
     }
 }
+
+#[test]
+fn a_reload_keeps_unchanged_servers_retires_removed_ones_and_routes_to_new_ones() {
+    let mut b = named("b", false, &[]);
+    b.config.prespawn = 1;
+    let mut s = relay(vec![named("a", true, &[]), b, named("c", false, &[])], &[]);
+    let now = s.clock.now();
+    s.relay.start(now);
+    while s.relay.poll_output().is_some() {}
+    // A session on b, before the reload.
+    let (_, out) = request(&mut s, 1, "POST", "/servers/b/mcp", None, None, INIT);
+    assert!(
+        out.iter().all(|o| !matches!(o, Output::Spawn { .. })),
+        "b's session took the prespawned child: {out:?}"
+    );
+    let sent = String::from_utf8_lossy(&s.sent_to(Endpoint::Conn(ConnId(1)))).into_owned();
+    assert!(sent.is_empty() || !sent.starts_with("HTTP/1.1 4"), "{sent}");
+    // a is kept (id 0), b changes (id 3), c is removed, d is added (id 4).
+    let servers = vec![
+        (ServerId(0), named("a", true, &[])),
+        (ServerId(3), named("b", false, &[])),
+        (ServerId(4), named("d", false, &[])),
+    ];
+    let out = s.input(mcp_relay_core::Input::Reconfigure { servers: &servers });
+    // b's old prespawned replacement is stopped (its stdin closed), nothing new is started
+    // for the new b (no prespawn), none for d.
+    assert!(
+        out.iter().all(|o| !matches!(o, Output::Spawn { .. })),
+        "{out:?}"
+    );
+    let (answer, out) = request(&mut s, 2, "POST", "/servers/c/mcp", None, None, INIT);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(spawned_for(&out).is_none());
+    let (_, out) = request(&mut s, 3, "POST", "/servers/b/mcp", None, None, INIT);
+    assert_eq!(
+        spawned_for(&out),
+        Some(ServerId(3)),
+        "a new session gets the new b"
+    );
+    let (_, out) = request(&mut s, 4, "POST", "/servers/d/mcp", None, None, INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(4)));
+    let (_, out) = request(&mut s, 5, "POST", "/mcp", None, None, INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(0)), "a is untouched");
+    // The retired b is listed as such while its session lives.
+    let (answer, _) = request(&mut s, 6, "GET", "/servers", None, None, "");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let listed: Vec<(String, bool)> = v["servers"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["retired"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(listed.contains(&("b".into(), true)), "{listed:?}");
+    assert!(listed.contains(&("b".into(), false)), "{listed:?}");
+    assert!(
+        !listed.iter().any(|(n, _)| n == "c"),
+        "c had nothing left: {listed:?}"
+    );
+}
+
+#[test]
+fn a_tcp_listener_follows_its_servers_name_across_a_reload() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    let servers = vec![
+        (ServerId(0), named("a", true, &[])),
+        (ServerId(2), named("b", false, &[])),
+    ];
+    s.input(mcp_relay_core::Input::Reconfigure { servers: &servers });
+    let out = s.input(mcp_relay_core::Input::Accepted {
+        conn: ConnId(1),
+        local: "127.0.0.1:9000".parse().expect("an address"),
+        peer: "127.0.0.1:40000".parse().expect("an address"),
+        transport: mcp_relay_core::Transport::Tcp,
+        server: Some(ServerId(1)),
+    });
+    assert_eq!(spawned_for(&out), Some(ServerId(2)), "{out:?}");
+}

@@ -101,6 +101,9 @@ pub(crate) struct HttpServer {
     config: Config,
     /// The configured servers, by name (`/servers/NAME/mcp`).
     routes: Vec<ServerRoute>,
+    /// The name of every server there has been (a session is reached again on its server's
+    /// routes, whatever id the name has now).
+    names: BTreeMap<ServerId, String>,
     conns: BTreeMap<ConnId, Conn>,
     streams: BTreeMap<StreamId, Stream>,
     /// Session ids handed to clients.
@@ -140,23 +143,19 @@ pub(crate) struct HttpServer {
 impl HttpServer {
     pub(crate) fn new(config: &Config, now: Instant) -> Self {
         use rand_core::SeedableRng;
-        let routes = config
+        let served: Vec<(ServerId, crate::NamedServer)> = config
             .served()
             .into_iter()
             .enumerate()
-            .map(|(i, named)| ServerRoute {
-                server: ServerId(i as u32),
-                default: named.default,
-                tokens: if config.servers.is_empty() {
-                    Vec::new()
-                } else {
-                    named.config.http.auth_tokens
-                },
-                name: named.name,
-            })
+            .map(|(i, named)| (ServerId(i as u32), named))
             .collect();
+        let mut routes = Vec::new();
+        let mut names = BTreeMap::new();
+        // One plain server's tokens are the relay's: they are not counted twice.
+        set_routes(&mut routes, &mut names, &served, !config.servers.is_empty());
         HttpServer {
             routes,
+            names,
             config: config.clone(),
             conns: BTreeMap::new(),
             streams: BTreeMap::new(),
@@ -181,6 +180,11 @@ impl HttpServer {
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// The servers are now these (`--config` reloaded).
+    pub(crate) fn set_routes(&mut self, servers: &[(ServerId, crate::NamedServer)]) {
+        set_routes(&mut self.routes, &mut self.names, servers, true);
     }
 
     /// The server the bare `/mcp` reaches (the first when none is the default).
@@ -423,6 +427,34 @@ struct ServerRoute {
     default: bool,
     /// Its own bearer tokens, accepted besides the relay's.
     tokens: Vec<String>,
+}
+
+/// Routes for `servers`; `own_tokens`: each server's `http.auth_tokens` are its own.
+fn set_routes(
+    routes: &mut Vec<ServerRoute>,
+    names: &mut BTreeMap<ServerId, String>,
+    servers: &[(ServerId, crate::NamedServer)],
+    own_tokens: bool,
+) {
+    routes.clear();
+    for (id, named) in servers {
+        names.insert(*id, named.name.clone());
+        routes.push(ServerRoute {
+            name: named.name.clone(),
+            server: *id,
+            default: named.default,
+            tokens: if own_tokens {
+                named.config.http.auth_tokens.clone()
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    // With several and none marked, the bare routes reach none (the relay's TCP listeners
+    // fall back to the first); with one, it is the default.
+    if routes.len() == 1 {
+        routes[0].default = true;
+    }
 }
 
 /// An error answer: status, JSON-RPC code and message.
@@ -1201,9 +1233,12 @@ impl HttpServer {
             ));
         };
         let found = self.ids.get(id).copied().filter(|k| {
-            self.sessions
-                .get(k)
-                .is_some_and(|s| s.legacy == legacy && s.token == token && !s.finished)
+            self.sessions.get(k).is_some_and(|s| {
+                s.legacy == legacy
+                    && s.token.token == token.token
+                    && self.names.get(&s.token.server) == self.names.get(&token.server)
+                    && !s.finished
+            })
         });
         found.ok_or_else(|| {
             reject(
