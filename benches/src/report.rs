@@ -135,10 +135,16 @@ impl Row {
 
 /// Renders the rows as a Markdown table.
 pub fn table(rows: &[Row]) -> String {
+    table_named(rows, "direct", "relay")
+}
+
+/// The same, with the two columns (a row's `direct` and `relay`) named otherwise: the TLS rows
+/// compare plain with TLS through the same relay.
+pub fn table_named(rows: &[Row], left: &str, right: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| workload | metric | direct | relay | ratio relay ÷ direct | target | result |"
+        "| workload | metric | {left} | {right} | ratio {right} ÷ {left} | target | result |"
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---|---|");
     for r in rows {
