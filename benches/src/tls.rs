@@ -217,8 +217,11 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
     }
 }
 
-/// What a handshake with `addr` settles on: protocol, cipher suite, key exchange, ALPN.
-fn negotiated(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Result<String, Error> {
+/// A connection to `addr` with its TLS handshake done.
+fn handshake(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<(rustls::ClientConnection, TcpStream), Error> {
     let mut tcp = TcpStream::connect(addr)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -228,13 +231,17 @@ fn negotiated(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Result<St
     // handshake takes two.
     for _ in 0..8 {
         if !conn.is_handshaking() {
-            break;
+            return Ok((conn, tcp));
         }
         conn.complete_io(&mut tcp)?;
     }
-    if conn.is_handshaking() {
-        return Err("the TLS handshake did not finish".into());
-    }
+    Err("the TLS handshake did not finish".into())
+}
+
+/// What a handshake with `addr` settles on (protocol, cipher suite, key exchange, ALPN), and
+/// whether the next connection resumes the session (as the workloads' later ones do).
+fn negotiated(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Result<String, Error> {
+    let (mut conn, mut tcp) = handshake(addr, config)?;
     let text = format!(
         "{:?}, {:?}, key exchange {:?}, ALPN {}",
         conn.protocol_version().ok_or("no protocol version")?,
@@ -247,9 +254,19 @@ fn negotiated(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Result<St
         conn.alpn_protocol()
             .map_or("none".into(), |p| String::from_utf8_lossy(p).into_owned())
     );
+    // The server's session tickets follow its handshake; a read takes them in (or times out).
+    tcp.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let _ = conn.complete_io(&mut tcp);
     conn.send_close_notify();
     let _ = conn.complete_io(&mut tcp);
-    Ok(text)
+    let (mut next, mut tcp) = handshake(addr, config)?;
+    let kind = next.handshake_kind();
+    next.send_close_notify();
+    let _ = next.complete_io(&mut tcp);
+    Ok(match kind {
+        Some(k) => format!("{text}; the next connection's handshake: {k:?}"),
+        None => text,
+    })
 }
 
 /// Runs `f` up to `reps` times each way, plain then TLS, and stops early once `deadline` has
@@ -624,7 +641,7 @@ pub fn report(env: &Env, plan: &Plan, quick: bool, pin_note: &str) -> Result<Str
     let _ = writeln!(
         r,
         "- TLS: a P-256 leaf signed by a CA made for the run (`openssl`); client rustls (ring), \
-         blocking, trusting that CA, session resumption on; negotiated: {}",
+         blocking, trusting that CA, both sides with rustls's defaults; negotiated: {}",
         out.negotiated
     );
     let _ = writeln!(r, "- pinning: {pin_note}");
