@@ -53,11 +53,12 @@ impl Harness {
                     local,
                     peer,
                     transport: Transport::Tcp,
+                    server: None,
                 },
             );
             let mut child = None;
             while let Some(out) = h.relay.poll_output() {
-                if let Output::Spawn { child: c } = out {
+                if let Output::Spawn { child: c, .. } = out {
                     child = Some(c);
                 }
             }

@@ -150,7 +150,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -175,13 +175,13 @@ fn interleaved<T>(
 }
 
 /// One repetition of a sequential workload: p50 and p99 latency (s) and calls per second.
-struct Seq {
-    p50: f64,
-    p99: f64,
-    rate: f64,
+pub(crate) struct Seq {
+    pub p50: f64,
+    pub p99: f64,
+    pub rate: f64,
 }
 
-fn sequential(target: &Target, payload: usize, calls: usize) -> io::Result<Seq> {
+pub(crate) fn sequential(target: &Target, payload: usize, calls: usize) -> io::Result<Seq> {
     let mut s = Session::open(target)?;
     let mut echo = Echo::new(payload);
     let warmup = (calls / 10).clamp(10, 200) as u64;
@@ -204,7 +204,11 @@ fn sequential(target: &Target, payload: usize, calls: usize) -> io::Result<Seq> 
     })
 }
 
-fn seq_rows(name: &str, runs: Result<[Vec<Seq>; 2], Error>, p50_goal: Option<Goal>) -> Vec<Row> {
+pub(crate) fn seq_rows(
+    name: &str,
+    runs: Result<[Vec<Seq>; 2], Error>,
+    p50_goal: Option<Goal>,
+) -> Vec<Row> {
     let p50 = Row::new(name, "p50 latency", Unit::Micros);
     let p99 = Row::new(name, "p99 latency", Unit::Micros);
     let rate = Row::new(name, "throughput", Unit::ReqPerSec);
@@ -257,7 +261,7 @@ fn pipelined(target: &Target, depth: usize, calls: usize) -> io::Result<f64> {
 
 /// `n` sessions, each on its own thread making `calls` sequential calls, all starting
 /// together once every session is open and warmed up; returns calls per second overall.
-fn concurrent(target: &Target, n: usize, calls: usize) -> io::Result<f64> {
+pub(crate) fn concurrent(target: &Target, n: usize, calls: usize) -> io::Result<f64> {
     let barrier = Arc::new(Barrier::new(n + 1));
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
@@ -296,7 +300,7 @@ fn concurrent(target: &Target, n: usize, calls: usize) -> io::Result<f64> {
 
 /// Time from nothing to the answer of the first call: open (connect, or spawn), initialize,
 /// initialized, one echo call. The session is closed (and for direct, reaped) untimed.
-fn first_responses(
+pub(crate) fn first_responses(
     target: &Target,
     samples: usize,
     relay: Option<(&RelayProc, usize)>,
@@ -323,7 +327,7 @@ fn first_responses(
 }
 
 /// One echo of `echo.payload()` bytes each way on a fresh session; returns the round trip.
-fn big_round_trip(target: &Target, echo: &mut Echo) -> io::Result<Duration> {
+pub(crate) fn big_round_trip(target: &Target, echo: &mut Echo) -> io::Result<Duration> {
     let mut s = Session::open(target)?;
     s.call(&mut Echo::new(1000), 1)?;
     let t = Instant::now();

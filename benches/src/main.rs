@@ -6,7 +6,9 @@
 //! cores; `--quick` for a ~30 s smoke run) and writes a Markdown report to stdout and to `--out`
 //! (default `target/bench-report.md`). Other subcommands: `load` (only the load generator),
 //! `connect` (only the client-mode workloads), `framing`, `core`, `soak`, `faults` (see
-//! below). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this binary, do not build),
+//! below), `tls` (what TLS costs, see `tls.rs`; not run by `all`, written to
+//! `target/bench-tls-report.md`). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this
+//! binary, do not build),
 //! `--no-build`, `--no-pin`,
 //! `--only seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,connect`.
 //!
@@ -99,6 +101,7 @@ mod load;
 mod machine;
 mod relay;
 mod report;
+mod tls;
 mod transport;
 
 use std::fmt::Write as _;
@@ -107,11 +110,14 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: mcp-relay-benches [all|load|connect|framing|core|soak|faults] [options]
+usage: mcp-relay-benches [all|load|connect|tls|framing|core|soak|faults] [options]
   all       build the relay, run the load generator and the micro-benchmarks, write the report
   load      the load-generator workloads only (report written too)
   connect   the client-mode workloads only: a stdio client through `mcp-relay --connect URL`
             against the same remote (Streamable HTTP, TCP) spoken to directly (report too)
+  tls       TLS against plaintext on one relay (https:// and http://, tls:// and tcp://):
+            sequential calls, new sessions, 20 sessions, 10 MiB, RSS per idle session;
+            needs the openssl CLI; report written to target/bench-tls-report.md (or --out)
   framing   framing throughput of the core on randomly fragmented input
   core      the core loop (messages/s) with no I/O
   soak      sequential calls through a relay only, printing its pid, to attach perf or strace
@@ -307,11 +313,9 @@ fn relay_exe(o: &Options) -> Result<PathBuf, String> {
     }
 }
 
-fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
-    let started = Instant::now();
-    let account = machine::CpuAccount::start();
-    let load_start = machine::load_average();
-    let exe = relay_exe(o)?;
+/// Pins this process to the load generator's CPU (unless `--no-pin` or too few CPUs); returns
+/// the plan, if it is in force, and a line saying how things are pinned.
+fn pin(o: &Options) -> (Option<machine::Pinning>, String) {
     let pinning = if o.pin { machine::plan_pinning() } else { None };
     let pin_note = match &pinning {
         Some(p) => match p.generator.apply(0) {
@@ -330,6 +334,15 @@ fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
         None => "not pinned (fewer than 2 CPUs available)".into(),
     };
     let pinning = pinning.filter(|_| pin_note.starts_with("load generator"));
+    (pinning, pin_note)
+}
+
+fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
+    let started = Instant::now();
+    let account = machine::CpuAccount::start();
+    let load_start = machine::load_average();
+    let exe = relay_exe(o)?;
+    let (pinning, pin_note) = pin(o);
     let plan = if o.quick {
         load::Plan::quick()
     } else {
@@ -413,6 +426,30 @@ fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
     }
+    std::fs::write(&out, &r).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    eprintln!("[bench] report written to {}", out.display());
+    Ok(())
+}
+
+fn tls_report(o: &Options) -> Result<(), String> {
+    let exe = relay_exe(o)?;
+    let (pinning, pin_note) = pin(o);
+    let env = load::Env {
+        relay_exe: exe,
+        pinning,
+        only: None,
+    };
+    let plan = if o.quick {
+        tls::Plan::quick()
+    } else {
+        tls::Plan::full()
+    };
+    let r = tls::report(&env, &plan, o.quick, &pin_note).map_err(|e| e.to_string())?;
+    print!("{r}");
+    let out = o
+        .out
+        .clone()
+        .unwrap_or_else(|| target_dir().join("bench-tls-report.md"));
     std::fs::write(&out, &r).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     eprintln!("[bench] report written to {}", out.display());
     Ok(())
@@ -502,6 +539,7 @@ fn main() -> ExitCode {
             };
             run_report(&o, false)
         }
+        "tls" => tls_report(&o),
         "framing" => write_optional(&o, &framing::run(budget)),
         "core" => write_optional(&o, &core_loop::table(&core_loop::run(budget / 2))),
         "soak" => soak(&o),

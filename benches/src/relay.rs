@@ -33,6 +33,8 @@ pub struct RelayProc {
     pub addr: SocketAddr,
     /// Its Streamable HTTP listener.
     pub http: SocketAddr,
+    /// Every listener, as logged: (scheme, address), `tcp` and `http` among them.
+    pub listeners: Vec<(String, SocketAddr)>,
     log_tail: Arc<Mutex<VecDeque<String>>>,
     /// Warning and error lines logged so far.
     log_counts: Arc<[AtomicU64; 2]>,
@@ -49,7 +51,8 @@ impl RelayProc {
     }
 
     /// Starts the relay with exactly `args` (which must listen on one `tcp://` and one
-    /// `http://` address) and waits for both `listening on …` lines.
+    /// `http://` address, and may listen on more) and waits for the `listening on …` line of
+    /// every `--listen`.
     pub fn start_args(
         exe: &Path,
         args: &[&str],
@@ -61,6 +64,7 @@ impl RelayProc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        let expected = args.iter().filter(|a| **a == "--listen").count();
         let cpus = cpus.cloned();
         // SAFETY: runs in the forked child before exec and only calls sched_setaffinity and
         // prctl, which are async-signal-safe; `cpus` was cloned before the fork and building
@@ -94,18 +98,15 @@ impl RelayProc {
             .name("relay-log".into())
             .spawn(move || {
                 let mut tx = Some(tx);
-                let (mut tcp, mut http) = (None, None);
+                let mut listeners = Vec::new();
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(addr) = listening_addr(&line, "tcp") {
-                        tcp = Some(addr);
-                    }
-                    if let Some(addr) = listening_addr(&line, "http") {
-                        http = Some(addr);
-                    }
-                    if let (Some(t), Some(h)) = (tcp, http) {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send((t, h));
+                    if let Some((scheme, addr)) = listening(&line) {
+                        listeners.push((scheme.to_string(), addr));
+                        if listeners.len() >= expected {
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(listeners.clone());
+                            }
                         }
                     }
                     let head = &line[..line.len().min(40)];
@@ -135,27 +136,43 @@ impl RelayProc {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listeners: Vec::new(),
             log_tail,
             log_counts,
             log_problems,
         };
-        match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok((tcp, http)) => {
+        let listeners = rx.recv_timeout(Duration::from_secs(15)).ok();
+        let find = |scheme: &str| {
+            let l = listeners.as_ref()?;
+            l.iter().find(|(s, _)| s == scheme).map(|(_, a)| *a)
+        };
+        match (find("tcp"), find("http")) {
+            (Some(tcp), Some(http)) => {
                 relay.addr = tcp;
                 relay.http = http;
+                relay.listeners = listeners.unwrap_or_default();
                 Ok(relay)
             }
-            Err(_) => {
+            _ => {
                 let _ = relay.child.kill();
                 let _ = relay.child.wait();
                 std::thread::sleep(Duration::from_millis(50));
                 Err(format!(
-                    "the relay did not report `listening on tcp://…` within 15 s; its log:\n{}",
+                    "the relay did not report `listening on tcp://…` and `http://…` (and every \
+                     other --listen) within 15 s; its log:\n{}",
                     relay.log()
                 )
                 .into())
             }
         }
+    }
+
+    /// The address of its listener for `scheme` (`tls`, `https`, …), if it has one.
+    pub fn listener(&self, scheme: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(s, _)| s == scheme)
+            .map(|(_, a)| *a)
     }
 
     pub fn pid(&self) -> u32 {
@@ -231,12 +248,13 @@ impl Drop for RelayProc {
     }
 }
 
-/// The address in `… listening on tcp://127.0.0.1:PORT, serving …`.
-fn listening_addr(line: &str, scheme: &str) -> Option<SocketAddr> {
-    let marker = format!("listening on {scheme}://");
-    let rest = &line[line.find(&marker)? + marker.len()..];
+/// The scheme and address in `… listening on tcp://127.0.0.1:PORT, serving …`.
+fn listening(line: &str) -> Option<(&str, SocketAddr)> {
+    let marker = "listening on ";
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let (scheme, rest) = rest.split_once("://")?;
     let end = rest.find([',', ' ']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
+    Some((scheme, rest[..end].trim().parse().ok()?))
 }
 
 #[cfg(test)]
@@ -244,19 +262,17 @@ mod tests {
     #[test]
     fn listening_line() {
         assert_eq!(
-            super::listening_addr(
-                "[2026-11-21T06:23:41Z INFO ] listening on tcp://127.0.0.1:41821, serving `x`",
-                "tcp"
+            super::listening(
+                "[2026-11-21T06:23:41Z INFO ] listening on tcp://127.0.0.1:41821, serving `x`"
             ),
-            Some(([127, 0, 0, 1], 41821).into())
+            Some(("tcp", ([127, 0, 0, 1], 41821).into()))
         );
-        assert_eq!(super::listening_addr("something else", "tcp"), None);
+        assert_eq!(super::listening("something else"), None);
         assert_eq!(
-            super::listening_addr(
-                "listening on http://127.0.0.1:8080 (Streamable HTTP at /mcp, HTTP+SSE at /sse), serving `x`",
-                "http"
+            super::listening(
+                "listening on https://127.0.0.1:8080 (Streamable HTTP at /mcp, HTTP+SSE at /sse), serving `x`"
             ),
-            Some(([127, 0, 0, 1], 8080).into())
+            Some(("https", ([127, 0, 0, 1], 8080).into()))
         );
     }
 }

@@ -135,12 +135,25 @@ impl Row {
 
 /// Renders the rows as a Markdown table.
 pub fn table(rows: &[Row]) -> String {
+    table_named(rows, "direct", "relay")
+}
+
+/// The same, with the two columns (a row's `direct` and `relay`) named otherwise: the TLS rows
+/// compare plain with TLS through the same relay. Without a target in any row, the target
+/// and result columns are left out.
+pub fn table_named(rows: &[Row], left: &str, right: &str) -> String {
+    let goals = rows.iter().any(|r| r.goal.is_some());
     let mut s = String::new();
+    let _ = write!(
+        s,
+        "| workload | metric | {left} | {right} | ratio {right} ÷ {left} |"
+    );
+    let _ = writeln!(s, "{}", if goals { " target | result |" } else { "" });
     let _ = writeln!(
         s,
-        "| workload | metric | direct | relay | ratio relay ÷ direct | target | result |"
+        "|---|---|---:|---:|---:|{}",
+        if goals { "---|---|" } else { "" }
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---|---|");
     for r in rows {
         let cell = |v: Option<f64>| v.map_or_else(|| "—".to_string(), |v| r.unit.format(v));
         let relay = match &r.error {
@@ -158,17 +171,19 @@ pub fn table(rows: &[Row]) -> String {
             Some(false) => "**MISS**",
             None => "",
         };
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             r.workload,
             r.metric,
             cell(r.direct),
             relay,
-            ratio,
-            goal,
-            verdict
+            ratio
         );
+        if goals {
+            let _ = write!(s, " {goal} | {verdict} |");
+        }
+        s.push('\n');
     }
     s
 }
@@ -189,7 +204,11 @@ mod tests {
         assert_eq!(r.verdict(), Some(false));
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(thousands(12), "12");
-        let t = table(&[r]);
+        let t = table(std::slice::from_ref(&r));
         assert!(t.contains("0.50×") && t.contains("**MISS**"));
+        let untargeted = Row { goal: None, ..r };
+        let t = table_named(&[untargeted], "plain", "TLS");
+        assert!(t.starts_with("| workload | metric | plain | TLS | ratio TLS ÷ plain |\n"));
+        assert!(t.ends_with("| w | tput | 1,000 req/s | 500 req/s | 0.50× |\n"));
     }
 }

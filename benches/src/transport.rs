@@ -3,13 +3,17 @@
 //! direct-stdio lower bound and the relay over TCP run the very same code.
 //!
 //! Streamable HTTP is one more `Target` and `Transport` (POST a message, read replies from
-//! the JSON body or the event stream of the response); legacy SSE would be another.
+//! the JSON body or the event stream of the response); legacy SSE would be another. Both run
+//! over a plain TCP stream or over rustls on one ([`Target::Tls`], [`Target::Https`]) with the
+//! same code, so the cost of TLS is the only difference between the two.
 
 use crate::machine::CpuSet;
-use std::io::{self, BufRead, BufReader, Write};
+use rustls::pki_types::ServerName;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One session with a server: newline-delimited JSON-RPC both ways.
@@ -36,6 +40,17 @@ pub enum Target {
     Tcp { addr: SocketAddr },
     /// The relay, Streamable HTTP at `/mcp`: one keep-alive connection per session.
     Http { addr: SocketAddr },
+    /// The relay's `tls://` listener: one TLS connection per session, verified by `config`.
+    Tls {
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    },
+    /// The relay's `https://` listener: Streamable HTTP at `/mcp`, one keep-alive TLS
+    /// connection per session, verified by `config`.
+    Https {
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    },
 }
 
 impl Target {
@@ -50,10 +65,35 @@ impl Target {
                 args,
                 cpus.as_ref(),
             )?)),
-            Target::Tcp { addr } => Ok(Box::new(TcpTransport::connect(*addr)?)),
-            Target::Http { addr } => Ok(Box::new(HttpTransport::connect(*addr)?)),
+            Target::Tcp { addr } => Ok(Box::new(LineTransport::new(tcp(*addr)?))),
+            Target::Http { addr } => Ok(Box::new(HttpTransport::new(tcp(*addr)?, *addr))),
+            Target::Tls { addr, config } => Ok(Box::new(LineTransport::new(tls(*addr, config)?))),
+            Target::Https { addr, config } => {
+                Ok(Box::new(HttpTransport::new(tls(*addr, config)?, *addr)))
+            }
         }
     }
+}
+
+/// A connection to the relay, TCP_NODELAY, with time limits so that a stuck relay fails the
+/// workload instead of hanging the run.
+fn tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(60)))?;
+    Ok(stream)
+}
+
+/// A blocking TLS client over a connection to the relay, its certificate verified for the
+/// address's IP. The handshake runs with the first write.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> io::Result<TlsStream> {
+    let stream = tcp(addr)?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+    Ok(rustls::StreamOwned::new(conn, stream))
 }
 
 fn eof() -> io::Error {
@@ -136,42 +176,39 @@ impl Drop for StdioTransport {
     }
 }
 
-/// A TCP connection to the relay.
-pub struct TcpTransport {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
+/// A connection to the relay carrying newline-delimited JSON-RPC: TCP, or TLS over it.
+pub struct LineTransport<S> {
+    io: BufReader<S>,
 }
 
-impl TcpTransport {
-    fn connect(addr: SocketAddr) -> io::Result<Self> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        // A stuck relay fails the workload instead of hanging the run.
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let reader = BufReader::with_capacity(READ_BUFFER, stream.try_clone()?);
-        Ok(TcpTransport {
-            writer: stream,
-            reader,
-        })
+impl<S: Read + Write> LineTransport<S> {
+    fn new(stream: S) -> Self {
+        LineTransport {
+            io: BufReader::with_capacity(READ_BUFFER, stream),
+        }
     }
 }
 
-impl Transport for TcpTransport {
+impl<S: Read + Write + Send> Transport for LineTransport<S> {
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.writer.write_all(bytes)
+        // Writes go past the read buffer, straight to the stream (for TLS, one record per
+        // write, up to its size limit); flush is free on TCP.
+        let w = self.io.get_mut();
+        w.write_all(bytes)?;
+        w.flush()
     }
 
     fn recv_line(&mut self, line: &mut Vec<u8>) -> io::Result<()> {
-        read_line(&mut self.reader, line)
+        read_line(&mut self.io, line)
     }
 }
 
 /// A Streamable HTTP session with the relay (`POST /mcp`, keep-alive): each message is one
 /// POST; a reply is read from the JSON body or the event stream of its response. Requests
-/// go one at a time on the connection, as HTTP/1.1 clients do.
-pub struct HttpTransport {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
+/// go one at a time on the connection, as HTTP/1.1 clients do. The connection is TCP, or TLS
+/// over it.
+pub struct HttpTransport<S: Read + Write> {
+    io: BufReader<S>,
     host: String,
     session: Option<String>,
     /// Messages sent but not yet POSTed (one exchange at a time).
@@ -181,21 +218,16 @@ pub struct HttpTransport {
     request: Vec<u8>,
 }
 
-impl HttpTransport {
-    fn connect(addr: SocketAddr) -> io::Result<Self> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let reader = BufReader::with_capacity(READ_BUFFER, stream.try_clone()?);
-        Ok(HttpTransport {
-            writer: stream,
-            reader,
+impl<S: Read + Write> HttpTransport<S> {
+    fn new(stream: S, addr: SocketAddr) -> Self {
+        HttpTransport {
+            io: BufReader::with_capacity(READ_BUFFER, stream),
             host: addr.to_string(),
             session: None,
             queue: Default::default(),
             lines: Default::default(),
             request: Vec::new(),
-        })
+        }
     }
 
     fn head(&mut self, method: &str, body_len: usize) {
@@ -218,15 +250,19 @@ impl HttpTransport {
     /// One POST and its whole response; the messages in it go to `lines`.
     fn exchange(&mut self, body: &[u8]) -> io::Result<()> {
         self.head("POST", body.len());
+        // Writes go past the read buffer, straight to the stream.
+        let w = self.io.get_mut();
         if body.len() <= SMALL_BODY {
-            // One write, one segment (the socket has TCP_NODELAY): head and body written
-            // apart would wake the server twice per call, as no real client does.
+            // One write, one segment (the socket has TCP_NODELAY; over TLS, one record): head
+            // and body written apart would wake the server twice per call, as no real client
+            // does.
             self.request.extend_from_slice(body);
-            self.writer.write_all(&self.request)?;
+            w.write_all(&self.request)?;
         } else {
-            self.writer.write_all(&self.request)?;
-            self.writer.write_all(body)?;
+            w.write_all(&self.request)?;
+            w.write_all(body)?;
         }
+        w.flush()?;
         let head = self.read_head()?;
         match head.status {
             200 | 202 => {}
@@ -256,7 +292,7 @@ impl HttpTransport {
 
     fn read_head(&mut self) -> io::Result<HttpHead> {
         let mut line = Vec::new();
-        read_line(&mut self.reader, &mut line)?;
+        read_line(&mut self.io, &mut line)?;
         let status = std::str::from_utf8(&line)
             .ok()
             .and_then(|l| l.split(' ').nth(1))
@@ -267,7 +303,7 @@ impl HttpTransport {
             ..HttpHead::default()
         };
         loop {
-            read_line(&mut self.reader, &mut line)?;
+            read_line(&mut self.io, &mut line)?;
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end();
             if text.is_empty() {
@@ -288,29 +324,28 @@ impl HttpTransport {
     }
 
     fn read_body(&mut self, head: &HttpHead) -> io::Result<Vec<u8>> {
-        use std::io::Read;
         let mut body = Vec::new();
         if head.chunked {
             let mut line = Vec::new();
             loop {
-                read_line(&mut self.reader, &mut line)?;
+                read_line(&mut self.io, &mut line)?;
                 let size = usize::from_str_radix(String::from_utf8_lossy(&line).trim(), 16)
                     .map_err(|_| io::Error::other("bad chunk size"))?;
                 if size == 0 {
-                    read_line(&mut self.reader, &mut line)?;
+                    read_line(&mut self.io, &mut line)?;
                     return Ok(body);
                 }
                 let start = body.len();
                 body.resize(start + size, 0);
-                self.reader.read_exact(&mut body[start..])?;
-                read_line(&mut self.reader, &mut line)?;
+                self.io.read_exact(&mut body[start..])?;
+                read_line(&mut self.io, &mut line)?;
             }
         }
         if let Some(n) = head.length {
             // Room for the newline the caller adds, so that it does not copy the body again.
             body.reserve_exact(n + 1);
             body.resize(n, 0);
-            self.reader.read_exact(&mut body)?;
+            self.io.read_exact(&mut body)?;
         }
         Ok(body)
     }
@@ -325,7 +360,7 @@ struct HttpHead {
     session: Option<String>,
 }
 
-impl Transport for HttpTransport {
+impl<S: Read + Write + Send> Transport for HttpTransport<S> {
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
         for line in lines {
@@ -353,12 +388,13 @@ impl Transport for HttpTransport {
     }
 }
 
-impl Drop for HttpTransport {
+impl<S: Read + Write> Drop for HttpTransport<S> {
     /// Ends the session (DELETE), so that its server goes away with it.
     fn drop(&mut self) {
         if self.session.is_some() {
             self.head("DELETE", 0);
-            if self.writer.write_all(&self.request).is_ok() {
+            let w = self.io.get_mut();
+            if w.write_all(&self.request).and_then(|()| w.flush()).is_ok() {
                 if let Ok(head) = self.read_head() {
                     let _ = self.read_body(&head);
                 }

@@ -214,7 +214,7 @@ pub fn parse_header(
 
 /// Headers that frame the request or the connection: the relay writes them, and a second
 /// copy would break the request.
-const RESERVED_HEADERS: &[&str] = &[
+pub const RESERVED_HEADERS: &[&str] = &[
     "Host",
     "Content-Length",
     "Transfer-Encoding",
@@ -223,7 +223,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// A byte of an HTTP token (RFC 9110 `tchar`).
-fn is_token_byte(b: u8) -> bool {
+pub fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

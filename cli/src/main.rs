@@ -2,6 +2,8 @@
 
 mod check;
 mod config;
+mod servers;
+mod servers_file;
 mod signals;
 mod tls;
 
@@ -84,6 +86,12 @@ struct Args {
     /// serve the built-in demo MCP server instead of a command after `--`
     #[argh(switch)]
     demo: bool,
+
+    /// serve several servers, from a JSON file in Claude Desktop's `mcpServers` format
+    /// (plus a "relay" key for these flags; flags given here win): each at
+    /// /servers/NAME/mcp and /servers/NAME/sse, the default one at /mcp and /sse too
+    #[argh(option)]
+    config: Option<PathBuf>,
 
     /// extra environment variable for the server, KEY=VALUE (repeatable)
     #[argh(option, from_str_fn(parse_env))]
@@ -365,7 +373,7 @@ fn main() -> ExitCode {
     let env_token = std::env::var(AUTH_TOKEN_VAR).ok();
     std::env::remove_var(AUTH_TOKEN_VAR);
     let strs: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
-    let args = match Args::from_args(&["mcp-relay"], &strs) {
+    let mut args = match Args::from_args(&["mcp-relay"], &strs) {
         Ok(args) => args,
         Err(early) => {
             return if early.status.is_ok() {
@@ -382,18 +390,79 @@ fn main() -> ExitCode {
         println!("mcp-relay {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    // `--config`: the file's "relay" settings are flags too, and the command line's win.
+    let mut file = None;
+    if let Some(path) = args.config.clone() {
+        let loaded = match servers_file::load(&path, &|name| std::env::var(name).ok()) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("mcp-relay: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let merged = with_file_settings(&loaded.relay, &strs);
+        let merged: Vec<&str> = merged.iter().map(String::as_str).collect();
+        args = match Args::from_args(&["mcp-relay"], &merged) {
+            Ok(args) => args,
+            Err(early) => {
+                eprintln!(
+                    "mcp-relay: {} (with the settings of {})",
+                    early.output.trim_end(),
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        };
+        file = Some(loaded);
+    }
     init_logging(&args);
     if let Err(e) = dumpable {
         log::warn!("cannot make the relay non-dumpable (its servers may read its memory): {e}");
     }
-    let setup = match validate(args, env_token, &|name| std::env::var(name).ok()) {
+    let config_reload = match (&args.config, &file) {
+        (Some(path), Some(file)) => Some(servers::Reload::new(
+            path.clone(),
+            strs.iter().map(|s| (*s).to_owned()).collect(),
+            env_token.clone(),
+            file,
+        )),
+        _ => None,
+    };
+    let setup = match validate(args, env_token, &|name| std::env::var(name).ok(), file) {
         Ok(setup) => setup,
         Err(e) => {
             eprintln!("mcp-relay: {e}");
             return ExitCode::from(2);
         }
     };
-    run(setup)
+    run(setup, config_reload)
+}
+
+/// The command line with a servers file's `"relay"` settings before it, leaving out those
+/// of its flags that the command line gives itself (a later value would not replace an
+/// earlier one: argh refuses a repeated single-valued flag, and a list would be merged).
+fn with_file_settings(settings: &[(String, Vec<String>)], argv: &[&str]) -> Vec<String> {
+    let given: Vec<&str> = argv
+        .iter()
+        .take_while(|a| **a != "--")
+        .filter(|a| a.starts_with("--"))
+        .copied()
+        .collect();
+    let mut merged = Vec::new();
+    for (flag, values) in settings {
+        if given.contains(&flag.as_str()) {
+            continue;
+        }
+        if values.is_empty() {
+            merged.push(flag.clone());
+        }
+        for v in values {
+            merged.push(flag.clone());
+            merged.push(v.clone());
+        }
+    }
+    merged.extend(argv.iter().map(|a| (*a).to_owned()));
+    merged
 }
 
 /// A validated command line: the runtime's configuration, and what SIGHUP re-reads.
@@ -475,9 +544,30 @@ fn validate(
     args: Args,
     env_token: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
+    file: Option<servers_file::ServersFile>,
 ) -> Result<Setup, String> {
-    let remote = remote_config(&args, env)?;
-    if args.listen.is_empty() && remote.is_none() {
+    let (remote, remote_template) = match &file {
+        Some(_) => {
+            if !args.connect.is_empty() || args.demo || !args.command.is_empty() {
+                return Err("--config names the servers: leave out --connect, --demo and the command after `--` (a remote server is an entry with \"url\", the demo server one with \"command\": \"mcp-relay\", \"args\": [\"demo-server\"])".into());
+            }
+            (None, remote_config(&args, env, true)?)
+        }
+        None => (remote_config(&args, env, false)?, None),
+    };
+    let file_listens = file.as_ref().is_some_and(|f| {
+        f.servers
+            .iter()
+            .any(|s| s.relay.iter().any(|(flag, _)| flag == "--listen"))
+    });
+    let file_tls = file.as_ref().is_some_and(|f| {
+        f.servers.iter().any(|s| {
+            s.relay.iter().any(|(flag, values)| {
+                flag == "--listen" && values.iter().any(|v| v.starts_with("tls://"))
+            })
+        })
+    });
+    if args.listen.is_empty() && remote.is_none() && !file_listens {
         return Err(
             "nothing to listen on: give --listen HOST:PORT (for example --listen 127.0.0.1:9000), or --connect URL to reach a remote server"
                 .into(),
@@ -507,7 +597,7 @@ fn validate(
             .map_err(|e| format!("--demo: cannot find this program's own path: {e}"))?;
         command = vec![exe.into_os_string(), "demo-server".into()];
     }
-    if command.is_empty() && remote.is_none() {
+    if command.is_empty() && remote.is_none() && file.is_none() {
         return Err("no server command: put it after `--` (for example `-- ./server --stdio`), use --demo, or --connect URL to reach a remote server".into());
     }
     if let Some(dir) = &args.cwd {
@@ -515,7 +605,7 @@ fn validate(
             return Err(format!("--cwd {}: not a directory", dir.display()));
         }
     }
-    let any_tls = args.listen.iter().any(Listen::is_tls);
+    let any_tls = args.listen.iter().any(Listen::is_tls) || file_tls;
     let reload = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) if any_tls => Some(TlsReload::load(tls::ServerFiles {
             cert: cert.clone(),
@@ -551,6 +641,7 @@ fn validate(
                 addr,
                 transport,
                 tls: tls.cloned(),
+                server: None,
             });
         }
     }
@@ -591,7 +682,13 @@ fn validate(
     let stdio = remote.is_some() && listen.is_empty();
     let https = remote
         .as_ref()
-        .is_some_and(|r| r.urls.iter().any(|u| u.scheme.is_tls()));
+        .is_some_and(|r| r.urls.iter().any(|u| u.scheme.is_tls()))
+        || file.as_ref().is_some_and(|f| {
+            f.servers.iter().any(|s| {
+                matches!(&s.kind, servers_file::EntryKind::Remote { url, .. }
+                    if mcp_relay_core::RemoteUrl::parse(url).is_ok_and(|u| u.scheme.is_tls()))
+            })
+        });
     let tls_client = if https {
         let loaded = tls::client_config(args.ca_cert.as_deref(), args.tls_insecure_skip_verify)?;
         for w in &loaded.warnings {
@@ -611,7 +708,7 @@ fn validate(
     let mut command = command.into_iter();
     let program = command.next().unwrap_or_default();
     let defaults = Config::default();
-    let config = RuntimeConfig {
+    let mut config = RuntimeConfig {
         listen,
         command: CommandSpec {
             program,
@@ -667,10 +764,42 @@ fn validate(
             remote,
             // Runtime::bind seeds the session-id generator from the OS.
             seed: [0; 32],
+            servers: Vec::new(),
         },
+        commands: Vec::new(),
         stdio,
         tls_client,
     };
+    if let Some(file) = &file {
+        let template = remote_template.unwrap_or_default();
+        let built = servers::build(file, &config.core, &config.command, &template)?;
+        for (addr, tls, server) in built.listen {
+            if addr.port() != 0 && config.listen.iter().any(|l| l.addr == addr) {
+                return Err(format!("--listen: {addr} is given twice"));
+            }
+            let tls = match (tls, &reload) {
+                (false, _) => None,
+                (true, Some(r)) => Some(r.raw.clone()),
+                (true, None) => {
+                    return Err("a tls:// listener needs --tls-cert and --tls-key".into())
+                }
+            };
+            config.listen.push(ListenOn {
+                addr,
+                transport: Transport::Tcp,
+                tls,
+                server: Some(server),
+            });
+        }
+        config.core.server_label = built
+            .named
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        config.core.servers = built.named;
+        config.commands = built.commands;
+    }
     config
         .core
         .validate()
@@ -686,9 +815,10 @@ fn validate(
 fn remote_config(
     args: &Args,
     env: &dyn Fn(&str) -> Option<String>,
+    template: bool,
 ) -> Result<Option<RemoteConfig>, String> {
     let defaults = RemoteConfig::default();
-    if args.connect.is_empty() {
+    if args.connect.is_empty() && !template {
         let set = [
             (!args.header.is_empty(), "--header"),
             (args.bearer_token.is_some(), "--bearer-token"),
@@ -742,7 +872,7 @@ fn remote_config(
             headers.push(("Authorization".into(), format!("Bearer {token}")));
         }
     }
-    let tcp = urls.iter().all(|u| u.scheme.is_stream());
+    let tcp = !urls.is_empty() && urls.iter().all(|u| u.scheme.is_stream());
     if tcp && (!args.header.is_empty() || args.bearer_token.is_some()) {
         log::warn!("--header and --bearer-token have no effect on tcp:// remotes");
     }
@@ -791,7 +921,7 @@ fn flag_of(e: &ConfigError) -> &'static str {
     }
 }
 
-fn run(setup: Setup) -> ExitCode {
+fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
     let Setup {
         runtime: config,
         reload,
@@ -806,6 +936,13 @@ fn run(setup: Setup) -> ExitCode {
     if config.stdio {
         log::info!("relaying this process's stdin and stdout to {server}");
     }
+    let names: Vec<String> = config.core.servers.iter().map(|s| s.name.clone()).collect();
+    let default = config
+        .core
+        .served()
+        .into_iter()
+        .find(|s| s.default)
+        .map(|s| s.name);
     let runtime = match Runtime::bind(config) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -813,7 +950,21 @@ fn run(setup: Setup) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for (addr, transport, tls) in runtime.listening() {
+    for (addr, transport, tls, listener_server) in runtime.listening() {
+        // With several servers: whose a TCP listener is, and where HTTP finds each.
+        let server = match (&names[..], transport, listener_server) {
+            ([], _, _) => server.clone(),
+            (_, Transport::Tcp, Some(id)) => names.get(id.0 as usize).cloned().unwrap_or_default(),
+            (_, Transport::Tcp, None) => default.clone().unwrap_or_else(|| names[0].clone()),
+            (_, Transport::Http, _) => format!(
+                "{} at /servers/NAME/mcp{}",
+                names.join(", "),
+                match &default {
+                    Some(d) => format!(", {d} also at /mcp"),
+                    None => String::new(),
+                }
+            ),
+        };
         match transport {
             Transport::Tcp => {
                 let scheme = if tls { "tls" } else { "tcp" };
@@ -843,9 +994,17 @@ fn run(setup: Setup) -> ExitCode {
         log::error!("cannot install the Ctrl-C handler: {e}");
         return ExitCode::from(1);
     }
-    let on_hup = move || match &reload {
-        Some(reload) => reload.reload(),
-        None => log::info!("SIGHUP: nothing to reload (no --tls-cert); still running"),
+    let reconfigure = runtime.reconfigure_handle();
+    let on_hup = move || {
+        if let Some(reload) = &reload {
+            reload.reload();
+        }
+        if let Some(config) = &config_reload {
+            config.reload(&reconfigure);
+        }
+        if reload.is_none() && config_reload.is_none() {
+            log::info!("SIGHUP: nothing to reload (no --config, no --tls-cert); still running");
+        }
     };
     if let Err(e) = signals::install(move || handle.shutdown(), on_hup) {
         log::error!("cannot install the SIGTERM and SIGHUP handlers: {e}");
@@ -957,7 +1116,7 @@ mod tests {
         let mut argv = vec!["--listen", "127.0.0.1:0", "--demo"];
         argv.extend_from_slice(extra);
         let args = Args::from_args(&["mcp-relay"], &argv).map_err(|e| e.output)?;
-        validate(args, None, &|_| None).map(|s| s.runtime)
+        validate(args, None, &|_| None, None).map(|s| s.runtime)
     }
 
     /// Validates these flags alone, with `env` as the environment.
@@ -968,7 +1127,7 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
         };
-        validate(args, None, &env).map(|s| s.runtime)
+        validate(args, None, &env, None).map(|s| s.runtime)
     }
 
     fn headers(argv: &[&str], env: &[(&str, &str)]) -> Vec<(String, String)> {

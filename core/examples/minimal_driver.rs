@@ -170,7 +170,7 @@ impl Driver {
     /// One effect, done the way a real driver would, in memory.
     fn perform(&mut self, output: Output) {
         match output {
-            Output::Spawn { child } => {
+            Output::Spawn { child, .. } => {
                 self.say(&format!("relay: start the server as {child}"));
                 self.server = Some(EchoServer {
                     id: child,
@@ -307,6 +307,7 @@ fn run() -> Result<Driver, String> {
         local,
         peer,
         transport: Transport::Tcp,
+        server: None,
     });
     d.client_sends(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {},

@@ -2,7 +2,7 @@
 //! then SIGKILL to the process group, each after the grace period) and its exit.
 
 use crate::timer::Timer;
-use crate::{ChildId, ExitStatus, Output, Signal};
+use crate::{ChildId, ExitStatus, Output, ServerId, Signal};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -56,8 +56,8 @@ enum Stage {
 }
 
 impl Child {
-    pub(crate) fn spawn(id: ChildId, out: &mut VecDeque<Output>) -> Self {
-        out.push_back(Output::Spawn { child: id });
+    pub(crate) fn spawn(id: ChildId, server: ServerId, out: &mut VecDeque<Output>) -> Self {
+        out.push_back(Output::Spawn { child: id, server });
         Child {
             id,
             state: State::Spawning {

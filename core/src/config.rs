@@ -61,6 +61,39 @@ pub struct Config {
     /// Client mode: sessions are served by a remote server reached over connections the
     /// relay opens, instead of a child process (`None`: a child per session).
     pub remote: Option<RemoteConfig>,
+    /// Several servers behind one relay, each at `/servers/NAME/mcp` (and `/sse`); empty:
+    /// the one server configured above (`ServerId(0)`). When it is not empty, the fields
+    /// above that describe a server (`server_label`, `remote`, the restart, probe and
+    /// prespawn settings) are read from each entry's own configuration instead.
+    pub servers: Vec<NamedServer>,
+}
+
+/// One of several servers behind the relay.
+#[derive(Clone, Debug)]
+pub struct NamedServer {
+    /// Its name: the `NAME` of `/servers/NAME/mcp`; 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// Also served at `/mcp` and `/sse` (at most one server is).
+    pub default: bool,
+    /// Its settings: usually the relay's, with this server's overrides. Only what concerns
+    /// one server's sessions is read from it (its label, command or remote, restart,
+    /// probes, prespawn, message and buffer limits, timeouts); what concerns the relay as a
+    /// whole (connections, origins, hosts, header timeout, `/healthz`, `/metrics`, the seed)
+    /// is read from the top level. Its `http.auth_tokens` are its own, accepted besides the
+    /// relay's; its own `servers` must be empty.
+    pub config: Config,
+}
+
+impl NamedServer {
+    /// Whether `name` can name a server (it becomes a path segment).
+    pub fn valid_name(name: &str) -> bool {
+        (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && name != "."
+            && name != ".."
+    }
 }
 
 impl Default for Config {
@@ -86,6 +119,7 @@ impl Default for Config {
             idle_timeout: None,
             seed: [0; 32],
             remote: None,
+            servers: Vec::new(),
         }
     }
 }
@@ -254,7 +288,47 @@ impl Config {
         {
             return err("http.auth_tokens", "must be non-empty and have no spaces");
         }
+        for (i, s) in self.servers.iter().enumerate() {
+            if !NamedServer::valid_name(&s.name) {
+                return err(
+                    "servers",
+                    "names must be 1 to 64 of A-Z a-z 0-9 . _ - (and not . or ..)",
+                );
+            }
+            if self.servers[..i].iter().any(|o| o.name == s.name) {
+                return err("servers", "names must be unique");
+            }
+            if !s.config.servers.is_empty() {
+                return err("servers", "cannot nest: a server has no servers of its own");
+            }
+            s.config.validate()?;
+        }
+        if self.servers.iter().filter(|s| s.default).count() > 1 {
+            return err("servers", "at most one can be the default");
+        }
         Ok(())
+    }
+
+    /// The servers the relay runs: each named entry, or the one server this configuration
+    /// describes (named `""`, the default).
+    pub fn served(&self) -> Vec<NamedServer> {
+        if self.servers.is_empty() {
+            let mut config = self.clone();
+            config.servers = Vec::new();
+            return vec![NamedServer {
+                name: String::new(),
+                default: true,
+                config,
+            }];
+        }
+        let only = self.servers.len() == 1;
+        self.servers
+            .iter()
+            .map(|s| NamedServer {
+                default: s.default || only,
+                ..s.clone()
+            })
+            .collect()
     }
 }
 

@@ -61,12 +61,13 @@ mod remote;
 mod remote_config;
 mod report;
 mod requests;
+mod served;
 mod server;
 mod session;
 mod supervisor;
 mod timer;
 
-pub use config::{Config, ConfigError, HttpConfig, Stats};
+pub use config::{Config, ConfigError, HttpConfig, NamedServer, Stats};
 pub use framing::{Flow, Frame, LineFramer};
 pub use http::SESSION_ERA_VERSIONS;
 pub use relay::Relay;
@@ -83,6 +84,17 @@ pub struct ConnId(pub u64);
 /// A child process, named by the core when it decides to spawn one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChildId(pub u64);
+
+/// A configured server: `ServerId(0)` is the one server of a plain configuration, or the
+/// first of [`Config::servers`]; `ServerId(i)` is `Config::servers[i]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerId(pub u32);
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server#{}", self.0)
+    }
+}
 
 /// A connection the relay opens to a remote server (client mode), named by the core: the
 /// server side it belongs to (a [`ChildId`] names every server incarnation, process or
@@ -195,6 +207,9 @@ pub enum Input<'a> {
         peer: core::net::SocketAddr,
         /// What the listener serves.
         transport: Transport,
+        /// The configured server a TCP listener serves (`None`: the default one). HTTP
+        /// listeners route by path and ignore it.
+        server: Option<ServerId>,
     },
     /// Bytes read from a connection or from a child's stdout.
     Data {
@@ -286,15 +301,28 @@ pub enum Input<'a> {
         /// Listeners that cannot accept.
         listeners: usize,
     },
+    /// The configured servers are now these (`--config` was read again). A server whose id
+    /// is kept is unchanged: its sessions go on. A new id is a new server (or a new
+    /// definition of one, under the same name): new sessions on its routes get it. An id left
+    /// out is retired: it takes no new session, its prespawned children stop, and its
+    /// sessions go on until they end. Ids are never reused; a command's is
+    /// `RuntimeConfig`'s business (the driver learns it with the same list).
+    Reconfigure {
+        /// Every server from now on, with its id.
+        servers: &'a [(ServerId, NamedServer)],
+    },
 }
 
 /// An effect the driver must perform, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Start the configured server command as child `child`, in a process group of its own.
+    /// Start the command of configured server `server` as child `child`, in a process group
+    /// of its own.
     Spawn {
         /// The name the core gives it; every later fact about it carries this name.
         child: ChildId,
+        /// Whose command: `ServerId(0)` in a configuration with one server.
+        server: ServerId,
     },
     /// Append these bytes to what is being written to the endpoint (a socket, or a child's
     /// stdin). The driver reports progress with [`Input::Written`].

@@ -6,7 +6,7 @@ use crate::child::Child;
 use crate::config::Config;
 use crate::supervisor::{Decision, RestartPolicy, Supervisor};
 use crate::timer::Timer;
-use crate::{ChildId, Endpoint, ExitStatus, Output};
+use crate::{ChildId, Endpoint, ExitStatus, Output, ServerId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -36,11 +36,14 @@ pub(crate) struct Warm {
     /// Children whose output it gave up on (`Stats::outputs_abandoned`).
     pub(crate) outputs_abandoned: u64,
     out: VecDeque<Output>,
+    /// Whose children these are.
+    server: ServerId,
 }
 
 impl Warm {
-    pub(crate) fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config, server: ServerId) -> Self {
         Warm {
+            server,
             children: BTreeMap::new(),
             stdin_gone: BTreeSet::new(),
             supervisor: Supervisor::new(
@@ -110,7 +113,7 @@ impl Warm {
             *next_child += 1;
             self.spawned += 1;
             log::debug!("prespawning {id}");
-            let child = Child::spawn(id, &mut self.out);
+            let child = Child::spawn(id, self.server, &mut self.out);
             self.children.insert(id, child);
         }
     }

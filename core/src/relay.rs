@@ -7,12 +7,11 @@ use crate::deadlines::Deadlines;
 use crate::http::{wire, HttpEvent, HttpKey, HttpServer, ReportKind};
 use crate::message::{self, codes};
 use crate::outbound::Outbound;
-use crate::pool::Warm;
-use crate::remote_config::Balance;
+use crate::served::Served;
 use crate::session::{Ctx, Session};
 use crate::timer::Timer;
 use crate::Transport;
-use crate::{ChildId, ConnId, Endpoint, Input, Output};
+use crate::{ChildId, ConnId, Endpoint, Input, Output, ServerId};
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -64,7 +63,11 @@ pub struct Relay {
     /// A moment and the Unix time (seconds) at it, for timestamps in messages.
     wall_clock: Option<(Instant, f64)>,
     http: HttpServer,
-    warm: Warm,
+    /// The configured servers: their settings and prespawned children. Retired ones stay
+    /// until their last session ends.
+    servers: BTreeMap<ServerId, Served>,
+    /// The name of every server there has been (a TCP listener names an id for good).
+    server_names: BTreeMap<ServerId, String>,
     /// The latest `now` handed in.
     last_now: Instant,
     /// Listeners that cannot accept now (the driver's word).
@@ -74,19 +77,19 @@ pub struct Relay {
     /// The session of the relay's own stdin and stdout (client mode): when it ends, the
     /// relay shuts down.
     stdio: Option<SessionKey>,
-    /// Remote URLs (by index) found unreachable, skipped by new sessions until then.
-    remote_down: BTreeMap<usize, Instant>,
-    /// The next URL for `--balance round-robin`.
-    next_remote: usize,
 }
 
 /// The context session code runs in, borrowed from the relay's fields one by one (so that a
 /// session taken from `self.sessions` can be borrowed beside it).
 macro_rules! ctx {
-    ($relay:ident, $now:expr, $unix_now:expr) => {
+    ($relay:ident, $server:expr, $now:expr, $unix_now:expr) => {
         Ctx {
             now: $now,
-            config: &$relay.config,
+            server: $server,
+            config: $relay
+                .servers
+                .get(&$server)
+                .map_or(&$relay.config, |s| &s.config),
             out: &mut $relay.out,
             stats: &mut $relay.stats,
             unix_now: $unix_now,
@@ -102,7 +105,21 @@ impl Relay {
         config.validate()?;
         Ok(Relay {
             http: HttpServer::new(&config, now),
-            warm: Warm::new(&config),
+            server_names: config
+                .served()
+                .into_iter()
+                .enumerate()
+                .map(|(i, named)| (ServerId(i as u32), named.name))
+                .collect(),
+            servers: config
+                .served()
+                .into_iter()
+                .enumerate()
+                .map(|(i, named)| {
+                    let id = ServerId(i as u32);
+                    (id, Served::new(id, named))
+                })
+                .collect(),
             last_now: now,
             config,
             sessions: BTreeMap::new(),
@@ -122,8 +139,6 @@ impl Relay {
             accept_trouble: 0,
             spawn_trouble: None,
             stdio: None,
-            remote_down: BTreeMap::new(),
-            next_remote: 0,
         })
     }
 
@@ -138,10 +153,12 @@ impl Relay {
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.sessions_open = self.sessions.len();
-        stats.children_spawned += self.warm.spawned;
-        stats.spawn_failures += self.warm.spawn_failures;
-        stats.outputs_abandoned += self.warm.outputs_abandoned;
-        stats.prespawn_given_up = u64::from(self.warm.given_up());
+        for w in self.servers.values().map(|s| &s.warm) {
+            stats.children_spawned += w.spawned;
+            stats.spawn_failures += w.spawn_failures;
+            stats.outputs_abandoned += w.outputs_abandoned;
+            stats.prespawn_given_up += u64::from(w.given_up());
+        }
         stats
     }
 
@@ -150,7 +167,9 @@ impl Relay {
     pub fn is_finished(&self) -> bool {
         match self.shutdown {
             Shutdown::No => false,
-            Shutdown::Draining => self.sessions.is_empty() && self.warm.is_empty(),
+            Shutdown::Draining => {
+                self.sessions.is_empty() && self.servers.values().all(|s| s.warm.is_empty())
+            }
             Shutdown::Immediate => true,
         }
     }
@@ -165,7 +184,7 @@ impl Relay {
 
     /// Server processes running now, prespawned ones included.
     pub fn children_alive(&self) -> usize {
-        self.sessions.values().filter(|s| s.server_alive()).count() + self.warm.idle_running()
+        self.sessions.values().filter(|s| s.server_alive()).count() + self.prespawned_idle()
     }
 
     /// Client requests waiting for an answer, over all sessions.
@@ -207,7 +226,7 @@ impl Relay {
 
     /// Servers started ahead of need and waiting for a session.
     pub fn prespawned_idle(&self) -> usize {
-        self.warm.idle_running()
+        self.servers.values().map(|s| s.warm.idle_running()).sum()
     }
 
     // ---- mutators ----
@@ -216,7 +235,9 @@ impl Relay {
     /// Call once, then drain `poll_output`.
     pub fn start(&mut self, now: Instant) {
         self.last_now = now;
-        self.warm.fill(now, &mut self.next_child);
+        for s in self.servers.values_mut() {
+            s.warm.fill(now, &mut self.next_child);
+        }
         self.drain_warm();
         self.drain(now);
     }
@@ -245,8 +266,14 @@ impl Relay {
         if let Some(conn) = conn_of(&input) {
             return self.conn_input(now, conn, input);
         }
-        if let Some(child) = child_of_input(&input).filter(|c| self.warm.contains(*c)) {
-            let warm = &mut self.warm;
+        let prespawned = child_of_input(&input).and_then(|c| {
+            self.servers
+                .values_mut()
+                .find(|s| s.warm.contains(c))
+                .map(|s| (c, s))
+        });
+        if let Some((child, served)) = prespawned {
+            let warm = &mut served.warm;
             match input {
                 Input::Spawned { pid, .. } => warm.handle_spawned(now, child, pid),
                 Input::SpawnFailed { error, .. } => warm.handle_spawn_failed(now, child, error),
@@ -268,6 +295,7 @@ impl Relay {
                 local,
                 peer,
                 transport,
+                server,
             } => {
                 if self.conns.contains(conn) {
                     return;
@@ -283,7 +311,7 @@ impl Relay {
                 self.conns.open(conn, transport);
                 match transport {
                     Transport::Http => self.http.handle_accept(now, conn, local, peer),
-                    Transport::Tcp => self.accept(now, conn, local, peer),
+                    Transport::Tcp => self.accept(now, conn, local, peer, server),
                 }
             }
             Input::Attached { conn } => {
@@ -293,7 +321,8 @@ impl Relay {
                 self.conns.open(conn, Transport::Tcp);
                 log::info!("{conn}: serving the local client on stdin and stdout");
                 let client = ClientSide::tcp(conn, self.config.max_buffered);
-                let session = self.new_session(now, "stdio".to_owned(), client);
+                let server = self.default_server();
+                let session = self.new_session(now, server, "stdio".to_owned(), client);
                 let key = self.add_session(session);
                 self.tcp.insert(conn, key);
                 self.stdio = Some(key);
@@ -322,6 +351,7 @@ impl Relay {
                 reason,
             } => self.with_child(now, up.server, |s, ctx| s.upstream_broken(up, reason, ctx)),
             Input::Shutdown => self.begin_shutdown(now),
+            Input::Reconfigure { servers } => self.reconfigure(now, servers),
             Input::AcceptTrouble { listeners } => self.accept_trouble = listeners,
             Input::Data {
                 from: Endpoint::Child(child),
@@ -417,10 +447,12 @@ impl Relay {
             if self.http.poll_timeout().is_some_and(|(d, _)| d <= now) {
                 self.http.handle_timeout(now);
             }
-            if self.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
-                self.warm.handle_timeout(now, &mut self.next_child);
-                self.drain_warm();
+            for s in self.servers.values_mut() {
+                if s.warm.poll_timeout().is_some_and(|(d, _)| d <= now) {
+                    s.warm.handle_timeout(now, &mut self.next_child);
+                }
             }
+            self.drain_warm();
             for key in self.timers.due(now) {
                 self.with_session(now, key, |s, ctx| s.handle_timeout(ctx));
             }
@@ -453,7 +485,7 @@ impl Relay {
             .first()
             .into_iter()
             .chain(self.http.poll_timeout())
-            .chain(self.warm.poll_timeout())
+            .chain(self.servers.values().filter_map(|s| s.warm.poll_timeout()))
             .min_by_key(|(d, _)| *d)
     }
 
@@ -480,15 +512,19 @@ impl Relay {
     /// The pool's effects join the relay's at once, so that child ids reach the driver in the
     /// order they were named.
     fn drain_warm(&mut self) {
-        while let Some(o) = self.warm.poll_output() {
-            self.out.push_back(o);
+        for s in self.servers.values_mut() {
+            while let Some(o) = s.warm.poll_output() {
+                self.out.push_back(o);
+            }
         }
+        self.forget_retired();
     }
 
     fn http_event(&mut self, now: Instant, event: HttpEvent) {
         match event {
-            HttpEvent::Opened { key, label } => {
-                let session = self.new_session(now, label, ClientSide::Http(HttpSide::default()));
+            HttpEvent::Opened { key, label, server } => {
+                let session =
+                    self.new_session(now, server, label, ClientSide::Http(HttpSide::default()));
                 let skey = self.add_session(session);
                 self.by_http.insert(key, skey);
                 self.http_of.insert(skey, key);
@@ -534,6 +570,7 @@ impl Relay {
                         (status, "application/json", body)
                     }
                     ReportKind::Metrics => (200, "text/plain; version=0.0.4", self.metrics()),
+                    ReportKind::Servers => (200, "application/json", self.servers_report()),
                 };
                 self.http
                     .report(now, conn, status, content_type, body.as_bytes());
@@ -543,7 +580,14 @@ impl Relay {
 
     // ---- internals ----
 
-    fn accept(&mut self, now: Instant, conn: ConnId, local: SocketAddr, peer: SocketAddr) {
+    fn accept(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        local: SocketAddr,
+        peer: SocketAddr,
+        server: Option<ServerId>,
+    ) {
         if self.shutdown != Shutdown::No {
             log::info!("{conn}: refused (shutting down)");
             self.out.push_back(Output::Close {
@@ -560,7 +604,8 @@ impl Relay {
         }
         log::info!("{conn}: accepted from {peer} on {local}");
         let client = ClientSide::tcp(conn, self.config.max_buffered);
-        let session = self.new_session(now, format!("{conn} {peer}"), client);
+        let server = server.unwrap_or_else(|| self.default_server());
+        let session = self.new_session(now, server, format!("{conn} {peer}"), client);
         let key = self.add_session(session);
         self.tcp.insert(conn, key);
         self.http.set_other_sessions(self.tcp.len());
@@ -601,50 +646,119 @@ impl Relay {
 
     /// A session with a prespawned child if one waits, else a child started now (or, in
     /// client mode, a remote chosen by `--balance`).
-    fn new_session(&mut self, now: Instant, label: String, client: ClientSide) -> Session {
-        let index = self.pick_remote(now);
-        match self.warm.take(now) {
-            Some(child) => self.with_ctx(now, |ctx| Session::with_child(label, client, child, ctx)),
-            None => self.with_ctx(now, |ctx| Session::new(label, client, index, ctx)),
+    fn new_session(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        label: String,
+        client: ClientSide,
+    ) -> Session {
+        let server = self.current(server);
+        let mut load = BTreeMap::new();
+        for s in self.sessions.values().filter(|s| s.served_by() == server) {
+            if let Some(i) = s.remote_index() {
+                *load.entry(i).or_insert(0usize) += 1;
+            }
+        }
+        let (index, child) = match self.servers.get_mut(&server) {
+            Some(s) => (
+                s.pick_remote(now, |i| load.get(&i).copied().unwrap_or(0)),
+                s.warm.take(now),
+            ),
+            None => (0, None),
+        };
+        match child {
+            Some(child) => self.with_ctx(now, server, |ctx| {
+                Session::with_child(label, client, child, ctx)
+            }),
+            None => self.with_ctx(now, server, |ctx| Session::new(label, client, index, ctx)),
         }
     }
 
-    /// The remote URL a new session starts with: by the balance policy, among those not
-    /// found unreachable lately (all of them if every one was).
-    fn pick_remote(&mut self, now: Instant) -> usize {
-        let Some(remote) = &self.config.remote else {
-            return 0;
-        };
-        let n = remote.urls.len().max(1);
-        self.remote_down.retain(|_, until| *until > now);
-        let up: Vec<usize> = (0..n)
-            .filter(|i| !self.remote_down.contains_key(i))
-            .collect();
-        let candidates = if up.is_empty() { (0..n).collect() } else { up };
-        match remote.balance {
-            Balance::Failover => candidates[0],
-            Balance::RoundRobin => {
-                let start = self.next_remote % n;
-                self.next_remote = self.next_remote.wrapping_add(1);
-                (0..n)
-                    .map(|k| (start + k) % n)
-                    .find(|i| candidates.contains(i))
-                    .unwrap_or(candidates[0])
-            }
-            Balance::LeastSessions => {
-                let mut load = vec![0usize; n];
-                for s in self.sessions.values() {
-                    if let Some(i) = s.remote_index() {
-                        load[i % n] += 1;
-                    }
-                }
-                candidates
-                    .iter()
-                    .copied()
-                    .min_by_key(|i| (load[*i], *i))
-                    .unwrap_or(0)
+    /// The server `/mcp`, TCP listeners and the relay's own stdio reach: the default one, or
+    /// the first.
+    fn default_server(&self) -> ServerId {
+        let live = || self.servers.values().filter(|s| !s.retired);
+        live()
+            .find(|s| s.default)
+            .or_else(|| live().next())
+            .map_or(ServerId(0), |s| s.id)
+    }
+
+    /// The server a new session asked for `id` gets: that one, or, if it was retired, the
+    /// one that now has its name (a TCP listener names the server it was started with), or
+    /// the default one.
+    fn current(&self, id: ServerId) -> ServerId {
+        if self.servers.get(&id).is_some_and(|s| !s.retired) {
+            return id;
+        }
+        let name = self.server_names.get(&id);
+        self.servers
+            .values()
+            .find(|s| !s.retired && Some(&s.name) == name)
+            .map_or_else(|| self.default_server(), |s| s.id)
+    }
+
+    /// `Input::Reconfigure`: servers added, kept and retired.
+    fn reconfigure(&mut self, now: Instant, servers: &[(ServerId, crate::NamedServer)]) {
+        for s in self.servers.values_mut() {
+            if !s.retired && !servers.iter().any(|(id, _)| *id == s.id) {
+                log::info!(
+                    "{}: retired by the new configuration; its {} session(s) go on until they end",
+                    s.display_name(),
+                    self.sessions
+                        .values()
+                        .filter(|x| x.served_by() == s.id)
+                        .count()
+                );
+                s.retired = true;
+                s.warm.stop(now, false);
             }
         }
+        for (id, named) in servers {
+            match self.servers.get_mut(id) {
+                Some(s) if !s.retired => s.default = named.default,
+                Some(_) => log::warn!("{id}: a retired server's id given again; ignored"),
+                None => {
+                    self.server_names.insert(*id, named.name.clone());
+                    let mut s = Served::new(*id, named.clone());
+                    log::info!("{}: added by the new configuration", s.display_name());
+                    if self.shutdown == Shutdown::No {
+                        s.warm.fill(now, &mut self.next_child);
+                    }
+                    self.servers.insert(*id, s);
+                }
+            }
+        }
+        let live: Vec<(ServerId, crate::NamedServer)> = self
+            .servers
+            .values()
+            .filter(|s| !s.retired)
+            .map(|s| {
+                (
+                    s.id,
+                    crate::NamedServer {
+                        name: s.name.clone(),
+                        default: s.default,
+                        config: s.config.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.http.set_routes(&live);
+        self.drain_warm();
+        self.forget_retired();
+    }
+
+    /// Drops retired servers that nothing is left of.
+    fn forget_retired(&mut self) {
+        if !self.servers.values().any(|s| s.retired) {
+            return;
+        }
+        let sessions = &self.sessions;
+        self.servers.retain(|id, s| {
+            !s.retired || !s.warm.is_empty() || sessions.values().any(|x| x.served_by() == *id)
+        });
     }
 
     fn add_session(&mut self, session: Session) -> SessionKey {
@@ -652,16 +766,22 @@ impl Relay {
         self.next_session += 1;
         self.stats.sessions_total += 1;
         self.owner.insert(session.child_id(), key);
-        let deadline = session.poll_timeout(&self.config);
+        let config = server_config(&self.servers, &self.config, session.served_by());
+        let deadline = session.poll_timeout(config);
         self.sessions.insert(key, session);
         self.timers.set(key, deadline);
         key
     }
 
     /// Runs `f` with a context for session code that has no session yet.
-    fn with_ctx<T>(&mut self, now: Instant, f: impl FnOnce(&mut Ctx<'_>) -> T) -> T {
+    fn with_ctx<T>(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        f: impl FnOnce(&mut Ctx<'_>) -> T,
+    ) -> T {
         let unix_now = self.unix_at(now);
-        let mut ctx = ctx!(self, now, unix_now);
+        let mut ctx = ctx!(self, server, now, unix_now);
         f(&mut ctx)
     }
 
@@ -685,7 +805,9 @@ impl Relay {
             self.out.push_back(Output::StopAccepting);
             self.http.shutdown();
         }
-        self.warm.stop(now, immediate);
+        for s in self.servers.values_mut() {
+            s.warm.stop(now, immediate);
+        }
         self.drain_warm();
         if immediate {
             self.http.abort();
@@ -746,7 +868,8 @@ impl Relay {
             return;
         };
         let before = session.child_id();
-        let mut ctx = ctx!(self, now, unix_now);
+        let server = session.served_by();
+        let mut ctx = ctx!(self, server, now, unix_now);
         f(session, &mut ctx);
         session.settle(&mut ctx);
         if let Some(hkey) = self.http_of.get(&key).copied() {
@@ -764,8 +887,8 @@ impl Relay {
                         s.client_side().set_gone();
                     }
                 } else if let Some(s) = self.sessions.get(&key) {
-                    self.http
-                        .set_ready(now, hkey, s.accepts_input(&self.config));
+                    let config = server_config(&self.servers, &self.config, s.served_by());
+                    self.http.set_ready(now, hkey, s.accepts_input(config));
                 }
             }
         }
@@ -773,13 +896,8 @@ impl Relay {
             return;
         };
         if let Some(index) = session.take_unreachable() {
-            if let Some(remote) = &self.config.remote {
-                log::warn!(
-                    "{} is skipped by new sessions for {:?}: it could not be reached",
-                    remote.urls[index % remote.urls.len().max(1)],
-                    remote.down_for
-                );
-                self.remote_down.insert(index, now + remote.down_for);
+            if let Some(s) = self.servers.get_mut(&session.served_by()) {
+                s.remote_unreachable(index, now);
             }
         }
         let after = session.child_id();
@@ -801,12 +919,14 @@ impl Relay {
                 self.by_http.remove(&hkey);
             }
             self.timers.set(key, None);
+            self.forget_retired();
             if self.stdio == Some(key) && self.shutdown == Shutdown::No {
                 log::info!("the local client's session ended; shutting down");
                 self.begin_shutdown(now);
             }
         } else {
-            let deadline = session.poll_timeout(&self.config);
+            let config = server_config(&self.servers, &self.config, session.served_by());
+            let deadline = session.poll_timeout(config);
             self.timers.set(key, deadline);
         }
     }
@@ -839,6 +959,62 @@ impl Relay {
             env!("CARGO_PKG_VERSION")
         );
         (if status == "ok" { 200 } else { 503 }, body)
+    }
+
+    /// `GET /servers`: each configured server, how it is reached and how it is doing.
+    fn servers_report(&self) -> String {
+        let servers: Vec<serde_json::Value> = self
+            .servers
+            .values()
+            .map(|s| {
+                let (transport, target) = match &s.config.remote {
+                    Some(r) => (
+                        r.transport.to_string(),
+                        r.urls
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" or "),
+                    ),
+                    // The program alone: its arguments may carry secrets.
+                    None => (
+                        "stdio".to_owned(),
+                        s.config
+                            .server_label
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
+                };
+                let sessions = self
+                    .sessions
+                    .values()
+                    .filter(|x| x.served_by() == s.id)
+                    .count();
+                let (mcp, sse) = if s.name.is_empty() {
+                    ("/mcp".to_owned(), "/sse".to_owned())
+                } else {
+                    (
+                        format!("/servers/{}/mcp", s.name),
+                        format!("/servers/{}/sse", s.name),
+                    )
+                };
+                serde_json::json!({
+                    "name": s.display_name(),
+                    "default": s.default,
+                    "transport": transport,
+                    "server": target,
+                    "mcp": mcp,
+                    "sse": sse,
+                    "sessions": sessions,
+                    "prespawned": s.warm.idle_running(),
+                    "prespawn_given_up": s.warm.given_up(),
+                    "retired": s.retired,
+                })
+            })
+            .collect();
+        serde_json::json!({ "servers": servers }).to_string()
     }
 
     fn metrics(&self) -> String {
@@ -898,4 +1074,13 @@ fn child_of_input(input: &Input<'_>) -> Option<ChildId> {
         | Input::Exited { child: c, .. } => Some(*c),
         _ => None,
     }
+}
+
+/// The configuration of server `id` (the relay's own, should it not exist).
+fn server_config<'a>(
+    servers: &'a BTreeMap<ServerId, Served>,
+    relay: &'a Config,
+    id: ServerId,
+) -> &'a Config {
+    servers.get(&id).map_or(relay, |s| &s.config)
 }

@@ -16,7 +16,7 @@ use crate::outbound::Outbound;
 use crate::remote::{Inbound, RemoteEnd, RemoteLimits, RemoteServer, Undelivered};
 use crate::remote_config::RemoteConfig;
 use crate::timer::Timer;
-use crate::{ChildId, Endpoint, ExitStatus, Output, UpId};
+use crate::{ChildId, Endpoint, ExitStatus, Output, ServerId, UpId};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 /// What a server side is held to, from the relay's configuration.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
+    /// Whose command a child runs.
+    pub(crate) server: ServerId,
     /// Longest line read from the server.
     pub(crate) max_message_size: usize,
     /// Bytes queued toward the server before it counts as loaded.
@@ -110,7 +112,7 @@ macro_rules! each {
 impl ServerSide {
     /// A child asked of the driver now; it serves once [`ServerSide::spawned`].
     pub(crate) fn spawn_child(id: ChildId, limits: Limits, out: &mut VecDeque<Output>) -> Self {
-        ServerSide::with_child(Child::spawn(id, out), limits)
+        ServerSide::with_child(Child::spawn(id, limits.server, out), limits)
     }
 
     /// A child already asked for (prespawned), running or still starting.

@@ -19,7 +19,7 @@ use crate::requests::Requests;
 use crate::server::{Hang, Limits, ServerEnd, ServerSide};
 use crate::supervisor::{Decision, Supervisor};
 use crate::timer::Timer;
-use crate::{ChildId, Endpoint, ExitStatus, Output, UpId};
+use crate::{ChildId, Endpoint, ExitStatus, Output, ServerId, UpId};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -34,6 +34,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) unix_now: f64,
     /// Names the next child.
     pub(crate) next_child: &'a mut u64,
+    /// The configured server the session belongs to (`config` is its configuration).
+    pub(crate) server: ServerId,
 }
 
 impl Ctx<'_> {
@@ -143,8 +145,10 @@ struct Setup {
 }
 
 /// What the session's server side is held to.
-fn limits(config: &Config) -> Limits {
+fn limits(ctx: &Ctx<'_>) -> Limits {
+    let config = ctx.config;
     Limits {
+        server: ctx.server,
         max_message_size: config.max_message_size,
         max_buffered: config.max_buffered,
         grace: config.shutdown_grace,
@@ -160,6 +164,8 @@ pub(crate) struct Session {
     /// Kept apart from the rest so that framed lines can be acted on while it is borrowed.
     from_client: LineFramer,
     link: Link,
+    /// The configured server it belongs to, for good.
+    served_by: ServerId,
 }
 
 struct Link {
@@ -218,11 +224,11 @@ impl Session {
         let id = ctx.new_child_id();
         let server = match &ctx.config.remote {
             Some(remote) => {
-                ServerSide::connect_remote(id, remote, remote_index, limits(ctx.config), ctx.out)
+                ServerSide::connect_remote(id, remote, remote_index, limits(ctx), ctx.out)
             }
             None => {
                 ctx.stats.children_spawned += 1;
-                ServerSide::spawn_child(id, limits(ctx.config), ctx.out)
+                ServerSide::spawn_child(id, limits(ctx), ctx.out)
             }
         };
         log::info!("{label}: starting {server}");
@@ -239,13 +245,14 @@ impl Session {
         if let Some(pid) = child.pid() {
             log::info!("{label}: served by prespawned {} (pid {pid})", child.id);
         }
-        let server = ServerSide::with_child(child, limits(ctx.config));
+        let server = ServerSide::with_child(child, limits(ctx));
         Session::serving(label, client, server, ctx)
     }
 
     fn serving(label: String, client: ClientSide, server: ServerSide, ctx: &mut Ctx<'_>) -> Self {
         let config = ctx.config;
         Session {
+            served_by: ctx.server,
             from_client: LineFramer::new(config.max_message_size),
             link: Link {
                 label,
@@ -300,6 +307,11 @@ impl Session {
     /// Its server is a process (the driver holds something of it to release at the end).
     pub(crate) fn serves_by_process(&self) -> bool {
         self.link.server.is_process()
+    }
+
+    /// The configured server it belongs to.
+    pub(crate) fn served_by(&self) -> ServerId {
+        self.served_by
     }
 
     pub(crate) fn label(&self) -> &str {

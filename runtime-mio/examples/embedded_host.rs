@@ -63,6 +63,7 @@ fn host() -> Result<(), Box<dyn std::error::Error>> {
             ..Config::default()
         },
         stdio: false,
+        commands: Vec::new(),
         tls_client: None,
     };
 

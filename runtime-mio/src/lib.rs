@@ -30,6 +30,7 @@
 //!     command: CommandSpec { program: "./server".into(), ..CommandSpec::default() },
 //!     core: Config::default(),
 //!     stdio: false,
+//!     commands: Vec::new(),
 //!     tls_client: None,
 //! })?;
 //! let stop = runtime.shutdown_handle(); // call stop.shutdown() from a signal handler
@@ -49,7 +50,7 @@ pub use tls::{ClientTls, ServerTls};
 
 use crossbeam_channel::{Receiver, Sender};
 use mcp_relay_core::{
-    ChildId, ConnId, Endpoint, ExitStatus, Input, Output, Relay, Signal, Transport, UpId,
+    ChildId, ConnId, Endpoint, ExitStatus, Input, Output, Relay, ServerId, Signal, Transport, UpId,
 };
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::pipe;
@@ -68,6 +69,9 @@ pub struct RuntimeConfig {
     pub listen: Vec<Listen>,
     /// The server command started for each session (and for `prespawn`).
     pub command: CommandSpec,
+    /// With several servers (`core.servers`): each one's command, in the same order (a
+    /// remote one's is never started). Empty: `command` serves the one server.
+    pub commands: Vec<CommandSpec>,
     /// The core's configuration. An all-zero `seed` (the default) is replaced with OS
     /// randomness by [`Runtime::bind`].
     pub core: mcp_relay_core::Config,
@@ -92,6 +96,8 @@ pub struct Listen {
     pub transport: Transport,
     /// TLS (`https://`, `tls://`), or plain.
     pub tls: Option<ServerTls>,
+    /// A TCP listener's server, with several (`None`: the default one).
+    pub server: Option<ServerId>,
 }
 
 impl Listen {
@@ -101,6 +107,7 @@ impl Listen {
             addr,
             transport,
             tls: None,
+            server: None,
         }
     }
 }
@@ -117,6 +124,40 @@ pub(crate) enum Event {
     StdoutWritten(usize),
     /// Writing stdout failed; the writer has stopped.
     StdoutBroken(String),
+    /// The servers changed ([`ReconfigureHandle`]).
+    Reconfigure(Box<Reconfiguration>),
+}
+
+/// Servers, and the commands of those that run one.
+pub(crate) struct Reconfiguration {
+    servers: Vec<(ServerId, mcp_relay_core::NamedServer)>,
+    commands: Vec<(ServerId, CommandSpec)>,
+}
+
+/// Gives a running [`Runtime`] a new set of servers (a reloaded `--config`), from any thread.
+#[derive(Clone)]
+pub struct ReconfigureHandle {
+    events: Sender<Event>,
+    waker: Arc<Waker>,
+}
+
+impl ReconfigureHandle {
+    /// From now on the servers are `servers` (see `Input::Reconfigure`); `commands` are the
+    /// commands of those among them that are new. Kept ids keep their command.
+    pub fn reconfigure(
+        &self,
+        servers: Vec<(ServerId, mcp_relay_core::NamedServer)>,
+        commands: Vec<(ServerId, CommandSpec)>,
+    ) {
+        let change = Reconfiguration { servers, commands };
+        if self
+            .events
+            .send(Event::Reconfigure(Box::new(change)))
+            .is_ok()
+        {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// How [`Runtime::run`] ended.
@@ -256,6 +297,7 @@ struct Listener {
     socket: TcpListener,
     transport: Transport,
     tls: Option<ServerTls>,
+    server: Option<ServerId>,
     /// Set while `accept()` fails for want of resources (descriptors, memory): the
     /// connections wait in the kernel's backlog until the next attempt.
     backoff: Option<AcceptBackoff>,
@@ -336,7 +378,7 @@ pub struct Runtime {
     next_conn: u64,
     events_rx: Receiver<Event>,
     handle: ShutdownHandle,
-    spawn_tx: Option<Sender<ChildId>>,
+    spawn_tx: Option<Sender<(ChildId, ServerId)>>,
     spawner: Option<std::thread::JoinHandle<()>>,
     /// Set when the runtime goes away: the spawner starts nothing more.
     spawns_cancelled: Arc<AtomicBool>,
@@ -358,6 +400,8 @@ pub struct Runtime {
     stdio: Option<(ConnId, stdio::Stdio)>,
     /// TLS for `https://` remotes.
     tls_client: Option<ClientTls>,
+    /// Each server's command (shared with the spawner).
+    commands: process::Commands,
     /// TLS failures on listeners, logged a few at a time.
     complaints: tls::Complaints,
 }
@@ -409,6 +453,7 @@ impl Runtime {
                 addr,
                 transport,
                 tls,
+                server,
             },
         ) in config.listen.iter().enumerate()
         {
@@ -420,6 +465,7 @@ impl Runtime {
                 socket: l,
                 transport: *transport,
                 tls: tls.clone(),
+                server: *server,
                 backoff: None,
             });
         }
@@ -427,8 +473,20 @@ impl Runtime {
         let (spawn_tx, spawn_rx) = crossbeam_channel::unbounded();
         let spawns_cancelled = Arc::new(AtomicBool::new(false));
         let unwanted = process::Unwanted::default();
+        let specs = if config.commands.is_empty() {
+            vec![config.command]
+        } else {
+            config.commands
+        };
+        let commands: process::Commands = Arc::new(std::sync::RwLock::new(
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, spec)| (ServerId(i as u32), spec))
+                .collect(),
+        ));
         let spawner = process::spawner(
-            Arc::new(config.command),
+            Arc::clone(&commands),
             spawn_rx,
             events_tx.clone(),
             Arc::clone(&waker),
@@ -463,6 +521,7 @@ impl Runtime {
             attach_stdio: config.stdio,
             stdio: None,
             tls_client: config.tls_client,
+            commands,
             complaints: tls::Complaints::default(),
         })
     }
@@ -475,12 +534,24 @@ impl Runtime {
             .collect()
     }
 
-    /// [`Runtime::local_addrs`], with whether each listener speaks TLS.
-    pub fn listening(&self) -> Vec<(SocketAddr, Transport, bool)> {
+    /// [`Runtime::local_addrs`], with whether each listener speaks TLS and the server a TCP
+    /// listener names.
+    pub fn listening(&self) -> Vec<(SocketAddr, Transport, bool, Option<ServerId>)> {
         self.listeners
             .iter()
-            .filter_map(|l| Some((l.socket.local_addr().ok()?, l.transport, l.tls.is_some())))
+            .filter_map(|l| {
+                let addr = l.socket.local_addr().ok()?;
+                Some((addr, l.transport, l.tls.is_some(), l.server))
+            })
             .collect()
+    }
+
+    /// A handle that changes the servers of this runtime, from any thread.
+    pub fn reconfigure_handle(&self) -> ReconfigureHandle {
+        ReconfigureHandle {
+            events: self.handle.events.clone(),
+            waker: Arc::clone(&self.handle.waker),
+        }
     }
 
     /// A handle that asks this runtime to stop, from any thread (a Ctrl-C handler).
@@ -577,8 +648,8 @@ impl Runtime {
     fn perform(&mut self) {
         while let Some(output) = self.core.poll_output() {
             match output {
-                Output::Spawn { child } => {
-                    let sent = self.spawn_tx.as_ref().map(|tx| tx.send(child));
+                Output::Spawn { child, server } => {
+                    let sent = self.spawn_tx.as_ref().map(|tx| tx.send((child, server)));
                     if !matches!(sent, Some(Ok(()))) {
                         self.core.handle_input(
                             Instant::now(),
@@ -691,6 +762,18 @@ impl Runtime {
                     self.feed(Input::Shutdown);
                 }
                 Event::Resolved(slot, addrs) => self.resolved(slot, addrs),
+                Event::Reconfigure(change) => {
+                    {
+                        let mut table = match self.commands.write() {
+                            Ok(table) => table,
+                            Err(poisoned) => poisoned.into_inner(),
+                        };
+                        table.extend(change.commands);
+                    }
+                    self.feed(Input::Reconfigure {
+                        servers: &change.servers,
+                    });
+                }
                 Event::StdoutWritten(n) => {
                     if let Some((conn, stdio)) = &mut self.stdio {
                         let conn = *conn;
@@ -803,6 +886,7 @@ impl Runtime {
             };
             let transport = listener.transport;
             let listener_tls = listener.tls.clone();
+            let server = listener.server;
             match listener.socket.accept() {
                 Ok((mut stream, peer)) => {
                     accepted = true;
@@ -855,6 +939,7 @@ impl Runtime {
                         local,
                         peer,
                         transport,
+                        server,
                     });
                     self.work.push_back(Work::Read(Endpoint::Conn(id), true));
                 }

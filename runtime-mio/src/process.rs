@@ -6,7 +6,7 @@
 
 use crate::Event;
 use crossbeam_channel::{Receiver, Sender};
-use mcp_relay_core::{ChildId, ExitStatus, Signal};
+use mcp_relay_core::{ChildId, ExitStatus, ServerId, Signal};
 use mio::unix::pipe;
 use mio::Waker;
 use std::ffi::OsString;
@@ -82,9 +82,13 @@ fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
 
 /// Runs the spawner thread until the request channel closes or `cancelled` is set; once it
 /// is set, queued requests are dropped, and a child started meanwhile is killed.
+/// Each server's command, by id; the loop adds to it when the servers change.
+pub(crate) type Commands =
+    Arc<std::sync::RwLock<std::collections::BTreeMap<ServerId, CommandSpec>>>;
+
 pub(crate) fn spawner(
-    spec: Arc<CommandSpec>,
-    requests: Receiver<ChildId>,
+    specs: Commands,
+    requests: Receiver<(ChildId, ServerId)>,
     events: Sender<Event>,
     waker: Arc<Waker>,
     cancelled: Arc<AtomicBool>,
@@ -93,7 +97,19 @@ pub(crate) fn spawner(
     thread::Builder::new()
         .name("mcp-relay-spawner".into())
         .spawn(move || {
-            for child in requests {
+            for (child, server) in requests {
+                // The core names only servers it was configured with; the first otherwise.
+                let spec = {
+                    let table = match specs.read() {
+                        Ok(table) => table,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    match table.get(&server).or_else(|| table.values().next()) {
+                        Some(spec) => spec.clone(),
+                        None => return,
+                    }
+                };
+                let spec = &spec;
                 if cancelled.load(Ordering::SeqCst) {
                     return;
                 }
@@ -101,7 +117,7 @@ pub(crate) fn spawner(
                     // The core cancelled it before its turn came: never started.
                     continue;
                 }
-                let event = match start(&spec, child, &events, &waker) {
+                let event = match start(spec, child, &events, &waker) {
                     Ok(started) if cancelled.load(Ordering::SeqCst) => {
                         // The runtime went away while it was starting.
                         signal_group(started.pid, Signal::Kill);
@@ -111,7 +127,7 @@ pub(crate) fn spawner(
                         return;
                     }
                     Ok(started) => Event::Spawned(child, started),
-                    Err(e) => Event::SpawnFailed(child, describe_spawn_error(&spec, &e)),
+                    Err(e) => Event::SpawnFailed(child, describe_spawn_error(spec, &e)),
                 };
                 if events.send(event).is_err() {
                     return;

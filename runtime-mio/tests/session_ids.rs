@@ -23,6 +23,7 @@ fn first_session_id() -> String {
         },
         core: Config::default(),
         stdio: false,
+        commands: Vec::new(),
         tls_client: None,
     })
     .expect("bind");

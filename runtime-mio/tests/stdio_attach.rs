@@ -65,6 +65,7 @@ fn relay() -> Result<()> {
             ..Config::default()
         },
         stdio: true,
+        commands: Vec::new(),
         tls_client: None,
     })?;
     match runtime.run()? {

@@ -594,6 +594,7 @@ impl Sim {
             local: LOCAL.parse().expect("an address"),
             peer: format!("127.0.0.1:{port}").parse().expect("an address"),
             transport: Transport::Http,
+            server: None,
         });
         id
     }

@@ -97,10 +97,11 @@ impl Script {
                 .parse()
                 .expect("valid address"),
             transport: Transport::Tcp,
+            server: None,
         });
         out.iter()
             .find_map(|o| match o {
-                Output::Spawn { child } => Some(*child),
+                Output::Spawn { child, .. } => Some(*child),
                 _ => None,
             })
             .expect("an accepted connection gets a child")
@@ -172,7 +173,10 @@ impl Drop for Script {
 
 fn clone_output(o: &Output) -> Output {
     match o {
-        Output::Spawn { child } => Output::Spawn { child: *child },
+        Output::Spawn { child, server } => Output::Spawn {
+            child: *child,
+            server: *server,
+        },
         Output::Send { to, data } => Output::Send {
             to: *to,
             data: data.clone(),
@@ -218,6 +222,7 @@ impl Script {
                 .parse()
                 .expect("an address"),
             transport: Transport::Http,
+            server: None,
         });
     }
 
@@ -249,7 +254,7 @@ impl Script {
 /// The child the relay asked to start among `outputs`, if it asked for one.
 pub fn spawned_in(outputs: &[Output]) -> Option<ChildId> {
     outputs.iter().find_map(|o| match o {
-        Output::Spawn { child } => Some(*child),
+        Output::Spawn { child, .. } => Some(*child),
         _ => None,
     })
 }

@@ -800,6 +800,7 @@ impl Sim {
                 .parse()
                 .expect("valid address"),
             transport: Transport::Tcp,
+            server: None,
         })?;
         if let Some(child) = self.relay.child_of(conn) {
             self.adopt(child);
@@ -1347,7 +1348,7 @@ impl Sim {
             self.adopt(child);
         }
         match output {
-            Output::Spawn { child } => self.perform_spawn(child),
+            Output::Spawn { child, .. } => self.perform_spawn(child),
             Output::Connect { conn, .. } => {
                 Err(format!("Connect {conn}: the simulated relay has no remote"))
             }
@@ -2030,6 +2031,7 @@ fn input_name(input: &Input<'_>) -> &'static str {
         Input::Attached { .. } => "Attached",
         Input::Connected { .. } => "Connected",
         Input::ConnectFailed { .. } => "ConnectFailed",
+        Input::Reconfigure { .. } => "Reconfigure",
     }
 }
 
@@ -2054,6 +2056,7 @@ impl fmt::Display for ShowInput<'_, '_> {
             Input::Attached { conn } => write!(f, "Attached {conn}"),
             Input::Connected { conn } => write!(f, "Connected {conn}"),
             Input::ConnectFailed { conn, error } => write!(f, "ConnectFailed {conn} ({error})"),
+            Input::Reconfigure { servers } => write!(f, "Reconfigure ({} servers)", servers.len()),
         }
     }
 }
@@ -2064,7 +2067,7 @@ pub struct ShowOutput<'a>(pub &'a Output);
 impl fmt::Display for ShowOutput<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Output::Spawn { child } => write!(f, "Spawn {child}"),
+            Output::Spawn { child, server } => write!(f, "Spawn {child} of {server}"),
             Output::Send { to, data } => write!(f, "Send {to} {}", Bytes(data)),
             Output::Close { endpoint } => write!(f, "Close {endpoint}"),
             Output::Pause { endpoint } => write!(f, "Pause {endpoint}"),

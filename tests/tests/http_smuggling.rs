@@ -52,6 +52,7 @@ fn exchange(wire: &[u8]) -> (String, bool) {
             local: "127.0.0.1:8080".parse().unwrap(),
             peer: "127.0.0.1:50000".parse().unwrap(),
             transport: Transport::Http,
+            server: None,
         },
     );
     drain(&mut relay, &mut sent, &mut closed);

@@ -241,7 +241,7 @@ impl World {
 
     fn perform(&mut self, o: Output) {
         match o {
-            Output::Spawn { child } => {
+            Output::Spawn { child, .. } => {
                 self.note(format!("relay: spawn {child}"));
                 self.children.insert(
                     child.0,
@@ -767,6 +767,7 @@ impl World {
                 .parse()
                 .expect("an address"),
             transport: mcp_relay_core::Transport::Http,
+            server: None,
         });
         let method = body["method"].as_str().unwrap_or("");
         let name = body["params"]["name"].as_str().unwrap_or("");
@@ -839,6 +840,7 @@ impl World {
             local: LOCAL.parse().expect("an address"),
             peer: "127.0.0.1:1".parse().expect("an address"),
             transport: mcp_relay_core::Transport::Http,
+            server: None,
         });
         let req = format!("GET /metrics HTTP/1.1\r\nHost: {LOCAL}\r\n\r\n");
         self.relay.handle_input(

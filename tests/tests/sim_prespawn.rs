@@ -23,7 +23,7 @@ fn prespawned_servers_serve_new_connections() {
 fn spawns(out: &[Output]) -> Vec<ChildId> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Spawn { child } => Some(*child),
+            Output::Spawn { child, .. } => Some(*child),
             _ => None,
         })
         .collect()

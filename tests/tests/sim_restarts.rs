@@ -49,7 +49,7 @@ fn crash(s: &mut Script, child: mcp_relay_core::ChildId) -> Vec<Output> {
 
 fn spawn_of(out: &[Output]) -> Option<mcp_relay_core::ChildId> {
     out.iter().find_map(|o| match o {
-        Output::Spawn { child } => Some(*child),
+        Output::Spawn { child, .. } => Some(*child),
         _ => None,
     })
 }

@@ -36,6 +36,7 @@ fn a_graceful_shutdown_waits_for_the_servers() {
         local: "127.0.0.1:7000".parse().unwrap(),
         peer: "127.0.0.1:40002".parse().unwrap(),
         transport: mcp_relay_core::Transport::Tcp,
+        server: None,
     });
     assert_eq!(
         out,

@@ -17,7 +17,7 @@ use crate::deadlines::Deadlines;
 use crate::message::{self, classify, codes, ClassifyError, Kind, Message, RawId};
 use crate::outbound::Outbound;
 use crate::timer::Timer;
-use crate::{ConnId, Endpoint, Output};
+use crate::{ConnId, Endpoint, Output, ServerId};
 use core::net::SocketAddr;
 use rand_core::RngCore;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -60,7 +60,12 @@ pub(crate) struct HttpKey(pub(crate) u64);
 #[derive(Debug)]
 pub(crate) enum HttpEvent {
     /// A new session (or stateless pool child): the relay gives it a server.
-    Opened { key: HttpKey, label: String },
+    Opened {
+        key: HttpKey,
+        label: String,
+        /// The configured server it reaches.
+        server: ServerId,
+    },
     /// A message from the client for the session's server (one body: a message or a batch).
     Message { key: HttpKey, body: Vec<u8> },
     /// The client is done with the session (DELETE, expiry, its legacy stream closed).
@@ -83,6 +88,8 @@ pub(crate) enum HttpEvent {
 pub(crate) enum ReportKind {
     Health,
     Metrics,
+    /// `GET /servers`.
+    Servers,
 }
 
 /// The HTTP server: connections, sessions and their streams, the stateless queue. A machine
@@ -92,6 +99,11 @@ pub(crate) enum ReportKind {
 /// needs from the relay's sessions) after every call.
 pub(crate) struct HttpServer {
     config: Config,
+    /// The configured servers, by name (`/servers/NAME/mcp`).
+    routes: Vec<ServerRoute>,
+    /// The name of every server there has been (a session is reached again on its server's
+    /// routes, whatever id the name has now).
+    names: BTreeMap<ServerId, String>,
     conns: BTreeMap<ConnId, Conn>,
     streams: BTreeMap<StreamId, Stream>,
     /// Session ids handed to clients.
@@ -131,7 +143,19 @@ pub(crate) struct HttpServer {
 impl HttpServer {
     pub(crate) fn new(config: &Config, now: Instant) -> Self {
         use rand_core::SeedableRng;
+        let served: Vec<(ServerId, crate::NamedServer)> = config
+            .served()
+            .into_iter()
+            .enumerate()
+            .map(|(i, named)| (ServerId(i as u32), named))
+            .collect();
+        let mut routes = Vec::new();
+        let mut names = BTreeMap::new();
+        // One plain server's tokens are the relay's: they are not counted twice.
+        set_routes(&mut routes, &mut names, &served, !config.servers.is_empty());
         HttpServer {
+            routes,
+            names,
             config: config.clone(),
             conns: BTreeMap::new(),
             streams: BTreeMap::new(),
@@ -156,6 +180,19 @@ impl HttpServer {
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// The servers are now these (`--config` reloaded).
+    pub(crate) fn set_routes(&mut self, servers: &[(ServerId, crate::NamedServer)]) {
+        set_routes(&mut self.routes, &mut self.names, servers, true);
+    }
+
+    /// The server the bare `/mcp` reaches (the first when none is the default).
+    pub(crate) fn default_server(&self) -> ServerId {
+        self.routes
+            .iter()
+            .find(|r| r.default)
+            .map_or(ServerId(0), |r| r.server)
     }
 
     // ---- poll_* ----
@@ -330,8 +367,8 @@ struct HttpSession {
     busy: Option<StreamId>,
     /// A pool child whose request was cancelled rests until then.
     cooldown_until: Option<Instant>,
-    /// Index of the bearer token that created it.
-    token: Option<usize>,
+    /// The server it reaches and the bearer token that created it.
+    token: Grant,
     get_stream: Option<StreamId>,
     /// Streams of this session, oldest first.
     streams: Vec<StreamId>,
@@ -365,11 +402,59 @@ enum Target {
     Preflight,
     Health,
     Metrics,
-    McpPost(Option<usize>),
-    McpGet(Option<usize>),
-    McpDelete(Option<usize>),
-    LegacyOpen(Option<usize>),
-    LegacyPost(Option<usize>),
+    /// `GET /servers`: the configured servers.
+    Servers,
+    McpPost(Grant),
+    McpGet(Grant),
+    McpDelete(Grant),
+    LegacyOpen(Grant),
+    LegacyPost(Grant),
+}
+
+/// Who may use a session: the configured server a request reaches (by its path), and the
+/// bearer token it presented (an index: the relay's tokens first, then that server's own).
+/// A session is only ever reached again with the same grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub(crate) server: ServerId,
+    pub(crate) token: Option<usize>,
+}
+
+/// A configured server as HTTP reaches it.
+struct ServerRoute {
+    name: String,
+    server: ServerId,
+    default: bool,
+    /// Its own bearer tokens, accepted besides the relay's.
+    tokens: Vec<String>,
+}
+
+/// Routes for `servers`; `own_tokens`: each server's `http.auth_tokens` are its own.
+fn set_routes(
+    routes: &mut Vec<ServerRoute>,
+    names: &mut BTreeMap<ServerId, String>,
+    servers: &[(ServerId, crate::NamedServer)],
+    own_tokens: bool,
+) {
+    routes.clear();
+    for (id, named) in servers {
+        names.insert(*id, named.name.clone());
+        routes.push(ServerRoute {
+            name: named.name.clone(),
+            server: *id,
+            default: named.default,
+            tokens: if own_tokens {
+                named.config.http.auth_tokens.clone()
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    // With several and none marked, the bare routes reach none (the relay's TCP listeners
+    // fall back to the first); with one, it is the default.
+    if routes.len() == 1 {
+        routes[0].default = true;
+    }
 }
 
 /// An error answer: status, JSON-RPC code and message.
@@ -884,21 +969,62 @@ impl HttpServer {
             r
         };
         let method = head.method.as_str();
-        let target = match head.path.as_str() {
-            _ if method == "OPTIONS" => Target::Preflight,
-            "/healthz" if self.config.http.healthz => match method {
+        if method == "OPTIONS" {
+            return Ok(Admitted {
+                cors,
+                target: Target::Preflight,
+            });
+        }
+        // `/servers/NAME/ENDPOINT` reaches server NAME; the bare endpoints, the default one.
+        let (route, endpoint) = match head.path.strip_prefix("/servers/") {
+            Some(rest) => {
+                let name = rest.split_once('/').map_or(rest, |(name, _)| name);
+                let Some(route) = self
+                    .routes
+                    .iter()
+                    .find(|r| !r.name.is_empty() && r.name == name)
+                else {
+                    return Err(with_cors(reject(
+                        404,
+                        codes::INVALID_REQUEST,
+                        format!(
+                            "mcp-relay: no server named {name:?} here (GET /servers lists them)"
+                        ),
+                    )));
+                };
+                (Some(route), &rest[name.len()..])
+            }
+            None => (None, head.path.as_str()),
+        };
+        let reach = route.or_else(|| self.routes.iter().find(|r| r.default));
+        let no_default = || {
+            with_cors(reject(
+                404,
+                codes::INVALID_REQUEST,
+                format!("mcp-relay: no default server for {}: use /servers/NAME{} (GET /servers lists them)", head.path, head.path),
+            ))
+        };
+        let target = match endpoint {
+            "/healthz" if route.is_none() && self.config.http.healthz => match method {
                 "GET" | "HEAD" => Target::Health,
                 _ => return Err(method_not_allowed("GET")),
             },
-            "/metrics" if self.config.http.metrics => {
-                self.auth(head).map_err(with_cors)?;
+            "/metrics" if route.is_none() && self.config.http.metrics => {
+                self.auth(head, None).map_err(with_cors)?;
                 match method {
                     "GET" => Target::Metrics,
                     _ => return Err(method_not_allowed("GET")),
                 }
             }
+            "/servers" if route.is_none() => {
+                self.auth(head, None).map_err(with_cors)?;
+                match method {
+                    "GET" => Target::Servers,
+                    _ => return Err(method_not_allowed("GET")),
+                }
+            }
             "/mcp" => {
-                let token = self.auth(head).map_err(with_cors)?;
+                let token = self.auth(head, Some(reach.ok_or_else(no_default)?)).map_err(with_cors)?;
                 let stateless =
                     head.header("mcp-protocol-version") == Some(stateless::STATELESS_VERSION);
                 match method {
@@ -915,14 +1041,14 @@ impl HttpServer {
                 }
             }
             "/sse" => {
-                let token = self.auth(head).map_err(with_cors)?;
+                let token = self.auth(head, Some(reach.ok_or_else(no_default)?)).map_err(with_cors)?;
                 match method {
                     "GET" => Target::LegacyOpen(token),
                     _ => return Err(with_cors(method_not_allowed("GET, OPTIONS"))),
                 }
             }
             "/messages" | "/message" => {
-                let token = self.auth(head).map_err(with_cors)?;
+                let token = self.auth(head, Some(reach.ok_or_else(no_default)?)).map_err(with_cors)?;
                 match method {
                     "POST" => Target::LegacyPost(token),
                     _ => return Err(with_cors(method_not_allowed("POST, OPTIONS"))),
@@ -971,10 +1097,17 @@ impl HttpServer {
                 self.ask_report(conn, ReportKind::Metrics);
                 Ok(())
             }
+            Target::Servers => {
+                self.ask_report(conn, ReportKind::Servers);
+                Ok(())
+            }
             Target::McpPost(token) => self.post(now, conn, head, body, token, &cors),
             Target::McpGet(token) => self.get(now, conn, head, token, &cors),
             Target::McpDelete(token) => self.delete(conn, head, token, &cors),
-            Target::LegacyOpen(token) => self.legacy_open(now, conn, token, &cors),
+            Target::LegacyOpen(token) => {
+                let named = head.path.starts_with("/servers/");
+                self.legacy_open(now, conn, token, named, &cors)
+            }
             Target::LegacyPost(token) => self.legacy_post(now, conn, head, body, token, &cors),
         }
         .map_err(with_cors)
@@ -1040,11 +1173,17 @@ impl HttpServer {
         }
     }
 
-    /// Checks the bearer token; returns which one matched.
-    fn auth(&self, head: &Head) -> Result<Option<usize>, Reject> {
-        let tokens = &self.config.http.auth_tokens;
+    /// Checks the bearer token for `route` (the relay's tokens, and the server's own), or
+    /// for the relay's own pages (`None`: the relay's tokens only); says which one matched.
+    fn auth(&self, head: &Head, route: Option<&ServerRoute>) -> Result<Grant, Reject> {
+        let server = route.map_or(ServerId(0), |r| r.server);
+        let own: &[String] = route.map_or(&[], |r| &r.tokens);
+        let tokens: Vec<&String> = self.config.http.auth_tokens.iter().chain(own).collect();
         if tokens.is_empty() {
-            return Ok(None);
+            return Ok(Grant {
+                server,
+                token: None,
+            });
         }
         // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
         let given = head
@@ -1063,7 +1202,10 @@ impl HttpServer {
             }
         }
         match matched {
-            Some(i) => Ok(Some(i)),
+            Some(i) => Ok(Grant {
+                server,
+                token: Some(i),
+            }),
             None => {
                 let mut r = reject(
                     401,
@@ -1076,12 +1218,7 @@ impl HttpServer {
         }
     }
 
-    fn session_for(
-        &self,
-        head: &Head,
-        token: Option<usize>,
-        legacy: bool,
-    ) -> Result<HttpKey, Reject> {
+    fn session_for(&self, head: &Head, token: Grant, legacy: bool) -> Result<HttpKey, Reject> {
         let id = if legacy {
             head.query_param("sessionId")
                 .or_else(|| head.query_param("session_id"))
@@ -1096,9 +1233,12 @@ impl HttpServer {
             ));
         };
         let found = self.ids.get(id).copied().filter(|k| {
-            self.sessions
-                .get(k)
-                .is_some_and(|s| s.legacy == legacy && s.token == token && !s.finished)
+            self.sessions.get(k).is_some_and(|s| {
+                s.legacy == legacy
+                    && s.token.token == token.token
+                    && self.names.get(&s.token.server) == self.names.get(&token.server)
+                    && !s.finished
+            })
         });
         found.ok_or_else(|| {
             reject(
@@ -1113,7 +1253,7 @@ impl HttpServer {
         &mut self,
         now: Instant,
         legacy: bool,
-        token: Option<usize>,
+        token: Grant,
         version: &str,
     ) -> Result<HttpKey, Reject> {
         let open = self.sessions.values().filter(|s| !s.finished).count() + self.other_sessions;
@@ -1129,7 +1269,11 @@ impl HttpServer {
         let id = self.new_session_id();
         let key = self.new_key();
         let label = format!("session {}…", &id[..8]);
-        self.events.push_back(HttpEvent::Opened { key, label });
+        self.events.push_back(HttpEvent::Opened {
+            key,
+            label,
+            server: token.server,
+        });
         self.ids.insert(id.clone(), key);
         self.sessions.insert(
             key,
@@ -1205,7 +1349,7 @@ impl HttpServer {
         conn: ConnId,
         head: &Head,
         body: Vec<u8>,
-        token: Option<usize>,
+        token: Grant,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
         let body = trim_owned(body);
@@ -1226,6 +1370,13 @@ impl HttpServer {
             ));
         }
         if let Some(version) = stateless::modern_version(head, entries) {
+            if token.server != self.default_server() {
+                return Err(reject(
+                    400,
+                    codes::INVALID_REQUEST,
+                    "mcp-relay: the 2026-07-28 (stateless) era is served at /mcp, for the default server only",
+                ));
+            }
             let batch = matches!(msg, Message::Batch(_));
             return self.stateless_post(now, conn, head, &body, entries, batch, version, cors);
         }
@@ -1327,7 +1478,7 @@ impl HttpServer {
         now: Instant,
         conn: ConnId,
         head: &Head,
-        token: Option<usize>,
+        token: Grant,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
         if !head.accepts("text/event-stream") {
@@ -1495,7 +1646,7 @@ impl HttpServer {
         &mut self,
         conn: ConnId,
         head: &Head,
-        token: Option<usize>,
+        token: Grant,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
         let key = self.session_for(head, token, false)?;
@@ -1510,7 +1661,8 @@ impl HttpServer {
         &mut self,
         now: Instant,
         conn: ConnId,
-        token: Option<usize>,
+        token: Grant,
+        named: bool,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
         let key = self.new_session(now, true, token, "2024-11-05")?;
@@ -1527,10 +1679,15 @@ impl HttpServer {
             s.get_stream = Some(stream);
         }
         self.start_sse(stream);
+        // Posts go to the same server's `/messages`.
+        let base = match self.routes.iter().find(|r| r.server == token.server) {
+            Some(r) if named => format!("/servers/{}", r.name),
+            _ => String::new(),
+        };
         let endpoint = wire::sse_event(
             None,
             Some("endpoint"),
-            format!("/messages?sessionId={id}").as_bytes(),
+            format!("{base}/messages?sessionId={id}").as_bytes(),
         );
         self.write_chunk(conn, &endpoint);
         self.flush_conn(conn);
@@ -1543,7 +1700,7 @@ impl HttpServer {
         conn: ConnId,
         head: &Head,
         body: Vec<u8>,
-        token: Option<usize>,
+        token: Grant,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
         let key = self.session_for(head, token, true)?;

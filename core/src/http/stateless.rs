@@ -720,7 +720,9 @@ impl HttpServer {
         let key = self.new_key();
         self.pool_started += 1;
         let label = format!("stateless#{}", self.pool_started);
-        self.events.push_back(HttpEvent::Opened { key, label });
+        let server = self.default_server();
+        self.events
+            .push_back(HttpEvent::Opened { key, label, server });
         self.sessions.insert(
             key,
             super::HttpSession {
@@ -729,7 +731,10 @@ impl HttpServer {
                 pool: true,
                 busy: None,
                 cooldown_until: None,
-                token: None,
+                token: super::Grant {
+                    server,
+                    token: None,
+                },
                 get_stream: None,
                 streams: Vec::new(),
                 pending: Default::default(),

@@ -172,7 +172,7 @@ impl Driver {
             eprintln!("{:?} out {out:?}", self.now - self.start);
         }
         match out {
-            Output::Spawn { child } => {
+            Output::Spawn { child, .. } => {
                 assert!(
                     self.last_spawn.is_none_or(|l| child.0 > l),
                     "Spawn of {child}: ids must be new and increasing"
@@ -344,6 +344,7 @@ impl Driver {
                     local: "127.0.0.1:8080".parse().expect("an address"),
                     peer: "127.0.0.1:40000".parse().expect("an address"),
                     transport,
+                    server: None,
                 });
             }
             2 => {

@@ -852,6 +852,7 @@ impl Driver {
                     local: "127.0.0.1:8080".parse().expect("an address"),
                     peer: "127.0.0.1:40000".parse().expect("an address"),
                     transport,
+                    server: None,
                 });
             }
             15 => {

@@ -1,0 +1,328 @@
+//! Several servers behind one relay (issue 13): each HTTP route reaches its own server, a
+//! session is only ever reached on the route that made it, each server's own tokens open it
+//! and nothing else, and `GET /servers` lists them.
+
+use mcp_relay_core::{Config, ConnId, Endpoint, NamedServer, Output, ServerId};
+use mcp_relay_tests::script::Script;
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+
+fn named(name: &str, default: bool, tokens: &[&str]) -> NamedServer {
+    let mut config = Config {
+        server_label: format!("./{name}-server --secret-arg"),
+        ..Config::default()
+    };
+    config.http.auth_tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
+    NamedServer {
+        name: name.into(),
+        default,
+        config,
+    }
+}
+
+fn relay(servers: Vec<NamedServer>, tokens: &[&str]) -> Script {
+    let mut config = Config::default();
+    config.http.auth_tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
+    config.servers = servers;
+    Script::new(config)
+}
+
+/// A request on HTTP connection `conn` (accepted first).
+fn request(
+    s: &mut Script,
+    conn: u64,
+    method: &str,
+    path: &str,
+    sid: Option<&str>,
+    token: Option<&str>,
+    body: &str,
+) -> (String, Vec<Output>) {
+    s.accept_http(conn);
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+    );
+    if let Some(sid) = sid {
+        head.push_str(&format!(
+            "Mcp-Session-Id: {sid}\r\nMCP-Protocol-Version: 2025-06-18\r\n"
+        ));
+    }
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let out = s.client_data(conn, head.as_bytes());
+    let sent = String::from_utf8_lossy(&s.sent_to(Endpoint::Conn(ConnId(conn)))).into_owned();
+    (sent, out)
+}
+
+fn spawned_for(out: &[Output]) -> Option<ServerId> {
+    out.iter().find_map(|o| match o {
+        Output::Spawn { server, .. } => Some(*server),
+        _ => None,
+    })
+}
+
+#[test]
+fn each_route_reaches_its_own_server() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    let (_, out) = request(&mut s, 1, "POST", "/servers/b/mcp", None, None, INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(1)), "{out:?}");
+    let (_, out) = request(&mut s, 2, "POST", "/servers/a/mcp", None, None, INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(0)), "{out:?}");
+    // The bare route is the default server's.
+    let (_, out) = request(&mut s, 3, "POST", "/mcp", None, None, INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(0)), "{out:?}");
+}
+
+#[test]
+fn a_session_is_reached_only_on_its_own_route() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    let (sent, out) = request(&mut s, 1, "POST", "/servers/b/mcp", None, None, INIT);
+    let child = mcp_relay_tests::script::spawned_in(&out).expect("a child");
+    s.spawned(child);
+    s.child_data(
+        child,
+        br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"b","version":"0"}}}
+"#,
+    );
+    let sent = format!(
+        "{sent}{}",
+        String::from_utf8_lossy(&s.sent_to(Endpoint::Conn(ConnId(1))))
+    );
+    let sid = sent
+        .lines()
+        .find_map(|l| l.strip_prefix("Mcp-Session-Id: "))
+        .expect("a session id")
+        .trim()
+        .to_owned();
+    for (conn, path) in [(2, "/servers/a/mcp"), (3, "/mcp")] {
+        let (answer, out) = request(&mut s, conn, "POST", path, Some(&sid), None, LIST);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+        assert!(spawned_for(&out).is_none());
+    }
+    let (answer, _) = request(&mut s, 4, "POST", "/servers/b/mcp", Some(&sid), None, LIST);
+    assert!(!answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(
+        String::from_utf8_lossy(&s.sent_to(Endpoint::Child(child))).contains("tools/list"),
+        "the list reached b's child"
+    );
+}
+
+#[test]
+fn unknown_servers_and_a_missing_default_are_named() {
+    let mut s = relay(vec![named("a", false, &[]), named("b", false, &[])], &[]);
+    let (answer, out) = request(&mut s, 1, "POST", "/servers/zz/mcp", None, None, INIT);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains(r#"no server named \"zz\""#), "{answer}");
+    assert!(spawned_for(&out).is_none());
+    let (answer, _) = request(&mut s, 2, "POST", "/mcp", None, None, INIT);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("no default server"), "{answer}");
+    assert!(answer.contains("/servers/NAME/mcp"), "{answer}");
+    // One server is the default without saying so.
+    let mut s = relay(vec![named("only", false, &[])], &[]);
+    let (_, out) = request(&mut s, 1, "POST", "/mcp", None, None, INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(0)));
+}
+
+#[test]
+fn a_servers_own_tokens_open_it_and_nothing_else() {
+    let mut s = relay(
+        vec![named("a", true, &[]), named("b", false, &["b-token"])],
+        &["relay-token"],
+    );
+    let (answer, out) = request(
+        &mut s,
+        1,
+        "POST",
+        "/servers/b/mcp",
+        None,
+        Some("b-token"),
+        INIT,
+    );
+    assert_eq!(spawned_for(&out), Some(ServerId(1)), "{answer}");
+    let (answer, out) = request(
+        &mut s,
+        2,
+        "POST",
+        "/servers/a/mcp",
+        None,
+        Some("b-token"),
+        INIT,
+    );
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(spawned_for(&out).is_none());
+    let (answer, _) = request(&mut s, 3, "GET", "/servers", None, Some("b-token"), "");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // The relay's token opens every server.
+    let (_, out) = request(
+        &mut s,
+        4,
+        "POST",
+        "/servers/b/mcp",
+        None,
+        Some("relay-token"),
+        INIT,
+    );
+    assert_eq!(spawned_for(&out), Some(ServerId(1)));
+    let (_, out) = request(&mut s, 5, "POST", "/mcp", None, Some("relay-token"), INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(0)));
+}
+
+#[test]
+fn get_servers_lists_them_without_their_arguments() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    request(&mut s, 1, "POST", "/servers/b/mcp", None, None, INIT);
+    let (answer, _) = request(&mut s, 2, "GET", "/servers", None, None, "");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let servers = v["servers"].as_array().expect("a list");
+    assert_eq!(servers.len(), 2);
+    assert_eq!(servers[0]["name"], "a");
+    assert_eq!(servers[0]["default"], true);
+    assert_eq!(servers[0]["mcp"], "/servers/a/mcp");
+    assert_eq!(servers[1]["name"], "b");
+    assert_eq!(servers[1]["sessions"], 1);
+    assert_eq!(servers[1]["transport"], "stdio");
+    assert_eq!(servers[1]["server"], "./b-server");
+    assert!(!body.contains("secret-arg"), "{body}");
+}
+
+#[test]
+fn a_legacy_stream_posts_to_its_own_servers_messages() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    let (answer, out) = request(&mut s, 1, "GET", "/servers/b/sse", None, None, "");
+    assert_eq!(spawned_for(&out), Some(ServerId(1)), "{answer}");
+    assert!(
+        answer.contains("data: /servers/b/messages?sessionId="),
+        "{answer}"
+    );
+    let (answer, out) = request(&mut s, 2, "GET", "/sse", None, None, "");
+    assert_eq!(spawned_for(&out), Some(ServerId(0)), "{answer}");
+    assert!(answer.contains("data: /messages?sessionId="), "{answer}");
+}
+
+#[test]
+fn each_server_prespawns_its_own() {
+    let mut b = named("b", false, &[]);
+    b.config.prespawn = 2;
+    let mut s = relay(vec![named("a", true, &[]), b], &[]);
+    let now = s.clock.now();
+    s.relay.start(now);
+    let mut started = Vec::new();
+    while let Some(o) = s.relay.poll_output() {
+        if let Output::Spawn { server, .. } = o {
+            started.push(server);
+        }
+    }
+    assert_eq!(started, [ServerId(1), ServerId(1)]);
+    // A session of b takes one of them; one of a starts its own.
+    let (_, out) = request(&mut s, 1, "POST", "/servers/b/mcp", None, None, INIT);
+    assert!(
+        out.iter()
+            .all(|o| !matches!(o, Output::Spawn { server, .. } if *server == ServerId(0))),
+        "{out:?}"
+    );
+    let (_, out) = request(&mut s, 2, "POST", "/servers/a/mcp", None, None, INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(0)));
+}
+
+#[test]
+fn a_tcp_listener_serves_the_server_it_names() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    for (conn, server, expect) in [(1, Some(ServerId(1)), ServerId(1)), (2, None, ServerId(0))] {
+        let out = s.input(mcp_relay_core::Input::Accepted {
+            conn: ConnId(conn),
+            local: "127.0.0.1:9000".parse().expect("an address"),
+            peer: "127.0.0.1:40000".parse().expect("an address"),
+            transport: mcp_relay_core::Transport::Tcp,
+            server,
+        });
+        assert_eq!(spawned_for(&out), Some(expect), "{out:?}");
+    }
+}
+
+#[test]
+fn a_reload_keeps_unchanged_servers_retires_removed_ones_and_routes_to_new_ones() {
+    let mut b = named("b", false, &[]);
+    b.config.prespawn = 1;
+    let mut s = relay(vec![named("a", true, &[]), b, named("c", false, &[])], &[]);
+    let now = s.clock.now();
+    s.relay.start(now);
+    while s.relay.poll_output().is_some() {}
+    // A session on b, before the reload.
+    let (_, out) = request(&mut s, 1, "POST", "/servers/b/mcp", None, None, INIT);
+    assert!(
+        out.iter().all(|o| !matches!(o, Output::Spawn { .. })),
+        "b's session took the prespawned child: {out:?}"
+    );
+    let sent = String::from_utf8_lossy(&s.sent_to(Endpoint::Conn(ConnId(1)))).into_owned();
+    assert!(sent.is_empty() || !sent.starts_with("HTTP/1.1 4"), "{sent}");
+    // a is kept (id 0), b changes (id 3), c is removed, d is added (id 4).
+    let servers = vec![
+        (ServerId(0), named("a", true, &[])),
+        (ServerId(3), named("b", false, &[])),
+        (ServerId(4), named("d", false, &[])),
+    ];
+    let out = s.input(mcp_relay_core::Input::Reconfigure { servers: &servers });
+    // b's old prespawned replacement is stopped (its stdin closed), nothing new is started
+    // for the new b (no prespawn), none for d.
+    assert!(
+        out.iter().all(|o| !matches!(o, Output::Spawn { .. })),
+        "{out:?}"
+    );
+    let (answer, out) = request(&mut s, 2, "POST", "/servers/c/mcp", None, None, INIT);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(spawned_for(&out).is_none());
+    let (_, out) = request(&mut s, 3, "POST", "/servers/b/mcp", None, None, INIT);
+    assert_eq!(
+        spawned_for(&out),
+        Some(ServerId(3)),
+        "a new session gets the new b"
+    );
+    let (_, out) = request(&mut s, 4, "POST", "/servers/d/mcp", None, None, INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(4)));
+    let (_, out) = request(&mut s, 5, "POST", "/mcp", None, None, INIT);
+    assert_eq!(spawned_for(&out), Some(ServerId(0)), "a is untouched");
+    // The retired b is listed as such while its session lives.
+    let (answer, _) = request(&mut s, 6, "GET", "/servers", None, None, "");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let listed: Vec<(String, bool)> = v["servers"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["retired"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(listed.contains(&("b".into(), true)), "{listed:?}");
+    assert!(listed.contains(&("b".into(), false)), "{listed:?}");
+    assert!(
+        !listed.iter().any(|(n, _)| n == "c"),
+        "c had nothing left: {listed:?}"
+    );
+}
+
+#[test]
+fn a_tcp_listener_follows_its_servers_name_across_a_reload() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    let servers = vec![
+        (ServerId(0), named("a", true, &[])),
+        (ServerId(2), named("b", false, &[])),
+    ];
+    s.input(mcp_relay_core::Input::Reconfigure { servers: &servers });
+    let out = s.input(mcp_relay_core::Input::Accepted {
+        conn: ConnId(1),
+        local: "127.0.0.1:9000".parse().expect("an address"),
+        peer: "127.0.0.1:40000".parse().expect("an address"),
+        transport: mcp_relay_core::Transport::Tcp,
+        server: Some(ServerId(1)),
+    });
+    assert_eq!(spawned_for(&out), Some(ServerId(2)), "{out:?}");
+}
