@@ -259,6 +259,10 @@ impl WriteQueue {
 
 struct Conn {
     link: tls::Link,
+    /// A TLS connection whose handshake is under way: the core hears of it (`Accepted`)
+    /// only once it is done, so that a client that never completes one (or that mutual TLS
+    /// refuses) starts no session and no server.
+    handshake: Option<Handshake>,
     /// Who it is, and the listener it came to (for what the TLS layer logs).
     peer: SocketAddr,
     listener: usize,
@@ -290,6 +294,13 @@ impl Child {
             let _ = registry.deregister(&mut r);
         }
     }
+}
+
+/// What `Input::Accepted` will say of a connection once its TLS handshake is done.
+struct Handshake {
+    local: SocketAddr,
+    transport: Transport,
+    server: Option<ServerId>,
 }
 
 /// A listening socket, and where it stands with `accept()`.
@@ -404,6 +415,9 @@ pub struct Runtime {
     commands: process::Commands,
     /// TLS failures on listeners, logged a few at a time.
     complaints: tls::Complaints,
+    /// TLS connections whose handshake is under way, by deadline (`--header-timeout` after
+    /// the accept; so in order).
+    handshakes: VecDeque<(Instant, ConnId)>,
 }
 
 impl Runtime {
@@ -523,6 +537,7 @@ impl Runtime {
             tls_client: config.tls_client,
             commands,
             complaints: tls::Complaints::default(),
+            handshakes: VecDeque::new(),
         })
     }
 
@@ -580,6 +595,7 @@ impl Runtime {
                 .iter()
                 .filter_map(|l| l.backoff.as_ref().map(|b| b.retry_at))
                 .chain(self.core.poll_timeout())
+                .chain(self.handshakes.front().map(|(d, _)| *d))
                 .min();
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -626,6 +642,7 @@ impl Runtime {
             }
             self.pump();
             self.core.handle_timeout(Instant::now());
+            self.expire_handshakes(Instant::now());
             self.pump();
             self.retry_accepts();
         }
@@ -923,10 +940,33 @@ impl Runtime {
                             }
                         }
                     };
+                    let handshake = link.is_tls().then_some(Handshake {
+                        local,
+                        transport,
+                        server,
+                    });
+                    if handshake.is_some() {
+                        // Bounded like a request head, and in number like connections.
+                        let config = self.core.config();
+                        if self.handshakes.len() >= config.max_connections {
+                            log::warn!(
+                                "{peer}: closed at once: {} TLS handshakes are under way \
+                                 (--max-connections)",
+                                self.handshakes.len()
+                            );
+                            let mut link = link;
+                            let _ = self.poll.registry().deregister(&mut link.tcp);
+                            continue;
+                        }
+                        let deadline = Instant::now() + config.http.header_timeout;
+                        self.handshakes.push_back((deadline, id));
+                    }
+                    let pending = handshake.is_some();
                     self.conns.insert(
                         id,
                         Conn {
                             link,
+                            handshake,
                             peer,
                             listener: index,
                             queue: WriteQueue::default(),
@@ -934,13 +974,15 @@ impl Runtime {
                             eof: false,
                         },
                     );
-                    self.feed(Input::Accepted {
-                        conn: id,
-                        local,
-                        peer,
-                        transport,
-                        server,
-                    });
+                    if !pending {
+                        self.feed(Input::Accepted {
+                            conn: id,
+                            local,
+                            peer,
+                            transport,
+                            server,
+                        });
+                    }
                     self.work.push_back(Work::Read(Endpoint::Conn(id), true));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1299,6 +1341,11 @@ impl Runtime {
 
     /// Reads until `WouldBlock`, end of file, or the core pauses the endpoint.
     fn read(&mut self, ep: Endpoint, until_blocked: bool) {
+        if let Endpoint::Conn(c) = ep {
+            if self.conns.get(&c).is_some_and(|c| c.handshake.is_some()) && !self.handshake(c) {
+                return;
+            }
+        }
         let tls = match ep {
             Endpoint::Conn(c) => self.conns.get(&c).is_some_and(|c| c.link.is_tls()),
             Endpoint::Upstream(u) => self
@@ -1314,6 +1361,75 @@ impl Runtime {
             // Reading may have advanced a handshake (the records it answers with, the
             // plaintext it held back) or acknowledged what was written.
             self.work.push_back(Work::Flush(ep));
+        }
+    }
+
+    /// Drives an accepted connection's TLS handshake; once it is done, tells the core of the
+    /// connection (true: read it now). A failed handshake closes it, and the core never
+    /// hears of it.
+    fn handshake(&mut self, c: ConnId) -> bool {
+        let Some(conn) = self.conns.get_mut(&c) else {
+            return false;
+        };
+        match conn.link.handshake() {
+            Ok(false) => {
+                self.work.push_back(Work::Flush(Endpoint::Conn(c)));
+                false
+            }
+            Ok(true) => {
+                let Some(h) = conn.handshake.take() else {
+                    return true;
+                };
+                let peer = conn.peer;
+                self.handshakes.retain(|(_, id)| *id != c);
+                self.feed(Input::Accepted {
+                    conn: c,
+                    local: h.local,
+                    peer,
+                    transport: h.transport,
+                    server: h.server,
+                });
+                self.work.push_back(Work::Flush(Endpoint::Conn(c)));
+                true
+            }
+            Err(e) => {
+                self.drop_handshake(c, &e);
+                false
+            }
+        }
+    }
+
+    /// A connection whose handshake failed or took too long: closed, logged a few at a time.
+    fn drop_handshake(&mut self, c: ConnId, e: &io::Error) {
+        let Some(mut conn) = self.conns.remove(&c) else {
+            return;
+        };
+        self.handshakes.retain(|(_, id)| *id != c);
+        self.freed = true;
+        let _ = self.poll.registry().deregister(&mut conn.link.tcp);
+        let failure = match tls::Failure::of(e) {
+            Some(tls::Failure::NotTls) => tls::Failure::NotTls,
+            Some(tls::Failure::Tls(why)) => tls::Failure::Tls(why.clone()),
+            None => tls::Failure::Tls(e.to_string()),
+        };
+        let name = self.listeners.get(conn.listener).map(listener_name);
+        self.complaints.tls(&failure, conn.peer, name.as_deref());
+    }
+
+    /// Closes the connections whose handshake is past its deadline.
+    fn expire_handshakes(&mut self, now: Instant) {
+        while let Some(&(deadline, c)) = self.handshakes.front() {
+            if deadline > now {
+                return;
+            }
+            self.handshakes.pop_front();
+            if self.conns.get(&c).is_some_and(|c| c.handshake.is_some()) {
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the TLS handshake did not finish within --header-timeout",
+                );
+                self.drop_handshake(c, &e);
+            }
         }
     }
 
@@ -1502,6 +1618,10 @@ impl Runtime {
         match ep {
             Endpoint::Upstream(u) => self.drop_upstream(u),
             Endpoint::Conn(c) => {
+                if self.conns.get(&c).is_some_and(|c| c.handshake.is_some()) {
+                    // The core never heard of it.
+                    return self.drop_handshake(c, e);
+                }
                 if let Some(mut conn) = self.conns.remove(&c) {
                     let _ = self.poll.registry().deregister(&mut conn.link.tcp);
                     if let Some(failure) = tls::Failure::of(e) {

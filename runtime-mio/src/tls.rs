@@ -200,7 +200,7 @@ impl Link {
         self.tls.is_some()
     }
 
-    /// Drives a client handshake as far as the socket allows: `Ok(true)` once it is done,
+    /// Drives the handshake as far as the socket allows: `Ok(true)` once it is done,
     /// `Ok(false)` while it waits for the peer.
     pub(crate) fn handshake(&mut self) -> io::Result<bool> {
         let Some(tls) = self.tls.as_deref_mut() else {
@@ -220,7 +220,7 @@ impl Link {
                 Ok(false) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection during the TLS handshake",
+                        "the peer closed the connection during the TLS handshake",
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
