@@ -407,6 +407,17 @@ fn wait_counts(relay: &HttpRelay, token: Option<&str>, want: &[(&str, u64)]) {
     }
 }
 
+/// Fails the test if the relay logged a warning or an error (none of these tests gives it
+/// cause to).
+fn assert_quiet(relay: &HttpRelay) {
+    let text = relay.log_text();
+    let loud: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Z WARN ]") || l.contains("Z ERROR]"))
+        .collect();
+    assert!(loud.is_empty(), "the relay warned: {loud:#?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Three servers, every route at once
 // ---------------------------------------------------------------------------------------
@@ -586,6 +597,7 @@ fn three_servers_answer_their_own_clients_on_every_route_at_once() {
         None,
         &[("demo", 0), ("everything", 0), ("memory", 0)],
     );
+    assert_quiet(&relay);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -665,6 +677,7 @@ fn ten_sessions_per_server_at_once_each_get_their_own_answers() {
         relay.log_text()
     );
     relay.wait_children(0, GONE);
+    assert_quiet(&relay);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -788,11 +801,9 @@ fn a_servers_own_token_opens_that_server_only_and_the_relay_token_opens_all() {
         let got = initialize_status(&relay, path, token);
         assert_eq!(got, want, "initialize at {path} with {token:?}");
     }
-    // The legacy transport's stream, the same.
-    for (path, token, want) in [
-        ("/servers/locked/sse", LOCKED_TOKEN, 200),
-        ("/servers/plain/sse", LOCKED_TOKEN, 401),
-    ] {
+    // The legacy transport: its stream, the same; and its message endpoint is the route's,
+    // where the session is known, and unknown at the other route's.
+    let get_sse = |path: &str, token: &str| {
         let mut conn = relay.connect();
         let auth = format!("Bearer {token}");
         conn.send(
@@ -802,12 +813,31 @@ fn a_servers_own_token_opens_that_server_only_and_the_relay_token_opens_all() {
             b"",
         );
         let head = conn.read_head();
-        assert_eq!(
-            head.status, want,
-            "GET {path} with the locked server's token"
-        );
-        conn.close();
-    }
+        (conn, head)
+    };
+    let (_, head) = get_sse("/servers/plain/sse", LOCKED_TOKEN);
+    assert_eq!(
+        head.status, 401,
+        "GET /servers/plain/sse with locked's token"
+    );
+    let (mut stream, head) = get_sse("/servers/locked/sse", LOCKED_TOKEN);
+    assert_eq!(head.status, 200, "GET /servers/locked/sse with its token");
+    let endpoint = stream.next_event().expect("the endpoint event");
+    assert_eq!(endpoint.event.as_deref(), Some("endpoint"), "{endpoint:?}");
+    let messages = endpoint.data;
+    assert!(
+        messages.starts_with("/servers/locked/messages?sessionId="),
+        "{messages}"
+    );
+    let init = initialize_request("2025-06-18");
+    let elsewhere = messages.replace("/servers/locked/", "/servers/plain/");
+    let resp = post(&relay, &elsewhere, None, Some(RELAY_TOKEN), &init);
+    assert_eq!(resp.status(), 404, "POST {elsewhere}: {}", resp.text());
+    let resp = post(&relay, &messages, None, Some(LOCKED_TOKEN), &init);
+    assert_eq!(resp.status(), 202, "POST {messages}: {}", resp.text());
+    let (_, answer) = stream.next_message();
+    assert_eq!(answer["result"]["serverInfo"]["name"], DEMO, "{answer}");
+    stream.close();
     // A session opened with a server's token stays that server's: the other one does not
     // know it, even with the relay's token.
     let (id, _) = open_at(&relay, "/servers/locked/mcp", Some(LOCKED_TOKEN));
@@ -1024,6 +1054,8 @@ fn remote_entries_reach_another_relay_over_streamable_http_and_sse() {
         relay.live_children()
     );
     wait_counts(&relay, None, &[("remote", 0), ("remote-sse", 0)]);
+    assert_quiet(&relay);
+    assert_quiet(&remote);
 }
 
 // ---------------------------------------------------------------------------------------
