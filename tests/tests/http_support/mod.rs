@@ -59,7 +59,8 @@ pub fn tests_dir() -> &'static Path {
 
 /// How to start a relay: `mcp-relay --listen http://127.0.0.1:0 <args> [-- <command>]`.
 pub struct HttpRelayBuilder {
-    listen: String,
+    /// `None`: no `--listen` (a `--config` file's `"relay"` names the listeners).
+    listen: Option<String>,
     args: Vec<OsString>,
     command: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
@@ -99,7 +100,13 @@ impl HttpRelayBuilder {
     /// Listens at `addr` (`http://HOST:PORT`) instead of a free port of 127.0.0.1; for a
     /// relay started again where an earlier one was.
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
-        self.listen = addr.into();
+        self.listen = Some(addr.into());
+        self
+    }
+
+    /// No `--listen` on the command line: the listeners of a `--config` file's `"relay"`.
+    pub fn listen_from_config(mut self) -> Self {
+        self.listen = None;
         self
     }
 
@@ -113,7 +120,10 @@ impl HttpRelayBuilder {
     /// [`HttpRelayBuilder::listen`]'s address).
     pub fn start(self) -> HttpRelay {
         let mut cmd = Command::new(relay_bin());
-        cmd.arg("--listen").arg(&self.listen).args(&self.args);
+        if let Some(listen) = &self.listen {
+            cmd.arg("--listen").arg(listen);
+        }
+        cmd.args(&self.args);
         if !self.command.is_empty() {
             cmd.arg("--").args(&self.command);
         }
@@ -169,7 +179,7 @@ pub struct HttpRelay {
 impl HttpRelay {
     pub fn builder() -> HttpRelayBuilder {
         HttpRelayBuilder {
-            listen: "http://127.0.0.1:0".into(),
+            listen: Some("http://127.0.0.1:0".into()),
             args: Vec::new(),
             command: Vec::new(),
             env: Vec::new(),
