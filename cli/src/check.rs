@@ -12,7 +12,18 @@
 //! channel, so that every wait is a `recv_timeout` bounded by the step's deadline, and a
 //! writer thread owns the child's stdin, so that a child that never reads cannot block the
 //! check.
+//!
+//! `check --config FILE` checks every server of a servers file (the file of `mcp-relay
+//! --config`), up to [`MAX_PARALLEL`] at a time, each as the relay would start or reach it: a
+//! command entry with its `env`, `cwd` and `clean-env`; a remote entry through client mode
+//! with its headers, transport and connect timeout, and the file's CA settings for https. It
+//! prints one row per server (or one JSON object) and exits 1 if any failed. Header and
+//! environment values are never printed nor put on a command line: a header reaches the
+//! client-mode relay as `--header 'Name: ${MCP_RELAY_CHECK_H0}'`, its value in that
+//! variable of the relay's environment (which a non-dumpable process keeps from other
+//! processes of the user).
 
+use crate::servers_file::{self, EntryKind, ServerEntry, ServersFile};
 use argh::FromArgs;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -20,9 +31,11 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,8 +71,17 @@ const TRANSPORT_PHRASE: &str = "the remote speaks ";
 const MAX_NAMES_SHOWN: usize = 40;
 /// Characters of the joined names shown per list in the human report.
 const MAX_NAMES_CHARS: usize = 500;
+/// With `--config`: servers checked at once.
+const MAX_PARALLEL: usize = 4;
+/// With `--config`: the client-mode relay reads the i-th header's value from this variable
+/// followed by i (so that the value is neither on its command line nor expanded twice).
+const HEADER_VAR: &str = "MCP_RELAY_CHECK_H";
+/// With `--config`: characters of a failure's reason shown in the table (all of it goes to
+/// stderr).
+const MAX_REASON_SHOWN: usize = 60;
 /// The options of `check` that take a value (for finding the `--` that starts a command).
-const VALUE_OPTIONS: [&str; 7] = [
+const VALUE_OPTIONS: [&str; 8] = [
+    "--config",
     "--transport",
     "--ca-cert",
     "--header",
@@ -72,13 +94,18 @@ const VALUE_OPTIONS: [&str; 7] = [
 /// Check an MCP server end to end: initialize, list its tools, resources and prompts, ping.
 #[derive(FromArgs, Debug)]
 #[argh(
-    example = "mcp-relay check http://127.0.0.1:8080/mcp\nmcp-relay check --json --bearer-token \"$TOKEN\" https://mcp.example.com/mcp\nmcp-relay check --timeout 30s -- npx -y @modelcontextprotocol/server-everything",
-    note = "Forms: `mcp-relay check [options] URL` (the URL reached through `mcp-relay --connect\nURL`, with the flags marked URL) and `mcp-relay check [options] -- COMMAND ARGS…` (a stdio\nserver, run directly, without a shell).\n\nThe check sends initialize (protocol 2025-11-25), then tools/list, resources/list and\nprompts/list for what the server offers (up to 50 pages each), then ping. Each step must\nfinish within --timeout (so the whole check, within 5 × --timeout and a few seconds).\nThe server is stopped afterwards: stdin closed, 2s, then SIGKILL to its process group.\nExit status: 0 all answered, 1 failed (the reason on stderr), 2 usage error."
+    example = "mcp-relay check http://127.0.0.1:8080/mcp\nmcp-relay check --json --bearer-token \"$TOKEN\" https://mcp.example.com/mcp\nmcp-relay check --timeout 30s -- npx -y @modelcontextprotocol/server-everything\nmcp-relay check --config servers.json",
+    note = "Forms: `mcp-relay check [options] URL` (the URL reached through `mcp-relay --connect\nURL`, with the flags marked URL), `mcp-relay check [options] -- COMMAND ARGS…` (a stdio\nserver, run directly, without a shell) and `mcp-relay check [options] --config FILE`\n(every server of a servers file, as `mcp-relay --config FILE` would run or reach it: a\ncommand with its env, cwd and clean-env; a url through `mcp-relay --connect` with its\nheaders, type, transport, connect-timeout and the file's ca_cert; up to 4 at a time; one\nrow each: NAME KIND RESULT SERVER TOOLS RESOURCES PROMPTS TIME; with --json, one object\n{{\"servers\": [...], \"ok\": ...}}). Header and env values are never printed.\n\nThe check sends initialize (protocol 2025-11-25), then tools/list, resources/list and\nprompts/list for what the server offers (up to 50 pages each), then ping. Each step must\nfinish within --timeout (so the whole check, within 5 × --timeout and a few seconds).\nThe server is stopped afterwards: stdin closed, 2s, then SIGKILL to its process group.\nExit status: 0 all answered, 1 failed (the reason on stderr; with --config, any server),\n2 usage error or a servers file that cannot be read or is wrong (its message on stderr)."
 )]
 struct CheckArgs {
     /// the server's URL (or a stdio server command after `--`)
     #[argh(positional)]
     url: Option<String>,
+
+    /// check every server of this servers file (the format of `mcp-relay --config`) and
+    /// print a table; not with a URL or a command
+    #[argh(option)]
+    config: Option<PathBuf>,
 
     /// URL: auto, streamable-http, stateless, sse or tcp (default: auto)
     #[argh(option)]
@@ -133,6 +160,8 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 enum Target {
     Url(String),
     Command(Vec<OsString>),
+    /// A servers file: each of its servers is a `Url` or a `Command`.
+    Config(PathBuf),
 }
 
 /// `mcp-relay check ARGS`: `args` are the arguments after `check`.
@@ -149,6 +178,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Target::Config(path) = &target {
+        return main_config(&opts, path);
+    }
     let report = run(&opts, &target);
     if opts.json {
         println!("{}", report.to_json());
@@ -212,6 +244,9 @@ fn parse(args: Vec<OsString>) -> Result<(CheckArgs, Target), Usage> {
             Usage::Error(early.output.trim_end().to_owned())
         }
     })?;
+    if opts.config.is_some() {
+        return config_target(opts, split.is_some());
+    }
     let target = match (&opts.url, split.is_some()) {
         (Some(_), true) => {
             return Err(Usage::Error(
@@ -246,6 +281,38 @@ fn parse(args: Vec<OsString>) -> Result<(CheckArgs, Target), Usage> {
         }
     }
     Ok((opts, target))
+}
+
+/// `--config FILE`: neither a URL nor a command, and none of the flags that the file's
+/// entries give themselves.
+fn config_target(opts: CheckArgs, command: bool) -> Result<(CheckArgs, Target), Usage> {
+    let Some(path) = opts.config.clone() else {
+        return Err(Usage::Error("no --config".into()));
+    };
+    if opts.url.is_some() || command {
+        let what = if command {
+            "the command after `--`"
+        } else {
+            "the URL"
+        };
+        return Err(Usage::Error(format!(
+            "--config checks the servers of the file: leave out {what} (check one server with `mcp-relay check URL` or `mcp-relay check -- COMMAND`)"
+        )));
+    }
+    let from_the_file = [
+        ("--transport", opts.transport.is_some()),
+        ("--header", !opts.header.is_empty()),
+        ("--bearer-token", opts.bearer_token.is_some()),
+        ("--connect-timeout", opts.connect_timeout.is_some()),
+        ("--ca-cert", opts.ca_cert.is_some()),
+        ("--tls-insecure-skip-verify", opts.tls_insecure_skip_verify),
+    ];
+    if let Some((flag, _)) = from_the_file.iter().find(|(_, given)| *given) {
+        return Err(Usage::Error(format!(
+            "{flag} does not go with --config: the file says it, in an entry or in its \"relay\" settings"
+        )));
+    }
+    Ok((opts, Target::Config(path)))
 }
 
 /// The command line that starts the checked process.
@@ -290,21 +357,477 @@ fn command_for(opts: &CheckArgs, target: &Target) -> Result<Command, String> {
             }
             Ok(cmd)
         }
+        Target::Config(path) => Err(format!(
+            "{}: a servers file is checked server by server",
+            path.display()
+        )),
     }
 }
 
 fn describe_target(target: &Target) -> String {
     match target {
         Target::Url(url) => escape(url, 160),
-        Target::Command(argv) => {
-            let joined = argv
-                .iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ");
-            escape(&joined, 160)
+        Target::Command(argv) => describe_command(argv.iter().map(|a| a.to_string_lossy())),
+        Target::Config(path) => escape(&path.display().to_string(), 160),
+    }
+}
+
+fn describe_command<S: AsRef<str>>(argv: impl Iterator<Item = S>) -> String {
+    let joined = argv
+        .map(|a| a.as_ref().to_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    escape(&joined, 160)
+}
+
+/// What the error says when the process cannot be started.
+fn spawn_what(target: &Target) -> String {
+    match target {
+        Target::Url(_) => "the relay (`mcp-relay --connect`)".to_owned(),
+        Target::Command(argv) => format!(
+            "`{}`",
+            escape(
+                &argv
+                    .first()
+                    .map(|a| a.to_string_lossy())
+                    .unwrap_or_default(),
+                200
+            )
+        ),
+        Target::Config(_) => "the server".to_owned(),
+    }
+}
+
+/// How one server is checked: the process to start, and what the report says of it.
+struct Launch {
+    command: Result<Command, String>,
+    /// The report's `target` (with nothing secret in it).
+    target: String,
+    /// Through client mode: the relay logs the transport it found.
+    via_relay: bool,
+    /// The transport the report names (until the relay tells).
+    transport: String,
+    /// Who answers, for the failure messages: "the server" or "the relay".
+    who: &'static str,
+    /// What the error names when the process cannot be started.
+    what: String,
+}
+
+impl Launch {
+    /// The single server of `mcp-relay check URL` or `check -- COMMAND`.
+    fn of(opts: &CheckArgs, target: &Target) -> Launch {
+        let via_relay = matches!(target, Target::Url(_));
+        Launch {
+            command: command_for(opts, target),
+            target: describe_target(target),
+            via_relay,
+            transport: if via_relay {
+                opts.transport.clone().unwrap_or_else(|| "auto".into())
+            } else {
+                "stdio".into()
+            },
+            who: if via_relay { "the relay" } else { "the server" },
+            what: spawn_what(target),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// --config FILE
+// ---------------------------------------------------------------------------------------
+
+/// One server of a servers file, checked.
+#[derive(Debug)]
+struct Row {
+    name: String,
+    /// stdio, http, sse or tcp.
+    kind: &'static str,
+    report: Report,
+}
+
+/// `check --config FILE`: every server, a table (or one JSON object), the reasons on stderr.
+fn main_config(opts: &CheckArgs, path: &Path) -> ExitCode {
+    let file = match servers_file::load(path, &|name| std::env::var(name).ok()) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("mcp-relay check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rows = check_all(opts, &file);
+    let ok = rows.iter().all(|r| r.report.failure.is_none());
+    if opts.json {
+        let servers: Vec<Value> = rows.iter().map(Row::to_json).collect();
+        println!("{}", json!({"servers": servers, "ok": ok}));
+    } else {
+        print!("{}", table(&rows));
+    }
+    for row in &rows {
+        let Some(failure) = &row.report.failure else {
+            continue;
+        };
+        eprintln!("mcp-relay check: {}: {failure}", row.name);
+        if !row.report.stderr_tail.is_empty() {
+            eprintln!("  its stderr ended with:");
+            for line in &row.report.stderr_tail {
+                eprintln!("  | {line}");
+            }
+        }
+    }
+    if rows.iter().any(|r| r.report.interrupted) {
+        ExitCode::from(130)
+    } else if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Checks the servers of `file`, up to [`MAX_PARALLEL`] at once; the rows in file order.
+fn check_all(opts: &CheckArgs, file: &ServersFile) -> Vec<Row> {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<Row>>> = Mutex::new(file.servers.iter().map(|_| None).collect());
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        let Some(entry) = file.servers.get(i) else {
+            return;
+        };
+        let row = check_entry(opts, file, entry);
+        if let Some(slot) = lock(&done).get_mut(i) {
+            *slot = Some(row);
+        }
+    };
+    thread::scope(|scope| {
+        for n in 1..MAX_PARALLEL.min(file.servers.len()) {
+            let helper = thread::Builder::new()
+                .name(format!("check-{n}"))
+                .spawn_scoped(scope, work);
+            // With fewer threads than asked for, fewer checks run at once: this thread
+            // works too.
+            if helper.is_err() {
+                break;
+            }
+        }
+        work();
+    });
+    let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    done.into_iter()
+        .zip(&file.servers)
+        .map(|(row, entry)| {
+            // Every index below the length was taken by a worker, and a worker that
+            // panicked made the scope panic; this only keeps the table whole.
+            row.unwrap_or_else(|| {
+                let (kind, mut launch) = launch_entry(opts, file, entry);
+                launch.command = Err("not checked".into());
+                Row {
+                    name: entry.name.clone(),
+                    kind,
+                    report: run_launch(launch, opts.timeout),
+                }
+            })
+        })
+        .collect()
+}
+
+fn check_entry(opts: &CheckArgs, file: &ServersFile, entry: &ServerEntry) -> Row {
+    let (kind, mut launch) = launch_entry(opts, file, entry);
+    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+    if interrupted {
+        launch.command = Err("interrupted before it was checked".into());
+    }
+    let mut report = run_launch(launch, opts.timeout);
+    report.interrupted |= interrupted;
+    Row {
+        name: entry.name.clone(),
+        kind,
+        report,
+    }
+}
+
+/// The values of a relay setting (the file reader allows each setting once).
+fn values<'a>(settings: &'a [(String, Vec<String>)], flag: &str) -> &'a [String] {
+    settings
+        .iter()
+        .find(|(f, _)| f == flag)
+        .map_or(&[], |(_, v)| v.as_slice())
+}
+
+fn value<'a>(settings: &'a [(String, Vec<String>)], flag: &str) -> Option<&'a str> {
+    values(settings, flag).first().map(String::as_str)
+}
+
+fn switch(settings: &[(String, Vec<String>)], flag: &str) -> bool {
+    settings.iter().any(|(f, _)| f == flag)
+}
+
+/// An entry as `mcp-relay --config` would run it (a command) or reach it (a remote, through
+/// client mode), and its kind.
+fn launch_entry(
+    opts: &CheckArgs,
+    file: &ServersFile,
+    entry: &ServerEntry,
+) -> (&'static str, Launch) {
+    match &entry.kind {
+        EntryKind::Command {
+            command,
+            args,
+            env,
+            cwd,
+        } => {
+            let target = Target::Command(
+                std::iter::once(command)
+                    .chain(args)
+                    .map(OsString::from)
+                    .collect(),
+            );
+            let launch = Launch {
+                command: entry_command(file, entry, command, args, env, cwd.as_deref()),
+                target: describe_target(&target),
+                via_relay: false,
+                transport: "stdio".into(),
+                who: "the server",
+                what: spawn_what(&target),
+            };
+            ("stdio", launch)
+        }
+        EntryKind::Remote { url, sse, headers } => {
+            let parsed = mcp_relay_core::RemoteUrl::parse(url).ok();
+            let stream = parsed.as_ref().is_some_and(|u| u.scheme.is_stream());
+            let tls = parsed.as_ref().is_some_and(|u| u.scheme.is_tls());
+            // As the relay decides (servers.rs): the entry's own setting, then its type, then
+            // the file's setting (which a tcp:// URL does not take).
+            let transport = value(&entry.relay, "--transport")
+                .or(sse.then_some("sse"))
+                .or(if stream {
+                    None
+                } else {
+                    value(&file.relay, "--transport")
+                });
+            let kind = match transport {
+                Some("sse") => "sse",
+                Some("tcp") => "tcp",
+                _ if stream => "tcp",
+                _ => "http",
+            };
+            let launch = Launch {
+                command: remote_command(opts, file, entry, url, transport, headers, tls),
+                target: escape(&crate::config::redact_url(url), 160),
+                via_relay: true,
+                transport: transport.unwrap_or("auto").to_owned(),
+                who: "the relay",
+                what: spawn_what(&Target::Url(String::new())),
+            };
+            (kind, launch)
+        }
+    }
+}
+
+/// A command entry's process: its command and arguments, the file's `env` and then its own,
+/// its `cwd` (or the file's), and only PATH besides when `clean-env` is set (in the file or
+/// the entry); never the relay's token.
+fn entry_command(
+    file: &ServersFile,
+    entry: &ServerEntry,
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: Option<&Path>,
+) -> Result<Command, String> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if switch(&file.relay, "--clean-env") || switch(&entry.relay, "--clean-env") {
+        let path = std::env::var_os("PATH");
+        cmd.env_clear();
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+    }
+    cmd.env_remove(crate::AUTH_TOKEN_VAR);
+    for (i, pair) in values(&file.relay, "--env").iter().enumerate() {
+        // The value is never shown.
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(format!("relay env #{}: expected KEY=VALUE", i + 1));
+        };
+        cmd.env(k, v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let dir = cwd
+        .map(Path::to_path_buf)
+        .or_else(|| value(&file.relay, "--cwd").map(PathBuf::from));
+    if let Some(dir) = dir {
+        // Otherwise the spawn's "not found" would blame the command.
+        if !dir.is_dir() {
+            return Err(format!(
+                "cwd {}: not a directory",
+                escape(&dir.display().to_string(), 200)
+            ));
+        }
+        cmd.current_dir(dir);
+    }
+    Ok(cmd)
+}
+
+/// A remote entry's client-mode relay: `mcp-relay --connect URL` with the transport, connect
+/// timeout and headers the relay would use, and the file's CA settings for https. Each
+/// header's value is in the relay's environment, named on its command line as `${VAR}`.
+fn remote_command(
+    opts: &CheckArgs,
+    file: &ServersFile,
+    entry: &ServerEntry,
+    url: &str,
+    transport: Option<&str>,
+    headers: &[(String, String)],
+    tls: bool,
+) -> Result<Command, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this program's own path: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--connect").arg(url);
+    if let Some(t) = transport {
+        cmd.arg("--transport").arg(t);
+    }
+    if let Some(t) =
+        value(&entry.relay, "--connect-timeout").or_else(|| value(&file.relay, "--connect-timeout"))
+    {
+        cmd.arg("--connect-timeout").arg(t);
+    }
+    for (i, (name, value)) in remote_headers(file, headers)?.into_iter().enumerate() {
+        let var = format!("{HEADER_VAR}{i}");
+        cmd.arg("--header").arg(format!("{name}: ${{{var}}}"));
+        cmd.env(var, value);
+    }
+    if tls {
+        if let Some(ca) = value(&file.relay, "--ca-cert") {
+            cmd.arg("--ca-cert").arg(ca);
+        }
+        if switch(&file.relay, "--tls-insecure-skip-verify") {
+            cmd.arg("--tls-insecure-skip-verify");
+        }
+    }
+    if let Some(l) = &opts.log_level {
+        cmd.arg("--log-level").arg(l);
+    }
+    Ok(cmd)
+}
+
+/// The headers the relay sends to a remote entry: the file's `header` settings, its
+/// `bearer-token` as Authorization unless a header gives one, then the entry's own headers,
+/// each replacing one of the same name.
+fn remote_headers(
+    file: &ServersFile,
+    own: &[(String, String)],
+) -> Result<Vec<(String, String)>, String> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    for (i, text) in values(&file.relay, "--header").iter().enumerate() {
+        // Not quoted: it holds the value.
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(format!("relay header #{}: expected `Name: value`", i + 1));
+        };
+        all.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    if let Some(token) = value(&file.relay, "--bearer-token") {
+        if !all
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        {
+            all.push(("Authorization".into(), format!("Bearer {token}")));
+        }
+    }
+    for (name, value) in own {
+        all.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        all.push((name.clone(), value.clone()));
+    }
+    Ok(all)
+}
+
+impl Row {
+    fn to_json(&self) -> Value {
+        let mut out = self.report.to_json();
+        out["name"] = json!(self.name);
+        out["kind"] = json!(self.kind);
+        out
+    }
+
+    /// NAME KIND RESULT SERVER TOOLS RESOURCES PROMPTS TIME.
+    fn cells(&self) -> [String; 8] {
+        let r = &self.report;
+        let result = match &r.failure {
+            None => "ok".to_owned(),
+            Some(f) => format!(
+                "FAILED: {}",
+                escape(f.lines().next().unwrap_or_default(), MAX_REASON_SHOWN)
+            ),
+        };
+        let server = r.server.as_ref().map_or_else(
+            || "-".to_owned(),
+            |(name, version)| format!("{} {}", escape(name, 40), escape(version, 20)),
+        );
+        let count = |list: &Option<Vec<String>>| {
+            list.as_ref()
+                .map_or_else(|| "-".to_owned(), |l| l.len().to_string())
+        };
+        [
+            escape(&self.name, 64),
+            self.kind.to_owned(),
+            result,
+            server,
+            count(&r.tools),
+            count(&r.resources),
+            count(&r.prompts),
+            format!("{:.0} ms", r.ms),
+        ]
+    }
+}
+
+/// The rows as a table, and a last line that sums them up.
+fn table(rows: &[Row]) -> String {
+    const HEADINGS: [&str; 8] = [
+        "NAME",
+        "KIND",
+        "RESULT",
+        "SERVER",
+        "TOOLS",
+        "RESOURCES",
+        "PROMPTS",
+        "TIME",
+    ];
+    // Numbers and times are right-aligned.
+    const RIGHT: [bool; 8] = [false, false, false, false, true, true, true, true];
+    let headings = HEADINGS.map(str::to_owned);
+    let cells: Vec<[String; 8]> = std::iter::once(headings)
+        .chain(rows.iter().map(Row::cells))
+        .collect();
+    let mut widths = [0; 8];
+    for line in &cells {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for line in &cells {
+        let mut text = String::new();
+        for (i, cell) in line.iter().enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            let w = widths[i];
+            if RIGHT[i] {
+                let _ = write!(text, "{cell:>w$}");
+            } else {
+                let _ = write!(text, "{cell:<w$}");
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    }
+    let failed = rows.iter().filter(|r| r.report.failure.is_some()).count();
+    if failed == 0 {
+        let _ = writeln!(out, "OK: {} of {} servers answered", rows.len(), rows.len());
+    } else {
+        let _ = writeln!(out, "FAILED: {failed} of {} servers", rows.len());
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -324,6 +847,8 @@ struct Step {
 #[derive(Debug)]
 struct Report {
     target: String,
+    /// From the start of the process to the last answer (or the failure).
+    ms: f64,
     server: Option<(String, String)>,
     protocol_version: Option<String>,
     transport: String,
@@ -359,6 +884,7 @@ impl Report {
         let mut out = json!({
             "ok": self.failure.is_none(),
             "target": self.target,
+            "ms": self.ms,
             "server": self.server.as_ref().map(|(name, version)| json!({"name": name, "version": version})),
             "protocolVersion": self.protocol_version,
             "transport": self.transport,
@@ -484,18 +1010,17 @@ fn escape(s: &str, max: usize) -> String {
 // ---------------------------------------------------------------------------------------
 
 fn run(opts: &CheckArgs, target: &Target) -> Report {
-    let (who, given_transport) = match target {
-        Target::Url(_) => (
-            "the relay",
-            opts.transport.clone().unwrap_or_else(|| "auto".into()),
-        ),
-        Target::Command(_) => ("the server", "stdio".to_owned()),
-    };
+    run_launch(Launch::of(opts, target), opts.timeout)
+}
+
+fn run_launch(launch: Launch, timeout: Duration) -> Report {
+    let start = Instant::now();
     let mut report = Report {
-        target: describe_target(target),
+        target: launch.target,
+        ms: 0.0,
         server: None,
         protocol_version: None,
-        transport: given_transport.clone(),
+        transport: launch.transport,
         steps: Vec::new(),
         tools: None,
         resources: None,
@@ -505,21 +1030,25 @@ fn run(opts: &CheckArgs, target: &Target) -> Report {
         stderr_tail: Vec::new(),
         interrupted: false,
     };
-    let mut peer = match command_for(opts, target).and_then(|cmd| Peer::spawn(cmd, who, target)) {
+    let (who, what) = (launch.who, launch.what);
+    let mut peer = match launch.command.and_then(|cmd| Peer::spawn(cmd, who, &what)) {
         Ok(peer) => peer,
         Err(e) => {
             report.failure = Some(e);
+            report.ms = round_ms(start.elapsed());
             return report;
         }
     };
-    if let Err(e) = session(&mut peer, opts.timeout, &mut report) {
+    if let Err(e) = session(&mut peer, timeout, &mut report) {
         report.failure = Some(e);
     }
+    // The session's time: the process's start, its answers, not its stop.
+    report.ms = round_ms(start.elapsed());
     peer.stop();
     report.interrupted = peer.interrupted;
     report.noise = (peer.noise_count, peer.noise.clone());
     let stderr = lock(&peer.stderr);
-    if matches!(target, Target::Url(_)) {
+    if launch.via_relay {
         if let Some(t) = &stderr.transport {
             report.transport = t.clone();
         }
@@ -723,7 +1252,7 @@ struct Peer {
 }
 
 impl Peer {
-    fn spawn(mut cmd: Command, who: &'static str, target: &Target) -> Result<Peer, String> {
+    fn spawn(mut cmd: Command, who: &'static str, what: &str) -> Result<Peer, String> {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -731,8 +1260,9 @@ impl Peer {
             .process_group(0);
         #[cfg(target_os = "linux")]
         // SAFETY: the closure runs in the forked child before exec and only calls prctl, which
-        // is async-signal-safe. The child is SIGKILLed if this thread (the main thread, which
-        // lives as long as the check) dies, so that not even a SIGKILLed check leaks it.
+        // is async-signal-safe. The child is SIGKILLed if this thread dies (the main thread, or
+        // with --config a worker, which ends only after reaping every child it started), so
+        // that not even a SIGKILLed check leaks it.
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -741,27 +1271,12 @@ impl Peer {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            let what = match target {
-                Target::Url(_) => "the relay (`mcp-relay --connect`)".to_owned(),
-                Target::Command(argv) => format!(
-                    "`{}`",
-                    escape(
-                        &argv
-                            .first()
-                            .map(|a| a.to_string_lossy())
-                            .unwrap_or_default(),
-                        200
-                    )
-                ),
-            };
-            match e.kind() {
-                io::ErrorKind::NotFound => format!("cannot start {what}: not found ({e})"),
-                io::ErrorKind::PermissionDenied => {
-                    format!("cannot start {what}: not executable ({e})")
-                }
-                _ => format!("cannot start {what}: {e}"),
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => format!("cannot start {what}: not found ({e})"),
+            io::ErrorKind::PermissionDenied => {
+                format!("cannot start {what}: not executable ({e})")
             }
+            _ => format!("cannot start {what}: {e}"),
         })?;
         let pid = i32::try_from(child.id()).unwrap_or(0);
         let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -787,21 +1302,8 @@ impl Peer {
             }
         };
         // A Ctrl-C would otherwise end the check and leave the child, which is in a process
-        // group of its own and does not see the terminal's signal, running. The handler can
-        // only be set once per process; `check` runs once.
-        let (on_term, on_hup) = (tx.clone(), tx.clone());
-        let _ = ctrlc::set_handler(move || {
-            let _ = tx.send(Event::Interrupted);
-        });
-        // SIGTERM and SIGHUP (a closed terminal) end the check the same way.
-        let _ = crate::signals::install(
-            move || {
-                let _ = on_term.send(Event::Interrupted);
-            },
-            move || {
-                let _ = on_hup.send(Event::Interrupted);
-            },
-        );
+        // group of its own and does not see the terminal's signal, running.
+        tell_of_interruptions(tx);
         Ok(Peer {
             child,
             pid,
@@ -850,8 +1352,8 @@ impl Peer {
             {
                 Ok(event) => event,
                 Err(RecvTimeoutError::Timeout) => return Err(self.timed_out()),
-                // Cannot happen while the Ctrl-C handler holds a sender; if it did, nothing
-                // more could arrive.
+                // Cannot happen while LISTENERS holds a sender; if it did, nothing more could
+                // arrive.
                 Err(RecvTimeoutError::Disconnected) => return Err(self.ended()),
             };
             let line = match event {
@@ -1100,6 +1602,34 @@ impl Drop for Peer {
     }
 }
 
+/// The event channel of every check started, told when the check is interrupted (Ctrl-C,
+/// SIGTERM, SIGHUP); with `--config` several run at once.
+static LISTENERS: Mutex<Vec<Sender<Event>>> = Mutex::new(Vec::new());
+/// Set at the first interruption: checks not started yet are not started.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The handlers are set once per process (ctrlc allows no more).
+static HANDLERS: Once = Once::new();
+
+fn interrupt_all() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    // Checks that have ended dropped their receiver: forget them.
+    lock(&LISTENERS).retain(|tx| tx.send(Event::Interrupted).is_ok());
+}
+
+/// Sends [`Event::Interrupted`] to `tx` at an interruption, or at once if one came already.
+fn tell_of_interruptions(tx: Sender<Event>) {
+    HANDLERS.call_once(|| {
+        let _ = ctrlc::set_handler(interrupt_all);
+        // SIGTERM and SIGHUP (a closed terminal) end the check the same way.
+        let _ = crate::signals::install(interrupt_all, interrupt_all);
+    });
+    lock(&LISTENERS).push(tx.clone());
+    // One that came before the push above was not sent to `tx`.
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        let _ = tx.send(Event::Interrupted);
+    }
+}
+
 /// SIGKILL to process group `pgid`.
 fn kill_group(pgid: i32) {
     if pgid > 1 {
@@ -1253,6 +1783,277 @@ mod tests {
             assert!(e.contains(expect), "{argv:?}: {e}");
         }
         assert_eq!(target(&["--help"]), Err("help".into()));
+    }
+
+    #[test]
+    fn config_excludes_a_url_a_command_and_the_flags_the_file_gives() {
+        assert_eq!(
+            target(&["--config", "s.json", "--timeout", "1s", "--json"]),
+            Ok(Target::Config("s.json".into()))
+        );
+        let (opts, _) = parse(args(&["--log-level", "debug", "--config", "s.json"]))
+            .unwrap_or_else(|_| panic!("--log-level goes with --config"));
+        assert_eq!(opts.log_level.as_deref(), Some("debug"));
+        for (argv, expect) in [
+            (
+                &["--config", "s.json", "http://h/mcp"][..],
+                "leave out the URL",
+            ),
+            (
+                &["--config", "s.json", "--", "srv"],
+                "leave out the command after `--`",
+            ),
+            (
+                &["--header", "A: b", "--config", "s.json"],
+                "--header does not go with --config",
+            ),
+            (
+                &["--config", "s.json", "--tls-insecure-skip-verify"],
+                "--tls-insecure-skip-verify does not go with --config",
+            ),
+            (&["--config"], "--config"),
+        ] {
+            let e = target(argv).expect_err(expect);
+            assert!(e.contains(expect), "{argv:?}: {e}");
+        }
+    }
+
+    /// A servers file in /etc/mcp, where `${X}` is `${HOME}`.
+    fn file(text: &str) -> ServersFile {
+        let env = |name: &str| (name == "X").then(|| "${HOME}".to_owned());
+        servers_file::parse(text, Path::new("/etc/mcp/servers.json"), &env)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn no_opts() -> CheckArgs {
+        parse(args(&["--config", "x"]))
+            .unwrap_or_else(|_| panic!("--config x parses"))
+            .0
+    }
+
+    type Env = Vec<(String, String)>;
+
+    /// Each entry's kind, and the arguments and added environment of the process that
+    /// checks it.
+    fn launches(text: &str) -> Vec<(&'static str, Vec<String>, Env)> {
+        let file = file(text);
+        file.servers
+            .iter()
+            .map(|entry| {
+                let (kind, launch) = launch_entry(&no_opts(), &file, entry);
+                let cmd = launch.command.unwrap_or_else(|e| panic!("{e}"));
+                let args = cmd
+                    .get_args()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                let env = cmd
+                    .get_envs()
+                    .filter_map(|(k, v)| {
+                        Some((
+                            k.to_string_lossy().into_owned(),
+                            v?.to_string_lossy().into_owned(),
+                        ))
+                    })
+                    .collect();
+                (kind, args, env)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_remote_entry_is_reached_through_client_mode_with_its_headers_out_of_sight() {
+        let [(kind, args, env)]: [_; 1] = launches(
+            r#"{"mcpServers": {"r": {"url": "https://h/mcp?key=k1", "headers": {"x-key": "s3cret ${X}", "X-Two": "two"}}},
+                "relay": {"header": ["X-Key: file-secret", "X-Three: three"], "bearer_token": "t0k",
+                          "ca_cert": "ca.pem", "connect_timeout": "3s"}}"#,
+        )
+        .try_into()
+        .unwrap_or_else(|_| panic!("one entry"));
+        assert_eq!(kind, "http");
+        assert_eq!(
+            args,
+            [
+                "--connect",
+                "https://h/mcp?key=k1",
+                "--connect-timeout",
+                "3s",
+                "--header",
+                "X-Three: ${MCP_RELAY_CHECK_H0}",
+                "--header",
+                "Authorization: ${MCP_RELAY_CHECK_H1}",
+                "--header",
+                "x-key: ${MCP_RELAY_CHECK_H2}",
+                "--header",
+                "X-Two: ${MCP_RELAY_CHECK_H3}",
+                "--ca-cert",
+                "/etc/mcp/ca.pem",
+            ]
+        );
+        let value = |var: &str| env.iter().find(|(k, _)| k == var).map(|(_, v)| v.as_str());
+        assert_eq!(value("MCP_RELAY_CHECK_H0"), Some("three"));
+        assert_eq!(value("MCP_RELAY_CHECK_H1"), Some("Bearer t0k"));
+        // Expanded once, by the file reader: the relay takes the variable's value as is.
+        assert_eq!(value("MCP_RELAY_CHECK_H2"), Some("s3cret ${HOME}"));
+        assert_eq!(value("MCP_RELAY_CHECK_H3"), Some("two"));
+        assert!(!args
+            .iter()
+            .any(|a| a.contains("s3cret") || a.contains("t0k")));
+    }
+
+    #[test]
+    fn a_remote_entrys_transport_and_kind() {
+        let got: Vec<(&str, Vec<String>)> = launches(
+            r#"{"mcpServers": {
+                "a": {"type": "sse", "url": "http://h/sse"},
+                "b": {"type": "sse", "url": "http://h/sse", "relay": {"transport": "streamable-http"}},
+                "c": {"url": "http://h/mcp"},
+                "d": {"url": "tcp://h:9000"},
+                "e": {"url": "http://h/mcp", "relay": {"connect_timeout": "1s"}}
+              },
+              "relay": {"transport": "stateless", "ca_cert": "/ca.pem", "tls_insecure_skip_verify": true}}"#,
+        )
+        .into_iter()
+        .map(|(kind, args, _)| (kind, args))
+        .collect();
+        let strs = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            [
+                (
+                    "sse",
+                    strs(&["--connect", "http://h/sse", "--transport", "sse"])
+                ),
+                (
+                    "http",
+                    strs(&[
+                        "--connect",
+                        "http://h/sse",
+                        "--transport",
+                        "streamable-http"
+                    ])
+                ),
+                (
+                    "http",
+                    strs(&["--connect", "http://h/mcp", "--transport", "stateless"])
+                ),
+                // No CA settings but for https:// (the relay refuses them otherwise).
+                ("tcp", strs(&["--connect", "tcp://h:9000"])),
+                (
+                    "http",
+                    strs(&[
+                        "--connect",
+                        "http://h/mcp",
+                        "--transport",
+                        "stateless",
+                        "--connect-timeout",
+                        "1s"
+                    ])
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_command_entry_runs_with_its_env_and_cwd() {
+        let text = r#"{"mcpServers": {
+            "a": {"command": "srv", "args": ["--stdio", "x y"], "env": {"K": "v1", "F": "own"}, "cwd": "/"},
+            "b": {"command": "srv", "relay": {"clean_env": true}}
+          },
+          "relay": {"env": ["F=file", "G=g=h"], "cwd": "/tmp"}}"#;
+        let file = file(text);
+        let opts = no_opts();
+        let (kind, a) = launch_entry(&opts, &file, &file.servers[0]);
+        assert_eq!(kind, "stdio");
+        assert_eq!(a.target, "srv --stdio x y");
+        let cmd = a.command.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cmd.get_program(), "srv");
+        assert_eq!(cmd.get_current_dir(), Some(Path::new("/")));
+        let envs: Vec<(String, Option<String>)> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        let get = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        // The entry's own value wins; the relay's token is never passed on.
+        assert_eq!(get("F"), Some(Some("own".into())));
+        assert_eq!(get("G"), Some(Some("g=h".into())));
+        assert_eq!(get("K"), Some(Some("v1".into())));
+        assert_eq!(get(crate::AUTH_TOKEN_VAR), Some(None));
+        let (_, b) = launch_entry(&opts, &file, &file.servers[1]);
+        let cmd = b.command.unwrap_or_else(|e| panic!("{e}"));
+        // The file's cwd when the entry has none.
+        assert_eq!(cmd.get_current_dir(), Some(Path::new("/tmp")));
+
+        let missing =
+            self::file(r#"{"mcpServers": {"a": {"command": "srv", "cwd": "/nonexistent/dir"}}}"#);
+        let (_, launch) = launch_entry(&opts, &missing, &missing.servers[0]);
+        let e = launch.command.expect_err("a cwd that is not a directory");
+        assert!(e.contains("/nonexistent/dir: not a directory"), "{e}");
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_server_and_a_summary() {
+        let report = |failure: Option<&str>| Report {
+            target: "t".into(),
+            ms: 12.4,
+            server: failure.is_none().then(|| ("demo".into(), "1.0".into())),
+            protocol_version: None,
+            transport: "stdio".into(),
+            steps: Vec::new(),
+            tools: failure.is_none().then(|| vec!["a".into(), "b".into()]),
+            resources: None,
+            prompts: None,
+            noise: (0, Vec::new()),
+            failure: failure.map(str::to_owned),
+            stderr_tail: Vec::new(),
+            interrupted: false,
+        };
+        let long = format!("cannot start `x`: {}\nsecond line", "y".repeat(100));
+        let rows = [
+            Row {
+                name: "one".into(),
+                kind: "stdio",
+                report: report(None),
+            },
+            Row {
+                name: "a-longer-name".into(),
+                kind: "sse",
+                report: report(Some(&long)),
+            },
+        ];
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].starts_with("NAME           KIND   RESULT "),
+            "{text}"
+        );
+        assert!(
+            lines[0].ends_with("TOOLS  RESOURCES  PROMPTS   TIME"),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("one            stdio  ok "), "{text}");
+        assert!(lines[1].contains("  demo 1.0  "), "{text}");
+        assert!(lines[1].ends_with("2          -        -  12 ms"), "{text}");
+        // The first line of the reason, cut.
+        assert!(
+            lines[2].contains(&format!("FAILED: cannot start `x`: {}…", "y".repeat(42))),
+            "{text}"
+        );
+        assert!(!text.contains("second line"), "{text}");
+        assert_eq!(lines[3], "FAILED: 1 of 2 servers");
+        assert_eq!(
+            table(&rows[..1]).lines().last(),
+            Some("OK: 1 of 1 servers answered")
+        );
+        let json = rows[1].to_json();
+        assert_eq!(json["name"], "a-longer-name");
+        assert_eq!(json["kind"], "sse");
+        assert_eq!(json["ok"], false);
     }
 
     #[test]

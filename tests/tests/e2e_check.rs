@@ -374,3 +374,269 @@ fn a_url_is_checked_through_client_mode() {
     let tools = report["tools"].as_array().expect("tools");
     assert!(tools.contains(&"echo".into()), "{report}");
 }
+
+// ---------------------------------------------------------------------------------------
+// check --config FILE
+// ---------------------------------------------------------------------------------------
+
+/// A servers file with `servers` (the `mcpServers` object, in this order) and `relay`
+/// settings, removed on drop.
+fn servers_file(name: &str, servers: &[(&str, Value)], relay: Value) -> TempFile {
+    let file = TempFile::new(name);
+    let entries: Vec<String> = servers
+        .iter()
+        .map(|(name, entry)| format!("\n    {}: {entry}", Value::from(*name)))
+        .collect();
+    let text = format!(
+        "{{\"mcpServers\": {{{}\n  }},\n  \"relay\": {relay}}}\n",
+        entries.join(",")
+    );
+    std::fs::write(&file.0, text).expect("writing the servers file");
+    file
+}
+
+fn demo_entry() -> Value {
+    serde_json::json!({"command": bin(), "args": ["demo-server"]})
+}
+
+/// The table's row of server `name`, split into cells at runs of two spaces or more (no cell
+/// of these rows has two spaces in it).
+fn row<'a>(out: &'a CliOutput, name: &str) -> Vec<&'a str> {
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name}: {out:?}"));
+    line.split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// Two command entries and one remote (a relay serving the demo server): a row each, all
+/// ok, in file order; a command that does not exist fails its row alone and the exit status.
+#[test]
+fn a_servers_file_is_checked_server_by_server() {
+    let relay = http_support::HttpRelay::demo();
+    let mut servers = vec![
+        ("one", demo_entry()),
+        ("two", demo_entry()),
+        ("remote", serde_json::json!({"url": relay.url("/mcp")})),
+    ];
+    let file = servers_file("three", &servers, serde_json::json!({}));
+    let out = check(&["--config", file.path()]);
+    assert!(
+        out.status.success(),
+        "{out:?}\nthe serving relay's log:\n{}",
+        relay.log_text()
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "a heading, 3 rows, a summary: {out:?}");
+    let headings: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        headings,
+        [
+            "NAME",
+            "KIND",
+            "RESULT",
+            "SERVER",
+            "TOOLS",
+            "RESOURCES",
+            "PROMPTS",
+            "TIME"
+        ]
+    );
+    for (i, (name, kind)) in [("one", "stdio"), ("two", "stdio"), ("remote", "http")]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(lines[i + 1].starts_with(name), "row {i}: {out:?}");
+        let cells = row(&out, name);
+        assert_eq!(cells.len(), 8, "{cells:?}");
+        assert_eq!(&cells[1..3], [kind, "ok"], "{cells:?}");
+        assert!(cells[3].starts_with("mcp-relay-demo "), "{cells:?}");
+        assert_eq!(&cells[5..7], ["2", "1"], "resources and prompts: {cells:?}");
+        assert!(cells[4].parse::<usize>().is_ok_and(|n| n > 0), "{cells:?}");
+        assert!(cells[7].ends_with(" ms"), "{cells:?}");
+    }
+    assert_eq!(lines[4], "OK: 3 of 3 servers answered", "{out:?}");
+    assert_eq!(out.stderr, "", "{out:?}");
+
+    servers.insert(
+        1,
+        (
+            "broken",
+            serde_json::json!({"command": "/nonexistent/mcp-server"}),
+        ),
+    );
+    let file = servers_file("broken", &servers, serde_json::json!({}));
+    let out = check(&["--config", file.path()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let cells = row(&out, "broken");
+    assert!(
+        cells[2].starts_with("FAILED: cannot start `/nonexistent/mcp-server`"),
+        "{cells:?}"
+    );
+    assert_eq!(&cells[3..7], ["-", "-", "-", "-"], "{cells:?}");
+    for name in ["one", "two", "remote"] {
+        assert_eq!(row(&out, name)[2], "ok", "{name}: {out:?}");
+    }
+    assert_eq!(
+        out.stdout.lines().last(),
+        Some("FAILED: 1 of 4 servers"),
+        "{out:?}"
+    );
+    // The whole reason, on stderr, named after the server.
+    assert!(
+        out.stderr.starts_with(
+            "mcp-relay check: broken: cannot start `/nonexistent/mcp-server`: not found"
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn json_report_of_a_servers_file() {
+    let file = servers_file(
+        "json",
+        &[
+            ("demo", demo_entry()),
+            (
+                "gone",
+                serde_json::json!({"command": "sh", "args": ["-c", "exit 3"], "env": {"API_KEY": "env-secret-value"}}),
+            ),
+        ],
+        serde_json::json!({}),
+    );
+    let out = check(&["--json", "--timeout", "5s", "--config", file.path()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report = json_of(&out);
+    assert_eq!(report["ok"], false, "{report}");
+    let servers = report["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 2, "{report}");
+    let demo = &servers[0];
+    assert_eq!(demo["name"], "demo", "{demo}");
+    assert_eq!(demo["kind"], "stdio", "{demo}");
+    assert_eq!(demo["ok"], true, "{demo}");
+    assert_eq!(demo["transport"], "stdio", "{demo}");
+    assert_eq!(demo["server"]["name"], "mcp-relay-demo", "{demo}");
+    assert_eq!(demo["protocolVersion"], "2025-11-25", "{demo}");
+    assert_eq!(demo["prompts"], serde_json::json!(["greet"]), "{demo}");
+    assert_eq!(demo["steps"].as_array().map(Vec::len), Some(5), "{demo}");
+    assert!(demo["ms"].as_f64().is_some(), "{demo}");
+    assert!(
+        demo["target"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("demo-server")),
+        "{demo}"
+    );
+    let gone = &servers[1];
+    assert_eq!(gone["name"], "gone", "{gone}");
+    assert_eq!(gone["ok"], false, "{gone}");
+    assert!(
+        gone["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exit status 3")),
+        "{gone}"
+    );
+    assert!(!out.stdout.contains("env-secret-value"), "{out:?}");
+    assert!(!out.stderr.contains("env-secret-value"), "{out:?}");
+}
+
+/// A header reaches the remote as the file says, expanded once: its value holds `${HOME}`,
+/// which a second expansion would replace (and the remote would refuse the token). Neither
+/// value is printed. A wrong token fails that entry alone.
+#[test]
+fn a_remote_entrys_headers_are_sent_as_written_and_never_shown() {
+    let token = "tok-${HOME}-x";
+    let relay = http_support::HttpRelay::builder()
+        .demo()
+        .arg("--auth-token")
+        .arg(token)
+        .start();
+    let file = servers_file(
+        "headers",
+        &[
+            (
+                "right",
+                serde_json::json!({"url": relay.url("/mcp"), "headers": {"Authorization": "Bearer ${MCP_CHECK_E2E_TOKEN}"}}),
+            ),
+            (
+                "wrong",
+                serde_json::json!({"type": "http", "url": relay.url("/mcp"), "headers": {"Authorization": "Bearer not-it"}}),
+            ),
+        ],
+        serde_json::json!({}),
+    );
+    let child = std::process::Command::new(relay_bin())
+        .args(["check", "--timeout", "5s", "--config", file.path()])
+        .env("MCP_CHECK_E2E_TOKEN", token)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning mcp-relay check");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx
+        .recv_timeout(common::DEADLINE)
+        .unwrap_or_else(|_| {
+            common::signal(pid as i32, libc::SIGKILL);
+            panic!("mcp-relay check did not exit within {:?}", common::DEADLINE)
+        })
+        .expect("waiting for mcp-relay check");
+    let out = CliOutput {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{out:?}\nthe serving relay's log:\n{}",
+        relay.log_text()
+    );
+    assert_eq!(row(&out, "right")[2], "ok", "{out:?}");
+    let wrong = row(&out, "wrong");
+    assert!(wrong[2].starts_with("FAILED: "), "{wrong:?}");
+    for secret in [token, "not-it"] {
+        assert!(!out.stdout.contains(secret), "{secret} in {out:?}");
+        assert!(!out.stderr.contains(secret), "{secret} in {out:?}");
+    }
+}
+
+#[test]
+fn a_servers_file_mistake_exits_2_with_its_message() {
+    let file = TempFile::new("bad");
+    std::fs::write(
+        &file.0,
+        "{\"mcpServers\": {\"a\": {\"command\": \"srv\", \"bogus\": 1}}}",
+    )
+    .expect("writing the servers file");
+    let out = check(&["--config", file.path()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.stdout, "", "{out:?}");
+    let expect = format!(
+        "mcp-relay check: {}:1:41: server \"a\": unknown key \"bogus\"",
+        file.path()
+    );
+    assert!(out.stderr.starts_with(&expect), "{expect:?} in {out:?}");
+
+    let missing = TempFile::new("missing");
+    let out = check(&["--config", missing.path()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("cannot read it"), "{out:?}");
+
+    // With a URL or a command: a usage error.
+    for args in [
+        &["--config", file.path(), "http://127.0.0.1:1/mcp"][..],
+        &["--config", file.path(), "--", "srv"],
+    ] {
+        let out = check(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(out.stderr.contains("leave out"), "{args:?}: {out:?}");
+    }
+}
