@@ -148,7 +148,11 @@ impl HttpRelayBuilder {
         };
         // `https://` and `tls://` listeners (tests/tests/e2e_tls.rs) are reported under
         // their own scheme.
-        let scheme = self.listen.split_once("://").map_or("http", |(s, _)| s);
+        let scheme = self
+            .listen
+            .as_deref()
+            .and_then(|l| l.split_once("://"))
+            .map_or("http", |(s, _)| s);
         let needle = format!("listening on {scheme}://");
         let line = relay.try_wait_log(&needle, DEADLINE).unwrap_or_else(|| {
             panic!(
