@@ -791,6 +791,17 @@ fn validate(
                 server: Some(server),
             });
         }
+        let has_default = built.named.iter().any(|n| n.default);
+        if !has_default
+            && config
+                .listen
+                .iter()
+                .any(|l| l.transport == Transport::Tcp && l.server.is_none())
+        {
+            return Err(
+                "a relay-wide tcp:// or tls:// listener serves the default server, and none is marked: mark one (\"default\": true), or give the listener to a server in its own \"relay\": {\"listen\": …}".into(),
+            );
+        }
         config.core.server_label = built
             .named
             .iter()
@@ -957,10 +968,10 @@ fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
             (_, Transport::Tcp, Some(id)) => names.get(id.0 as usize).cloned().unwrap_or_default(),
             (_, Transport::Tcp, None) => default.clone().unwrap_or_else(|| names[0].clone()),
             (_, Transport::Http, _) => format!(
-                "{} at /servers/NAME/mcp{}",
+                "{}{}",
                 names.join(", "),
                 match &default {
-                    Some(d) => format!(", {d} also at /mcp"),
+                    Some(d) => format!("; {d} also at /mcp and /sse"),
                     None => String::new(),
                 }
             ),
@@ -977,9 +988,12 @@ fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
             }
             Transport::Http => {
                 let scheme = if tls { "https" } else { "http" };
-                log::info!(
-                    "listening on {scheme}://{addr} (Streamable HTTP at /mcp, HTTP+SSE at /sse), serving `{server}`"
-                );
+                let at = if names.is_empty() {
+                    "Streamable HTTP at /mcp, HTTP+SSE at /sse"
+                } else {
+                    "Streamable HTTP at /servers/NAME/mcp, HTTP+SSE at /servers/NAME/sse"
+                };
+                log::info!("listening on {scheme}://{addr} ({at}), serving `{server}`");
                 if !addr.ip().is_loopback() && !authenticated {
                     log::warn!(
                         "{scheme}://{addr} is reachable from other machines without --auth-token: anyone who can connect can {exposure} `{server}`"

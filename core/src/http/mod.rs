@@ -1024,7 +1024,9 @@ impl HttpServer {
                 }
             }
             "/mcp" => {
-                let token = self.auth(head, Some(reach.ok_or_else(no_default)?)).map_err(with_cors)?;
+                let token = self
+                    .auth(head, Some(reach.ok_or_else(no_default)?))
+                    .map_err(with_cors)?;
                 let stateless =
                     head.header("mcp-protocol-version") == Some(stateless::STATELESS_VERSION);
                 match method {
@@ -1041,20 +1043,37 @@ impl HttpServer {
                 }
             }
             "/sse" => {
-                let token = self.auth(head, Some(reach.ok_or_else(no_default)?)).map_err(with_cors)?;
+                let token = self
+                    .auth(head, Some(reach.ok_or_else(no_default)?))
+                    .map_err(with_cors)?;
                 match method {
                     "GET" => Target::LegacyOpen(token),
                     _ => return Err(with_cors(method_not_allowed("GET, OPTIONS"))),
                 }
             }
             "/messages" | "/message" => {
-                let token = self.auth(head, Some(reach.ok_or_else(no_default)?)).map_err(with_cors)?;
+                let token = self
+                    .auth(head, Some(reach.ok_or_else(no_default)?))
+                    .map_err(with_cors)?;
                 match method {
                     "POST" => Target::LegacyPost(token),
                     _ => return Err(with_cors(method_not_allowed("POST, OPTIONS"))),
                 }
             }
-            _ => return Err(reject(404, codes::INVALID_REQUEST, format!("mcp-relay: nothing at {} (MCP is served at /mcp, and /sse for the legacy transport)", head.path))),
+            _ => {
+                let at = match route {
+                    Some(r) => format!("/servers/{}/mcp, and /servers/{}/sse", r.name, r.name),
+                    None => "/mcp, and /sse".to_owned(),
+                };
+                return Err(reject(
+                    404,
+                    codes::INVALID_REQUEST,
+                    format!(
+                        "mcp-relay: nothing at {} (MCP is served at {at} for the legacy transport)",
+                        head.path
+                    ),
+                ));
+            }
         };
         Ok(Admitted { cors, target })
     }
