@@ -93,6 +93,11 @@ struct Args {
     #[argh(option)]
     config: Option<PathBuf>,
 
+    /// with --config: read the file again when it changes (checked every second), as on
+    /// SIGHUP
+    #[argh(switch)]
+    watch_config: bool,
+
     /// extra environment variable for the server, KEY=VALUE (repeatable)
     #[argh(option, from_str_fn(parse_env))]
     env: Vec<(String, String)>,
@@ -469,6 +474,8 @@ fn with_file_settings(settings: &[(String, Vec<String>)], argv: &[&str]) -> Vec<
 struct Setup {
     runtime: RuntimeConfig,
     reload: Option<TlsReload>,
+    /// `--watch-config`.
+    watch: bool,
 }
 
 /// The TLS listeners' files, and the configurations a SIGHUP replaces.
@@ -546,6 +553,10 @@ fn validate(
     env: &dyn Fn(&str) -> Option<String>,
     file: Option<servers_file::ServersFile>,
 ) -> Result<Setup, String> {
+    if args.watch_config && args.config.is_none() && file.is_none() {
+        return Err("--watch-config goes with --config FILE".into());
+    }
+    let watch = args.watch_config;
     let (remote, remote_template) = match &file {
         Some(_) => {
             if !args.connect.is_empty() || args.demo || !args.command.is_empty() {
@@ -818,6 +829,7 @@ fn validate(
     Ok(Setup {
         runtime: config,
         reload,
+        watch,
     })
 }
 
@@ -936,7 +948,9 @@ fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
     let Setup {
         runtime: config,
         reload,
+        watch,
     } = setup;
+    let config_reload = config_reload.map(std::sync::Arc::new);
     let server = config.core.server_label.clone();
     let authenticated = !config.core.http.auth_tokens.is_empty();
     // What an unauthenticated stranger could do through an exposed listener.
@@ -1009,6 +1023,12 @@ fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
         return ExitCode::from(1);
     }
     let reconfigure = runtime.reconfigure_handle();
+    if let (true, Some(config)) = (watch, &config_reload) {
+        if let Err(e) = servers::watch(std::sync::Arc::clone(config), reconfigure.clone()) {
+            log::error!("--watch-config: cannot start watching the file: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let on_hup = move || {
         if let Some(reload) = &reload {
             reload.reload();

@@ -236,7 +236,7 @@ impl Reload {
     /// or validate is logged, and the servers stay as they are.
     pub fn reload(&self, runtime: &mcp_relay_runtime::ReconfigureHandle) {
         let env = |name: &str| std::env::var(name).ok();
-        let fail = |e: String| log::error!("SIGHUP: {e}; the servers stay as they are");
+        let fail = |e: String| log::error!("reloading --config: {e}; the servers stay as they are");
         let file = match crate::servers_file::load(&self.path, &env) {
             Ok(file) => file,
             Err(e) => return fail(e),
@@ -259,7 +259,7 @@ impl Reload {
         let same_relay = state.relay == file.relay;
         if !same_relay {
             log::warn!(
-                "SIGHUP: the file's \"relay\" settings changed: every server counts as changed; \
+                "reloading --config: the file's \"relay\" settings changed: every server counts as changed; \
                  listeners and relay-wide limits change only with a restart"
             );
         }
@@ -291,7 +291,7 @@ impl Reload {
                     }
                     if entry.relay.iter().any(|(flag, _)| flag == "--listen") {
                         log::warn!(
-                            "SIGHUP: server {:?}: its own listeners change only with a restart",
+                            "reloading --config: server {:?}: its own listeners change only with a restart",
                             entry.name
                         );
                     }
@@ -309,7 +309,7 @@ impl Reload {
             .map(|(_, e)| e.name.as_str())
             .collect();
         log::info!(
-            "SIGHUP: {} reloaded: {kept} unchanged, added [{}], changed [{}], removed [{}]",
+            "{} reloaded: {kept} unchanged, added [{}], changed [{}], removed [{}]",
             self.path.display(),
             added.join(", "),
             changed.join(", "),
@@ -319,4 +319,35 @@ impl Reload {
         state.relay = file.relay;
         runtime.reconfigure(servers, commands);
     }
+}
+
+/// `--watch-config`: a thread that looks at the file every second and reloads it once it has
+/// changed (its size or modification time) and stayed so for a moment (an editor writing it).
+pub fn watch(
+    reload: std::sync::Arc<Reload>,
+    runtime: mcp_relay_runtime::ReconfigureHandle,
+) -> std::io::Result<()> {
+    let stamp = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let mut seen = stamp(&reload.path);
+    std::thread::Builder::new()
+        .name("mcp-relay-watch-config".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let now = stamp(&reload.path);
+            if now == seen {
+                continue;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if stamp(&reload.path) != now {
+                continue;
+            }
+            seen = now;
+            log::info!("{} changed", reload.path.display());
+            reload.reload(&runtime);
+        })?;
+    Ok(())
 }

@@ -440,6 +440,7 @@ const SETTINGS: &[Setting] = {
         setting("no-metrics", Switch, Relay),
         setting("log-level", One, Relay),
         setting("debug", Switch, Relay),
+        setting("watch-config", Switch, Relay),
     ]
 };
 
