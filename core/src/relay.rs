@@ -571,6 +571,10 @@ impl Relay {
                     }
                     ReportKind::Metrics => (200, "text/plain; version=0.0.4", self.metrics()),
                     ReportKind::Servers => (200, "application/json", self.servers_report()),
+                    ReportKind::ServerHealth(id) => {
+                        let (status, body) = self.server_health(id);
+                        (status, "application/json", body)
+                    }
                 };
                 self.http
                     .report(now, conn, status, content_type, body.as_bytes());
@@ -765,6 +769,9 @@ impl Relay {
         let key = SessionKey(self.next_session);
         self.next_session += 1;
         self.stats.sessions_total += 1;
+        if let Some(s) = self.servers.get_mut(&session.served_by()) {
+            s.sessions_total += 1;
+        }
         self.owner.insert(session.child_id(), key);
         let config = server_config(&self.servers, &self.config, session.served_by());
         let deadline = session.poll_timeout(config);
@@ -1017,13 +1024,64 @@ impl Relay {
         serde_json::json!({ "servers": servers }).to_string()
     }
 
+    /// `/servers/NAME/healthz`: `ok`, or `degraded` (and 503) while the relay cannot accept
+    /// connections or the server's prespawning gave up (its starts kept failing).
+    fn server_health(&self, id: ServerId) -> (u16, String) {
+        let Some(s) = self.servers.get(&id) else {
+            return (404, r#"{"status":"unknown"}"#.to_owned());
+        };
+        let mut problems = Vec::new();
+        if self.accept_trouble > 0 {
+            problems.push(format!(
+                "{} listener(s) cannot accept connections (out of file descriptors)",
+                self.accept_trouble
+            ));
+        }
+        if s.warm.given_up() {
+            problems.push("its prespawned servers kept failing to start".to_owned());
+        }
+        let ok = problems.is_empty();
+        let body = serde_json::json!({
+            "server": s.display_name(),
+            "status": if ok { "ok" } else { "degraded" },
+            "problems": problems,
+            "sessions": self.sessions.values().filter(|x| x.served_by() == id).count(),
+            "children_alive": self
+                .sessions
+                .values()
+                .filter(|x| x.served_by() == id && x.server_alive())
+                .count()
+                + s.warm.idle_running(),
+        });
+        (if ok { 200 } else { 503 }, body.to_string())
+    }
+
     fn metrics(&self) -> String {
-        crate::report::metrics(
+        let mut text = crate::report::metrics(
             &self.stats(),
             self.children_alive(),
             self.requests_in_flight(),
             &self.http.counters(),
-        )
+        );
+        if !self.config.servers.is_empty() {
+            let per: Vec<crate::report::PerServer> = self
+                .servers
+                .values()
+                .map(|s| {
+                    let mine = || self.sessions.values().filter(|x| x.served_by() == s.id);
+                    crate::report::PerServer {
+                        name: &s.name,
+                        sessions_open: mine().count(),
+                        sessions_total: s.sessions_total,
+                        children_alive: mine().filter(|x| x.server_alive()).count()
+                            + s.warm.idle_running(),
+                        requests_in_flight: mine().map(Session::in_flight).sum(),
+                    }
+                })
+                .collect();
+            crate::report::per_server(&mut text, &per);
+        }
+        text
     }
 }
 

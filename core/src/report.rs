@@ -147,3 +147,59 @@ pub(crate) fn metrics(
     }
     out
 }
+
+/// One configured server's figures, for the `server`-labelled metrics.
+pub(crate) struct PerServer<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) sessions_open: usize,
+    pub(crate) sessions_total: u64,
+    pub(crate) children_alive: usize,
+    pub(crate) requests_in_flight: usize,
+}
+
+/// Appends the metrics labelled `server="NAME"` (several servers behind one relay; a
+/// retired server and its new definition share a name, and their figures add up).
+pub(crate) fn per_server(out: &mut String, servers: &[PerServer<'_>]) {
+    let mut by_name: std::collections::BTreeMap<&str, [u64; 4]> = Default::default();
+    for s in servers {
+        let v = by_name.entry(s.name).or_default();
+        v[0] += s.sessions_open as u64;
+        v[1] += s.sessions_total;
+        v[2] += s.children_alive as u64;
+        v[3] += s.requests_in_flight as u64;
+    }
+    let families = [
+        (
+            "server_sessions_open",
+            "gauge",
+            "Sessions open now, per server.",
+        ),
+        (
+            "server_sessions_created_total",
+            "counter",
+            "Sessions created, per server.",
+        ),
+        (
+            "server_children_alive",
+            "gauge",
+            "Server processes running, per server.",
+        ),
+        (
+            "server_requests_in_flight",
+            "gauge",
+            "Client requests waiting for an answer, per server.",
+        ),
+    ];
+    for (i, (name, kind, help)) in families.iter().enumerate() {
+        out.push_str(&format!(
+            "# HELP mcp_relay_{name} {help}\n# TYPE mcp_relay_{name} {kind}\n"
+        ));
+        for (server, v) in &by_name {
+            // Server names are [A-Za-z0-9._-]: nothing to escape in a label value.
+            out.push_str(&format!(
+                "mcp_relay_{name}{{server=\"{server}\"}} {}\n",
+                v[i]
+            ));
+        }
+    }
+}

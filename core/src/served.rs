@@ -20,6 +20,8 @@ pub(crate) struct Served {
     /// Left out of a reloaded configuration: it takes no new session, and goes once its
     /// last one has ended.
     pub(crate) retired: bool,
+    /// Sessions it has served.
+    pub(crate) sessions_total: u64,
     /// Remote URLs (by index) found unreachable, skipped by new sessions until then.
     remote_down: BTreeMap<usize, Instant>,
     /// The next URL for `--balance round-robin`.
@@ -31,6 +33,7 @@ impl Served {
         Served {
             warm: Warm::new(&named.config, id),
             retired: false,
+            sessions_total: 0,
             id,
             name: named.name,
             default: named.default,

@@ -326,3 +326,28 @@ fn a_tcp_listener_follows_its_servers_name_across_a_reload() {
     });
     assert_eq!(spawned_for(&out), Some(ServerId(2)), "{out:?}");
 }
+
+#[test]
+fn each_server_has_its_health_and_labelled_metrics() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    request(&mut s, 1, "POST", "/servers/b/mcp", None, None, INIT);
+    request(&mut s, 2, "POST", "/servers/b/mcp", None, None, INIT);
+    let (answer, _) = request(&mut s, 3, "GET", "/servers/b/healthz", None, None, "");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    assert_eq!(v["server"], "b");
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["sessions"], 2);
+    let (answer, _) = request(&mut s, 4, "GET", "/servers/zz/healthz", None, None, "");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let (answer, _) = request(&mut s, 5, "GET", "/metrics", None, None, "");
+    assert!(
+        answer.contains("mcp_relay_server_sessions_open{server=\"b\"} 2"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("mcp_relay_server_sessions_created_total{server=\"a\"} 0"),
+        "{answer}"
+    );
+}

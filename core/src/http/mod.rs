@@ -90,6 +90,8 @@ pub(crate) enum ReportKind {
     Metrics,
     /// `GET /servers`.
     Servers,
+    /// `GET /servers/NAME/healthz`.
+    ServerHealth(ServerId),
 }
 
 /// The HTTP server: connections, sessions and their streams, the stateless queue. A machine
@@ -404,6 +406,8 @@ enum Target {
     Metrics,
     /// `GET /servers`: the configured servers.
     Servers,
+    /// `GET /servers/NAME/healthz`: one server's health.
+    ServerHealth(ServerId),
     McpPost(Grant),
     McpGet(Grant),
     McpDelete(Grant),
@@ -1005,8 +1009,9 @@ impl HttpServer {
             ))
         };
         let target = match endpoint {
-            "/healthz" if route.is_none() && self.config.http.healthz => match method {
-                "GET" | "HEAD" => Target::Health,
+            "/healthz" if self.config.http.healthz => match (method, route) {
+                ("GET" | "HEAD", None) => Target::Health,
+                ("GET" | "HEAD", Some(r)) => Target::ServerHealth(r.server),
                 _ => return Err(method_not_allowed("GET")),
             },
             "/metrics" if route.is_none() && self.config.http.metrics => {
@@ -1118,6 +1123,10 @@ impl HttpServer {
             }
             Target::Servers => {
                 self.ask_report(conn, ReportKind::Servers);
+                Ok(())
+            }
+            Target::ServerHealth(server) => {
+                self.ask_report(conn, ReportKind::ServerHealth(server));
                 Ok(())
             }
             Target::McpPost(token) => self.post(now, conn, head, body, token, &cors),
