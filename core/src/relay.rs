@@ -760,9 +760,20 @@ impl Relay {
             return;
         }
         let sessions = &self.sessions;
-        self.servers.retain(|id, s| {
-            !s.retired || !s.warm.is_empty() || sessions.values().any(|x| x.served_by() == *id)
-        });
+        let gone: Vec<ServerId> = self
+            .servers
+            .iter()
+            .filter(|(id, s)| {
+                s.retired
+                    && s.warm.is_empty()
+                    && !sessions.values().any(|x| x.served_by() == **id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.servers.remove(&id);
+            self.http.forget_route(id);
+        }
     }
 
     fn add_session(&mut self, session: Session) -> SessionKey {

@@ -1234,3 +1234,138 @@ fn the_files_listen_is_used_and_a_command_line_listen_wins_over_it() {
     let (_, init) = open_at(&relay, "/mcp", None);
     assert_eq!(init["serverInfo"]["name"], DEMO, "{init}");
 }
+
+/// Rewrites the file and sends SIGHUP; waits until `GET /servers` lists `names` as live.
+fn reload(relay: &HttpRelay, dir: &TempDir, config: &Value, names: &[&str]) {
+    write_config(dir, config);
+    // SAFETY: kill(2) on the relay's own pid, which this test started and still holds.
+    unsafe {
+        libc::kill(relay.pid(), libc::SIGHUP);
+    }
+    let deadline = Instant::now() + GONE;
+    loop {
+        let live: Vec<String> = servers(relay, None)
+            .iter()
+            .filter(|s| s["retired"] != true)
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect();
+        if live == names {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after SIGHUP the live servers are {live:?}, not {names:?}; log:\n{}",
+            relay.log_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_reload_under_load_keeps_unchanged_servers_and_their_calls() {
+    let dir = TempDir::new("reload");
+    let demo = |extra: &[&str]| {
+        let mut args = vec!["demo-server".to_owned()];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        json!({"command": relay_bin(), "args": args})
+    };
+    let first = json!({"mcpServers": {
+        "a": demo(&[]), "b": demo(&[]), "c": demo(&[]),
+    }, "relay": {"listen": ["http://127.0.0.1:0"]}});
+    let relay = HttpRelay::builder()
+        .listen_from_config()
+        .arg("--config")
+        .arg(write_config(&dir, &first))
+        .start();
+    // Busy sessions on a, which every reload leaves alone.
+    let sessions: Vec<String> = (0..24)
+        .map(|_| open_at(&relay, "/servers/a/mcp", None).0)
+        .collect();
+    let (b_old, _) = open_at(&relay, "/servers/b/mcp", None);
+    let (c_old, _) = open_at(&relay, "/servers/c/mcp", None);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    /// Stops the callers however the main thread leaves the scope (a failed assertion
+    /// included), so that the scope can end.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        for (t, chunk) in sessions.chunks(3).enumerate() {
+            let (relay, stop, answered) = (&relay, &stop, &answered);
+            scope.spawn(move || {
+                let mut n = 0u64;
+                // A failed call stops the others and the test.
+                let _stop = StopOnDrop(stop);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    for sid in chunk {
+                        n += 1;
+                        let text = format!("t{t}-{n}");
+                        let call = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                            "params": {"name": "echo", "arguments": {"message": text}}});
+                        let resp = post(relay, "/servers/a/mcp", Some(sid), None, &call);
+                        assert_eq!(resp.status(), 200, "call {text}: {}", resp.text());
+                        let body = resp.text();
+                        assert!(body.contains(&text), "call {text} answered {body}");
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        // Reload 1: b changes, c goes, d comes.
+        let second = json!({"mcpServers": {
+            "a": demo(&[]), "b": demo(&["--banner"]), "d": demo(&[]),
+        }, "relay": {"listen": ["http://127.0.0.1:0"]}});
+        reload(&relay, &dir, &second, &["a", "b", "d"]);
+        assert_eq!(initialize_status(&relay, "/servers/c/mcp", None), 404);
+        assert_eq!(initialize_status(&relay, "/servers/d/mcp", None), 200);
+        // The sessions of the retired b and c go on.
+        for (path, sid) in [("/servers/b/mcp", &b_old), ("/servers/c/mcp", &c_old)] {
+            let list = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"});
+            let resp = post(&relay, path, Some(sid), None, &list);
+            assert_eq!(
+                resp.status(),
+                200,
+                "{path} after the reload: {}",
+                resp.text()
+            );
+        }
+        let retired: Vec<String> = servers(&relay, None)
+            .iter()
+            .filter(|s| s["retired"] == true)
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(retired, ["b", "c"]);
+        // Once its last session ends, a retired server is gone.
+        let resp = bare(&relay, "DELETE", "/servers/c/mcp", Some(&c_old), None);
+        assert_eq!(resp.status(), 200, "{}", resp.text());
+        let deadline = Instant::now() + GONE;
+        while servers(&relay, None).iter().any(|s| s["name"] == "c") {
+            assert!(Instant::now() < deadline, "c is still listed");
+            thread::sleep(Duration::from_millis(20));
+        }
+        // Reload 2: the same file (nothing changes); reload 3: back to the first.
+        reload(&relay, &dir, &second, &["a", "b", "d"]);
+        reload(&relay, &dir, &first, &["a", "b", "c"]);
+        assert!(
+            relay.log_text().contains("2 unchanged") || relay.log_text().contains("3 unchanged"),
+            "{}",
+            relay.log_text()
+        );
+        let before = answered.load(std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + GONE;
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < before + 24 {
+            assert!(Instant::now() < deadline, "the calls on a stopped");
+            thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert!(answered.into_inner() >= 24);
+    // Every session of a is still the one it was.
+    let counts = session_counts(&relay, None);
+    assert!(counts.contains(&("a".to_owned(), 24)), "{counts:?}");
+}

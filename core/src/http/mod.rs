@@ -189,6 +189,11 @@ impl HttpServer {
         set_routes(&mut self.routes, &mut self.names, servers, true);
     }
 
+    /// A retired server is gone (its last session ended): its routes with it.
+    pub(crate) fn forget_route(&mut self, server: ServerId) {
+        self.routes.retain(|r| !(r.retired && r.server == server));
+    }
+
     /// The server the bare `/mcp` reaches (the first when none is the default).
     pub(crate) fn default_server(&self) -> ServerId {
         self.routes
@@ -431,6 +436,9 @@ struct ServerRoute {
     default: bool,
     /// Its own bearer tokens, accepted besides the relay's.
     tokens: Vec<String>,
+    /// Left out of a reloaded configuration: its sessions are still reached, and no new one
+    /// is opened.
+    retired: bool,
 }
 
 /// Routes for `servers`; `own_tokens`: each server's `http.auth_tokens` are its own.
@@ -440,7 +448,13 @@ fn set_routes(
     servers: &[(ServerId, crate::NamedServer)],
     own_tokens: bool,
 ) {
-    routes.clear();
+    for r in routes.iter_mut() {
+        if !servers.iter().any(|(id, _)| *id == r.server) {
+            r.retired = true;
+            r.default = false;
+        }
+    }
+    routes.retain(|r| r.retired);
     for (id, named) in servers {
         names.insert(*id, named.name.clone());
         routes.push(ServerRoute {
@@ -452,12 +466,17 @@ fn set_routes(
             } else {
                 Vec::new()
             },
+            retired: false,
         });
     }
+    // Live routes first: a name is found there before a retired server of the same name.
+    routes.sort_by_key(|r| r.retired);
     // With several and none marked, the bare routes reach none (the relay's TCP listeners
     // fall back to the first); with one, it is the default.
-    if routes.len() == 1 {
-        routes[0].default = true;
+    if servers.len() == 1 {
+        if let Some(only) = routes.iter_mut().find(|r| !r.retired) {
+            only.default = true;
+        }
     }
 }
 
@@ -996,6 +1015,17 @@ impl HttpServer {
                         ),
                     )));
                 };
+                // A removed server's sessions are still reached; nothing new is opened.
+                let in_session = head.header("mcp-session-id").is_some()
+                    || head.query_param("sessionId").is_some()
+                    || head.query_param("session_id").is_some();
+                if route.retired && !in_session {
+                    return Err(with_cors(reject(
+                        404,
+                        codes::INVALID_REQUEST,
+                        format!("mcp-relay: server {name:?} was removed from the configuration; its sessions go on, and no new one starts"),
+                    )));
+                }
                 (Some(route), &rest[name.len()..])
             }
             None => (None, head.path.as_str()),
