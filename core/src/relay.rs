@@ -764,9 +764,7 @@ impl Relay {
             .servers
             .iter()
             .filter(|(id, s)| {
-                s.retired
-                    && s.warm.is_empty()
-                    && !sessions.values().any(|x| x.served_by() == **id)
+                s.retired && s.warm.is_empty() && !sessions.values().any(|x| x.served_by() == **id)
             })
             .map(|(id, _)| *id)
             .collect();
