@@ -564,6 +564,7 @@ fuzz_target!(|data: &[u8]| {
         idle_timeout: (conf & 16 != 0).then(|| Duration::from_millis(900)),
         seed: [7; 32],
         remote: None,
+        servers: Vec::new(),
     };
     let mut d = Driver {
         relay: Relay::new(config, now).expect("a valid configuration"),

@@ -1353,6 +1353,7 @@ fuzz_target!(|data: &[u8]| {
         idle_timeout: None,
         seed: [7; 32],
         remote: Some(remote),
+        servers: Vec::new(),
     };
     let stdio = conf2 & 1 == 0;
     let mut d = Driver {
