@@ -4,9 +4,7 @@
 
 use crate::config::{self, Listen};
 use crate::servers_file::{EntryKind, ServersFile};
-use mcp_relay_core::{
-    Config, NamedServer, RemoteConfig, RemoteTransport, RemoteUrl, RestartPolicy, ServerId,
-};
+use mcp_relay_core::{Config, NamedServer, RemoteConfig, RemoteTransport, RemoteUrl, ServerId};
 use mcp_relay_runtime::CommandSpec;
 use std::net::SocketAddr;
 
@@ -128,14 +126,7 @@ fn override_one(
             .map_err(|_| format!("`{}` is not a number", one()))
     };
     match flag {
-        "--restart" => {
-            config.restart = match one() {
-                "on-failure" => RestartPolicy::OnFailure,
-                "always" => RestartPolicy::Always,
-                "never" => RestartPolicy::Never,
-                other => return Err(format!("`{other}` is not a restart policy")),
-            }
-        }
+        "--restart" => config.restart = crate::parse_restart(one())?,
         "--restart-delay" => {
             config.restart_delay = duration()?;
             config.max_restart_delay = config.max_restart_delay.max(config.restart_delay);

@@ -734,20 +734,11 @@ impl Relay {
                 }
             }
         }
-        let live: Vec<(ServerId, crate::NamedServer)> = self
-            .servers
-            .values()
-            .filter(|s| !s.retired)
-            .map(|s| {
-                (
-                    s.id,
-                    crate::NamedServer {
-                        name: s.name.clone(),
-                        default: s.default,
-                        config: s.config.clone(),
-                    },
-                )
-            })
+        // The routes are those of the list, less an id it named that was retired before.
+        let live: Vec<(ServerId, crate::NamedServer)> = servers
+            .iter()
+            .filter(|(id, _)| self.servers.get(id).is_some_and(|s| !s.retired))
+            .cloned()
             .collect();
         self.http.set_routes(&live);
         self.drain_warm();
