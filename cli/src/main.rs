@@ -156,6 +156,15 @@ struct Args {
     )]
     idle_timeout: Duration,
 
+    /// with --config: after a reload removes or changes a server, its sessions go on this
+    /// long, then are drained; 0 means until they end (default: 10m)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Config::default().retire_timeout.unwrap_or(Duration::ZERO)"
+    )]
+    retire_timeout: Duration,
+
     /// client requests waiting for an answer before the relay stops reading the client
     /// (default: 1024)
     #[argh(option, default = "Config::default().max_in_flight")]
@@ -772,6 +781,7 @@ fn validate(
             prespawn: args.prespawn,
             max_connections: args.max_connections,
             idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
+            retire_timeout: (!args.retire_timeout.is_zero()).then_some(args.retire_timeout),
             remote,
             // Runtime::bind seeds the session-id generator from the OS.
             seed: [0; 32],
@@ -926,6 +936,7 @@ fn flag_of(e: &ConfigError) -> &'static str {
         "prespawn" => "--prespawn",
         "max_connections" => "--max-connections",
         "idle_timeout" => "--idle-timeout",
+        "retire_timeout" => "--retire-timeout",
         "http.allowed_origins" => "--allow-origin",
         "http.allowed_hosts" => "--allow-host",
         "http.auth_tokens" => "--auth-token",

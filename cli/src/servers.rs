@@ -150,6 +150,10 @@ fn override_one(
             config.idle_timeout = (!d.is_zero()).then_some(d);
         }
         "--session-timeout" => config.http.session_timeout = duration()?,
+        "--retire-timeout" => {
+            let d = duration()?;
+            config.retire_timeout = (!d.is_zero()).then_some(d);
+        }
         "--auth-token" => config.http.auth_tokens.extend(values.iter().cloned()),
         "--clean-env" => command.clean_env = true,
         "--transport" => {

@@ -414,6 +414,7 @@ const SETTINGS: &[Setting] = {
         setting("prespawn", One, Server),
         setting("max-connections", One, Relay),
         setting("idle-timeout", One, Server),
+        setting("retire-timeout", One, Server),
         setting("max-in-flight", One, Server),
         setting("restart", One, Server),
         setting("restart-delay", One, Server),

@@ -54,6 +54,10 @@ pub struct Config {
     /// A TCP session with no message either way and nothing in flight for this long is
     /// closed (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// After a reload leaves a server out (removed, or changed: its old definition), its
+    /// sessions go on this long before they are drained like a shutdown's (`None`: until
+    /// they end by themselves).
+    pub retire_timeout: Option<Duration>,
     /// Seeds the generator of HTTP session ids. The mio runtime replaces the all-zero default
     /// with 32 bytes of OS entropy (ids must be unguessable); the simulation uses its test
     /// seed. A program driving the core itself must do the same.
@@ -117,6 +121,7 @@ impl Default for Config {
             prespawn: 0,
             max_connections: 4096,
             idle_timeout: None,
+            retire_timeout: Some(Duration::from_secs(600)),
             seed: [0; 32],
             remote: None,
             servers: Vec::new(),
@@ -207,6 +212,9 @@ impl Config {
         }
         if self.idle_timeout.is_some_and(|d| d.is_zero()) {
             return err("idle_timeout", "must be more than 0 (None turns it off)");
+        }
+        if self.retire_timeout.is_some_and(|d| d.is_zero()) {
+            return err("retire_timeout", "must be more than 0 (None turns it off)");
         }
         if self.max_in_flight == 0 {
             return err("max_in_flight", "must be at least 1");

@@ -453,6 +453,7 @@ impl Relay {
                 }
             }
             self.drain_warm();
+            self.drain_retired(now);
             for key in self.timers.due(now) {
                 self.with_session(now, key, |s, ctx| s.handle_timeout(ctx));
             }
@@ -485,7 +486,7 @@ impl Relay {
             .first()
             .into_iter()
             .chain(self.http.poll_timeout())
-            .chain(self.servers.values().filter_map(|s| s.warm.poll_timeout()))
+            .chain(self.servers.values().filter_map(Served::poll_timeout))
             .min_by_key(|(d, _)| *d)
     }
 
@@ -715,8 +716,7 @@ impl Relay {
                         .filter(|x| x.served_by() == s.id)
                         .count()
                 );
-                s.retired = true;
-                s.warm.stop(now, false);
+                s.retire(now);
             }
         }
         for (id, named) in servers {
@@ -743,6 +743,34 @@ impl Relay {
         self.http.set_routes(&live);
         self.drain_warm();
         self.forget_retired();
+    }
+
+    /// Drains the sessions of retired servers whose `--retire-timeout` is over.
+    fn drain_retired(&mut self, now: Instant) {
+        let due: Vec<ServerId> = self
+            .servers
+            .values_mut()
+            .filter_map(|s| s.drain_due(now).then_some(s.id))
+            .collect();
+        for id in due {
+            let keys: Vec<SessionKey> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.served_by() == id)
+                .map(|(k, _)| *k)
+                .collect();
+            if let Some(s) = self.servers.get(&id) {
+                log::info!(
+                    "{}: retired {:?} ago; draining its {} session(s) that are left",
+                    s.display_name(),
+                    s.config.retire_timeout.unwrap_or_default(),
+                    keys.len()
+                );
+            }
+            for key in keys {
+                self.with_session(now, key, |s, ctx| s.drain(ctx));
+            }
+        }
     }
 
     /// Drops retired servers that nothing is left of.

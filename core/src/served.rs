@@ -4,6 +4,7 @@
 use crate::config::{Config, NamedServer};
 use crate::pool::Warm;
 use crate::remote_config::Balance;
+use crate::timer::Timer;
 use crate::ServerId;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,6 +21,8 @@ pub(crate) struct Served {
     /// Left out of a reloaded configuration: it takes no new session, and goes once its
     /// last one has ended.
     pub(crate) retired: bool,
+    /// When a retired server's sessions that are left are drained.
+    drain_at: Option<Instant>,
     /// Sessions it has served.
     pub(crate) sessions_total: u64,
     /// Remote URLs (by index) found unreachable, skipped by new sessions until then.
@@ -33,6 +36,7 @@ impl Served {
         Served {
             warm: Warm::new(&named.config, id),
             retired: false,
+            drain_at: None,
             sessions_total: 0,
             id,
             name: named.name,
@@ -41,6 +45,32 @@ impl Served {
             remote_down: BTreeMap::new(),
             next_remote: 0,
         }
+    }
+
+    /// Left out by a reload: no new session, and those left are drained after
+    /// `--retire-timeout`.
+    pub(crate) fn retire(&mut self, now: Instant) {
+        self.retired = true;
+        self.drain_at = self.config.retire_timeout.map(|d| now + d);
+        self.warm.stop(now, false);
+    }
+
+    /// When it next wants [`Relay::handle_timeout`](crate::Relay::handle_timeout).
+    pub(crate) fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        self.warm
+            .poll_timeout()
+            .into_iter()
+            .chain(self.drain_at.map(|d| (d, Timer::RetiredDrain)))
+            .min_by_key(|(d, _)| *d)
+    }
+
+    /// Whether its retired sessions are due to be drained now (once).
+    pub(crate) fn drain_due(&mut self, now: Instant) -> bool {
+        let due = self.drain_at.is_some_and(|d| d <= now);
+        if due {
+            self.drain_at = None;
+        }
+        due
     }
 
     /// How it is named in logs and reports.

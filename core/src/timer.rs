@@ -70,6 +70,11 @@ pub enum Timer {
     // ---- the prespawn pool (`pool.rs`) ----
     /// Start a prespawned child in place of one taken or lost.
     PrespawnReplace,
+
+    // ---- a configured server (`served.rs`) ----
+    /// A server a reload left out had `--retire-timeout` for its sessions to end: they are
+    /// drained.
+    RetiredDrain,
 }
 
 impl Timer {
@@ -102,6 +107,7 @@ impl Timer {
             Timer::RemoteStop => "remote: stop given up on",
             Timer::RemoteHeld => "session: requests waited too long for the remote",
             Timer::PrespawnReplace => "prespawn: replace a child",
+            Timer::RetiredDrain => "server: retired sessions drained",
         }
     }
 }

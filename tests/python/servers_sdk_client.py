@@ -8,7 +8,8 @@ Usage:
 PLAN_JSON is a list of targets:
 
     [{"label": "demo", "url": "http://127.0.0.1:PORT/servers/demo/mcp",
-      "transport": "streamable",            # or "sse" (the legacy HTTP+SSE client)
+      "transport": "streamable",            # or "sse" (the legacy HTTP+SSE client), or
+                                            # "modern" (a 2026-07-28 client, mcp 2.x only)
       "sessions": 10,                       # default 1
       "calls": [{"name": "echo", "arguments": {"message": "demo-{s}-{c}"}}],
       "repeat": 3}]                         # each call this many times; default 1
@@ -93,6 +94,18 @@ async def one_session(target: dict[str, Any], s: int, barrier: Barrier, failures
     label = target["label"]
     transport = target.get("transport", "streamable")
     arrived = False
+    if transport == "modern":
+        state = {"arrived": False}
+        try:
+            await one_modern_session(target, s, barrier, state)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported as that session's line
+            failures.append(label)
+            emit({"label": label, "session": s, "error": f"{type(exc).__name__}: {exc}"})
+            log(f"{label} session {s}:\n{traceback.format_exc()}")
+        finally:
+            if not state["arrived"]:
+                barrier.arrive()
+        return
     try:
         cm = _streamable(target["url"]) if transport == "streamable" else sdk_sse.sse_client(target["url"])
         async with cm as streams:
@@ -133,6 +146,36 @@ async def one_session(target: dict[str, Any], s: int, barrier: Barrier, failures
     finally:
         if not arrived:
             barrier.arrive()
+
+
+async def one_modern_session(target: dict[str, Any], s: int, barrier: Barrier, state: dict[str, bool]) -> None:
+    """A 2026-07-28 client (mcp 2.x ``Client`` pinned to the era: no initialize, no session)."""
+    from mcp import Client  # mcp 2.x only
+
+    async with Client(_streamable(target["url"]), mode="2026-07-28", read_timeout_seconds=30) as client:
+        # Pinned to the era there is no initialize: the server names itself in discover.
+        raw = await client.session.send_discover("2026-07-28")
+        name = ((raw.get("_meta") or {}).get("io.modelcontextprotocol/serverInfo") or {}).get("name")
+        tools = [t.name for t in (await client.list_tools()).tools]
+        barrier.arrive()
+        state["arrived"] = True
+        await barrier.open.wait()
+        results = []
+        for i, call in enumerate(target.get("calls", [])):
+            for c in range(int(target.get("repeat", 1))):
+                result = await client.call_tool(call["name"], substitute(call.get("arguments", {}), s, c))
+                texts = [x.text for x in result.content if getattr(x, "type", None) == "text"]
+                results.append({"call": i, "repeat": c, "text": "\n".join(texts), "is_error": bool(result.is_error)})
+        emit(
+            {
+                "label": target["label"],
+                "session": s,
+                "server": name,
+                "protocol": "2026-07-28",
+                "tools": tools,
+                "results": results,
+            }
+        )
 
 
 async def main() -> int:

@@ -29,9 +29,9 @@
 mod http_support;
 
 use http_support::{
-    environ, everything_missing, everything_server, initialize_request, node_missing, node_modules,
-    python_of, python_sdk_missing_of, relay_bin, run_bounded, skip, tests_dir, tool_call,
-    HttpRelay, Ran, Response, TempDir, DEADLINE, MCP_POST,
+    environ, everything_missing, everything_server, initialize_request, node22, node_missing,
+    node_modules, python_of, python_sdk_missing_of, relay_bin, run_bounded, skip, tests_dir,
+    tool_call, HttpRelay, Ran, Response, TempDir, DEADLINE, MCP_POST,
 };
 use serde_json::{json, Value};
 use std::fs;
@@ -596,6 +596,119 @@ fn three_servers_answer_their_own_clients_on_every_route_at_once() {
         &relay,
         None,
         &[("demo", 0), ("everything", 0), ("memory", 0)],
+    );
+    assert_quiet(&relay);
+}
+
+#[test]
+fn the_2026_era_reaches_each_server_on_its_own_route() {
+    let test = "the_2026_era_reaches_each_server_on_its_own_route";
+    if let Some(why) = first_missing(&[python_missing, everything_missing, memory_missing, || {
+        node_file_missing(node22())
+    }]) {
+        return skip(test, &why);
+    }
+    let dir = TempDir::new("servers-modern");
+    let mut demo = demo_entry();
+    demo["default"] = json!(true);
+    let config = json!({
+        "mcpServers": {"demo": demo, "everything": everything_entry(), "memory": memory_entry()},
+    });
+    let relay = start(&dir, &config, &[]);
+
+    // The Python SDK 2.x pinned to 2026-07-28 (no initialize, no session), every route at once.
+    let plan = json!([
+        {"label": "demo", "url": relay.url("/servers/demo/mcp"), "transport": "modern",
+         "sessions": 2, "repeat": 2,
+         "calls": [{"name": "echo", "arguments": {"message": "demo-{s}-{c}"}}]},
+        {"label": "everything", "url": relay.url("/servers/everything/mcp"), "transport": "modern",
+         "sessions": 2, "repeat": 2,
+         "calls": [{"name": "echo", "arguments": {"message": "everything-{s}-{c}"}}]},
+        {"label": "memory", "url": relay.url("/servers/memory/mcp"), "transport": "modern",
+         "calls": [{"name": "create_entities", "arguments": {"entities": [entity("modern-{s}-{c}")]}}]},
+        {"label": "default", "url": relay.url("/mcp"), "transport": "modern",
+         "calls": [{"name": "echo", "arguments": {"message": "default-{s}"}}]},
+    ]);
+    let lines = run_plan(test, &relay, &plan);
+    let demo_tools: &[&str] = &["echo", "slow", "sample"];
+    /// Label, sessions, serverInfo.name, tools it has, tools it lacks, answers per session.
+    type Case<'a> = (&'a str, usize, &'a str, &'a [&'a str], &'a [&'a str], usize);
+    let cases: [Case<'_>; 4] = [
+        (
+            "demo",
+            2,
+            DEMO,
+            demo_tools,
+            &["get-sum", "create_entities"],
+            2,
+        ),
+        (
+            "everything",
+            2,
+            EVERYTHING,
+            &["echo", "get-sum"],
+            &["slow", "create_entities"],
+            2,
+        ),
+        (
+            "memory",
+            1,
+            MEMORY,
+            &["create_entities"],
+            &["echo", "slow"],
+            1,
+        ),
+        (
+            "default",
+            1,
+            DEMO,
+            demo_tools,
+            &["get-sum", "create_entities"],
+            1,
+        ),
+    ];
+    for (label, sessions, server, has, lacks, answers) in cases {
+        let answer = move |s: usize, _: usize, c: usize| match label {
+            "everything" => json!(format!("Echo: everything-{s}-{c}")),
+            "memory" => json!([entity(&format!("modern-{s}-{c}"))]),
+            "default" => json!(format!("default-{s}")),
+            _ => json!(format!("demo-{s}-{c}")),
+        };
+        check_sessions(
+            &lines,
+            &Expect {
+                label,
+                sessions,
+                server,
+                has,
+                lacks,
+                answer: &answer,
+                answers,
+            },
+        );
+    }
+
+    // The TypeScript SDK 2.x's whole 2026-07-28 suite on a route that is not the default
+    // (sampling, elicitation and roots through input_required, listen streams, 5 MiB).
+    let url = relay.url("/servers/everything/mcp");
+    let ran = run_bounded(
+        Command::new(node22())
+            .arg(tests_dir().join("node").join("v2_client.mjs"))
+            .args(["--url", &url, "--timeout", "120"]),
+        Duration::from_secs(135),
+    )
+    .unwrap_or_else(|| panic!("{test}: cannot start the TypeScript client"));
+    let failed: Vec<&str> = ran
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL "))
+        .collect();
+    let summary = ran.stdout.lines().rev().find(|l| l.starts_with("SUMMARY"));
+    assert!(
+        ran.ok() && failed.is_empty() && summary.is_some_and(|s| s.ends_with("failed=0")),
+        "{test}: the TypeScript SDK 2.x client at {url}: {failed:?}\nstdout:\n{}\nrelay log:\n{}",
+        ran.stdout,
+        relay.log_text()
     );
     assert_quiet(&relay);
 }
@@ -1368,4 +1481,46 @@ fn a_reload_under_load_keeps_unchanged_servers_and_their_calls() {
     // Every session of a is still the one it was.
     let counts = session_counts(&relay, None);
     assert!(counts.contains(&("a".to_owned(), 24)), "{counts:?}");
+}
+
+#[test]
+fn a_removed_servers_sessions_end_after_the_retire_timeout() {
+    let dir = TempDir::new("retire");
+    let demo = json!({"command": relay_bin(), "args": ["demo-server"]});
+    let relay_settings = json!({"listen": ["http://127.0.0.1:0"], "retire_timeout": "1s"});
+    let first = json!({"mcpServers": {"a": demo, "b": demo}, "relay": relay_settings});
+    let relay = HttpRelay::builder()
+        .listen_from_config()
+        .arg("--config")
+        .arg(write_config(&dir, &first))
+        .start();
+    let (b_old, _) = open_at(&relay, "/servers/b/mcp", None);
+    let second = json!({"mcpServers": {"a": demo}, "relay": relay_settings});
+    reload(&relay, &dir, &second, &["a"]);
+    // Its session is drained a second later: its child ends, its id is forgotten, and the
+    // retired server is gone with it.
+    let deadline = Instant::now() + GONE;
+    let list = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"});
+    loop {
+        let resp = post(&relay, "/servers/b/mcp", Some(&b_old), None, &list);
+        let listed = servers(&relay, None).iter().any(|s| s["name"] == "b");
+        if resp.status() == 404 && !listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b's session still answers ({}) or b is still listed ({listed}); log:\n{}",
+            resp.status(),
+            relay.log_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        relay
+            .log_text()
+            .contains("b: retired 1s ago; draining its 1 session(s)"),
+        "{}",
+        relay.log_text()
+    );
+    relay.wait_children(0, GONE);
 }

@@ -351,3 +351,173 @@ fn each_server_has_its_health_and_labelled_metrics() {
         "{answer}"
     );
 }
+
+/// Scripted children that say which server they are: each answers what the relay wrote to
+/// it since the last call (`seen`: bytes of each child's stdin already answered), until
+/// nothing new is written. `server_of`: the server each child was started for.
+fn serve_children(
+    s: &mut Script,
+    seen: &mut std::collections::BTreeMap<mcp_relay_core::ChildId, usize>,
+    names: &std::collections::BTreeMap<ServerId, &str>,
+) {
+    use serde_json::{json, Value};
+    for _ in 0..100 {
+        let children: Vec<(mcp_relay_core::ChildId, ServerId)> = s
+            .log
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Output::Spawn { child, server, .. } => Some((*child, *server)),
+                _ => None,
+            })
+            .collect();
+        let mut any = false;
+        for (child, server) in children {
+            if let std::collections::btree_map::Entry::Vacant(e) = seen.entry(child) {
+                e.insert(0);
+                s.spawned(child);
+            }
+            let to = Endpoint::Child(child);
+            let sent = s.sent_to(to);
+            let from = seen[&child];
+            if sent.len() == from {
+                continue;
+            }
+            any = true;
+            seen.insert(child, sent.len());
+            s.written(to, sent.len() - from);
+            let name = names.get(&server).copied().unwrap_or("?");
+            for line in sent[from..].split(|b| *b == b'\n') {
+                let Ok(msg) = serde_json::from_slice::<Value>(line) else {
+                    continue;
+                };
+                let Some(id) = msg.get("id").cloned() else {
+                    continue;
+                };
+                let result = match msg["method"].as_str().unwrap_or("") {
+                    "initialize" => json!({
+                        "protocolVersion": msg["params"]["protocolVersion"],
+                        "capabilities": {"tools": {"listChanged": true}},
+                        "serverInfo": {"name": name, "version": "0"},
+                    }),
+                    "tools/list" => json!({"tools": [
+                        {"name": format!("who-{name}"), "inputSchema": {"type": "object"}}
+                    ]}),
+                    "tools/call" => json!({"content": [{"type": "text", "text": name}]}),
+                    _ => json!({}),
+                };
+                let mut answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+                answer.push('\n');
+                s.child_data(child, answer.as_bytes());
+            }
+        }
+        if !any {
+            return;
+        }
+    }
+    panic!("the children kept being written to:\n{}", s.show());
+}
+
+/// A 2026-07-28 (stateless) POST of `method` to `path`.
+fn modern(s: &mut Script, conn: u64, path: &str, id: u64, method: &str, params: &str) -> String {
+    s.accept_http(conn);
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{{params}"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    );
+    let name = if method == "tools/call" {
+        params
+            .split('"')
+            .nth(3)
+            .map(|n| format!("Mcp-Name: {n}\r\n"))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: {method}\r\n{name}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.client_data(conn, head.as_bytes());
+    String::from_utf8_lossy(&s.sent_to(Endpoint::Conn(ConnId(conn)))).into_owned()
+}
+
+#[test]
+fn the_stateless_era_reaches_each_servers_own_pool_on_its_route() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    let names = [(ServerId(0), "a"), (ServerId(1), "b")]
+        .into_iter()
+        .collect();
+    let mut seen = Default::default();
+    let mut conn = 0;
+    let mut ask = |s: &mut Script, path: &str, method: &str, params: &str| {
+        conn += 1;
+        modern(s, conn, path, conn, method, params);
+        serve_children(s, &mut seen, &names);
+        String::from_utf8_lossy(&s.sent_to(Endpoint::Conn(ConnId(conn)))).into_owned()
+    };
+    for (path, name) in [
+        ("/servers/b/mcp", "b"),
+        ("/mcp", "a"),
+        ("/servers/a/mcp", "a"),
+    ] {
+        let discover = ask(&mut s, path, "server/discover", "");
+        assert!(discover.starts_with("HTTP/1.1 200"), "{discover}");
+        assert!(
+            discover.contains(&format!(r#""name":"{name}""#)),
+            "{path} discovers {name}: {discover}"
+        );
+        let call = ask(
+            &mut s,
+            path,
+            "tools/call",
+            &format!(r#""name":"who-{name}","arguments":{{}},"#),
+        );
+        assert!(call.starts_with("HTTP/1.1 200"), "{call}");
+        assert!(
+            call.contains(&format!(r#""text":"{name}""#)),
+            "{path} calls {name}'s tool: {call}"
+        );
+    }
+    // One pool child per server, each started for its own.
+    let spawns: Vec<ServerId> = s
+        .log
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Output::Spawn { server, .. } => Some(*server),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spawns, vec![ServerId(1), ServerId(0)], "{}", s.show());
+}
+
+#[test]
+fn a_removed_servers_sessions_are_drained_after_the_retire_timeout() {
+    let mut b = named("b", false, &[]);
+    b.config.ping_interval = None;
+    b.config.retire_timeout = Some(std::time::Duration::from_secs(60));
+    let mut s = relay(vec![named("a", true, &[]), b], &[]);
+    let (_, out) = request(&mut s, 1, "POST", "/servers/b/mcp", None, None, INIT);
+    let child = mcp_relay_tests::script::spawned_in(&out).expect("b's child");
+    s.spawned(child);
+    let to = Endpoint::Child(child);
+    let n = s.sent_to(to).len();
+    s.written(to, n);
+    s.child_data(
+        child,
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"serverInfo\":{\"name\":\"b\",\"version\":\"0\"}}}\n",
+    );
+    let closed = |s: &Script| {
+        s.log.iter().any(
+            |(_, o)| matches!(o, Output::Close { endpoint: Endpoint::Child(c) } if *c == child),
+        )
+    };
+    let servers = vec![(ServerId(0), named("a", true, &[]))];
+    s.input(mcp_relay_core::Input::Reconfigure { servers: &servers });
+    s.advance(std::time::Duration::from_secs(59));
+    assert!(
+        !closed(&s),
+        "b's session goes on within the timeout:\n{}",
+        s.show()
+    );
+    s.advance(std::time::Duration::from_secs(2));
+    assert!(closed(&s), "b's session is drained after it:\n{}", s.show());
+}

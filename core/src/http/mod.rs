@@ -187,19 +187,32 @@ impl HttpServer {
     /// The servers are now these (`--config` reloaded).
     pub(crate) fn set_routes(&mut self, servers: &[(ServerId, crate::NamedServer)]) {
         set_routes(&mut self.routes, &mut self.names, servers, true);
+        // A retired server's idle stateless children serve no one again (no request reaches
+        // a retired route without a session id); busy ones go when their request is over.
+        let idle: Vec<HttpKey> = self
+            .sessions
+            .iter()
+            .filter(|(k, s)| s.pool && !s.finished && s.busy.is_none() && !self.bridge.holds(**k))
+            .filter(|(_, s)| self.is_retired(s.token.server))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.finished = true;
+            }
+            self.end_session_by_client(key, "its server was left out of the configuration");
+        }
+    }
+
+    /// Whether a server was left out of the configuration.
+    fn is_retired(&self, server: ServerId) -> bool {
+        !self.routes.iter().any(|r| r.server == server && !r.retired)
     }
 
     /// A retired server is gone (its last session ended): its routes with it.
     pub(crate) fn forget_route(&mut self, server: ServerId) {
         self.routes.retain(|r| !(r.retired && r.server == server));
-    }
-
-    /// The server the bare `/mcp` reaches (the first when none is the default).
-    pub(crate) fn default_server(&self) -> ServerId {
-        self.routes
-            .iter()
-            .find(|r| r.default)
-            .map_or(ServerId(0), |r| r.server)
+        self.bridge.forget(server);
     }
 
     // ---- poll_* ----
@@ -1428,15 +1441,11 @@ impl HttpServer {
             ));
         }
         if let Some(version) = stateless::modern_version(head, entries) {
-            if token.server != self.default_server() {
-                return Err(reject(
-                    400,
-                    codes::INVALID_REQUEST,
-                    "mcp-relay: the 2026-07-28 (stateless) era is served at /mcp, for the default server only",
-                ));
-            }
             let batch = matches!(msg, Message::Batch(_));
-            return self.stateless_post(now, conn, head, &body, entries, batch, version, cors);
+            let server = token.server;
+            return self.stateless_post(
+                now, conn, server, head, &body, entries, batch, version, cors,
+            );
         }
         if let Some(v) = head.header("mcp-protocol-version") {
             if !SESSION_ERA_VERSIONS.contains(&v) {

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::message::{self, codes, Envelope, Kind, RawId};
 use crate::timer::Timer;
-use crate::ConnId;
+use crate::{ConnId, ServerId};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -42,19 +42,28 @@ const EVICT_AFTER: Duration = Duration::from_secs(5);
 const MAX_INPUT_REQUESTS: usize = 16;
 
 /// The part of the HTTP server that serves 2026-07-28 clients from session-era children.
+/// Each server (`/mcp` for the default one, `/servers/NAME/mcp`) has its own pool children,
+/// facts and listen streams; a request, a child and a listen stream each name their server.
 #[derive(Default)]
 pub(crate) struct Bridge {
-    /// What the server said of itself at the first pool child's `initialize`.
-    facts: Option<ServerFacts>,
     children: BTreeMap<HttpKey, PoolChild>,
     /// Open `subscriptions/listen` streams.
     listens: BTreeMap<StreamId, Listen>,
     /// Requests handed to children so far (names the ids children see).
     requests: u64,
+    /// What each server said of itself, and what watches its resources.
+    known: BTreeMap<ServerId, Known>,
+}
+
+/// What the bridge learnt of one server.
+#[derive(Default)]
+struct Known {
+    /// What the server said of itself at its first pool child's `initialize`.
+    facts: Option<ServerFacts>,
     /// Tools whose parameters are mirrored in `Mcp-Param-*` headers: parameter, header.
     mirrored: BTreeMap<String, Vec<(String, String)>>,
-    /// The child that watches resources for every listen stream, and what it was asked to
-    /// watch.
+    /// The child that watches resources for every listen stream of this server, and what it
+    /// was asked to watch.
     subscriber: Option<HttpKey>,
     subscribed: std::collections::BTreeSet<String>,
 }
@@ -87,6 +96,26 @@ impl Bridge {
         self.listens.len()
     }
 
+    /// The server a pool child serves.
+    fn server_of(&self, key: HttpKey) -> Option<ServerId> {
+        self.children.get(&key).map(|c| c.server)
+    }
+
+    fn known(&mut self, server: ServerId) -> &mut Known {
+        self.known.entry(server).or_default()
+    }
+
+    fn facts(&self, server: ServerId) -> Option<&ServerFacts> {
+        self.known.get(&server).and_then(|k| k.facts.as_ref())
+    }
+
+    /// A server is gone: what was learnt of it with it.
+    pub(crate) fn forget(&mut self, server: ServerId) {
+        self.known.remove(&server);
+    }
+}
+
+impl Known {
     /// Learns from a `tools/list` answer which tool parameters travel in headers too.
     fn learn_tools(&mut self, answer: &[u8]) {
         for (tool, params) in bridge::mirrored_params(answer) {
@@ -117,6 +146,7 @@ enum Phase {
 }
 
 struct PoolChild {
+    server: ServerId,
     phase: Phase,
     /// The client request it serves, from dispatch to its final answer.
     job: Option<Job>,
@@ -160,6 +190,7 @@ struct Asked {
 }
 
 struct Listen {
+    server: ServerId,
     id: RawId,
     filter: Filter,
     /// Resources whose updates it carries.
@@ -179,6 +210,7 @@ pub(crate) enum Work {
 /// A request waiting for a free child (or for the server's facts).
 pub(crate) struct Queued {
     pub(crate) conn: ConnId,
+    server: ServerId,
     pub(crate) line: Vec<u8>,
     pub(crate) id: RawId,
     pub(crate) headers: Vec<(&'static str, String)>,
@@ -392,6 +424,7 @@ impl HttpServer {
         &mut self,
         now: Instant,
         conn: ConnId,
+        server: ServerId,
         head: &Head,
         body: &[u8],
         entries: &[Envelope<'_>],
@@ -445,7 +478,8 @@ impl HttpServer {
             .and_then(|p| p.pointer("/_meta/progressToken"))
             .cloned();
         if method == "tools/call" {
-            if let Some(mirrored) = name.as_ref().and_then(|n| self.bridge.mirrored.get(n)) {
+            let mirrored = self.bridge.known.get(&server).map(|k| &k.mirrored);
+            if let Some(mirrored) = name.as_ref().and_then(|n| mirrored?.get(n)) {
                 let arguments = params.as_ref().and_then(|p| p.get("arguments"));
                 check_param_headers(head, &id, mirrored, arguments)?;
             }
@@ -469,6 +503,7 @@ impl HttpServer {
                 now,
                 conn,
                 RetryOf {
+                    server,
                     id,
                     state: state.to_owned(),
                     method: method.to_owned(),
@@ -496,6 +531,7 @@ impl HttpServer {
         };
         let queued = Queued {
             conn,
+            server,
             line: body.to_vec(),
             id,
             headers: cors.to_vec(),
@@ -505,7 +541,7 @@ impl HttpServer {
             meta,
             token,
         };
-        if !matches!(queued.work, Work::Forward) && self.bridge.facts.is_some() {
+        if !matches!(queued.work, Work::Forward) && self.bridge.facts(server).is_some() {
             self.answer_locally(queued);
             return Ok(());
         }
@@ -534,7 +570,7 @@ impl HttpServer {
 
     /// `server/discover` and `subscriptions/listen`, once the server's facts are known.
     fn answer_locally(&mut self, q: Queued) {
-        let Some(facts) = self.bridge.facts.clone() else {
+        let Some(facts) = self.bridge.facts(q.server).cloned() else {
             return;
         };
         match q.work {
@@ -556,37 +592,47 @@ impl HttpServer {
                 self.bridge.listens.insert(
                     stream,
                     Listen {
+                        server: q.server,
                         id: q.id,
                         filter,
                         resources,
                     },
                 );
                 self.stream_send(stream, &ack, false);
-                self.sync_subscriptions();
+                self.sync_subscriptions(q.server);
             }
             Work::Forward => {}
         }
     }
 
-    /// Hands queued requests to free children, starting children up to the pool size.
+    /// Hands queued requests to free children of their servers, starting children up to the
+    /// pool size (per server). Requests for one server are handed out in order; one that must
+    /// wait holds back only its own server's.
     pub(crate) fn pool_dispatch(&mut self, now: Instant) {
         for s in self.sessions.values_mut() {
             if s.cooldown_until.is_some_and(|t| t <= now) {
                 s.cooldown_until = None;
             }
         }
-        while let Some(next) = self.pool_queue.front() {
+        let mut blocked: std::collections::BTreeSet<ServerId> = Default::default();
+        let mut at = 0;
+        while let Some(next) = self.pool_queue.get(at) {
+            let server = next.server;
+            if blocked.contains(&server) {
+                at += 1;
+                continue;
+            }
             let still_waiting = self
                 .conns
                 .get(&next.conn)
                 .is_some_and(|c| matches!(c.state, ConnState::Queued));
             if !still_waiting {
-                self.pool_queue.pop_front();
+                self.pool_queue.remove(at);
                 continue;
             }
             let forward = matches!(next.work, Work::Forward);
-            if !forward && self.bridge.facts.is_some() {
-                if let Some(q) = self.pool_queue.pop_front() {
+            if !forward && self.bridge.facts(server).is_some() {
+                if let Some(q) = self.pool_queue.remove(at) {
                     self.answer_locally(q);
                 }
                 continue;
@@ -595,11 +641,11 @@ impl HttpServer {
                 .bridge
                 .children
                 .values()
-                .any(|c| c.phase == Phase::Ready);
+                .any(|c| c.server == server && c.phase == Phase::Ready);
             if !forward && ready {
                 // A child is serving, yet the server told nothing of itself: it refused
                 // initialize. There is nothing to answer from.
-                if let Some(q) = self.pool_queue.pop_front() {
+                if let Some(q) = self.pool_queue.remove(at) {
                     let mut r = reject(
                         500,
                         codes::SERVER_UNAVAILABLE,
@@ -620,11 +666,9 @@ impl HttpServer {
                                 && !s.finished
                                 && s.busy.is_none()
                                 && s.cooldown_until.is_none()
-                                && self
-                                    .bridge
-                                    .children
-                                    .get(k)
-                                    .is_some_and(|c| c.phase == Phase::Ready && c.job.is_none())
+                                && self.bridge.children.get(k).is_some_and(|c| {
+                                    c.server == server && c.phase == Phase::Ready && c.job.is_none()
+                                })
                         })
                         .map(|(k, _)| *k)
                 })
@@ -634,7 +678,9 @@ impl HttpServer {
                 let live: Vec<HttpKey> = self
                     .sessions
                     .iter()
-                    .filter(|(_, s)| s.pool && !s.finished)
+                    .filter(|(k, s)| {
+                        s.pool && !s.finished && self.bridge.server_of(**k) == Some(server)
+                    })
                     .map(|(k, _)| *k)
                     .collect();
                 let starting = live
@@ -646,22 +692,28 @@ impl HttpServer {
                             .is_some_and(|c| c.phase != Phase::Ready)
                     })
                     .count();
-                let wanted = self.pool_queue.len();
+                let wanted = self
+                    .pool_queue
+                    .iter()
+                    .filter(|q| q.server == server)
+                    .count();
                 if starting < wanted && live.len() < self.config.http.stateless_pool {
-                    self.new_pool_child(now);
+                    self.new_pool_child(now, server);
                 } else if forward && starting == 0 {
                     // Every child is busy or held for a retry: the longest-held request gives
                     // way (its retry will be told its requestState expired), so that clients
                     // that never retry cannot take the pool.
-                    if let Some(held) = self.longest_held() {
+                    if let Some(held) = self.longest_held(server) {
                         log::info!("stateless: every server is busy or held for a retry; the longest-held input_required request is given up");
                         self.evict(now, held);
                         continue;
                     }
                 }
-                return;
+                blocked.insert(server);
+                at += 1;
+                continue;
             };
-            let Some(q) = self.pool_queue.pop_front() else {
+            let Some(q) = self.pool_queue.remove(at) else {
                 return;
             };
             // No resumability in this era: no priming event.
@@ -716,11 +768,10 @@ impl HttpServer {
 
     /// Starts a pool child and initializes it with every client capability (see
     /// [`bridge::pool_initialize`]); it serves once it has settled.
-    fn new_pool_child(&mut self, now: Instant) -> HttpKey {
+    fn new_pool_child(&mut self, now: Instant, server: ServerId) -> HttpKey {
         let key = self.new_key();
         self.pool_started += 1;
         let label = format!("stateless#{}", self.pool_started);
-        let server = self.default_server();
         self.events
             .push_back(HttpEvent::Opened { key, label, server });
         self.sessions.insert(
@@ -752,6 +803,7 @@ impl HttpServer {
         self.bridge.children.insert(
             key,
             PoolChild {
+                server,
                 phase: Phase::Initializing,
                 job: None,
             },
@@ -786,6 +838,7 @@ impl HttpServer {
         let Some(child) = self.bridge.children.get_mut(&key) else {
             return;
         };
+        let server = child.server;
         match id.as_str() {
             Some(INIT_ID) => {
                 if child.phase != Phase::Initializing {
@@ -797,8 +850,9 @@ impl HttpServer {
                 }
                 child.phase = Phase::Settling;
                 let logging = facts.as_ref().is_some_and(ServerFacts::logging);
-                if self.bridge.facts.is_none() {
-                    self.bridge.facts = facts;
+                let known = self.bridge.known(server);
+                if known.facts.is_none() {
+                    known.facts = facts;
                 }
                 self.tell_child(
                     key,
@@ -809,7 +863,7 @@ impl HttpServer {
                 if logging {
                     self.tell_child(key, format!(r#"{{"jsonrpc":"2.0","id":"{LOG_LEVEL_ID}","method":"logging/setLevel","params":{{"level":"debug"}}}}"#).into_bytes());
                 }
-                let tools = self.bridge.facts.as_ref().is_some_and(ServerFacts::tools);
+                let tools = self.bridge.facts(server).is_some_and(ServerFacts::tools);
                 let settle = if tools {
                     // Its tools' header-mirrored parameters are checked on every call.
                     format!(r#"{{"jsonrpc":"2.0","id":"{SETTLE_ID}","method":"tools/list"}}"#)
@@ -823,13 +877,13 @@ impl HttpServer {
             }
             Some(LOG_LEVEL_ID | SUBSCRIPTION_ID) => {}
             Some(SETTLE_ID) => {
-                self.bridge.learn_tools(msg);
+                self.bridge.known(server).learn_tools(msg);
                 let Some(child) = self.bridge.children.get_mut(&key) else {
                     return;
                 };
                 if child.phase == Phase::Settling {
                     child.phase = Phase::Ready;
-                    self.sync_subscriptions();
+                    self.sync_subscriptions(server);
                     let now = self.now;
                     self.pool_dispatch(now);
                 }
@@ -844,7 +898,7 @@ impl HttpServer {
                     return;
                 }
                 if job.method == "tools/list" {
-                    self.bridge.learn_tools(msg);
+                    self.bridge.known(server).learn_tools(msg);
                 }
                 let Some(job) = self.bridge.job_mut(key) else {
                     return;
@@ -903,19 +957,21 @@ impl HttpServer {
 
     fn child_notification(&mut self, key: HttpKey, method: &str, v: &Value) {
         if bridge::is_listen_notification(method) {
-            let ready = self
+            let Some(server) = self
                 .bridge
                 .children
                 .get(&key)
-                .is_some_and(|c| c.phase == Phase::Ready);
-            if !ready {
+                .filter(|c| c.phase == Phase::Ready)
+                .map(|c| c.server)
+            else {
                 // Said while it registered what its capabilities allow: not news to anyone.
                 return;
-            }
+            };
             let updated = (method == "notifications/resources/updated")
                 .then(|| v.pointer("/params/uri").and_then(Value::as_str))
                 .flatten();
-            if method == "notifications/resources/updated" && self.bridge.subscriber != Some(key) {
+            let subscriber = self.bridge.known.get(&server).and_then(|k| k.subscriber);
+            if method == "notifications/resources/updated" && subscriber != Some(key) {
                 // One child watches for all clients; another's word would be a repeat.
                 return;
             }
@@ -924,7 +980,8 @@ impl HttpServer {
                 .listens
                 .iter()
                 .filter(|(stream, l)| {
-                    self.streams.contains_key(stream)
+                    l.server == server
+                        && self.streams.contains_key(stream)
                         && match updated {
                             Some(uri) => l.resources.iter().any(|w| bridge::update_matches(w, uri)),
                             None => l.filter.wants(method),
@@ -1122,6 +1179,10 @@ impl HttpServer {
             .sessions
             .get(&key)
             .is_none_or(|s| s.busy.is_some() || s.finished);
+        if self.bridge.server_of(key) != Some(r.server) {
+            // Another server's request: its route is not where this one continues.
+            return Err(invalid());
+        }
         let job = self.bridge.job_mut(key).ok_or_else(invalid)?;
         let genuine = job
             .secret
@@ -1240,6 +1301,16 @@ impl HttpServer {
             self.end_session_by_client(key, "it holds another client's roots");
             return;
         }
+        let server = s.token.server;
+        let retired = self.is_retired(server);
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if !s.finished && retired {
+            s.finished = true;
+            self.end_session_by_client(key, "its server was left out of the configuration");
+            return;
+        }
         // A request the server already answered (held for the retry; or answered for it by
         // the relay when its process died, whose replacement never saw the request) is over
         // on the server's side: there is nothing to cancel.
@@ -1274,13 +1345,14 @@ impl HttpServer {
         }
     }
 
-    /// The child held longest for a retry, if any is.
-    fn longest_held(&self) -> Option<HttpKey> {
+    /// The child of `server` held longest for a retry, if any is.
+    fn longest_held(&self, server: ServerId) -> Option<HttpKey> {
         self.bridge
             .children
             .iter()
             .filter(|(k, c)| {
-                c.job.as_ref().is_some_and(|j| j.secret.is_some())
+                c.server == server
+                    && c.job.as_ref().is_some_and(|j| j.secret.is_some())
                     && self
                         .sessions
                         .get(k)
@@ -1339,10 +1411,17 @@ impl HttpServer {
 
     /// A pool child's session is gone: what it held is forgotten.
     pub(super) fn pool_child_gone(&mut self, key: HttpKey) {
-        self.bridge.children.remove(&key);
+        let Some(child) = self.bridge.children.remove(&key) else {
+            return;
+        };
         self.timers.set(HttpTimer::Input(key), None);
-        if self.bridge.subscriber == Some(key) {
-            self.sync_subscriptions();
+        let subscriber = self
+            .bridge
+            .known
+            .get(&child.server)
+            .and_then(|k| k.subscriber);
+        if subscriber == Some(key) {
+            self.sync_subscriptions(child.server);
         }
     }
 
@@ -1359,13 +1438,14 @@ impl HttpServer {
 
     /// Forgets listen streams whose connection is gone.
     pub(super) fn listen_gone(&mut self, stream: StreamId) {
-        if self.bridge.listens.remove(&stream).is_some() {
-            self.sync_subscriptions();
+        if let Some(l) = self.bridge.listens.remove(&stream) {
+            self.sync_subscriptions(l.server);
         }
     }
 
-    /// Keeps one ready child subscribed to exactly the resources some listen stream watches.
-    fn sync_subscriptions(&mut self) {
+    /// Keeps one ready child of `server` subscribed to exactly the resources some listen
+    /// stream of that server watches.
+    fn sync_subscriptions(&mut self, server: ServerId) {
         let live: Vec<StreamId> = self.bridge.listens.keys().copied().collect();
         for stream in live {
             if !self.streams.contains_key(&stream) {
@@ -1376,37 +1456,35 @@ impl HttpServer {
             .bridge
             .listens
             .values()
+            .filter(|l| l.server == server)
             .flat_map(|l| l.resources.iter().cloned())
             .collect();
         let usable = |k: &HttpKey| {
             self.bridge
                 .children
                 .get(k)
-                .is_some_and(|c| c.phase == Phase::Ready)
+                .is_some_and(|c| c.server == server && c.phase == Phase::Ready)
                 && self.sessions.get(k).is_some_and(|s| !s.finished)
         };
-        if !self.bridge.subscriber.as_ref().is_some_and(usable) {
-            self.bridge.subscribed.clear();
-            self.bridge.subscriber = None;
-            if wanted.is_empty() {
-                return;
-            }
-            self.bridge.subscriber = self.bridge.children.keys().copied().find(usable);
+        let current = self.bridge.known.get(&server).and_then(|k| k.subscriber);
+        let subscriber = match current.filter(usable) {
+            Some(k) => Some(k),
+            None if wanted.is_empty() => None,
+            None => self.bridge.children.keys().copied().find(usable),
+        };
+        let known = self.bridge.known(server);
+        if known.subscriber != subscriber || subscriber.is_none() {
+            known.subscribed.clear();
         }
-        let Some(key) = self.bridge.subscriber else {
+        known.subscriber = subscriber;
+        let Some(key) = subscriber else {
             return;
         };
         let (add, drop): (Vec<String>, Vec<String>) = (
-            wanted
-                .difference(&self.bridge.subscribed)
-                .cloned()
-                .collect(),
-            self.bridge
-                .subscribed
-                .difference(&wanted)
-                .cloned()
-                .collect(),
+            wanted.difference(&known.subscribed).cloned().collect(),
+            known.subscribed.difference(&wanted).cloned().collect(),
         );
+        known.subscribed = wanted;
         for (uris, method) in [
             (add, "resources/subscribe"),
             (drop, "resources/unsubscribe"),
@@ -1418,7 +1496,6 @@ impl HttpServer {
                 self.tell_child(key, line.to_string().into_bytes());
             }
         }
-        self.bridge.subscribed = wanted;
     }
 
     /// Writes a complete response with owned headers.
@@ -1440,6 +1517,8 @@ pub(super) const LISTENERS: HttpKey = HttpKey(u64::MAX);
 
 /// A retry of a request held for the client's input.
 struct RetryOf {
+    /// The server whose route the retry came to.
+    server: ServerId,
     id: RawId,
     state: String,
     method: String,

@@ -562,6 +562,7 @@ fuzz_target!(|data: &[u8]| {
         // Small enough that connections past it are refused; idle closes when probes are on.
         max_connections: 6,
         idle_timeout: (conf & 16 != 0).then(|| Duration::from_millis(900)),
+        retire_timeout: Some(Duration::from_millis(1500)),
         seed: [7; 32],
         remote: None,
         servers: Vec::new(),

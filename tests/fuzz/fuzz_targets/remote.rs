@@ -1351,6 +1351,7 @@ fuzz_target!(|data: &[u8]| {
         prespawn: 0,
         max_connections: 6,
         idle_timeout: None,
+        retire_timeout: None,
         seed: [7; 32],
         remote: Some(remote),
         servers: Vec::new(),
