@@ -9,6 +9,11 @@
 //!   must see its own server's serverInfo, tools and answers. The MCP Inspector CLI lists the
 //!   tools of each route, three runs at once. A session id of one server is unknown to the
 //!   others.
+//! - The 2026-07-28 era on every route: the Python SDK 2.x pinned to it (no initialize, no
+//!   session) on each `/servers/NAME/mcp` and `/mcp` at once, each answered by its own
+//!   server; the TypeScript SDK 2.x's whole suite (tests/node/v2_client.mjs) on a route that
+//!   is not the default.
+//! - A removed server's session is drained after `retire_timeout`, and the server goes.
 //! - No cross-talk under load: 10 sessions per server at once, each making 3 calls whose
 //!   arguments name the session and the call; every answer must be the one asked for, from
 //!   the server asked.
