@@ -402,6 +402,13 @@ fn serve_children(
                     "tools/list" => json!({"tools": [
                         {"name": format!("who-{name}"), "inputSchema": {"type": "object"}}
                     ]}),
+                    "tools/call" if msg["params"]["name"] == "ask" => {
+                        // Asks the client first: the answer waits for its retry.
+                        let ask = json!({"jsonrpc": "2.0", "id": "q1", "method": "elicitation/create",
+                            "params": {"message": "sure?", "requestedSchema": {"type": "object", "properties": {}}}});
+                        s.child_data(child, format!("{ask}\n").as_bytes());
+                        continue;
+                    }
                     "tools/call" => json!({"content": [{"type": "text", "text": name}]}),
                     _ => json!({}),
                 };
@@ -421,7 +428,7 @@ fn serve_children(
 fn modern(s: &mut Script, conn: u64, path: &str, id: u64, method: &str, params: &str) -> String {
     s.accept_http(conn);
     let body = format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{{params}"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{{params}"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{"elicitation":{{}}}}}}}}}}"#
     );
     let name = if method == "tools/call" {
         params
@@ -520,4 +527,56 @@ fn a_removed_servers_sessions_are_drained_after_the_retire_timeout() {
     );
     s.advance(std::time::Duration::from_secs(2));
     assert!(closed(&s), "b's session is drained after it:\n{}", s.show());
+}
+
+#[test]
+fn a_request_state_is_honoured_only_on_the_route_that_issued_it() {
+    let mut s = relay(vec![named("a", true, &[]), named("b", false, &[])], &[]);
+    let names = [(ServerId(0), "a"), (ServerId(1), "b")]
+        .into_iter()
+        .collect();
+    let mut seen = Default::default();
+    let caps = r#""name":"ask","arguments":{},"#;
+    modern(&mut s, 1, "/servers/b/mcp", 1, "tools/call", caps);
+    serve_children(&mut s, &mut seen, &names);
+    // The round of requests to the client is gathered for a moment.
+    s.advance(std::time::Duration::from_secs(1));
+    let sent = String::from_utf8_lossy(&s.sent_to(Endpoint::Conn(ConnId(1)))).into_owned();
+    let state = sent
+        .split("\"requestState\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("an input_required answer: {sent}"))
+        .to_owned();
+    let body = sent.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let asked = body
+        .split("\"inputRequests\":{\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("an input request: {body}"));
+    let retry = format!(
+        r#""name":"ask","arguments":{{}},"requestState":"{state}","inputResponses":{{"{asked}":{{"action":"accept","content":{{}}}}}},"#
+    );
+    for (conn, path) in [(2, "/servers/a/mcp"), (3, "/mcp")] {
+        let answer = modern(&mut s, conn, path, conn, "tools/call", &retry);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(
+            answer.contains("requestState is not one this relay issued"),
+            "{answer}"
+        );
+    }
+    // On its own route it resumes the request (the child gets the client's answer).
+    modern(&mut s, 4, "/servers/b/mcp", 4, "tools/call", &retry);
+    let child_in = s
+        .log
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Output::Send {
+                to: Endpoint::Child(_),
+                data,
+            } => Some(String::from_utf8_lossy(data).into_owned()),
+            _ => None,
+        })
+        .collect::<String>();
+    assert!(child_in.contains(r#""id":"q1""#), "{child_in}");
 }
