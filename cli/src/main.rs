@@ -2,6 +2,7 @@
 
 mod check;
 mod config;
+mod instance;
 mod servers;
 mod servers_file;
 mod signals;
@@ -301,6 +302,11 @@ struct Args {
     #[argh(option, default = "HttpConfig::default().stateless_pool")]
     stateless_pool: usize,
 
+    /// HTTP: this relay's name among several behind a load balancer, put before every session
+    /// id as `ID.` (default: the host name and the first HTTP port, like web1-8080)
+    #[argh(option, from_str_fn(instance_id))]
+    instance_id: Option<String>,
+
     /// HTTP: do not serve /healthz
     #[argh(switch)]
     no_healthz: bool,
@@ -334,6 +340,10 @@ const AUTH_TOKEN_VAR: &str = "MCP_RELAY_AUTH_TOKEN";
 
 /// The environment variable that may hold the bearer token sent to a remote (`--connect`).
 const REMOTE_TOKEN_VAR: &str = "API_ACCESS_TOKEN";
+
+fn instance_id(s: &str) -> Result<String, String> {
+    instance::parse(s)
+}
 
 fn parse_listen(s: &str) -> Result<Listen, String> {
     config::parse_listen(s)
@@ -665,6 +675,13 @@ fn validate(
             });
         }
     }
+    let instance_id = args.instance_id.clone().unwrap_or_else(|| {
+        let port = listen
+            .iter()
+            .find(|l| l.transport == Transport::Http)
+            .map(|l| l.addr.port());
+        instance::derive(&instance::host_name(), port)
+    });
     let mut auth_tokens = args.auth_token;
     auth_tokens.extend(env_token);
     if let Some(path) = &args.auth_token_file {
@@ -777,6 +794,7 @@ fn validate(
                 healthz: !args.no_healthz,
                 metrics: !args.no_metrics,
                 stateless_pool: args.stateless_pool,
+                instance_id,
             },
             prespawn: args.prespawn,
             max_connections: args.max_connections,
@@ -946,6 +964,7 @@ fn flag_of(e: &ConfigError) -> &'static str {
         "http.header_timeout" => "--header-timeout",
         "http.replay_buffer" => "--max-buffered",
         "http.stateless_pool" => "--stateless-pool",
+        "http.instance_id" => "--instance-id",
         "remote.urls" => "--connect",
         "remote.transport" => "--transport",
         "remote.headers" => "--header",
@@ -1120,7 +1139,7 @@ mod tests {
         };
         let untouched = parse(&[]);
         // Defaults that are words, not values.
-        let prose = ["--cwd", "--allow-host", "--log-level"];
+        let prose = ["--cwd", "--allow-host", "--log-level", "--instance-id"];
         let mut checked = 0;
         for (flag, text) in help_flags() {
             let Some(stated) = text
@@ -1462,11 +1481,14 @@ mod tests {
     #[test]
     fn no_flags_means_the_core_defaults() {
         let config = validated(&[]).expect("valid");
-        let ours = Config {
+        let mut ours = Config {
             server_label: String::new(),
             seed: [0; 32],
             ..config.core
         };
+        // Derived from this machine's name (the core has no default name).
+        assert!(!ours.http.instance_id.is_empty());
+        ours.http.instance_id.clear();
         let core = Config {
             server_label: String::new(),
             ..Config::default()

@@ -437,6 +437,7 @@ const SETTINGS: &[Setting] = {
         setting("sse-keepalive", One, Relay),
         setting("header-timeout", One, Relay),
         setting("stateless-pool", One, Relay),
+        setting("instance-id", One, Relay),
         setting("no-healthz", Switch, Relay),
         setting("no-metrics", Switch, Relay),
         setting("log-level", One, Relay),

@@ -156,6 +156,10 @@ pub struct HttpConfig {
     pub metrics: bool,
     /// Most children serving stateless (2026-07-28) requests, one request each at a time.
     pub stateless_pool: usize,
+    /// Names this relay among several behind one load balancer: every session id (and
+    /// `requestState`) it issues starts with `ID.`, so that the balancer can send a session's
+    /// requests to the relay that made it. Empty: no prefix. 1 to 32 of `A-Z a-z 0-9 _ -`.
+    pub instance_id: String,
 }
 
 impl Default for HttpConfig {
@@ -172,6 +176,7 @@ impl Default for HttpConfig {
             healthz: true,
             metrics: true,
             stateless_pool: 4,
+            instance_id: String::new(),
         }
     }
 }
@@ -239,6 +244,12 @@ impl Config {
         }
         if h.max_sessions == 0 {
             return err("http.max_sessions", "must be at least 1");
+        }
+        if !valid_instance_id(&h.instance_id) {
+            return err(
+                "http.instance_id",
+                "must be 1 to 32 of A-Z a-z 0-9 _ - (it starts every session id)",
+            );
         }
         if h.stateless_pool == 0 {
             return err("http.stateless_pool", "must be at least 1");
@@ -382,6 +393,15 @@ pub struct Stats {
     pub bytes_to_server: u64,
     /// Bytes from servers handed to clients.
     pub bytes_to_client: u64,
+}
+
+/// An instance id: empty (none), or 1 to 32 of `A-Z a-z 0-9 _ -` (no `.`, which ends it in a
+/// session id).
+pub(crate) fn valid_instance_id(id: &str) -> bool {
+    id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]

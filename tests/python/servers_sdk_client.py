@@ -11,7 +11,8 @@ PLAN_JSON is a list of targets:
       "transport": "streamable",            # or "sse" (the legacy HTTP+SSE client), or
                                             # "modern" (a 2026-07-28 client, mcp 2.x only)
       "sessions": 10,                       # default 1
-      "calls": [{"name": "echo", "arguments": {"message": "demo-{s}-{c}"}}],
+      "calls": [{"name": "echo", "arguments": {"message": "demo-{s}-{c}"}},
+                {"name": "slow", "arguments": {...}, "progress": true}],  # counts progress
       "repeat": 3}]                         # each call this many times; default 1
 
 In every string of a call's arguments, ``{s}`` becomes the session's number (from 0) and
@@ -43,6 +44,11 @@ from typing import Any
 
 import anyio
 from mcp import ClientSession
+
+try:  # mcp 2.x: the wire types live in `mcp_types`.
+    import mcp_types as types
+except ImportError:  # mcp 1.x
+    import mcp.types as types  # type: ignore
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -90,6 +96,19 @@ def emit(line: dict[str, Any]) -> None:
     print(json.dumps(line), flush=True)
 
 
+async def on_sampling(context: Any, params: Any) -> Any:
+    """Answers a server's sampling request with the prompt it was given, echoed."""
+    prompt = ""
+    if params.messages:
+        prompt = getattr(params.messages[-1].content, "text", "") or ""
+    return types.CreateMessageResult(
+        role="assistant",
+        content=types.TextContent(type="text", text=f"sampled: {prompt}"),
+        model="mcp-relay-test-model",
+        stop_reason="endTurn",
+    )
+
+
 async def one_session(target: dict[str, Any], s: int, barrier: Barrier, failures: list[str]) -> None:
     label = target["label"]
     transport = target.get("transport", "streamable")
@@ -109,7 +128,7 @@ async def one_session(target: dict[str, Any], s: int, barrier: Barrier, failures
     try:
         cm = _streamable(target["url"]) if transport == "streamable" else sdk_sse.sse_client(target["url"])
         async with cm as streams:
-            async with ClientSession(streams[0], streams[1]) as session:
+            async with ClientSession(streams[0], streams[1], sampling_callback=on_sampling) as session:
                 init = await session.initialize()
                 info = field_of(init, "server_info", "serverInfo")
                 tools = [t.name for t in (await session.list_tools()).tools]
@@ -119,7 +138,16 @@ async def one_session(target: dict[str, Any], s: int, barrier: Barrier, failures
                 results = []
                 for i, call in enumerate(target.get("calls", [])):
                     for c in range(int(target.get("repeat", 1))):
-                        result = await session.call_tool(call["name"], substitute(call.get("arguments", {}), s, c))
+                        progress: list[float] = []
+
+                        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                            progress.append(done)
+
+                        result = await session.call_tool(
+                            call["name"],
+                            substitute(call.get("arguments", {}), s, c),
+                            progress_callback=on_progress if call.get("progress") else None,
+                        )
                         texts = [x.text for x in result.content if getattr(x, "type", None) == "text"]
                         results.append(
                             {
@@ -127,6 +155,7 @@ async def one_session(target: dict[str, Any], s: int, barrier: Barrier, failures
                                 "repeat": c,
                                 "text": "\n".join(texts),
                                 "is_error": bool(field_of(result, "is_error", "isError")),
+                                "progress": len(progress),
                             }
                         )
                 emit(

@@ -273,12 +273,29 @@ impl HttpServer {
             .map(|c| c.inbuf.len() + c.body.len() + c.out.load())
     }
 
-    /// A fresh session id: 128 bits from the CSPRNG, as 32 hex digits.
+    /// A fresh session id: 128 bits from the CSPRNG, as 32 hex digits, after `ID.` when the
+    /// relay has an instance id.
     fn new_session_id(&mut self) -> String {
         let mut bytes = [0u8; 16];
         self.rng.fill_bytes(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}{hex}", self.instance_prefix())
     }
+
+    /// `ID.` for an instance id, or nothing.
+    fn instance_prefix(&self) -> String {
+        match self.config.http.instance_id.as_str() {
+            "" => String::new(),
+            id => format!("{id}."),
+        }
+    }
+}
+
+/// The first 8 random digits of a session id, for logs (never the whole id: it is the
+/// session's only credential when no token is set).
+fn short_id(id: &str) -> &str {
+    let random = id.rsplit('.').next().unwrap_or(id);
+    random.get(..8).unwrap_or(random)
 }
 
 struct Conn {
@@ -1339,7 +1356,7 @@ impl HttpServer {
         }
         let id = self.new_session_id();
         let key = self.new_key();
-        let label = format!("session {}…", &id[..8]);
+        let label = format!("session {}…", short_id(&id));
         self.events.push_back(HttpEvent::Opened {
             key,
             label,
@@ -1741,6 +1758,9 @@ impl HttpServer {
         let stream = self.new_stream(key, StreamKind::Legacy, Some(conn), false);
         if let Some(st) = self.streams.get_mut(&stream) {
             st.extra_headers = cors.to_vec();
+            // Not part of the legacy transport: a load balancer learns the session from it
+            // (HAProxy's `stick store-response`), as it does for Streamable HTTP.
+            st.extra_headers.push(("Mcp-Session-Id", id.clone()));
         }
         if let Some(s) = self.sessions.get_mut(&key) {
             s.get_stream = Some(stream);
@@ -2349,7 +2369,7 @@ impl HttpServer {
                                 match s.pending.pop_front() {
                                     Some(old) => {
                                         s.pending_bytes -= old.len();
-                                        log::warn!("session {}…: no GET stream open and its buffer is full; dropped a message", &s.id[..8]);
+                                        log::warn!("session {}…: no GET stream open and its buffer is full; dropped a message", short_id(&s.id));
                                     }
                                     None => break,
                                 }
@@ -2401,7 +2421,7 @@ impl HttpServer {
     /// The client ended the session (DELETE, expiry, its legacy stream closed).
     fn end_session_by_client(&mut self, key: HttpKey, why: &str) {
         if let Some(s) = self.sessions.get_mut(&key) {
-            log::info!("session {}…: ended: {why}", &s.id[..8]);
+            log::info!("session {}…: ended: {why}", short_id(&s.id));
             let id = s.id.clone();
             self.ids.remove(&id);
         }

@@ -1125,10 +1125,10 @@ impl HttpServer {
             return;
         }
         let secret = self.new_secret();
+        let state = format!("{}{}.{secret}", self.instance_prefix(), key.0);
         let Some(job) = self.bridge.job_mut(key) else {
             return;
         };
-        let state = format!("{}.{secret}", key.0);
         job.secret = Some(secret);
         let asks: Vec<(String, Value)> = job
             .asked
@@ -1173,7 +1173,18 @@ impl HttpServer {
             e.id = Some(r.id.clone());
             e
         };
-        let (k, secret) = r.state.split_once('.').ok_or_else(invalid)?;
+        let (k, secret) = match r.state.rsplitn(3, '.').collect::<Vec<_>>()[..] {
+            [secret, k] if self.config.http.instance_id.is_empty() => (k, secret),
+            [secret, k, instance] if instance == self.config.http.instance_id => (k, secret),
+            [_, _, instance] => {
+                let mut e = invalid();
+                e.message = format!(
+                    "mcp-relay: this requestState was issued by relay instance {instance:?}, not by this one; a load balancer must send a retry to the relay that issued it"
+                );
+                return Err(e);
+            }
+            _ => return Err(invalid()),
+        };
         let key = HttpKey(k.parse().map_err(|_| invalid())?);
         let attached = self
             .sessions
