@@ -216,6 +216,25 @@ fn access_log_has_a_line_per_request_and_message_lines_are_off_by_default() {
         "{line}"
     );
 
+    // A client that leaves before any answer: 499. (It leaves in the middle of its body,
+    // once `100 Continue` says the relay has its head.)
+    let mut gone = relay.connect();
+    let gone_local = gone.stream().local_addr().expect("local address");
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMcp-Session-Id: {session}\r\n\
+         Expect: 100-continue\r\nContent-Length: 50\r\n\r\n{{\"jsonrpc\"",
+        relay.addr
+    );
+    gone.send_raw(head.as_bytes());
+    assert_eq!(gone.read_head().status, 100);
+    drop(gone);
+    let line = relay.wait_log(&format!("{gone_local} \"POST /mcp\" 499 "), DEADLINE);
+    assert!(
+        line.ends_with(&format!("session={}…", &session[..8])),
+        "{line}"
+    );
+
     // A head the relay cannot read.
     let mut bad = relay.connect();
     let bad_local = bad.stream().local_addr().expect("local address");
@@ -303,8 +322,14 @@ fn json_format_lines_parse_with_their_fields() {
 /// name it (or not): `matching` says whether it names that pipe.
 fn relay_on_pipe(matching: bool) -> (std::process::Child, Arc<Log>) {
     let mut fds = [0; 2];
-    // SAFETY: pipe(2) fills the two descriptors on success.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // Close-on-exec: other tests' processes started meanwhile must not inherit it (the
+    // relay gets its write end as its stderr, which clears the flag for it alone).
+    // SAFETY: pipe2(2) fills the two descriptors on success.
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+        0,
+        "pipe2"
+    );
     // SAFETY: both descriptors were just created and are owned here only.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
