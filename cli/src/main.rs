@@ -3,6 +3,7 @@
 mod check;
 mod config;
 mod instance;
+mod logging;
 mod servers;
 mod servers_file;
 mod signals;
@@ -29,7 +30,9 @@ use std::time::Duration;
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "mcp-relay --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --connect http://mcp.example.com/mcp --header 'Authorization: Bearer ${{TOKEN}}'",
-    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT (tls:// over TLS). https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key; SIGHUP re-reads them (and\n--tls-client-ca) without dropping sessions. SIGINT and SIGTERM drain and stop; a second\none stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it."
+    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT (tls:// over TLS). https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key; SIGHUP re-reads them (and\n--tls-client-ca) without dropping sessions. SIGINT and SIGTERM drain and stop; a second\none stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it. HTTP
+requests are logged one line each (target mcp_relay::access; RUST_LOG=info,mcp_relay::access=off
+silences them). Under systemd (JOURNAL_STREAM) text lines carry no timestamp."
 )]
 struct Args {
     /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC),
@@ -323,6 +326,20 @@ struct Args {
     #[argh(switch)]
     debug: bool,
 
+    /// log format: text (default; no timestamp when stderr is the systemd journal) or json
+    /// (one object per line: timestamp, level, target, message and the line's fields)
+    #[argh(
+        option,
+        from_str_fn(parse_log_format),
+        default = "logging::Format::Text"
+    )]
+    log_format: logging::Format,
+
+    /// log one line per JSON-RPC message: direction, session, method, id, size, and the
+    /// latency of answers (target mcp_relay::messages; payloads too at --log-level trace)
+    #[argh(switch)]
+    log_messages: bool,
+
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -356,6 +373,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 fn parse_size(s: &str) -> Result<usize, String> {
     config::parse_size(s)
+}
+fn parse_log_format(s: &str) -> Result<logging::Format, String> {
+    logging::parse_format(s)
 }
 fn parse_transport(s: &str) -> Result<RemoteTransport, String> {
     RemoteTransport::parse(s)
@@ -549,19 +569,15 @@ impl TlsReload {
 }
 
 fn init_logging(args: &Args) {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if let Some(level) = args.log_level {
-        builder.filter_level(level);
-    }
-    if args.debug {
-        builder.filter_level(log::LevelFilter::Debug);
-    }
-    // Stderr, always: in client mode stdout is the local client's connection.
-    builder
-        .target(env_logger::Target::Stderr)
-        .format_target(false)
-        .init();
+    let opts = logging::Options {
+        level: args.log_level,
+        debug: args.debug,
+        format: args.log_format,
+        messages: args.log_messages,
+    };
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let journal = std::env::var("JOURNAL_STREAM").ok();
+    logging::init(&opts, rust_log.as_deref(), journal.as_deref());
 }
 
 /// `env_token`: the value `MCP_RELAY_AUTH_TOKEN` had at startup; `env` reads the

@@ -442,6 +442,8 @@ const SETTINGS: &[Setting] = {
         setting("no-metrics", Switch, Relay),
         setting("log-level", One, Relay),
         setting("debug", Switch, Relay),
+        setting("log-format", One, Relay),
+        setting("log-messages", Switch, Relay),
         setting("watch-config", Switch, Relay),
     ]
 };

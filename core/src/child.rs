@@ -138,6 +138,10 @@ impl Child {
         match self.state {
             State::Spawning { kill, .. } => self.state = State::Spawning { stop: true, kill },
             State::Running { pid } => {
+                log::debug!(
+                    "{} (pid {pid}): stopping: its stdin closes once what is queued is written",
+                    self.id
+                );
                 self.state = State::Stopping {
                     pid,
                     stage: Stage::StdinClosed,
@@ -154,6 +158,10 @@ impl Child {
         if !matches!(self.state, State::Spawning { .. }) {
             return false;
         }
+        log::debug!(
+            "{}: no longer wanted before it started; not started",
+            self.id
+        );
         out.push_back(Output::Cancel { child: self.id });
         self.state = State::Cancelled;
         self.abandon_output();
@@ -180,6 +188,10 @@ impl Child {
             deadline: None,
         } = self.state
         {
+            log::debug!(
+                "{} (pid {pid}): stdin closed; SIGTERM in {grace:?} if it is still running",
+                self.id
+            );
             self.state = State::Stopping {
                 pid,
                 stage: Stage::StdinClosed,
@@ -197,6 +209,7 @@ impl Child {
                 stage: Stage::StdinClosed,
                 ..
             } => {
+                log::debug!("{} (pid {pid}): sending SIGTERM at once (hung)", self.id);
                 out.push_back(Output::Signal {
                     child: self.id,
                     signal: Signal::Term,
@@ -227,6 +240,7 @@ impl Child {
                 stage: Stage::StdinClosed | Stage::Termed,
                 ..
             } => {
+                log::debug!("{} (pid {pid}): sending SIGKILL at once", self.id);
                 out.push_back(Output::Signal {
                     child: self.id,
                     signal: Signal::Kill,
@@ -251,6 +265,10 @@ impl Child {
         if matches!(self.state, State::Exited { .. } | State::Failed { .. }) {
             return;
         }
+        log::debug!(
+            "{} {status}; SIGKILL to what is left of its process group",
+            self.id
+        );
         // Grandchildren (npx, uvx, a shell) may outlive the process we started: the group goes
         // with it.
         out.push_back(Output::Signal {

@@ -54,6 +54,7 @@ mod deadlines;
 mod framing;
 mod http;
 pub mod message;
+mod msglog;
 mod outbound;
 mod pool;
 mod relay;
@@ -68,6 +69,13 @@ mod supervisor;
 mod timer;
 
 pub use config::{Config, ConfigError, HttpConfig, NamedServer, Stats};
+
+/// The log targets an operator filters on by name (`RUST_LOG=info,mcp_relay::access=off`):
+/// message lines (`--log-messages`) and the HTTP access log.
+pub mod log_targets {
+    pub use crate::http::access::TARGET as ACCESS;
+    pub use crate::msglog::TARGET as MESSAGES;
+}
 pub use framing::{Flow, Frame, LineFramer};
 pub use http::SESSION_ERA_VERSIONS;
 pub use relay::Relay;

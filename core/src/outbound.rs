@@ -24,6 +24,8 @@ pub(crate) struct Outbound {
     closed: bool,
     high_water: usize,
     loaded: bool,
+    /// Every byte ever staged (what the HTTP access log counts as sent).
+    staged_total: u64,
 }
 
 impl Outbound {
@@ -38,6 +40,7 @@ impl Outbound {
             closed: false,
             high_water: high_water.max(1),
             loaded: false,
+            staged_total: 0,
         }
     }
 
@@ -73,10 +76,16 @@ impl Outbound {
         !self.gone && !self.closed && !self.close_when_flushed
     }
 
+    /// Every byte staged so far.
+    pub(crate) fn staged_total(&self) -> u64 {
+        self.staged_total
+    }
+
     /// Stages bytes; dropped if the sink is gone or closing.
     pub(crate) fn stage(&mut self, bytes: &[u8]) {
         if self.accepts() {
             self.staged.extend_from_slice(bytes);
+            self.staged_total += bytes.len() as u64;
         }
     }
 
@@ -86,6 +95,7 @@ impl Outbound {
             self.staged.reserve(line.len() + 1);
             self.staged.extend_from_slice(line);
             self.staged.push(b'\n');
+            self.staged_total += line.len() as u64 + 1;
         }
     }
 

@@ -14,6 +14,7 @@ use crate::client::{ClientSide, Route};
 use crate::config::{Config, Stats};
 use crate::framing::{Flow, Frame, LineFramer};
 use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
+use crate::msglog;
 use crate::remote::Inbound;
 use crate::requests::Requests;
 use crate::server::{Hang, Limits, ServerEnd, ServerSide};
@@ -193,6 +194,8 @@ struct Link {
     /// Since when client messages have been held for a remote that is not reachable now
     /// (they are answered with an error after `--connect-timeout`).
     held_since: Option<Instant>,
+    /// When requests were seen, for `--log-messages` latencies (empty while it is off).
+    msglog: msglog::Sent,
 }
 
 #[derive(Debug, Default)]
@@ -280,6 +283,7 @@ impl Session {
                 },
                 replaced: false,
                 held_since: None,
+                msglog: msglog::Sent::default(),
             },
         }
     }
@@ -887,6 +891,10 @@ impl Link {
                 _ => {}
             }
         }
+        if msglog::enabled() {
+            let dir = msglog::Direction::ToServer;
+            self.msglog.log(&self.label, dir, &msg, line, ctx.now);
+        }
         if let Phase::Ended { reason, .. } = &self.phase {
             let reason = reason.to_string();
             if self.answer_unavailable(entries, &reason) {
@@ -1173,6 +1181,10 @@ impl Link {
             }
         }
         if forward && !matches!(self.phase, Phase::Replaying { .. }) {
+            if msglog::enabled() {
+                let dir = msglog::Direction::ToClient;
+                self.msglog.log(&self.label, dir, &msg, line, ctx.now);
+            }
             ctx.stats.messages_to_client += 1;
             ctx.stats.bytes_to_client += line.len() as u64 + 1;
             let route = match &msg {
@@ -1519,6 +1531,11 @@ impl Link {
         let id = self.requests.own_id("init");
         match message::with_id(&request, id.as_str()) {
             Some(line) => {
+                log::debug!(
+                    "{}: replaying the client's initialize to {}; its messages wait until it answers",
+                    self.label,
+                    self.server
+                );
                 self.server.stage_line(&line);
                 self.phase = Phase::Replaying {
                     init_id: id,
@@ -1561,6 +1578,7 @@ impl Link {
     /// No server will serve this session again.
     fn end(&mut self, reason: EndReason, ctx: &mut Ctx<'_>) {
         let text = reason.to_string();
+        log::debug!("{}: no server will serve it again: {text}", self.label);
         self.fail_in_flight_with(codes::SERVER_FAILED, &text);
         let held = self.requests.drop_held();
         self.answer_all(held, codes::SERVER_UNAVAILABLE, &text);
@@ -1582,6 +1600,13 @@ impl Link {
 
     /// Answers each request with an error made by the relay.
     fn answer_all(&mut self, ids: Vec<RawId>, code: i64, message: &str) {
+        if !ids.is_empty() {
+            log::debug!(
+                "{}: the relay answers {} request(s) with error {code}: {message}",
+                self.label,
+                ids.len()
+            );
+        }
         self.requests
             .answer_all(ids, code, message, &mut self.client);
     }
@@ -1633,6 +1658,20 @@ impl Link {
         let conn_open = !self.client.is_finished();
         if conn_open && conn_pause != self.conn_paused {
             self.conn_paused = conn_pause;
+            if log::log_enabled!(log::Level::Debug) {
+                let why = if !conn_pause {
+                    "resumed reading the client"
+                } else if self.server.is_loaded() || held_full {
+                    "paused reading the client: the server is not taking input fast enough"
+                } else if self.client.is_loaded() || client_backlog {
+                    "paused reading the client: it is not reading its answers"
+                } else if waiting >= ctx.config.max_in_flight {
+                    "paused reading the client: --max-in-flight requests wait for answers"
+                } else {
+                    "paused reading the client: it closed its side"
+                };
+                log::debug!("{}: {why}", self.label);
+            }
             if !conn_pause && self.heartbeat.last_heard.is_some() {
                 // The client was not silent; the relay was not reading it.
                 self.heartbeat.last_heard = Some(ctx.now);
@@ -1648,7 +1687,20 @@ impl Link {
             }
         }
         let server_pause = self.client.is_loaded() || self.server.has_backlog();
-        if self.server.pause_reading(server_pause, ctx.now, ctx.out) && !server_pause {
+        let changed = self.server.pause_reading(server_pause, ctx.now, ctx.out);
+        if changed {
+            log::debug!(
+                "{}: {} reading the server{}",
+                self.label,
+                if server_pause { "paused" } else { "resumed" },
+                if server_pause {
+                    ": the client is not taking its output fast enough"
+                } else {
+                    ""
+                }
+            );
+        }
+        if changed && !server_pause {
             // It was not quiet; the relay was not listening.
             self.liveness.last_output = Some(ctx.now);
         }

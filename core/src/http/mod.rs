@@ -7,6 +7,7 @@
 //! connection only while one carries it. A stream that lost its connection keeps a bounded
 //! replay buffer, so that a client resuming with `Last-Event-ID` gets what it missed.
 
+pub(crate) mod access;
 mod bridge;
 mod stateless;
 pub(crate) mod wire;
@@ -317,6 +318,8 @@ struct Conn {
     session: Option<HttpKey>,
     /// Finished event streams whose last bytes are not written yet: resumable until they are.
     flushing: Vec<StreamId>,
+    /// The request being answered, for the access log (`None` while it is off).
+    req: Option<access::Req>,
 }
 
 enum ConnState {
@@ -560,6 +563,7 @@ impl HttpServer {
                 paused: false,
                 session: None,
                 flushing: Vec::new(),
+                req: None,
             },
         );
         let deadline = now + KEEPALIVE_IDLE.min(self.config.http.header_timeout * 6);
@@ -736,7 +740,12 @@ impl HttpServer {
     }
 
     fn forget_conn(&mut self, conn: ConnId) {
-        self.conns.remove(&conn);
+        if let Some(c) = self.conns.remove(&conn) {
+            // A stream that ended with its connection, or a request whose client left.
+            if let Some(req) = c.req {
+                req.finish(conn, c.peer, c.out.staged_total(), self.now);
+            }
+        }
         self.timers.set(HttpTimer::Conn(conn), None);
     }
 
@@ -775,6 +784,10 @@ impl HttpServer {
                         }
                         HeadParse::Complete(head, n) => {
                             c.inbuf.drain(..n);
+                            if access::enabled() {
+                                let at = c.out.staged_total();
+                                c.req = Some(access::Req::new(&head, now, at, &self.ids));
+                            }
                             let kind = match wire::body_kind(&head) {
                                 Ok(kind) => kind,
                                 Err((status, why)) => {
@@ -982,6 +995,7 @@ impl HttpServer {
             return;
         };
         let close = close || c.close_after || c.eof;
+        let bytes_at = c.out.staged_total();
         // The head and the body go out as they are: a large body is not copied into a
         // buffer of its own first.
         c.out.stage(&wire::response_head(
@@ -993,6 +1007,15 @@ impl HttpServer {
         ));
         c.out.stage(body);
         c.out.flush(&mut self.out);
+        let req = c
+            .req
+            .take()
+            .or_else(|| access::enabled().then(|| access::Req::unreadable(self.now, bytes_at)));
+        if let Some(mut req) = req {
+            req.set_status(status);
+            req.session_from_headers(headers.iter().copied());
+            req.finish(conn, c.peer, c.out.staged_total(), self.now);
+        }
         if close {
             self.close_conn(conn);
         } else {
@@ -1340,6 +1363,7 @@ impl HttpServer {
     fn new_session(
         &mut self,
         now: Instant,
+        conn: ConnId,
         legacy: bool,
         token: Grant,
         version: &str,
@@ -1356,7 +1380,12 @@ impl HttpServer {
         }
         let id = self.new_session_id();
         let key = self.new_key();
-        let label = format!("session {}…", short_id(&id));
+        // Like a TCP session's, the label names the client's address (of the request that
+        // opened it: later requests may come from elsewhere).
+        let label = match self.conns.get(&conn) {
+            Some(c) => format!("session {}… {}", short_id(&id), c.peer),
+            None => format!("session {}…", short_id(&id)),
+        };
         self.events.push_back(HttpEvent::Opened {
             key,
             label,
@@ -1480,7 +1509,7 @@ impl HttpServer {
         let key = if let (Some(init), false) = (initialize, has_session_header) {
             let version = message::param_str(init.params, "protocolVersion")
                 .unwrap_or_else(|| "2025-03-26".into());
-            self.new_session(now, false, token, &version)?
+            self.new_session(now, conn, false, token, &version)?
         } else {
             self.session_for(head, token, false)?
         };
@@ -1749,7 +1778,7 @@ impl HttpServer {
         named: bool,
         cors: &[(&'static str, String)],
     ) -> Result<(), Reject> {
-        let key = self.new_session(now, true, token, "2024-11-05")?;
+        let key = self.new_session(now, conn, true, token, "2024-11-05")?;
         let id = self
             .sessions
             .get(&key)
@@ -1923,6 +1952,10 @@ impl HttpServer {
         *self.responses.entry(200).or_default() += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.out.stage(&head);
+            if let Some(req) = c.req.as_mut() {
+                req.set_status(200);
+                req.session_from_headers(headers.iter().copied());
+            }
         }
         if priming {
             // An event id with empty data primes the client's Last-Event-ID; `retry` says how
@@ -2062,6 +2095,9 @@ impl HttpServer {
                     c.out.stage(&end);
                 }
                 c.out.flush(&mut self.out);
+                if let Some(req) = c.req.take() {
+                    req.finish(conn, c.peer, c.out.staged_total(), self.now);
+                }
                 if c.close_after || c.eof {
                     self.close_conn(conn);
                 } else {
@@ -2412,6 +2448,9 @@ impl HttpServer {
     fn attach_conn(&mut self, conn: ConnId, key: HttpKey) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(key);
+            if let (Some(req), Some(s)) = (c.req.as_mut(), self.sessions.get(&key)) {
+                req.set_session(&s.id);
+            }
         }
         if let Some(s) = self.sessions.get_mut(&key) {
             s.conns.insert(conn);
