@@ -1085,6 +1085,13 @@ impl Context<'_> {
         in_list: bool,
     ) -> Result<String, String> {
         let text = match &node.value {
+            // `--header` expands its own variables: checked here (an unset one is an error
+            // with the file's position), given on unexpanded, so that a variable's value is
+            // never expanded a second time.
+            Json::Str(raw) if s.flag == "header" => {
+                self.expand(raw, node.at, label)?;
+                raw.clone()
+            }
             Json::Str(raw) => self.expand(raw, node.at, label)?,
             Json::Number(n) => n.clone(),
             Json::Bool(b) => b.to_string(),
@@ -1423,7 +1430,8 @@ mod tests {
             flags(&[
                 ("--auth-token", &["s3cr3t-token"]),
                 ("--env", &["A=/home/u"]),
-                ("--header", &["X-A: s3cr3t-token"]),
+                // Expanded once, by --header itself.
+                ("--header", &["X-A: ${TOKEN}"]),
             ])
         );
         // Unset: named with the server and the key; the value around it is never shown.
