@@ -441,6 +441,11 @@ fn main() -> ExitCode {
         file = Some(loaded);
     }
     init_logging(&args);
+    // Orphans of the servers (wrapper scripts, npx) are reaped, even when the relay is PID 1.
+    // A thread: started only now that the environment is no longer changed.
+    if let Err(e) = mcp_relay_runtime::reap_orphans() {
+        log::warn!("cannot reap orphans of the servers (they may stay <defunct>): {e}");
+    }
     if let Err(e) = dumpable {
         log::warn!("cannot make the relay non-dumpable (its servers may read its memory): {e}");
     }

@@ -1727,6 +1727,7 @@ impl Link {
         }
         let drain = ctx.config.drain_timeout;
         if !nothing_to_answer
+            && matches!(self.client, ClientSide::Tcp(_))
             && !self.shutting_down
             && !drain.is_zero()
             && matches!(self.phase, Phase::Serving)
