@@ -782,8 +782,11 @@ impl Session {
                 l.try_restart(ctx);
             }
         }
-        if l.wind_down.is_some() && l.requests.waiting() == 0 {
-            // Every request was answered: the server's stdin may close now.
+        if l.wind_down.is_some()
+            && (l.requests.waiting() == 0 || (l.client_eof && l.client.is_gone()))
+        {
+            // Every request was answered (or the client that half-closed is gone after
+            // all: a write to it failed): the server's stdin may close now.
             l.wind_down = None;
             l.wind_down_now(ctx);
         }
