@@ -767,6 +767,14 @@ impl Session {
             l.idle_since = ctx.now;
         }
         l.was_waiting = waiting;
+        if l.wind_down.is_some()
+            && (l.requests.waiting() == 0 || (l.client_eof && l.client.is_gone()))
+        {
+            // Every request was answered (or the client that half-closed is gone after
+            // all: a write to it failed): the server's stdin may close now.
+            l.wind_down = None;
+            l.wind_down_now(ctx);
+        }
         if l.stopping && !waiting && !l.server.has_backlog() {
             // Nothing more is wanted of a stopping remote: it may close (its end is acted on
             // just below).
@@ -781,14 +789,6 @@ impl Session {
             if at <= ctx.now {
                 l.try_restart(ctx);
             }
-        }
-        if l.wind_down.is_some()
-            && (l.requests.waiting() == 0 || (l.client_eof && l.client.is_gone()))
-        {
-            // Every request was answered (or the client that half-closed is gone after
-            // all: a write to it failed): the server's stdin may close now.
-            l.wind_down = None;
-            l.wind_down_now(ctx);
         }
         l.server.flush(ctx.out);
         l.client.flush(ctx.out);

@@ -329,7 +329,9 @@ const ORPHAN_SCAN: std::time::Duration = std::time::Duration::from_millis(500);
 /// subreaper (`PR_SET_CHILD_SUBREAPER`), so this holds wherever it runs, and a thread waits,
 /// every half second, for each of its children that it did not start itself (by pid, never
 /// `wait(-1)`: the relay's own children are left to the waiter that reports their status).
-/// A process-wide setting, so it is the binary's choice. A no-op elsewhere.
+/// A process-wide setting, so it is the binary's choice: a host program that starts children
+/// of its own, outside the runtime, must not call it (they would be reaped as orphans and
+/// their status lost). A no-op elsewhere.
 pub fn reap_orphans() -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
