@@ -123,6 +123,26 @@ struct Args {
     )]
     shutdown_grace: Duration,
 
+    /// on Ctrl-C or SIGTERM, and when a TCP client half-closes, how long requests in flight
+    /// may take to finish before each server's stdin is closed; 0 means do not wait
+    /// (default: 30s)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Config::default().drain_timeout"
+    )]
+    drain_timeout: Duration,
+
+    /// answer a client request the server has not answered this long with an error, and send
+    /// the server notifications/cancelled for it; progress restarts the clock; 0 means never
+    /// (default: 0)
+    #[argh(
+        option,
+        from_str_fn(parse_duration),
+        default = "Config::default().request_timeout.unwrap_or(Duration::ZERO)"
+    )]
+    request_timeout: Duration,
+
     /// longest JSON-RPC message accepted from either side; longer ones are dropped and
     /// answered with an error (default: 16MiB)
     #[argh(
@@ -460,6 +480,11 @@ fn main() -> ExitCode {
         file = Some(loaded);
     }
     init_logging(&args);
+    // Orphans of the servers (wrapper scripts, npx) are reaped, even when the relay is PID 1.
+    // A thread: started only now that the environment is no longer changed.
+    if let Err(e) = mcp_relay_runtime::reap_orphans() {
+        log::warn!("cannot reap orphans of the servers (they may stay <defunct>): {e}");
+    }
     if let Err(e) = dumpable {
         log::warn!("cannot make the relay non-dumpable (its servers may read its memory): {e}");
     }
@@ -782,6 +807,8 @@ fn validate(
             max_buffered: args.max_buffered,
             max_read: defaults.max_read,
             shutdown_grace: args.shutdown_grace,
+            drain_timeout: args.drain_timeout,
+            request_timeout: (!args.request_timeout.is_zero()).then_some(args.request_timeout),
             server_label,
             max_in_flight: args.max_in_flight,
             heartbeat_interval: args.heartbeat_interval,
@@ -960,6 +987,8 @@ fn flag_of(e: &ConfigError) -> &'static str {
         "max_buffered" => "--max-buffered",
         "max_in_flight" => "--max-in-flight",
         "shutdown_grace" => "--shutdown-grace",
+        "drain_timeout" => "--drain-timeout",
+        "request_timeout" => "--request-timeout",
         "heartbeat_interval" => "--heartbeat-interval",
         "ping_interval" => "--ping-interval",
         "ping_timeout" => "--ping-timeout",

@@ -409,6 +409,8 @@ const SETTINGS: &[Setting] = {
         },
         setting("clean-env", Switch, CommandServer),
         setting("shutdown-grace", One, Server),
+        setting("drain-timeout", One, Relay),
+        setting("request-timeout", One, Relay),
         setting("max-message-size", One, Server),
         setting("max-buffered", One, Relay),
         setting("prespawn", One, Server),

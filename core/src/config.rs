@@ -22,6 +22,12 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Time between each step of a child's stop sequence: stdin closed, SIGTERM, SIGKILL.
     pub shutdown_grace: Duration,
+    /// On shutdown (and when a client half-closes), how long requests in flight may take to
+    /// finish before the server's stdin is closed; zero: do not wait.
+    pub drain_timeout: Duration,
+    /// A client request the server has not answered this long is answered with an error by
+    /// the relay and cancelled at the server (`None`: never). Progress restarts the clock.
+    pub request_timeout: Option<Duration>,
     /// How the server is named in error messages and logs (usually its command line).
     pub server_label: String,
     /// Period of `heartbeat_response` messages to clients that asked for heartbeats; such a
@@ -108,6 +114,8 @@ impl Default for Config {
             max_read: 64 * 1024,
             max_in_flight: 1024,
             shutdown_grace: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+            request_timeout: None,
             server_label: "server".into(),
             heartbeat_interval: Duration::from_secs(30),
             ping_interval: Some(Duration::from_secs(30)),
@@ -214,6 +222,9 @@ impl Config {
         }
         if self.max_connections == 0 {
             return err("max_connections", "must be at least 1");
+        }
+        if self.request_timeout.is_some_and(|d| d.is_zero()) {
+            return err("request_timeout", "must be more than 0 (None turns it off)");
         }
         if self.idle_timeout.is_some_and(|d| d.is_zero()) {
             return err("idle_timeout", "must be more than 0 (None turns it off)");

@@ -24,6 +24,8 @@ pub mod codes {
     pub const RESPONSE_LOST: i64 = -32001;
     /// The server crashed, exited or hung before answering this request.
     pub const SERVER_FAILED: i64 = -32003;
+    /// No answer within `--request-timeout` (the MCP SDKs' own code for a request timeout).
+    pub const REQUEST_TIMEOUT: i64 = -32001;
     /// MCP 2026-07-28: an HTTP header does not match the body.
     pub const HEADER_MISMATCH: i64 = -32020;
     /// MCP 2026-07-28: the request needs a client capability its `_meta` did not declare

@@ -834,8 +834,10 @@ impl Relay {
             );
         } else {
             log::info!(
-                "shutting down: draining {} session(s); send the signal again to stop at once",
-                self.sessions.len()
+                "shutting down: draining {} session(s) ({} request(s) in flight get up to {:?}, --drain-timeout); send the signal again to stop at once",
+                self.sessions.len(),
+                self.requests_in_flight(),
+                self.config.drain_timeout
             );
             self.out.push_back(Output::StopAccepting);
             self.http.shutdown();
@@ -968,8 +970,8 @@ impl Relay {
 
     // ---- reports ----
 
-    /// `/healthz`: `ok`, or `degraded` (and 503) while the relay cannot accept connections
-    /// or its last attempt to start a server failed.
+    /// `/healthz`: `ok`; `degraded` (and 503) while the relay cannot accept connections or
+    /// its last attempt to start a server failed; `draining` (and 503) once it shuts down.
     fn health(&self) -> (u16, String) {
         let mut problems = Vec::new();
         if self.accept_trouble > 0 {
@@ -981,7 +983,11 @@ impl Relay {
         if let Some(error) = &self.spawn_trouble {
             problems.push(format!("the server cannot be started: {error}"));
         }
-        let status = if problems.is_empty() {
+        let status = if self.shutdown != Shutdown::No {
+            // Draining: load balancers and orchestrators should send no new work here.
+            problems.push("the relay is shutting down (draining)".to_owned());
+            "draining"
+        } else if problems.is_empty() {
             "ok"
         } else {
             "degraded"

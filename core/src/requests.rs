@@ -132,6 +132,11 @@ impl Requests {
         std::mem::take(&mut self.in_flight).drain().collect()
     }
 
+    /// The request waits for an answer (in flight or held).
+    pub(crate) fn is_waiting(&self, id: &RawId) -> bool {
+        self.in_flight.contains(id) || self.held_ids.contains(id)
+    }
+
     /// One request is answered: it no longer waits. False if it was not waiting.
     pub(crate) fn answered(&mut self, id: &RawId) -> bool {
         let waited = self.in_flight.remove(id);

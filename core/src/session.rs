@@ -196,6 +196,22 @@ struct Link {
     held_since: Option<Instant>,
     /// When requests were seen, for `--log-messages` latencies (empty while it is off).
     msglog: msglog::Sent,
+    /// The relay is shutting down: every error the relay makes up says so.
+    shutting_down: bool,
+    /// The server's stdin is closed once no client request waits, or at this deadline
+    /// (`--drain-timeout`): set while the relay drains, or when a client half-closed with
+    /// requests in flight.
+    wind_down: Option<Instant>,
+    /// `--request-timeout`: each waiting client request's deadline and progress token (a
+    /// progress notification for it restarts its clock).
+    clocks: BTreeMap<RawId, Clock>,
+}
+
+/// The clock of one client request under `--request-timeout`.
+#[derive(Debug)]
+struct Clock {
+    deadline: Instant,
+    progress_token: Option<RawId>,
 }
 
 #[derive(Debug, Default)]
@@ -284,6 +300,9 @@ impl Session {
                 replaced: false,
                 held_since: None,
                 msglog: msglog::Sent::default(),
+                shutting_down: false,
+                wind_down: None,
+                clocks: BTreeMap::new(),
             },
         }
     }
@@ -380,6 +399,11 @@ impl Session {
             l.liveness_deadline(config),
             l.idle_deadline(config),
             l.held_deadline(config),
+            l.wind_down.map(|d| (d, Timer::DrainTimeout)),
+            l.clocks
+                .values()
+                .map(|c| (c.deadline, Timer::RequestTimeout))
+                .min_by_key(|(d, _)| *d),
         ]
         .into_iter()
         .flatten()
@@ -439,6 +463,17 @@ impl Session {
         }
         if l.held_deadline(ctx.config).is_some_and(|(d, _)| d <= now) {
             l.held_timeout(ctx);
+        }
+        l.request_timeouts(ctx);
+        if l.wind_down.is_some_and(|d| d <= now) {
+            l.wind_down = None;
+            log::info!(
+                "{}: {} request(s) still unanswered after --drain-timeout ({:?}); stopping the server",
+                l.label,
+                l.requests.waiting(),
+                ctx.config.drain_timeout
+            );
+            l.wind_down_now(ctx);
         }
         l.take_inbox(ctx);
         // A verdict above may have started a stop sequence that is already due (no grace).
@@ -674,10 +709,30 @@ impl Session {
         l.server.exited(status, ctx.now, ctx.out);
     }
 
-    /// Graceful shutdown: no more client input; the child gets end of file on stdin and what
-    /// it still says reaches the client.
+    /// Graceful shutdown: requests in flight may finish (up to `--drain-timeout`; the
+    /// client may still send, as a request in flight can need a follow-up), then the child
+    /// gets end of file on stdin and what it still says reaches the client.
     pub(crate) fn drain(&mut self, ctx: &mut Ctx<'_>) {
-        self.link.client_gone(ctx);
+        let l = &mut self.link;
+        l.shutting_down = true;
+        let deadline = ctx.now + ctx.config.drain_timeout;
+        if l.client_eof {
+            // Already leaving (a half-closed client waiting for answers): no longer than the
+            // drain allows.
+            if let Some(d) = &mut l.wind_down {
+                *d = (*d).min(deadline);
+            }
+            return;
+        }
+        let waits = l.requests.waiting() > 0;
+        if waits && !ctx.config.drain_timeout.is_zero() && matches!(l.phase, Phase::Serving) {
+            // No restarts while draining: a server that ends now answers with errors.
+            l.stopping = true;
+            l.heartbeat.on = false;
+            l.wind_down = Some(deadline);
+        } else {
+            l.client_gone(ctx);
+        }
     }
 
     /// Immediate shutdown: kill the child, drop the connection.
@@ -716,6 +771,14 @@ impl Session {
             l.idle_since = ctx.now;
         }
         l.was_waiting = waiting;
+        if l.wind_down.is_some()
+            && (l.requests.waiting() == 0 || (l.client_eof && l.client.is_gone()))
+        {
+            // Every request was answered (or the client that half-closed is gone after
+            // all: a write to it failed): the server's stdin may close now.
+            l.wind_down = None;
+            l.wind_down_now(ctx);
+        }
         if l.stopping && !waiting && !l.server.has_backlog() {
             // Nothing more is wanted of a stopping remote: it may close (its end is acted on
             // just below).
@@ -786,6 +849,10 @@ impl Session {
         }
         if l.requests.held_len() == 0 {
             l.held_since = None;
+        }
+        if !l.clocks.is_empty() {
+            let requests = &l.requests;
+            l.clocks.retain(|id, _| requests.is_waiting(id));
         }
         l.update_pauses(self.from_client.has_backlog(), ctx);
         l.arm_probe(ctx);
@@ -925,8 +992,9 @@ impl Link {
         }
         let holding = !matches!(self.phase, Phase::Serving) || !self.server.accepts();
         let batch = matches!(msg, Message::Batch(_)).then(|| self.requests.new_batch());
+        let deadline = ctx.config.request_timeout.map(|t| ctx.now + t);
         for e in entries {
-            self.note_client_message(e, line, batch, holding);
+            self.note_client_message(e, line, batch, holding, deadline);
         }
         if holding {
             // A replacement will get it, or the session's end will answer it.
@@ -948,6 +1016,7 @@ impl Link {
         line: &[u8],
         batch: Option<u64>,
         holding: bool,
+        deadline: Option<Instant>,
     ) {
         let method = e.method.as_deref().unwrap_or("");
         if e.kind == Kind::Request {
@@ -975,6 +1044,13 @@ impl Link {
                         }
                     }
                     _ => {}
+                }
+                if let Some(deadline) = deadline {
+                    let clock = Clock {
+                        deadline,
+                        progress_token: message::meta_progress_token(e.params),
+                    };
+                    self.clocks.insert(id.clone(), clock);
                 }
                 self.requests.add(id, batch, holding);
             }
@@ -1177,6 +1253,23 @@ impl Link {
                     }
                     forward = true;
                 }
+                Kind::Notification
+                    if !self.clocks.is_empty()
+                        && e.method.as_deref() == Some("notifications/progress") =>
+                {
+                    if let (Some(token), Some(limit)) = (
+                        message::param_raw(e.params, "progressToken"),
+                        ctx.config.request_timeout,
+                    ) {
+                        // A long request that reports progress is not cut off.
+                        for c in self.clocks.values_mut() {
+                            if c.progress_token.as_ref() == Some(&token) {
+                                c.deadline = ctx.now + limit;
+                            }
+                        }
+                    }
+                    forward = true;
+                }
                 _ => forward = true,
             }
         }
@@ -1233,7 +1326,7 @@ impl Link {
                 let expected = self.setup.initialize.as_ref().map(|(_, v)| v.clone());
                 match message::initialize_outcome(line) {
                     Ok(version) if Some(&version) == expected.as_ref() => {
-                        self.finish_replay(reason, ctx)
+                        self.finish_replay(reason, true, ctx)
                     }
                     Ok(version) => self.end(
                         EndReason::VersionChanged {
@@ -1525,7 +1618,10 @@ impl Link {
             _ => return,
         };
         let Some((request, _)) = &self.setup.initialize else {
-            return self.finish_replay(reason, ctx);
+            // Nothing to replay, so nothing shows the replacement works yet: it serves, and
+            // no recovery is announced (one that never comes up would be announced again at
+            // every restart).
+            return self.finish_replay(reason, false, ctx);
         };
         let request = request.clone();
         let id = self.requests.own_id("init");
@@ -1547,9 +1643,10 @@ impl Link {
         }
     }
 
-    /// The replacement is initialized: restore the client's setup, release what it sent
-    /// meanwhile, and tell it the server restarted.
-    fn finish_replay(&mut self, reason: ServerEnd, ctx: &mut Ctx<'_>) {
+    /// The replacement is initialized (or there was nothing to replay): restore the client's
+    /// setup, release what it sent meanwhile, and, if it answered the replayed `initialize`
+    /// (`announce`), tell the client the server restarted.
+    fn finish_replay(&mut self, reason: ServerEnd, announce: bool, ctx: &mut Ctx<'_>) {
         if self.setup.initialize.is_some() && self.setup.initialized {
             self.server
                 .stage_line(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
@@ -1566,6 +1663,14 @@ impl Link {
         self.server.stage(&held);
         self.phase = Phase::Serving;
         self.liveness.last_output = Some(ctx.now);
+        if !announce {
+            log::info!(
+                "{}: the replacement {} serves (the client never initialized: nothing to replay)",
+                self.label,
+                self.server
+            );
+            return;
+        }
         let note = format!(
             r#"{{"jsonrpc":"2.0","method":"$/mcp/serverRestarted","params":{{"timestamp":{:.3},"reason":{}}}}}"#,
             ctx.unix_now,
@@ -1586,6 +1691,7 @@ impl Link {
             reason,
             linger: None,
         };
+        self.wind_down = None;
         // Everything is answered: a server not started yet is not needed.
         if !self.cancel_server(ctx) {
             self.server.stop(ctx.out);
@@ -1607,8 +1713,15 @@ impl Link {
                 ids.len()
             );
         }
-        self.requests
-            .answer_all(ids, code, message, &mut self.client);
+        if self.shutting_down && !message.contains("shutting down") {
+            // The shutdown is why, whatever the server did as it stopped.
+            let detail = message.strip_prefix("mcp-relay: ").unwrap_or(message);
+            let text = format!("mcp-relay: the relay is shutting down ({detail})");
+            self.requests.answer_all(ids, code, &text, &mut self.client);
+        } else {
+            self.requests
+                .answer_all(ids, code, message, &mut self.client);
+        }
     }
 
     /// A server not started yet never will be; false once it has started.
@@ -1637,8 +1750,73 @@ impl Link {
         // A server not started yet is started only if it has requests to answer for a
         // client that can still read them (a half-closed client): else it never starts.
         let nothing_to_answer = self.requests.waiting() == 0 || self.client.is_gone();
-        if !(nothing_to_answer && self.cancel_server(ctx)) {
-            self.server.stop(ctx.out);
+        if nothing_to_answer && self.cancel_server(ctx) {
+            return;
+        }
+        let drain = ctx.config.drain_timeout;
+        if !nothing_to_answer
+            && matches!(self.client, ClientSide::Tcp(_))
+            && !self.shutting_down
+            && !drain.is_zero()
+            && matches!(self.phase, Phase::Serving)
+        {
+            // A half-closed client still reads: its server keeps its stdin until it has
+            // answered (a server may exit at end of input and drop its work), at most
+            // `--drain-timeout`.
+            self.wind_down = Some(ctx.now + drain);
+            return;
+        }
+        self.server.stop(ctx.out);
+    }
+
+    /// The wind-down is over (nothing waits, or its deadline passed): the client is let go
+    /// and the server's stdin closed.
+    fn wind_down_now(&mut self, ctx: &mut Ctx<'_>) {
+        if self.client_eof {
+            if !(self.requests.waiting() == 0 && self.cancel_server(ctx)) {
+                self.server.stop(ctx.out);
+            }
+        } else {
+            self.client_gone(ctx);
+        }
+    }
+
+    /// `--request-timeout`: each request past its deadline is answered by the relay, and the
+    /// server is told to stop working on it.
+    fn request_timeouts(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(limit) = ctx.config.request_timeout else {
+            return;
+        };
+        let due: Vec<RawId> = self
+            .clocks
+            .iter()
+            .filter(|(_, c)| c.deadline <= ctx.now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.clocks.remove(&id);
+            let cancel = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"mcp-relay: no answer within {limit:?} (--request-timeout)"}}}}"#,
+                id.as_str()
+            );
+            if self.requests.answered(&id) {
+                if matches!(self.phase, Phase::Serving) {
+                    self.server.stage_line(cancel.as_bytes());
+                }
+            } else if self.requests.unhold(&id) {
+                // Its line still goes to the replacement; the cancellation follows it.
+                self.requests.hold(cancel.as_bytes());
+            } else {
+                continue;
+            }
+            log::warn!(
+                "{}: request {id} got no answer within {limit:?} (--request-timeout); answered with an error and cancelled",
+                self.label
+            );
+            let text = format!(
+                "mcp-relay: the server did not answer this request within {limit:?} (--request-timeout); it was cancelled"
+            );
+            self.client.error(Some(&id), codes::REQUEST_TIMEOUT, &text);
         }
     }
 

@@ -37,6 +37,11 @@ pub enum Timer {
     ProbeTimeout,
     /// A TCP client has said nothing and waited for nothing for `--idle-timeout`.
     IdleClose,
+    /// Requests still in flight when the relay began draining (or a client half-closed)
+    /// had `--drain-timeout` to finish: the server's stdin closes now.
+    DrainTimeout,
+    /// A client request got no answer within `--request-timeout`.
+    RequestTimeout,
 
     // ---- the HTTP server (`http/`) ----
     /// A request head or body must arrive, or an idle keep-alive connection closes.
@@ -94,6 +99,8 @@ impl Timer {
             Timer::ProbeSend => "liveness: send a probe",
             Timer::ProbeTimeout => "liveness: probe unanswered",
             Timer::IdleClose => "session: close an idle client",
+            Timer::DrainTimeout => "session: stop waiting for requests in flight (drain)",
+            Timer::RequestTimeout => "session: a request got no answer in time",
             Timer::HttpConnection => "http: request or idle timeout",
             Timer::HttpSessionIdle => "http: session idle",
             Timer::SseKeepalive => "http: SSE keep-alive",

@@ -45,7 +45,7 @@ mod stdio;
 pub mod tls;
 mod upstream;
 
-pub use process::CommandSpec;
+pub use process::{reap_orphans, CommandSpec};
 pub use tls::{ClientTls, ServerTls};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -1524,7 +1524,10 @@ impl Runtime {
             return;
         };
         let status = match child.try_wait() {
-            Ok(Some(status)) => process::exit_status(status),
+            Ok(Some(status)) => {
+                process::forget_own(c.pid);
+                process::exit_status(status)
+            }
             Ok(None) => return,
             Err(e) => {
                 log::error!("reaping pid {} failed: {e}", c.pid);

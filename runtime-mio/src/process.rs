@@ -209,8 +209,13 @@ fn start(
             Ok(())
         });
     }
+    // Registered as the relay's own before the orphan reaper can look (it holds the same
+    // lock): a child that exits at once is never taken for an adopted orphan.
+    let mut own = own_children();
     let mut child = cmd.spawn()?;
     let pid = child.id();
+    own.insert(pid);
+    drop(own);
     let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
         // All three were asked for as pipes above, so std always provides them.
@@ -252,6 +257,7 @@ fn start(
                     ExitStatus::Code(-1)
                 }
             };
+            forget_own(pid);
             if events.send(Event::Exited(id, status)).is_ok() {
                 let _ = waker.wake();
             }
@@ -292,4 +298,126 @@ pub(crate) fn signal_group(pid: u32, signal: Signal) {
             log::warn!("signalling process group {pgid} failed: {err}");
         }
     }
+}
+
+/// The pids of the children the relay started and has not reaped: the orphan reaper leaves
+/// them to their own waiter (the loop's pidfd or a waiter thread), which needs their status.
+static OWN_CHILDREN: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn own_children() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<u32>> {
+    OWN_CHILDREN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A child of the relay's own was reaped: its pid may name someone else's process next.
+pub(crate) fn forget_own(pid: u32) {
+    own_children().remove(&pid);
+}
+
+#[cfg(target_os = "linux")]
+/// How often adopted orphans are looked for.
+const ORPHAN_SCAN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Makes the relay the reaper of its servers' orphans and starts the thread that reaps them.
+///
+/// A server started through a wrapper (`sh -c 'helper & exec server'`, `npx`) can leave
+/// processes whose parent exits first. Their new parent is the nearest *subreaper* above
+/// them, else PID 1; in a container without an init the relay *is* PID 1, and such orphans
+/// stay `<defunct>` forever unless it waits for them. On Linux the relay declares itself a
+/// subreaper (`PR_SET_CHILD_SUBREAPER`), so this holds wherever it runs, and a thread waits,
+/// every half second, for each of its children that it did not start itself (by pid, never
+/// `wait(-1)`: the relay's own children are left to the waiter that reports their status).
+/// A process-wide setting, so it is the binary's choice: a host program that starts children
+/// of its own, outside the runtime, must not call it (they would be reaped as orphans and
+/// their status lost). A no-op elsewhere.
+pub fn reap_orphans() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only and touches no memory.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        thread::Builder::new()
+            .name("mcp-relay-orphans".into())
+            .stack_size(64 * 1024)
+            .spawn(|| loop {
+                thread::sleep(ORPHAN_SCAN);
+                reap_adopted();
+            })?;
+    }
+    Ok(())
+}
+
+/// Waits for every exited child of the relay's that it did not start; returns how many.
+#[cfg(target_os = "linux")]
+pub(crate) fn reap_adopted() -> usize {
+    // Held throughout: the spawner cannot start (and so register) a child meanwhile.
+    let own = own_children();
+    let mut reaped = 0;
+    for pid in children_of_self() {
+        if own.contains(&pid) {
+            continue;
+        }
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            continue;
+        };
+        let mut status = 0;
+        // SAFETY: waitpid(2) on one pid with WNOHANG writes only to `status`, which we own.
+        let rc = unsafe { libc::waitpid(raw, &mut status, libc::WNOHANG) };
+        if rc == raw {
+            reaped += 1;
+            log::debug!("reaped pid {pid}, an orphan of a server adopted by the relay");
+        }
+    }
+    reaped
+}
+
+/// The relay's direct children: from `/proc/self/task/*/children`, or, without that file
+/// (`CONFIG_PROC_CHILDREN`), from every process's `stat`.
+#[cfg(target_os = "linux")]
+fn children_of_self() -> Vec<u32> {
+    let mut pids = Vec::new();
+    let mut listed = false;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                listed = true;
+                pids.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    if listed {
+        return pids;
+    }
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses: split after the last `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -19,6 +19,9 @@ pub struct Profile {
     pub max_message_size: Vec<usize>,
     pub max_buffered: Vec<usize>,
     pub grace_ms: Vec<u64>,
+    /// Candidates for `Config::drain_timeout`; empty: its default (no draw, so that the
+    /// other profiles' runs stay as they were).
+    pub drain_ms: Vec<u64>,
     pub restart: Vec<RestartPolicy>,
     pub restart_delay_ms: Vec<u64>,
     pub max_restarts: Vec<u32>,
@@ -93,6 +96,7 @@ impl Profile {
             },
             max_message_size: vec![512, 1000, 4096],
             max_buffered: vec![1, 64, 512, 4096, 1 << 20],
+            drain_ms: Vec::new(),
             grace_ms: vec![100, 500, 2000, 5000],
             restart: vec![RestartPolicy::OnFailure],
             restart_delay_ms: vec![0, 10, 100],
@@ -149,6 +153,7 @@ impl Profile {
             },
             max_message_size: vec![128, 200, 1000, 4096],
             max_buffered: vec![1, 64, 512, 4096, 1 << 20],
+            drain_ms: Vec::new(),
             grace_ms: vec![0, 1, 30, 200, 1000, 5000],
             restart: vec![
                 RestartPolicy::OnFailure,
@@ -282,6 +287,14 @@ impl Profile {
         p
     }
 
+    /// Shutdowns with requests in flight and drain timeouts from none to longer than the
+    /// runs: requests finish, or are cut off with an error that says the relay is stopping.
+    pub fn drains() -> Self {
+        let mut p = Profile::shutdowns();
+        p.drain_ms = vec![0, 5, 50, 400, 30_000];
+        p
+    }
+
     /// Clients that ask for heartbeats, with relay heartbeats every 200 ms to 30 s.
     pub fn heartbeats() -> Self {
         let mut p = Profile::backpressure();
@@ -365,6 +378,11 @@ impl Profile {
             max_restarts: *rng.pick(&self.max_restarts),
             restart_window: ms(*rng.pick(&[500, 5_000, 60_000])),
             prespawn: *rng.pick(&self.prespawn),
+            drain_timeout: if self.drain_ms.is_empty() {
+                Config::default().drain_timeout
+            } else {
+                ms(*rng.pick(&self.drain_ms))
+            },
             seed,
             ..Config::default()
         }

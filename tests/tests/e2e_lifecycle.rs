@@ -101,7 +101,9 @@ fn server_ignoring_stdin_eof_gets_sigterm_after_the_grace() {
     let grace = Duration::from_millis(200);
     let relay = Relay::builder()
         .demo()
-        .args(["--shutdown-grace", "200ms"])
+        // The client's end of file could be a half-close: without `--drain-timeout 0` its
+        // request in flight would keep the server's stdin open (see e2e_drain.rs).
+        .args(["--shutdown-grace", "200ms", "--drain-timeout", "0"])
         .start();
     let (pgrp, left) = hang_then_disconnect(&relay);
     wait_group_gone(pgrp, 2 * grace + SLACK)
@@ -123,7 +125,9 @@ fn server_ignoring_sigterm_gets_sigkill_after_twice_the_grace() {
     let bin = relay_bin().to_str().expect("UTF-8 path").to_owned();
     // SIGTERM stays ignored across exec: only SIGKILL ends this server.
     let relay = Relay::builder()
-        .args(["--shutdown-grace", "200ms"])
+        // The client's end of file could be a half-close: without `--drain-timeout 0` its
+        // request in flight would keep the server's stdin open (see e2e_drain.rs).
+        .args(["--shutdown-grace", "200ms", "--drain-timeout", "0"])
         .command([
             "sh",
             "-c",

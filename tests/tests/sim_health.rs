@@ -60,3 +60,17 @@ fn health_is_degraded_while_the_server_cannot_start() {
     let (status, _) = health(&mut s, 4);
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
 }
+
+/// Once the relay drains, `/healthz` on a connection still open answers 503 `draining`
+/// (a request that was arriving as the signal came is answered, then the connection closes).
+#[test]
+fn health_says_draining_once_the_relay_shuts_down() {
+    let mut s = Script::new(Config::default());
+    s.accept_http(1);
+    s.client_data(1, b"GET /healthz HTTP/1.1\r\n");
+    s.input(Input::Shutdown);
+    s.client_data(1, b"Host: 127.0.0.1:7000\r\n\r\n");
+    let answer = String::from_utf8_lossy(&s.sent_to(Endpoint::Conn(ConnId(1)))).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains(r#""status":"draining""#), "{answer}");
+}

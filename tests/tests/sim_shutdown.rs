@@ -115,3 +115,128 @@ fn a_server_spawned_after_an_immediate_shutdown_is_killed_at_once() {
         s.show()
     );
 }
+
+/// Random runs that shut down with requests in flight, under drain timeouts from none to
+/// longer than the run: every invariant holds (each request gets exactly one answer, no
+/// restart once draining, the stop sequence on time, nothing left behind).
+#[test]
+fn drains_with_requests_in_flight_keep_every_invariant() {
+    run_seeds(
+        test_name!("drains_with_requests_in_flight_keep_every_invariant"),
+        80,
+        |seed, keep| Sim::new(seed, Profile::drains(), keep),
+        |_| Ok(()),
+    );
+}
+
+/// A request in flight when the drain begins gets its server's answer; only then is the
+/// server's stdin closed.
+#[test]
+fn a_drain_waits_for_the_answer_before_closing_stdin() {
+    let mut s = Script::new(Default::default());
+    let child = s.accept(1);
+    s.spawned(child);
+    s.client_data(
+        1,
+        b"{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\"}\n",
+    );
+    s.written(Endpoint::Child(child), 47);
+    let out = s.input(Input::Shutdown);
+    assert!(out.contains(&Output::StopAccepting));
+    let close = Output::Close {
+        endpoint: Endpoint::Child(child),
+    };
+    assert!(
+        !out.contains(&close),
+        "stdin closed with a request in flight"
+    );
+    let out = s.advance(std::time::Duration::from_secs(3));
+    assert!(!out.contains(&close), "{}", s.show());
+    let out = s.child_data(child, b"{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\n");
+    assert!(out.contains(&close), "{}", s.show());
+    let to_client = String::from_utf8(s.sent_to(Endpoint::Conn(ConnId(1)))).unwrap();
+    assert!(to_client.contains(r#""id":7,"result""#), "{to_client}");
+}
+
+/// Past `drain_timeout` the server's stdin is closed; the request it then fails to answer
+/// gets an error saying the relay is shutting down.
+#[test]
+fn past_the_drain_timeout_the_error_says_the_relay_is_shutting_down() {
+    let mut s = Script::new(mcp_relay_core::Config {
+        drain_timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    });
+    let child = s.accept(1);
+    s.spawned(child);
+    s.client_data(
+        1,
+        b"{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\"}\n",
+    );
+    s.written(Endpoint::Child(child), 47);
+    s.input(Input::Shutdown);
+    let out = s.advance(std::time::Duration::from_secs(2));
+    assert!(
+        out.contains(&Output::Close {
+            endpoint: Endpoint::Child(child)
+        }),
+        "{}",
+        s.show()
+    );
+    s.input(Input::Exited {
+        child,
+        status: mcp_relay_core::ExitStatus::Code(0),
+    });
+    s.input(Input::StderrEof { child });
+    s.input(Input::Eof {
+        from: Endpoint::Child(child),
+    });
+    let to_client = String::from_utf8(s.sent_to(Endpoint::Conn(ConnId(1)))).unwrap();
+    assert!(
+        to_client.contains("the relay is shutting down (the server exited with status 0"),
+        "{to_client}"
+    );
+}
+
+/// `request_timeout`: the client gets an error, the server a cancellation; progress for the
+/// request restarts its clock.
+#[test]
+fn a_request_unanswered_in_time_is_answered_and_cancelled() {
+    let limit = std::time::Duration::from_secs(1);
+    let mut s = Script::new(mcp_relay_core::Config {
+        request_timeout: Some(limit),
+        ..Default::default()
+    });
+    let child = s.accept(1);
+    s.spawned(child);
+    s.client_data(
+        1,
+        b"{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"_meta\":{\"progressToken\":\"t\"}}}\n",
+    );
+    s.advance(std::time::Duration::from_millis(800));
+    s.child_data(
+        child,
+        b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"t\",\"progress\":1}}\n",
+    );
+    s.advance(std::time::Duration::from_millis(800));
+    let to_client = String::from_utf8(s.sent_to(Endpoint::Conn(ConnId(1)))).unwrap();
+    assert!(
+        !to_client.contains("--request-timeout"),
+        "cut off despite progress: {to_client}"
+    );
+    s.advance(std::time::Duration::from_millis(200));
+    let to_client = String::from_utf8(s.sent_to(Endpoint::Conn(ConnId(1)))).unwrap();
+    assert!(
+        to_client.contains(r#""id":7,"error":{"code":-32001"#)
+            && to_client.contains("--request-timeout"),
+        "{to_client}"
+    );
+    let to_server = String::from_utf8(s.sent_to(Endpoint::Child(child))).unwrap();
+    assert!(
+        to_server.contains(r#""method":"notifications/cancelled","params":{"requestId":7"#),
+        "{to_server}"
+    );
+    // The server's late answer is dropped: one answer per request.
+    s.child_data(child, b"{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\n");
+    let to_client = String::from_utf8(s.sent_to(Endpoint::Conn(ConnId(1)))).unwrap();
+    assert_eq!(to_client.matches(r#""id":7"#).count(), 1, "{to_client}");
+}

@@ -125,8 +125,9 @@ fn term_comes_a_grace_after_stdin_is_closed_not_before() {
     let mut s = script(grace);
     let child = s.accept(1);
     s.spawned(child);
+    // A notification: a request would keep stdin open until answered (--drain-timeout).
     let request = format!(
-        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"blob\":\"{}\"}}}}\n",
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{\"blob\":\"{}\"}}}}\n",
         "q".repeat(1000)
     );
     s.client_data(1, request.as_bytes());

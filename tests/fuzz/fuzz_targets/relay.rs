@@ -563,6 +563,8 @@ fuzz_target!(|data: &[u8]| {
         max_connections: 6,
         idle_timeout: (conf & 16 != 0).then(|| Duration::from_millis(900)),
         retire_timeout: Some(Duration::from_millis(1500)),
+        drain_timeout: Duration::from_millis(if conf & 4 != 0 { 0 } else { 700 }),
+        request_timeout: (conf & 128 != 0).then(|| Duration::from_millis(1200)),
         seed: [7; 32],
         remote: None,
         servers: Vec::new(),

@@ -1352,6 +1352,8 @@ fuzz_target!(|data: &[u8]| {
         max_connections: 6,
         idle_timeout: None,
         retire_timeout: None,
+        drain_timeout: Duration::from_millis(300),
+        request_timeout: None,
         seed: [7; 32],
         remote: Some(remote),
         servers: Vec::new(),

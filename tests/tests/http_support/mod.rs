@@ -200,6 +200,36 @@ impl HttpRelay {
         self.pid
     }
 
+    /// Sends the relay a signal.
+    #[allow(dead_code)]
+    pub fn signal(&self, sig: libc::c_int) {
+        assert!(self.pid > 1, "refusing to signal pid {}", self.pid);
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.pid, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {sig}): {}",
+            self.pid,
+            io::Error::last_os_error()
+        );
+    }
+
+    /// Waits for the relay to exit; `None` if it still runs after `timeout`.
+    #[allow(dead_code)]
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `127.0.0.1:PORT`, the `Host` header a client sends.
     pub fn host(&self) -> String {
         self.addr.to_string()
