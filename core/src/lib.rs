@@ -380,7 +380,10 @@ pub enum Output {
         /// Which signal.
         signal: Signal,
     },
-    /// Close every listener: no new connections.
+    /// The relay drains: close every raw TCP listener (a connection there would be a new
+    /// session). HTTP listeners stay open until the driver stops, so that the sessions being
+    /// drained still get their clients' requests (a balancer keeps sending them here) and a
+    /// health check sees `/healthz` answer 503; the core refuses new HTTP sessions itself.
     StopAccepting,
     /// The child asked for with [`Output::Spawn`] is no longer wanted (its session ended
     /// before it started). If it has not been started, the driver does not start it; if it

@@ -202,6 +202,10 @@ struct Link {
     /// (`--drain-timeout`): set while the relay drains, or when a client half-closed with
     /// requests in flight.
     wind_down: Option<Instant>,
+    /// An HTTP session while the relay drains: it goes on serving its client (a balancer
+    /// keeps sending its requests here) until its client ends it or `wind_down` comes, not
+    /// as soon as nothing waits.
+    drain_whole: bool,
     /// `--request-timeout`: each waiting client request's deadline and progress token (a
     /// progress notification for it restarts its clock).
     clocks: BTreeMap<RawId, Clock>,
@@ -302,6 +306,7 @@ impl Session {
                 msglog: msglog::Sent::default(),
                 shutting_down: false,
                 wind_down: None,
+                drain_whole: false,
                 clocks: BTreeMap::new(),
             },
         }
@@ -725,7 +730,16 @@ impl Session {
             return;
         }
         let waits = l.requests.waiting() > 0;
-        if waits && !ctx.config.drain_timeout.is_zero() && matches!(l.phase, Phase::Serving) {
+        let http = matches!(l.client, ClientSide::Http(_));
+        if http && !ctx.config.drain_timeout.is_zero() && matches!(l.phase, Phase::Serving) {
+            // Its client's next requests (an answer to the server's request within a call,
+            // or another call) still reach this relay: the session is served until it ends
+            // or the drain timeout; no new session is (the HTTP server refuses them).
+            l.stopping = true;
+            l.drain_whole = true;
+            l.wind_down = Some(deadline);
+        } else if waits && !ctx.config.drain_timeout.is_zero() && matches!(l.phase, Phase::Serving)
+        {
             // No restarts while draining: a server that ends now answers with errors.
             l.stopping = true;
             l.heartbeat.on = false;
@@ -772,7 +786,8 @@ impl Session {
         }
         l.was_waiting = waiting;
         if l.wind_down.is_some()
-            && (l.requests.waiting() == 0 || (l.client_eof && l.client.is_gone()))
+            && ((l.requests.waiting() == 0 && !l.drain_whole)
+                || (l.client_eof && l.client.is_gone()))
         {
             // Every request was answered (or the client that half-closed is gone after
             // all: a write to it failed): the server's stdin may close now.

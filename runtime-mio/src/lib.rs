@@ -305,7 +305,8 @@ struct Handshake {
 
 /// A listening socket, and where it stands with `accept()`.
 struct Listener {
-    socket: TcpListener,
+    /// `None` once closed (`Output::StopAccepting`); listeners keep their index (their token).
+    socket: Option<TcpListener>,
     transport: Transport,
     tls: Option<ServerTls>,
     server: Option<ServerId>,
@@ -476,7 +477,7 @@ impl Runtime {
             poll.registry()
                 .register(&mut l, token(LISTENER, i as u64), Interest::READABLE)?;
             listeners.push(Listener {
-                socket: l,
+                socket: Some(l),
                 transport: *transport,
                 tls: tls.clone(),
                 server: *server,
@@ -545,7 +546,7 @@ impl Runtime {
     pub fn local_addrs(&self) -> Vec<(SocketAddr, Transport)> {
         self.listeners
             .iter()
-            .filter_map(|l| Some((l.socket.local_addr().ok()?, l.transport)))
+            .filter_map(|l| Some((l.socket.as_ref()?.local_addr().ok()?, l.transport)))
             .collect()
     }
 
@@ -555,7 +556,7 @@ impl Runtime {
         self.listeners
             .iter()
             .filter_map(|l| {
-                let addr = l.socket.local_addr().ok()?;
+                let addr = l.socket.as_ref()?.local_addr().ok()?;
                 Some((addr, l.transport, l.tls.is_some(), l.server))
             })
             .collect()
@@ -723,8 +724,15 @@ impl Runtime {
                     }
                 }
                 Output::StopAccepting => {
-                    for mut l in self.listeners.drain(..) {
-                        let _ = self.poll.registry().deregister(&mut l.socket);
+                    let registry = self.poll.registry();
+                    for l in &mut self.listeners {
+                        if l.transport == Transport::Http {
+                            continue;
+                        }
+                        // Dropped: the port refuses connections from now on.
+                        if let Some(mut socket) = l.socket.take() {
+                            let _ = registry.deregister(&mut socket);
+                        }
                     }
                 }
                 Output::Cancel { child } => match self.children.get(&child) {
@@ -904,7 +912,10 @@ impl Runtime {
             let transport = listener.transport;
             let listener_tls = listener.tls.clone();
             let server = listener.server;
-            match listener.socket.accept() {
+            let Some(socket) = &listener.socket else {
+                return;
+            };
+            match socket.accept() {
                 Ok((mut stream, peer)) => {
                     accepted = true;
                     let local = stream.local_addr().unwrap_or(peer);
@@ -1655,9 +1666,9 @@ fn listener_name(l: &Listener) -> String {
         (Transport::Tcp, true) => "tls",
         (Transport::Http, true) => "https",
     };
-    match l.socket.local_addr() {
-        Ok(addr) => format!("{scheme}://{addr}"),
-        Err(_) => format!("a {scheme} listener"),
+    match l.socket.as_ref().map(TcpListener::local_addr) {
+        Some(Ok(addr)) => format!("{scheme}://{addr}"),
+        _ => format!("a {scheme} listener"),
     }
 }
 

@@ -1,5 +1,6 @@
 //! End to end: what a production lifecycle needs. Ctrl-C lets requests in flight finish
-//! (`--drain-timeout`); a half-closed TCP client gets its answers from a slow-starting
+//! (`--drain-timeout`), and an HTTP session is served until its client ends it (a new one
+//! gets 503); a half-closed TCP client gets its answers from a slow-starting
 //! server; restart notices only for a replacement that came up; prespawned children are
 //! counted; `--request-timeout`; orphans of a server's wrapper are reaped (no `<defunct>`).
 
@@ -43,6 +44,35 @@ fn sigint_lets_an_http_call_in_flight_finish_then_exits_zero() {
         "the call in flight did not get its real answer: {got}\nlog:\n{}",
         relay.log_text()
     );
+    // The session is still served while the relay drains (its client's next request, as a
+    // balancer keeps sending them here); a new session is not, and /healthz says why.
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    // (A new connection: a draining relay closes each one after its response.)
+    let mut conn = relay.connect();
+    conn.set_read_timeout(DEADLINE);
+    let resp = conn.request("POST", "/mcp", &headers, list.to_string().as_bytes());
+    assert_eq!(resp.status(), 200, "{}", resp.text());
+    let mut other = relay.connect();
+    other.set_read_timeout(DEADLINE);
+    let init = http_support::initialize_request("2025-06-18");
+    let resp = other.post_mcp(None, &init);
+    assert_eq!(
+        resp.status(),
+        503,
+        "a new session while draining: {}",
+        resp.text()
+    );
+    let mut other = relay.connect();
+    other.set_read_timeout(DEADLINE);
+    let resp = other.request("GET", "/healthz", &[], b"");
+    assert_eq!(resp.status(), 503, "{}", resp.text());
+    // Its client ends it (as SDK clients do): nothing is left, and the relay exits.
+    let mut delete: Vec<(&str, &str)> = vec![("Mcp-Session-Id", &session)];
+    delete.push(("MCP-Protocol-Version", "2025-06-18"));
+    let mut conn = relay.connect();
+    conn.set_read_timeout(DEADLINE);
+    let resp = conn.request("DELETE", "/mcp", &delete, b"");
+    assert!(resp.status() < 300, "DELETE: {}", resp.text());
     let status = relay
         .wait_exit(DEADLINE)
         .unwrap_or_else(|| panic!("the relay did not exit; log:\n{}", relay.log_text()));

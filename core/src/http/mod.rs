@@ -570,7 +570,11 @@ impl HttpServer {
         self.timers
             .set(HttpTimer::Conn(conn), Some((deadline, CONN_DEADLINE)));
         if self.draining {
-            self.close_conn(conn);
+            // Still served while the relay drains (its sessions' requests, /healthz saying
+            // 503), one request per connection.
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.close_after = true;
+            }
         }
     }
 
@@ -1370,11 +1374,12 @@ impl HttpServer {
     ) -> Result<HttpKey, Reject> {
         let open = self.sessions.values().filter(|s| !s.finished).count() + self.other_sessions;
         if open >= self.config.http.max_sessions || self.draining {
-            let mut r = reject(
-                503,
-                codes::SERVER_UNAVAILABLE,
-                format!("mcp-relay: too many sessions ({open}, --max-sessions); try again later"),
-            );
+            let why = if self.draining {
+                "mcp-relay: the relay is shutting down; start the session on another relay".into()
+            } else {
+                format!("mcp-relay: too many sessions ({open}, --max-sessions); try again later")
+            };
+            let mut r = reject(503, codes::SERVER_UNAVAILABLE, why);
             r.headers.push(("Retry-After", "5".into()));
             return Err(r);
         }

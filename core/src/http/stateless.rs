@@ -447,6 +447,15 @@ impl HttpServer {
                 return Err(unsupported_version(&version, id, true));
             }
         }
+        if self.draining {
+            let mut r = reject(
+                503,
+                codes::SERVER_UNAVAILABLE,
+                "mcp-relay: the relay is shutting down; send the request to another relay",
+            );
+            r.id = id;
+            return Err(r);
+        }
         let (Kind::Request, Some(id)) = (e.kind, id) else {
             check_headers(head, e, params.as_ref(), STATELESS_VERSION)?;
             // Notifications need no child: nothing in this era waits on them.
