@@ -2,7 +2,7 @@
 //!
 //! - The systemd units pass `systemd-analyze verify`, and their hardening keeps
 //!   `systemd-analyze security` at "OK" (skipped, saying so, where systemd-analyze is absent;
-//!   CI has it).
+//!   a failure instead with `MCP_RELAY_REQUIRE_SDK=1`, as in CI).
 //! - Under `systemd-socket-activate`, the relay serves on the sockets it is given (a TCP
 //!   and an HTTP one, matched to `--listen` by address), MCP works over both, and its server
 //!   sees neither the `LISTEN_*` variables nor the sockets.
@@ -12,7 +12,9 @@
 
 mod http_support;
 
-use http_support::{open_session, Conn, TempDir, DEADLINE, MCP_POST};
+// `skip` fails the test instead where the peers are required (MCP_RELAY_REQUIRE_SDK=1, as in
+// CI, whose machines have systemd).
+use http_support::{open_session, skip, Conn, TempDir, DEADLINE, MCP_POST};
 use mcp_relay_tests::process::{relay_bin, workspace, Log};
 use serde_json::{json, Value};
 use std::io::{self, BufRead, BufReader, Write};
@@ -23,11 +25,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Says that a test did not run and why, past the harness's capture.
-fn skip(test: &str, why: &str) {
-    let _ = writeln!(io::stderr(), "SKIP {test}: {why}");
-}
 
 /// The path of `program` on `$PATH`, if it is there.
 fn which(program: &str) -> Option<PathBuf> {
