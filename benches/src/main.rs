@@ -73,6 +73,8 @@
 //!
 //! `soak` runs sequential (or `--depth N` pipelined) calls through a relay only (optionally
 //! with `--idle N` idle sessions open beside), printing its pid, so that `perf record -p`, `perf stat -p` or `strace -c -p` can be attached to it.
+//! Run it from the `profiling` profile (`cargo run --profile profiling -p mcp-relay-benches --
+//! soak`): the release build with debug info and symbols, which the release profile strips.
 //!
 //! `faults` is a soak test rather than a benchmark (not run by `all`, not in CI): `--sessions N`
 //! sessions (half TCP, half Streamable HTTP) at steady load for `--minutes M`, with a fault on

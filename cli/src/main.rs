@@ -436,6 +436,10 @@ fn main() -> ExitCode {
     // shows is what non-dumpable protects.
     let env_token = std::env::var(AUTH_TOKEN_VAR).ok();
     std::env::remove_var(AUTH_TOKEN_VAR);
+    // Sockets from the service manager (systemd's LISTEN_FDS), taken while this is the only
+    // thread: the variables leave the environment (no server sees them), and the sockets wait
+    // for the flags to say what each serves.
+    let inherited = mcp_relay_runtime::activation::take_from_env();
     let strs: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
     let mut args = match Args::from_args(&["mcp-relay"], &strs) {
         Ok(args) => args,
@@ -497,14 +501,48 @@ fn main() -> ExitCode {
         )),
         _ => None,
     };
-    let setup = match validate(args, env_token, &|name| std::env::var(name).ok(), file) {
+    let mut setup = match validate(args, env_token, &|name| std::env::var(name).ok(), file) {
         Ok(setup) => setup,
         Err(e) => {
             eprintln!("mcp-relay: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = inherited.and_then(|sockets| inherit(&mut setup.runtime.listen, sockets)) {
+        eprintln!("mcp-relay: {e}");
+        return ExitCode::from(2);
+    }
     run(setup, config_reload)
+}
+
+/// Gives the sockets the service manager passed (socket activation) to the `--listen`s with
+/// the same addresses, which then bind nothing; a socket no `--listen` names is a mistake in
+/// the unit or the flags, refused before anything starts.
+fn inherit(
+    listen: &mut [ListenOn],
+    sockets: Vec<mcp_relay_runtime::activation::Inherited>,
+) -> Result<(), String> {
+    let described: Vec<(std::net::SocketAddr, String)> =
+        sockets.iter().map(|s| (s.addr, s.describe())).collect();
+    if let Some(stray) = mcp_relay_runtime::activation::assign(listen, sockets).first() {
+        let addr = stray.addr;
+        let hint = match listen.iter().find(|l| l.addr.port() == addr.port()) {
+            // systemd's `ListenStream=8080` is [::]:8080 (IPv4 too), not 0.0.0.0:8080.
+            Some(l) => format!(
+                "; --listen {} has its port: give the address as the socket is bound",
+                l.addr
+            ),
+            None => String::new(),
+        };
+        return Err(format!(
+            "socket activation: {} is bound to {addr}, and no --listen names that address (add --listen tcp://{addr} or http://{addr}, or change the socket unit's ListenStream=){hint}",
+            stray.describe()
+        ));
+    }
+    for (addr, what) in described {
+        log::info!("{addr}: using the socket passed by the service manager ({what})");
+    }
+    Ok(())
 }
 
 /// The command line with a servers file's `"relay"` settings before it, leaving out those
@@ -713,6 +751,7 @@ fn validate(
                 transport,
                 tls: tls.cloned(),
                 server: None,
+                inherited: None,
             });
         }
     }
@@ -871,6 +910,7 @@ fn validate(
                 transport: Transport::Tcp,
                 tls,
                 server: Some(server),
+                inherited: None,
             });
         }
         let has_default = built.named.iter().any(|n| n.default);

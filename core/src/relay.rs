@@ -768,7 +768,8 @@ impl Relay {
                 );
             }
             for key in keys {
-                self.with_session(now, key, |s, ctx| s.drain(ctx));
+                // Their time is up: requests in flight still get --drain-timeout.
+                self.with_session(now, key, |s, ctx| s.drain(ctx, false));
             }
         }
     }
@@ -855,7 +856,7 @@ impl Relay {
                 if immediate {
                     s.abort(ctx)
                 } else {
-                    s.drain(ctx)
+                    s.drain(ctx, true)
                 }
             });
         }

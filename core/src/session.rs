@@ -717,7 +717,9 @@ impl Session {
     /// Graceful shutdown: requests in flight may finish (up to `--drain-timeout`; the
     /// client may still send, as a request in flight can need a follow-up), then the child
     /// gets end of file on stdin and what it still says reaches the client.
-    pub(crate) fn drain(&mut self, ctx: &mut Ctx<'_>) {
+    /// `serve_http`: an HTTP session is served until its client ends it or the drain
+    /// timeout (the relay shuts down); otherwise it ends once nothing waits.
+    pub(crate) fn drain(&mut self, ctx: &mut Ctx<'_>, serve_http: bool) {
         let l = &mut self.link;
         l.shutting_down = true;
         let deadline = ctx.now + ctx.config.drain_timeout;
@@ -730,7 +732,7 @@ impl Session {
             return;
         }
         let waits = l.requests.waiting() > 0;
-        let http = matches!(l.client, ClientSide::Http(_));
+        let http = serve_http && matches!(l.client, ClientSide::Http(_));
         if http && !ctx.config.drain_timeout.is_zero() && matches!(l.phase, Phase::Serving) {
             // Its client's next requests (an answer to the server's request within a call,
             // or another call) still reach this relay: the session is served until it ends

@@ -40,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+pub mod activation;
 mod process;
 mod stdio;
 pub mod tls;
@@ -98,6 +99,10 @@ pub struct Listen {
     pub tls: Option<ServerTls>,
     /// A TCP listener's server, with several (`None`: the default one).
     pub server: Option<ServerId>,
+    /// A socket already bound to `addr` and listening, used instead of binding one: from
+    /// the service manager ([`activation`]). Shared so that the configuration stays
+    /// cloneable; [`Runtime::bind`] takes it over.
+    pub inherited: Option<Arc<std::net::TcpListener>>,
 }
 
 impl Listen {
@@ -108,6 +113,7 @@ impl Listen {
             transport,
             tls: None,
             server: None,
+            inherited: None,
         }
     }
 }
@@ -469,18 +475,25 @@ impl Runtime {
                 transport,
                 tls,
                 server,
+                inherited,
             },
-        ) in config.listen.iter().enumerate()
+        ) in std::mem::take(&mut config.listen).into_iter().enumerate()
         {
-            let mut l = TcpListener::bind(*addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let mut l = match inherited {
+                Some(socket) => activation::adopt(socket).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on inherited {addr}: {e}"))
+                })?,
+                None => TcpListener::bind(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?,
+            };
             poll.registry()
                 .register(&mut l, token(LISTENER, i as u64), Interest::READABLE)?;
             listeners.push(Listener {
                 socket: Some(l),
-                transport: *transport,
-                tls: tls.clone(),
-                server: *server,
+                transport,
+                tls,
+                server,
                 backoff: None,
             });
         }
