@@ -22,7 +22,8 @@ use std::ffi::OsString;
 pub const PREFIX: &str = "MCP_RELAY_";
 
 /// `MCP_RELAY_` names that are not flags and are not warned about: the bearer token (read
-/// apart, see `main`), and what the project's own tools read (its test harness; `check`
+/// apart, see `main`), and what the project's own tools read (its test harness, whose
+/// `MCP_RELAY_E2E_` variables reach the servers through the relay; `check`
 /// hands header values to the relay it runs as `MCP_RELAY_CHECK_H<n>`).
 const NOT_FLAGS: &[&str] = &[
     "MCP_RELAY_AUTH_TOKEN",
@@ -33,7 +34,7 @@ const NOT_FLAGS: &[&str] = &[
     "MCP_RELAY_SERVER_NODE",
     "MCP_RELAY_PYTHON",
 ];
-const NOT_FLAG_PREFIXES: &[&str] = &["MCP_RELAY_PYTHON_", "MCP_RELAY_CHECK_H"];
+const NOT_FLAG_PREFIXES: &[&str] = &["MCP_RELAY_PYTHON_", "MCP_RELAY_E2E_", "MCP_RELAY_CHECK_H"];
 
 /// Flags that are not `--config` settings but can come from the environment.
 const EXTRA: &[(&str, Arity)] = &[
