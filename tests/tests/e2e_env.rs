@@ -3,8 +3,10 @@
 //! never see them.
 
 mod common;
+mod http_support;
 
 use common::{relay_bin, wait_child, CliOutput, Client, Log, Relay, DEADLINE};
+use http_support::{initialize_request, open_session, HttpRelay};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 
@@ -217,4 +219,63 @@ fn mistakes_name_the_variable() {
     let out = run_with_env(&["--help"], &[("MCP_RELAY_DEBUG", "maybe")]);
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.contains("MCP_RELAY_MAX_SESSIONS"), "{out:?}");
+}
+
+/// A servers file whose `"relay"` says `relay`, in a directory of its own.
+fn servers_file(name: &str, relay: Value) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcp-relay-e2e-env-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("servers.json");
+    let bin = relay_bin().display().to_string();
+    let file = json!({
+        "mcpServers": {"demo": {"command": bin, "args": ["demo-server"], "default": true}},
+        "relay": relay,
+    });
+    std::fs::write(&path, file.to_string()).expect("write");
+    path
+}
+
+/// A variable wins over the `--config` file's `"relay"` (a switch set to false included).
+#[test]
+fn a_variable_wins_over_the_config_file() {
+    const VERSION: &str = "2025-06-18";
+    let path = servers_file("file", json!({"max_sessions": 1, "no_healthz": true}));
+    // The file alone: no /healthz, one session.
+    let relay = HttpRelay::builder().arg("--config").arg(&path).start();
+    let mut conn = relay.connect();
+    assert_eq!(conn.request("GET", "/healthz", &[], b"").head.status, 404);
+    open_session(&mut conn, VERSION);
+    let second = conn.post_mcp(None, &initialize_request(VERSION));
+    assert_eq!(second.status(), 503, "{second:?}");
+    drop(relay);
+    // The variables over it.
+    let relay = HttpRelay::builder()
+        .arg("--config")
+        .arg(&path)
+        .env("MCP_RELAY_NO_HEALTHZ", "no")
+        .env("MCP_RELAY_MAX_SESSIONS", "3")
+        .start();
+    let mut conn = relay.connect();
+    let resp = conn.request("GET", "/healthz", &[], b"");
+    assert_eq!(resp.head.status, 200, "{}", relay.log_text());
+    open_session(&mut conn, VERSION);
+    open_session(&mut conn, VERSION);
+    let _ = std::fs::remove_dir_all(path.parent().expect("its directory"));
+}
+
+/// `mcp-relay check` is not configured by the relay's variables, nor is the relay it runs
+/// (which would otherwise listen, and refuse the token, instead of checking).
+#[test]
+fn check_ignores_the_relays_variables() {
+    let relay = HttpRelay::builder().demo().start();
+    let url = relay.url("/mcp");
+    let out = run_with_env(
+        &["check", &url],
+        &[
+            ("MCP_RELAY_LISTEN", "127.0.0.1:0"),
+            ("MCP_RELAY_AUTH_TOKEN", "t0k"),
+            ("MCP_RELAY_DEBUG", "maybe"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
