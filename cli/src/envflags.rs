@@ -15,7 +15,7 @@
 //!   `MCP_RELAY_AUTH_TOKEN` (read apart, in `main`: its tokens add to `--auth-token`'s).
 //! - Another `MCP_RELAY_` name is warned about (a misspelling shows) and left in place.
 
-use crate::servers_file::{flag_kind, Arity};
+use crate::servers_file::{flag_kind, setting_flags, Arity};
 use std::ffi::OsString;
 
 /// What every variable's name starts with.
@@ -63,8 +63,36 @@ fn kind(flag: &str) -> Option<(Arity, bool)> {
     })
 }
 
+/// The variable that `name` (not one) most likely meant: one a typo or two away.
+pub fn suggest(name: &str) -> Option<String> {
+    let flags = setting_flags().chain(EXTRA.iter().map(|(f, _)| *f));
+    flags
+        .map(var_name)
+        .map(|known| (distance(name, &known), known))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance, by bytes (the names are ASCII).
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 /// The variable for `--{flag}`.
-#[cfg(test)]
 pub fn var_name(flag: &str) -> String {
     format!("{PREFIX}{}", flag.to_ascii_uppercase().replace('-', "_"))
 }
@@ -425,6 +453,21 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn misspellings_get_a_suggestion() {
+        assert_eq!(
+            suggest("MCP_RELAY_MAX_SESION").as_deref(),
+            Some("MCP_RELAY_MAX_SESSIONS")
+        );
+        assert_eq!(
+            suggest("MCP_RELAY_LISTENS").as_deref(),
+            Some("MCP_RELAY_LISTEN")
+        );
+        assert_eq!(suggest("MCP_RELAY_PORT"), None);
+        assert_eq!(distance("", "ab"), 2);
+        assert_eq!(distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -490,9 +490,14 @@ fn main() -> ExitCode {
     }
     init_logging(&args);
     for name in &from_env.unknown {
-        log::warn!(
-            "{name} is not one of mcp-relay's variables (ignored): they are MCP_RELAY_ and a flag's name, such as MCP_RELAY_MAX_SESSIONS for --max-sessions"
-        );
+        match envflags::suggest(name) {
+            Some(meant) => log::warn!(
+                "{name} is not one of mcp-relay's variables (ignored): did you mean {meant}?"
+            ),
+            None => log::warn!(
+                "{name} is not one of mcp-relay's variables (ignored): they are MCP_RELAY_ and a flag's name, such as MCP_RELAY_MAX_SESSIONS for --max-sessions"
+            ),
+        }
     }
     if let Err(e) = dumpable {
         log::warn!("cannot make the relay non-dumpable (its servers may read its memory): {e}");

@@ -453,6 +453,11 @@ pub(crate) fn flag_kind(flag: &str) -> Option<(Arity, bool)> {
         .map(|s| (s.arity, s.secret))
 }
 
+/// Every file setting's flag (without `--`).
+pub(crate) fn setting_flags() -> impl Iterator<Item = &'static str> {
+    SETTINGS.iter().map(|s| s.flag)
+}
+
 /// Flags that are not file settings, and why.
 const NOT_SETTINGS: &[(&str, &str)] = &[
     (

@@ -158,7 +158,7 @@ fn servers_do_not_see_the_relays_variables() {
         ])
         .start();
     relay.wait_log(
-        "MCP_RELAY_MAX_SESION is not one of mcp-relay's variables",
+        "MCP_RELAY_MAX_SESION is not one of mcp-relay's variables (ignored): did you mean MCP_RELAY_MAX_SESSIONS?",
         DEADLINE,
     );
     let _client = relay.connect();
