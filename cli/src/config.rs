@@ -35,8 +35,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{text}` is too long a duration"))
 }
 
-/// Parses a byte size: a plain number or with a unit (`64KiB`, `16MiB`, `1GiB`; `K`, `M`, `G`
-/// and `KB`, `MB`, `GB` mean the same binary multiples).
+/// Parses a byte size: a plain number of bytes, or one with a unit, any case. `KiB`, `MiB`,
+/// `GiB` (and `K`, `M`, `G`, as in systemd and Docker) are powers of 1024; `kB`, `MB`, `GB`
+/// are powers of 1000, as the SI has them. `B` is bytes.
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
@@ -45,23 +46,23 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     };
     let scale: u64 = match unit.as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a size (use 1048576, 64KiB, 16MiB or 1GiB)"
-            ))
-        }
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(not_a_size(text)),
     };
-    let value: u64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (use 1048576, 64KiB, 16MiB or 1GiB)"))?;
+    let value: u64 = number.trim().parse().map_err(|_| not_a_size(text))?;
     value
         .checked_mul(scale)
         .and_then(|v| usize::try_from(v).ok())
         .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+fn not_a_size(text: &str) -> String {
+    format!("`{text}` is not a size (use 1048576, 64KiB, 16MiB or 1GiB; MB is 10^6 bytes)")
 }
 
 /// What a `--listen` value asks for.
@@ -291,10 +292,23 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("64k"), Ok(64 << 10));
-        assert_eq!(parse_size("1GB"), Ok(1 << 30));
-        assert_eq!(parse_size("123"), Ok(123));
+        let ok = |t: &str, n: usize| assert_eq!(parse_size(t), Ok(n), "{t}");
+        // Binary: the IEC units, and the single letters.
+        ok("16MiB", 16 << 20);
+        ok("16mib", 16 << 20);
+        ok("16 MiB", 16 << 20);
+        ok("16M", 16 << 20);
+        ok("64k", 64 << 10);
+        ok("64KiB", 64 << 10);
+        ok("1GiB", 1 << 30);
+        ok("1G", 1 << 30);
+        // Decimal: the SI units.
+        ok("64kB", 64_000);
+        ok("64KB", 64_000);
+        ok("16MB", 16_000_000);
+        ok("1GB", 1_000_000_000);
+        ok("123", 123);
+        ok("123B", 123);
         for bad in ["", "x", "1.5M", "-1", "1T", "99999999999999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }

@@ -2,12 +2,15 @@
 
 mod check;
 mod config;
+mod envflags;
 mod instance;
 mod logging;
+mod preflight;
 mod servers;
 mod servers_file;
 mod signals;
 mod tls;
+mod usage;
 
 use argh::FromArgs;
 use config::Listen;
@@ -30,9 +33,7 @@ use std::time::Duration;
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "mcp-relay --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --connect http://mcp.example.com/mcp --header 'Authorization: Bearer ${{TOKEN}}'",
-    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT (tls:// over TLS). https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key; SIGHUP re-reads them (and\n--tls-client-ca) without dropping sessions. SIGINT and SIGTERM drain and stop; a second\none stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it. HTTP
-requests are logged one line each (target mcp_relay::access; RUST_LOG=info,mcp_relay::access=off
-silences them). Under systemd (JOURNAL_STREAM) text lines carry no timestamp."
+    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT (tls:// over TLS). https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key.\n\nSignals: SIGHUP re-reads --tls-cert, --tls-key, --tls-client-ca and --config without\ndropping sessions (a broken file is logged and the old one kept). SIGINT and SIGTERM drain\nand stop; a second one stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m, 1h; sizes take 1048576, 64KiB, 16MiB, 1GiB (KiB, MiB,\nGiB and K, M, G are powers of 1024; kB, MB, GB powers of 1000).\n\nEnvironment: every flag can be set with MCP_RELAY_<FLAG>: --max-sessions is\nMCP_RELAY_MAX_SESSIONS. Switches take 1, true, yes or 0, false, no; a repeatable flag takes\none value per line (--listen, --allow-origin, --allow-host also comma-separated); empty is\nunset. A flag given here wins over its variable, which wins over the --config file's relay\nkey (MCP_RELAY_AUTH_TOKEN adds to --auth-token instead). The relay removes the variables\nfrom its environment: its servers do not see them.\n\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it. HTTP\nrequests are logged one line each (target mcp_relay::access; RUST_LOG=info,mcp_relay::access=off\nsilences them). Under systemd (JOURNAL_STREAM) text lines carry no timestamp; sockets passed by\nsystemd (LISTEN_FDS) are used for the --listen addresses they are bound to."
 )]
 struct Args {
     /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC),
@@ -92,7 +93,7 @@ struct Args {
     demo: bool,
 
     /// serve several servers, from a JSON file in Claude Desktop's `mcpServers` format
-    /// (plus a "relay" key for these flags; flags given here win): each at
+    /// (plus a "relay" key for these flags; flags and MCP_RELAY_ variables win): each at
     /// /servers/NAME/mcp and /servers/NAME/sse, the default one at /mcp and /sse too
     #[argh(option)]
     config: Option<PathBuf>,
@@ -163,12 +164,20 @@ struct Args {
 
     /// keep N servers started ahead of need, so that a new session does not wait for one to
     /// start (default: 0)
-    #[argh(option, default = "Config::default().prespawn")]
+    #[argh(
+        option,
+        from_str_fn(parse_count),
+        default = "Config::default().prespawn"
+    )]
     prespawn: usize,
 
     /// client connections open at once, TCP and HTTP; one past it gets an error and is
     /// closed; the default is lowered to what the descriptor limit allows (default: 4096)
-    #[argh(option, default = "Config::default().max_connections")]
+    #[argh(
+        option,
+        from_str_fn(parse_count),
+        default = "Config::default().max_connections"
+    )]
     max_connections: usize,
 
     /// TCP: close a client that sends nothing and waits for nothing this long; 0 means
@@ -191,7 +200,11 @@ struct Args {
 
     /// client requests waiting for an answer before the relay stops reading the client
     /// (default: 1024)
-    #[argh(option, default = "Config::default().max_in_flight")]
+    #[argh(
+        option,
+        from_str_fn(parse_count),
+        default = "Config::default().max_in_flight"
+    )]
     max_in_flight: usize,
 
     /// restart the server when it exits: on-failure (crash, kill, hang), always, or never
@@ -212,7 +225,11 @@ struct Args {
     restart_delay: Duration,
 
     /// restarts allowed within --restart-window before the session is closed (default: 5)
-    #[argh(option, default = "Config::default().max_restarts")]
+    #[argh(
+        option,
+        from_str_fn(parse_count_u32),
+        default = "Config::default().max_restarts"
+    )]
     max_restarts: u32,
 
     /// the window --max-restarts counts in (default: 60s)
@@ -258,7 +275,8 @@ struct Args {
     #[argh(option)]
     allow_host: Vec<String>,
 
-    /// HTTP: require `Authorization: Bearer TOKEN` (repeatable; also MCP_RELAY_AUTH_TOKEN)
+    /// HTTP: require `Authorization: Bearer TOKEN` (repeatable; also MCP_RELAY_AUTH_TOKEN, one
+    /// per line); refused without an http:// or https:// listener
     #[argh(option)]
     auth_token: Vec<String>,
 
@@ -301,7 +319,11 @@ struct Args {
 
     /// most sessions at once, TCP and HTTP; a TCP client past it gets an error line, an HTTP
     /// initialize gets 503 (default: 1000)
-    #[argh(option, default = "HttpConfig::default().max_sessions")]
+    #[argh(
+        option,
+        from_str_fn(parse_count),
+        default = "HttpConfig::default().max_sessions"
+    )]
     max_sessions: usize,
 
     /// HTTP: period of keep-alive comments on event streams (default: 15s)
@@ -322,7 +344,11 @@ struct Args {
 
     /// HTTP: most servers answering stateless (MCP 2026-07-28) requests, one request each at
     /// a time (default: 4)
-    #[argh(option, default = "HttpConfig::default().stateless_pool")]
+    #[argh(
+        option,
+        from_str_fn(parse_count),
+        default = "HttpConfig::default().stateless_pool"
+    )]
     stateless_pool: usize,
 
     /// HTTP: this relay's name among several behind a load balancer, put before every session
@@ -339,7 +365,7 @@ struct Args {
     no_metrics: bool,
 
     /// log level: error, warn, info, debug or trace (default: info, or RUST_LOG)
-    #[argh(option)]
+    #[argh(option, from_str_fn(parse_log_level))]
     log_level: Option<log::LevelFilter>,
 
     /// shorthand for --log-level debug
@@ -397,6 +423,15 @@ fn parse_size(s: &str) -> Result<usize, String> {
 fn parse_log_format(s: &str) -> Result<logging::Format, String> {
     logging::parse_format(s)
 }
+fn parse_count(s: &str) -> Result<usize, String> {
+    usage::parse_count(s)
+}
+fn parse_count_u32(s: &str) -> Result<u32, String> {
+    usage::parse_count_u32(s)
+}
+fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
+    usage::parse_log_level(s)
+}
 fn parse_transport(s: &str) -> Result<RemoteTransport, String> {
     RemoteTransport::parse(s)
 }
@@ -423,6 +458,9 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     if argv.get(1).map(String::as_str) == Some("check") {
+        // The relay's variables configure the relay, not its check; nor are they for the
+        // processes the check starts (its client-mode relay would take them as flags).
+        envflags::take();
         return check::main(std::env::args_os().skip(2).collect());
     }
     // Before any secret is read: from here on the relay's servers (same user) cannot read
@@ -436,20 +474,48 @@ fn main() -> ExitCode {
     // shows is what non-dumpable protects.
     let env_token = std::env::var(AUTH_TOKEN_VAR).ok();
     std::env::remove_var(AUTH_TOKEN_VAR);
+    // The other MCP_RELAY_ variables go the same way (see envflags).
+    let from_env = envflags::take();
     // Sockets from the service manager (systemd's LISTEN_FDS), taken while this is the only
     // thread: the variables leave the environment (no server sees them), and the sockets wait
     // for the flags to say what each serves.
     let inherited = mcp_relay_runtime::activation::take_from_env();
     let strs: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
-    let mut args = match Args::from_args(&["mcp-relay"], &strs) {
+    // --help and --version answer whatever the environment holds.
+    let asks = strs
+        .iter()
+        .take_while(|a| **a != "--")
+        .any(|a| matches!(*a, "--help" | "-h" | "help" | "--version" | "-V"));
+    let applied = if asks {
+        envflags::Applied::default()
+    } else {
+        match from_env.apply(&strs) {
+            Ok(applied) => applied,
+            Err(e) => {
+                eprintln!("mcp-relay: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    // The variables' flags first: a flag on the command line is not among them.
+    let full: Vec<String> = applied
+        .argv
+        .iter()
+        .cloned()
+        .chain(strs.iter().map(|s| (*s).to_owned()))
+        .collect();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let mut args = match Args::from_args(&["mcp-relay"], &full) {
         Ok(args) => args,
         Err(early) => {
             return if early.status.is_ok() {
                 println!("{}", early.output);
                 ExitCode::SUCCESS
             } else {
-                eprintln!("mcp-relay: {}", early.output.trim_end());
-                eprintln!("Run `mcp-relay --help` for usage.");
+                eprintln!(
+                    "mcp-relay: {}",
+                    applied.blame(usage::argh_error(&early.output))
+                );
                 ExitCode::from(2)
             };
         }
@@ -458,7 +524,8 @@ fn main() -> ExitCode {
         println!("mcp-relay {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    // `--config`: the file's "relay" settings are flags too, and the command line's win.
+    // `--config`: the file's "relay" settings are flags too; the command line's and the
+    // environment's win.
     let mut file = None;
     if let Some(path) = args.config.clone() {
         let loaded = match servers_file::load(&path, &|name| std::env::var(name).ok()) {
@@ -468,14 +535,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let merged = with_file_settings(&loaded.relay, &strs);
+        let merged = with_file_settings(&loaded.relay, &full, &applied.flags());
         let merged: Vec<&str> = merged.iter().map(String::as_str).collect();
         args = match Args::from_args(&["mcp-relay"], &merged) {
             Ok(args) => args,
             Err(early) => {
                 eprintln!(
                     "mcp-relay: {} (with the settings of {})",
-                    early.output.trim_end(),
+                    usage::argh_error(&early.output),
                     path.display()
                 );
                 return ExitCode::from(2);
@@ -489,13 +556,24 @@ fn main() -> ExitCode {
     if let Err(e) = mcp_relay_runtime::reap_orphans() {
         log::warn!("cannot reap orphans of the servers (they may stay <defunct>): {e}");
     }
+    for name in &from_env.unknown {
+        match envflags::suggest(name) {
+            Some(meant) => log::warn!(
+                "{name} is not one of mcp-relay's variables (ignored): did you mean {meant}?"
+            ),
+            None => log::warn!(
+                "{name} is not one of mcp-relay's variables (ignored): they are MCP_RELAY_ and a flag's name, such as MCP_RELAY_MAX_SESSIONS for --max-sessions"
+            ),
+        }
+    }
     if let Err(e) = dumpable {
         log::warn!("cannot make the relay non-dumpable (its servers may read its memory): {e}");
     }
     let config_reload = match (&args.config, &file) {
         (Some(path), Some(file)) => Some(servers::Reload::new(
             path.clone(),
-            strs.iter().map(|s| (*s).to_owned()).collect(),
+            full.iter().map(|s| (*s).to_owned()).collect(),
+            applied.flags(),
             env_token.clone(),
             file,
         )),
@@ -504,7 +582,7 @@ fn main() -> ExitCode {
     let mut setup = match validate(args, env_token, &|name| std::env::var(name).ok(), file) {
         Ok(setup) => setup,
         Err(e) => {
-            eprintln!("mcp-relay: {e}");
+            eprintln!("mcp-relay: {}", applied.blame(e));
             return ExitCode::from(2);
         }
     };
@@ -512,6 +590,17 @@ fn main() -> ExitCode {
         eprintln!("mcp-relay: {e}");
         return ExitCode::from(2);
     }
+    let runtime = &setup.runtime;
+    preflight::warn(
+        std::iter::once((None, &runtime.command)).chain(
+            runtime
+                .core
+                .servers
+                .iter()
+                .map(|s| Some(s.name.as_str()))
+                .zip(&runtime.commands),
+        ),
+    );
     run(setup, config_reload)
 }
 
@@ -546,18 +635,19 @@ fn inherit(
 }
 
 /// The command line with a servers file's `"relay"` settings before it, leaving out those
-/// of its flags that the command line gives itself (a later value would not replace an
-/// earlier one: argh refuses a repeated single-valued flag, and a list would be merged).
-fn with_file_settings(settings: &[(String, Vec<String>)], argv: &[&str]) -> Vec<String> {
-    let given: Vec<&str> = argv
-        .iter()
-        .take_while(|a| **a != "--")
-        .filter(|a| a.starts_with("--"))
-        .copied()
-        .collect();
+/// of its flags that the command line gives itself or that `also_given` names (the flags the
+/// environment set, `false` switches too): a later value would not replace an earlier one
+/// (argh refuses a repeated single-valued flag, and a list would be merged).
+fn with_file_settings(
+    settings: &[(String, Vec<String>)],
+    argv: &[&str],
+    also_given: &[String],
+) -> Vec<String> {
+    let mut given = envflags::given_flags(argv);
+    given.extend(also_given.iter().cloned());
     let mut merged = Vec::new();
     for (flag, values) in settings {
-        if given.contains(&flag.as_str()) {
+        if given.contains(flag) {
             continue;
         }
         if values.is_empty() {
@@ -762,8 +852,32 @@ fn validate(
             .map(|l| l.addr.port());
         instance::derive(&instance::host_name(), port)
     });
+    // What sets the relay's bearer tokens, if anything does.
+    let token_source = if !args.auth_token.is_empty() {
+        Some("--auth-token")
+    } else if args.auth_token_file.is_some() {
+        Some("--auth-token-file")
+    } else if env_token.is_some() {
+        Some(AUTH_TOKEN_VAR)
+    } else {
+        None
+    };
     let mut auth_tokens = args.auth_token;
-    auth_tokens.extend(env_token);
+    if let Some(tokens) = env_token {
+        // One token per line, as every repeatable flag's variable. Set but empty is refused
+        // (unlike other variables): a secret that did not arrive must not leave HTTP open.
+        let before = auth_tokens.len();
+        auth_tokens.extend(
+            tokens
+                .lines()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+        );
+        if auth_tokens.len() == before {
+            return Err(format!("{AUTH_TOKEN_VAR} is set but holds no token"));
+        }
+    }
     if let Some(path) = &args.auth_token_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--auth-token-file {}: {e}", path.display()))?;
@@ -933,6 +1047,22 @@ fn validate(
         config.core.servers = built.named;
         config.commands = built.commands;
     }
+    // Tokens guard HTTP only: with no HTTP listener they would protect nothing, silently.
+    if !config.listen.iter().any(|l| l.transport == Transport::Http) {
+        let source = token_source.map(str::to_owned).or_else(|| {
+            config
+                .core
+                .servers
+                .iter()
+                .find(|s| !s.config.http.auth_tokens.is_empty())
+                .map(|s| format!("server {:?}: auth_token", s.name))
+        });
+        if let Some(source) = source {
+            return Err(format!(
+                "{source}: bearer tokens guard HTTP listeners, and there is none (TCP, tls:// and stdio have no authentication): add --listen http://HOST:PORT, or leave the token out"
+            ));
+        }
+    }
     config
         .core
         .validate()
@@ -1086,8 +1216,9 @@ fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
     let runtime = match Runtime::bind(config) {
         Ok(runtime) => runtime,
         Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(1);
+            // A startup mistake like any other (a port in use, one that needs privileges).
+            eprintln!("mcp-relay: {e}");
+            return ExitCode::from(2);
         }
     };
     for (addr, transport, tls, listener_server) in runtime.listening() {
@@ -1559,6 +1690,113 @@ mod tests {
                 "{extra:?}: {e}"
             );
         }
+    }
+
+    /// Bearer tokens guard HTTP; with no HTTP listener they would guard nothing.
+    #[test]
+    fn tokens_without_http_are_refused() {
+        let tcp = ["--listen", "127.0.0.1:0", "--demo"];
+        let with = |extra: &[&'static str]| -> Vec<&'static str> {
+            tcp.iter().chain(extra).copied().collect()
+        };
+        let e = client(&with(&["--auth-token", "t"]), &[]).expect_err("refused");
+        assert!(
+            e.starts_with("--auth-token: bearer tokens guard HTTP listeners, and there is none"),
+            "{e}"
+        );
+        let e = client(&["--connect", "http://h/", "--auth-token", "t"], &[]).expect_err("stdio");
+        assert!(e.starts_with("--auth-token: "), "{e}");
+        let e = client(&with(&["--auth-token-file", "/dev/null"]), &[]).expect_err("file");
+        assert!(e.starts_with("--auth-token-file: "), "{e}");
+        let args = Args::from_args(&["mcp-relay"], &tcp).expect("parses");
+        let e = validate(args, Some("t".into()), &|_| None, None)
+            .err()
+            .expect("refused");
+        assert!(e.starts_with("MCP_RELAY_AUTH_TOKEN: "), "{e}");
+        // With an HTTP listener beside the TCP one: accepted.
+        let config = client(
+            &with(&["--listen", "http://127.0.0.1:0", "--auth-token", "t"]),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(config.core.http.auth_tokens, ["t"]);
+    }
+
+    /// `MCP_RELAY_AUTH_TOKEN`: one token per line, added to the flags'; set but empty is a
+    /// mistake.
+    #[test]
+    fn tokens_from_the_environment() {
+        let http = || {
+            Args::from_args(
+                &["mcp-relay"],
+                &[
+                    "--listen",
+                    "http://127.0.0.1:0",
+                    "--demo",
+                    "--auth-token",
+                    "a",
+                ],
+            )
+            .expect("parses")
+        };
+        let tokens = |env: &str| {
+            validate(http(), Some(env.into()), &|_| None, None)
+                .map(|s| s.runtime.core.http.auth_tokens)
+        };
+        assert_eq!(tokens("b"), Ok(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            tokens("b\r\n\nc\n"),
+            Ok(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()])
+        );
+        assert_eq!(
+            tokens(" \n").err().as_deref(),
+            Some("MCP_RELAY_AUTH_TOKEN is set but holds no token")
+        );
+    }
+
+    /// Every flag but --help and --version has its variable, and README lists each one.
+    #[test]
+    fn every_flag_has_a_variable_in_readme() {
+        let flags: Vec<String> = help_flags()
+            .into_iter()
+            .map(|(flag, _)| flag)
+            .filter(|f| f.starts_with("--") && f != "--help" && f != "--version")
+            .collect();
+        let vars = envflags::all_vars(&flags);
+        assert_eq!(vars.len(), flags.len(), "{flags:?} → {vars:?}");
+        let readme = include_str!("../../README.md");
+        for var in vars {
+            assert!(readme.contains(&format!("`{var}`")), "README lacks `{var}`");
+        }
+    }
+
+    /// Variables become flags; the command line wins over them, and they over the file.
+    #[test]
+    fn file_settings_give_way_to_the_environment_and_the_command_line() {
+        let relay = vec![
+            ("--max-sessions".to_owned(), vec!["5".to_owned()]),
+            ("--debug".to_owned(), vec![]),
+            ("--listen".to_owned(), vec!["127.0.0.1:1".to_owned()]),
+        ];
+        let merged = with_file_settings(
+            &relay,
+            &["--max-sessions", "7", "--listen", "127.0.0.1:2"],
+            &["--debug".to_owned()],
+        );
+        assert_eq!(merged, ["--max-sessions", "7", "--listen", "127.0.0.1:2"]);
+        let merged = with_file_settings(&relay, &["--", "--debug"], &[]);
+        assert_eq!(
+            merged,
+            [
+                "--max-sessions",
+                "5",
+                "--debug",
+                "--listen",
+                "127.0.0.1:1",
+                "--",
+                "--debug"
+            ]
+        );
     }
 
     /// With no flags the relay runs with the core's defaults (but for what only the CLI knows:

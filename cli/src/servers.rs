@@ -189,8 +189,11 @@ fn override_one(
 /// changed and added ones get new ids, and those left out are retired.
 pub struct Reload {
     path: std::path::PathBuf,
-    /// The command line, to combine with the file's settings again.
+    /// The command line (after the environment's flags), to combine with the file's
+    /// settings again.
     argv: Vec<String>,
+    /// The flags the environment set (the file's settings for them are left out).
+    env_flags: Vec<String>,
     /// `MCP_RELAY_AUTH_TOKEN` as it was at start.
     env_token: Option<String>,
     state: std::sync::Mutex<State>,
@@ -207,12 +210,14 @@ impl Reload {
     pub fn new(
         path: std::path::PathBuf,
         argv: Vec<String>,
+        env_flags: Vec<String>,
         env_token: Option<String>,
         file: &ServersFile,
     ) -> Reload {
         Reload {
             path,
             argv,
+            env_flags,
             env_token,
             state: std::sync::Mutex::new(State {
                 servers: file
@@ -237,11 +242,11 @@ impl Reload {
             Err(e) => return fail(e),
         };
         let argv: Vec<&str> = self.argv.iter().map(String::as_str).collect();
-        let merged = crate::with_file_settings(&file.relay, &argv);
+        let merged = crate::with_file_settings(&file.relay, &argv, &self.env_flags);
         let merged: Vec<&str> = merged.iter().map(String::as_str).collect();
         let args = match <crate::Args as argh::FromArgs>::from_args(&["mcp-relay"], &merged) {
             Ok(args) => args,
-            Err(early) => return fail(early.output.trim_end().to_owned()),
+            Err(early) => return fail(crate::usage::argh_error(&early.output)),
         };
         let setup = match crate::validate(args, self.env_token.clone(), &env, Some(file.clone())) {
             Ok(setup) => setup,
@@ -290,6 +295,7 @@ impl Reload {
                             entry.name
                         );
                     }
+                    crate::preflight::warn([(Some(entry.name.as_str()), &spec)]);
                     commands.push((id, spec));
                     id
                 }

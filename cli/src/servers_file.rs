@@ -328,7 +328,7 @@ fn shown(text: &str) -> String {
 
 /// How a relay setting takes its value.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Arity {
+pub(crate) enum Arity {
     /// `true` or `false`.
     Switch,
     /// One value.
@@ -449,6 +449,20 @@ const SETTINGS: &[Setting] = {
         setting("watch-config", Switch, Relay),
     ]
 };
+
+/// How the flag `--{flag}` takes its value and whether its value may be a secret; `None` for
+/// a flag that is not a file setting (see [`NOT_SETTINGS`]).
+pub(crate) fn flag_kind(flag: &str) -> Option<(Arity, bool)> {
+    SETTINGS
+        .iter()
+        .find(|s| s.flag == flag)
+        .map(|s| (s.arity, s.secret))
+}
+
+/// Every file setting's flag (without `--`).
+pub(crate) fn setting_flags() -> impl Iterator<Item = &'static str> {
+    SETTINGS.iter().map(|s| s.flag)
+}
 
 /// Flags that are not file settings, and why.
 const NOT_SETTINGS: &[(&str, &str)] = &[
@@ -1830,11 +1844,11 @@ mod tests {
         // The flags' own parsers.
         top(
             r#"{"max_sessions": ‸"lots"}"#,
-            "\"max_sessions\": invalid digit found in string",
+            "\"max_sessions\": `lots` is not a whole number (for example 4)",
         );
         top(
             r#"{"max_sessions": ‸-1}"#,
-            "\"max_sessions\": invalid digit found in string",
+            "\"max_sessions\": `-1` is not a whole number (for example 4)",
         );
         top(
             r#"{"shutdown_grace": ‸"2x"}"#,
@@ -1907,7 +1921,7 @@ mod tests {
         );
         server(
             r#"{"command": "x", "relay": {"prespawn": ‸1.5}}"#,
-            "relay \"prespawn\": invalid digit found in string",
+            "relay \"prespawn\": `1.5` is not a whole number (for example 4)",
         );
         server(
             r#"{"command": "x", "relay": {"auth_token": ["t", 7, ‸"${NOPE}"]}}"#,

@@ -12,8 +12,8 @@
 //!   session lands on a live relay, and the other relays' sessions do not notice.
 //!
 //! Needs `haproxy` and `nginx` (Debian packages: .ci/run installs them) and the Python SDK
-//! 2.x virtual environment (tests/python/.venv-mcp2). Without them each test prints a SKIP
-//! line and passes, unless MCP_RELAY_REQUIRE_SDK=1 (as in CI), which makes it fail.
+//! 2.x virtual environment (tests/python/.venv-mcp2): the tests are `#[ignore]`d (run them
+//! with `--include-ignored`, as CI does), and one run without its peers fails naming them.
 
 mod http_support;
 
@@ -444,21 +444,25 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 #[test]
+#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
 fn haproxy_keeps_each_session_on_its_relay() {
     sessions_stay_on_their_relay(Balancer::HAProxy);
 }
 
 #[test]
+#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
 fn nginx_keeps_each_session_on_its_relay() {
     sessions_stay_on_their_relay(Balancer::Nginx);
 }
 
 #[test]
+#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
 fn haproxy_a_killed_relay_loses_only_its_sessions() {
     a_killed_relay_loses_only_its_sessions(Balancer::HAProxy);
 }
 
 #[test]
+#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
 fn nginx_a_killed_relay_loses_only_its_sessions() {
     a_killed_relay_loses_only_its_sessions(Balancer::Nginx);
 }

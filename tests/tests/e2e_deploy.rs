@@ -1,8 +1,8 @@
 //! The deployment kit (deploy/) and socket activation, end to end.
 //!
 //! - The systemd units pass `systemd-analyze verify`, and their hardening keeps
-//!   `systemd-analyze security` at "OK" (skipped, saying so, where systemd-analyze is absent;
-//!   a failure instead with `MCP_RELAY_REQUIRE_SDK=1`, as in CI).
+//!   `systemd-analyze security` at "OK". The tests that need systemd's tools are `#[ignore]`d
+//!   (CI runs them with `--include-ignored`; there a missing tool fails the test).
 //! - Under `systemd-socket-activate`, the relay serves on the sockets it is given (a TCP
 //!   and an HTTP one, matched to `--listen` by address), MCP works over both, and its server
 //!   sees neither the `LISTEN_*` variables nor the sockets.
@@ -12,8 +12,7 @@
 
 mod http_support;
 
-// `skip` fails the test instead where the peers are required (MCP_RELAY_REQUIRE_SDK=1, as in
-// CI, whose machines have systemd).
+// `skip` fails a test that was asked for and cannot find its tool.
 use http_support::{open_session, skip, Conn, TempDir, DEADLINE, MCP_POST};
 use mcp_relay_tests::process::{relay_bin, workspace, Log};
 use serde_json::{json, Value};
@@ -88,6 +87,7 @@ fn wait(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 }
 
 #[test]
+#[ignore = "interop: needs systemd-analyze and systemd-socket-activate (Debian's systemd); run with --include-ignored"]
 fn the_units_pass_systemd_analyze_verify() {
     let Some(analyze) = which("systemd-analyze") else {
         return skip(
@@ -111,6 +111,7 @@ fn the_units_pass_systemd_analyze_verify() {
 }
 
 #[test]
+#[ignore = "interop: needs systemd-analyze and systemd-socket-activate (Debian's systemd); run with --include-ignored"]
 fn the_service_is_hardened() {
     let Some(analyze) = which("systemd-analyze") else {
         return skip(
@@ -277,6 +278,7 @@ fn free_addrs() -> (SocketAddr, SocketAddr) {
 }
 
 #[test]
+#[ignore = "interop: needs systemd-analyze and systemd-socket-activate (Debian's systemd); run with --include-ignored"]
 fn systemd_socket_activate_hands_the_relay_its_sockets() {
     let Some(activate) = which("systemd-socket-activate") else {
         return skip(

@@ -32,6 +32,8 @@ fn a_server_cannot_read_the_relays_environment() {
     let relay = Relay::builder()
         .unprivileged()
         .env("MCP_RELAY_AUTH_TOKEN", SECRET)
+        // A token guards HTTP: without an HTTP listener the relay refuses it.
+        .args(["--listen", "http://127.0.0.1:0"])
         .command(["sh", "-c", PROBE])
         .start();
     let _client = relay.connect();

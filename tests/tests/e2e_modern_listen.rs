@@ -41,6 +41,7 @@ fn call(relay: &HttpRelay, id: i64, tool: &str, arguments: Value) -> Value {
 }
 
 #[test]
+#[ignore = "interop: needs the peers of README's Tests section; run with --include-ignored"]
 fn listen_streams_carry_what_was_asked_for_tagged_with_their_id() {
     let test = "listen_streams_carry_what_was_asked_for_tagged_with_their_id";
     if let Some(why) = python_missing() {
