@@ -834,8 +834,9 @@ impl Relay {
                 self.sessions.len()
             );
         } else {
+            let http = self.sessions.len() - self.tcp.len();
             log::info!(
-                "shutting down: draining {} session(s) ({} request(s) in flight get up to {:?}, --drain-timeout); send the signal again to stop at once",
+                "shutting down: draining {} session(s) ({} request(s) in flight get up to {:?}, --drain-timeout; {http} HTTP session(s) are served until their clients end them or then); send the signal again to stop at once",
                 self.sessions.len(),
                 self.requests_in_flight(),
                 self.config.drain_timeout

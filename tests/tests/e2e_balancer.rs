@@ -8,6 +8,9 @@
 //!   relay that created it. A request that reached another relay would get 404 (the SDK
 //!   fails the session); the relays' own metrics must show no 404 and every relay serving
 //!   sessions. 2026-07-28 (stateless) requests are spread over all three.
+//! - A relay drained mid-run (SIGTERM): the call in flight on its session gets its answer, the
+//!   session's next request is served, new sessions keep succeeding and none lands on it,
+//!   and it exits 0 once its client ends the session.
 //! - A relay killed mid-run: its sessions' requests get 404 (from another relay), a new
 //!   session lands on a live relay, and the other relays' sessions do not notice.
 //!
@@ -181,6 +184,8 @@ fn balancer(kind: Balancer, front: u16, relays: &[HttpRelay]) -> Lb {
     while seen.len() < relays.len() {
         if let Some(id) = try_open(&lb) {
             seen.insert(instance_of(&id).to_owned());
+            // Nothing of the probe stays behind (a drained relay waits for its sessions).
+            close(&lb, &id);
         } else {
             thread::sleep(Duration::from_millis(50));
         }
@@ -228,6 +233,18 @@ fn try_open(lb: &Lb) -> Option<String> {
     (resp.status() == 200)
         .then(|| resp.header("mcp-session-id").map(str::to_owned))
         .flatten()
+}
+
+/// Ends a session through the balancer, as an SDK client does when it closes.
+fn close(lb: &Lb, id: &str) {
+    let mut conn = Conn::connect(lb.addr());
+    conn.set_read_timeout(DEADLINE);
+    let headers = [
+        ("Mcp-Session-Id", id),
+        ("MCP-Protocol-Version", "2025-06-18"),
+    ];
+    let resp = conn.request("DELETE", "/mcp", &headers, b"");
+    assert!(resp.status() < 300, "DELETE {id}: {}", resp.text());
 }
 
 fn open(lb: &Lb) -> String {
@@ -438,6 +455,74 @@ fn a_killed_relay_loses_only_its_sessions(kind: Balancer) {
     drop(victim);
 }
 
+/// A relay drained mid-run finishes its sessions' requests and gets no new session.
+fn a_drained_relay_finishes_its_sessions(kind: Balancer) {
+    let test = format!("{kind:?}: a_drained_relay_finishes_its_sessions");
+    if let Some(why) = missing(kind) {
+        return skip(&test, &why);
+    }
+    let front = free_port();
+    let mut relays = relays(front);
+    let lb = balancer(kind, front, &relays);
+    let mut on: std::collections::BTreeMap<String, String> = Default::default();
+    let mut opened = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while on.len() < 3 {
+        let id = open(&lb);
+        opened.push(id.clone());
+        on.entry(instance_of(&id).to_owned()).or_insert(id);
+        assert!(Instant::now() < deadline, "sessions landed on {on:?} only");
+    }
+    let r1 = on["r1"].clone();
+    thread::scope(|scope| {
+        // A 3 s call on r1's session, SIGTERM half a second into it.
+        let call = scope.spawn(|| {
+            let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "slow", "arguments": {"steps": 6, "interval_ms": 500}}});
+            let resp = post(&lb, Some(&r1), &body);
+            (resp.status(), resp.text())
+        });
+        thread::sleep(Duration::from_millis(500));
+        relays[0].signal(libc::SIGTERM);
+        // (From the moment it acts on the signal: a request that crossed it is not new.)
+        relays[0].wait_log("shutting down", DEADLINE);
+        // New sessions keep coming through the balancer: none fails, none lands on r1.
+        let mut placed = std::collections::BTreeMap::<String, usize>::new();
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let resp = post(&lb, None, &initialize_request("2025-06-18"));
+            assert_eq!(resp.status(), 200, "{test}: a new session: {}", resp.text());
+            let id = resp.header("mcp-session-id").unwrap_or_default().to_owned();
+            *placed.entry(instance_of(&id).to_owned()).or_default() += 1;
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !placed.contains_key("r1"),
+            "{test}: new sessions placed on the draining relay: {placed:?}"
+        );
+        // r1's session is still served while its relay drains.
+        assert_eq!(
+            tools_list(&lb, &r1),
+            200,
+            "{test}: r1's session while it drains"
+        );
+        let (status, text) = call.join().expect("the call's thread");
+        assert_eq!(status, 200, "{test}: the call in flight: {text}");
+        assert!(text.contains("done after 6 steps"), "{test}: {text}");
+    });
+    // Their clients end its sessions: the drained relay has nothing left, and exits 0.
+    for id in opened.iter().filter(|id| instance_of(id) == "r1") {
+        close(&lb, id);
+    }
+    let status = relays[0]
+        .wait_exit(DEADLINE)
+        .unwrap_or_else(|| panic!("{test}: r1 did not exit:\n{}", relays[0].log_text()));
+    assert!(status.success(), "{test}: r1 exited {status:?}");
+    for r in ["r2", "r3"] {
+        assert_eq!(tools_list(&lb, &on[r]), 200, "{test}: {r}'s session");
+    }
+}
+
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -465,4 +550,16 @@ fn haproxy_a_killed_relay_loses_only_its_sessions() {
 #[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
 fn nginx_a_killed_relay_loses_only_its_sessions() {
     a_killed_relay_loses_only_its_sessions(Balancer::Nginx);
+}
+
+#[test]
+#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
+fn haproxy_a_drained_relay_finishes_its_sessions() {
+    a_drained_relay_finishes_its_sessions(Balancer::HAProxy);
+}
+
+#[test]
+#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
+fn nginx_a_drained_relay_finishes_its_sessions() {
+    a_drained_relay_finishes_its_sessions(Balancer::Nginx);
 }

@@ -147,6 +147,8 @@ impl Activated {
     fn start(cmd: &mut Command) -> Activated {
         let mut child = cmd
             .env("RUST_LOG", "info")
+            // Its HTTP sessions are open when it is stopped: they are drained for a second.
+            .env("MCP_RELAY_DRAIN_TIMEOUT", "1s")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -294,7 +296,11 @@ fn systemd_socket_activate_hands_the_relay_its_sockets() {
             .arg(format!("--listen={tcp}"))
             .arg("--fdname=web:raw")
             // It passes on only the variables it is told to.
-            .args(["--setenv=RUST_LOG", "--setenv=PATH"])
+            .args([
+                "--setenv=RUST_LOG",
+                "--setenv=PATH",
+                "--setenv=MCP_RELAY_DRAIN_TIMEOUT",
+            ])
             .arg(relay_bin())
             .args(["--listen", &format!("tcp://{tcp}")])
             .args(["--listen", &format!("http://{http}")])

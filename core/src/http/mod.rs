@@ -2676,6 +2676,20 @@ impl HttpServer {
     pub(crate) fn shutdown(&mut self) {
         self.draining = true;
         self.close_listens();
+        // Idle stateless children serve no one again; one holding a request for its retry
+        // stays for it (and goes when the request is over).
+        let idle: Vec<HttpKey> = self
+            .sessions
+            .iter()
+            .filter(|(k, s)| s.pool && !s.finished && s.busy.is_none() && !self.bridge.holds(**k))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.finished = true;
+            }
+            self.end_session_by_client(key, "the relay is shutting down");
+        }
         let conns: Vec<(ConnId, bool)> = self
             .conns
             .iter()

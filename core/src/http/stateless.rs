@@ -447,15 +447,6 @@ impl HttpServer {
                 return Err(unsupported_version(&version, id, true));
             }
         }
-        if self.draining {
-            let mut r = reject(
-                503,
-                codes::SERVER_UNAVAILABLE,
-                "mcp-relay: the relay is shutting down; send the request to another relay",
-            );
-            r.id = id;
-            return Err(r);
-        }
         let (Kind::Request, Some(id)) = (e.kind, id) else {
             check_headers(head, e, params.as_ref(), STATELESS_VERSION)?;
             // Notifications need no child: nothing in this era waits on them.
@@ -526,6 +517,16 @@ impl HttpServer {
                     headers: cors.to_vec(),
                 },
             );
+        }
+        if self.draining {
+            // New work goes elsewhere; a retry above still reaches the request it resumes.
+            let mut r = reject(
+                503,
+                codes::SERVER_UNAVAILABLE,
+                "mcp-relay: the relay is shutting down; send the request to another relay",
+            );
+            r.id = Some(id);
+            return Err(r);
         }
         let work = match method {
             "server/discover" => Work::Discover,
@@ -1322,13 +1323,19 @@ impl HttpServer {
             return;
         }
         let server = s.token.server;
-        let retired = self.is_retired(server);
+        let why = if self.draining {
+            Some("the relay is shutting down")
+        } else if self.is_retired(server) {
+            Some("its server was left out of the configuration")
+        } else {
+            None
+        };
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        if !s.finished && retired {
+        if let (false, Some(why)) = (s.finished, why) {
             s.finished = true;
-            self.end_session_by_client(key, "its server was left out of the configuration");
+            self.end_session_by_client(key, why);
             return;
         }
         // A request the server already answered (held for the retry; or answered for it by
