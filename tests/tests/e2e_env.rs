@@ -5,7 +5,7 @@
 mod common;
 mod http_support;
 
-use common::{relay_bin, wait_child, CliOutput, Client, Log, Relay, DEADLINE};
+use common::{relay_bin, run_cli_with, CliOutput, Client, Log, Relay, DEADLINE};
 use http_support::{initialize_request, open_session, HttpRelay};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -13,43 +13,14 @@ use std::process::{Command, Stdio};
 /// Runs `mcp-relay args` with `env` added to the environment (and every `MCP_RELAY_`
 /// variable of the test's own environment removed), to completion.
 fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
-    let mut cmd = Command::new(relay_bin());
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("MCP_RELAY_") {
-            cmd.env_remove(k);
+    run_cli_with(args, |cmd| {
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("MCP_RELAY_") {
+                cmd.env_remove(k);
+            }
         }
-    }
-    let mut child = cmd
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning mcp-relay");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut s).ok();
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut s).ok();
-        s
-    });
-    let status = wait_child(&mut child, DEADLINE).unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("mcp-relay {args:?} did not exit within {DEADLINE:?}");
-    });
-    CliOutput {
-        status,
-        stdout: out.join().expect("stdout"),
-        stderr: err.join().expect("stderr"),
-    }
+        cmd.envs(env.iter().copied());
+    })
 }
 
 /// Exit status 2 and exactly one line on stderr, `mcp-relay: …`, holding `expect`.

@@ -41,7 +41,14 @@ pub use mcp_relay_tests::process::relay_bin;
 
 /// Runs `mcp-relay` with `args` to completion (bounded by [`DEADLINE`]); for CLI checks.
 pub fn run_cli(args: &[&str]) -> CliOutput {
-    let mut child = Command::new(relay_bin())
+    run_cli_with(args, |_| {})
+}
+
+/// [`run_cli`], with the command set up further by `setup` first (its environment, say).
+pub fn run_cli_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> CliOutput {
+    let mut cmd = Command::new(relay_bin());
+    setup(&mut cmd);
+    let mut child = cmd
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
