@@ -125,8 +125,8 @@ struct Args {
     shutdown_grace: Duration,
 
     /// on Ctrl-C or SIGTERM, and when a TCP client half-closes, how long requests in flight
-    /// may take to finish before each server's stdin is closed; 0 means do not wait
-    /// (default: 30s)
+    /// may take to finish (and HTTP sessions are still served) before each server's stdin is
+    /// closed; 0 means do not wait (default: 30s)
     #[argh(
         option,
         from_str_fn(parse_duration),

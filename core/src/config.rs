@@ -23,7 +23,8 @@ pub struct Config {
     /// Time between each step of a child's stop sequence: stdin closed, SIGTERM, SIGKILL.
     pub shutdown_grace: Duration,
     /// On shutdown (and when a client half-closes), how long requests in flight may take to
-    /// finish before the server's stdin is closed; zero: do not wait.
+    /// finish, and HTTP sessions are still served, before the server's stdin is closed;
+    /// zero: do not wait.
     pub drain_timeout: Duration,
     /// A client request the server has not answered this long is answered with an error by
     /// the relay and cancelled at the server (`None`: never). Progress restarts the clock.
