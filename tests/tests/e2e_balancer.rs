@@ -38,8 +38,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(150);
 /// 300 sessions in all through each balancer.
 const SESSIONS: usize = 270;
 const LEGACY_SESSIONS: usize = 30;
-/// The two 300-session runs take turns (each is most of two cores' work).
-static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The tests take turns: the 300-session runs are most of two cores' work, and a balancer
+/// must be alone on its port (HAProxy binds with SO_REUSEPORT: two would share one).
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[derive(Clone, Copy, Debug)]
 enum Balancer {
@@ -110,11 +111,30 @@ impl Lb {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Three relays behind a balancer of `kind`, this test's turn held.
+struct Stage {
+    relays: Vec<HttpRelay>,
+    lb: Lb,
+    front: u16,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+fn stage(kind: Balancer) -> Stage {
+    let turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The balancer's port is held while the relays pick theirs, so that none takes it.
+    let holder = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let front = holder.local_addr().expect("its address").port();
+    let relays = relays(front);
+    drop(holder);
+    let lb = balancer(kind, front, &relays);
+    Stage {
+        relays,
+        lb,
+        front,
+        _turn: turn,
+    }
 }
 
 /// Three relays (`r1`, `r2`, `r3`) serving the demo server, accepting the balancer's Host.
@@ -284,12 +304,13 @@ fn sessions_stay_on_their_relay(kind: Balancer) {
     if let Some(why) = missing(kind).or_else(|| python_sdk_missing_of(2)) {
         return skip(&test, &why);
     }
-    let _turn = HEAVY
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let front = free_port();
-    let relays = relays(front);
-    let lb = balancer(kind, front, &relays);
+    // (`_turn` bound, not `..`: the turn is held to the end.)
+    let Stage {
+        relays,
+        lb,
+        front,
+        _turn,
+    } = stage(kind);
     let before: u64 = relays
         .iter()
         .map(|r| metric(r, front, "mcp_relay_sessions_created_total", None))
@@ -422,9 +443,12 @@ fn a_killed_relay_loses_only_its_sessions(kind: Balancer) {
     if let Some(why) = missing(kind) {
         return skip(&test, &why);
     }
-    let front = free_port();
-    let mut relays = relays(front);
-    let lb = balancer(kind, front, &relays);
+    let Stage {
+        mut relays,
+        lb,
+        _turn,
+        ..
+    } = stage(kind);
     // A session on each relay.
     let mut on: std::collections::BTreeMap<String, String> = Default::default();
     let deadline = Instant::now() + DEADLINE;
@@ -461,9 +485,12 @@ fn a_drained_relay_finishes_its_sessions(kind: Balancer) {
     if let Some(why) = missing(kind) {
         return skip(&test, &why);
     }
-    let front = free_port();
-    let mut relays = relays(front);
-    let lb = balancer(kind, front, &relays);
+    let Stage {
+        mut relays,
+        lb,
+        _turn,
+        ..
+    } = stage(kind);
     let mut on: std::collections::BTreeMap<String, String> = Default::default();
     let mut opened = Vec::new();
     let deadline = Instant::now() + DEADLINE;
