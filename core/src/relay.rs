@@ -835,8 +835,13 @@ impl Relay {
             );
         } else {
             let http = self.sessions.len() - self.tcp.len();
+            let served = if http > 0 {
+                format!("; {http} HTTP session(s) are served until their clients end them or then")
+            } else {
+                String::new()
+            };
             log::info!(
-                "shutting down: draining {} session(s) ({} request(s) in flight get up to {:?}, --drain-timeout; {http} HTTP session(s) are served until their clients end them or then); send the signal again to stop at once",
+                "shutting down: draining {} session(s) ({} request(s) in flight get up to {:?}, --drain-timeout{served}); send the signal again to stop at once",
                 self.sessions.len(),
                 self.requests_in_flight(),
                 self.config.drain_timeout
