@@ -1,5 +1,6 @@
 //! `mcp-relay`: flags → validated configuration → the mio runtime. Nothing else lives here.
 
+mod auth;
 mod check;
 mod config;
 mod instance;
@@ -86,6 +87,40 @@ struct Args {
         default = "RemoteConfig::default().balance"
     )]
     balance: Balance,
+
+    /// with --connect http(s)://: do not log in when the remote answers 401 (OAuth is on by
+    /// default; see "Logging in to a remote server" in the README)
+    #[argh(switch)]
+    no_login: bool,
+
+    /// with --connect: an OAuth client id registered with the remote's authorization server
+    /// (else a client metadata document or dynamic registration)
+    #[argh(option)]
+    client_id: Option<String>,
+
+    /// with --client-id: its secret, for a confidential client (sent as the server's
+    /// metadata says: HTTP Basic or in the form)
+    #[argh(option)]
+    client_secret: Option<String>,
+
+    /// with --connect: an https:// URL serving this client's metadata document, used as the
+    /// client id where the authorization server supports them
+    #[argh(option)]
+    client_metadata_url: Option<String>,
+
+    /// with --connect: print the authorization URL on stderr, open no browser
+    #[argh(switch)]
+    no_browser: bool,
+
+    /// with --connect: run CMD (split on spaces, no shell) with the authorization URL as
+    /// its last argument instead of opening a browser
+    #[argh(option)]
+    auth_url_command: Option<String>,
+
+    /// with --connect: the port of the login's loopback callback on 127.0.0.1 (default: one
+    /// derived from the URL, in 33400-34399, the next ones if taken)
+    #[argh(option)]
+    auth_callback_port: Option<u16>,
 
     /// serve the built-in demo MCP server instead of a command after `--`
     #[argh(switch)]
@@ -405,6 +440,9 @@ fn main() -> ExitCode {
     if argv.get(1).map(String::as_str) == Some("check") {
         return check::main(std::env::args_os().skip(2).collect());
     }
+    if argv.get(1).map(String::as_str) == Some("auth") {
+        return auth_command(&argv[2..]);
+    }
     // Before any secret is read: from here on the relay's servers (same user) cannot read
     // its memory or /proc/<pid>/environ. Reported once logging is set up.
     let dumpable = mcp_relay_runtime::set_non_dumpable();
@@ -472,14 +510,123 @@ fn main() -> ExitCode {
         )),
         _ => None,
     };
-    let setup = match validate(args, env_token, &|name| std::env::var(name).ok(), file) {
+    let login = (!args.no_login).then(|| auth_options(&args));
+    let mut setup = match validate(args, env_token, &|name| std::env::var(name).ok(), file) {
         Ok(setup) => setup,
         Err(e) => {
             eprintln!("mcp-relay: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(opts) = login {
+        if let Err(e) = log_in_first(&mut setup.runtime, &opts) {
+            eprintln!("mcp-relay: {e}");
+            return ExitCode::from(1);
+        }
+    }
     run(setup, config_reload)
+}
+
+fn auth_options(args: &Args) -> auth::Options {
+    auth::Options {
+        client_id: args.client_id.clone(),
+        client_secret: args.client_secret.clone(),
+        client_metadata_url: args.client_metadata_url.clone(),
+        no_browser: args.no_browser,
+        url_command: args.auth_url_command.clone(),
+        callback_port: args.auth_callback_port,
+        login_timeout: None,
+    }
+}
+
+/// Client mode over HTTP: if the remote wants a token (a 401), log in (or refresh) before
+/// the relay starts, and send the token as `Authorization: Bearer`. Skipped with several
+/// URLs, or when an Authorization header is already given.
+fn log_in_first(config: &mut RuntimeConfig, opts: &auth::Options) -> Result<(), String> {
+    let tls = config
+        .tls_client
+        .as_ref()
+        .map(|t| std::sync::Arc::clone(&t.config));
+    let Some(remote) = config.core.remote.as_mut() else {
+        return Ok(());
+    };
+    let [url] = remote.urls.as_slice() else {
+        return Ok(());
+    };
+    if url.scheme.is_stream()
+        || remote
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+    {
+        return Ok(());
+    }
+    let url = url.to_string();
+    if let Some(token) = auth::token_for(&url, opts, tls, false)? {
+        remote
+            .headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+    }
+    Ok(())
+}
+
+/// `mcp-relay auth status|login|logout URL [login flags]`.
+fn auth_command(argv: &[String]) -> ExitCode {
+    let usage = "usage: mcp-relay auth status|login|logout URL [--client-id ID] [--client-secret S] [--client-metadata-url URL] [--no-browser] [--auth-url-command CMD] [--auth-callback-port N] [--ca-cert PEM]";
+    let (Some(verb), Some(url)) = (argv.first(), argv.get(1)) else {
+        eprintln!("{usage}");
+        return ExitCode::from(2);
+    };
+    let rest: Vec<&str> = argv[2..].iter().map(String::as_str).collect();
+    let mut flags: Vec<&str> = vec!["--connect", url];
+    flags.extend(&rest);
+    let args = match Args::from_args(&["mcp-relay"], &flags) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("mcp-relay auth: {}\n{usage}", e.output.trim_end());
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&args);
+    let result = match verb.as_str() {
+        "status" => auth::status(url).map(|line| println!("{line}")),
+        "logout" => auth::logout(url).map(|had| {
+            println!(
+                "{url}: {}",
+                if had {
+                    "logged out (the stored token is deleted)"
+                } else {
+                    "was not logged in"
+                }
+            )
+        }),
+        "login" => {
+            let tls = if url.starts_with("https://") {
+                match tls::client_config(args.ca_cert.as_deref(), args.tls_insecure_skip_verify) {
+                    Ok(l) => Some(std::sync::Arc::new(l.config)),
+                    Err(e) => {
+                        eprintln!("mcp-relay auth: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                None
+            };
+            auth::token_for(url, &auth_options(&args), tls, true)
+                .map(|_| println!("{url}: logged in"))
+        }
+        _ => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-relay auth: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// The command line with a servers file's `"relay"` settings before it, leaving out those
