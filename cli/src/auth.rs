@@ -237,76 +237,161 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-/// The bearer token for `server_url`: the stored one if the remote accepts it, else one from
-/// a refresh or a login. `None` when the remote wants no token. `force` logs in even with a
-/// stored token (`mcp-relay auth login`).
-pub fn token_for(
-    server_url: &str,
-    opts: &Options,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    force: bool,
-) -> Result<Option<String>, String> {
-    let dir = store_dir().ok_or("no HOME or XDG_CONFIG_HOME for the token store")?;
-    let path = store_path(&dir, server_url);
-    let mut http = Http { tls };
-    let stored = if force { None } else { load(&path, server_url) };
-    let token = stored
-        .as_ref()
-        .and_then(|s| s.tokens.as_ref())
-        .filter(|t| t.expires_at.is_none_or(|at| at > Instant::now()))
-        .map(|t| t.access_token.clone());
-    let (status, www) = if force {
-        (401, None)
-    } else {
-        probe(&mut http, server_url, token.as_deref())?
-    };
-    if status != 401 {
-        if token.is_some() {
-            log::info!("the stored token for {server_url} is accepted");
-        }
-        return Ok(token);
+/// Logs in to one remote server, as often as it takes: at startup, when the remote refuses
+/// a token mid-session (401: refresh, else log in; 403 `insufficient_scope`: step up), and
+/// before the token expires. Every refresh or login happens under the token file's lock, so
+/// that relays sharing the file do it once and the others take the result.
+pub struct Login {
+    server_url: String,
+    path: PathBuf,
+    opts: Options,
+    http: Http,
+    /// Authorizations (browser logins) left for this process: a server that keeps refusing
+    /// cannot loop the relay through the browser.
+    budget: u32,
+    /// When the token in use should be refreshed.
+    refresh_at: Option<Instant>,
+    /// The token in use.
+    current: Option<String>,
+}
+
+/// Browser logins one relay process runs at most.
+const MAX_AUTHORIZATIONS: u32 = 3;
+
+impl Login {
+    pub fn new(
+        server_url: &str,
+        opts: &Options,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Login, String> {
+        let dir = store_dir().ok_or("no HOME or XDG_CONFIG_HOME for the token store")?;
+        Ok(Login {
+            server_url: server_url.to_owned(),
+            path: store_path(&dir, server_url),
+            opts: opts.clone(),
+            http: Http { tls },
+            budget: MAX_AUTHORIZATIONS,
+            refresh_at: None,
+            current: None,
+        })
     }
-    // A refresh or a login: one relay at a time. Whoever waited re-reads the file: another
-    // relay may have done it meanwhile.
-    let _lock = lock(&path)?;
-    if !force {
-        let fresh = load(&path, server_url).and_then(|s| s.tokens).filter(|t| {
-            Some(&t.access_token) != token.as_ref()
-                && t.expires_at.is_none_or(|at| at > Instant::now())
+
+    /// The stored token, if it has not expired: what the relay starts with (a remote that
+    /// refuses it, or wants one when there is none, gets a refresh or a login then).
+    pub fn stored(&mut self) -> Option<String> {
+        let saved = load(&self.path, &self.server_url)?;
+        let t = saved
+            .tokens
+            .filter(|t| t.expires_at.is_none_or(|at| at > Instant::now()))?;
+        log::info!("using the stored token for {}", self.server_url);
+        self.note(&t);
+        Some(t.access_token)
+    }
+
+    /// Logs in afresh (`mcp-relay auth login`): asks the remote for its challenge first (a
+    /// `ping` POSTed without a token), so that its `resource_metadata` and `scope` count.
+    pub fn login(&mut self) -> Result<String, String> {
+        let (status, www) = probe(&mut self.http, &self.server_url, None)?;
+        if status != 401 {
+            log::info!(
+                "{} answered HTTP {status} without a token; logging in anyway",
+                self.server_url
+            );
+        }
+        self.obtain(401, www.as_deref(), true)
+    }
+
+    /// The remote refused the token in use (401), or its scope (403): a new one.
+    pub fn challenged(&mut self, status: u16, www: Option<&str>) -> Result<String, String> {
+        self.obtain(status, www, false)
+    }
+
+    /// When the token should be refreshed, if it can be.
+    pub fn refresh_at(&self) -> Option<Instant> {
+        self.refresh_at
+    }
+
+    /// Refreshes the token (it is about to expire).
+    pub fn refresh(&mut self) -> Result<String, String> {
+        self.refresh_at = None;
+        self.obtain(0, None, false)
+    }
+
+    fn note(&mut self, t: &Tokens) {
+        self.current = Some(t.access_token.clone());
+        self.refresh_at = t.refresh_token.as_ref().and(t.expires_at).map(|at| {
+            at.checked_sub(mcp_relay_core::auth::REFRESH_EARLY)
+                .unwrap_or(at)
         });
-        if let Some(t) = fresh {
-            let (status, _) = probe(&mut http, server_url, Some(&t.access_token))?;
-            if status != 401 {
-                log::info!("another relay refreshed the token for {server_url}");
-                return Ok(Some(t.access_token));
+    }
+
+    /// A token after a refusal with `status` (0: a refresh before expiry), under the lock.
+    fn obtain(&mut self, status: u16, www: Option<&str>, force: bool) -> Result<String, String> {
+        let _lock = lock(&self.path)?;
+        let stored = if force {
+            None
+        } else {
+            load(&self.path, &self.server_url)
+        };
+        // Another relay may have refreshed or logged in while this one waited for the lock:
+        // a stored token other than the one in use, still valid for a while, is taken (not
+        // for a step-up, which needs more scope than any token so far).
+        if status != 403 {
+            let fresh = stored
+                .as_ref()
+                .and_then(|s| s.tokens.as_ref())
+                .filter(|t| Some(&t.access_token) != self.current.as_ref())
+                .filter(|t| {
+                    t.expires_at
+                        .is_none_or(|at| at > Instant::now() + mcp_relay_core::auth::REFRESH_EARLY)
+                })
+                .cloned();
+            if let Some(t) = fresh {
+                log::info!(
+                    "took the token another relay stored for {}",
+                    self.server_url
+                );
+                self.note(&t);
+                return Ok(t.access_token);
             }
         }
+        let (listener, redirect_uri) =
+            callback_listener(&self.server_url, self.opts.callback_port)?;
+        let mut seed = [0u8; 32];
+        getrandom(&mut seed)?;
+        let config = AuthConfig {
+            server_url: self.server_url.clone(),
+            redirect_uri,
+            client_id: self.opts.client_id.clone(),
+            client_secret: self.opts.client_secret.clone(),
+            client_metadata_url: self.opts.client_metadata_url.clone(),
+            client_name: "mcp-relay".into(),
+            max_authorizations: self.budget,
+            login_timeout: self.opts.login_timeout.unwrap_or(LOGIN_TIMEOUT),
+            sha256,
+            seed,
+        };
+        let mut machine = OAuth::new(config, stored);
+        let now = Instant::now();
+        if status == 0 {
+            if !machine.refresh(now) {
+                return Err("no refresh token to refresh with".into());
+            }
+        } else {
+            machine.handle_challenge(now, status, www);
+        }
+        let got = drive(&mut machine, &mut self.http, &listener, &self.opts);
+        self.budget = self.budget.saturating_sub(machine.authorizations());
+        let tokens = got?;
+        save(&self.path, &self.server_url, &machine.saved())?;
+        log::info!(
+            "got a token for {}; stored in {}",
+            self.server_url,
+            self.path.display()
+        );
+        self.note(&tokens);
+        Ok(tokens.access_token)
     }
-    let stored = if force { None } else { load(&path, server_url) };
-    let (listener, redirect_uri) = callback_listener(server_url, opts.callback_port)?;
-    let mut seed = [0u8; 32];
-    getrandom(&mut seed)?;
-    let config = AuthConfig {
-        server_url: server_url.to_owned(),
-        redirect_uri,
-        client_id: opts.client_id.clone(),
-        client_secret: opts.client_secret.clone(),
-        client_metadata_url: opts.client_metadata_url.clone(),
-        client_name: "mcp-relay".into(),
-        max_authorizations: 3,
-        login_timeout: opts.login_timeout.unwrap_or(LOGIN_TIMEOUT),
-        sha256,
-        seed,
-    };
-    let mut machine = OAuth::new(config, stored);
-    machine.handle_challenge(Instant::now(), 401, www.as_deref());
-    let tokens = drive(&mut machine, &mut http, &listener, opts)?;
-    save(&path, server_url, &machine.saved())?;
-    log::info!(
-        "logged in to {server_url}; the token is stored in {}",
-        path.display()
-    );
-    Ok(Some(tokens.access_token))
 }
 
 /// Runs the machine until it has tokens or fails.
@@ -319,6 +404,11 @@ fn drive(
     let mut opener = None;
     loop {
         let Some(out) = machine.poll_output() else {
+            if !machine.busy() {
+                return Err(
+                    "nothing to log in for (the remote's refusal is not about a token)".into(),
+                );
+            }
             // Waiting for the browser's redirect.
             let deadline = machine
                 .poll_timeout()

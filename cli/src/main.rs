@@ -117,8 +117,8 @@ struct Args {
     #[argh(option)]
     auth_url_command: Option<String>,
 
-    /// with --connect: the port of the login's loopback callback on 127.0.0.1 (default: one
-    /// derived from the URL, in 33400-34399, the next ones if taken)
+    /// with --connect: the port of the login's loopback callback on 127.0.0.1 (without it,
+    /// one derived from the URL, in 33400-34399, or the next ones if taken)
     #[argh(option)]
     auth_callback_port: Option<u16>,
 
@@ -518,13 +518,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(opts) = login {
-        if let Err(e) = log_in_first(&mut setup.runtime, &opts) {
+    let login = match login.map(|opts| log_in_first(&mut setup.runtime, &opts)) {
+        Some(Err(e)) => {
             eprintln!("mcp-relay: {e}");
             return ExitCode::from(1);
         }
-    }
-    run(setup, config_reload)
+        Some(Ok(login)) => login,
+        None => None,
+    };
+    run(setup, config_reload, login)
 }
 
 fn auth_options(args: &Args) -> auth::Options {
@@ -539,19 +541,22 @@ fn auth_options(args: &Args) -> auth::Options {
     }
 }
 
-/// Client mode over HTTP: if the remote wants a token (a 401), log in (or refresh) before
-/// the relay starts, and send the token as `Authorization: Bearer`. Skipped with several
+/// Client mode over HTTP: start with the stored token (as `Authorization: Bearer`), and log
+/// in when the remote refuses a request ([`RemoteConfig::login`]). Skipped with several
 /// URLs, or when an Authorization header is already given.
-fn log_in_first(config: &mut RuntimeConfig, opts: &auth::Options) -> Result<(), String> {
+fn log_in_first(
+    config: &mut RuntimeConfig,
+    opts: &auth::Options,
+) -> Result<Option<auth::Login>, String> {
     let tls = config
         .tls_client
         .as_ref()
         .map(|t| std::sync::Arc::clone(&t.config));
     let Some(remote) = config.core.remote.as_mut() else {
-        return Ok(());
+        return Ok(None);
     };
     let [url] = remote.urls.as_slice() else {
-        return Ok(());
+        return Ok(None);
     };
     if url.scheme.is_stream()
         || remote
@@ -559,15 +564,69 @@ fn log_in_first(config: &mut RuntimeConfig, opts: &auth::Options) -> Result<(), 
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
     {
-        return Ok(());
+        return Ok(None);
     }
     let url = url.to_string();
-    if let Some(token) = auth::token_for(&url, opts, tls, false)? {
+    let mut login = auth::Login::new(&url, opts, tls)?;
+    if let Some(token) = login.stored() {
         remote
             .headers
             .push(("Authorization".into(), format!("Bearer {token}")));
     }
-    Ok(())
+    remote.login = true;
+    Ok(Some(login))
+}
+
+/// Hands later logins to `login`: refusals the remote makes mid-session (on a thread of
+/// their own, one at a time), and refreshes before the token expires.
+fn serve_logins(runtime: &mut Runtime, login: auth::Login) {
+    use std::sync::{Arc, Mutex};
+    let login = Arc::new(Mutex::new(login));
+    let shared = Arc::clone(&login);
+    runtime.set_login_hook(Box::new(move |status, challenge, reply| {
+        let login = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("login".into())
+            .spawn(move || {
+                let mut l = match login.lock() {
+                    Ok(l) => l,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                reply.send(l.challenged(status, challenge.as_deref()));
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the login thread: {e}");
+        }
+    }));
+    let reply = runtime.token_reply();
+    let spawned = std::thread::Builder::new()
+        .name("token-refresh".into())
+        .spawn(move || loop {
+            let due = match login.lock() {
+                Ok(l) => l.refresh_at(),
+                Err(poisoned) => poisoned.into_inner().refresh_at(),
+            };
+            let wait = match due {
+                Some(at) => at.saturating_duration_since(std::time::Instant::now()),
+                None => Duration::from_secs(30),
+            };
+            if !wait.is_zero() {
+                std::thread::sleep(wait.min(Duration::from_secs(30)));
+                continue;
+            }
+            let mut l = match login.lock() {
+                Ok(l) => l,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            match l.refresh() {
+                Ok(token) => reply.clone().send(Ok(token)),
+                // The token in use goes on until the remote refuses it (then a login).
+                Err(e) => log::warn!("refreshing the token failed: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the token refresher: {e}");
+    }
 }
 
 /// `mcp-relay auth status|login|logout URL [login flags]`.
@@ -612,7 +671,8 @@ fn auth_command(argv: &[String]) -> ExitCode {
             } else {
                 None
             };
-            auth::token_for(url, &auth_options(&args), tls, true)
+            auth::Login::new(url, &auth_options(&args), tls)
+                .and_then(|mut l| l.login())
                 .map(|_| println!("{url}: logged in"))
         }
         _ => {
@@ -1137,7 +1197,11 @@ fn flag_of(e: &ConfigError) -> &'static str {
     }
 }
 
-fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
+fn run(
+    setup: Setup,
+    config_reload: Option<servers::Reload>,
+    login: Option<auth::Login>,
+) -> ExitCode {
     let Setup {
         runtime: config,
         reload,
@@ -1161,13 +1225,16 @@ fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
         .into_iter()
         .find(|s| s.default)
         .map(|s| s.name);
-    let runtime = match Runtime::bind(config) {
+    let mut runtime = match Runtime::bind(config) {
         Ok(runtime) => runtime,
         Err(e) => {
             log::error!("{e}");
             return ExitCode::from(1);
         }
     };
+    if let Some(login) = login {
+        serve_logins(&mut runtime, login);
+    }
     for (addr, transport, tls, listener_server) in runtime.listening() {
         // With several servers: whose a TCP listener is, and where HTTP finds each.
         let server = match (&names[..], transport, listener_server) {

@@ -25,6 +25,10 @@ pub struct RemoteConfig {
     pub balance: Balance,
     /// How long a URL that could not be reached is skipped by new sessions.
     pub down_for: Duration,
+    /// Log in (OAuth) when the remote refuses a request with `401`, or `403
+    /// insufficient_scope`: the request is held, [`crate::Output::RemoteLogin`] asks the
+    /// driver for a token, and [`crate::Input::RemoteToken`] sends it again with it.
+    pub login: bool,
 }
 
 /// How new sessions pick among several remote URLs. Whatever the choice, a session whose
@@ -64,6 +68,7 @@ impl Default for RemoteConfig {
             max_connections: 8,
             balance: Balance::Failover,
             down_for: Duration::from_secs(30),
+            login: false,
         }
     }
 }

@@ -488,6 +488,17 @@ impl ServerSide {
         }
     }
 
+    /// A login's outcome; whether this is a remote server.
+    pub(crate) fn remote_token(&mut self, token: Result<&str, &str>) -> bool {
+        match self {
+            ServerSide::Remote(r) => {
+                r.remote.remote_token(token);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// One of a remote's connections opened.
     pub(crate) fn upstream_connected(
         &mut self,

@@ -195,6 +195,10 @@ fn clone_output(o: &Output) -> Output {
             signal: *signal,
         },
         Output::StopAccepting => Output::StopAccepting,
+        Output::RemoteLogin { status, challenge } => Output::RemoteLogin {
+            status: *status,
+            challenge: challenge.clone(),
+        },
         Output::Cancel { child } => Output::Cancel { child: *child },
         Output::Release { child } => Output::Release { child: *child },
         Output::Connect {

@@ -389,6 +389,11 @@ impl OAuth {
         }
     }
 
+    /// How many authorizations (logins, re-logins, step-ups) this machine started.
+    pub fn authorizations(&self) -> u32 {
+        self.authorizations
+    }
+
     /// Whether a login or refresh is under way.
     pub fn busy(&self) -> bool {
         self.phase != Phase::Idle
