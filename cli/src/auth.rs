@@ -253,7 +253,14 @@ pub struct Login {
     refresh_at: Option<Instant>,
     /// The token in use.
     current: Option<String>,
+    /// When it was obtained by this process.
+    obtained_at: Option<Instant>,
 }
+
+/// A 401 this soon after a new token was obtained is taken to be about the token before it
+/// (several sessions refused at once): it gets the new token, not another login. (A 403
+/// asks for more scope, which no earlier token had.)
+const FRESH: Duration = Duration::from_secs(10);
 
 /// Browser logins one relay process runs at most.
 const MAX_AUTHORIZATIONS: u32 = 3;
@@ -273,6 +280,7 @@ impl Login {
             budget: MAX_AUTHORIZATIONS,
             refresh_at: None,
             current: None,
+            obtained_at: None,
         })
     }
 
@@ -303,6 +311,11 @@ impl Login {
 
     /// The remote refused the token in use (401), or its scope (403): a new one.
     pub fn challenged(&mut self, status: u16, www: Option<&str>) -> Result<String, String> {
+        if let (Some(token), Some(at), 401) = (&self.current, self.obtained_at, status) {
+            if at.elapsed() < FRESH {
+                return Ok(token.clone());
+            }
+        }
         self.obtain(status, www, false)
     }
 
@@ -390,6 +403,7 @@ impl Login {
             self.path.display()
         );
         self.note(&tokens);
+        self.obtained_at = Some(Instant::now());
         Ok(tokens.access_token)
     }
 }

@@ -99,7 +99,8 @@ struct Args {
     client_id: Option<String>,
 
     /// with --client-id: its secret, for a confidential client (sent as the server's
-    /// metadata says: HTTP Basic or in the form)
+    /// metadata says: HTTP Basic or in the form); MCP_RELAY_CLIENT_SECRET in the environment
+    /// keeps it out of the process list
     #[argh(option)]
     client_secret: Option<String>,
 
@@ -390,6 +391,9 @@ const FORCED_EXIT: u8 = 130;
 /// The environment variable that may hold a bearer token.
 const AUTH_TOKEN_VAR: &str = "MCP_RELAY_AUTH_TOKEN";
 
+/// The environment variable that may hold the OAuth client secret (`--client-secret`).
+const CLIENT_SECRET_VAR: &str = "MCP_RELAY_CLIENT_SECRET";
+
 /// The environment variable that may hold the bearer token sent to a remote (`--connect`).
 const REMOTE_TOKEN_VAR: &str = "API_ACCESS_TOKEN";
 
@@ -532,7 +536,13 @@ fn main() -> ExitCode {
 fn auth_options(args: &Args) -> auth::Options {
     auth::Options {
         client_id: args.client_id.clone(),
-        client_secret: args.client_secret.clone(),
+        // The command line is visible to other users (ps): the environment is the better
+        // place for a secret.
+        client_secret: args.client_secret.clone().or_else(|| {
+            std::env::var(CLIENT_SECRET_VAR)
+                .ok()
+                .filter(|s| !s.is_empty())
+        }),
         client_metadata_url: args.client_metadata_url.clone(),
         no_browser: args.no_browser,
         url_command: args.auth_url_command.clone(),

@@ -2255,9 +2255,10 @@ impl RemoteServer {
             );
             return;
         };
-        // A JSON-RPC error in the body is the remote's own answer.
+        // A JSON-RPC error in the body is the remote's own answer (an OAuth error body,
+        // `{"error": "invalid_token"}`, is not one: its `error` is a string).
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-            if let Some(err) = v.get("error") {
+            if let Some(err) = v.get("error").filter(|e| e.is_object()) {
                 let message = err
                     .get("message")
                     .and_then(|m| m.as_str())
