@@ -272,16 +272,26 @@ impl Login {
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Login, String> {
         let dir = store_dir().ok_or("no HOME or XDG_CONFIG_HOME for the token store")?;
-        Ok(Login {
+        Ok(Login::in_dir(&dir, server_url, opts, tls))
+    }
+
+    /// With the token store in `dir`.
+    fn in_dir(
+        dir: &Path,
+        server_url: &str,
+        opts: &Options,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Login {
+        Login {
             server_url: server_url.to_owned(),
-            path: store_path(&dir, server_url),
+            path: store_path(dir, server_url),
             opts: opts.clone(),
             http: Http { tls },
             budget: MAX_AUTHORIZATIONS,
             refresh_at: None,
             current: None,
             obtained_at: None,
-        })
+        }
     }
 
     /// The stored token, if it has not expired: what the relay starts with (a remote that
@@ -787,6 +797,115 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token endpoint that rotates refresh tokens: each may be used once. Counts requests.
+    fn token_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&count);
+        std::thread::spawn(move || {
+            let mut used = Vec::<String>::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !String::from_utf8_lossy(&buf).contains("grant_type") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                let rt = text
+                    .split("refresh_token=")
+                    .nth(1)
+                    .map(|r| r.split('&').next().unwrap_or("").to_owned())
+                    .unwrap_or_default();
+                let (status, body) = if used.contains(&rt) {
+                    ("400 Bad Request", r#"{"error":"invalid_grant"}"#.to_owned())
+                } else {
+                    used.push(rt);
+                    (
+                        "200 OK",
+                        format!(
+                            r#"{{"access_token":"AT{n}","token_type":"Bearer","expires_in":3600,"refresh_token":"RT{n}"}}"#
+                        ),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (url, count)
+    }
+
+    #[test]
+    fn two_relays_sharing_a_store_refresh_once() {
+        use std::sync::atomic::Ordering;
+        let (token_url, count) = token_endpoint();
+        let dir = std::env::temp_dir().join(format!("mcp-relay-auth-race-{}", std::process::id()));
+        let server = "http://127.0.0.1:9/mcp";
+        let saved = Saved {
+            issuer: Some("http://127.0.0.1:9".into()),
+            authorization_endpoint: Some("http://127.0.0.1:9/authorize".into()),
+            token_endpoint: Some(token_url),
+            resource: Some(server.into()),
+            client_id: Some("c".into()),
+            registered: true,
+            tokens: Some(Tokens {
+                access_token: "AT0".into(),
+                refresh_token: Some("RT0".into()),
+                scope: None,
+                // Inside the refresh margin: due now.
+                expires_at: Some(Instant::now() + Duration::from_secs(30)),
+            }),
+            ..Saved::default()
+        };
+        save(&store_path(&dir, server), server, &saved).unwrap();
+        let relays: Vec<_> = (0..4)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    // Bounded: a relay that wrongly needed a login would fail in 2 s.
+                    let opts = Options {
+                        no_browser: true,
+                        login_timeout: Some(Duration::from_secs(2)),
+                        ..Options::default()
+                    };
+                    let mut l = Login::in_dir(&dir, server, &opts, None);
+                    assert_eq!(l.stored().as_deref(), Some("AT0"));
+                    assert!(l.refresh_at().is_some_and(|at| at <= Instant::now()));
+                    l.refresh()
+                })
+            })
+            .collect();
+        let tokens: Vec<String> = relays
+            .into_iter()
+            .map(|t| t.join().unwrap().expect("a refreshed token"))
+            .collect();
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "one refresh for four relays"
+        );
+        assert!(tokens.iter().all(|t| t == "AT1"), "{tokens:?}");
+        let stored = load(&store_path(&dir, server), server)
+            .unwrap()
+            .tokens
+            .unwrap();
+        assert_eq!(
+            stored.refresh_token.as_deref(),
+            Some("RT1"),
+            "the rotated token is kept"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn dechunks() {
