@@ -868,9 +868,12 @@ mod tests {
             ..Saved::default()
         };
         save(&store_path(&dir, server), server, &saved).unwrap();
+        // Every relay has read the store before any refreshes: they all hold AT0.
+        let barrier = Arc::new(std::sync::Barrier::new(4));
         let relays: Vec<_> = (0..4)
             .map(|_| {
                 let dir = dir.clone();
+                let barrier = Arc::clone(&barrier);
                 std::thread::spawn(move || {
                     // Bounded: a relay that wrongly needed a login would fail in 2 s.
                     let opts = Options {
@@ -881,6 +884,7 @@ mod tests {
                     let mut l = Login::in_dir(&dir, server, &opts, None);
                     assert_eq!(l.stored().as_deref(), Some("AT0"));
                     assert!(l.refresh_at().is_some_and(|at| at <= Instant::now()));
+                    barrier.wait();
                     l.refresh()
                 })
             })

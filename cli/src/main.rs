@@ -31,7 +31,7 @@ use std::time::Duration;
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "mcp-relay --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --connect http://mcp.example.com/mcp --header 'Authorization: Bearer ${{TOKEN}}'",
-    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT (tls:// over TLS). https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key; SIGHUP re-reads them (and\n--tls-client-ca) without dropping sessions. SIGINT and SIGTERM drain and stop; a second\none stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it. HTTP
+    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT (tls:// over TLS). https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key; SIGHUP re-reads them (and\n--tls-client-ca) without dropping sessions. SIGINT and SIGTERM drain and stop; a second\none stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nmcp-relay auth status|login|logout URL manages the OAuth login to a remote server.\nDurations take 5, 0.5, 500ms, 2s, 1m; sizes take 1048576, 64KiB, 16MiB.\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it. HTTP
 requests are logged one line each (target mcp_relay::access; RUST_LOG=info,mcp_relay::access=off
 silences them). Under systemd (JOURNAL_STREAM) text lines carry no timestamp."
 )]
@@ -1112,11 +1112,33 @@ fn remote_config(
                 "--connect-timeout",
             ),
             (args.balance != defaults.balance, "--balance"),
+            (args.client_id.is_some(), "--client-id"),
+            (args.client_secret.is_some(), "--client-secret"),
+            (args.client_metadata_url.is_some(), "--client-metadata-url"),
+            (args.no_browser, "--no-browser"),
+            (args.auth_url_command.is_some(), "--auth-url-command"),
+            (args.auth_callback_port.is_some(), "--auth-callback-port"),
+            (args.no_login, "--no-login"),
         ];
         if let Some((_, flag)) = set.iter().find(|(set, _)| *set) {
             return Err(format!("{flag} goes with --connect URL"));
         }
         return Ok(None);
+    }
+    if args.client_secret.is_some() && args.client_id.is_none() {
+        return Err("--client-secret goes with --client-id".into());
+    }
+    if let Some(u) = &args.client_metadata_url {
+        // A Client ID Metadata Document is an https:// URL with a path.
+        let ok = u
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty());
+        if !ok {
+            return Err(format!(
+                "--client-metadata-url {u:?}: an https:// URL with a path is needed"
+            ));
+        }
     }
     let urls = args
         .connect
