@@ -253,14 +253,10 @@ pub struct Login {
     refresh_at: Option<Instant>,
     /// The token in use.
     current: Option<String>,
-    /// When it was obtained by this process.
-    obtained_at: Option<Instant>,
+    /// Tokens given to the relay's core so far ([`Login::given`]): the core's
+    /// `RemoteConfig::login_generation`.
+    given: u32,
 }
-
-/// A 401 this soon after a new token was obtained is taken to be about the token before it
-/// (several sessions refused at once): it gets the new token, not another login. (A 403
-/// asks for more scope, which no earlier token had.)
-const FRESH: Duration = Duration::from_secs(10);
 
 /// Browser logins one relay process runs at most.
 const MAX_AUTHORIZATIONS: u32 = 3;
@@ -290,7 +286,7 @@ impl Login {
             budget: MAX_AUTHORIZATIONS,
             refresh_at: None,
             current: None,
-            obtained_at: None,
+            given: 0,
         }
     }
 
@@ -320,13 +316,23 @@ impl Login {
     }
 
     /// The remote refused the token in use (401), or its scope (403): a new one.
-    pub fn challenged(&mut self, status: u16, www: Option<&str>) -> Result<String, String> {
-        if let (Some(token), Some(at), 401) = (&self.current, self.obtained_at, status) {
-            if at.elapsed() < FRESH {
-                return Ok(token.clone());
-            }
+    /// `generation` is the refused token's: one older than the last given means another
+    /// session's refusal already brought a new token, which is the answer (no login).
+    pub fn challenged(
+        &mut self,
+        status: u16,
+        www: Option<&str>,
+        generation: u32,
+    ) -> Result<String, String> {
+        if let (Some(token), true) = (&self.current, generation < self.given) {
+            return Ok(token.clone());
         }
         self.obtain(status, www, false)
+    }
+
+    /// A token was given to the core (its generation goes up by one).
+    pub fn given(&mut self) {
+        self.given += 1;
     }
 
     /// When the token should be refreshed, if it can be.
@@ -413,7 +419,6 @@ impl Login {
             self.path.display()
         );
         self.note(&tokens);
-        self.obtained_at = Some(Instant::now());
         Ok(tokens.access_token)
     }
 }

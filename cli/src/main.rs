@@ -593,7 +593,7 @@ fn serve_logins(runtime: &mut Runtime, login: auth::Login) {
     use std::sync::{Arc, Mutex};
     let login = Arc::new(Mutex::new(login));
     let shared = Arc::clone(&login);
-    runtime.set_login_hook(Box::new(move |status, challenge, reply| {
+    runtime.set_login_hook(Box::new(move |request, reply| {
         let login = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("login".into())
@@ -602,7 +602,16 @@ fn serve_logins(runtime: &mut Runtime, login: auth::Login) {
                     Ok(l) => l,
                     Err(poisoned) => poisoned.into_inner(),
                 };
-                reply.send(l.challenged(status, challenge.as_deref()));
+                let token = l.challenged(
+                    request.status,
+                    request.challenge.as_deref(),
+                    request.generation,
+                );
+                // Counted and sent under the lock: the core sees tokens in this order.
+                if token.is_ok() {
+                    l.given();
+                }
+                reply.send(token);
             });
         if let Err(e) = spawned {
             log::error!("cannot start the login thread: {e}");
@@ -629,7 +638,10 @@ fn serve_logins(runtime: &mut Runtime, login: auth::Login) {
                 Err(poisoned) => poisoned.into_inner(),
             };
             match l.refresh() {
-                Ok(token) => reply.clone().send(Ok(token)),
+                Ok(token) => {
+                    l.given();
+                    reply.clone().send(Ok(token));
+                }
                 // The token in use goes on until the remote refuses it (then a login).
                 Err(e) => log::warn!("refreshing the token failed: {e}"),
             }

@@ -398,6 +398,10 @@ pub enum Output {
         status: u16,
         /// Its `WWW-Authenticate` header, if any.
         challenge: Option<String>,
+        /// Which token was refused: how many `Input::RemoteToken`s had come before it was
+        /// sent (0: the configured one). A driver that has given a newer token since can
+        /// answer with that one, without a login.
+        generation: u32,
     },
     /// The child asked for with [`Output::Spawn`] is no longer wanted (its session ended
     /// before it started). If it has not been started, the driver does not start it; if it

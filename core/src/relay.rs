@@ -823,6 +823,14 @@ impl Relay {
 
     /// A login's outcome reaches every session served by a remote.
     fn remote_token(&mut self, now: Instant, token: Result<&str, &str>) {
+        // New sessions start with it.
+        if let Ok(t) = token {
+            for served in self.servers.values_mut() {
+                if let Some(remote) = served.config.remote.as_mut() {
+                    remote.set_bearer(t);
+                }
+            }
+        }
         let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
         for key in keys {
             self.with_session(now, key, |s, ctx| s.remote_token(token, ctx));

@@ -29,6 +29,10 @@ pub struct RemoteConfig {
     /// insufficient_scope`: the request is held, [`crate::Output::RemoteLogin`] asks the
     /// driver for a token, and [`crate::Input::RemoteToken`] sends it again with it.
     pub login: bool,
+    /// How many tokens `Input::RemoteToken` has brought so far (the core counts; set it to
+    /// 0). A request refused with an older token is sent again with the newest one, and
+    /// `Output::RemoteLogin` names the generation of the token that was refused.
+    pub login_generation: u32,
 }
 
 /// How new sessions pick among several remote URLs. Whatever the choice, a session whose
@@ -58,6 +62,21 @@ impl Balance {
     }
 }
 
+impl RemoteConfig {
+    /// A new token from a login (`Input::RemoteToken`): it replaces any `Authorization`
+    /// header, and the generation counts it. Only with `login`.
+    pub(crate) fn set_bearer(&mut self, token: &str) {
+        if !self.login {
+            return;
+        }
+        self.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
+        self.headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+        self.login_generation += 1;
+    }
+}
+
 impl Default for RemoteConfig {
     fn default() -> Self {
         RemoteConfig {
@@ -69,6 +88,7 @@ impl Default for RemoteConfig {
             balance: Balance::Failover,
             down_for: Duration::from_secs(30),
             login: false,
+            login_generation: 0,
         }
     }
 }

@@ -492,6 +492,10 @@ impl ServerSide {
     pub(crate) fn remote_token(&mut self, token: Result<&str, &str>) -> bool {
         match self {
             ServerSide::Remote(r) => {
+                // The next incarnation (a reconnect) starts with it too.
+                if let Ok(t) = token {
+                    r.config.set_bearer(t);
+                }
                 r.remote.remote_token(token);
                 true
             }

@@ -131,9 +131,21 @@ pub(crate) enum Event {
 }
 
 /// Logs in to a remote server that asked for a token (`Output::RemoteLogin`): called on the
-/// loop's thread with the remote's status and `WWW-Authenticate`, it must not block; the
-/// login runs elsewhere and answers through the [`TokenReply`].
-pub type LoginHook = Box<dyn FnMut(u16, Option<String>, TokenReply) + Send>;
+/// loop's thread, it must not block; the login runs elsewhere and answers through the
+/// [`TokenReply`].
+pub type LoginHook = Box<dyn FnMut(LoginRequest, TokenReply) + Send>;
+
+/// What `Output::RemoteLogin` said.
+#[derive(Clone, Debug)]
+pub struct LoginRequest {
+    /// 401, or 403 (`insufficient_scope`).
+    pub status: u16,
+    /// The remote's `WWW-Authenticate`.
+    pub challenge: Option<String>,
+    /// Which token was refused: how many had been given ([`TokenReply::send`] with `Ok`)
+    /// before it was sent.
+    pub generation: u32,
+}
 
 /// Where a login's outcome goes: the core gets it as `Input::RemoteToken`.
 #[derive(Clone)]
@@ -762,13 +774,22 @@ impl Runtime {
                         process::signal_group(c.pid, signal);
                     }
                 }
-                Output::RemoteLogin { status, challenge } => {
+                Output::RemoteLogin {
+                    status,
+                    challenge,
+                    generation,
+                } => {
                     let reply = TokenReply {
                         events: self.handle.events.clone(),
                         waker: Arc::clone(&self.handle.waker),
                     };
+                    let request = LoginRequest {
+                        status,
+                        challenge,
+                        generation,
+                    };
                     match self.login.as_mut() {
-                        Some(login) => login(status, challenge, reply),
+                        Some(login) => login(request, reply),
                         None => reply.send(Err("the relay has no way to log in here".into())),
                     }
                 }

@@ -40,10 +40,15 @@ fn sent(out: &[Output], to: Endpoint) -> String {
     String::from_utf8(s).unwrap()
 }
 
-fn logins(out: &[Output]) -> Vec<(u16, Option<String>)> {
+/// The logins asked for: status, challenge, the refused token's generation.
+fn logins(out: &[Output]) -> Vec<(u16, Option<String>, u32)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::RemoteLogin { status, challenge } => Some((*status, challenge.clone())),
+            Output::RemoteLogin {
+                status,
+                challenge,
+                generation,
+            } => Some((*status, challenge.clone(), *generation)),
             _ => None,
         })
         .collect()
@@ -130,7 +135,7 @@ fn a_401_holds_the_request_asks_once_and_the_token_sends_it_again() {
     let out = r.remote(&refusal("401 Unauthorized", CHALLENGE));
     assert_eq!(
         logins(&out),
-        [(401, Some(CHALLENGE.to_owned()))],
+        [(401, Some(CHALLENGE.to_owned()), 0)],
         "{}",
         r.s.show()
     );
@@ -184,7 +189,7 @@ fn a_step_up_403_is_held_and_a_plain_403_is_not() {
     r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
     let step_up = r#"Bearer error="insufficient_scope", scope="mcp admin""#;
     let out = r.remote(&refusal("403 Forbidden", step_up));
-    assert_eq!(logins(&out), [(403, Some(step_up.to_owned()))]);
+    assert_eq!(logins(&out), [(403, Some(step_up.to_owned()), 1)]);
     let out = r.token(Ok("T2"));
     let again = sent(&out, Endpoint::Upstream(r.c));
     assert!(
@@ -229,4 +234,27 @@ fn without_login_a_401_is_answered_at_once() {
         answer.contains("HTTP 401") && answer.contains("--bearer-token"),
         "{answer}"
     );
+}
+
+#[test]
+fn a_request_refused_with_a_token_replaced_since_goes_again_without_a_login() {
+    let mut r = Run::new(true);
+    let out = r.client(INIT);
+    assert!(!sent(&out, Endpoint::Upstream(r.c)).contains("Authorization"));
+    // A refresh lands while the initialize is out with no token (generation 0).
+    let out = r.token(Ok("T1"));
+    assert!(sent(&out, Endpoint::Upstream(r.c)).is_empty());
+    let out = r.remote(&refusal("401 Unauthorized", CHALLENGE));
+    assert!(
+        logins(&out).is_empty(),
+        "no login for an old token's refusal"
+    );
+    let again = sent(&out, Endpoint::Upstream(r.c));
+    assert!(
+        again.contains("\r\nAuthorization: Bearer T1\r\n") && again.ends_with(INIT),
+        "{again}"
+    );
+    // Refused with T1 too: now a login, naming generation 1.
+    let out = r.remote(&refusal("401 Unauthorized", CHALLENGE));
+    assert_eq!(logins(&out), [(401, Some(CHALLENGE.to_owned()), 1)]);
 }

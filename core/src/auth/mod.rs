@@ -83,8 +83,8 @@ impl fmt::Debug for AuthConfig {
 }
 
 /// One HTTP request the machine wants made. Its answer goes to [`OAuth::handle_response`]
-/// with the same id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// with the same id. Its `Debug` leaves out the headers and body (credentials, tokens).
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthRequest {
     /// Names this request; a response with a stale id is ignored.
     pub id: u64,
@@ -96,6 +96,17 @@ pub struct AuthRequest {
     pub headers: Vec<(String, String)>,
     /// The body (empty for `GET`).
     pub body: Vec<u8>,
+}
+
+impl fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the machine asks of its driver.
@@ -313,6 +324,8 @@ pub struct OAuth {
     client_secret: Option<String>,
     client_auth: ClientAuth,
     registered: bool,
+    /// The issuer a registered client id belongs to: another one needs a new registration.
+    registered_with: Option<String>,
     tokens: Option<Tokens>,
     /// A refresh was refused and a new login followed: another refusal does not loop.
     relogged: bool,
@@ -342,6 +355,7 @@ impl OAuth {
             facts: None,
             client_auth: ClientAuth::None,
             registered: false,
+            registered_with: None,
             tokens: None,
             relogged: false,
         };
@@ -353,6 +367,7 @@ impl OAuth {
 
     fn restore(&mut self, s: Saved) {
         self.tokens = s.tokens;
+        self.registered_with = s.issuer.clone();
         self.resource = s.resource;
         if let (Some(issuer), Some(authz), Some(token)) =
             (s.issuer, s.authorization_endpoint, s.token_endpoint)
@@ -505,7 +520,8 @@ impl OAuth {
             return self.fail(AuthError::Discovery("lost the server metadata".into()));
         };
         match get("iss") {
-            Some(iss) if !same_issuer(iss, &facts.issuer) => {
+            // RFC 9207 §2.4: a simple string comparison, no normalisation.
+            Some(iss) if iss != facts.issuer => {
                 return self.fail(AuthError::BadRedirect(format!(
                     "iss {iss:?} is not the authorization server {:?} (RFC 9207)",
                     facts.issuer
@@ -590,6 +606,7 @@ impl OAuth {
                     (_, Some(_)) => self.secret_method(),
                 };
                 self.registered = true;
+                self.registered_with = self.facts.as_ref().map(|f| f.issuer.clone());
                 self.authorize(now);
             }
             Phase::Token { scope } => {
@@ -865,8 +882,12 @@ impl OAuth {
             self.registered = false;
             return self.authorize(now);
         }
-        if self.client_id.is_some() && self.registered {
-            // Registered on an earlier run (restored), with the same server.
+        if self.client_id.is_some()
+            && self.registered
+            && self.registered_with.as_deref() == Some(facts.issuer.as_str())
+        {
+            // Registered earlier with this authorization server. (A client id is bound to
+            // the server that issued it: after a move to another one, a new registration.)
             return self.authorize(now);
         }
         let Some(endpoint) = facts.registration_endpoint.clone() else {

@@ -773,3 +773,52 @@ fn same_seed_same_login() {
     assert_ne!(a["state"], c["state"]);
     assert_ne!(a["code_challenge"], c["code_challenge"]);
 }
+
+#[test]
+fn a_move_to_another_authorization_server_registers_again() {
+    let now = t0();
+    let (m, _) = logged_in(&standard_routes(), now);
+    let saved = m.saved();
+    assert_eq!(saved.client_id.as_deref(), Some("dyn-1"));
+    // The resource now names another authorization server; the old tokens are refused.
+    let routes = [
+        (
+            "https://mcp.example/.well-known/oauth-protected-resource/api/mcp",
+            200,
+            json!({"resource": SERVER, "authorization_servers": ["https://new-auth.example"]}),
+        ),
+        (
+            "https://new-auth.example/.well-known/oauth-authorization-server",
+            200,
+            json!({
+                "issuer": "https://new-auth.example",
+                "authorization_endpoint": "https://new-auth.example/authorize",
+                "token_endpoint": "https://new-auth.example/token",
+                "registration_endpoint": "https://new-auth.example/register",
+                "code_challenge_methods_supported": ["S256"],
+            }),
+        ),
+        (
+            "https://new-auth.example/register",
+            201,
+            json!({"client_id": "dyn-2"}),
+        ),
+        (
+            "https://auth.example/tenant/token",
+            400,
+            json!({"error": "invalid_grant"}),
+        ),
+    ];
+    let mut m2 = OAuth::new(config(), Some(saved));
+    let mut net = Net::new(&routes);
+    m2.handle_challenge(now, 401, None);
+    let (u, q) = authorize_url(net.run(&mut m2, now));
+    assert_eq!(u.authority, "new-auth.example");
+    assert_eq!(
+        q["client_id"], "dyn-2",
+        "the old server's client id is not reused"
+    );
+    assert!(net
+        .urls()
+        .contains(&"https://new-auth.example/register".to_owned()));
+}

@@ -342,6 +342,8 @@ struct Pending {
     cancelled: bool,
     /// Times it was refused for want of a token and held for a login.
     logins: u8,
+    /// The token generation it was last sent with (`RemoteConfig::login_generation`).
+    token_gen: u32,
 }
 
 impl Pending {
@@ -358,6 +360,7 @@ impl Pending {
             probe: false,
             cancelled: false,
             logins: 0,
+            token_gen: 0,
         }
     }
 
@@ -764,6 +767,7 @@ impl RemoteServer {
             probe,
             cancelled: false,
             logins: 0,
+            token_gen: 0,
         };
         if let Link::Http(h) = &self.link {
             match h.proto {
@@ -1507,8 +1511,11 @@ impl RemoteServer {
                 dial.open(&mut self.next_n, h, None, None, out);
                 continue;
             };
-            let Some(p) = h.queue.pop_front() else { break };
+            let Some(mut p) = h.queue.pop_front() else {
+                break;
+            };
             h.queue_bytes -= p.line.len();
+            p.token_gen = self.config.login_generation;
             if is_init {
                 h.init_out = true;
                 // A new initialize opens a new session: it goes without the old one's id
@@ -2183,17 +2190,23 @@ impl RemoteServer {
                 .as_deref()
                 .is_some_and(|c| c.contains("insufficient_scope"));
         let wanted = status == 401 || step_up;
-        if !self.config.login
-            || !wanted
-            || p.probe
-            || !p.batch.is_empty()
-            || p.logins >= MAX_LOGINS_PER_REQUEST
-            || self.held.len() >= MAX_HELD
-        {
+        if !self.config.login || !wanted || p.probe || !p.batch.is_empty() {
+            return Some(p);
+        }
+        p.since = None;
+        if p.token_gen < self.config.login_generation {
+            // Refused with a token replaced since: again, with the newest, no login.
+            if let Link::Http(h) = &mut self.link {
+                h.queue_bytes += p.line.len();
+                h.queue.push_front(p);
+                return None;
+            }
+            return Some(p);
+        }
+        if p.logins >= MAX_LOGINS_PER_REQUEST || self.held.len() >= MAX_HELD {
             return Some(p);
         }
         p.logins += 1;
-        p.since = None;
         if !self.login_asked {
             self.login_asked = true;
             log::info!(
@@ -2201,7 +2214,11 @@ impl RemoteServer {
                 Tag(self.id),
                 self.url
             );
-            out.push_back(Output::RemoteLogin { status, challenge });
+            out.push_back(Output::RemoteLogin {
+                status,
+                challenge,
+                generation: p.token_gen,
+            });
         }
         self.held.push(p);
         None
@@ -2209,16 +2226,15 @@ impl RemoteServer {
 
     /// A login's outcome: the held requests go again with the token, or get the error.
     pub(crate) fn remote_token(&mut self, token: Result<&str, &str>) {
+        if !self.config.login {
+            // Not a remote the relay logs in to: its own headers stay.
+            return;
+        }
         self.login_asked = false;
         let held = std::mem::take(&mut self.held);
         match token {
             Ok(token) => {
-                self.config
-                    .headers
-                    .retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
-                self.config
-                    .headers
-                    .push(("Authorization".into(), format!("Bearer {token}")));
+                self.config.set_bearer(token);
                 let Link::Http(h) = &mut self.link else {
                     return;
                 };
