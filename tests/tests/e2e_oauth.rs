@@ -7,9 +7,13 @@
 //! callback). Each scenario gets a token store of its own (`XDG_CONFIG_HOME`).
 //!
 //! Every scenario of the suite's auth list for 2025-03-26 … 2025-11-25 and the draft runs
-//! here and must pass with no FAILURE or WARNING check. Not run: the `extension` scenarios
-//! (client credentials with JWT or Basic, cross-app access): they are machine-to-machine
-//! grants, not the authorization code flow a stdio client's user logs in with.
+//! here and must pass with no FAILURE or WARNING check; so does every 2026-07-28 one of
+//! 0.2.0-alpha.12 (installed as `conformance-2026`, run with `--spec-version 2026-07-28`
+//! and the relay at `--transport stateless`: that suite's scenario servers answer a
+//! session-era `initialize` with a 400 that `auto` takes for HTTP+SSE). Not run: the
+//! `extension` scenarios (client credentials, JWT bearer, DPoP, enterprise-managed and
+//! cross-app access): machine-to-machine grants and token binding, not the authorization
+//! code flow a stdio client's user logs in with.
 //!
 //! Prerequisites as in e2e_client_mode.rs (`npm ci --prefix tests/node`, the Python SDK 1.x
 //! venv); without them each test says it skipped.
@@ -29,18 +33,29 @@ use std::time::Duration;
 /// The Python SDK major the stdio client runs with.
 const SDK: u32 = 1;
 
+/// Which suite: 0.1.16, or 0.2.0-alpha.12 at 2026-07-28.
+#[derive(Clone, Copy, PartialEq)]
+enum Suite {
+    SessionEra,
+    Modern,
+}
+
 /// Runs `auth/<scenario>` and asserts that every check the suite made passed. `env` is more
 /// environment for the driver (and so the relay).
-fn auth_scenario(test: &str, scenario: &str, env: &[(&str, &str)]) {
-    let package = "@modelcontextprotocol/conformance";
+fn auth_scenario(test: &str, suite: Suite, scenario: &str, env: &[(&str, &str)]) {
+    let (package, dir) = match suite {
+        Suite::SessionEra => (
+            "@modelcontextprotocol/conformance",
+            node_modules()
+                .join("@modelcontextprotocol")
+                .join("conformance"),
+        ),
+        Suite::Modern => ("conformance-2026", node_modules().join("conformance-2026")),
+    };
     if let Some(why) = conformance_missing(package).or_else(|| python_sdk_missing_of(SDK)) {
         return skip(test, &why);
     }
-    let suite_js = node_modules()
-        .join("@modelcontextprotocol")
-        .join("conformance")
-        .join("dist")
-        .join("index.js");
+    let suite_js = dir.join("dist").join("index.js");
     let driver = tests_dir()
         .join("python")
         .join("conformance_client_driver.py");
@@ -53,7 +68,10 @@ fn auth_scenario(test: &str, scenario: &str, env: &[(&str, &str)]) {
         words.iter().all(|w| !w.contains(char::is_whitespace)),
         "{test}: the suite cannot run a command whose paths hold spaces: {words:?}"
     );
-    let command = format!("{} {} --relay {}", words[0], words[1], words[2]);
+    let mut command = format!("{} {} --relay {}", words[0], words[1], words[2]);
+    if suite == Suite::Modern {
+        command.push_str(" --relay-arg=--transport --relay-arg=stateless");
+    }
     let scratch =
         std::env::temp_dir().join(format!("mcp-relay-e2e-oauth-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
@@ -64,6 +82,10 @@ fn auth_scenario(test: &str, scenario: &str, env: &[(&str, &str)]) {
     suite_cmd
         .arg(&suite_js)
         .args(["client", "--scenario", &format!("auth/{scenario}")])
+        .args(match suite {
+            Suite::SessionEra => &[][..],
+            Suite::Modern => &["--spec-version", "2026-07-28"][..],
+        })
         .args(["--timeout", "40000", "--command"])
         .arg(&command)
         .arg("-o")
@@ -106,7 +128,15 @@ fn auth_scenario(test: &str, scenario: &str, env: &[(&str, &str)]) {
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .collect();
-    if scenario != "resource-mismatch" {
+    let refused = [
+        "resource-mismatch",
+        "metadata-issuer-mismatch",
+        "iss-supported-missing",
+        "iss-wrong-issuer",
+        "iss-unexpected",
+        "iss-normalized",
+    ];
+    if !refused.contains(&scenario) {
         assert_eq!(
             files.len(),
             1,
@@ -131,8 +161,11 @@ fn auth_scenario(test: &str, scenario: &str, env: &[(&str, &str)]) {
         );
     } else {
         assert!(
-            files.is_empty(),
-            "{test}: nothing stored for a refused resource"
+            files.iter().all(|f| {
+                let v: Value = serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+                v["tokens"].is_null()
+            }),
+            "{test}: no token stored after a refused login"
         );
     }
     let _ = writeln!(
@@ -144,15 +177,16 @@ fn auth_scenario(test: &str, scenario: &str, env: &[(&str, &str)]) {
 }
 
 macro_rules! scenarios {
-    ($($name:ident => $scenario:literal $(, $k:literal = $v:literal)?;)*) => {$(
+    ($suite:expr; $($name:ident => $scenario:literal $(, $k:literal = $v:literal)?;)*) => {$(
         #[test]
         fn $name() {
-            auth_scenario(stringify!($name), $scenario, &[$(($k, $v))?]);
+            auth_scenario(stringify!($name), $suite, $scenario, &[$(($k, $v))?]);
         }
     )*};
 }
 
 scenarios! {
+    Suite::SessionEra;
     oauth_metadata_default => "metadata-default";
     oauth_metadata_var1 => "metadata-var1";
     oauth_metadata_var2 => "metadata-var2";
@@ -173,6 +207,36 @@ scenarios! {
     oauth_resource_mismatch => "resource-mismatch";
     oauth_offline_access_scope => "offline-access-scope";
     oauth_offline_access_not_supported => "offline-access-not-supported";
+}
+
+scenarios! {
+    Suite::Modern;
+    oauth_2026_metadata_default => "metadata-default";
+    oauth_2026_metadata_var1 => "metadata-var1";
+    oauth_2026_metadata_var2 => "metadata-var2";
+    oauth_2026_metadata_var3 => "metadata-var3";
+    oauth_2026_basic_cimd => "basic-cimd",
+        "MCP_RELAY_CLIENT_METADATA_URL" = "https://conformance-test.local/client-metadata.json";
+    oauth_2026_scope_from_www_authenticate => "scope-from-www-authenticate";
+    oauth_2026_scope_from_scopes_supported => "scope-from-scopes-supported";
+    oauth_2026_scope_omitted_when_undefined => "scope-omitted-when-undefined";
+    oauth_2026_scope_step_up => "scope-step-up";
+    oauth_2026_scope_retry_limit => "scope-retry-limit";
+    oauth_2026_token_endpoint_auth_basic => "token-endpoint-auth-basic";
+    oauth_2026_token_endpoint_auth_post => "token-endpoint-auth-post";
+    oauth_2026_token_endpoint_auth_none => "token-endpoint-auth-none";
+    oauth_2026_pre_registration => "pre-registration";
+    oauth_2026_resource_mismatch => "resource-mismatch";
+    oauth_2026_offline_access_scope => "offline-access-scope";
+    oauth_2026_offline_access_not_supported => "offline-access-not-supported";
+    oauth_2026_authorization_server_migration => "authorization-server-migration";
+    oauth_2026_iss_supported => "iss-supported";
+    oauth_2026_iss_not_advertised => "iss-not-advertised";
+    oauth_2026_iss_supported_missing => "iss-supported-missing";
+    oauth_2026_iss_wrong_issuer => "iss-wrong-issuer";
+    oauth_2026_iss_unexpected => "iss-unexpected";
+    oauth_2026_iss_normalized => "iss-normalized";
+    oauth_2026_metadata_issuer_mismatch => "metadata-issuer-mismatch";
 }
 
 /// `mcp-relay auth status` and `logout` on a server never logged in to: they say so, and
