@@ -37,10 +37,18 @@ const NOT_FLAGS: &[&str] = &[
 const NOT_FLAG_PREFIXES: &[&str] = &["MCP_RELAY_PYTHON_", "MCP_RELAY_E2E_", "MCP_RELAY_CHECK_H"];
 
 /// Flags that are not `--config` settings but can come from the environment.
-const EXTRA: &[(&str, Arity)] = &[
-    ("config", Arity::One),
-    ("connect", Arity::Many),
-    ("demo", Arity::Switch),
+const EXTRA: &[(&str, Arity, bool)] = &[
+    ("config", Arity::One, false),
+    ("connect", Arity::Many, false),
+    ("demo", Arity::Switch, false),
+    // The login flags of --connect (not file settings either).
+    ("no-login", Arity::Switch, false),
+    ("client-id", Arity::One, false),
+    ("client-secret", Arity::One, true),
+    ("client-metadata-url", Arity::One, false),
+    ("no-browser", Arity::Switch, false),
+    ("auth-url-command", Arity::One, false),
+    ("auth-callback-port", Arity::One, false),
 ];
 
 /// Flags that are neither: they are not settings.
@@ -58,14 +66,14 @@ fn kind(flag: &str) -> Option<(Arity, bool)> {
     flag_kind(flag).or_else(|| {
         EXTRA
             .iter()
-            .find(|(f, _)| *f == flag)
-            .map(|(_, a)| (*a, false))
+            .find(|(f, _, _)| *f == flag)
+            .map(|(_, a, secret)| (*a, *secret))
     })
 }
 
 /// The variable that `name` (not one) most likely meant: one a typo or two away.
 pub fn suggest(name: &str) -> Option<String> {
-    let flags = setting_flags().chain(EXTRA.iter().map(|(f, _)| *f));
+    let flags = setting_flags().chain(EXTRA.iter().map(|(f, _, _)| *f));
     flags
         .map(var_name)
         .map(|known| (distance(name, &known), known))

@@ -1,5 +1,6 @@
 //! `mcp-relay`: flags → validated configuration → the mio runtime. Nothing else lives here.
 
+mod auth;
 mod check;
 mod config;
 mod envflags;
@@ -33,7 +34,7 @@ use std::time::Duration;
 #[derive(FromArgs, Debug)]
 #[argh(
     example = "mcp-relay --listen http://127.0.0.1:8080 -- npx -y @modelcontextprotocol/server-everything\nmcp-relay --connect http://mcp.example.com/mcp --header 'Authorization: Bearer ${{TOKEN}}'",
-    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT (tls:// over TLS). https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key.\n\nSignals: SIGHUP re-reads --tls-cert, --tls-key, --tls-client-ca and --config without\ndropping sessions (a broken file is logged and the old one kept). SIGINT and SIGTERM drain\nand stop; a second one stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nDurations take 5, 0.5, 500ms, 2s, 1m, 1h; sizes take 1048576, 64KiB, 16MiB, 1GiB (KiB, MiB,\nGiB and K, M, G are powers of 1024; kB, MB, GB powers of 1000).\n\nEnvironment: every flag can be set with MCP_RELAY_<FLAG>: --max-sessions is\nMCP_RELAY_MAX_SESSIONS. Switches take 1, true, yes or 0, false, no; a repeatable flag takes\none value per line (--listen, --allow-origin, --allow-host also comma-separated); empty is\nunset. A flag given here wins over its variable, which wins over the --config file's relay\nkey (MCP_RELAY_AUTH_TOKEN adds to --auth-token instead). The relay removes the variables\nfrom its environment: its servers do not see them.\n\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it. HTTP\nrequests are logged one line each (target mcp_relay::access; RUST_LOG=info,mcp_relay::access=off\nsilences them). Under systemd (JOURNAL_STREAM) text lines carry no timestamp; sockets passed by\nsystemd (LISTEN_FDS) are used for the --listen addresses they are bound to."
+    note = "Serve: the server command after `--` is run exactly as given, without a shell, once\nper client session (a TCP connection, an HTTP session), in a process group of its own.\nWhen the session ends, the server's stdin is closed, then SIGTERM and SIGKILL follow (each\nafter --shutdown-grace) to the whole group.\n\nConnect: without --listen, the local client speaks on stdin and stdout (logs go to\nstderr); with --listen, network clients are served by the remote instead of a command.\nURLs: http(s)://HOST[:PORT]/PATH (Streamable HTTP, or HTTP+SSE: see --transport) or\ntcp://HOST:PORT (tls:// over TLS). https:// is verified against the system's CAs (and --ca-cert). Header\nvalues are never logged.\n\nTLS: --listen https:// or tls:// with --tls-cert and --tls-key.\n\nSignals: SIGHUP re-reads --tls-cert, --tls-key, --tls-client-ca and --config without\ndropping sessions (a broken file is logged and the old one kept). SIGINT and SIGTERM drain\nand stop; a second one stops at once.\n\nSecurity: TCP has no authentication: anyone who can connect can run the server. Listen on\n127.0.0.1 (or [::1]) unless you mean to expose it. Over HTTP, --auth-token requires a bearer\ntoken; Origin and Host are checked on every request (DNS rebinding).\n\nmcp-relay demo-server [--banner] runs the built-in demo MCP server on stdio; --demo serves it.\nmcp-relay check URL | check -- COMMAND checks an MCP server end to end (see check --help).\nmcp-relay auth status|login|logout URL manages the OAuth login to a remote server.\nDurations take 5, 0.5, 500ms, 2s, 1m, 1h; sizes take 1048576, 64KiB, 16MiB, 1GiB (KiB, MiB,\nGiB and K, M, G are powers of 1024; kB, MB, GB powers of 1000).\n\nEnvironment: every flag can be set with MCP_RELAY_<FLAG>: --max-sessions is\nMCP_RELAY_MAX_SESSIONS. Switches take 1, true, yes or 0, false, no; a repeatable flag takes\none value per line (--listen, --allow-origin, --allow-host also comma-separated); empty is\nunset. A flag given here wins over its variable, which wins over the --config file's relay\nkey (MCP_RELAY_AUTH_TOKEN adds to --auth-token instead). The relay removes the variables\nfrom its environment: its servers do not see them.\n\nLogging: RUST_LOG works (e.g. RUST_LOG=debug); --log-level and --debug override it. HTTP\nrequests are logged one line each (target mcp_relay::access; RUST_LOG=info,mcp_relay::access=off\nsilences them). Under systemd (JOURNAL_STREAM) text lines carry no timestamp; sockets passed by\nsystemd (LISTEN_FDS) are used for the --listen addresses they are bound to."
 )]
 struct Args {
     /// address to listen on: HOST:PORT or tcp://HOST:PORT (newline-delimited JSON-RPC),
@@ -87,6 +88,41 @@ struct Args {
         default = "RemoteConfig::default().balance"
     )]
     balance: Balance,
+
+    /// with --connect http(s)://: do not log in when the remote answers 401 (OAuth is on by
+    /// default; see "Logging in to a remote server" in the README)
+    #[argh(switch)]
+    no_login: bool,
+
+    /// with --connect: an OAuth client id registered with the remote's authorization server
+    /// (else a client metadata document or dynamic registration)
+    #[argh(option)]
+    client_id: Option<String>,
+
+    /// with --client-id: its secret, for a confidential client (sent as the server's
+    /// metadata says: HTTP Basic or in the form); MCP_RELAY_CLIENT_SECRET in the environment
+    /// keeps it out of the process list
+    #[argh(option)]
+    client_secret: Option<String>,
+
+    /// with --connect: an https:// URL serving this client's metadata document, used as the
+    /// client id where the authorization server supports them
+    #[argh(option)]
+    client_metadata_url: Option<String>,
+
+    /// with --connect: print the authorization URL on stderr, open no browser
+    #[argh(switch)]
+    no_browser: bool,
+
+    /// with --connect: run CMD (split on spaces, no shell) with the authorization URL as
+    /// its last argument instead of opening a browser
+    #[argh(option)]
+    auth_url_command: Option<String>,
+
+    /// with --connect: the port of the login's loopback callback on 127.0.0.1 (without it,
+    /// one derived from the URL, in 33400-34399, or the next ones if taken)
+    #[argh(option)]
+    auth_callback_port: Option<u16>,
 
     /// serve the built-in demo MCP server instead of a command after `--`
     #[argh(switch)]
@@ -401,6 +437,9 @@ const FORCED_EXIT: u8 = 130;
 /// The environment variable that may hold a bearer token.
 const AUTH_TOKEN_VAR: &str = "MCP_RELAY_AUTH_TOKEN";
 
+/// The environment variable that may hold the OAuth client secret (`--client-secret`).
+const CLIENT_SECRET_VAR: &str = "MCP_RELAY_CLIENT_SECRET";
+
 /// The environment variable that may hold the bearer token sent to a remote (`--connect`).
 const REMOTE_TOKEN_VAR: &str = "API_ACCESS_TOKEN";
 
@@ -462,6 +501,9 @@ fn main() -> ExitCode {
         // processes the check starts (its client-mode relay would take them as flags).
         envflags::take();
         return check::main(std::env::args_os().skip(2).collect());
+    }
+    if argv.get(1).map(String::as_str) == Some("auth") {
+        return auth_command(&argv[2..]);
     }
     // Before any secret is read: from here on the relay's servers (same user) cannot read
     // its memory or /proc/<pid>/environ. Reported once logging is set up.
@@ -579,6 +621,7 @@ fn main() -> ExitCode {
         )),
         _ => None,
     };
+    let login = (!args.no_login).then(|| auth_options(&args));
     let mut setup = match validate(args, env_token, &|name| std::env::var(name).ok(), file) {
         Ok(setup) => setup,
         Err(e) => {
@@ -601,7 +644,193 @@ fn main() -> ExitCode {
                 .zip(&runtime.commands),
         ),
     );
-    run(setup, config_reload)
+    let login = match login.map(|opts| log_in_first(&mut setup.runtime, &opts)) {
+        Some(Err(e)) => {
+            eprintln!("mcp-relay: {e}");
+            return ExitCode::from(1);
+        }
+        Some(Ok(login)) => login,
+        None => None,
+    };
+    run(setup, config_reload, login)
+}
+
+fn auth_options(args: &Args) -> auth::Options {
+    auth::Options {
+        client_id: args.client_id.clone(),
+        // The command line is visible to other users (ps): the environment is the better
+        // place for a secret.
+        client_secret: args.client_secret.clone().or_else(|| {
+            std::env::var(CLIENT_SECRET_VAR)
+                .ok()
+                .filter(|s| !s.is_empty())
+        }),
+        client_metadata_url: args.client_metadata_url.clone(),
+        no_browser: args.no_browser,
+        url_command: args.auth_url_command.clone(),
+        callback_port: args.auth_callback_port,
+        login_timeout: None,
+    }
+}
+
+/// Client mode over HTTP: start with the stored token (as `Authorization: Bearer`), and log
+/// in when the remote refuses a request ([`RemoteConfig::login`]). Skipped with several
+/// URLs, or when an Authorization header is already given.
+fn log_in_first(
+    config: &mut RuntimeConfig,
+    opts: &auth::Options,
+) -> Result<Option<auth::Login>, String> {
+    let tls = config
+        .tls_client
+        .as_ref()
+        .map(|t| std::sync::Arc::clone(&t.config));
+    let Some(remote) = config.core.remote.as_mut() else {
+        return Ok(None);
+    };
+    let [url] = remote.urls.as_slice() else {
+        return Ok(None);
+    };
+    if url.scheme.is_stream()
+        || remote
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+    {
+        return Ok(None);
+    }
+    let url = url.to_string();
+    let mut login = auth::Login::new(&url, opts, tls)?;
+    if let Some(token) = login.stored() {
+        remote
+            .headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+    }
+    remote.login = true;
+    Ok(Some(login))
+}
+
+/// Hands later logins to `login`: refusals the remote makes mid-session (on a thread of
+/// their own, one at a time), and refreshes before the token expires.
+fn serve_logins(runtime: &mut Runtime, login: auth::Login) {
+    use std::sync::{Arc, Mutex};
+    let login = Arc::new(Mutex::new(login));
+    let shared = Arc::clone(&login);
+    runtime.set_login_hook(Box::new(move |request, reply| {
+        let login = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("login".into())
+            .spawn(move || {
+                let mut l = match login.lock() {
+                    Ok(l) => l,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                let token = l.challenged(
+                    request.status,
+                    request.challenge.as_deref(),
+                    request.generation,
+                );
+                // Counted and sent under the lock: the core sees tokens in this order.
+                if token.is_ok() {
+                    l.given();
+                }
+                reply.send(token);
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the login thread: {e}");
+        }
+    }));
+    let reply = runtime.token_reply();
+    let spawned = std::thread::Builder::new()
+        .name("token-refresh".into())
+        .spawn(move || loop {
+            let due = match login.lock() {
+                Ok(l) => l.refresh_at(),
+                Err(poisoned) => poisoned.into_inner().refresh_at(),
+            };
+            let wait = match due {
+                Some(at) => at.saturating_duration_since(std::time::Instant::now()),
+                None => Duration::from_secs(30),
+            };
+            if !wait.is_zero() {
+                std::thread::sleep(wait.min(Duration::from_secs(30)));
+                continue;
+            }
+            let mut l = match login.lock() {
+                Ok(l) => l,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            match l.refresh() {
+                Ok(token) => {
+                    l.given();
+                    reply.clone().send(Ok(token));
+                }
+                // The token in use goes on until the remote refuses it (then a login).
+                Err(e) => log::warn!("refreshing the token failed: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the token refresher: {e}");
+    }
+}
+
+/// `mcp-relay auth status|login|logout URL [login flags]`.
+fn auth_command(argv: &[String]) -> ExitCode {
+    let usage = "usage: mcp-relay auth status|login|logout URL [--client-id ID] [--client-secret S] [--client-metadata-url URL] [--no-browser] [--auth-url-command CMD] [--auth-callback-port N] [--ca-cert PEM]";
+    let (Some(verb), Some(url)) = (argv.first(), argv.get(1)) else {
+        eprintln!("{usage}");
+        return ExitCode::from(2);
+    };
+    let rest: Vec<&str> = argv[2..].iter().map(String::as_str).collect();
+    let mut flags: Vec<&str> = vec!["--connect", url];
+    flags.extend(&rest);
+    let args = match Args::from_args(&["mcp-relay"], &flags) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("mcp-relay auth: {}\n{usage}", e.output.trim_end());
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&args);
+    let result = match verb.as_str() {
+        "status" => auth::status(url).map(|line| println!("{line}")),
+        "logout" => auth::logout(url).map(|had| {
+            println!(
+                "{url}: {}",
+                if had {
+                    "logged out (the stored token is deleted)"
+                } else {
+                    "was not logged in"
+                }
+            )
+        }),
+        "login" => {
+            let tls = if url.starts_with("https://") {
+                match tls::client_config(args.ca_cert.as_deref(), args.tls_insecure_skip_verify) {
+                    Ok(l) => Some(std::sync::Arc::new(l.config)),
+                    Err(e) => {
+                        eprintln!("mcp-relay auth: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                None
+            };
+            auth::Login::new(url, &auth_options(&args), tls)
+                .and_then(|mut l| l.login())
+                .map(|_| println!("{url}: logged in"))
+        }
+        _ => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-relay auth: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Gives the sockets the service manager passed (socket activation) to the `--listen`s with
@@ -1092,11 +1321,33 @@ fn remote_config(
                 "--connect-timeout",
             ),
             (args.balance != defaults.balance, "--balance"),
+            (args.client_id.is_some(), "--client-id"),
+            (args.client_secret.is_some(), "--client-secret"),
+            (args.client_metadata_url.is_some(), "--client-metadata-url"),
+            (args.no_browser, "--no-browser"),
+            (args.auth_url_command.is_some(), "--auth-url-command"),
+            (args.auth_callback_port.is_some(), "--auth-callback-port"),
+            (args.no_login, "--no-login"),
         ];
         if let Some((_, flag)) = set.iter().find(|(set, _)| *set) {
             return Err(format!("{flag} goes with --connect URL"));
         }
         return Ok(None);
+    }
+    if args.client_secret.is_some() && args.client_id.is_none() {
+        return Err("--client-secret goes with --client-id".into());
+    }
+    if let Some(u) = &args.client_metadata_url {
+        // A Client ID Metadata Document is an https:// URL with a path.
+        let ok = u
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty());
+        if !ok {
+            return Err(format!(
+                "--client-metadata-url {u:?}: an https:// URL with a path is needed"
+            ));
+        }
     }
     let urls = args
         .connect
@@ -1189,7 +1440,11 @@ fn flag_of(e: &ConfigError) -> &'static str {
     }
 }
 
-fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
+fn run(
+    setup: Setup,
+    config_reload: Option<servers::Reload>,
+    login: Option<auth::Login>,
+) -> ExitCode {
     let Setup {
         runtime: config,
         reload,
@@ -1213,7 +1468,7 @@ fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
         .into_iter()
         .find(|s| s.default)
         .map(|s| s.name);
-    let runtime = match Runtime::bind(config) {
+    let mut runtime = match Runtime::bind(config) {
         Ok(runtime) => runtime,
         Err(e) => {
             // A startup mistake like any other (a port in use, one that needs privileges).
@@ -1221,6 +1476,9 @@ fn run(setup: Setup, config_reload: Option<servers::Reload>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(login) = login {
+        serve_logins(&mut runtime, login);
+    }
     for (addr, transport, tls, listener_server) in runtime.listening() {
         // With several servers: whose a TCP listener is, and where HTTP finds each.
         let server = match (&names[..], transport, listener_server) {

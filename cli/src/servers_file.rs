@@ -480,7 +480,18 @@ const NOT_SETTINGS: &[(&str, &str)] = &[
     ),
     ("version", "it is not a setting"),
     ("help", "it is not a setting"),
+    ("no-login", LOGIN_ONLY),
+    ("client-id", LOGIN_ONLY),
+    ("client-secret", LOGIN_ONLY),
+    ("client-metadata-url", LOGIN_ONLY),
+    ("no-browser", LOGIN_ONLY),
+    ("auth-url-command", LOGIN_ONLY),
+    ("auth-callback-port", LOGIN_ONLY),
 ];
+
+/// Why the login flags are not file settings.
+const LOGIN_ONLY: &str =
+    "OAuth logins are for --connect; a servers file's remote entries take \"headers\"";
 
 /// The keys of an entry.
 const ENTRY_KEYS: &str = "type, command, args, env, cwd, url, headers, default, disabled, relay";

@@ -254,6 +254,8 @@ impl Driver {
             Output::Pause { endpoint } => self.say(&format!("relay: stop reading {endpoint}")),
             Output::Resume { endpoint } => self.say(&format!("relay: read {endpoint} again")),
             Output::StopAccepting => self.say("relay: stop accepting connections"),
+            // No remote here, so nobody asks for a login.
+            Output::RemoteLogin { status, .. } => self.say(&format!("relay: log in ({status})")),
         }
     }
 

@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 mod child;
 mod client;
 mod config;
@@ -302,6 +303,13 @@ pub enum Input<'a> {
     /// The operator asked the relay to stop (Ctrl-C, SIGTERM). The first request drains
     /// gracefully; a second one stops at once.
     Shutdown,
+    /// The answer to [`Output::RemoteLogin`]: the bearer token every remote server sends
+    /// from now on (the requests held for it are sent again with it), or why there is none
+    /// (they are answered with that error). Never logged.
+    RemoteToken {
+        /// The token, or the reason the login failed.
+        token: Result<&'a str, &'a str>,
+    },
     /// How many listeners cannot accept connections now (the process is out of descriptors):
     /// the driver says so when the number changes, 0 once all accept again. `/healthz`
     /// reports the relay degraded meanwhile.
@@ -385,6 +393,19 @@ pub enum Output {
     /// drained still get their clients' requests (a balancer keeps sending them here) and a
     /// health check sees `/healthz` answer 503; the core refuses new HTTP sessions itself.
     StopAccepting,
+    /// A remote server (client mode, [`RemoteConfig::login`]) refused a request for want of a
+    /// token, or of a token with enough scope: log in or refresh, and answer with
+    /// [`Input::RemoteToken`]. Requests wait meanwhile; asked once until answered.
+    RemoteLogin {
+        /// The remote's status: 401, or 403 (`insufficient_scope`).
+        status: u16,
+        /// Its `WWW-Authenticate` header, if any.
+        challenge: Option<String>,
+        /// Which token was refused: how many `Input::RemoteToken`s had come before it was
+        /// sent (0: the configured one). A driver that has given a newer token since can
+        /// answer with that one, without a login.
+        generation: u32,
+    },
     /// The child asked for with [`Output::Spawn`] is no longer wanted (its session ended
     /// before it started). If it has not been started, the driver does not start it; if it
     /// has (the start raced with this), the driver kills its process group and reaps it.

@@ -353,6 +353,7 @@ impl Relay {
             Input::Shutdown => self.begin_shutdown(now),
             Input::Reconfigure { servers } => self.reconfigure(now, servers),
             Input::AcceptTrouble { listeners } => self.accept_trouble = listeners,
+            Input::RemoteToken { token } => self.remote_token(now, token),
             Input::Data {
                 from: Endpoint::Child(child),
                 data,
@@ -819,6 +820,22 @@ impl Relay {
         let unix_now = self.unix_at(now);
         let mut ctx = ctx!(self, server, now, unix_now);
         f(&mut ctx)
+    }
+
+    /// A login's outcome reaches every session served by a remote.
+    fn remote_token(&mut self, now: Instant, token: Result<&str, &str>) {
+        // New sessions start with it.
+        if let Ok(t) = token {
+            for served in self.servers.values_mut() {
+                if let Some(remote) = served.config.remote.as_mut() {
+                    remote.set_bearer(t);
+                }
+            }
+        }
+        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        for key in keys {
+            self.with_session(now, key, |s, ctx| s.remote_token(token, ctx));
+        }
     }
 
     fn begin_shutdown(&mut self, now: Instant) {

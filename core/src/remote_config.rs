@@ -25,6 +25,14 @@ pub struct RemoteConfig {
     pub balance: Balance,
     /// How long a URL that could not be reached is skipped by new sessions.
     pub down_for: Duration,
+    /// Log in (OAuth) when the remote refuses a request with `401`, or `403
+    /// insufficient_scope`: the request is held, [`crate::Output::RemoteLogin`] asks the
+    /// driver for a token, and [`crate::Input::RemoteToken`] sends it again with it.
+    pub login: bool,
+    /// How many tokens `Input::RemoteToken` has brought so far (the core counts; set it to
+    /// 0). A request refused with an older token is sent again with the newest one, and
+    /// `Output::RemoteLogin` names the generation of the token that was refused.
+    pub login_generation: u32,
 }
 
 /// How new sessions pick among several remote URLs. Whatever the choice, a session whose
@@ -54,6 +62,21 @@ impl Balance {
     }
 }
 
+impl RemoteConfig {
+    /// A new token from a login (`Input::RemoteToken`): it replaces any `Authorization`
+    /// header, and the generation counts it. Only with `login`.
+    pub(crate) fn set_bearer(&mut self, token: &str) {
+        if !self.login {
+            return;
+        }
+        self.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
+        self.headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+        self.login_generation += 1;
+    }
+}
+
 impl Default for RemoteConfig {
     fn default() -> Self {
         RemoteConfig {
@@ -64,6 +87,8 @@ impl Default for RemoteConfig {
             max_connections: 8,
             balance: Balance::Failover,
             down_for: Duration::from_secs(30),
+            login: false,
+            login_generation: 0,
         }
     }
 }

@@ -488,6 +488,21 @@ impl ServerSide {
         }
     }
 
+    /// A login's outcome; whether this is a remote server.
+    pub(crate) fn remote_token(&mut self, token: Result<&str, &str>) -> bool {
+        match self {
+            ServerSide::Remote(r) => {
+                // The next incarnation (a reconnect) starts with it too.
+                if let Ok(t) = token {
+                    r.config.set_bearer(t);
+                }
+                r.remote.remote_token(token);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// One of a remote's connections opened.
     pub(crate) fn upstream_connected(
         &mut self,

@@ -591,6 +591,13 @@ impl Session {
 
     // ---- a remote server's connections (client mode) ----
 
+    /// A login's outcome ([`crate::Input::RemoteToken`]).
+    pub(crate) fn remote_token(&mut self, token: Result<&str, &str>, ctx: &mut Ctx<'_>) {
+        if self.link.server.remote_token(token) {
+            self.link.after_remote(ctx);
+        }
+    }
+
     pub(crate) fn upstream_connected(&mut self, up: UpId, ctx: &mut Ctx<'_>) {
         if self.link.server.owns(up.server) {
             self.link.server.upstream_connected(up, ctx.now, ctx.out);

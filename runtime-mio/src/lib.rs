@@ -132,6 +132,41 @@ pub(crate) enum Event {
     StdoutBroken(String),
     /// The servers changed ([`ReconfigureHandle`]).
     Reconfigure(Box<Reconfiguration>),
+    /// A login for the remote ended ([`TokenReply`]).
+    Token(Result<String, String>),
+}
+
+/// Logs in to a remote server that asked for a token (`Output::RemoteLogin`): called on the
+/// loop's thread, it must not block; the login runs elsewhere and answers through the
+/// [`TokenReply`].
+pub type LoginHook = Box<dyn FnMut(LoginRequest, TokenReply) + Send>;
+
+/// What `Output::RemoteLogin` said.
+#[derive(Clone, Debug)]
+pub struct LoginRequest {
+    /// 401, or 403 (`insufficient_scope`).
+    pub status: u16,
+    /// The remote's `WWW-Authenticate`.
+    pub challenge: Option<String>,
+    /// Which token was refused: how many had been given ([`TokenReply::send`] with `Ok`)
+    /// before it was sent.
+    pub generation: u32,
+}
+
+/// Where a login's outcome goes: the core gets it as `Input::RemoteToken`.
+#[derive(Clone)]
+pub struct TokenReply {
+    events: Sender<Event>,
+    waker: Arc<Waker>,
+}
+
+impl TokenReply {
+    /// The token (or why there is none), from any thread.
+    pub fn send(self, token: Result<String, String>) {
+        if self.events.send(Event::Token(token)).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// Servers, and the commands of those that run one.
@@ -418,6 +453,8 @@ pub struct Runtime {
     stdio: Option<(ConnId, stdio::Stdio)>,
     /// TLS for `https://` remotes.
     tls_client: Option<ClientTls>,
+    /// Logs in to remotes that ask for a token ([`Runtime::set_login_hook`]).
+    login: Option<LoginHook>,
     /// Each server's command (shared with the spawner).
     commands: process::Commands,
     /// TLS failures on listeners, logged a few at a time.
@@ -549,10 +586,25 @@ impl Runtime {
             attach_stdio: config.stdio,
             stdio: None,
             tls_client: config.tls_client,
+            login: None,
             commands,
             complaints: tls::Complaints::default(),
             handshakes: VecDeque::new(),
         })
+    }
+
+    /// How to log in when a remote asks for a token (client mode with
+    /// `RemoteConfig::login`); without one, such requests get an error.
+    pub fn set_login_hook(&mut self, hook: LoginHook) {
+        self.login = Some(hook);
+    }
+
+    /// Sends tokens obtained unasked (a refresh before expiry) to the remotes.
+    pub fn token_reply(&self) -> TokenReply {
+        TokenReply {
+            events: self.handle.events.clone(),
+            waker: Arc::clone(&self.handle.waker),
+        }
     }
 
     /// The addresses actually bound (useful with port 0), with what each serves.
@@ -736,6 +788,25 @@ impl Runtime {
                         process::signal_group(c.pid, signal);
                     }
                 }
+                Output::RemoteLogin {
+                    status,
+                    challenge,
+                    generation,
+                } => {
+                    let reply = TokenReply {
+                        events: self.handle.events.clone(),
+                        waker: Arc::clone(&self.handle.waker),
+                    };
+                    let request = LoginRequest {
+                        status,
+                        challenge,
+                        generation,
+                    };
+                    match self.login.as_mut() {
+                        Some(login) => login(request, reply),
+                        None => reply.send(Err("the relay has no way to log in here".into())),
+                    }
+                }
                 Output::StopAccepting => {
                     let registry = self.poll.registry();
                     for l in &mut self.listeners {
@@ -800,6 +871,9 @@ impl Runtime {
                     self.feed(Input::Shutdown);
                 }
                 Event::Resolved(slot, addrs) => self.resolved(slot, addrs),
+                Event::Token(token) => self.feed(Input::RemoteToken {
+                    token: token.as_deref().map_err(String::as_str),
+                }),
                 Event::Reconfigure(change) => {
                     {
                         let mut table = match self.commands.write() {

@@ -32,6 +32,7 @@ Exit status 0 when the client side did its part (the suite judges the rest).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -88,9 +89,27 @@ async def accept_with_defaults(context: Any, params: Any) -> Any:
     return types.ElicitResult(action="accept", content=content)
 
 
+def auth_args() -> list[str]:
+    """The relay's login flags for an auth scenario: a headless "browser" that follows the
+    authorization URL (the mock server redirects straight back), a token store of this run's
+    own, and the client credentials the scenario hands out in $MCP_CONFORMANCE_CONTEXT."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    args = ["--auth-url-command", f"{sys.executable} {os.path.join(here, 'follow_url.py')}"]
+    context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
+    if context.get("client_id"):
+        args += ["--client-id", context["client_id"]]
+    if context.get("client_secret"):
+        args += ["--client-secret", context["client_secret"]]
+    if os.environ.get("MCP_RELAY_CLIENT_METADATA_URL"):
+        args += ["--client-metadata-url", os.environ["MCP_RELAY_CLIENT_METADATA_URL"]]
+    return args
+
+
 async def run(opts: argparse.Namespace) -> int:
     scenario = opts.scenario or os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
     relay_args = ["--connect", opts.url, *opts.relay_args]
+    if scenario.startswith("auth/"):
+        relay_args += auth_args()
     callbacks: dict[str, Any] = {}
     if scenario.startswith(("elicitation", "sep-2322")):
         callbacks["elicitation_callback"] = accept_with_defaults

@@ -195,6 +195,15 @@ fn clone_output(o: &Output) -> Output {
             signal: *signal,
         },
         Output::StopAccepting => Output::StopAccepting,
+        Output::RemoteLogin {
+            status,
+            challenge,
+            generation,
+        } => Output::RemoteLogin {
+            status: *status,
+            challenge: challenge.clone(),
+            generation: *generation,
+        },
         Output::Cancel { child } => Output::Cancel { child: *child },
         Output::Release { child } => Output::Release { child: *child },
         Output::Connect {

@@ -1514,6 +1514,10 @@ impl Sim {
             Output::Pause { endpoint } => self.perform_pause(endpoint, true),
             Output::Resume { endpoint } => self.perform_pause(endpoint, false),
             Output::Signal { child, signal } => self.perform_signal(child, signal),
+            // The simulated remotes never ask for a token (no `RemoteConfig::login`).
+            Output::RemoteLogin { status, .. } => {
+                Err(format!("RemoteLogin ({status}) without login configured"))
+            }
             Output::StopAccepting => {
                 if self.stop_accepting_step.is_some() {
                     return Err("StopAccepting twice".into());
@@ -2028,6 +2032,7 @@ fn input_name(input: &Input<'_>) -> &'static str {
         Input::Exited { .. } => "Exited",
         Input::Shutdown => "Shutdown",
         Input::AcceptTrouble { .. } => "AcceptTrouble",
+        Input::RemoteToken { .. } => "RemoteToken",
         Input::Attached { .. } => "Attached",
         Input::Connected { .. } => "Connected",
         Input::ConnectFailed { .. } => "ConnectFailed",
@@ -2053,6 +2058,8 @@ impl fmt::Display for ShowInput<'_, '_> {
             Input::Exited { child, status } => write!(f, "Exited {child} ({status})"),
             Input::Shutdown => write!(f, "Shutdown"),
             Input::AcceptTrouble { listeners } => write!(f, "AcceptTrouble {listeners}"),
+            // The token itself is never shown.
+            Input::RemoteToken { token } => write!(f, "RemoteToken ok={}", token.is_ok()),
             Input::Attached { conn } => write!(f, "Attached {conn}"),
             Input::Connected { conn } => write!(f, "Connected {conn}"),
             Input::ConnectFailed { conn, error } => write!(f, "ConnectFailed {conn} ({error})"),
@@ -2074,6 +2081,7 @@ impl fmt::Display for ShowOutput<'_> {
             Output::Resume { endpoint } => write!(f, "Resume {endpoint}"),
             Output::Signal { child, signal } => write!(f, "Signal {child} {signal:?}"),
             Output::StopAccepting => write!(f, "StopAccepting"),
+            Output::RemoteLogin { status, .. } => write!(f, "RemoteLogin {status}"),
             Output::Cancel { child } => write!(f, "Cancel {child}"),
             Output::Release { child } => write!(f, "Release {child}"),
             Output::Connect {

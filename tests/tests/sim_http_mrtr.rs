@@ -337,6 +337,7 @@ impl World {
                 self.note(format!("relay: pause/resume {endpoint}"));
             }
             Output::StopAccepting => self.violate("StopAccepting without a shutdown".into()),
+            Output::RemoteLogin { .. } => self.violate("RemoteLogin without a remote".into()),
             Output::Connect { conn, .. } => {
                 self.violate(format!("Connect {conn} without a remote"))
             }

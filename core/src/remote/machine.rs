@@ -46,6 +46,10 @@ const IDLE_CLOSE: Duration = Duration::from_secs(4);
 const MAX_GET_FAILURES: u32 = 5;
 /// The longest messages wait for the first `GET` stream to be set up.
 const GET_GATE: Duration = Duration::from_secs(1);
+/// Requests held at most while a login is under way; more are refused as the remote said.
+const MAX_HELD: usize = 256;
+/// Logins one request may wait for (a token refused again after a login gets one more).
+const MAX_LOGINS_PER_REQUEST: u8 = 3;
 /// How much of an error body is quoted back to the client.
 const SNIPPET: usize = 200;
 
@@ -169,6 +173,10 @@ pub(crate) struct RemoteServer {
     quiet: bool,
     /// Effects decided where no output queue was at hand (a cancellation in `stage_line`).
     deferred: Vec<Output>,
+    /// Requests refused for want of a token, waiting for a login (`RemoteConfig::login`).
+    held: Vec<Pending>,
+    /// `Output::RemoteLogin` was asked and not answered yet.
+    login_asked: bool,
 }
 
 #[derive(Debug)]
@@ -332,6 +340,10 @@ struct Pending {
     probe: bool,
     /// The client cancelled it: its stream is not resumed.
     cancelled: bool,
+    /// Times it was refused for want of a token and held for a login.
+    logins: u8,
+    /// The token generation it was last sent with (`RemoteConfig::login_generation`).
+    token_gen: u32,
 }
 
 impl Pending {
@@ -347,6 +359,8 @@ impl Pending {
             batch: Vec::new(),
             probe: false,
             cancelled: false,
+            logins: 0,
+            token_gen: 0,
         }
     }
 
@@ -396,6 +410,8 @@ struct Job {
     body: Body,
     /// The POSTed request was answered (on its event stream).
     answered: bool,
+    /// A 401 or 403's `WWW-Authenticate`.
+    challenge: Option<String>,
 }
 
 #[derive(Debug)]
@@ -425,6 +441,8 @@ struct Done {
     answered: bool,
     /// The body ended as framed (not cut off).
     complete: bool,
+    /// A 401 or 403's `WWW-Authenticate`.
+    challenge: Option<String>,
 }
 
 impl RemoteServer {
@@ -473,6 +491,8 @@ impl RemoteServer {
             undelivered: Vec::new(),
             quiet: false,
             deferred: Vec::new(),
+            held: Vec::new(),
+            login_asked: false,
         };
         if tcp {
             let conn = server.new_up();
@@ -746,6 +766,8 @@ impl RemoteServer {
             batch,
             probe,
             cancelled: false,
+            logins: 0,
+            token_gen: 0,
         };
         if let Link::Http(h) = &self.link {
             match h.proto {
@@ -1489,8 +1511,11 @@ impl RemoteServer {
                 dial.open(&mut self.next_n, h, None, None, out);
                 continue;
             };
-            let Some(p) = h.queue.pop_front() else { break };
+            let Some(mut p) = h.queue.pop_front() else {
+                break;
+            };
             h.queue_bytes -= p.line.len();
+            p.token_gen = self.config.login_generation;
             if is_init {
                 h.init_out = true;
                 // A new initialize opens a new session: it goes without the old one's id
@@ -1617,6 +1642,9 @@ impl RemoteServer {
                     };
                     let Some(c) = h.conns.get_mut(&n) else { return };
                     let Some(job) = c.job.as_mut() else { return };
+                    if matches!(head.status, 401 | 403) {
+                        job.challenge = head.header("www-authenticate").map(str::to_owned);
+                    }
                     job.body = Body::Reading {
                         status: head.status,
                         framing,
@@ -1814,6 +1842,7 @@ impl RemoteServer {
             content,
             answered: job.answered,
             complete,
+            challenge: job.challenge,
         };
         self.conclude(n, done, now, out);
     }
@@ -1950,7 +1979,9 @@ impl RemoteServer {
                             Content::Discard { snippet } => snippet,
                             Content::Events(_) => Vec::new(),
                         };
-                        self.refused(&p, status, &body);
+                        if let Some(p) = self.hold_for_login(p, status, done.challenge, out) {
+                            self.refused(&p, status, &body);
+                        }
                     }
                 }
             }
@@ -2145,6 +2176,90 @@ impl RemoteServer {
     }
 
     /// A POST refused with `status`.
+    /// A request refused with 401, or 403 `insufficient_scope`, waits for a login (once per
+    /// login, a bounded number of them); what cannot wait is given back.
+    fn hold_for_login(
+        &mut self,
+        mut p: Pending,
+        status: u16,
+        challenge: Option<String>,
+        out: &mut VecDeque<Output>,
+    ) -> Option<Pending> {
+        let step_up = status == 403
+            && challenge
+                .as_deref()
+                .is_some_and(|c| c.contains("insufficient_scope"));
+        let wanted = status == 401 || step_up;
+        if !self.config.login || !wanted || p.probe || !p.batch.is_empty() {
+            return Some(p);
+        }
+        p.since = None;
+        if p.token_gen < self.config.login_generation {
+            // Refused with a token replaced since: again, with the newest, no login.
+            if let Link::Http(h) = &mut self.link {
+                h.queue_bytes += p.line.len();
+                h.queue.push_front(p);
+                return None;
+            }
+            return Some(p);
+        }
+        if p.logins >= MAX_LOGINS_PER_REQUEST || self.held.len() >= MAX_HELD {
+            return Some(p);
+        }
+        p.logins += 1;
+        if !self.login_asked {
+            self.login_asked = true;
+            log::info!(
+                "{}: {} answered HTTP {status}: logging in",
+                Tag(self.id),
+                self.url
+            );
+            out.push_back(Output::RemoteLogin {
+                status,
+                challenge,
+                generation: p.token_gen,
+            });
+        }
+        self.held.push(p);
+        None
+    }
+
+    /// A login's outcome: the held requests go again with the token, or get the error.
+    pub(crate) fn remote_token(&mut self, token: Result<&str, &str>) {
+        if !self.config.login {
+            // Not a remote the relay logs in to: its own headers stay.
+            return;
+        }
+        self.login_asked = false;
+        let held = std::mem::take(&mut self.held);
+        match token {
+            Ok(token) => {
+                self.config.set_bearer(token);
+                let Link::Http(h) = &mut self.link else {
+                    return;
+                };
+                for p in held.into_iter().rev() {
+                    h.queue_bytes += p.line.len();
+                    h.queue.push_front(p);
+                }
+            }
+            Err(why) => {
+                for p in held {
+                    match &p.id {
+                        Some(id) => {
+                            self.answer_error(id, &format!("needs a login, which failed: {why}"))
+                        }
+                        None => log::warn!(
+                            "{}: a {} was not delivered: the login failed",
+                            Tag(self.id),
+                            p.method.as_deref().unwrap_or("message")
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
     fn refused(&mut self, p: &Pending, status: u16, body: &[u8]) {
         let Some(id) = &p.id else {
             self.answer_batch(p, &format!("refused the batch: HTTP {status}"));
@@ -2156,9 +2271,10 @@ impl RemoteServer {
             );
             return;
         };
-        // A JSON-RPC error in the body is the remote's own answer.
+        // A JSON-RPC error in the body is the remote's own answer (an OAuth error body,
+        // `{"error": "invalid_token"}`, is not one: its `error` is a string).
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-            if let Some(err) = v.get("error") {
+            if let Some(err) = v.get("error").filter(|e| e.is_object()) {
                 let message = err
                     .get("message")
                     .and_then(|m| m.as_str())
@@ -2597,6 +2713,7 @@ impl Job {
             purpose,
             body: Body::Head,
             answered: false,
+            challenge: None,
         }
     }
 }

@@ -172,6 +172,7 @@ impl Driver {
             eprintln!("{:?} out {out:?}", self.now - self.start);
         }
         match out {
+            Output::RemoteLogin { .. } => panic!("RemoteLogin with no remote server"),
             Output::Spawn { child, .. } => {
                 assert!(
                     self.last_spawn.is_none_or(|l| child.0 > l),

@@ -223,6 +223,7 @@ impl Driver {
             eprintln!("{:?} out {shown}", self.now - self.start);
         }
         match out {
+            Output::RemoteLogin { .. } => panic!("RemoteLogin from a remote that does not log in"),
             Output::Connect { conn, .. } => {
                 let up = Up {
                     open: true,
@@ -1319,6 +1320,8 @@ fuzz_target!(|data: &[u8]| {
             Balance::Failover,
         ][usize::from(conf2 >> 4 & 3)],
         down_for: Duration::from_millis(3_000),
+        login: false,
+        login_generation: 0,
     };
     let max_read = 64;
     let config = Config {
