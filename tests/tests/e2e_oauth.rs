@@ -8,9 +8,9 @@
 //!
 //! Every scenario of the suite's auth list for 2025-03-26 … 2025-11-25 and the draft runs
 //! here and must pass with no FAILURE or WARNING check; so does every 2026-07-28 one of
-//! 0.2.0-alpha.12 (installed as `conformance-2026`, run with `--spec-version 2026-07-28`
-//! and the relay at `--transport stateless`: that suite's scenario servers answer a
-//! session-era `initialize` with a 400 that `auto` takes for HTTP+SSE). Not run: the
+//! 0.2.0-alpha.12 (installed as `conformance-2026`, run with `--spec-version 2026-07-28`;
+//! the relay's default `--transport auto` finds the era: those servers refuse a session-era
+//! `initialize` with -32020). Not run: the
 //! `extension` scenarios (client credentials, JWT bearer, DPoP, enterprise-managed and
 //! cross-app access): machine-to-machine grants and token binding, not the authorization
 //! code flow a stdio client's user logs in with.
@@ -70,9 +70,6 @@ fn auth_scenario(test: &str, suite: Suite, scenario: &str, env: &[(&str, &str)])
         "{test}: the suite cannot run a command whose paths hold spaces: {words:?}"
     );
     let mut command = format!("{} {} --relay {}", words[0], words[1], words[2]);
-    if suite == Suite::Modern {
-        command.push_str(" --relay-arg=--transport --relay-arg=stateless");
-    }
     let scratch =
         std::env::temp_dir().join(format!("mcp-relay-e2e-oauth-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);

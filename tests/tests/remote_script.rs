@@ -481,6 +481,26 @@ fn a_client_that_closes_stdin_still_gets_its_answers_then_the_remote_is_closed()
     }
 }
 
+/// A 2026-07-28-only server may refuse a session-era `initialize` for its missing
+/// `MCP-Protocol-Version` header (-32020, as the conformance suite's mock servers do): that
+/// is the modern era too, not a reason to try HTTP+SSE.
+#[test]
+fn a_missing_header_refusal_is_the_2026_07_28_era_too() {
+    let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Auto);
+    r.connected(c0);
+    let out = r.client(INIT);
+    r.written_all(&out, Endpoint::Upstream(c0));
+    let refusal = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32020,"message":"Missing MCP-Protocol-Version header"}}"#;
+    let out = r.feed(c0, &json_response("400 Bad Request", "", refusal));
+    let post = sent(&out, Endpoint::Upstream(c0));
+    assert!(
+        post.contains("\r\nMcp-Method: server/discover\r\n"),
+        "no discover after -32020: {post}\n{}",
+        r.s.show()
+    );
+    assert!(!post.starts_with("GET "), "{post}");
+}
+
 #[test]
 fn a_2026_07_28_remote_is_discovered_and_spoken_to_in_its_era() {
     let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Auto);

@@ -2787,7 +2787,9 @@ fn is_modern_refusal(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error")?.get("code")?.as_i64())
-        .is_some_and(|code| matches!(code, -32601 | -32022))
+        // -32020 (headers do not match the body: here, no MCP-Protocol-Version) exists only
+        // in 2026-07-28, so a session-era server never answers with it.
+        .is_some_and(|code| matches!(code, -32601 | -32022 | -32020))
 }
 
 /// The id of a response line.
