@@ -69,7 +69,7 @@ fn auth_scenario(test: &str, suite: Suite, scenario: &str, env: &[(&str, &str)])
         words.iter().all(|w| !w.contains(char::is_whitespace)),
         "{test}: the suite cannot run a command whose paths hold spaces: {words:?}"
     );
-    let mut command = format!("{} {} --relay {}", words[0], words[1], words[2]);
+    let command = format!("{} {} --relay {}", words[0], words[1], words[2]);
     let scratch =
         std::env::temp_dir().join(format!("mcp-relay-e2e-oauth-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
