@@ -1170,6 +1170,3 @@ fn canonical_resource(server: &Url) -> String {
     }
     u.to_string()
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,14 +1,16 @@
-//! The OAuth machine against scripted servers: each test names the URLs that answer and
-//! what they answer; everything else is a 404.
+//! The OAuth machine of client mode (`mcp_relay_core::auth`) against scripted servers: each
+//! test names the URLs that answer and what they answer; everything else is a 404. Time is
+//! the fake clock's: the core reads none.
 
-use super::*;
-use serde_json::json;
+use mcp_relay_core::auth::*;
+use mcp_relay_tests::clock::Clock;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-/// The tests' origin of time: read once, then only ever passed in as `now`.
-#[allow(clippy::disallowed_methods)]
+/// The tests' origin of time (the fake clock's start), only ever passed in as `now`.
 fn t0() -> Instant {
-    Instant::now()
+    Clock::new().now()
 }
 
 const SERVER: &str = "https://mcp.example/api/mcp";
