@@ -279,3 +279,24 @@ pub fn http_post(sid: Option<&str>, body: &str) -> String {
         body.len()
     )
 }
+
+/// What these outputs send to `to`, as text.
+pub fn sent_in(outputs: &[Output], to: Endpoint) -> String {
+    let mut s = Vec::new();
+    for o in outputs {
+        if let Output::Send { to: t, data } = o {
+            if *t == to {
+                s.extend_from_slice(data);
+            }
+        }
+    }
+    String::from_utf8_lossy(&s).into_owned()
+}
+
+/// An HTTP response with a JSON body, as a remote server sends it.
+pub fn json_response(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}

@@ -555,38 +555,28 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-#[test]
-#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
-fn haproxy_keeps_each_session_on_its_relay() {
-    sessions_stay_on_their_relay(Balancer::HAProxy);
+/// Each scenario with each balancer, as an interop test.
+macro_rules! with_each_balancer {
+    ($($haproxy:ident, $nginx:ident => $scenario:ident;)*) => {$(
+        #[test]
+        #[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
+        fn $haproxy() {
+            $scenario(Balancer::HAProxy);
+        }
+
+        #[test]
+        #[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
+        fn $nginx() {
+            $scenario(Balancer::Nginx);
+        }
+    )*};
 }
 
-#[test]
-#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
-fn nginx_keeps_each_session_on_its_relay() {
-    sessions_stay_on_their_relay(Balancer::Nginx);
-}
-
-#[test]
-#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
-fn haproxy_a_killed_relay_loses_only_its_sessions() {
-    a_killed_relay_loses_only_its_sessions(Balancer::HAProxy);
-}
-
-#[test]
-#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
-fn nginx_a_killed_relay_loses_only_its_sessions() {
-    a_killed_relay_loses_only_its_sessions(Balancer::Nginx);
-}
-
-#[test]
-#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
-fn haproxy_a_drained_relay_finishes_its_sessions() {
-    a_drained_relay_finishes_its_sessions(Balancer::HAProxy);
-}
-
-#[test]
-#[ignore = "interop: needs haproxy or nginx (and the Python SDK) as README's Tests section says; run with --include-ignored"]
-fn nginx_a_drained_relay_finishes_its_sessions() {
-    a_drained_relay_finishes_its_sessions(Balancer::Nginx);
+with_each_balancer! {
+    haproxy_keeps_each_session_on_its_relay, nginx_keeps_each_session_on_its_relay
+        => sessions_stay_on_their_relay;
+    haproxy_a_killed_relay_loses_only_its_sessions, nginx_a_killed_relay_loses_only_its_sessions
+        => a_killed_relay_loses_only_its_sessions;
+    haproxy_a_drained_relay_finishes_its_sessions, nginx_a_drained_relay_finishes_its_sessions
+        => a_drained_relay_finishes_its_sessions;
 }

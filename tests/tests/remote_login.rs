@@ -6,7 +6,7 @@
 use mcp_relay_core::{
     Config, ConnId, Endpoint, Input, Output, RemoteConfig, RemoteTransport, RemoteUrl, UpId,
 };
-use mcp_relay_tests::script::Script;
+use mcp_relay_tests::script::{json_response, sent_in, Script};
 
 const STDIO: ConnId = ConnId(1);
 
@@ -28,18 +28,6 @@ fn config(login: bool) -> Config {
     }
 }
 
-fn sent(out: &[Output], to: Endpoint) -> String {
-    let mut s = Vec::new();
-    for o in out {
-        if let Output::Send { to: t, data } = o {
-            if *t == to {
-                s.extend_from_slice(data);
-            }
-        }
-    }
-    String::from_utf8(s).unwrap()
-}
-
 /// The logins asked for: status, challenge, the refused token's generation.
 fn logins(out: &[Output]) -> Vec<(u16, Option<String>, u32)> {
     out.iter()
@@ -54,15 +42,8 @@ fn logins(out: &[Output]) -> Vec<(u16, Option<String>, u32)> {
         .collect()
 }
 
-fn response(status: &str, headers: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
 fn refusal(status: &str, www: &str) -> String {
-    response(
+    json_response(
         status,
         &format!("WWW-Authenticate: {www}\r\n"),
         r#"{"error":"invalid_token"}"#,
@@ -112,7 +93,7 @@ impl Run {
     }
 
     fn ack(&mut self, out: &[Output]) {
-        let n = sent(out, Endpoint::Upstream(self.c)).len();
+        let n = sent_in(out, Endpoint::Upstream(self.c)).len();
         if n > 0 {
             self.s.written(Endpoint::Upstream(self.c), n);
         }
@@ -127,7 +108,7 @@ impl Run {
 fn a_401_holds_the_request_asks_once_and_the_token_sends_it_again() {
     let mut r = Run::new(true);
     let out = r.client(INIT);
-    let post = sent(&out, Endpoint::Upstream(r.c));
+    let post = sent_in(&out, Endpoint::Upstream(r.c));
     assert!(
         post.ends_with(INIT) && !post.contains("Authorization"),
         "{post}"
@@ -142,23 +123,23 @@ fn a_401_holds_the_request_asks_once_and_the_token_sends_it_again() {
     assert_eq!(r.to_client(), "", "held, not answered");
     // The token: the initialize goes again, with it and the configured headers.
     let out = r.token(Ok("T1"));
-    let again = sent(&out, Endpoint::Upstream(r.c));
+    let again = sent_in(&out, Endpoint::Upstream(r.c));
     assert!(
         again.contains("\r\nAuthorization: Bearer T1\r\n"),
         "{again}"
     );
     assert!(again.contains("\r\nX-Api-Key: k\r\n"), "{again}");
     assert!(again.ends_with(INIT), "{again}");
-    r.remote(&response("200 OK", "Mcp-Session-Id: s1\r\n", INIT_OK));
+    r.remote(&json_response("200 OK", "Mcp-Session-Id: s1\r\n", INIT_OK));
     assert_eq!(r.to_client(), format!("{INIT_OK}\n"));
     // A new token (a refresh) replaces the old one: later requests carry it, alone.
     let out = r.token(Ok("T2"));
     assert!(
-        sent(&out, Endpoint::Upstream(r.c)).is_empty(),
+        sent_in(&out, Endpoint::Upstream(r.c)).is_empty(),
         "nothing was held"
     );
     let out = r.client(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-    let post = sent(&out, Endpoint::Upstream(r.c));
+    let post = sent_in(&out, Endpoint::Upstream(r.c));
     assert!(post.contains("\r\nAuthorization: Bearer T2\r\n"), "{post}");
     assert_eq!(post.matches("Authorization:").count(), 1, "{post}");
 }
@@ -185,13 +166,13 @@ fn a_step_up_403_is_held_and_a_plain_403_is_not() {
     r.client(INIT);
     r.remote(&refusal("401 Unauthorized", CHALLENGE));
     r.token(Ok("T1"));
-    r.remote(&response("200 OK", "Mcp-Session-Id: s1\r\n", INIT_OK));
+    r.remote(&json_response("200 OK", "Mcp-Session-Id: s1\r\n", INIT_OK));
     r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#);
     let step_up = r#"Bearer error="insufficient_scope", scope="mcp admin""#;
     let out = r.remote(&refusal("403 Forbidden", step_up));
     assert_eq!(logins(&out), [(403, Some(step_up.to_owned()), 1)]);
     let out = r.token(Ok("T2"));
-    let again = sent(&out, Endpoint::Upstream(r.c));
+    let again = sent_in(&out, Endpoint::Upstream(r.c));
     assert!(
         again.contains("Bearer T2") && again.contains(r#""id":2"#),
         "{again}"
@@ -240,16 +221,16 @@ fn without_login_a_401_is_answered_at_once() {
 fn a_request_refused_with_a_token_replaced_since_goes_again_without_a_login() {
     let mut r = Run::new(true);
     let out = r.client(INIT);
-    assert!(!sent(&out, Endpoint::Upstream(r.c)).contains("Authorization"));
+    assert!(!sent_in(&out, Endpoint::Upstream(r.c)).contains("Authorization"));
     // A refresh lands while the initialize is out with no token (generation 0).
     let out = r.token(Ok("T1"));
-    assert!(sent(&out, Endpoint::Upstream(r.c)).is_empty());
+    assert!(sent_in(&out, Endpoint::Upstream(r.c)).is_empty());
     let out = r.remote(&refusal("401 Unauthorized", CHALLENGE));
     assert!(
         logins(&out).is_empty(),
         "no login for an old token's refusal"
     );
-    let again = sent(&out, Endpoint::Upstream(r.c));
+    let again = sent_in(&out, Endpoint::Upstream(r.c));
     assert!(
         again.contains("\r\nAuthorization: Bearer T1\r\n") && again.ends_with(INIT),
         "{again}"

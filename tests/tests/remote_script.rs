@@ -5,7 +5,7 @@ use mcp_relay_core::{
     ChildId, Config, ConnId, Endpoint, Input, Output, RemoteConfig, RemoteTransport, RemoteUrl,
     UpId,
 };
-use mcp_relay_tests::script::Script;
+use mcp_relay_tests::script::{json_response, sent_in, Script};
 use std::time::Duration;
 
 const STDIO: ConnId = ConnId(1);
@@ -31,26 +31,6 @@ fn connects(out: &[Output]) -> Vec<UpId> {
             _ => None,
         })
         .collect()
-}
-
-/// What was sent to `to` in these outputs, as text.
-fn sent(out: &[Output], to: Endpoint) -> String {
-    let mut s = Vec::new();
-    for o in out {
-        if let Output::Send { to: t, data } = o {
-            if *t == to {
-                s.extend_from_slice(data);
-            }
-        }
-    }
-    String::from_utf8(s).unwrap()
-}
-
-fn json_response(status: &str, headers: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
 }
 
 fn chunk(data: &str) -> String {
@@ -112,14 +92,14 @@ impl Run {
 
     /// Acknowledges every byte sent to `to`.
     fn written_all(&mut self, out: &[Output], to: Endpoint) -> Vec<Output> {
-        let n = sent(out, to).len();
+        let n = sent_in(out, to).len();
         self.s.written(to, n)
     }
 
     /// Initializes over connection `c` (already connected); returns the session id given.
     fn initialize(&mut self, c: UpId) {
         let out = self.client(INIT);
-        let post = sent(&out, Endpoint::Upstream(c));
+        let post = sent_in(&out, Endpoint::Upstream(c));
         assert!(post.starts_with("POST /mcp HTTP/1.1\r\n"), "{post}");
         assert!(post.contains("\r\nX-Api-Key: k\r\n"), "{post}");
         assert!(
@@ -133,7 +113,7 @@ impl Run {
             c,
             &json_response("200 OK", "Mcp-Session-Id: s1\r\n", INIT_OK),
         );
-        assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+        assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
     }
 }
 
@@ -143,7 +123,7 @@ fn streamable_http_initialize_then_notification_opens_the_get_stream() {
     r.connected(c0);
     r.initialize(c0);
     let out = r.client(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(post.contains("\r\nMcp-Session-Id: s1\r\n"), "{post}");
     assert!(
         post.contains("\r\nMCP-Protocol-Version: 2025-06-18\r\n"),
@@ -160,27 +140,27 @@ fn streamable_http_initialize_then_notification_opens_the_get_stream() {
     let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
     let out = r.client(list);
     assert!(
-        sent(&out, Endpoint::Upstream(c0)).is_empty(),
+        sent_in(&out, Endpoint::Upstream(c0)).is_empty(),
         "{}",
         r.s.show()
     );
     let out = r.connected(get[0]);
-    let head = sent(&out, Endpoint::Upstream(get[0]));
+    let head = sent_in(&out, Endpoint::Upstream(get[0]));
     assert!(head.starts_with("GET /mcp HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("Accept: text/event-stream"), "{head}");
     let out = r.feed(
         get[0],
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
     );
-    assert!(sent(&out, Endpoint::Conn(STDIO)).is_empty());
+    assert!(sent_in(&out, Endpoint::Conn(STDIO)).is_empty());
     assert!(
-        sent(&out, Endpoint::Upstream(c0)).ends_with(list),
+        sent_in(&out, Endpoint::Upstream(c0)).ends_with(list),
         "{}",
         r.s.show()
     );
     let note = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
     let out = r.feed(get[0], &chunk(&format!("id: 9\ndata: {note}\n\n")));
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{note}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{note}\n"));
 }
 
 #[test]
@@ -199,7 +179,10 @@ fn a_broken_post_stream_is_resumed_after_the_retry_delay() {
             chunk(&format!("id: e1\nretry: 300\ndata: {progress}\n\n"))
         ),
     );
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{progress}\n"));
+    assert_eq!(
+        sent_in(&out, Endpoint::Conn(STDIO)),
+        format!("{progress}\n")
+    );
     // The stream breaks before the answer.
     let out = r.s.input(Input::Eof {
         from: Endpoint::Upstream(c0),
@@ -215,7 +198,7 @@ fn a_broken_post_stream_is_resumed_after_the_retry_delay() {
     let c = connects(&out);
     assert_eq!(c.len(), 1, "{}", r.s.show());
     let out = r.connected(c[0]);
-    let head = sent(&out, Endpoint::Upstream(c[0]));
+    let head = sent_in(&out, Endpoint::Upstream(c[0]));
     assert!(head.starts_with("GET /mcp HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("\r\nLast-Event-ID: e1\r\n"), "{head}");
     assert!(head.contains("\r\nMcp-Session-Id: s1\r\n"), "{head}");
@@ -227,7 +210,7 @@ fn a_broken_post_stream_is_resumed_after_the_retry_delay() {
             answer.len() + 16
         ),
     );
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{answer}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{answer}\n"));
 }
 
 #[test]
@@ -240,7 +223,7 @@ fn a_forgotten_session_is_initialized_again_and_the_request_retried_once() {
     r.written_all(&out, Endpoint::Upstream(c0));
     let out = r.feed(c0, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     assert!(
-        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        sent_in(&out, Endpoint::Conn(STDIO)).is_empty(),
         "the request is not answered: it is retried"
     );
     // The replacement connects after the restart delay.
@@ -249,7 +232,7 @@ fn a_forgotten_session_is_initialized_again_and_the_request_retried_once() {
     assert_eq!(c.len(), 1, "{}", r.s.show());
     assert_eq!(c[0].server, ChildId(2));
     let out = r.connected(c[0]);
-    let post = sent(&out, Endpoint::Upstream(c[0]));
+    let post = sent_in(&out, Endpoint::Upstream(c[0]));
     assert!(post.contains(r#""method":"initialize""#), "{post}");
     assert!(!post.contains("Mcp-Session-Id"), "{post}");
     let own_id = post
@@ -264,7 +247,7 @@ fn a_forgotten_session_is_initialized_again_and_the_request_retried_once() {
         c[0],
         &json_response("200 OK", "Mcp-Session-Id: s2\r\n", &ok),
     );
-    let to_client = sent(&out, Endpoint::Conn(STDIO));
+    let to_client = sent_in(&out, Endpoint::Conn(STDIO));
     assert!(
         !to_client.contains("protocolVersion"),
         "the replayed answer is swallowed: {to_client}"
@@ -302,7 +285,7 @@ fn auto_falls_back_to_sse_when_the_initialize_post_is_refused() {
     let c = connects(&out);
     assert_eq!(c.len(), 1, "{}", r.s.show());
     let out = r.connected(c[0]);
-    let head = sent(&out, Endpoint::Upstream(c[0]));
+    let head = sent_in(&out, Endpoint::Upstream(c[0]));
     assert!(head.starts_with("GET /sse HTTP/1.1\r\n"), "{head}");
     r.written_all(&out, Endpoint::Upstream(c[0]));
     let out = r.feed(
@@ -310,7 +293,7 @@ fn auto_falls_back_to_sse_when_the_initialize_post_is_refused() {
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nevent: endpoint\ndata: /messages?session=7\n\n",
     );
     // The initialize goes to the endpoint, on a pooled connection.
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(
         post.starts_with("POST /messages?session=7 HTTP/1.1\r\n"),
         "{post}\n{}",
@@ -323,7 +306,7 @@ fn auto_falls_back_to_sse_when_the_initialize_post_is_refused() {
         "HTTP/1.1 202 Accepted\r\nContent-Length: 8\r\n\r\nAccepted",
     );
     let out = r.feed(c[0], &format!("event: message\ndata: {INIT_OK}\n\n"));
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
 }
 
 #[test]
@@ -331,13 +314,13 @@ fn tcp_remote_carries_lines_both_ways() {
     let (mut r, c0) = Run::new("tcp://127.0.0.1:9", RemoteTransport::Auto);
     let out = r.client(INIT);
     assert!(
-        sent(&out, Endpoint::Upstream(c0)).is_empty(),
+        sent_in(&out, Endpoint::Upstream(c0)).is_empty(),
         "nothing before the connection"
     );
     let out = r.connected(c0);
-    assert_eq!(sent(&out, Endpoint::Upstream(c0)), format!("{INIT}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Upstream(c0)), format!("{INIT}\n"));
     let out = r.feed(c0, &format!("{INIT_OK}\n"));
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
 }
 
 #[test]
@@ -349,7 +332,7 @@ fn an_unreachable_remote_answers_held_requests_after_the_connect_timeout() {
         error: "connection refused",
     });
     assert!(
-        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        sent_in(&out, Endpoint::Conn(STDIO)).is_empty(),
         "{}",
         r.s.show()
     );
@@ -363,7 +346,7 @@ fn an_unreachable_remote_answers_held_requests_after_the_connect_timeout() {
                 error: "connection refused",
             });
         }
-        answered.push_str(&sent(
+        answered.push_str(&sent_in(
             &r.s.log.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>(),
             Endpoint::Conn(STDIO),
         ));
@@ -422,9 +405,9 @@ fn an_initialize_answered_on_an_event_stream_sets_the_protocol_version() {
             chunk(&format!("event: message\nid: 1\ndata: {ok}\n\n"))
         ),
     );
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{ok}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{ok}\n"));
     let out = r.client(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(
         post.contains("\r\nMCP-Protocol-Version: 2025-11-25\r\n"),
         "{post}"
@@ -442,7 +425,7 @@ fn a_client_that_closes_stdin_still_gets_its_answers_then_the_remote_is_closed()
             from: Endpoint::Conn(STDIO),
         });
         let out = r.connected(c0);
-        let sent_up = sent(&out, Endpoint::Upstream(c0));
+        let sent_up = sent_in(&out, Endpoint::Upstream(c0));
         assert!(sent_up.contains(INIT), "{url}: {}", r.s.show());
         r.written_all(&out, Endpoint::Upstream(c0));
         let answer = if url.starts_with("tcp") {
@@ -452,7 +435,7 @@ fn a_client_that_closes_stdin_still_gets_its_answers_then_the_remote_is_closed()
         };
         let out = r.feed(c0, &answer);
         assert_eq!(
-            sent(&out, Endpoint::Conn(STDIO)),
+            sent_in(&out, Endpoint::Conn(STDIO)),
             format!("{INIT_OK}\n"),
             "{url}"
         );
@@ -463,7 +446,7 @@ fn a_client_that_closes_stdin_still_gets_its_answers_then_the_remote_is_closed()
         };
         if url.starts_with("http") {
             // The session is deleted, then the connections closed.
-            let delete = sent(&out, Endpoint::Upstream(c0));
+            let delete = sent_in(&out, Endpoint::Upstream(c0));
             assert!(
                 delete.starts_with("DELETE /mcp HTTP/1.1\r\n"),
                 "{}",
@@ -492,7 +475,7 @@ fn a_missing_header_refusal_is_the_2026_07_28_era_too() {
     r.written_all(&out, Endpoint::Upstream(c0));
     let refusal = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32020,"message":"Missing MCP-Protocol-Version header"}}"#;
     let out = r.feed(c0, &json_response("400 Bad Request", "", refusal));
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(
         post.contains("\r\nMcp-Method: server/discover\r\n"),
         "no discover after -32020: {post}\n{}",
@@ -510,11 +493,11 @@ fn a_2026_07_28_remote_is_discovered_and_spoken_to_in_its_era() {
     let refusal = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32022,"message":"Unsupported protocol version","data":{"supported":["2026-07-28"],"requested":""}}}"#;
     let out = r.feed(c0, &json_response("400 Bad Request", "", refusal));
     assert!(
-        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        sent_in(&out, Endpoint::Conn(STDIO)).is_empty(),
         "{}",
         r.s.show()
     );
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(
         post.contains("\r\nMcp-Method: server/discover\r\n"),
         "{post}"
@@ -531,23 +514,23 @@ fn a_2026_07_28_remote_is_discovered_and_spoken_to_in_its_era() {
     let discovered = r#"{"jsonrpc":"2.0","id":"mcp-relay:discover","result":{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},"serverInfo":{"name":"modern","version":"2"}}}"#;
     let out = r.feed(c0, &json_response("200 OK", "", discovered));
     let init: serde_json::Value =
-        serde_json::from_str(sent(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
+        serde_json::from_str(sent_in(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
     assert_eq!(init["id"], 1);
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
     assert_eq!(init["result"]["serverInfo"]["name"], "modern");
     // No session: notifications/initialized goes nowhere, ping is answered here.
     let out = r.client(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
-    assert!(sent(&out, Endpoint::Upstream(c0)).is_empty());
+    assert!(sent_in(&out, Endpoint::Upstream(c0)).is_empty());
     let out = r.client(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#);
     assert_eq!(
-        sent(&out, Endpoint::Conn(STDIO)),
+        sent_in(&out, Endpoint::Conn(STDIO)),
         "{\"id\":3,\"jsonrpc\":\"2.0\",\"result\":{}}\n"
     );
     // A call that needs input: the relay asks the client, then retries with its answer.
     let out = r.client(
         r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t","arguments":{}}}"#,
     );
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(
         post.contains("\r\nMcp-Method: tools/call\r\nMcp-Name: t\r\n"),
         "{post}"
@@ -561,13 +544,13 @@ fn a_2026_07_28_remote_is_discovered_and_spoken_to_in_its_era() {
     let needs = r#"{"jsonrpc":"2.0","id":4,"result":{"resultType":"input_required","inputRequests":{"who":{"method":"elicitation/create","params":{"message":"name?","requestedSchema":{"type":"object","properties":{}}}}},"requestState":"st"}}"#;
     let out = r.feed(c0, &json_response("200 OK", "", needs));
     let ask: serde_json::Value =
-        serde_json::from_str(sent(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
+        serde_json::from_str(sent_in(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
     assert_eq!(ask["method"], "elicitation/create");
     assert_eq!(ask["id"], "mcp-relay:input:1");
     let out = r.client(
         r#"{"jsonrpc":"2.0","id":"mcp-relay:input:1","result":{"action":"accept","content":{}}}"#,
     );
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(
         post.contains(r#""inputResponses":{"who":{"action":"accept","content":{}}}"#),
         "{post}"
@@ -576,7 +559,7 @@ fn a_2026_07_28_remote_is_discovered_and_spoken_to_in_its_era() {
     r.written_all(&out, Endpoint::Upstream(c0));
     let done = r#"{"jsonrpc":"2.0","id":4,"result":{"resultType":"complete","content":[]}}"#;
     let out = r.feed(c0, &json_response("200 OK", "", done));
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{done}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{done}\n"));
 }
 
 #[test]
@@ -584,7 +567,7 @@ fn a_2026_07_28_remote_s_notifications_come_through_a_listen_stream() {
     let (mut r, c0) = Run::new("http://127.0.0.1:9/mcp", RemoteTransport::Stateless);
     r.connected(c0);
     let out = r.client(INIT);
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(
         post.contains("\r\nMcp-Method: server/discover\r\n"),
         "{post}"
@@ -592,9 +575,9 @@ fn a_2026_07_28_remote_s_notifications_come_through_a_listen_stream() {
     r.written_all(&out, Endpoint::Upstream(c0));
     let discovered = r#"{"jsonrpc":"2.0","id":"mcp-relay:discover","result":{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{"listChanged":true},"resources":{"subscribe":true}},"serverInfo":{"name":"modern","version":"2"}}}"#;
     let out = r.feed(c0, &json_response("200 OK", "", discovered));
-    assert!(sent(&out, Endpoint::Conn(STDIO)).contains(r#""name":"modern""#));
+    assert!(sent_in(&out, Endpoint::Conn(STDIO)).contains(r#""name":"modern""#));
     // The listen stream, for the list changes the server offers.
-    let listen = sent(&out, Endpoint::Upstream(c0));
+    let listen = sent_in(&out, Endpoint::Upstream(c0));
     assert!(
         listen.contains("\r\nMcp-Method: subscriptions/listen\r\n"),
         "{}",
@@ -615,13 +598,13 @@ fn a_2026_07_28_remote_s_notifications_come_through_a_listen_stream() {
             chunk(&format!("data: {changed}\n\n"))
         ),
     );
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{changed}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{changed}\n"));
     // A subscription is answered here and watched by a new listen stream.
     let out = r.client(
         r#"{"jsonrpc":"2.0","id":9,"method":"resources/subscribe","params":{"uri":"a://b"}}"#,
     );
     assert_eq!(
-        sent(&out, Endpoint::Conn(STDIO)),
+        sent_in(&out, Endpoint::Conn(STDIO)),
         "{\"id\":9,\"jsonrpc\":\"2.0\",\"result\":{}}\n"
     );
     assert!(
@@ -634,7 +617,7 @@ fn a_2026_07_28_remote_s_notifications_come_through_a_listen_stream() {
     let c = connects(&out);
     assert_eq!(c.len(), 1, "{}", r.s.show());
     let out = r.connected(c[0]);
-    let listen = sent(&out, Endpoint::Upstream(c[0]));
+    let listen = sent_in(&out, Endpoint::Upstream(c[0]));
     assert!(
         listen.contains(r#""resourceSubscriptions":["a://b"]"#),
         "{listen}"
@@ -700,12 +683,12 @@ fn a_chunk_size_line_split_between_reads_waits_for_the_rest() {
         ),
     );
     assert!(
-        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        sent_in(&out, Endpoint::Conn(STDIO)).is_empty(),
         "{}",
         r.s.show()
     );
     let out = r.feed(c0, rest);
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
 }
 
 /// Found by the `remote` fuzz target (`regressions/remote/post-after-eof-on-reused-connection.bin`):
@@ -722,7 +705,7 @@ fn a_response_delimited_by_the_close_is_not_followed_by_a_request_on_that_connec
         c0,
         &format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: s1\r\n\r\ndata: {INIT_OK}\n\n"),
     );
-    assert_eq!(sent(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
+    assert_eq!(sent_in(&out, Endpoint::Conn(STDIO)), format!("{INIT_OK}\n"));
     let out = r.s.input(Input::Eof {
         from: Endpoint::Upstream(c0),
     });
@@ -735,7 +718,7 @@ fn a_response_delimited_by_the_close_is_not_followed_by_a_request_on_that_connec
     );
     let out = r.client(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
     assert!(
-        sent(&out, Endpoint::Upstream(c0)).is_empty(),
+        sent_in(&out, Endpoint::Upstream(c0)).is_empty(),
         "{}",
         r.s.show()
     );
@@ -757,7 +740,7 @@ fn a_batch_whose_connection_closes_before_its_answer_is_answered_with_errors() {
     let out = r.s.input(Input::Eof {
         from: Endpoint::Upstream(c0),
     });
-    let answered = sent(&out, Endpoint::Conn(STDIO));
+    let answered = sent_in(&out, Endpoint::Conn(STDIO));
     assert!(answered.contains(r#""id":5,"error""#), "{}", r.s.show());
     assert!(answered.contains(r#""id":"six","error""#), "{}", r.s.show());
     assert!(
@@ -777,7 +760,7 @@ fn a_batch_whose_connection_closes_before_its_answer_is_answered_with_errors() {
         c1,
         &json_response("200 OK", "", r#"[{"jsonrpc":"2.0","id":8,"result":{}}]"#),
     );
-    let answered = sent(&out, Endpoint::Conn(STDIO));
+    let answered = sent_in(&out, Endpoint::Conn(STDIO));
     assert!(answered.contains(r#""id":8,"result""#), "{answered}");
     assert!(answered.contains(r#""id":7,"error""#), "{answered}");
     assert!(!answered.contains(r#""id":8,"error""#), "{answered}");
@@ -799,7 +782,7 @@ fn a_json_answer_cut_short_is_answered_with_an_error() {
     let out = r.s.input(Input::Eof {
         from: Endpoint::Upstream(c0),
     });
-    let answered = sent(&out, Endpoint::Conn(STDIO));
+    let answered = sent_in(&out, Endpoint::Conn(STDIO));
     assert!(answered.contains(r#""id":5,"error""#), "{}", r.s.show());
     assert_eq!(r.s.relay.requests_in_flight(), 0, "{}", r.s.show());
 }
@@ -842,7 +825,7 @@ fn a_json_body_that_does_not_answer_the_request_is_followed_by_an_error() {
         ));
         r.written_all(&out, Endpoint::Upstream(c0));
         let out = r.feed(c0, &json_response("200 OK", "", body));
-        let answered = sent(&out, Endpoint::Conn(STDIO));
+        let answered = sent_in(&out, Endpoint::Conn(STDIO));
         assert!(
             answered.contains(&format!(r#""id":{n},"error""#)),
             "{}",
@@ -879,13 +862,13 @@ fn a_stream_that_cannot_be_resumed_is_given_up_after_five_attempts() {
         let out = r.s.advance(Duration::from_millis(250));
         for c in connects(&out) {
             let out = r.connected(c);
-            assert!(sent(&out, Endpoint::Upstream(c)).contains("Last-Event-ID: e1"));
+            assert!(sent_in(&out, Endpoint::Upstream(c)).contains("Last-Event-ID: e1"));
             r.written_all(&out, Endpoint::Upstream(c));
             attempts += 1;
             let out = r.s.input(Input::Eof {
                 from: Endpoint::Upstream(c),
             });
-            answered = sent(&out, Endpoint::Conn(STDIO));
+            answered = sent_in(&out, Endpoint::Conn(STDIO));
         }
     }
     assert_eq!(attempts, 5, "{}", r.s.show());
@@ -955,11 +938,11 @@ fn an_endpoint_event_on_a_post_stream_is_ignored() {
     let out = r.s.input(Input::Eof {
         from: Endpoint::Upstream(c0),
     });
-    let answered = sent(&out, Endpoint::Conn(STDIO));
+    let answered = sent_in(&out, Endpoint::Conn(STDIO));
     assert!(answered.contains(r#""id":2,"error""#), "{}", r.s.show());
     let out = r.client(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
     let c1 = connects(&out)[0];
-    let post = sent(&r.connected(c1), Endpoint::Upstream(c1));
+    let post = sent_in(&r.connected(c1), Endpoint::Upstream(c1));
     assert!(post.starts_with("POST /mcp HTTP/1.1"), "{post}");
 }
 
@@ -986,7 +969,7 @@ fn a_chunk_size_line_split_across_reads_does_not_hang_the_relay() {
         // The chunk's size line comes in two reads.
         r.feed(c0, &body[..1]);
         let out = r.feed(c0, &body[1..]);
-        let _ = tx.send(sent(&out, Endpoint::Conn(STDIO)));
+        let _ = tx.send(sent_in(&out, Endpoint::Conn(STDIO)));
     });
     let got = rx
         .recv_timeout(Duration::from_secs(20))
@@ -1076,7 +1059,7 @@ fn a_stream_cut_inside_an_event_is_resumed_before_that_event() {
     let c = connects(&out);
     assert_eq!(c.len(), 1, "{}", r.s.show());
     let out = r.connected(c[0]);
-    let head = sent(&out, Endpoint::Upstream(c[0]));
+    let head = sent_in(&out, Endpoint::Upstream(c[0]));
     assert!(
         head.contains("\r\nLast-Event-ID: e1\r\n"),
         "event e2 never arrived whole; the stream must be resumed after e1:\n{head}"
@@ -1152,9 +1135,9 @@ fn a_second_initialize_opens_a_new_session() {
         c0,
         &json_response("200 OK", "Mcp-Session-Id: s1\r\n", refusal),
     );
-    assert!(sent(&out, Endpoint::Conn(STDIO)).contains(r#""id":1,"error""#));
+    assert!(sent_in(&out, Endpoint::Conn(STDIO)).contains(r#""id":1,"error""#));
     let out = r.client(&INIT.replace(r#""id":1"#, r#""id":2"#));
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(post.contains(r#""method":"initialize""#), "{}", r.s.show());
     assert!(
         !post.contains("Mcp-Session-Id"),
@@ -1279,7 +1262,7 @@ fn a_replayed_initialize_whose_connection_fails_is_tried_again() {
     let out = r.s.advance(Duration::from_secs(1));
     let c1 = connects(&out)[0];
     let out = r.connected(c1);
-    assert!(sent(&out, Endpoint::Upstream(c1)).contains("mcp-relay:init:"));
+    assert!(sent_in(&out, Endpoint::Upstream(c1)).contains("mcp-relay:init:"));
     r.written_all(&out, Endpoint::Upstream(c1));
     // Its connection fails before the answer.
     r.s.input(Input::Broken {
@@ -1317,7 +1300,7 @@ fn a_json_answer_cut_in_its_body_is_answered_with_an_error() {
     let out = r.s.input(Input::Eof {
         from: Endpoint::Upstream(c0),
     });
-    let answer = sent(&out, Endpoint::Conn(STDIO));
+    let answer = sent_in(&out, Endpoint::Conn(STDIO));
     assert!(
         answer.contains(r#""id":2,"error""#),
         "request 2 is not answered: {answer:?}\n{}",
@@ -1403,7 +1386,7 @@ fn a_probe_waiting_for_its_stream_to_resume_is_not_a_hang() {
     r.initialize(c0);
     // The probe goes out on the idle connection.
     let out = r.s.advance(Duration::from_secs(1));
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(post.contains(r#""method":"ping""#), "{}", r.s.show());
     r.written_all(&out, Endpoint::Upstream(c0));
     // Its answer's stream breaks after a priming event asking for 2 s before a resumption.
@@ -1503,18 +1486,18 @@ fn a_2026_07_28_retry_goes_out_under_an_id_of_its_own() {
     };
     // Round 1 under the client's id; the retry under the relay's, answered as the client's.
     let out = r.client(&call(4));
-    assert!(sent(&out, Endpoint::Upstream(c0)).contains(r#""id":4,"#));
+    assert!(sent_in(&out, Endpoint::Upstream(c0)).contains(r#""id":4,"#));
     r.written_all(&out, Endpoint::Upstream(c0));
     r.feed(c0, &json_response("200 OK", "", &needs("4")));
     let out = r.client(r#"{"jsonrpc":"2.0","id":"mcp-relay:input:1","result":{"roots":[]}}"#);
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(post.contains(r#""id":"mcp-relay:retry:1""#), "{post}");
     assert!(!post.contains(r#""id":4"#), "{post}");
     r.written_all(&out, Endpoint::Upstream(c0));
     let done = r#"{"jsonrpc":"2.0","id":"mcp-relay:retry:1","result":{"resultType":"complete","content":[]}}"#;
     let out = r.feed(c0, &json_response("200 OK", "", done));
     assert_eq!(
-        sent(&out, Endpoint::Conn(STDIO)),
+        sent_in(&out, Endpoint::Conn(STDIO)),
         "{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"resultType\":\"complete\",\"content\":[]}}\n"
     );
     // Round 2 asks again: the next retry has yet another id; cancelling the client's
@@ -1523,14 +1506,14 @@ fn a_2026_07_28_retry_goes_out_under_an_id_of_its_own() {
     r.written_all(&out, Endpoint::Upstream(c0));
     r.feed(c0, &json_response("200 OK", "", &needs("5")));
     let out = r.client(r#"{"jsonrpc":"2.0","id":"mcp-relay:input:2","result":{"roots":[]}}"#);
-    assert!(sent(&out, Endpoint::Upstream(c0)).contains(r#""id":"mcp-relay:retry:2""#));
+    assert!(sent_in(&out, Endpoint::Upstream(c0)).contains(r#""id":"mcp-relay:retry:2""#));
     r.written_all(&out, Endpoint::Upstream(c0));
     r.feed(
         c0,
         &json_response("200 OK", "", &needs(r#""mcp-relay:retry:2""#)),
     );
     let out = r.client(r#"{"jsonrpc":"2.0","id":"mcp-relay:input:3","result":{"roots":[]}}"#);
-    assert!(sent(&out, Endpoint::Upstream(c0)).contains(r#""id":"mcp-relay:retry:3""#));
+    assert!(sent_in(&out, Endpoint::Upstream(c0)).contains(r#""id":"mcp-relay:retry:3""#));
     r.written_all(&out, Endpoint::Upstream(c0));
     let out = r
         .client(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}"#);
@@ -1567,11 +1550,11 @@ fn a_2026_07_28_state_only_input_required_is_retried_at_once() {
     r.written_all(&out, Endpoint::Upstream(c0));
     let out = r.feed(c0, &json_response("200 OK", "", &shed("4")));
     assert!(
-        sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+        sent_in(&out, Endpoint::Conn(STDIO)).is_empty(),
         "{}",
         r.s.show()
     );
-    let post = sent(&out, Endpoint::Upstream(c0));
+    let post = sent_in(&out, Endpoint::Upstream(c0));
     assert!(post.contains(r#""id":"mcp-relay:retry:1""#), "{post}");
     assert!(post.contains(r#""requestState":"s4""#), "{post}");
     assert!(!post.contains("inputResponses"), "{post}");
@@ -1579,7 +1562,7 @@ fn a_2026_07_28_state_only_input_required_is_retried_at_once() {
     let done = r#"{"jsonrpc":"2.0","id":"mcp-relay:retry:1","result":{"resultType":"complete","content":[]}}"#;
     let out = r.feed(c0, &json_response("200 OK", "", done));
     assert_eq!(
-        sent(&out, Endpoint::Conn(STDIO)),
+        sent_in(&out, Endpoint::Conn(STDIO)),
         "{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"resultType\":\"complete\",\"content\":[]}}\n"
     );
     // A server that never settles: 10 retries, then an error for the client's request.
@@ -1591,13 +1574,13 @@ fn a_2026_07_28_state_only_input_required_is_retried_at_once() {
     for n in 2..=11 {
         let out = r.feed(c0, &json_response("200 OK", "", &answered));
         assert!(
-            sent(&out, Endpoint::Conn(STDIO)).is_empty(),
+            sent_in(&out, Endpoint::Conn(STDIO)).is_empty(),
             "{}",
             r.s.show()
         );
         let id = format!("\"mcp-relay:retry:{n}\"");
         assert!(
-            sent(&out, Endpoint::Upstream(c0)).contains(&format!(r#""id":{id}"#)),
+            sent_in(&out, Endpoint::Upstream(c0)).contains(&format!(r#""id":{id}"#)),
             "{}",
             r.s.show()
         );
@@ -1606,7 +1589,7 @@ fn a_2026_07_28_state_only_input_required_is_retried_at_once() {
     }
     let out = r.feed(c0, &json_response("200 OK", "", &answered));
     let err: serde_json::Value =
-        serde_json::from_str(sent(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
+        serde_json::from_str(sent_in(&out, Endpoint::Conn(STDIO)).trim()).unwrap();
     assert_eq!(err["id"], 5, "{err}");
     assert!(
         err["error"]["message"]
@@ -1614,7 +1597,7 @@ fn a_2026_07_28_state_only_input_required_is_retried_at_once() {
             .is_some_and(|m| m.contains("no input requests")),
         "{err}"
     );
-    assert!(sent(&out, Endpoint::Upstream(c0)).is_empty());
+    assert!(sent_in(&out, Endpoint::Upstream(c0)).is_empty());
 }
 
 /// Bug (core/src/remote/machine.rs, `queue_line`): a request's broken event stream was resumed
