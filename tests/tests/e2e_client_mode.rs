@@ -33,9 +33,9 @@ mod http_support;
 
 use common::{Relay, StdioServer};
 use http_support::{
-    conformance_missing, everything_missing, node22, node_modules, python_of,
-    python_sdk_missing_of, relay_bin, run_bounded, show, skip, tests_dir, Conn, EverythingHttp,
-    EverythingMode, HttpRelay, Ran,
+    conformance_missing, everything_missing, node22, python_of, python_sdk_missing_of, relay_bin,
+    run_bounded, show, skip, tests_dir, Conn, EverythingHttp, EverythingMode, HttpRelay, Ran,
+    Suite,
 };
 use serde_json::{json, Value};
 use std::io::Write;
@@ -363,13 +363,6 @@ fn conformance_client_scenario(test: &str, scenario: &str) {
     conformance_client_run(test, &Suite::SessionEra, scenario, &[], &[]);
 }
 
-/// Which conformance suite: 0.1.16 (the session era), or 0.2.0-alpha.12 (installed as
-/// `conformance-2026`) at `--spec-version 2026-07-28`.
-enum Suite {
-    SessionEra,
-    Modern,
-}
-
 /// Runs a client scenario with `relay_args` added to the relay's command line; the checks in
 /// `expected_bad` must fail (each named by id), and no other.
 fn conformance_client_run(
@@ -379,19 +372,10 @@ fn conformance_client_run(
     relay_args: &[&str],
     expected_bad: &[&str],
 ) {
-    let (package, dir) = match suite {
-        Suite::SessionEra => (
-            "@modelcontextprotocol/conformance",
-            node_modules()
-                .join("@modelcontextprotocol")
-                .join("conformance"),
-        ),
-        Suite::Modern => ("conformance-2026", node_modules().join("conformance-2026")),
-    };
-    if let Some(why) = conformance_missing(package).or_else(python_missing) {
+    if let Some(why) = conformance_missing(suite.package()).or_else(python_missing) {
         return skip(test, &why);
     }
-    let suite_js = dir.join("dist").join("index.js");
+    let suite_js = suite.script();
     let driver = script("python", "conformance_client_driver.py");
     let python = python_of(SDK);
     let words = [
@@ -416,10 +400,8 @@ fn conformance_client_run(
     let mut suite_cmd = Command::new(node22());
     suite_cmd
         .arg(&suite_js)
-        .args(["client", "--scenario", scenario]);
-    if let Suite::Modern = suite {
-        suite_cmd.args(["--spec-version", "2026-07-28"]);
-    }
+        .args(["client", "--scenario", scenario])
+        .args(suite.args());
     let ran = run_bounded(
         suite_cmd
             .args(["--timeout", "40000", "--command"])

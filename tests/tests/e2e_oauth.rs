@@ -23,8 +23,8 @@ mod common;
 mod http_support;
 
 use http_support::{
-    conformance_missing, node22, node_modules, python_of, python_sdk_missing_of, relay_bin,
-    run_bounded, skip, tests_dir,
+    conformance_missing, node22, python_of, python_sdk_missing_of, relay_bin, run_bounded, skip,
+    tests_dir, Suite,
 };
 use serde_json::Value;
 use std::io::Write;
@@ -34,29 +34,13 @@ use std::time::Duration;
 /// The Python SDK major the stdio client runs with.
 const SDK: u32 = 1;
 
-/// Which suite: 0.1.16, or 0.2.0-alpha.12 at 2026-07-28.
-#[derive(Clone, Copy, PartialEq)]
-enum Suite {
-    SessionEra,
-    Modern,
-}
-
 /// Runs `auth/<scenario>` and asserts that every check the suite made passed. `env` is more
 /// environment for the driver (and so the relay).
 fn auth_scenario(test: &str, suite: Suite, scenario: &str, env: &[(&str, &str)]) {
-    let (package, dir) = match suite {
-        Suite::SessionEra => (
-            "@modelcontextprotocol/conformance",
-            node_modules()
-                .join("@modelcontextprotocol")
-                .join("conformance"),
-        ),
-        Suite::Modern => ("conformance-2026", node_modules().join("conformance-2026")),
-    };
-    if let Some(why) = conformance_missing(package).or_else(|| python_sdk_missing_of(SDK)) {
+    if let Some(why) = conformance_missing(suite.package()).or_else(|| python_sdk_missing_of(SDK)) {
         return skip(test, &why);
     }
-    let suite_js = dir.join("dist").join("index.js");
+    let suite_js = suite.script();
     let driver = tests_dir()
         .join("python")
         .join("conformance_client_driver.py");
@@ -80,10 +64,7 @@ fn auth_scenario(test: &str, suite: Suite, scenario: &str, env: &[(&str, &str)])
     suite_cmd
         .arg(&suite_js)
         .args(["client", "--scenario", &format!("auth/{scenario}")])
-        .args(match suite {
-            Suite::SessionEra => &[][..],
-            Suite::Modern => &["--spec-version", "2026-07-28"][..],
-        })
+        .args(suite.args())
         .args(["--timeout", "40000", "--command"])
         .arg(&command)
         .arg("-o")

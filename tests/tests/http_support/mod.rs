@@ -1268,6 +1268,42 @@ pub fn send_modern(
     conn.send("POST", "/mcp", &headers, body.to_string().as_bytes());
 }
 
+/// Which conformance suite a client scenario runs in: 0.1.16 (the session era), or
+/// 0.2.0-alpha.12 (installed as `conformance-2026`) at `--spec-version 2026-07-28`.
+#[allow(dead_code)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Suite {
+    SessionEra,
+    Modern,
+}
+
+#[allow(dead_code)]
+impl Suite {
+    /// Its npm package's name (a path below `tests/node/node_modules`).
+    pub fn package(self) -> &'static str {
+        match self {
+            Suite::SessionEra => "@modelcontextprotocol/conformance",
+            Suite::Modern => "conformance-2026",
+        }
+    }
+
+    /// Its entry point, run with Node 22.
+    pub fn script(self) -> PathBuf {
+        node_modules()
+            .join(self.package())
+            .join("dist")
+            .join("index.js")
+    }
+
+    /// The suite's own flags for a client scenario.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            Suite::SessionEra => &[],
+            Suite::Modern => &["--spec-version", "2026-07-28"],
+        }
+    }
+}
+
 /// Why a conformance suite cannot run: Node 22 or the suite's package (a path below
 /// `tests/node/node_modules`) is not installed.
 pub fn conformance_missing(package: &str) -> Option<String> {
