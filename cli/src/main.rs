@@ -1187,6 +1187,7 @@ fn validate(
         core: mcp_relay_core::Config {
             max_message_size: args.max_message_size,
             max_buffered: args.max_buffered,
+            cut_through_from: defaults.cut_through_from,
             max_read: defaults.max_read,
             shutdown_grace: args.shutdown_grace,
             drain_timeout: args.drain_timeout,

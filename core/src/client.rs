@@ -58,6 +58,22 @@ impl ClientSide {
         }
     }
 
+    /// Sends bytes of a line ahead of its end (cut-through, TCP only; an HTTP client gets
+    /// whole messages).
+    pub(crate) fn send_partial(&mut self, bytes: &[u8]) {
+        if let ClientSide::Tcp(o) = self {
+            o.stage(bytes);
+        }
+    }
+
+    /// Sends the rest of a line whose start went with [`ClientSide::send_partial`].
+    pub(crate) fn send_rest(&mut self, rest: &[u8]) {
+        if let ClientSide::Tcp(o) = self {
+            o.stage(rest);
+            o.stage(b"\n");
+        }
+    }
+
     /// Sends one message (a line without its newline).
     pub(crate) fn send(&mut self, route: Route, line: &[u8]) {
         match self {

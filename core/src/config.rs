@@ -15,6 +15,10 @@ pub struct Config {
     pub max_message_size: usize,
     /// Bytes queued toward one slow reader before the relay stops reading from the other side.
     pub max_buffered: usize,
+    /// A line between a TCP client and its child that grows this long before it ends is
+    /// forwarded as it arrives (cut-through), not when its newline comes; its newline still
+    /// waits until the whole line is checked. `usize::MAX`: never.
+    pub cut_through_from: usize,
     /// The most bytes the driver hands in with one `Input::Data` (its read size). A loaded
     /// session keeps at most one such read unframed until it can go on.
     pub max_read: usize,
@@ -112,6 +116,7 @@ impl Default for Config {
         Config {
             max_message_size: 16 * 1024 * 1024,
             max_buffered: 4 * 1024 * 1024,
+            cut_through_from: crate::framing::EARLY,
             max_read: 64 * 1024,
             max_in_flight: 1024,
             shutdown_grace: Duration::from_secs(5),

@@ -12,6 +12,12 @@ use memchr::memchr;
 pub enum Frame<'a> {
     /// A complete line, without its `\n` or `\r\n`. Never blank.
     Line(&'a [u8]),
+    /// The bytes so far of a line that is not complete yet and already holds at least
+    /// the framer's `early` bytes ([`EARLY`] unless set) (the whole partial line, from its start, each time more arrives; a
+    /// trailing `\r` may still belong to the line's end). The consumer may forward them
+    /// ahead of the line's end (cut-through); the [`Frame::Line`] or [`Frame::Oversize`]
+    /// that ends the line follows. The flow returned for it is not used.
+    Partial(&'a [u8]),
     /// A line longer than the limit was discarded. `len` is its length; `id` is the top-level
     /// JSON-RPC id it carried, when one could be found.
     Oversize {
@@ -39,6 +45,7 @@ pub enum Flow {
 pub struct LineFramer {
     buf: Vec<u8>,
     max: usize,
+    early: usize,
     discard: Option<Discard>,
     backlog: Vec<u8>,
 }
@@ -49,6 +56,10 @@ struct Discard {
     scanner: IdScanner,
 }
 
+/// Length from which, by default, the bytes of an incomplete line are handed out as
+/// [`Frame::Partial`] ([`crate::Config::cut_through_from`]).
+pub const EARLY: usize = 64 * 1024;
+
 /// Capacity above which the partial-line buffer is released once it is empty again, so that one
 /// large message does not pin memory for the rest of the session.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -56,9 +67,16 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 impl LineFramer {
     /// A framer that accepts lines of at most `max` bytes (at least 1).
     pub fn new(max: usize) -> Self {
+        Self::with_early(max, EARLY)
+    }
+
+    /// A framer that also hands out incomplete lines once they hold `early` bytes
+    /// ([`Frame::Partial`]; `usize::MAX`: never).
+    pub fn with_early(max: usize, early: usize) -> Self {
         LineFramer {
             buf: Vec::new(),
             max: max.max(1),
+            early: early.max(1),
             discard: None,
             backlog: Vec::new(),
         }
@@ -128,6 +146,9 @@ impl LineFramer {
                     self.start_discard(data);
                 } else {
                     self.buf.extend_from_slice(data);
+                    if self.buf.len() >= self.early {
+                        f(Frame::Partial(&self.buf));
+                    }
                 }
                 return;
             };
@@ -194,6 +215,7 @@ mod tests {
         for chunk in chunks {
             framer.push(chunk.as_bytes(), |frame| {
                 got.push(match frame {
+                    Frame::Partial(p) => format!("partial {}", p.len()),
                     Frame::Line(l) => String::from_utf8_lossy(l).into_owned(),
                     Frame::Oversize { len, id } => {
                         format!("oversize {len} {}", id.as_ref().map_or("-", |i| i.as_str()))
@@ -203,6 +225,49 @@ mod tests {
             });
         }
         assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn hands_out_long_partial_lines_from_their_start() {
+        let mut framer = LineFramer::new(4 * EARLY);
+        let mut got = Vec::new();
+        let piece = vec![b'x'; EARLY / 2];
+        let mut record = |frame: Frame<'_>| {
+            got.push(match frame {
+                Frame::Partial(p) => {
+                    format!("partial {} {}", p.len(), p.iter().all(|b| *b == b'x'))
+                }
+                Frame::Line(l) => format!("line {}", l.len()),
+                Frame::Oversize { len, .. } => format!("oversize {len}"),
+            });
+            Flow::Continue
+        };
+        framer.push(&piece, &mut record);
+        framer.push(&piece, &mut record);
+        framer.push(b"xx\r", &mut record);
+        framer.push(b"\n", &mut record);
+        // Past the limit: partials stop there, the line is discarded.
+        for _ in 0..9 {
+            framer.push(&piece, &mut record);
+        }
+        framer.push(b"\n", &mut record);
+        let early = EARLY;
+        assert_eq!(
+            got,
+            [
+                format!("partial {early} true"),
+                format!("partial {} false", early + 3),
+                format!("line {}", early + 2),
+                format!("partial {early} true"),
+                format!("partial {} true", early + early / 2),
+                format!("partial {} true", 2 * early),
+                format!("partial {} true", 2 * early + early / 2),
+                format!("partial {} true", 3 * early),
+                format!("partial {} true", 3 * early + early / 2),
+                format!("partial {} true", 4 * early),
+                format!("oversize {}", 4 * early + early / 2),
+            ]
+        );
     }
 
     #[test]

@@ -137,6 +137,11 @@ impl Requests {
         self.in_flight.contains(id) || self.held_ids.contains(id)
     }
 
+    /// The request is in flight at the server (not held for a replacement).
+    pub(crate) fn is_in_flight(&self, id: &RawId) -> bool {
+        self.in_flight.contains(id)
+    }
+
     /// One request is answered: it no longer waits. False if it was not waiting.
     pub(crate) fn answered(&mut self, id: &RawId) -> bool {
         let waited = self.in_flight.remove(id);

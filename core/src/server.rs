@@ -28,6 +28,8 @@ pub(crate) struct Limits {
     pub(crate) server: ServerId,
     /// Longest line read from the server.
     pub(crate) max_message_size: usize,
+    /// Length from which the server's lines are handed out before they end.
+    pub(crate) cut_through_from: usize,
     /// Bytes queued toward the server before it counts as loaded.
     pub(crate) max_buffered: usize,
     /// Time between the steps of the stop sequence, and for output to end after an exit.
@@ -207,6 +209,14 @@ impl ServerSide {
         each!(self,
             c => c.child.is_running() && c.hung.is_none(),
             r => r.remote.is_up() && r.hung.is_none())
+    }
+
+    /// A child's line is partly read (its end may still come).
+    pub(crate) fn has_partial_output(&self) -> bool {
+        match self {
+            ServerSide::Child(c) => c.stdout.has_partial(),
+            ServerSide::Remote(_) => false,
+        }
     }
 
     /// Found hung: what it still says is dropped.
@@ -590,7 +600,7 @@ impl ChildServer {
         ChildServer {
             stdin: Outbound::new(Endpoint::Child(child.id), running, limits.max_buffered),
             child,
-            stdout: LineFramer::new(limits.max_message_size),
+            stdout: LineFramer::with_early(limits.max_message_size, limits.cut_through_from),
             hung: None,
             paused: false,
             stalled_since: None,
@@ -657,7 +667,8 @@ impl ChildServer {
 
     fn output_eof(&mut self, out: &mut VecDeque<Output>) -> bool {
         let cut = self.stdout.has_partial();
-        self.stdout = LineFramer::new(self.limits.max_message_size);
+        self.stdout =
+            LineFramer::with_early(self.limits.max_message_size, self.limits.cut_through_from);
         self.child.stdout_eof();
         self.stdin.close_when_flushed(out);
         self.child.stop();

@@ -13,7 +13,9 @@ use crate::child::Child;
 use crate::client::{ClientSide, Route};
 use crate::config::{Config, Stats};
 use crate::framing::{Flow, Frame, LineFramer};
-use crate::message::{self, classify, codes, ClassifyError, Envelope, Kind, Message, RawId};
+use crate::message::{
+    self, classify, codes, ClassifyError, Envelope, IdScanner, Kind, Message, RawId,
+};
 use crate::msglog;
 use crate::remote::Inbound;
 use crate::requests::Requests;
@@ -151,6 +153,7 @@ fn limits(ctx: &Ctx<'_>) -> Limits {
     Limits {
         server: ctx.server,
         max_message_size: config.max_message_size,
+        cut_through_from: config.cut_through_from,
         max_buffered: config.max_buffered,
         grace: config.shutdown_grace,
         // A stopping server that reads none of its input is judged like a probe.
@@ -209,6 +212,50 @@ struct Link {
     /// `--request-timeout`: each waiting client request's deadline and progress token (a
     /// progress notification for it restarts its clock).
     clocks: BTreeMap<RawId, Clock>,
+    /// Cut-through of the client's current line to the child (see [`Early`]).
+    to_server: Early,
+    /// Cut-through of the child's current line to a TCP client.
+    to_client: Early,
+    /// Lines the child got cut short (forwarded in part, then not completed): the
+    /// `"id": null` error it may answer each with is the relay's to drop, not the client's.
+    cut_lines: Option<(ChildId, u32)>,
+}
+
+/// A long line forwarded as it arrives, before its end (cut-through): bytes go on once a
+/// line is [`crate::framing::EARLY`] long and what the relay must know of it is known. The
+/// line is still kept whole and checked when it ends, exactly as one that was not forwarded
+/// early; only its newline waits for that check. If the check rejects it, the receiver's
+/// line is ended there (cut short, not valid JSON) and the relay answers as it would have.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Early {
+    /// Nothing of the current line forwarded yet.
+    #[default]
+    None,
+    /// This line is not forwarded early (decided once, from its first bytes).
+    Declined,
+    /// `sent` bytes of the current line went to (or came from) `child` already.
+    Sent { child: ChildId, sent: usize },
+}
+
+impl Early {
+    /// Bytes of the finished line already forwarded, if they went to (came from) `child`.
+    fn take(&mut self, child: Option<ChildId>) -> usize {
+        match std::mem::take(self) {
+            Early::Sent { child: c, sent } if Some(c) == child => sent,
+            _ => 0,
+        }
+    }
+}
+
+/// Where the bytes of a partial line that may be forwarded end: a trailing `\r` may be the
+/// first half of the line's `\r\n`, which is not part of the line.
+fn forwardable(bytes: &[u8]) -> usize {
+    bytes.len() - usize::from(bytes.last() == Some(&b'\r'))
+}
+
+/// The partial line holds one JSON object (not a batch, not blank).
+fn starts_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// The clock of one client request under `--request-timeout`.
@@ -276,7 +323,7 @@ impl Session {
         let config = ctx.config;
         Session {
             served_by: ctx.server,
-            from_client: LineFramer::new(config.max_message_size),
+            from_client: LineFramer::with_early(config.max_message_size, config.cut_through_from),
             link: Link {
                 label,
                 client,
@@ -308,6 +355,9 @@ impl Session {
                 wind_down: None,
                 drain_whole: false,
                 clocks: BTreeMap::new(),
+                to_server: Early::None,
+                to_client: Early::None,
+                cut_lines: None,
             },
         }
     }
@@ -520,7 +570,7 @@ impl Session {
     pub(crate) fn client_message(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
         let link = &mut self.link;
         link.heartbeat.last_heard = Some(ctx.now);
-        link.client_line(line, ctx);
+        link.client_line(line, 0, ctx);
     }
 
     /// The client ended the session (HTTP DELETE, expiry, its stream closed).
@@ -534,6 +584,9 @@ impl Session {
                 "{}: the client closed in the middle of a message; it was dropped",
                 self.link.label
             );
+            if self.link.to_server.take(self.link.server.child_id()) > 0 {
+                self.link.cut_server_line();
+            }
         }
         log::info!("{}: the client closed its side", self.link.label);
         self.link.client_gone(ctx);
@@ -788,6 +841,7 @@ impl Session {
 
     fn settle_once(&mut self, ctx: &mut Ctx<'_>) {
         let l = &mut self.link;
+        l.end_orphaned_early();
         let waiting = l.requests.waiting() > 0;
         if waiting || l.was_waiting {
             // Waiting for an answer is not idle: the clock starts once the last is answered.
@@ -889,8 +943,20 @@ impl Link {
     /// One frame from the client; stops the framer while what it produces is loaded.
     fn client_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
         match frame {
-            Frame::Line(line) => self.client_line(line, ctx),
+            Frame::Partial(bytes) => {
+                self.client_partial(bytes);
+                return Flow::Continue;
+            }
+            Frame::Line(line) => {
+                let early = self.to_server.take(self.server.child_id());
+                if !self.client_line(line, early, ctx) && early > 0 {
+                    self.cut_server_line();
+                }
+            }
             Frame::Oversize { len, id } => {
+                if self.to_server.take(self.server.child_id()) > 0 {
+                    self.cut_server_line();
+                }
                 ctx.stats.oversize_messages += 1;
                 log::warn!(
                     "{}: dropped a {len}-byte message from the client (--max-message-size is {})",
@@ -918,11 +984,131 @@ impl Link {
         self.server.load() > high || self.client.load() > high || self.requests.held_len() > high
     }
 
+    /// More of a long line from the client, not ended yet: forwarded to the child as it
+    /// comes while the session serves and the child's stdin keeps up. What the relay must
+    /// learn from the line (its kind, id, method) is read when it ends, before its newline
+    /// goes: the child cannot act on it sooner.
+    fn client_partial(&mut self, bytes: &[u8]) {
+        let Some(child) = self.server.child_id() else {
+            return;
+        };
+        let sent = match self.to_server {
+            Early::Sent { child: c, sent } if c == child => sent,
+            Early::Sent { .. } | Early::Declined => return,
+            Early::None if !starts_object(bytes) => {
+                self.to_server = Early::Declined;
+                return;
+            }
+            Early::None => 0,
+        };
+        if !matches!(self.phase, Phase::Serving)
+            || !self.server.accepts()
+            || !self.server.is_up()
+            || self.server.is_loaded()
+        {
+            // Not now: what is not forwarded early goes when the line ends.
+            return;
+        }
+        let end = forwardable(bytes);
+        if end > sent {
+            self.server.stage(&bytes[sent..end]);
+            self.to_server = Early::Sent { child, sent: end };
+        }
+    }
+
+    /// More of a long line from the child to a TCP client, not ended yet: forwarded as it
+    /// comes when its first bytes show it answers a request the client has in flight (its
+    /// `"id"` comes early: a response whose id comes last waits for its end).
+    fn server_partial(&mut self, bytes: &[u8], ctx: &mut Ctx<'_>) {
+        let Some(child) = self.server.child_id() else {
+            return;
+        };
+        let sent = match self.to_client {
+            Early::Sent { child: c, sent } if c == child => sent,
+            Early::Sent { .. } | Early::Declined => return,
+            Early::None => {
+                let mut scan = IdScanner::default();
+                scan.feed(bytes);
+                let answers_client = scan
+                    .finish()
+                    .is_some_and(|id| self.requests.is_in_flight(&id));
+                if !answers_client
+                    || !starts_object(bytes)
+                    || self.client.conn().is_none()
+                    || !matches!(self.phase, Phase::Serving)
+                    || self.server.is_hung()
+                {
+                    self.to_client = Early::Declined;
+                    return;
+                }
+                0
+            }
+        };
+        if self.client.load() > ctx.config.max_buffered {
+            return;
+        }
+        let end = forwardable(bytes);
+        if end > sent {
+            self.client.send_partial(&bytes[sent..end]);
+            self.to_client = Early::Sent { child, sent: end };
+        }
+    }
+
+    /// A line from the child forwarded in part whose end will never come (its output ended,
+    /// or it is no longer this session's server) is ended at the client.
+    fn end_orphaned_early(&mut self) {
+        if let Early::Sent { child, .. } = self.to_client {
+            // The line's start is still in the child's framer (pipe data outlives an exit).
+            let open = self.server.child_id() == Some(child) && self.server.has_partial_output();
+            if !open {
+                self.to_client = Early::None;
+                self.cut_client_line();
+            }
+        }
+    }
+
+    /// Ends at the child a line it got in part and will not get whole.
+    fn cut_server_line(&mut self) {
+        let Some(child) = self.server.child_id() else {
+            return;
+        };
+        self.server.stage(b"\n");
+        match &mut self.cut_lines {
+            Some((c, n)) if *c == child => *n = n.saturating_add(1),
+            _ => self.cut_lines = Some((child, 1)),
+        }
+        log::warn!(
+            "{}: a long message from the client was forwarded in part and then refused; the server got it cut short",
+            self.label
+        );
+    }
+
+    /// Ends at the client a line it got in part and will not get whole.
+    fn cut_client_line(&mut self) {
+        self.client.send_partial(b"\n");
+        log::warn!(
+            "{}: a long message from the server was forwarded in part and then dropped; the client got it cut short",
+            self.label
+        );
+    }
+
     /// One frame from the server; stops the framer while the client side is loaded.
     fn server_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
         match frame {
-            Frame::Line(line) => self.server_line(line, ctx),
+            Frame::Partial(bytes) => {
+                self.server_partial(bytes, ctx);
+                return Flow::Continue;
+            }
+            Frame::Line(line) => {
+                let early = self.to_client.take(self.server.child_id());
+                if !self.server_line(line, early, ctx) && early > 0 {
+                    self.cut_client_line();
+                }
+            }
             Frame::Oversize { len, id } => {
+                if self.to_client.take(self.server.child_id()) > 0 {
+                    self.cut_client_line();
+                }
                 ctx.stats.oversize_messages += 1;
                 log::warn!(
                     "{}: dropped a {len}-byte message from the server (--max-message-size is {})",
@@ -947,13 +1133,15 @@ impl Link {
         }
     }
 
-    fn client_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
+    /// One line from the client; `early` bytes of it went to the server already. True if
+    /// the line went (or goes now) to the server whole.
+    fn client_line(&mut self, line: &[u8], early: usize, ctx: &mut Ctx<'_>) -> bool {
         let msg = match classify(line) {
             Ok(msg) => msg,
             Err(ClassifyError::NotJson(e)) => {
                 let text = format!("mcp-relay: parse error: {e}");
                 self.client.error(None, codes::PARSE_ERROR, &text);
-                return;
+                return false;
             }
             Err(ClassifyError::NotAMessage) => {
                 self.client.error(
@@ -961,7 +1149,7 @@ impl Link {
                     codes::INVALID_REQUEST,
                     "mcp-relay: invalid request: a JSON-RPC message is an object (or an array of them)",
                 );
-                return;
+                return false;
             }
         };
         let entries: &[Envelope<'_>] = match &msg {
@@ -970,14 +1158,17 @@ impl Link {
         };
         if let Message::Single(e) = &msg {
             match e.kind {
-                Kind::Heartbeat => return self.client_heartbeat(ctx),
+                Kind::Heartbeat => {
+                    self.client_heartbeat(ctx);
+                    return false;
+                }
                 Kind::Invalid => {
                     self.client.error(
                         e.id.map(RawId::from_raw).as_ref(),
                         codes::INVALID_REQUEST,
                         "mcp-relay: invalid request: not a JSON-RPC request, notification or response",
                     );
-                    return;
+                    return false;
                 }
                 _ => {}
             }
@@ -994,7 +1185,7 @@ impl Link {
                     *linger = None;
                 }
             }
-            return;
+            return false;
         }
         // Responses to the server's requests: only those it is waiting for.
         let mut forward = true;
@@ -1012,7 +1203,7 @@ impl Link {
             }
         }
         if !forward {
-            return;
+            return false;
         }
         let holding = !matches!(self.phase, Phase::Serving) || !self.server.accepts();
         let batch = matches!(msg, Message::Batch(_)).then(|| self.requests.new_batch());
@@ -1029,8 +1220,15 @@ impl Link {
         } else {
             ctx.stats.messages_to_server += 1;
             ctx.stats.bytes_to_server += line.len() as u64 + 1;
-            self.server.stage_line(line);
+            if early > 0 {
+                self.server.stage(line.get(early..).unwrap_or_default());
+                self.server.stage(b"\n");
+            } else {
+                self.server.stage_line(line);
+            }
+            return true;
         }
+        false
     }
 
     /// Keeps what the session must know about a message going to the server.
@@ -1208,9 +1406,11 @@ impl Link {
 
     // ---- lines from the server ----
 
-    fn server_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
+    /// One line from the server; `early` bytes of it went to the client already. True if
+    /// it went (or goes now) to the client whole.
+    fn server_line(&mut self, line: &[u8], early: usize, ctx: &mut Ctx<'_>) -> bool {
         if self.server.is_hung() {
-            return;
+            return false;
         }
         let msg = match classify(line) {
             Ok(Message::Single(e)) if e.kind == Kind::Invalid || e.kind == Kind::Heartbeat => None,
@@ -1225,8 +1425,23 @@ impl Link {
                 self.label,
                 crate::child::escape_controls(&shown)
             );
-            return;
+            return false;
         };
+        if let (Message::Single(e), Some((child, n))) = (&msg, &mut self.cut_lines) {
+            if e.kind == Kind::Response
+                && e.id.is_none()
+                && *n > 0
+                && self.server.child_id() == Some(*child)
+            {
+                // Most likely its answer to a line the relay cut short: not the client's.
+                *n -= 1;
+                log::debug!(
+                    "{}: dropped the server's error without an id that followed a line cut short",
+                    self.label
+                );
+                return false;
+            }
+        }
         let entries: &[Envelope<'_>] = match &msg {
             Message::Single(e) => std::slice::from_ref(e),
             Message::Batch(es) => es,
@@ -1326,8 +1541,14 @@ impl Link {
                     progress_token: None,
                 },
             };
-            self.client.send(route, line);
+            if early > 0 {
+                self.client.send_rest(line.get(early..).unwrap_or_default());
+            } else {
+                self.client.send(route, line);
+            }
+            return true;
         }
+        false
     }
 
     /// A response to a message the relay sent itself: a probe or a replayed request.
