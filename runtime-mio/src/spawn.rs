@@ -17,7 +17,6 @@
 //! SIGPIPE back at its default, and the same errors when it cannot start (`NotFound`,
 //! `PermissionDenied`, …).
 
-use crate::process::CommandSpec;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
@@ -107,7 +106,8 @@ pub(crate) use linux::spawn;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{ChildHandle, CommandSpec, Spawned};
+    use super::{ChildHandle, Spawned};
+    use crate::process::CommandSpec;
     use std::ffi::{CString, OsStr, OsString};
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -286,18 +286,16 @@ mod linux {
         // Every signal blocked around the clone: a handler of the relay's must never run in
         // the child, which shares the relay's memory. The child resets the handled ones to
         // their defaults before it unblocks them (glibc's posix_spawn does the same).
-        // SAFETY: sigfillset fills a set we own.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above: a set we own.
-        unsafe { libc::sigfillset(&mut all) };
-        // SAFETY: rt_sigprocmask(2) reads `all` and writes the old mask into `ctx.mask`, both
-        // ours and at least KERNEL_SIGSET_SIZE bytes. The raw call also blocks the two
-        // signals glibc keeps for itself (its wrapper would leave them open).
+        // Every bit set: the kernel's set is 64 bits (it leaves SIGKILL and SIGSTOP alone).
+        let all: u64 = u64::MAX;
+        // SAFETY: rt_sigprocmask(2) reads the 8 bytes of `all` and writes the old mask into
+        // `ctx.mask`, a sigset_t (at least 8 bytes) we own. Unlike sigfillset and glibc's
+        // wrapper, the raw call also blocks the two signals glibc keeps for itself.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_rt_sigprocmask,
                 libc::SIG_SETMASK,
-                &all as *const libc::sigset_t,
+                &all as *const u64,
                 &mut ctx.mask as *mut libc::sigset_t,
                 KERNEL_SIGSET_SIZE,
             )
@@ -617,6 +615,7 @@ mod linux {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use crate::process::CommandSpec;
     use std::ffi::OsString;
     use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
