@@ -42,6 +42,7 @@
 
 pub mod activation;
 mod process;
+mod spawn;
 mod stdio;
 pub mod tls;
 mod upstream;
@@ -315,7 +316,7 @@ struct Conn {
 struct Child {
     pid: u32,
     /// The process and its pidfd, when the loop itself reaps it.
-    reap: Option<(std::os::fd::OwnedFd, std::process::Child)>,
+    reap: Option<(std::os::fd::OwnedFd, process::ChildHandle)>,
     stdin: Option<(pipe::Sender, WriteQueue)>,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,

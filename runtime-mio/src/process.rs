@@ -4,6 +4,8 @@
 //! waiter thread per child blocks in `wait()` and reports the exit. Both report over the
 //! event channel and wake the loop.
 
+pub(crate) use crate::spawn::ChildHandle;
+use crate::spawn::Spawned;
 use crate::Event;
 use crossbeam_channel::{Receiver, Sender};
 use mcp_relay_core::{ChildId, ExitStatus, ServerId, Signal};
@@ -12,9 +14,10 @@ use mio::Waker;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+#[cfg(not(target_os = "linux"))]
+use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -50,7 +53,7 @@ pub(crate) struct Started {
 pub(crate) enum Reaper {
     /// The event loop: the pidfd becomes readable when the child exits, and the loop reaps
     /// it with a non-blocking wait. No thread per child (Linux 5.3 and later).
-    Pidfd(OwnedFd, Child),
+    Pidfd(OwnedFd, ChildHandle),
     /// A small thread blocked in `wait()` (where pidfds are not available).
     Thread,
 }
@@ -174,55 +177,18 @@ fn start(
     events: &Sender<Event>,
     waker: &Arc<Waker>,
 ) -> io::Result<Started> {
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so that the stop signals reach grandchildren too.
-        .process_group(0);
-    if spec.clean_env {
-        let path = std::env::var_os("PATH");
-        cmd.env_clear();
-        if let Some(path) = path {
-            cmd.env("PATH", path);
-        }
-    }
-    for k in &spec.env_remove {
-        cmd.env_remove(k);
-    }
-    for (k, v) in &spec.env {
-        cmd.env(k, v);
-    }
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
-    #[cfg(target_os = "linux")]
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
-    // async-signal-safe. It asks the kernel to SIGKILL the child if the spawner thread (which
-    // lives as long as the relay) dies, so that not even a SIGKILLed relay leaks its servers.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     // Registered as the relay's own before the orphan reaper can look (it holds the same
     // lock): a child that exits at once is never taken for an adopted orphan.
     let mut own = own_children();
-    let mut child = cmd.spawn()?;
+    let Spawned {
+        mut child,
+        stdin,
+        stdout,
+        stderr,
+    } = launch(spec)?;
     let pid = child.id();
     own.insert(pid);
     drop(own);
-    let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-    let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
-        // All three were asked for as pipes above, so std always provides them.
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(io::Error::other("the child's pipes were not created"));
-    };
     let stdin = pipe::Sender::from(stdin);
     let stdout = pipe::Receiver::from(stdout);
     let stderr = pipe::Receiver::from(stderr);
@@ -273,6 +239,61 @@ fn start(
         stdout,
         stderr,
         reaper: Reaper::Thread,
+    })
+}
+
+/// Starts the child (see [`crate::spawn`]): on Linux without fork, set to die with the
+/// spawner thread.
+#[cfg(target_os = "linux")]
+fn launch(spec: &CommandSpec) -> io::Result<Spawned> {
+    crate::spawn::spawn(spec)
+}
+
+/// Starts the child with `std::process::Command`.
+#[cfg(not(target_os = "linux"))]
+fn launch(spec: &CommandSpec) -> io::Result<Spawned> {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that the stop signals reach grandchildren too.
+        .process_group(0);
+    if spec.clean_env {
+        let path = std::env::var_os("PATH");
+        cmd.env_clear();
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+    }
+    for k in &spec.env_remove {
+        cmd.env_remove(k);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn()?;
+    // Dropping a std Child neither kills nor reaps it: the handle takes over.
+    let handle = libc::pid_t::try_from(child.id())
+        .map(ChildHandle::from_pid)
+        .map_err(io::Error::other);
+    let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (Ok(child), (Some(stdin), Some(stdout), Some(stderr))) = (handle, pipes) else {
+        // All three were asked for as pipes above, so std always provides them, and pids
+        // are pid_t's.
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other("the child's pipes were not created"));
+    };
+    Ok(Spawned {
+        child,
+        stdin: stdin.into(),
+        stdout: stdout.into(),
+        stderr: stderr.into(),
     })
 }
 

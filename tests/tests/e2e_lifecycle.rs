@@ -328,3 +328,29 @@ fn crashed_server_is_restarted_by_default_and_the_session_goes_on() {
     relay.wait_log("session ended", DEADLINE);
     relay.wait_children(0, DEADLINE);
 }
+
+/// Not even a relay killed with SIGKILL, which stops nothing, leaks its servers: they are
+/// set to die with it (PR_SET_PDEATHSIG). This server reads nothing, so the end of its stdin
+/// would not end it.
+#[test]
+fn servers_die_with_a_relay_killed_by_sigkill() {
+    let mut relay = Relay::builder().command(["sleep", "300"]).start();
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = relay.connect();
+            c.send(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+            c
+        })
+        .collect();
+    let servers = relay.wait_children(3, DEADLINE);
+    for s in &servers {
+        relay.track_group(s.pgrp);
+    }
+    relay.signal(libc::SIGKILL);
+    assert!(relay.wait_exit(DEADLINE).is_some(), "the relay did not die");
+    for s in &servers {
+        wait_pid_gone(s.pid, DEADLINE)
+            .unwrap_or_else(|p| panic!("a server outlived the SIGKILLed relay: {p:#?}"));
+    }
+    drop(clients);
+}
