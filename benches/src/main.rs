@@ -2,7 +2,7 @@
 //! MCP server directly, and micro-benchmarks of the core.
 //!
 //! `cargo run --release -p mcp-relay-benches -- all` builds the relay
-//! (`cargo build --release -p mcp-relay`), runs everything (about a minute and a half on 2
+//! (`cargo build --release -p mcp-relay`), runs everything (about two minutes on 2
 //! cores; `--quick` for a ~30 s smoke run) and writes a Markdown report to stdout and to `--out`
 //! (default `target/bench-report.md`). Other subcommands: `load` (only the load generator),
 //! `connect` (only the client-mode workloads), `framing`, `core`, `soak`, `faults` (see
