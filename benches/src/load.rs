@@ -3,7 +3,7 @@
 //! that a change in the machine's background load hits both alike.
 
 use crate::client::{Echo, Session, INITIALIZED};
-use crate::machine::{self, Pinning};
+use crate::machine::{self, CpuSource, Pinning};
 use crate::relay::{Error, RelayProc};
 use crate::report::{Goal, Row, Unit};
 use crate::transport::Target;
@@ -77,10 +77,64 @@ impl Plan {
     }
 }
 
-/// Which workloads to run (all by default; `--only` narrows it for development).
-pub const WORKLOADS: [&str; 10] = [
-    "seq", "seq64k", "pipe", "sessions", "first", "prespawn", "big", "idle", "http", "connect",
+/// Which workloads to run (all by default; `--only` narrows it for development). `http` and
+/// `sse` select the relay's Streamable HTTP and legacy HTTP+SSE transports (every workload
+/// run over them, or those of [`PER_TRANSPORT`] also named); the other names, the workloads
+/// over TCP.
+pub const WORKLOADS: [&str; 11] = [
+    "seq", "seq64k", "pipe", "sessions", "first", "prespawn", "big", "idle", "http", "sse",
+    "connect",
 ];
+
+/// The workloads run over each of the relay's transports (`pipe` over TCP only).
+const PER_TRANSPORT: [&str; 6] = ["seq", "seq64k", "pipe", "sessions", "first", "big"];
+
+/// The relay's transports, each measured with the same workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Newline-delimited JSON-RPC, one connection per session.
+    Tcp,
+    /// Streamable HTTP (`POST /mcp`), one keep-alive connection per session.
+    Http,
+    /// Legacy HTTP+SSE (`GET /sse`, POSTs to `/messages`), two connections per session.
+    Sse,
+}
+
+impl Via {
+    pub const ALL: [Via; 3] = [Via::Tcp, Via::Http, Via::Sse];
+
+    /// Its name in `--only` and `soak --transport`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Tcp => "tcp",
+            Via::Http => "http",
+            Via::Sse => "sse",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Via> {
+        Via::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// What its rows' names start with (nothing for TCP, the transport rows name no
+    /// transport).
+    fn prefix(self) -> &'static str {
+        match self {
+            Via::Tcp => "",
+            Via::Http => "Streamable HTTP: ",
+            Via::Sse => "legacy HTTP+SSE: ",
+        }
+    }
+
+    /// How a session reaches `relay` over this transport.
+    pub fn target(self, relay: &RelayProc) -> Target {
+        match self {
+            Via::Tcp => Target::Tcp { addr: relay.addr },
+            Via::Http => Target::Http { addr: relay.http },
+            Via::Sse => Target::Sse { addr: relay.http },
+        }
+    }
+}
 
 pub struct Env {
     pub relay_exe: PathBuf,
@@ -93,6 +147,20 @@ impl Env {
         self.only
             .as_ref()
             .is_none_or(|o| o.iter().any(|x| x == name))
+    }
+
+    /// Whether to run `workload` (one of [`PER_TRANSPORT`]) over `via`: over TCP when the
+    /// workload is selected; over HTTP or SSE when the transport is, and the workload too if
+    /// any of [`PER_TRANSPORT`] is named.
+    fn wants_on(&self, via: Via, workload: &str) -> bool {
+        let Some(only) = &self.only else {
+            return true;
+        };
+        let named = |w: &str| only.iter().any(|x| x == w);
+        match via {
+            Via::Tcp => named(workload),
+            _ => named(via.name()) && (named(workload) || !PER_TRANSPORT.iter().any(|w| named(w))),
+        }
     }
 
     fn direct(&self) -> Target {
@@ -174,14 +242,27 @@ fn interleaved<T>(
     Ok(out)
 }
 
-/// One repetition of a sequential workload: p50 and p99 latency (s) and calls per second.
+/// One repetition of a sequential workload: p50 and p99 latency (s) and calls per second;
+/// with a process to watch, the CPU time it used during the timed calls.
 pub(crate) struct Seq {
     pub p50: f64,
     pub p99: f64,
     pub rate: f64,
+    pub cpu: Option<(Duration, CpuSource)>,
 }
 
 pub(crate) fn sequential(target: &Target, payload: usize, calls: usize) -> io::Result<Seq> {
+    sequential_watching(target, payload, calls, None)
+}
+
+/// [`sequential`], reading the CPU time of process `watch` (the relay) before and after the
+/// timed calls.
+fn sequential_watching(
+    target: &Target,
+    payload: usize,
+    calls: usize,
+    watch: Option<u32>,
+) -> io::Result<Seq> {
     let mut s = Session::open(target)?;
     let mut echo = Echo::new(payload);
     let warmup = (calls / 10).clamp(10, 200) as u64;
@@ -189,6 +270,7 @@ pub(crate) fn sequential(target: &Target, payload: usize, calls: usize) -> io::R
         s.call(&mut echo, id)?;
     }
     let mut lat = Vec::with_capacity(calls);
+    let cpu_before = watch.and_then(machine::cpu_time);
     let start = Instant::now();
     for i in 0..calls as u64 {
         let t = Instant::now();
@@ -196,11 +278,18 @@ pub(crate) fn sequential(target: &Target, payload: usize, calls: usize) -> io::R
         lat.push(t.elapsed());
     }
     let rate = calls as f64 / start.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, watch.and_then(machine::cpu_time)) {
+        (Some((a, source)), Some((b, same))) if source == same => {
+            Some((b.saturating_sub(a), source))
+        }
+        _ => None,
+    };
     lat.sort();
     Ok(Seq {
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
         rate,
+        cpu,
     })
 }
 
@@ -428,33 +517,39 @@ fn idle_sessions(env: &Env, relay: &RelayProc, n: usize, plan: &Plan) -> Result<
     })
 }
 
-/// Sequential calls against the relay only, for `seconds`, so that `perf` or `strace -c` can
-/// be attached to the relay (its pid is printed first). Returns calls per second.
+/// Sequential calls against the relay only, over `via`, for `seconds`, so that `perf` or
+/// `strace -c` can be attached to the relay (its pid is printed first). Returns calls per
+/// second.
 pub fn soak(
     env: &Env,
     seconds: f64,
     payload: usize,
     depth: usize,
     idle: usize,
+    via: Via,
 ) -> Result<f64, Error> {
     let relay = env.start_relay(&[])?;
+    let target = via.target(&relay);
     let mut idle_sessions = Vec::with_capacity(idle);
     if idle > 0 {
         machine::raise_nofile(65_536);
-        let tcp = Target::Tcp { addr: relay.addr };
         for _ in 0..idle {
-            idle_sessions.push(Session::open(&tcp)?);
+            idle_sessions.push(Session::open(&target)?);
         }
         eprintln!("[bench] {idle} idle sessions open");
     }
+    let addr = if via == Via::Tcp {
+        relay.addr
+    } else {
+        relay.http
+    };
     eprintln!(
-        "[bench] relay pid {} on {}: {}-byte echo calls, {depth} in flight, for {seconds} s",
+        "[bench] relay pid {} on {}://{addr}: {}-byte echo calls, {depth} in flight, for {seconds} s",
         relay.pid(),
-        relay.addr,
+        via.name(),
         payload
     );
-    let tcp = Target::Tcp { addr: relay.addr };
-    let mut s = Session::open(&tcp)?;
+    let mut s = Session::open(&target)?;
     let mut echo = Echo::new(payload);
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
@@ -526,8 +621,8 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
     let mut notes = Vec::new();
     let direct = env.direct();
 
-    // Relay A: the single-session workloads and the first-response timing.
-    let group_a = ["seq", "seq64k", "pipe", "first", "big"];
+    // Relay A: the single-session workloads and the first-response timing, over TCP.
+    let group_a = ["seq", "seq64k", "pipe", "first"];
     if group_a.iter().any(|w| env.wants(w)) {
         match env.start_relay(&[]) {
             Err(e) => {
@@ -536,89 +631,21 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
                 }
             }
             Ok(relay) => {
-                let tcp = Target::Tcp { addr: relay.addr };
-                let t = [&direct, &tcp];
-                if env.wants("seq") {
-                    progress("sequential round trips, small payload");
-                    let runs =
-                        interleaved(plan.reps, t, |t| sequential(t, 20, plan.seq_small_calls));
-                    rows.extend(seq_rows(
-                        &format!("sequential, ~100 B ({} calls)", plan.seq_small_calls),
-                        runs,
-                        Some(Goal::RatioAtMost(1.6)),
-                    ));
-                }
-                if env.wants("seq64k") {
-                    progress("sequential round trips, 64 KiB payload");
-                    let runs = interleaved(plan.reps, t, |t| {
-                        sequential(t, 64 * 1024, plan.seq_64k_calls)
-                    });
-                    rows.extend(seq_rows(
-                        &format!("sequential, 64 KiB each way ({} calls)", plan.seq_64k_calls),
-                        runs,
-                        None,
-                    ));
-                }
-                if env.wants("pipe") {
-                    progress("32 in flight on one session");
-                    let runs = interleaved(plan.reps, t, |t| {
-                        pipelined(t, plan.pipe_depth, plan.pipe_calls)
-                    });
-                    let row = Row::new(
-                        &format!(
-                            "{} in flight, one session ({} calls)",
-                            plan.pipe_depth, plan.pipe_calls
-                        ),
-                        "throughput",
-                        Unit::ReqPerSec,
-                    )
-                    .goal(Goal::RatioAtLeast(0.6));
-                    rows.push(match runs {
-                        Ok([d, r]) => row.values(Some(median(d)), Some(median(r))),
-                        Err(e) => row.failed(e.to_string()),
-                    });
-                }
-                if env.wants("first") {
-                    progress("time to first response");
-                    let name = format!(
-                        "new session: connect/spawn + initialize + first call ({} samples)",
-                        plan.reps * plan.first_response_samples
-                    );
-                    let p50 = Row::new(&name, "p50 time to first response", Unit::Millis)
-                        .goal(Goal::RatioAtMost(1.3));
-                    let p99 = Row::new(&name, "p99 time to first response", Unit::Millis);
-                    match first_response_runs(plan, t, &relay, 0, Duration::ZERO) {
-                        Err(e) => rows.push(p50.failed(e)),
-                        Ok([d, r]) => {
-                            let pct = |v: &[Duration], p| Some(percentile(v, p) * 1e3);
-                            rows.push(p50.values(pct(&d, 0.5), pct(&r, 0.5)));
-                            rows.push(p99.values(pct(&d, 0.99), pct(&r, 0.99)));
-                        }
-                    }
-                }
-                if env.wants("big") {
-                    progress("10 MiB each way");
-                    let mut echo = Echo::new(plan.big_size);
-                    let runs = interleaved(plan.big_reps, t, |t| big_round_trip(t, &mut echo));
-                    drop(echo);
-                    rows.extend(big_rows(
-                        &format!(
-                            "{} MiB each way, one call ({} reps)",
-                            plan.big_size / MIB,
-                            plan.big_reps
-                        ),
-                        plan.big_size,
-                        runs,
-                        Goal::RatioAtMost(1.5),
-                    ));
-                }
+                rows.extend(per_transport(
+                    env,
+                    plan,
+                    Via::Tcp,
+                    &relay,
+                    &direct,
+                    &mut notes,
+                ));
                 let peak = relay.peak_rss();
                 if let Err(e) = relay.stop() {
                     notes.push(format!("relay A did not stop cleanly: {e}"));
                 }
                 if let Some(p) = peak {
                     notes.push(format!(
-                        "Relay A (single-session workloads, up to 10 MiB messages) peaked at {:.2} MiB RSS.",
+                        "Relay A (single-session workloads over TCP) peaked at {:.2} MiB RSS.",
                         p as f64 / MIB as f64
                     ));
                 }
@@ -655,58 +682,33 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
         }
     }
 
-    // Relay H: the same workloads over Streamable HTTP (POST /mcp, keep-alive, JSON or SSE
-    // replies, Mcp-Session-Id).
-    if env.wants("http") {
-        progress("Streamable HTTP");
+    // Relays H and S: the same workloads over Streamable HTTP (POST /mcp, keep-alive, JSON
+    // or SSE replies, Mcp-Session-Id) and over legacy HTTP+SSE (GET /sse, POST /messages).
+    for via in [Via::Http, Via::Sse] {
+        let wanted = ["seq", "seq64k", "first", "sessions"];
+        if !wanted.iter().any(|w| env.wants_on(via, w)) {
+            continue;
+        }
+        let p = via.prefix();
         match env.start_relay(&[]) {
-            Err(e) => rows.push(
-                Row::new("Streamable HTTP", "relay start", Unit::Millis).failed(e.to_string()),
-            ),
+            Err(e) => rows.push(Row::new(p, "relay start", Unit::Millis).failed(e.to_string())),
             Ok(relay) => {
-                let http = Target::Http { addr: relay.http };
-                let t = [&direct, &http];
-                let runs = interleaved(plan.reps, t, |t| sequential(t, 20, plan.seq_small_calls));
-                rows.extend(seq_rows(
-                    &format!(
-                        "Streamable HTTP: sequential, ~100 B ({} calls)",
-                        plan.seq_small_calls
-                    ),
-                    runs,
-                    Some(Goal::RatioAtMost(3.0)),
-                ));
-                let name = format!(
-                    "Streamable HTTP: {} sessions × {} calls, concurrent ({} reps)",
-                    plan.sessions, plan.session_calls, plan.session_reps
-                );
-                let tput =
-                    Row::new(&name, "throughput", Unit::ReqPerSec).goal(Goal::RatioAtLeast(0.25));
-                let runs = interleaved(plan.session_reps, t, |t| {
-                    let r = concurrent(t, plan.sessions, plan.session_calls);
-                    relay.settle(0, Duration::from_secs(10));
-                    r
-                });
-                rows.push(match runs {
-                    Ok([d, r]) => tput.values(Some(median(d)), Some(median(r))),
-                    Err(e) => tput.failed(e.to_string()),
-                });
-                let mut echo = Echo::new(plan.big_size);
-                let runs = interleaved(plan.big_reps, t, |t| big_round_trip(t, &mut echo));
-                drop(echo);
-                rows.extend(big_rows(
-                    &format!(
-                        "Streamable HTTP: {} MiB each way, one call ({} reps)",
-                        plan.big_size / MIB,
-                        plan.big_reps
-                    ),
-                    plan.big_size,
-                    runs,
-                    Goal::RatioAtMost(1.5),
-                ));
+                rows.extend(per_transport(env, plan, via, &relay, &direct, &mut notes));
                 if let Err(e) = relay.stop() {
-                    notes.push(format!("relay H did not stop cleanly: {e}"));
+                    notes.push(format!(
+                        "the {} relay did not stop cleanly: {e}",
+                        via.name()
+                    ));
                 }
             }
+        }
+    }
+
+    // Relays T, U and V: 10 MiB each way over each transport, each on a fresh relay whose
+    // peak memory is then that of the big messages.
+    for via in Via::ALL {
+        if env.wants_on(via, "big") {
+            rows.extend(big_messages(env, plan, via, &direct, &mut notes));
         }
     }
 
@@ -888,6 +890,211 @@ pub fn run(env: &Env, plan: &Plan) -> (Vec<Row>, Vec<String>) {
         }
     }
     (rows, notes)
+}
+
+/// The workloads over `via` against `relay`, each interleaved with direct: sequential
+/// ~100 B (and the relay's CPU time per request), sequential 64 KiB, 32 in flight (TCP
+/// only), new sessions, and 20 concurrent sessions (HTTP and SSE; over TCP, relay B runs
+/// them and measures its memory too).
+fn per_transport(
+    env: &Env,
+    plan: &Plan,
+    via: Via,
+    relay: &RelayProc,
+    direct: &Target,
+    notes: &mut Vec<String>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let target = via.target(relay);
+    let t = [direct, &target];
+    let p = via.prefix();
+    if env.wants_on(via, "seq") {
+        progress(&format!("{p}sequential round trips, small payload"));
+        let pid = relay.pid();
+        let runs = interleaved(plan.reps, t, |t| {
+            let watch = (!matches!(t, Target::Direct { .. })).then_some(pid);
+            sequential_watching(t, 20, plan.seq_small_calls, watch)
+        });
+        let cpu = cpu_rows(via, &runs, plan.seq_small_calls, notes);
+        let goal = if via == Via::Tcp { 1.6 } else { 3.0 };
+        rows.extend(seq_rows(
+            &format!("{p}sequential, ~100 B ({} calls)", plan.seq_small_calls),
+            runs,
+            Some(Goal::RatioAtMost(goal)),
+        ));
+        rows.extend(cpu);
+    }
+    if env.wants_on(via, "seq64k") {
+        progress(&format!("{p}sequential round trips, 64 KiB payload"));
+        let runs = interleaved(plan.reps, t, |t| {
+            sequential(t, 64 * 1024, plan.seq_64k_calls)
+        });
+        rows.extend(seq_rows(
+            &format!(
+                "{p}sequential, 64 KiB each way ({} calls)",
+                plan.seq_64k_calls
+            ),
+            runs,
+            None,
+        ));
+    }
+    if via == Via::Tcp && env.wants_on(via, "pipe") {
+        progress("32 in flight on one session");
+        let runs = interleaved(plan.reps, t, |t| {
+            pipelined(t, plan.pipe_depth, plan.pipe_calls)
+        });
+        let row = Row::new(
+            &format!(
+                "{} in flight, one session ({} calls)",
+                plan.pipe_depth, plan.pipe_calls
+            ),
+            "throughput",
+            Unit::ReqPerSec,
+        )
+        .goal(Goal::RatioAtLeast(0.6));
+        rows.push(match runs {
+            Ok([d, r]) => row.values(Some(median(d)), Some(median(r))),
+            Err(e) => row.failed(e.to_string()),
+        });
+    }
+    if env.wants_on(via, "first") {
+        progress(&format!("{p}time to first response"));
+        let name = format!(
+            "{p}new session: connect/spawn + initialize + first call ({} samples)",
+            plan.reps * plan.first_response_samples
+        );
+        let mut p50 = Row::new(&name, "p50 time to first response", Unit::Millis);
+        if via == Via::Tcp {
+            p50 = p50.goal(Goal::RatioAtMost(1.3));
+        }
+        let p99 = Row::new(&name, "p99 time to first response", Unit::Millis);
+        match first_response_runs(plan, t, relay, 0, Duration::ZERO) {
+            Err(e) => rows.push(p50.failed(e)),
+            Ok([d, r]) => {
+                let pct = |v: &[Duration], p| Some(percentile(v, p) * 1e3);
+                rows.push(p50.values(pct(&d, 0.5), pct(&r, 0.5)));
+                rows.push(p99.values(pct(&d, 0.99), pct(&r, 0.99)));
+            }
+        }
+    }
+    if via != Via::Tcp && env.wants_on(via, "sessions") {
+        progress(&format!("{p}{} concurrent sessions", plan.sessions));
+        let name = format!(
+            "{p}{} sessions × {} calls, concurrent ({} reps)",
+            plan.sessions, plan.session_calls, plan.session_reps
+        );
+        let tput = Row::new(&name, "throughput", Unit::ReqPerSec).goal(Goal::RatioAtLeast(0.25));
+        let runs = interleaved(plan.session_reps, t, |t| {
+            let r = concurrent(t, plan.sessions, plan.session_calls);
+            relay.settle(0, Duration::from_secs(10));
+            r
+        });
+        rows.push(match runs {
+            Ok([d, r]) => tput.values(Some(median(d)), Some(median(r))),
+            Err(e) => tput.failed(e.to_string()),
+        });
+    }
+    rows
+}
+
+/// The relay's CPU time per request in the relay repetitions of a sequential workload of
+/// `calls` calls each (the relay process only: its servers are processes of their own), and
+/// the requests per second one core would serve at that cost. No rows if the workload
+/// failed (its own rows say why).
+fn cpu_rows(
+    via: Via,
+    runs: &Result<[Vec<Seq>; 2], Error>,
+    calls: usize,
+    notes: &mut Vec<String>,
+) -> Vec<Row> {
+    let Ok([_, relay]) = runs else {
+        return Vec::new();
+    };
+    let name = format!(
+        "{}sequential, ~100 B: CPU time of the relay process only (not its servers)",
+        via.prefix()
+    );
+    let per = Row::new(&name, "relay CPU per request", Unit::Micros);
+    let core = Row::new(&name, "requests/s per core (10⁶ ÷ µs)", Unit::ReqPerSec);
+    let measured: Vec<_> = relay.iter().filter_map(|s| s.cpu).collect();
+    let total: Duration = measured.iter().map(|(d, _)| *d).sum();
+    let n = measured.len() * calls;
+    if n == 0 || total.is_zero() {
+        let why = if n == 0 {
+            "cannot read the relay's CPU time from /proc"
+        } else {
+            "the relay used less than one clock tick of CPU"
+        };
+        return vec![per.failed(why.into())];
+    }
+    if via == Via::Tcp {
+        let how = match measured[0].1 {
+            CpuSource::Schedstat => {
+                "the run time of its threads, summed from /proc/<pid>/task/*/schedstat (ns)"
+            }
+            CpuSource::Stat => "utime + stime from /proc/<pid>/stat (clock ticks)",
+        };
+        notes.push(format!(
+            "Relay CPU per request: the CPU time the relay process (not its demo servers) used \
+             during the timed calls of its sequential ~100 B repetitions ({how}), divided by \
+             those calls; requests/s per core = 10⁶ ÷ that."
+        ));
+    }
+    let us = total.as_secs_f64() * 1e6 / n as f64;
+    vec![
+        per.values(None, Some(us)),
+        core.values(None, Some(1e6 / us)),
+    ]
+}
+
+/// One 10 MiB call each way per repetition over `via`, on a relay of its own, interleaved
+/// with direct; then the relay's peak RSS, which is that of the big messages.
+fn big_messages(
+    env: &Env,
+    plan: &Plan,
+    via: Via,
+    direct: &Target,
+    notes: &mut Vec<String>,
+) -> Vec<Row> {
+    let p = via.prefix();
+    let mib = plan.big_size / MIB;
+    progress(&format!("{p}{mib} MiB each way, fresh relay"));
+    let name = format!("{p}{mib} MiB each way, one call ({} reps)", plan.big_reps);
+    let mem = Row::new(
+        &format!("{p}relay peak RSS during {mib} MiB each way (a relay of its own)"),
+        "peak RSS of the relay (VmHWM)",
+        Unit::MiB,
+    )
+    .goal(Goal::AtMost(8.0));
+    let relay = match env.start_relay(&[]) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![
+                Row::new(&name, "round trip", Unit::Millis).failed(e.to_string()),
+                mem.failed(e.to_string()),
+            ]
+        }
+    };
+    let target = via.target(&relay);
+    let mut echo = Echo::new(plan.big_size);
+    let runs = interleaved(plan.big_reps, [direct, &target], |t| {
+        big_round_trip(t, &mut echo)
+    });
+    drop(echo);
+    let ok = runs.is_ok();
+    let mut rows = big_rows(&name, plan.big_size, runs, Goal::RatioAtMost(1.5));
+    rows.push(match relay.peak_rss() {
+        Some(_) if !ok => mem.failed(format!("the {mib} MiB calls failed")),
+        Some(b) => mem.values(None, Some(b as f64 / MIB as f64)),
+        None => mem.failed("cannot read VmHWM".into()),
+    });
+    if let Err(e) = relay.stop() {
+        notes.push(format!(
+            "the {} relay of the {mib} MiB calls did not stop cleanly: {e}",
+            via.name()
+        ));
+    }
+    rows
 }
 
 /// Client mode: each workload against `remote` directly (the load generator's own HTTP or

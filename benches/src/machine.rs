@@ -127,6 +127,48 @@ pub fn proc_status_value(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
+/// How [`cpu_time`] read a process's CPU time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuSource {
+    /// The run time of its threads, `/proc/<pid>/task/*/schedstat` (nanoseconds).
+    Schedstat,
+    /// utime + stime, `/proc/<pid>/stat` fields 14 and 15 (clock ticks).
+    Stat,
+}
+
+/// CPU time used so far by the process `pid` itself, all its threads, not its children: the
+/// sum of its live threads' run times where the kernel keeps them (exact), else utime +
+/// stime (in clock ticks, usually 10 ms).
+pub fn cpu_time(pid: u32) -> Option<(Duration, CpuSource)> {
+    let schedstat = || -> Option<u64> {
+        let mut ns = 0u64;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(ns)
+    };
+    if let Some(ns) = schedstat().filter(|ns| *ns > 0) {
+        return Some((Duration::from_nanos(ns), CpuSource::Schedstat));
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold spaces) come fields 3 onwards.
+    let fields: Vec<&str> = text
+        .get(text.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        hz if hz > 0 => hz as f64,
+        _ => 100.0,
+    };
+    Some((Duration::from_secs_f64(ticks as f64 / hz), CpuSource::Stat))
+}
+
 /// Number of live child processes of `pid` (over all its threads), from
 /// `/proc/<pid>/task/*/children`. `None` if the kernel does not provide that file.
 pub fn child_count(pid: u32) -> Option<usize> {

@@ -2,7 +2,7 @@
 //! MCP server directly, and micro-benchmarks of the core.
 //!
 //! `cargo run --release -p mcp-relay-benches -- all` builds the relay
-//! (`cargo build --release -p mcp-relay`), runs everything (about a minute and a half on 2
+//! (`cargo build --release -p mcp-relay`), runs everything (about two minutes on 2
 //! cores; `--quick` for a ~30 s smoke run) and writes a Markdown report to stdout and to `--out`
 //! (default `target/bench-report.md`). Other subcommands: `load` (only the load generator),
 //! `connect` (only the client-mode workloads), `framing`, `core`, `soak`, `faults` (see
@@ -10,7 +10,10 @@
 //! `target/bench-tls-report.md`). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this
 //! binary, do not build),
 //! `--no-build`, `--no-pin`,
-//! `--only seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,connect`.
+//! `--only seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,sse,connect` (`http` and
+//! `sse` run every workload over that transport, or, if some of `seq,seq64k,sessions,first,
+//! big` are named too, only those: `--only big,http,sse` gives the 10 MiB rows of all three
+//! transports).
 //!
 //! # The back end and the two ways of reaching it
 //!
@@ -24,8 +27,13 @@
 //!   probes out of the figures), one TCP connection per session, each served by its own
 //!   demo-server child of the relay.
 //!
-//! * **relay over Streamable HTTP**: the same relay's `http://127.0.0.1:0` listener, one
+//! * **relay over Streamable HTTP**: the relay's `http://127.0.0.1:0` listener, one
 //!   keep-alive connection per session (`POST /mcp`).
+//! * **relay over legacy HTTP+SSE** (2024-11-05): the same listener; per session, one
+//!   connection holds the `GET /sse` event stream (its first event names the
+//!   `/messages?sessionId=…` endpoint, then every server message arrives on it as
+//!   `event: message`) and one keep-alive connection POSTs each message there (202), as
+//!   SDK clients of that transport do.
 //! * **client mode** (its own rows): the remote is such a relay; direct is the load
 //!   generator's own HTTP or TCP client speaking to it, and through is a stdio client of
 //!   `mcp-relay --connect URL`, which carries the session to the same remote.
@@ -41,18 +49,33 @@
 //!
 //! # Workloads
 //!
+//! Each of these runs over TCP, Streamable HTTP and legacy HTTP+SSE (rows named
+//! `Streamable HTTP: …` and `legacy HTTP+SSE: …`; unnamed rows are TCP), each against the
+//! direct figure measured beside it, except 32 in flight (TCP only). Targets are for TCP
+//! unless given per transport.
+//!
 //! * **sequential, ~100 B**: one session, one `echo` call at a time with a short message;
-//!   p50 and p99 latency per call and calls/s. Target: relay p50 ≤ 1.6× direct.
+//!   p50 and p99 latency per call and calls/s. Target: relay p50 ≤ 1.6× direct (≤ 3× over
+//!   HTTP and SSE).
+//! * **relay CPU per request**: during those calls, the CPU time of the relay process alone
+//!   (its threads' run time from `/proc/<pid>/task/*/schedstat`, or utime + stime from
+//!   `/proc/<pid>/stat` where schedstat is missing; its demo servers are processes of their
+//!   own and not counted) ÷ calls, in µs, and the requests/s one core would serve at that cost
+//!   (10⁶ ÷ µs). No direct figure, no target.
 //! * **sequential, 64 KiB**: the same with a 64 KiB message (64 KiB each way).
 //! * **32 in flight**: one session, 32 calls always outstanding; calls/s. Target ≥ 0.6×.
-//! * **20 sessions × 200 calls**: 20 sessions (20 TCP connections, or 20 direct children),
+//! * **20 sessions × 200 calls**: 20 sessions (20 TCP connections, 20 HTTP keep-alive
+//!   connections, 20 SSE streams with their 20 POST connections, or 20 direct children),
 //!   each driven by its own thread making sequential calls, started together; total calls/s.
-//!   Target ≥ 0.4×.
+//!   Target ≥ 0.4× (≥ 0.25× over HTTP and SSE).
 //! * **new session**: connect (or spawn) + `initialize` + `initialized` + first call, repeated;
 //!   the time to the first call's answer, dominated by starting the server (direct: a plain
-//!   `posix_spawn` by the load generator, then its pipes). Target ≤ 1.3×.
+//!   `posix_spawn` by the load generator, then its pipes); no `--prespawn`. Target ≤ 1.3×
+//!   (none over HTTP and SSE).
 //! * **10 MiB each way**: one call whose message and answer are 10 MiB; round-trip time.
-//!   Target ≤ 1.5×. Then **64 MiB each way** through a relay run with
+//!   Target ≤ 1.5×. Each transport gets a relay of its own for this, and its peak RSS
+//!   (VmHWM) after these calls is the row **relay peak RSS during 10 MiB each way**
+//!   (target ≤ 8 MiB). Then **64 MiB each way** (TCP) through a relay run with
 //!   `--max-message-size 128MiB`: it must not fail.
 //! * **client mode, sequential ~100 B** (Streamable HTTP remote, and TCP remote): p50, p99,
 //!   calls/s, through `--connect` against the same remote spoken to directly. Target: p50
@@ -68,11 +91,14 @@
 //!   p50 and the new-session time again (no targets: they show what idle sessions cost the
 //!   busy ones).
 //!
-//! Each group of workloads gets a fresh relay (single-session workloads; 20 sessions; 64 MiB
-//! with `--max-message-size 128MiB`; idle sessions), so each memory figure is its own.
+//! Each group of workloads gets a fresh relay (single-session workloads over TCP; all
+//! workloads over HTTP; over SSE; 10 MiB over each transport; 20 TCP sessions; 64 MiB with
+//! `--max-message-size 128MiB`; idle sessions), so each memory figure is its own.
 //!
-//! `soak` runs sequential (or `--depth N` pipelined) calls through a relay only (optionally
-//! with `--idle N` idle sessions open beside), printing its pid, so that `perf record -p`, `perf stat -p` or `strace -c -p` can be attached to it.
+//! `soak` runs sequential (or `--depth N` pipelined) calls through a relay only, over
+//! `--transport tcp|http|sse` (default tcp; optionally with `--idle N` idle sessions of that
+//! transport open beside), printing its pid, so that `perf record -p`, `perf stat -p` or
+//! `strace -c -p` can be attached to it.
 //! Run it from the `profiling` profile (`cargo run --profile profiling -p mcp-relay-benches --
 //! soak`): the release build with debug info and symbols, which the release profile strips.
 //!
@@ -124,7 +150,7 @@ usage: mcp-relay-benches [all|load|connect|tls|framing|core|soak|faults] [option
   core      the core loop (messages/s) with no I/O
   soak      sequential calls through a relay only, printing its pid, to attach perf or strace
             (--seconds N, default 10; --payload BYTES, default 20; --depth N, default 1;
-            --idle N: open N idle sessions first)
+            --idle N: open N idle sessions first; --transport tcp|http|sse, default tcp)
   faults    soak with faults (not a benchmark; exit status 1 if a request is lost or RSS,
             descriptors or children trend upward; run as root to see the relay's descriptors):
             --sessions N (default 40, half TCP, half HTTP), --minutes M (default 30),
@@ -140,7 +166,9 @@ options:
   --no-build      do not run `cargo build --release -p mcp-relay` first
   --no-pin        do not pin the load generator and the server side to different CPUs
   --only LIST     comma-separated workloads:
-                  seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,connect";
+                  seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,sse,connect
+                  (http and sse: every workload over that transport, or only the
+                  seq,seq64k,sessions,first,big also named)";
 
 struct Options {
     command: String,
@@ -154,6 +182,7 @@ struct Options {
     payload: usize,
     depth: usize,
     idle: usize,
+    transport: load::Via,
     faults: FaultOptions,
 }
 
@@ -183,6 +212,7 @@ fn parse_args() -> Result<Options, String> {
         payload: 20,
         depth: 1,
         idle: 0,
+        transport: load::Via::Tcp,
         faults: FaultOptions {
             minutes: 30.0,
             sessions: 40,
@@ -217,6 +247,11 @@ fn parse_args() -> Result<Options, String> {
                     ));
                 }
                 o.only = Some(list);
+            }
+            "--transport" => {
+                let v = value("--transport")?;
+                o.transport = load::Via::from_name(&v)
+                    .ok_or(format!("--transport: `{v}` is not tcp, http or sse"))?;
             }
             "--seconds" | "--payload" | "--depth" | "--idle" => {
                 let v = value(&a)?;
@@ -402,7 +437,7 @@ fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
     );
     let _ = writeln!(
         r,
-        "- columns: direct = the server without the relay in between (its stdin/stdout; in client-mode rows, the remote spoken to over HTTP or TCP by the load generator); relay = through the relay (over TCP unless the row names Streamable HTTP; in client-mode rows, a stdio client through `mcp-relay --connect`, see the note below the table)"
+        "- columns: direct = the server without the relay in between (its stdin/stdout; in client-mode rows, the remote spoken to over HTTP or TCP by the load generator); relay = through the relay (over TCP unless the row names Streamable HTTP or legacy HTTP+SSE; in client-mode rows, a stdio client through `mcp-relay --connect`, see the note below the table)"
     );
     let _ = writeln!(
         r,
@@ -470,8 +505,8 @@ fn soak(o: &Options) -> Result<(), String> {
         pinning,
         only: None,
     };
-    let rate =
-        load::soak(&env, o.seconds, o.payload, o.depth, o.idle).map_err(|e| e.to_string())?;
+    let rate = load::soak(&env, o.seconds, o.payload, o.depth, o.idle, o.transport)
+        .map_err(|e| e.to_string())?;
     println!("{rate:.0} calls/s");
     Ok(())
 }

@@ -3,9 +3,11 @@
 //! direct-stdio lower bound and the relay over TCP run the very same code.
 //!
 //! Streamable HTTP is one more `Target` and `Transport` (POST a message, read replies from
-//! the JSON body or the event stream of the response); legacy SSE would be another. Both run
-//! over a plain TCP stream or over rustls on one ([`Target::Tls`], [`Target::Https`]) with the
-//! same code, so the cost of TLS is the only difference between the two.
+//! the JSON body or the event stream of the response), and the legacy HTTP+SSE transport
+//! another ([`Target::Sse`]: one long `GET /sse` stream, messages POSTed beside it). The line
+//! and Streamable HTTP transports run over a plain TCP stream or over rustls on one
+//! ([`Target::Tls`], [`Target::Https`]) with the same code, so the cost of TLS is the only
+//! difference between the two.
 
 use crate::machine::CpuSet;
 use rustls::pki_types::ServerName;
@@ -40,6 +42,9 @@ pub enum Target {
     Tcp { addr: SocketAddr },
     /// The relay, Streamable HTTP at `/mcp`: one keep-alive connection per session.
     Http { addr: SocketAddr },
+    /// The relay, legacy HTTP+SSE (2024-11-05) at `/sse`: per session, one connection for the
+    /// event stream and one keep-alive connection for the POSTs.
+    Sse { addr: SocketAddr },
     /// The relay's `tls://` listener: one TLS connection per session, verified by `config`.
     Tls {
         addr: SocketAddr,
@@ -67,6 +72,11 @@ impl Target {
             )?)),
             Target::Tcp { addr } => Ok(Box::new(LineTransport::new(tcp(*addr)?))),
             Target::Http { addr } => Ok(Box::new(HttpTransport::new(tcp(*addr)?, *addr))),
+            Target::Sse { addr } => Ok(Box::new(SseTransport::open(
+                tcp(*addr)?,
+                tcp(*addr)?,
+                *addr,
+            )?)),
             Target::Tls { addr, config } => Ok(Box::new(LineTransport::new(tls(*addr, config)?))),
             Target::Https { addr, config } => {
                 Ok(Box::new(HttpTransport::new(tls(*addr, config)?, *addr)))
@@ -263,7 +273,7 @@ impl<S: Read + Write> HttpTransport<S> {
             w.write_all(body)?;
         }
         w.flush()?;
-        let head = self.read_head()?;
+        let head = read_head(&mut self.io)?;
         match head.status {
             200 | 202 => {}
             s => return Err(io::Error::other(format!("HTTP {s} from the relay"))),
@@ -271,7 +281,7 @@ impl<S: Read + Write> HttpTransport<S> {
         if let Some(id) = &head.session {
             self.session = Some(id.clone());
         }
-        let body = self.read_body(&head)?;
+        let body = read_body(&mut self.io, &head)?;
         if head.sse {
             for event in body.split(|b| *b == b'\n') {
                 if let Some(data) = event.strip_prefix(b"data: ") {
@@ -289,65 +299,277 @@ impl<S: Read + Write> HttpTransport<S> {
         }
         Ok(())
     }
+}
 
-    fn read_head(&mut self) -> io::Result<HttpHead> {
-        let mut line = Vec::new();
-        read_line(&mut self.io, &mut line)?;
-        let status = std::str::from_utf8(&line)
-            .ok()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::other("not an HTTP response"))?;
-        let mut head = HttpHead {
-            status,
-            ..HttpHead::default()
+/// A legacy HTTP+SSE session with the relay, as SDK clients of the 2024-11-05 transport hold
+/// one: `GET /sse` opens the session's event stream, whose first event (`endpoint`) names the
+/// URL to POST messages to; each message is one POST there (202 Accepted, on a keep-alive
+/// connection of its own) and every server message arrives as an `event: message` on the
+/// stream. Closing the stream ends the session.
+pub struct SseTransport<S: Read + Write> {
+    /// The event stream: the chunked body of the `GET /sse` response.
+    stream: Chunked<BufReader<S>>,
+    post: BufReader<S>,
+    host: String,
+    /// Where messages are POSTed (`/messages?sessionId=…`).
+    endpoint: String,
+    request: Vec<u8>,
+    /// Field names and ignored lines of the event stream.
+    scratch: Vec<u8>,
+}
+
+impl<S: Read + Write> SseTransport<S> {
+    /// Opens the event stream on `stream` and reads the endpoint from it; `post` carries
+    /// the POSTs.
+    fn open(stream: S, post: S, addr: SocketAddr) -> io::Result<Self> {
+        let host = addr.to_string();
+        let mut io = BufReader::with_capacity(READ_BUFFER, stream);
+        let get = format!("GET /sse HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
+        let w = io.get_mut();
+        w.write_all(get.as_bytes())?;
+        w.flush()?;
+        let head = read_head(&mut io)?;
+        if head.status != 200 || !head.sse || !head.chunked {
+            return Err(io::Error::other(format!(
+                "GET /sse: HTTP {} (want 200 and a chunked event stream)",
+                head.status
+            )));
+        }
+        let mut t = SseTransport {
+            stream: Chunked::new(io),
+            post: BufReader::with_capacity(64 * 1024, post),
+            host,
+            endpoint: String::new(),
+            request: Vec::new(),
+            scratch: Vec::new(),
         };
+        let mut data = Vec::new();
+        if t.next_event(&mut data)? != "endpoint" {
+            return Err(io::Error::other(
+                "the event stream did not start with `event: endpoint`",
+            ));
+        }
+        t.endpoint =
+            String::from_utf8(data).map_err(|_| io::Error::other("the endpoint is not UTF-8"))?;
+        Ok(t)
+    }
+
+    /// Reads the stream up to the end of the next event with data; returns its type
+    /// (`message` when it names none), its data (lines joined by `\n`) in `data`. The data goes straight
+    /// from the connection's buffer into `data`, so a 10 MiB message is copied once.
+    fn next_event(&mut self, data: &mut Vec<u8>) -> io::Result<String> {
+        data.clear();
+        let mut kind = None;
+        let mut has_data = false;
         loop {
-            read_line(&mut self.io, &mut line)?;
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end();
-            if text.is_empty() {
-                return Ok(head);
-            }
-            let Some((name, value)) = text.split_once(':') else {
+            let first = *self.stream.fill_buf()?.first().ok_or_else(eof)?;
+            if first == b'\n' || first == b'\r' {
+                read_line(&mut self.stream, &mut self.scratch)?;
+                if has_data {
+                    return Ok(kind.unwrap_or_else(|| "message".to_owned()));
+                }
+                // An event without data is not dispatched (a keep-alive comment, say).
+                kind = None;
                 continue;
-            };
-            let value = value.trim();
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => head.length = value.parse().ok(),
-                "transfer-encoding" => head.chunked = value.eq_ignore_ascii_case("chunked"),
-                "content-type" => head.sse = value.starts_with("text/event-stream"),
-                "mcp-session-id" => head.session = Some(value.to_owned()),
-                _ => {}
+            }
+            self.scratch.clear();
+            self.stream.read_until(b':', &mut self.scratch)?;
+            if self.scratch.last() != Some(&b':') || self.scratch.contains(&b'\n') {
+                return Err(io::Error::other("a line of the event stream has no `:`"));
+            }
+            if self.stream.fill_buf()?.first() == Some(&b' ') {
+                self.stream.consume(1);
+            }
+            match self.scratch.as_slice() {
+                b"data:" => {
+                    if has_data {
+                        data.push(b'\n');
+                    }
+                    has_data = true;
+                    if self.stream.read_until(b'\n', data)? == 0 || data.last() != Some(&b'\n') {
+                        return Err(eof());
+                    }
+                    data.pop();
+                    if data.last() == Some(&b'\r') {
+                        data.pop();
+                    }
+                }
+                b"event:" => {
+                    read_line(&mut self.stream, &mut self.scratch)?;
+                    kind = Some(String::from_utf8_lossy(self.scratch.trim_ascii()).into_owned());
+                }
+                // `id:`, `retry:`, and comments (`: keep-alive`).
+                _ => read_line(&mut self.stream, &mut self.scratch)?,
             }
         }
     }
 
-    fn read_body(&mut self, head: &HttpHead) -> io::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        if head.chunked {
-            let mut line = Vec::new();
-            loop {
-                read_line(&mut self.io, &mut line)?;
-                let size = usize::from_str_radix(String::from_utf8_lossy(&line).trim(), 16)
-                    .map_err(|_| io::Error::other("bad chunk size"))?;
-                if size == 0 {
-                    read_line(&mut self.io, &mut line)?;
-                    return Ok(body);
-                }
-                let start = body.len();
-                body.resize(start + size, 0);
-                self.io.read_exact(&mut body[start..])?;
-                read_line(&mut self.io, &mut line)?;
+    /// POSTs one message to the endpoint and reads the 202.
+    fn post(&mut self, body: &[u8]) -> io::Result<()> {
+        let r = &mut self.request;
+        r.clear();
+        r.extend_from_slice(b"POST ");
+        r.extend_from_slice(self.endpoint.as_bytes());
+        r.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        r.extend_from_slice(self.host.as_bytes());
+        r.extend_from_slice(b"\r\nContent-Type: application/json\r\n");
+        r.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        let w = self.post.get_mut();
+        if body.len() <= SMALL_BODY {
+            // One write, one segment, as for Streamable HTTP.
+            r.extend_from_slice(body);
+            w.write_all(r)?;
+        } else {
+            w.write_all(r)?;
+            w.write_all(body)?;
+        }
+        w.flush()?;
+        let head = read_head(&mut self.post)?;
+        read_body(&mut self.post, &head)?;
+        match head.status {
+            200 | 202 => Ok(()),
+            s => Err(io::Error::other(format!("HTTP {s} from the relay"))),
+        }
+    }
+}
+
+impl<S: Read + Write + Send> Transport for SseTransport<S> {
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            self.post(line)?;
+        }
+        Ok(())
+    }
+
+    fn recv_line(&mut self, line: &mut Vec<u8>) -> io::Result<()> {
+        loop {
+            if self.next_event(line)? == "message" {
+                line.push(b'\n');
+                return Ok(());
             }
         }
-        if let Some(n) = head.length {
-            // Room for the newline the caller adds, so that it does not copy the body again.
-            body.reserve_exact(n + 1);
-            body.resize(n, 0);
-            self.io.read_exact(&mut body)?;
+    }
+}
+
+/// Reads a response's status line and headers.
+fn read_head(r: &mut impl BufRead) -> io::Result<HttpHead> {
+    let mut line = Vec::new();
+    read_line(r, &mut line)?;
+    let status = std::str::from_utf8(&line)
+        .ok()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("not an HTTP response"))?;
+    let mut head = HttpHead {
+        status,
+        ..HttpHead::default()
+    };
+    loop {
+        read_line(r, &mut line)?;
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return Ok(head);
         }
-        Ok(body)
+        let Some((name, value)) = text.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => head.length = value.parse().ok(),
+            "transfer-encoding" => head.chunked = value.eq_ignore_ascii_case("chunked"),
+            "content-type" => head.sse = value.starts_with("text/event-stream"),
+            "mcp-session-id" => head.session = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+}
+
+/// Reads a whole response body (chunked or of a known length; none otherwise).
+fn read_body(r: &mut impl BufRead, head: &HttpHead) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    if head.chunked {
+        Chunked::new(r).read_to_end(&mut body)?;
+    } else if let Some(n) = head.length {
+        // Room for the newline the caller adds, so that it does not copy the body again.
+        body.reserve_exact(n + 1);
+        body.resize(n, 0);
+        r.read_exact(&mut body)?;
+    }
+    Ok(body)
+}
+
+/// A chunked body read in place from the connection's buffer: `fill_buf` hands out the
+/// rest of the current chunk, so lines and bodies are read without a second buffer. Ends
+/// (reads 0) at the last chunk.
+struct Chunked<R> {
+    inner: R,
+    /// Bytes left in the current chunk.
+    left: usize,
+    /// A chunk was read to its end: its CRLF comes before the next size line.
+    after_chunk: bool,
+    done: bool,
+}
+
+impl<R: BufRead> Chunked<R> {
+    fn new(inner: R) -> Self {
+        Chunked {
+            inner,
+            left: 0,
+            after_chunk: false,
+            done: false,
+        }
+    }
+}
+
+impl<R: BufRead> BufRead for Chunked<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.left == 0 && !self.done {
+            let mut line = Vec::new();
+            if self.after_chunk {
+                read_line(&mut self.inner, &mut line)?;
+            }
+            read_line(&mut self.inner, &mut line)?;
+            let text = String::from_utf8_lossy(&line);
+            let size = text.trim().split(';').next().unwrap_or("");
+            self.left =
+                usize::from_str_radix(size, 16).map_err(|_| io::Error::other("bad chunk size"))?;
+            self.after_chunk = true;
+            if self.left == 0 {
+                // The trailer section: lines up to an empty one.
+                loop {
+                    read_line(&mut self.inner, &mut line)?;
+                    if line.trim_ascii().is_empty() {
+                        break;
+                    }
+                }
+                self.done = true;
+            }
+        }
+        if self.done {
+            return Ok(&[]);
+        }
+        let left = self.left;
+        let buf = self.inner.fill_buf()?;
+        if buf.is_empty() {
+            return Err(eof());
+        }
+        Ok(&buf[..buf.len().min(left)])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
+        self.left -= n.min(self.left);
+    }
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
@@ -395,10 +617,119 @@ impl<S: Read + Write> Drop for HttpTransport<S> {
             self.head("DELETE", 0);
             let w = self.io.get_mut();
             if w.write_all(&self.request).and_then(|()| w.flush()).is_ok() {
-                if let Ok(head) = self.read_head() {
-                    let _ = self.read_body(&head);
+                if let Ok(head) = read_head(&mut self.io) {
+                    let _ = read_body(&mut self.io, &head);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// A connection whose peer's bytes are fixed in advance; what is written is kept.
+    struct Scripted {
+        input: Cursor<Vec<u8>>,
+        written: Vec<u8>,
+    }
+
+    impl Scripted {
+        fn new(input: &[u8]) -> Self {
+            Scripted {
+                input: Cursor::new(input.to_vec()),
+                written: Vec::new(),
+            }
+        }
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            // A few bytes at a time, so that lines and chunks arrive in pieces.
+            let n = buf.len().min(7);
+            self.input.read(&mut buf[..n])
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn chunked(pieces: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in pieces {
+            out.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
+            out.extend_from_slice(p);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    #[test]
+    fn chunked_body_across_chunks() {
+        let mut wire = chunked(&[b"hello ", b"wor", b"ld\n"]);
+        wire.extend_from_slice(b"0\r\nX-Trailer: 1\r\n\r\nnext");
+        let mut r = BufReader::new(Scripted::new(&wire));
+        let head = HttpHead {
+            status: 200,
+            chunked: true,
+            ..HttpHead::default()
+        };
+        assert_eq!(read_body(&mut r, &head).unwrap(), b"hello world\n");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"next");
+    }
+
+    #[test]
+    fn legacy_sse_session() {
+        let mut stream = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+            Transfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+        stream.extend(chunked(&[
+            b"event: endpoint\ndata: /messages?sessionId=abc\n\n",
+            b": keep-alive\n\nevent: message\nda",
+            b"ta: {\"id\":1,\"result\":{}}\n\n",
+            b"event: message\r\ndata: {\"id\":2,\r\ndata: \"result\":{}}\r\n\r\n",
+        ]));
+        let accepted = b"HTTP/1.1 202 Accepted\r\nContent-Length: 8\r\n\r\nAccepted";
+        let post = Scripted::new(&[&accepted[..], &accepted[..]].concat());
+        let addr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let mut t = SseTransport::open(Scripted::new(&stream), post, addr).unwrap();
+        assert_eq!(t.endpoint, "/messages?sessionId=abc");
+        assert!(t
+            .stream
+            .inner
+            .get_ref()
+            .written
+            .starts_with(b"GET /sse HTTP/1.1\r\n"));
+
+        t.send(b"{\"id\":1}\n{\"id\":2}\n").unwrap();
+        let posted = String::from_utf8(t.post.get_ref().written.clone()).unwrap();
+        assert_eq!(
+            posted
+                .matches("POST /messages?sessionId=abc HTTP/1.1\r\n")
+                .count(),
+            2
+        );
+        assert!(posted.ends_with("Content-Length: 8\r\n\r\n{\"id\":2}"));
+
+        let mut line = Vec::new();
+        t.recv_line(&mut line).unwrap();
+        assert_eq!(line, b"{\"id\":1,\"result\":{}}\n");
+        t.recv_line(&mut line).unwrap();
+        assert_eq!(line, b"{\"id\":2,\n\"result\":{}}\n");
+        assert_eq!(
+            t.recv_line(&mut line).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
     }
 }
