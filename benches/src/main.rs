@@ -103,6 +103,8 @@ mod load;
 mod machine;
 mod relay;
 mod report;
+mod scale;
+mod socat;
 mod tls;
 mod transport;
 
@@ -140,7 +142,10 @@ options:
   --no-build      do not run `cargo build --release -p mcp-relay` first
   --no-pin        do not pin the load generator and the server side to different CPUs
   --only LIST     comma-separated workloads:
-                  seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,connect";
+                  seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,connect,scale,socat";
+
+/// Groups with their own section of the report (`scale.rs`, `socat.rs`), after the table.
+const EXTRA_GROUPS: [&str; 2] = ["scale", "socat"];
 
 struct Options {
     command: String,
@@ -210,10 +215,12 @@ fn parse_args() -> Result<Options, String> {
                     .split(',')
                     .map(|s| s.trim().to_string())
                     .collect();
-                if let Some(bad) = list.iter().find(|w| !load::WORKLOADS.contains(&w.as_str())) {
+                let known = |w: &str| load::WORKLOADS.contains(&w) || EXTRA_GROUPS.contains(&w);
+                if let Some(bad) = list.iter().find(|w| !known(w)) {
                     return Err(format!(
-                        "unknown workload `{bad}`; known: {}",
-                        load::WORKLOADS.join(",")
+                        "unknown workload `{bad}`; known: {},{}",
+                        load::WORKLOADS.join(","),
+                        EXTRA_GROUPS.join(",")
                     ));
                 }
                 o.only = Some(list);
@@ -356,6 +363,14 @@ fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
         only: o.only.clone(),
     };
     let (rows, notes) = load::run(&env, &plan);
+    let wants = |g: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|x| x == g));
+    let mut sections = String::new();
+    if wants("scale") {
+        sections += &scale::run(&env, o.quick);
+    }
+    if wants("socat") {
+        sections += &socat::run(&env, &plan);
+    }
 
     let mut micro = String::new();
     if with_micro {
@@ -415,6 +430,7 @@ fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
     for n in &notes {
         let _ = writeln!(r, "- {n}");
     }
+    r += &sections;
     if !micro.is_empty() {
         let _ = writeln!(r, "\n## Micro-benchmarks of the core\n\n{micro}");
     }
