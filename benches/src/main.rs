@@ -2,7 +2,7 @@
 //! MCP server directly, and micro-benchmarks of the core.
 //!
 //! `cargo run --release -p mcp-relay-benches -- all` builds the relay
-//! (`cargo build --release -p mcp-relay`), runs everything (about a minute and a half on 2
+//! (`cargo build --release -p mcp-relay`), runs everything (about two and a half minutes on 2
 //! cores; `--quick` for a ~30 s smoke run) and writes a Markdown report to stdout and to `--out`
 //! (default `target/bench-report.md`). Other subcommands: `load` (only the load generator),
 //! `connect` (only the client-mode workloads), `framing`, `core`, `soak`, `faults` (see
@@ -10,7 +10,7 @@
 //! `target/bench-tls-report.md`). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this
 //! binary, do not build),
 //! `--no-build`, `--no-pin`,
-//! `--only seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,connect`.
+//! `--only seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,connect,scale,socat`.
 //!
 //! # The back end and the two ways of reaching it
 //!
@@ -67,6 +67,16 @@
 //! * **with 1,000 idle sessions open**: while those sessions stay open, the sequential ~100 B
 //!   p50 and the new-session time again (no targets: they show what idle sessions cost the
 //!   busy ones).
+//!
+//! * **scale** (`scale.rs`, its own section): with N idle sessions open (N = 1,000, then the
+//!   largest of 10,000 the descriptor limit allows; `--quick`: 200), TCP and Streamable HTTP,
+//!   the sequential ~100 B p50 and p90 and the new-session p50 through a relay holding them,
+//!   against a relay holding none run beside it (repetitions alternating direct, none, N).
+//!   Target: ≤ 1.2× none idle. Also the relay's RSS growth per idle session at each N.
+//! * **socat** (`socat.rs`, its own section): the same TCP workloads against `socat
+//!   TCP-LISTEN:PORT,fork,…,nodelay EXEC:"mcp-relay demo-server"`, a C byte pump, as a
+//!   reference, and the peak RSS of the forked socat during the 10 MiB call. Skipped with a
+//!   note when `socat` is not on `PATH`.
 //!
 //! Each group of workloads gets a fresh relay (single-session workloads; 20 sessions; 64 MiB
 //! with `--max-message-size 128MiB`; idle sessions), so each memory figure is its own.

@@ -693,3 +693,28 @@ pub fn run(env: &Env, quick: bool) -> String {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(3937), "3,937");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn response_reads_status_session_and_body() {
+        let wire = b"HTTP/1.1 200 OK\r\nMcp-Session-Id: vm-1.abc\r\nContent-Type: application/json\r\n\
+                     Content-Length: 5\r\n\r\n{\"a\"}HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
+        let mut r = &wire[..];
+        assert_eq!(response(&mut r).unwrap(), (200, Some("vm-1.abc".into())));
+        assert_eq!(response(&mut r).unwrap(), (202, None));
+        assert!(r.is_empty());
+        let mut chunked = &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..];
+        assert!(response(&mut chunked).is_err());
+    }
+}

@@ -361,7 +361,8 @@ pub fn run(env: &Env, plan: &Plan) -> String {
         r,
         "`socat TCP-LISTEN:PORT,fork,reuseaddr,bind=127.0.0.1,nodelay EXEC:\"{} demo-server\"` ({version}), \
          on the server side's CPUs like the relay: a forked socat per connection copies bytes \
-         between the socket and the demo server it starts; no framing, limits or restarts. \
+         between the socket and the demo server it starts (over a socketpair, socat's default \
+         for `EXEC`, not pipes); no framing, limits or restarts. \
          `nodelay` as the relay sets `TCP_NODELAY`: without it, 64 KiB each way takes about \
          40 ms (Nagle's algorithm against the client's delayed ACK). \
          Spoken to with the relay's TCP workloads, repetitions alternating with direct; ratio = \
