@@ -319,7 +319,7 @@ pub(crate) fn seq_rows(
 }
 
 /// `depth` requests kept in flight on one session; returns calls per second.
-fn pipelined(target: &Target, depth: usize, calls: usize) -> io::Result<f64> {
+pub(crate) fn pipelined(target: &Target, depth: usize, calls: usize) -> io::Result<f64> {
     let mut s = Session::open(target)?;
     let mut echo = Echo::new(20);
     for id in 1..=100 {

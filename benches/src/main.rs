@@ -2,7 +2,7 @@
 //! MCP server directly, and micro-benchmarks of the core.
 //!
 //! `cargo run --release -p mcp-relay-benches -- all` builds the relay
-//! (`cargo build --release -p mcp-relay`), runs everything (about two minutes on 2
+//! (`cargo build --release -p mcp-relay`), runs everything (about two and a half minutes on 2
 //! cores; `--quick` for a ~30 s smoke run) and writes a Markdown report to stdout and to `--out`
 //! (default `target/bench-report.md`). Other subcommands: `load` (only the load generator),
 //! `connect` (only the client-mode workloads), `framing`, `core`, `soak`, `faults` (see
@@ -10,10 +10,10 @@
 //! `target/bench-tls-report.md`). Flags: `--quick`, `--out PATH`, `--relay PATH` (use this
 //! binary, do not build),
 //! `--no-build`, `--no-pin`,
-//! `--only seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,sse,connect` (`http` and
-//! `sse` run every workload over that transport, or, if some of `seq,seq64k,sessions,first,
-//! big` are named too, only those: `--only big,http,sse` gives the 10 MiB rows of all three
-//! transports).
+//! `--only seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,sse,connect,scale,socat`
+//! (`http` and `sse` run every workload over that transport, or, if some of `seq,seq64k,
+//! sessions,first,big` are named too, only those: `--only big,http,sse` gives the 10 MiB rows
+//! of all three transports).
 //!
 //! # The back end and the two ways of reaching it
 //!
@@ -91,6 +91,15 @@
 //!   p50 and the new-session time again (no targets: they show what idle sessions cost the
 //!   busy ones).
 //!
+//! * **scale** (`scale.rs`, its own section): with N idle sessions open (N = 1,000, then the
+//!   largest of 10,000 the descriptor limit allows; `--quick`: 200), TCP and Streamable HTTP,
+//!   the sequential ~100 B p50 and p90 and the new-session p50 through a relay holding them,
+//!   against a relay holding none run beside it (repetitions alternating direct, none, N).
+//!   Target: ≤ 1.2× none idle. Also the relay's RSS growth per idle session at each N.
+//! * **socat** (`socat.rs`, its own section): the same TCP workloads against `socat
+//!   TCP-LISTEN:PORT,fork,…,nodelay EXEC:"mcp-relay demo-server"`, a C byte pump, as a
+//!   reference, and the peak RSS of the forked socat during the 10 MiB call. Skipped with a
+//!   note when `socat` is not on `PATH`.
 //! Each group of workloads gets a fresh relay (single-session workloads over TCP; all
 //! workloads over HTTP; over SSE; 10 MiB over each transport; 20 TCP sessions; 64 MiB with
 //! `--max-message-size 128MiB`; idle sessions), so each memory figure is its own.
@@ -129,6 +138,8 @@ mod load;
 mod machine;
 mod relay;
 mod report;
+mod scale;
+mod socat;
 mod tls;
 mod transport;
 
@@ -166,9 +177,12 @@ options:
   --no-build      do not run `cargo build --release -p mcp-relay` first
   --no-pin        do not pin the load generator and the server side to different CPUs
   --only LIST     comma-separated workloads:
-                  seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,sse,connect
+                  seq,seq64k,pipe,sessions,first,prespawn,big,idle,http,sse,connect,scale,socat
                   (http and sse: every workload over that transport, or only the
                   seq,seq64k,sessions,first,big also named)";
+
+/// Groups with their own section of the report (`scale.rs`, `socat.rs`), after the table.
+const EXTRA_GROUPS: [&str; 2] = ["scale", "socat"];
 
 struct Options {
     command: String,
@@ -240,10 +254,12 @@ fn parse_args() -> Result<Options, String> {
                     .split(',')
                     .map(|s| s.trim().to_string())
                     .collect();
-                if let Some(bad) = list.iter().find(|w| !load::WORKLOADS.contains(&w.as_str())) {
+                let known = |w: &str| load::WORKLOADS.contains(&w) || EXTRA_GROUPS.contains(&w);
+                if let Some(bad) = list.iter().find(|w| !known(w)) {
                     return Err(format!(
-                        "unknown workload `{bad}`; known: {}",
-                        load::WORKLOADS.join(",")
+                        "unknown workload `{bad}`; known: {},{}",
+                        load::WORKLOADS.join(","),
+                        EXTRA_GROUPS.join(",")
                     ));
                 }
                 o.only = Some(list);
@@ -391,6 +407,14 @@ fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
         only: o.only.clone(),
     };
     let (rows, notes) = load::run(&env, &plan);
+    let wants = |g: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|x| x == g));
+    let mut sections = String::new();
+    if wants("scale") {
+        sections += &scale::run(&env, o.quick);
+    }
+    if wants("socat") {
+        sections += &socat::run(&env, &plan);
+    }
 
     let mut micro = String::new();
     if with_micro {
@@ -450,6 +474,7 @@ fn run_report(o: &Options, with_micro: bool) -> Result<(), String> {
     for n in &notes {
         let _ = writeln!(r, "- {n}");
     }
+    r += &sections;
     if !micro.is_empty() {
         let _ = writeln!(r, "\n## Micro-benchmarks of the core\n\n{micro}");
     }
