@@ -100,6 +100,7 @@
 //!   TCP-LISTEN:PORT,fork,…,nodelay EXEC:"mcp-relay demo-server"`, a C byte pump, as a
 //!   reference, and the peak RSS of the forked socat during the 10 MiB call. Skipped with a
 //!   note when `socat` is not on `PATH`.
+//!
 //! Each group of workloads gets a fresh relay (single-session workloads over TCP; all
 //! workloads over HTTP; over SSE; 10 MiB over each transport; 20 TCP sessions; 64 MiB with
 //! `--max-message-size 128MiB`; idle sessions), so each memory figure is its own.
