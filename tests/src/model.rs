@@ -304,6 +304,9 @@ impl ConnModel {
             }
         }
         let Some((c, l)) = found else {
+            if self.cut_to_client(content, servers) {
+                return Ok(());
+            }
             let next = servers
                 .get(ci)
                 .and_then(|s| s.lines.get(li))
