@@ -164,8 +164,9 @@ impl Outbound {
     /// Closes the sink once everything staged has been written.
     pub(crate) fn close_when_flushed(&mut self, out: &mut VecDeque<Output>) {
         if !self.is_finished() {
-            if self.mid_line {
-                // The line begun will not end: it is cut short, and what waited follows.
+            if self.mid_line && !self.after_line.is_empty() {
+                // The line begun will not end: it is cut short so that what waited for it
+                // can follow (with nothing waiting, the sink's end ends it, as before).
                 self.end_part(b"");
             }
             self.close_when_flushed = true;

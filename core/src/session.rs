@@ -249,8 +249,10 @@ impl Early {
 
 /// Where the bytes of a partial line that may be forwarded end: a trailing `\r` may be the
 /// first half of the line's `\r\n`, which is not part of the line.
+/// The line's last byte is also kept back until its end: a line refused at its end must
+/// reach the receiver cut short, never whole (its bytes may all be here before its newline).
 fn forwardable(bytes: &[u8]) -> usize {
-    bytes.len() - usize::from(bytes.last() == Some(&b'\r'))
+    (bytes.len() - usize::from(bytes.last() == Some(&b'\r'))).saturating_sub(1)
 }
 
 /// The partial line holds one JSON object (not a batch, not blank).
