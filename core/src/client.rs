@@ -62,15 +62,15 @@ impl ClientSide {
     /// whole messages).
     pub(crate) fn send_partial(&mut self, bytes: &[u8]) {
         if let ClientSide::Tcp(o) = self {
-            o.stage(bytes);
+            o.stage_part(bytes);
         }
     }
 
-    /// Sends the rest of a line whose start went with [`ClientSide::send_partial`].
+    /// Sends the rest of a line whose start went with [`ClientSide::send_partial`], and its
+    /// newline (an empty `rest` cuts it short).
     pub(crate) fn send_rest(&mut self, rest: &[u8]) {
         if let ClientSide::Tcp(o) = self {
-            o.stage(rest);
-            o.stage(b"\n");
+            o.end_part(rest);
         }
     }
 

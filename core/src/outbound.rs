@@ -26,6 +26,10 @@ pub(crate) struct Outbound {
     loaded: bool,
     /// Every byte ever staged (what the HTTP access log counts as sent).
     staged_total: u64,
+    /// A line was begun ahead of its end (cut-through, [`Outbound::stage_part`]): whole lines
+    /// staged meanwhile wait in `after_line` for its end, so that none lands inside it.
+    mid_line: bool,
+    after_line: Vec<u8>,
 }
 
 impl Outbound {
@@ -41,6 +45,8 @@ impl Outbound {
             high_water: high_water.max(1),
             loaded: false,
             staged_total: 0,
+            mid_line: false,
+            after_line: Vec::new(),
         }
     }
 
@@ -50,7 +56,14 @@ impl Outbound {
 
     /// Bytes staged or held by the driver.
     pub(crate) fn load(&self) -> usize {
+        // Not the lines waiting for a line's end: that end comes from the source this load
+        // pauses, so counting them could stop it for good.
         self.staged.len() + self.in_driver
+    }
+
+    /// Everything staged was written, including the lines waiting for a line's end.
+    pub(crate) fn all_written(&self) -> bool {
+        self.load() == 0 && self.after_line.is_empty()
     }
 
     /// Above the high-water mark (with hysteresis): the source should not be read.
@@ -81,10 +94,15 @@ impl Outbound {
         self.staged_total
     }
 
-    /// Stages bytes; dropped if the sink is gone or closing.
+    /// Stages whole lines; dropped if the sink is gone or closing.
     pub(crate) fn stage(&mut self, bytes: &[u8]) {
         if self.accepts() {
-            self.staged.extend_from_slice(bytes);
+            let to = if self.mid_line {
+                &mut self.after_line
+            } else {
+                &mut self.staged
+            };
+            to.extend_from_slice(bytes);
             self.staged_total += bytes.len() as u64;
         }
     }
@@ -92,10 +110,38 @@ impl Outbound {
     /// Stages one line and its newline.
     pub(crate) fn stage_line(&mut self, line: &[u8]) {
         if self.accepts() {
-            self.staged.reserve(line.len() + 1);
-            self.staged.extend_from_slice(line);
-            self.staged.push(b'\n');
+            let to = if self.mid_line {
+                &mut self.after_line
+            } else {
+                &mut self.staged
+            };
+            to.reserve(line.len() + 1);
+            to.extend_from_slice(line);
+            to.push(b'\n');
             self.staged_total += line.len() as u64 + 1;
+        }
+    }
+
+    /// Stages the start (or more) of a line ahead of its end (cut-through); whole lines
+    /// staged until [`Outbound::end_part`] follow its end.
+    pub(crate) fn stage_part(&mut self, bytes: &[u8]) {
+        if self.accepts() {
+            self.staged.extend_from_slice(bytes);
+            self.staged_total += bytes.len() as u64;
+            self.mid_line = true;
+        }
+    }
+
+    /// Ends the line begun with [`Outbound::stage_part`] with `rest` and its newline (an
+    /// empty `rest` cuts it short); the lines that waited for its end follow.
+    pub(crate) fn end_part(&mut self, rest: &[u8]) {
+        if self.accepts() {
+            self.staged.extend_from_slice(rest);
+            self.staged.push(b'\n');
+            self.staged_total += rest.len() as u64 + 1;
+            self.mid_line = false;
+            let after = std::mem::take(&mut self.after_line);
+            self.staged.extend_from_slice(&after);
         }
     }
 
@@ -109,6 +155,8 @@ impl Outbound {
     pub(crate) fn set_gone(&mut self) {
         self.gone = true;
         self.staged = Vec::new();
+        self.after_line = Vec::new();
+        self.mid_line = false;
         self.in_driver = 0;
         self.loaded = false;
     }
@@ -116,6 +164,11 @@ impl Outbound {
     /// Closes the sink once everything staged has been written.
     pub(crate) fn close_when_flushed(&mut self, out: &mut VecDeque<Output>) {
         if !self.is_finished() {
+            if self.mid_line && !self.after_line.is_empty() {
+                // The line begun will not end: it is cut short so that what waited for it
+                // can follow (with nothing waiting, the sink's end ends it, as before).
+                self.end_part(b"");
+            }
             self.close_when_flushed = true;
             self.flush(out);
         }

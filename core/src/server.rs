@@ -269,7 +269,7 @@ impl ServerSide {
     /// Everything sent to it is written and the relay reads it: it can answer, so a
     /// deadline for an answer may run.
     pub(crate) fn can_answer(&self) -> bool {
-        let written = each!(self, c => c.stdin.load() == 0, r => r.remote.can_answer());
+        let written = each!(self, c => c.stdin.all_written(), r => r.remote.can_answer());
         written && !self.is_paused()
     }
 
@@ -350,6 +350,21 @@ impl ServerSide {
     /// Queues the relay's liveness probe (a remote sends it ahead of what waits).
     pub(crate) fn stage_probe(&mut self, line: &[u8]) {
         each!(self, c => c.stdin.stage_line(line), r => r.remote.stage_probe(line))
+    }
+
+    /// Queues the start (or more) of a client line ahead of its end (cut-through; a child
+    /// only): lines queued meanwhile wait for its end.
+    pub(crate) fn stage_part(&mut self, bytes: &[u8]) {
+        each!(self, c => c.stdin.stage_part(bytes), r => r.remote.stage(bytes))
+    }
+
+    /// Ends the line begun with [`ServerSide::stage_part`] with `rest` and its newline (an
+    /// empty `rest` cuts it short).
+    pub(crate) fn end_part(&mut self, rest: &[u8]) {
+        each!(self, c => c.stdin.end_part(rest), r => {
+            r.remote.stage(rest);
+            r.remote.stage(b"\n")
+        })
     }
 
     /// Queues bytes that are whole lines already.

@@ -249,8 +249,10 @@ impl Early {
 
 /// Where the bytes of a partial line that may be forwarded end: a trailing `\r` may be the
 /// first half of the line's `\r\n`, which is not part of the line.
+/// The line's last byte is also kept back until its end: a line refused at its end must
+/// reach the receiver cut short, never whole (its bytes may all be here before its newline).
 fn forwardable(bytes: &[u8]) -> usize {
-    bytes.len() - usize::from(bytes.last() == Some(&b'\r'))
+    (bytes.len() - usize::from(bytes.last() == Some(&b'\r'))).saturating_sub(1)
 }
 
 /// The partial line holds one JSON object (not a batch, not blank).
@@ -1011,7 +1013,7 @@ impl Link {
         }
         let end = forwardable(bytes);
         if end > sent {
-            self.server.stage(&bytes[sent..end]);
+            self.server.stage_part(&bytes[sent..end]);
             self.to_server = Early::Sent { child, sent: end };
         }
     }
@@ -1072,7 +1074,7 @@ impl Link {
         let Some(child) = self.server.child_id() else {
             return;
         };
-        self.server.stage(b"\n");
+        self.server.end_part(b"");
         match &mut self.cut_lines {
             Some((c, n)) if *c == child => *n = n.saturating_add(1),
             _ => self.cut_lines = Some((child, 1)),
@@ -1085,7 +1087,7 @@ impl Link {
 
     /// Ends at the client a line it got in part and will not get whole.
     fn cut_client_line(&mut self) {
-        self.client.send_partial(b"\n");
+        self.client.send_rest(b"");
         log::warn!(
             "{}: a long message from the server was forwarded in part and then dropped; the client got it cut short",
             self.label
@@ -1221,8 +1223,7 @@ impl Link {
             ctx.stats.messages_to_server += 1;
             ctx.stats.bytes_to_server += line.len() as u64 + 1;
             if early > 0 {
-                self.server.stage(line.get(early..).unwrap_or_default());
-                self.server.stage(b"\n");
+                self.server.end_part(line.get(early..).unwrap_or_default());
             } else {
                 self.server.stage_line(line);
             }

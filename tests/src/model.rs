@@ -67,6 +67,36 @@ pub struct ConnModel {
     pub aborted: bool,
     /// When the client left (end of file, reset, shutdown), as far as the relay knows.
     pub client_left_at: Option<std::time::Duration>,
+
+    // Cut-through: sends may end mid-line; complete lines are checked.
+    /// Bytes sent toward a child after its last newline, and that child.
+    child_partial: Vec<u8>,
+    child_partial_of: Option<ChildId>,
+    /// Bytes sent toward the client after its last newline.
+    client_partial: Vec<u8>,
+    /// First client line a line cut short toward a child may have started as.
+    cut_floor: usize,
+    /// Lines the children got cut short (a proper prefix of a client line, then `\n`).
+    pub cut_to_children: usize,
+    /// Lines the client got cut short (a proper prefix of a server line, then `\n`).
+    pub cut_to_client: usize,
+}
+
+/// `part` is a proper, non-empty prefix of `whole`.
+fn proper_prefix(part: &[u8], whole: &[u8]) -> bool {
+    !part.is_empty() && part.len() < whole.len() && whole.starts_with(part)
+}
+
+/// Joins what was sent before the last newline with `data`: the complete lines, and what
+/// is left after the last newline (kept in `partial`).
+fn complete_lines(partial: &mut Vec<u8>, data: &[u8]) -> Vec<u8> {
+    partial.extend_from_slice(data);
+    let end = partial
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    let rest = partial.split_off(end);
+    std::mem::replace(partial, rest)
 }
 
 impl ConnModel {
@@ -103,13 +133,13 @@ impl ConnModel {
         data: &[u8],
         client: &Client,
     ) -> Result<(), String> {
-        if data.last() != Some(&b'\n') {
-            return Err(format!(
-                "a Send toward {child} ends mid-line: {}",
-                Bytes(data)
-            ));
+        if self.child_partial_of != Some(child) {
+            // The start of a line toward a child that was then replaced is lost with it.
+            self.child_partial.clear();
+            self.child_partial_of = Some(child);
         }
-        for line in data.split_inclusive(|b| *b == b'\n') {
+        let lines = complete_lines(&mut self.child_partial, data);
+        for line in lines.split_inclusive(|b| *b == b'\n') {
             let content = &line[..line.len() - 1];
             if is_relay_line(content) {
                 self.relay_lines_to_children += 1;
@@ -123,6 +153,9 @@ impl ConnModel {
                 (self.fwd_done < self.fwd.len() && matches(self.fwd_done)).then_some(self.fwd_done)
             };
             let Some(k) = found else {
+                if self.cut_to_child(content, first_for_child && replacement, client) {
+                    continue;
+                }
                 let next = self
                     .fwd
                     .get(self.fwd_done)
@@ -141,10 +174,30 @@ impl ConnModel {
                 ));
             }
             self.fwd_done = k + 1;
+            self.cut_floor = idx + 1;
             self.to_children.push((idx, child));
             self.last_child_fed = Some(child);
         }
         Ok(())
+    }
+
+    /// A line a child got cut short (cut-through, then refused at its end): a proper prefix
+    /// of the client line that came next (the next forwardable line, or a line the relay
+    /// refuses before it), or for a replacement's first line of any later client line.
+    fn cut_to_child(&mut self, content: &[u8], replacement: bool, client: &Client) -> bool {
+        let last = match self.fwd.get(self.fwd_done) {
+            Some(&i) if !replacement => i,
+            _ => client.sent.len().saturating_sub(1),
+        };
+        let found = (self.cut_floor..=last)
+            .take_while(|&i| i < client.sent.len())
+            .find(|&i| proper_prefix(content, &client.sent[i].line.content));
+        let Some(i) = found else {
+            return false;
+        };
+        self.cut_floor = i + 1;
+        self.cut_to_children += 1;
+        true
     }
 
     /// Toward the client: see the module doc.
@@ -156,13 +209,8 @@ impl ConnModel {
         spawn_error: Option<&str>,
         step: u64,
     ) -> Result<(), String> {
-        if data.last() != Some(&b'\n') {
-            return Err(format!(
-                "a Send toward the client ends mid-line: {}",
-                Bytes(data)
-            ));
-        }
-        for line in data.split_inclusive(|b| *b == b'\n') {
+        let lines = complete_lines(&mut self.client_partial, data);
+        for line in lines.split_inclusive(|b| *b == b'\n') {
             let content = &line[..line.len() - 1];
             match classify_to_client(content) {
                 ToClient::Server => self.server_line(content, client, servers)?,
@@ -197,6 +245,7 @@ impl ConnModel {
                     }
                     self.restarted_notices.push((step, reason));
                 }
+                ToClient::Malformed(_) if self.cut_to_client(content, servers) => {}
                 ToClient::Malformed(why) => {
                     return Err(format!(
                         "the relay made up a malformed line ({why}): {}",
@@ -206,6 +255,34 @@ impl ConnModel {
             }
         }
         Ok(())
+    }
+
+    /// A line the client got cut short (cut-through, then dropped or never ended): a proper
+    /// prefix of a line of its servers the cursor still allows (not an answer to the
+    /// relay's own request), which with every line before it counts as not forwarded.
+    fn cut_to_client(&mut self, content: &[u8], servers: &[&Server]) -> bool {
+        let (ci, li) = self.cursor;
+        let mut found = None;
+        'search: for (c, server) in servers.iter().enumerate().skip(ci) {
+            let from = if c == ci { li } else { 0 };
+            for (l, sl) in server.lines.iter().enumerate().skip(from) {
+                if sl.kind != ChildKind::Own && proper_prefix(content, &sl.content) {
+                    found = Some((c, l));
+                    break 'search;
+                }
+            }
+        }
+        let Some((c, l)) = found else {
+            return false;
+        };
+        for (cc, server) in servers.iter().enumerate().take(c + 1).skip(ci) {
+            let from = if cc == ci { li } else { 0 };
+            let to = if cc == c { l + 1 } else { server.lines.len() };
+            self.skipped.extend((from..to).map(|x| (cc, x)));
+        }
+        self.cursor = (c, l + 1);
+        self.cut_to_client += 1;
+        true
     }
 
     /// A line that must be the next forwardable line of one of the session's servers.
@@ -227,6 +304,9 @@ impl ConnModel {
             }
         }
         let Some((c, l)) = found else {
+            if self.cut_to_client(content, servers) {
+                return Ok(());
+            }
             let next = servers
                 .get(ci)
                 .and_then(|s| s.lines.get(li))

@@ -18,6 +18,9 @@ pub struct Profile {
     /// clients write must fit).
     pub max_message_size: Vec<usize>,
     pub max_buffered: Vec<usize>,
+    /// Candidates for `Config::cut_through_from`: small ones make most lines (malformed,
+    /// oversize and heartbeat-sized ones too) go on before their end.
+    pub cut_through_from: Vec<usize>,
     pub grace_ms: Vec<u64>,
     /// Candidates for `Config::drain_timeout`; empty: its default (no draw, so that the
     /// other profiles' runs stay as they were).
@@ -51,6 +54,10 @@ pub struct Profile {
     pub child_oversize: u32,
     pub child_near_limit: u32,
     pub child_crlf: u32,
+    /// Candidates (drawn once per run) for the per mille of non-JSON lines a child answers
+    /// with an `"id": null` parse error, as SDK servers do (the only such lines it reads are
+    /// lines the relay cut short).
+    pub child_parse_error: Vec<u32>,
 
     // Clients.
     pub client_reset: u32,
@@ -96,6 +103,7 @@ impl Profile {
             },
             max_message_size: vec![512, 1000, 4096],
             max_buffered: vec![1, 64, 512, 4096, 1 << 20],
+            cut_through_from: vec![Config::default().cut_through_from, 16, 40, 100, 400],
             drain_ms: Vec::new(),
             grace_ms: vec![100, 500, 2000, 5000],
             restart: vec![RestartPolicy::OnFailure],
@@ -120,6 +128,7 @@ impl Profile {
             child_oversize: 0,
             child_near_limit: 0,
             child_crlf: 200,
+            child_parse_error: vec![0, 500, 1000],
             client_reset: 0,
             client_quit: 0,
             client_stall: 20,
@@ -366,6 +375,7 @@ impl Profile {
         Config {
             max_message_size: *rng.pick(&self.max_message_size),
             max_buffered: *rng.pick(&self.max_buffered),
+            cut_through_from: *rng.pick(&self.cut_through_from),
             max_in_flight: *rng.pick(&self.max_in_flight),
             shutdown_grace: ms(*rng.pick(&self.grace_ms)),
             server_label: "sim-server --stdio".into(),

@@ -55,6 +55,8 @@ pub struct Traits {
     pub near_limit: u32,
     /// Per mille of lines ending in `\r\n`.
     pub crlf: u32,
+    /// Per mille of non-JSON lines read that it answers with an `"id": null` parse error.
+    pub parse_error: u32,
     /// Serves MCP tools as the HTTP clients call them (see [`Server`]'s tools mode): `echo`
     /// and `slow` (progress notifications, then the answer), every message tagged. Only once
     /// an HTTP client's `initialize` (`clientInfo.name` `sim-s<n>`) tied it to a session.
@@ -104,6 +106,8 @@ pub enum Act {
         len: usize,
     },
     AnswerBatch(Vec<Request>),
+    /// An `"id": null` parse error for a non-JSON line it read.
+    ParseError,
     Notify,
     Noise,
     Stderr(Vec<u8>),
@@ -259,8 +263,15 @@ impl Server {
         while let Some(nl) = self.stdin[self.parsed..].iter().position(|b| *b == b'\n') {
             let line = self.stdin[self.parsed..self.parsed + nl].to_vec();
             self.parsed += nl + 1;
-            // A line that is not JSON is the relay's fault; the invariants report it.
+            // A line that is not JSON is the relay's fault (the invariants report it) unless
+            // the relay cut it short; SDK servers answer it with an id-less parse error, which
+            // the relay must drop.
             let Some(requests) = requests_in_line(&line) else {
+                if serde_json::from_slice::<Value>(&line).is_err()
+                    && self.rng.chance(self.traits.parse_error)
+                {
+                    acts.push((self.ms(0, 15), Act::ParseError));
+                }
                 continue;
             };
             let batch = line.trim_ascii_start().starts_with(b"[");
@@ -339,6 +350,7 @@ impl Server {
             | Act::AnswerBatch(_)
             | Act::Notify
             | Act::Noise
+            | Act::ParseError
             | Act::Say { .. }
             | Act::SayAll { .. }
                 if self.hung => {}
@@ -418,6 +430,12 @@ impl Server {
             }
             Act::Notify => self.notify(),
             Act::Noise => self.noise(),
+            Act::ParseError => {
+                // Only lines the relay cut short reach it unparsable: its answer is the
+                // relay's to drop (never forwarded).
+                let line = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
+                self.write(line.to_vec(), ChildKind::Dropped, Vec::new());
+            }
             Act::Stderr(bytes) => {
                 if !self.stderr.closed {
                     self.stderr.write(&bytes);

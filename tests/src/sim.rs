@@ -263,6 +263,8 @@ pub struct Sim {
     last_child: u64,
     /// A deliberate driver fault (harness self-tests only).
     pub sabotage: Option<Sabotage>,
+    /// Per mille of non-JSON lines a child of this run answers with an `"id": null` error.
+    pub child_parse_error: u32,
 }
 
 fn ms(rng: &mut Rng, lo: u64, hi: u64) -> Duration {
@@ -335,6 +337,12 @@ impl Sim {
             }
             None => profile.config(&mut rng),
         };
+        // Drawn only in runs with TCP clients (HTTP-only runs keep their draws).
+        let child_parse_error = if profile.conns.1 > 0 {
+            *rng.pick(&profile.child_parse_error)
+        } else {
+            0
+        };
         logger::start_capture();
         let clock = Clock::new();
         let mut sim = Sim {
@@ -367,12 +375,13 @@ impl Sim {
             errors_logged: 0,
             last_child: 0,
             sabotage: None,
+            child_parse_error,
         };
         let c = &sim.config;
         let line = format!(
             "seed {seed}: max_message_size={} max_buffered={} max_in_flight={} shutdown_grace={} \
              restart={:?} restart_delay={} max_restarts={} restart_window={} ping_interval={:?} \
-             ping_timeout={} heartbeat_interval={}",
+             ping_timeout={} heartbeat_interval={} cut_through_from={} child_parse_error={}",
             c.max_message_size,
             c.max_buffered,
             c.max_in_flight,
@@ -384,6 +393,8 @@ impl Sim {
             c.ping_interval.map(Ms),
             Ms(c.ping_timeout),
             Ms(c.heartbeat_interval),
+            c.cut_through_from,
+            sim.child_parse_error,
         );
         sim.note(format_args!("{line}"));
         sim.plan_sessions();
@@ -1649,6 +1660,7 @@ impl Sim {
             oversize: p.child_oversize,
             near_limit: p.child_near_limit,
             crlf: p.child_crlf,
+            parse_error: self.child_parse_error,
             // Serves the HTTP clients' tools once one of them initializes it.
             tools: self.http.active(),
         };
