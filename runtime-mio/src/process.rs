@@ -97,6 +97,9 @@ pub(crate) fn spawner(
     cancelled: Arc<AtomicBool>,
     unwanted: Unwanted,
 ) -> io::Result<thread::JoinHandle<()>> {
+    // The spawn slots are taken now, while the relay holds few descriptors.
+    #[cfg(target_os = "linux")]
+    crate::spawn::prepare();
     thread::Builder::new()
         .name("mcp-relay-spawner".into())
         .spawn(move || {

@@ -11,6 +11,15 @@
 //! among them the `prctl(PR_SET_PDEATHSIG, SIGKILL)` that makes it die with the spawner
 //! thread, so that not even a relay killed with SIGKILL leaks its servers.
 //!
+//! Nor, where the kernel allows (`close_range(2)` with `CLOSE_RANGE_UNSHARE`, Linux 5.9), is
+//! the whole descriptor table copied: a relay with thousands of sessions holds thousands of
+//! sockets, and copying them at `clone` only for `exec` to close them again made each start
+//! cost more the more sessions were open. Instead the child starts on the relay's own table
+//! (`CLONE_FILES`) and its first step is to unshare it, copying only the few descriptors
+//! below three low ones the spawner keeps for the purpose ([`prepare`]), onto which the
+//! child's ends of its pipes are put for the duration of the start. Where the call is
+//! missing, the child gets a copy of the whole table, as before.
+//!
 //! What the child gets is what `Command` gave it: the same environment, the same program
 //! lookup (`execvp`'s: the `PATH` of the child's environment, `/bin:/usr/bin` without one, a
 //! file without `#!` run by `/bin/sh`), its own process group, the relay's signal mask,
@@ -102,7 +111,7 @@ pub(crate) struct Spawned {
 }
 
 #[cfg(target_os = "linux")]
-pub(crate) use linux::spawn;
+pub(crate) use linux::{prepare, spawn};
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -124,11 +133,19 @@ mod linux {
     const KERNEL_SIGSET_SIZE: libc::c_long = 8;
     /// Signals are 1..NSIG.
     const NSIG: libc::c_int = 65;
+    /// close_range(2)'s "every descriptor from here on".
+    const ALL_FDS: libc::c_uint = libc::c_uint::MAX;
 
     /// Starts `spec` with its stdin, stdout and stderr on new pipes, in a process group of
     /// its own, set to be killed when the calling thread exits. The program's failure to
     /// start (not found, not executable, a bad working directory…) is this call's error.
     pub(crate) fn spawn(spec: &CommandSpec) -> io::Result<Spawned> {
+        spawn_with(spec, false)
+    }
+
+    /// As [`spawn`]; with `copy_table` the child gets a copy of the whole descriptor table
+    /// even where it could share ours (what it gets where close_range(2) is missing).
+    pub(super) fn spawn_with(spec: &CommandSpec, copy_table: bool) -> io::Result<Spawned> {
         let prepared = Prepared::new(spec)?;
         let (stdin_child, stdin) = pipe()?;
         let (stdout, stdout_child) = pipe()?;
@@ -138,7 +155,7 @@ mod linux {
             stdout_child.as_raw_fd(),
             stderr_child.as_raw_fd(),
         ];
-        let pid = prepared.start(fds)?;
+        let pid = prepared.start(fds, copy_table)?;
         // Ours are closed (the child has its copies): our ends see EOF when it exits.
         drop((stdin_child, stdout_child, stderr_child));
         Ok(Spawned {
@@ -167,13 +184,7 @@ mod linux {
         if fd.as_raw_fd() > 2 {
             return Ok(fd);
         }
-        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we own returns a new one or -1.
-        let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-        if dup < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+        dup_above_stdio(&fd)
     }
 
     /// Everything the child needs, made before it exists: it must not allocate.
@@ -247,42 +258,85 @@ mod linux {
         }
 
         /// Starts the child with `fds` as its stdin, stdout and stderr; returns its pid once
-        /// it has called `exec`, or the error that kept it from doing so.
-        fn start(mut self, fds: [libc::c_int; 3]) -> io::Result<libc::pid_t> {
+        /// it has called `exec`, or the error that kept it from doing so. With `copy_table`
+        /// it gets a copy of our whole descriptor table even where it could share it.
+        fn start(mut self, fds: [libc::c_int; 3], copy_table: bool) -> io::Result<libc::pid_t> {
             let candidates = null_terminated(&self.candidates);
-            let ctx = ChildContext {
-                candidates: candidates.as_ptr(),
-                argv: self.argv_ptrs.as_ptr(),
-                script_argv: self.script_argv.as_mut_ptr(),
-                envp: self.envp.as_ptr(),
-                fds,
-                cwd: self.cwd.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
-                // SAFETY: getpid(2) has no preconditions.
-                parent: unsafe { libc::getpid() },
-                // SAFETY: an all-zero sigset_t is a valid (empty) set; filled in below.
-                mask: unsafe { std::mem::zeroed() },
-                error: AtomicI32::new(0),
-            };
-            // One stack, reused: a child is on it only while the thread that started it
-            // waits, with the lock held.
-            let mut slot = STACK.lock().unwrap_or_else(PoisonError::into_inner);
-            let stack = match slot.take() {
+            // One stack and one set of slots, reused: a child is on the stack, and the slots
+            // hold its pipes, only while the thread that started it waits, with the lock held.
+            let mut guard = SPAWNER.lock().unwrap_or_else(PoisonError::into_inner);
+            let spawner = &mut *guard;
+            let stack = match spawner.stack.take() {
                 Some(stack) => stack,
                 None => Stack::new()?,
             };
-            let result = clone_child(&stack, ctx);
-            *slot = Some(stack);
-            drop(slot);
+            if matches!(spawner.table, Table::Unknown) {
+                spawner.table = Table::reserve();
+            }
+            let mut result = None;
+            if let (Table::Shared(slots), false) = (&spawner.table, copy_table) {
+                let mut ctx = self.context(&candidates, slots.raw(), slots.above());
+                let started = match slots.fill(fds) {
+                    Ok(()) => Some(clone_child(&stack, &mut ctx)),
+                    Err(_) => None,
+                };
+                // The child could not unshare (and did nothing else), or the slots could not
+                // take the pipes: this start, and every later one, copies the table instead.
+                let unsupported =
+                    started.is_none() || ctx.unshare_error.load(Ordering::SeqCst) != 0;
+                // The slots go back to /dev/null whatever happened: the relay must not keep
+                // the child's ends of its pipes (it would never see their EOF).
+                let emptied = slots.empty();
+                if unsupported || emptied.is_err() {
+                    // Dropped, the slots are closed, along with any pipe end left on them.
+                    spawner.table = Table::Copy;
+                }
+                if !unsupported {
+                    result = started;
+                }
+            }
+            let result = result.unwrap_or_else(|| {
+                let mut ctx = self.context(&candidates, fds, 0);
+                clone_child(&stack, &mut ctx)
+            });
+            spawner.stack = Some(stack);
+            drop(guard);
             // Keep what the child read alive until it is done with it (clone_child returns
             // after the child's exec or exit).
             drop(candidates);
             drop(self);
             result
         }
+
+        /// What the child reads: `fds` become its stdin, stdout and stderr; `unshare_from`,
+        /// if not 0, is where the part of the shared table it does not copy begins.
+        fn context(
+            &mut self,
+            candidates: &[*const libc::c_char],
+            fds: [libc::c_int; 3],
+            unshare_from: libc::c_uint,
+        ) -> ChildContext {
+            ChildContext {
+                candidates: candidates.as_ptr(),
+                argv: self.argv_ptrs.as_ptr(),
+                script_argv: self.script_argv.as_mut_ptr(),
+                envp: self.envp.as_ptr(),
+                fds,
+                unshare_from,
+                cwd: self.cwd.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                // SAFETY: getpid(2) has no preconditions.
+                parent: unsafe { libc::getpid() },
+                // SAFETY: an all-zero sigset_t is a valid (empty) set; filled in later.
+                mask: unsafe { std::mem::zeroed() },
+                error: AtomicI32::new(0),
+                unshare_error: AtomicI32::new(0),
+            }
+        }
     }
 
-    /// Runs the child on `stack` and waits until it has called `exec` or given up.
-    fn clone_child(stack: &Stack, mut ctx: ChildContext) -> io::Result<libc::pid_t> {
+    /// Runs the child on `stack` and waits until it has called `exec` or given up. With
+    /// `ctx.unshare_from` set, the child starts on our descriptor table (see child_main).
+    fn clone_child(stack: &Stack, ctx: &mut ChildContext) -> io::Result<libc::pid_t> {
         // Every signal blocked around the clone: a handler of the relay's must never run in
         // the child, which shares the relay's memory. The child resets the handled ones to
         // their defaults before it unblocks them (glibc's posix_spawn does the same).
@@ -303,20 +357,25 @@ mod linux {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        if ctx.unshare_from != 0 {
+            flags |= libc::CLONE_FILES;
+        }
         // SAFETY: the child runs `child_main` on `stack`, a mapping of its own that nothing
         // else uses meanwhile (the caller holds its lock), with a guard page below it. It
         // shares our memory, but CLONE_VFORK suspends this thread until the child has
         // called execve or exited, so `ctx` and what it points to (owned by our caller)
         // stay alive and untouched by us meanwhile, and the child only reads them (except
-        // `error` and the script slot, which we read only afterwards). With every signal
-        // blocked, no handler runs in the child before it resets them.
+        // `error`, `unshare_error` and the script slot, which we read only afterwards).
+        // With every signal blocked, no handler runs in the child before it resets them.
+        // With CLONE_FILES it shares our descriptor table until its first system call
+        // gives it one of its own, and touches no descriptor before that.
         let pid = unsafe {
             libc::clone(
                 child_main,
                 stack.top(),
                 flags,
-                &mut ctx as *mut ChildContext as *mut libc::c_void,
+                ctx as *mut ChildContext as *mut libc::c_void,
             )
         };
         let clone_error = (pid < 0).then(io::Error::last_os_error);
@@ -333,14 +392,16 @@ mod linux {
         if let Some(e) = clone_error {
             return Err(e);
         }
-        match ctx.error.load(Ordering::SeqCst) {
-            0 => Ok(pid),
-            errno => {
-                // It has exited (or is exiting) without exec: reap it.
-                let _ = ChildHandle::from_pid(pid).wait();
-                Err(io::Error::from_raw_os_error(errno))
-            }
+        let errno = match ctx.unshare_error.load(Ordering::SeqCst) {
+            0 => ctx.error.load(Ordering::SeqCst),
+            unshare_errno => unshare_errno,
+        };
+        if errno == 0 {
+            return Ok(pid);
         }
+        // It has exited (or is exiting) without exec: reap it.
+        let _ = ChildHandle::from_pid(pid).wait();
+        Err(io::Error::from_raw_os_error(errno))
     }
 
     /// The child's first and only function: prepares the process and calls `exec`; on
@@ -349,6 +410,28 @@ mod linux {
         // SAFETY: `arg` is the ChildContext that clone_child passed to clone(2); it lives on
         // the suspended spawner thread's stack until this process has exec'd or exited.
         let ctx = unsafe { &*(arg as *const ChildContext) };
+        if ctx.unshare_from != 0 {
+            // The descriptor table is still the relay's, which its other threads go on
+            // using: before anything else, one of our own, with only the descriptors below
+            // `unshare_from` (the slots that hold our pipes, and whatever the relay has
+            // below them) copied, not the thousands above. See Table.
+            // SAFETY: close_range(2) takes integers only; with CLOSE_RANGE_UNSHARE it closes
+            // descriptors in the child's new table, never in the relay's.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    ctx.unshare_from,
+                    ALL_FDS,
+                    libc::CLOSE_RANGE_UNSHARE,
+                )
+            };
+            if rc != 0 {
+                // Still on the relay's table: the caller tries again with a copy of it.
+                ctx.unshare_error.store(errno(), Ordering::SeqCst);
+                // SAFETY: as below.
+                unsafe { libc::_exit(127) }
+            }
+        }
         // SAFETY: `ctx` holds what child_run requires (see ChildContext and Prepared).
         let error = unsafe { child_run(ctx) };
         ctx.error.store(error, Ordering::SeqCst);
@@ -392,8 +475,9 @@ mod linux {
             (libc::STDERR_FILENO, ctx.fds[2]),
         ];
         for (target, fd) in stdio {
-            // The pipes are all above 2 (see `pipe`), so no dup2 overwrites a later one;
-            // the copy on 0, 1 or 2 is not close-on-exec.
+            // The pipes (or the slots holding them) are all above 2 (see `pipe` and
+            // `Table::reserve`), so no dup2 overwrites a later one; the copy on 0, 1 or 2 is
+            // not close-on-exec.
             // SAFETY: dup2(2) on descriptors of this process; no memory is touched.
             if unsafe { libc::dup2(fd, target) } < 0 {
                 return errno();
@@ -486,10 +570,145 @@ mod linux {
         len: usize,
     }
 
-    // SAFETY: a Stack is only an address range; it is used under STACK's lock only.
+    // SAFETY: a Stack is only an address range; it is used under SPAWNER's lock only.
     unsafe impl Send for Stack {}
 
-    static STACK: Mutex<Option<Stack>> = Mutex::new(None);
+    /// What every start reuses, under one lock: a start holds it from before the clone until
+    /// the child has exec'd and the slots are emptied again.
+    struct Spawner {
+        stack: Option<Stack>,
+        table: Table,
+    }
+
+    static SPAWNER: Mutex<Spawner> = Mutex::new(Spawner {
+        stack: None,
+        table: Table::Unknown,
+    });
+
+    /// How a child gets its descriptor table.
+    enum Table {
+        /// Not decided yet (the first start or [`prepare`] decides).
+        Unknown,
+        /// It starts on the relay's table and unshares it, copying only what lies below the
+        /// slots' end.
+        Shared(Slots),
+        /// It gets a copy of the whole table at clone (no close_range, or the slots failed).
+        Copy,
+    }
+
+    /// Three low descriptors (3 and above), reserved early while the relay holds few, that
+    /// hold /dev/null between starts and the child's ends of its pipes during one: the child
+    /// copies the table only up to them. Close-on-exec always, so that no other program the
+    /// relay's threads may start inherits them; touched only under SPAWNER's lock.
+    struct Slots {
+        /// What the slots hold between starts.
+        null: OwnedFd,
+        fds: [OwnedFd; 3],
+    }
+
+    impl Table {
+        /// Slots if close_range(2) is there and they can be had, else Copy.
+        fn reserve() -> Table {
+            // Closes nothing (no descriptor is that high); fails where the call (and its
+            // CLOSE_RANGE_UNSHARE, both Linux 5.9) is missing or filtered. Not tried here
+            // with CLOSE_RANGE_UNSHARE, which would give this thread a table of its own.
+            // SAFETY: close_range(2) takes integers only.
+            let rc = unsafe { libc::syscall(libc::SYS_close_range, ALL_FDS, ALL_FDS, 0) };
+            if rc != 0 {
+                return Table::Copy;
+            }
+            match Slots::new() {
+                Ok(slots) => Table::Shared(slots),
+                Err(_) => Table::Copy,
+            }
+        }
+    }
+
+    impl Slots {
+        fn new() -> io::Result<Slots> {
+            // SAFETY: open(2) reads the C string; the descriptor it returns is ours alone.
+            let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+            if null < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+            let null = above_stdio(unsafe { OwnedFd::from_raw_fd(null) })?;
+            let fds = [
+                dup_above_stdio(&null)?,
+                dup_above_stdio(&null)?,
+                dup_above_stdio(&null)?,
+            ];
+            Ok(Slots { null, fds })
+        }
+
+        fn raw(&self) -> [libc::c_int; 3] {
+            [
+                self.fds[0].as_raw_fd(),
+                self.fds[1].as_raw_fd(),
+                self.fds[2].as_raw_fd(),
+            ]
+        }
+
+        /// Where the part of the table a child does not copy begins: just past the slots.
+        fn above(&self) -> libc::c_uint {
+            let highest = self.raw().into_iter().max().unwrap_or(0);
+            // Descriptors are non-negative.
+            highest.unsigned_abs() + 1
+        }
+
+        /// Puts `fds` on the slots (close-on-exec).
+        fn fill(&self, fds: [libc::c_int; 3]) -> io::Result<()> {
+            for (fd, slot) in fds.into_iter().zip(self.raw()) {
+                replace(fd, slot)?;
+            }
+            Ok(())
+        }
+
+        /// Puts /dev/null back on every slot; an error leaves some holding a pipe end.
+        fn empty(&self) -> io::Result<()> {
+            let mut result = Ok(());
+            for slot in self.raw() {
+                if let Err(e) = replace(self.null.as_raw_fd(), slot) {
+                    result = Err(e);
+                }
+            }
+            result
+        }
+    }
+
+    /// dup3(fd, slot, O_CLOEXEC): `slot` (one of ours, open) now refers to what `fd` does.
+    fn replace(fd: libc::c_int, slot: libc::c_int) -> io::Result<()> {
+        loop {
+            // SAFETY: dup3(2) on descriptors we own; the old file on `slot` is closed by it.
+            if unsafe { libc::dup3(fd, slot, libc::O_CLOEXEC) } >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// A close-on-exec duplicate of `fd` at 3 or above.
+    fn dup_above_stdio(fd: &OwnedFd) -> io::Result<OwnedFd> {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we own returns a new one or -1.
+        let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+    }
+
+    /// Reserves the slots now, while the relay holds few descriptors (the spawner thread
+    /// calls it when it starts); otherwise the first start does.
+    pub(crate) fn prepare() {
+        let mut spawner = SPAWNER.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(spawner.table, Table::Unknown) {
+            spawner.table = Table::reserve();
+        }
+    }
 
     impl Stack {
         fn new() -> io::Result<Stack> {
@@ -540,6 +759,9 @@ mod linux {
         script_argv: *mut *const libc::c_char,
         envp: *const *const libc::c_char,
         fds: [libc::c_int; 3],
+        /// 0: the child has a copy of our descriptor table. Else it starts on ours
+        /// (CLONE_FILES) and first unshares it, copying only the descriptors below this one.
+        unshare_from: libc::c_uint,
         /// Null for none.
         cwd: *const libc::c_char,
         /// Our pid: if the child's parent is another by the time its death signal is set,
@@ -549,6 +771,8 @@ mod linux {
         mask: libc::sigset_t,
         /// The errno that kept the child from `exec`; 0 if it did not fail.
         error: AtomicI32,
+        /// The errno of the child's failed unshare (then it did nothing else); 0 otherwise.
+        unshare_error: AtomicI32,
     }
 
     fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -847,9 +1071,137 @@ mod tests {
         assert_eq!(child.try_wait().expect("try_wait"), Some(status));
     }
 
+    /// Raises the soft limit on descriptors to the hard one; the limit now.
+    fn raise_nofile_limit() -> u64 {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit read and write the struct we own.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+        lim.rlim_cur
+    }
+
+    /// Everything `fd` gives until EOF, or None if that takes longer than 10 s (someone else
+    /// still holds the pipe's write end).
+    fn read_until_eof(fd: std::os::fd::OwnedFd) -> Option<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let read = std::fs::File::from(fd).read_to_string(&mut text);
+            let _ = tx.send(read.map(|_| text));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .ok()
+            .map(|read| read.expect("read"))
+    }
+
+    #[test]
+    fn the_child_gets_none_of_our_many_descriptors_and_we_keep_none_of_its_pipe_ends() {
+        let limit = raise_nofile_limit();
+        assert!(
+            limit >= 2_200,
+            "the test needs 2,200 descriptors, the limit is {limit}"
+        );
+        // The slots below the ballast, as the relay takes them when its spawner starts.
+        linux::prepare();
+        // A file of its own, so that the child's listing names it if it got any of them.
+        let dir = scratch("ballast");
+        let ballast_file = dir.join("ballast");
+        write_file(&ballast_file, "", 0o644);
+        let ballast: Vec<std::fs::File> = (0..2_000)
+            .map(|_| std::fs::File::open(&ballast_file).expect("open"))
+            .collect();
+        // Both ways a child can get its table: sharing ours and unsharing the low part (where
+        // the kernel has close_range), and a copy of the whole (where it has not).
+        for copy_table in [false, true] {
+            let Spawned {
+                mut child,
+                stdin,
+                stdout,
+                stderr,
+            } = linux::spawn_with(&spec("ls", &["-l", "/proc/self/fd/"]), copy_table)
+                .expect("spawn");
+            drop(stdin);
+            let listing = read_until_eof(stdout).expect("ls exits");
+            let err = read_until_eof(stderr);
+            let status = child.wait().expect("wait");
+            assert!(
+                status.success(),
+                "copy_table {copy_table}: {status:?} {err:?}"
+            );
+            // `lr-x------ 1 user group 64 date N -> target`, after a `total` line.
+            let fds: Vec<(i32, &str)> = listing
+                .lines()
+                .filter_map(|l| l.split_once(" -> "))
+                .filter_map(|(left, target)| {
+                    let fd = left.rsplit(' ').next()?.parse().ok()?;
+                    Some((fd, target))
+                })
+                .collect();
+            // Its stdin, stdout and stderr (pipes), the directory `ls` reads, and whatever we
+            // were given without close-on-exec (as a child of Command would get it); none of
+            // the ballast.
+            for fd in 0..3 {
+                assert!(
+                    fds.iter().any(|(n, t)| *n == fd && t.starts_with("pipe:")),
+                    "copy_table {copy_table}: {listing}"
+                );
+            }
+            assert!(
+                !listing.contains("ballast"),
+                "copy_table {copy_table}: {listing}"
+            );
+            assert!(fds.len() < 20, "copy_table {copy_table}: {listing}");
+
+            // Once the child has exited its stdout and stderr are at EOF (we hold no write end
+            // of them) and its stdin has no reader left (we hold no read end).
+            let Spawned {
+                mut child,
+                stdin,
+                stdout,
+                stderr,
+            } = linux::spawn_with(&spec("sh", &["-c", "echo out; echo err >&2"]), copy_table)
+                .expect("spawn");
+            assert_eq!(read_until_eof(stdout).as_deref(), Some("out\n"));
+            assert_eq!(read_until_eof(stderr).as_deref(), Some("err\n"));
+            assert!(child.wait().expect("wait").success());
+            // SIGPIPE is ignored in the test process: the write fails instead. (Retried: a
+            // child another test starts meanwhile may hold a copy of the read end until its
+            // exec.)
+            let mut stdin = std::fs::File::from(stdin);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let e = loop {
+                match stdin.write_all(b"x") {
+                    Err(e) => break e,
+                    Ok(()) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Ok(()) => {
+                        panic!("copy_table {copy_table}: the child's stdin still has a reader")
+                    }
+                }
+            };
+            assert_eq!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe,
+                "copy_table {copy_table}"
+            );
+        }
+        drop(ballast);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// How long N starts take with std's fork path (a `pre_exec` closure, as the relay had),
-    /// std's posix_spawn path (no closure: no death signal), and [`spawn`], with and without
-    /// a relay's worth of descriptors and memory.
+    /// std's posix_spawn path (no closure: no death signal), and [`spawn`] (sharing our
+    /// descriptor table until the child unshares the low part of it, or with a copy of the
+    /// whole table, as where close_range is missing), with and without a relay's worth of
+    /// descriptors and memory.
     ///
     /// `cargo test --release -p mcp-relay-runtime --lib spawn_cost -- --ignored --nocapture`
     /// (MCP_RELAY_BIN=path/to/mcp-relay adds its demo server; SPAWN_COST_N sets N).
@@ -894,11 +1246,11 @@ mod tests {
             child.wait().expect("wait");
             (started, t0.elapsed())
         }
-        fn clone_spawn(s: &CommandSpec) -> (Duration, Duration) {
+        fn clone_spawn(s: &CommandSpec, copy_table: bool) -> (Duration, Duration) {
             let t0 = Instant::now();
             let Spawned {
                 mut child, stdin, ..
-            } = spawn(s).expect("spawn");
+            } = linux::spawn_with(s, copy_table).expect("spawn");
             let started = t0.elapsed();
             drop(stdin);
             child.wait().expect("wait");
@@ -908,23 +1260,19 @@ mod tests {
             v.sort_unstable();
             v[v.len() / 2].as_secs_f64() * 1e6
         }
-        let methods = ["fork (pre_exec)", "posix_spawn", "clone (new)"];
+        let methods = [
+            "fork (pre_exec)",
+            "posix_spawn",
+            "clone (copy fds)",
+            "clone (unshare)",
+        ];
         let mut ballast_files = Vec::new();
         let mut ballast_heap: Vec<Vec<u8>> = Vec::new();
         for load in ["0 extra fds", "4000 extra fds + 100 MiB heap"] {
             if !ballast_files.is_empty() || load.starts_with('0') {
                 // first round: nothing extra
             } else {
-                let mut lim = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                // SAFETY: getrlimit/setrlimit read and write the struct we own.
-                unsafe {
-                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-                    lim.rlim_cur = lim.rlim_max;
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-                }
+                raise_nofile_limit();
                 for _ in 0..4000 {
                     ballast_files.push(std::fs::File::open("/dev/null").expect("open"));
                 }
@@ -934,19 +1282,23 @@ mod tests {
                 }
             }
             for (name, s) in &programs {
-                let mut starts: Vec<Vec<Duration>> = vec![Vec::new(); 3];
-                let mut totals: Vec<Vec<Duration>> = vec![Vec::new(); 3];
+                let mut starts: Vec<Vec<Duration>> = vec![Vec::new(); methods.len()];
+                let mut totals: Vec<Vec<Duration>> = vec![Vec::new(); methods.len()];
                 for _ in 0..n {
-                    for (m, (start, total)) in
-                        [std_spawn(s, true), std_spawn(s, false), clone_spawn(s)]
-                            .into_iter()
-                            .enumerate()
+                    for (m, (start, total)) in [
+                        std_spawn(s, true),
+                        std_spawn(s, false),
+                        clone_spawn(s, true),
+                        clone_spawn(s, false),
+                    ]
+                    .into_iter()
+                    .enumerate()
                     {
                         starts[m].push(start);
                         totals[m].push(total);
                     }
                 }
-                for m in 0..3 {
+                for m in 0..methods.len() {
                     println!(
                         "{load:30} {name:12} {:16} spawn {:8.1} us   spawn+wait {:8.1} us",
                         methods[m],
