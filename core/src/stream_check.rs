@@ -246,6 +246,20 @@ impl Default for StreamCheck {
     }
 }
 
+/// Strings up to this long are scanned byte by byte.
+const SHORT: usize = 32;
+
+/// Bytes that stand for themselves in a string: printable ASCII but `"` and `\`.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x80 {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\n' | b'\t' | b'\r')
 }
@@ -399,20 +413,31 @@ impl StreamCheck {
             match self.lex {
                 Lex::Str if self.esc == Esc::None && self.utf8_need == 0 => {
                     let rest = &bytes[i..];
-                    let j = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+                    // Short strings: a plain loop; long or non-ASCII ones: memchr and the
+                    // standard library's UTF-8 check, over the whole run at once.
+                    let short = rest.len().min(SHORT);
+                    let mut j = 0;
+                    while j < short && PLAIN[usize::from(rest[j])] {
+                        j += 1;
+                    }
+                    if (j == short && short < rest.len()) || rest.get(j).is_some_and(|&b| b >= 0x80)
+                    {
+                        j += memchr::memchr2(b'"', b'\\', &rest[j..]).unwrap_or(rest.len() - j);
+                        let run = &rest[..j];
+                        if has_control(run) {
+                            return Err("control character in a string");
+                        }
+                        if let Err(e) = std::str::from_utf8(run) {
+                            if e.error_len().is_some() || j < rest.len() {
+                                return Err("invalid UTF-8 in a string");
+                            }
+                            // A character cut by the end of this piece.
+                            for &b in &run[e.valid_up_to()..] {
+                                self.utf8_byte(b)?;
+                            }
+                        }
+                    }
                     let run = &rest[..j];
-                    if has_control(run) {
-                        return Err("control character in a string");
-                    }
-                    if let Err(e) = std::str::from_utf8(run) {
-                        if e.error_len().is_some() || j < rest.len() {
-                            return Err("invalid UTF-8 in a string");
-                        }
-                        // A character cut by the end of this piece.
-                        for &b in &run[e.valid_up_to()..] {
-                            self.utf8_byte(b)?;
-                        }
-                    }
                     if self.text_cap > 0 {
                         self.keep_text(run);
                     }
