@@ -473,8 +473,14 @@ impl StreamCheck {
                     }
                 }
                 Lex::Between => {
-                    self.structural(bytes[i], i, bytes)?;
-                    i += 1;
+                    // Structural bytes in a row, without going back to the dispatch.
+                    loop {
+                        self.structural(bytes[i], i, bytes)?;
+                        i += 1;
+                        if i == bytes.len() || self.lex != Lex::Between {
+                            break;
+                        }
+                    }
                 }
             }
         }
