@@ -2,6 +2,7 @@
 //! fragmented input, in GB/s.
 
 use mcp_relay_core::message::classify;
+use mcp_relay_core::stream_check::StreamCheck;
 use mcp_relay_core::{Flow, Frame, LineFramer};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -106,6 +107,52 @@ pub fn run(budget: Duration) -> String {
         out += &format!(
             "| framing + classification | ~{avg} B messages | {:.2} GB/s |\n",
             data.len() as f64 / secs / 1e9
+        );
+    }
+    out += &long_lines(budget);
+    out
+}
+
+/// `StreamCheck` (pieces of 64 KiB) against `classify` on two 10 MiB lines: one long string,
+/// and many small objects.
+fn long_lines(budget: Duration) -> String {
+    let size = 10 << 20;
+    let blob: String = (0..size).map(|i| (b'A' + (i % 26) as u8) as char).collect();
+    let mut items = String::from("[");
+    while items.len() < size {
+        items.push_str(r#"{"name":"file \u00e9 name","size":12345,"tags":["a","b"],"ok":true},"#);
+    }
+    items.push_str("null]");
+    let lines = [
+        (
+            "one 10 MiB string",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"data":"{blob}"}}}}"#),
+        ),
+        (
+            "10 MiB of small objects",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"result":{items}}}"#),
+        ),
+    ];
+    let mut out = String::new();
+    for (what, line) in &lines {
+        let line = line.as_bytes();
+        let secs = median_secs(budget, || {
+            black_box(classify(black_box(line)).is_ok());
+        });
+        out += &format!(
+            "| classify, whole line | {what} | {:.2} GB/s |\n",
+            line.len() as f64 / secs / 1e9
+        );
+        let secs = median_secs(budget, || {
+            let mut check = StreamCheck::new();
+            for piece in line.chunks(64 << 10) {
+                check.feed(black_box(piece));
+            }
+            black_box(check.finish().is_ok());
+        });
+        out += &format!(
+            "| StreamCheck, 64 KiB pieces | {what} | {:.2} GB/s |\n",
+            line.len() as f64 / secs / 1e9
         );
     }
     out

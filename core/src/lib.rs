@@ -66,6 +66,7 @@ mod requests;
 mod served;
 mod server;
 mod session;
+pub mod stream_check;
 mod supervisor;
 mod timer;
 

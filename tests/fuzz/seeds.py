@@ -74,6 +74,16 @@ for i, line in enumerate(LINES):
     write("classify", f"line-{i}", line)
 write("classify", "escaped", b'{"jsonrpc":"2.0","id":"a\\"b","m\\u0065thod":"x","method":"t\\u00e9st"}')
 
+# stream_check: piece-size seed byte, one line (the seed's high nibble sets the largest piece).
+TRICKY = [
+    b'{"id":"\\ud83d\\ude00","method":"\\ud83d\\ude00","params":{"a":[-0,1e5,0.5E-3,true,false,null]}}',
+    b'{"result":"\\ud800","id":{"x":"\\udc00"},"error":1e400}',
+    '{"method":"caf\u00e9 \u20ac","type":"heartbeat","\\u0074ype":"handshake"}'.encode(),
+    b'  [{"method":"m"},[[]],"s",1,null]  ',
+]
+for i, line in enumerate(LINES + TRICKY):
+    write("stream_check", f"line-{i}", bytes([(i * 53 + 17) % 256]) + line)
+
 # http_head: cut seed byte, request bytes.
 for i, req in enumerate(REQUESTS):
     write("http_head", f"request-{i}", bytes([i * 37 % 256]) + req)

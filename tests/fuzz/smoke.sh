@@ -10,7 +10,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 seconds="${FUZZ_SECONDS:-20}"
-targets="${FUZZ_TARGETS:-framing classify http_head relay remote}"
+targets="${FUZZ_TARGETS:-framing classify stream_check http_head relay remote}"
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
