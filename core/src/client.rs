@@ -74,6 +74,21 @@ impl ClientSide {
         }
     }
 
+    /// Ends the line begun with [`ClientSide::send_partial`] short (a newline now).
+    pub(crate) fn cut_partial(&mut self) {
+        if let ClientSide::Tcp(o) = self {
+            o.cut_part();
+        }
+    }
+
+    /// Bytes of the relay's own lines waiting for the end of a line being cut through.
+    pub(crate) fn waiting(&self) -> usize {
+        match self {
+            ClientSide::Tcp(o) => o.waiting(),
+            ClientSide::Http(_) => 0,
+        }
+    }
+
     /// Sends one message (a line without its newline).
     pub(crate) fn send(&mut self, route: Route, line: &[u8]) {
         match self {

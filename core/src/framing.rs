@@ -12,12 +12,16 @@ use memchr::memchr;
 pub enum Frame<'a> {
     /// A complete line, without its `\n` or `\r\n`. Never blank.
     Line(&'a [u8]),
-    /// The bytes so far of a line that is not complete yet and already holds at least
-    /// the framer's `early` bytes ([`EARLY`] unless set) (the whole partial line, from its start, each time more arrives; a
-    /// trailing `\r` may still belong to the line's end). The consumer may forward them
-    /// ahead of the line's end (cut-through); the [`Frame::Line`] or [`Frame::Oversize`]
-    /// that ends the line follows. The flow returned for it is not used.
+    /// The bytes so far of a line that is not complete yet and holds at least the framer's
+    /// `early` bytes ([`EARLY`] unless set): the whole partial line from its start, or from
+    /// where the consumer last took it ([`Flow::Taken`]), each time more arrives. Its last
+    /// byte may be the `\r` of the line's end. The consumer may forward them ahead of the
+    /// line's end (cut-through); a [`Frame::Line`] (nothing taken), [`Frame::End`] (taken)
+    /// or [`Frame::Oversize`] ends the line.
     Partial(&'a [u8]),
+    /// The end of a line whose start the consumer took ([`Flow::Taken`]): the bytes after
+    /// what it took, without the newline or a final `\r` (possibly empty). Never skipped.
+    End(&'a [u8]),
     /// A line longer than the limit was discarded. `len` is its length; `id` is the top-level
     /// JSON-RPC id it carried, when one could be found.
     Oversize {
@@ -35,6 +39,10 @@ pub enum Flow {
     Continue,
     /// Stop here: keep the rest for [`LineFramer::resume`] (the consumer is loaded).
     Stop,
+    /// Answering a [`Frame::Partial`]: the consumer has used its bytes but the last
+    /// [`held_back`] ones and the framer drops them; what comes next of the line is handed
+    /// out from those on, and its end as [`Frame::End`].
+    Taken,
 }
 
 /// Splits a byte stream into lines, with a bound on the length of one line.
@@ -46,6 +54,8 @@ pub struct LineFramer {
     buf: Vec<u8>,
     max: usize,
     early: usize,
+    /// Bytes of the current line the consumer took (no longer held).
+    taken: usize,
     discard: Option<Discard>,
     backlog: Vec<u8>,
 }
@@ -77,6 +87,7 @@ impl LineFramer {
             buf: Vec::new(),
             max: max.max(1),
             early: early.max(1),
+            taken: 0,
             discard: None,
             backlog: Vec::new(),
         }
@@ -104,7 +115,7 @@ impl LineFramer {
 
     /// The bytes of a line not yet ended by a newline, if any (what end of file cut off).
     pub fn has_partial(&self) -> bool {
-        !self.buf.is_empty() || self.discard.is_some()
+        !self.buf.is_empty() || self.discard.is_some() || self.taken > 0
     }
 
     /// Feeds bytes in; calls `f` for every line they complete, in order, until it says stop.
@@ -142,12 +153,14 @@ impl LineFramer {
             let Some(i) = newline else {
                 // A `\r` may be the first half of the line's `\r\n`: it does not count.
                 let cr = usize::from(data.last() == Some(&b'\r'));
-                if self.buf.len() + data.len() > self.max + cr {
+                if self.taken + self.buf.len() + data.len() > self.max + cr {
                     self.start_discard(data);
                 } else {
                     self.buf.extend_from_slice(data);
-                    if self.buf.len() >= self.early {
-                        f(Frame::Partial(&self.buf));
+                    if (self.taken > 0 || self.buf.len() >= self.early)
+                        && f(Frame::Partial(&self.buf)) == Flow::Taken
+                    {
+                        self.take();
                     }
                 }
                 return;
@@ -158,7 +171,7 @@ impl LineFramer {
                 Some(b) => *b == b'\r',
                 None => self.buf.last() == Some(&b'\r'),
             };
-            if self.buf.len() + part.len() > self.max + usize::from(ends_in_cr) {
+            if self.taken + self.buf.len() + part.len() > self.max + usize::from(ends_in_cr) {
                 self.start_discard(part);
                 if let Some(d) = self.discard.take() {
                     flow = f(Frame::Oversize {
@@ -166,6 +179,12 @@ impl LineFramer {
                         id: d.scanner.finish(),
                     });
                 }
+            } else if self.taken > 0 {
+                self.buf.extend_from_slice(part);
+                let rest = self.buf.strip_suffix(b"\r").unwrap_or(&self.buf);
+                flow = f(Frame::End(rest));
+                self.taken = 0;
+                self.clear();
             } else if self.buf.is_empty() {
                 flow = emit(part, &mut f);
             } else {
@@ -181,10 +200,19 @@ impl LineFramer {
         scanner.feed(&self.buf);
         scanner.feed(data);
         self.discard = Some(Discard {
-            len: self.buf.len() + data.len(),
+            len: self.taken + self.buf.len() + data.len(),
             scanner,
         });
+        self.taken = 0;
         self.clear();
+    }
+
+    /// The consumer took the partial line: drop it, but for what it held back.
+    fn take(&mut self) {
+        let keep = held_back(&self.buf);
+        let start = self.buf.len() - keep;
+        self.taken += start;
+        self.buf.drain(..start);
     }
 
     fn clear(&mut self) {
@@ -192,6 +220,18 @@ impl LineFramer {
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = Vec::new();
         }
+    }
+}
+
+/// How many bytes at the end of a partial line a consumer must not forward yet: the last
+/// (the line's last byte may be the one that makes the line whole, and a line refused at
+/// its end must reach the receiver cut short, never whole), and the one before it too when
+/// the last is a `\r` (which may be half of the line's `\r\n`, not part of the line).
+pub fn held_back(partial: &[u8]) -> usize {
+    match partial {
+        [] => 0,
+        [.., b'\r'] => partial.len().min(2),
+        _ => 1,
     }
 }
 
@@ -216,6 +256,7 @@ mod tests {
             framer.push(chunk.as_bytes(), |frame| {
                 got.push(match frame {
                     Frame::Partial(p) => format!("partial {}", p.len()),
+                    Frame::End(r) => format!("end {}", String::from_utf8_lossy(r)),
                     Frame::Line(l) => String::from_utf8_lossy(l).into_owned(),
                     Frame::Oversize { len, id } => {
                         format!("oversize {len} {}", id.as_ref().map_or("-", |i| i.as_str()))
@@ -238,6 +279,7 @@ mod tests {
                     format!("partial {} {}", p.len(), p.iter().all(|b| *b == b'x'))
                 }
                 Frame::Line(l) => format!("line {}", l.len()),
+                Frame::End(r) => format!("end {}", r.len()),
                 Frame::Oversize { len, .. } => format!("oversize {len}"),
             });
             Flow::Continue
@@ -268,6 +310,53 @@ mod tests {
                 format!("oversize {}", 4 * early + early / 2),
             ]
         );
+    }
+
+    #[test]
+    fn a_taken_line_goes_on_from_its_last_byte_and_ends_with_its_rest() {
+        let mut framer = LineFramer::with_early(20, 4);
+        let mut got = Vec::new();
+        let mut take = |frame: Frame<'_>| {
+            let (text, flow) = match frame {
+                Frame::Partial(p) => (
+                    format!("partial {}", String::from_utf8_lossy(p)),
+                    Flow::Taken,
+                ),
+                Frame::End(r) => (
+                    format!("end {}", String::from_utf8_lossy(r)),
+                    Flow::Continue,
+                ),
+                Frame::Line(l) => (
+                    format!("line {}", String::from_utf8_lossy(l)),
+                    Flow::Continue,
+                ),
+                Frame::Oversize { len, .. } => (format!("oversize {len}"), Flow::Continue),
+            };
+            got.push(text);
+            flow
+        };
+        framer.push(b"ab", &mut take);
+        framer.push(b"cd", &mut take);
+        framer.push(b"ef\r", &mut take);
+        framer.push(b"\ngh\n", &mut take);
+        // 20 bytes in all (12 taken, then 8 more): the limit, and the line ends there.
+        framer.push(b"0123456789ab", &mut take);
+        framer.push(b"cdefghij\r\n", &mut take);
+        framer.push(b"0123456789abcdefghijk\n", &mut take);
+        assert_eq!(
+            got,
+            [
+                "partial abcd",
+                "partial def\r",
+                // "abc" and "de" were taken ("f\r" held back): the line ends with "f".
+                "end f",
+                "line gh",
+                "partial 0123456789ab",
+                "end bcdefghij",
+                "oversize 21",
+            ]
+        );
+        assert!(!framer.has_partial());
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub mod log_targets {
     pub use crate::http::access::TARGET as ACCESS;
     pub use crate::msglog::TARGET as MESSAGES;
 }
-pub use framing::{Flow, Frame, LineFramer};
+pub use framing::{held_back, Flow, Frame, LineFramer};
 pub use http::SESSION_ERA_VERSIONS;
 pub use relay::Relay;
 pub use remote_config::{Balance, RemoteConfig, RemoteTransport, RemoteUrl, Scheme};

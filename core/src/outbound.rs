@@ -30,6 +30,9 @@ pub(crate) struct Outbound {
     /// staged meanwhile wait in `after_line` for its end, so that none lands inside it.
     mid_line: bool,
     after_line: Vec<u8>,
+    /// Lines cut short here (begun, then ended early) whose `"id": null` parse error the
+    /// receiver may still send back.
+    cuts: u32,
 }
 
 impl Outbound {
@@ -47,6 +50,7 @@ impl Outbound {
             staged_total: 0,
             mid_line: false,
             after_line: Vec::new(),
+            cuts: 0,
         }
     }
 
@@ -145,6 +149,26 @@ impl Outbound {
         }
     }
 
+    /// Ends the line begun with [`Outbound::stage_part`] short: a newline now.
+    pub(crate) fn cut_part(&mut self) {
+        if self.mid_line && self.accepts() {
+            self.end_part(b"");
+            self.cuts = self.cuts.saturating_add(1);
+        }
+    }
+
+    /// One line cut short here is answered (if any was).
+    pub(crate) fn take_cut(&mut self) -> bool {
+        let any = self.cuts > 0;
+        self.cuts = self.cuts.saturating_sub(1);
+        any
+    }
+
+    /// Bytes of whole lines waiting for the end of a line begun ahead of it.
+    pub(crate) fn waiting(&self) -> usize {
+        self.after_line.len()
+    }
+
     /// The sink now exists.
     pub(crate) fn open(&mut self, out: &mut VecDeque<Output>) {
         self.open = true;
@@ -167,7 +191,7 @@ impl Outbound {
             if self.mid_line && !self.after_line.is_empty() {
                 // The line begun will not end: it is cut short so that what waited for it
                 // can follow (with nothing waiting, the sink's end ends it, as before).
-                self.end_part(b"");
+                self.cut_part();
             }
             self.close_when_flushed = true;
             self.flush(out);

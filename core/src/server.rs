@@ -367,6 +367,23 @@ impl ServerSide {
         })
     }
 
+    /// Ends the line begun with [`ServerSide::stage_part`] short (a newline now): it will not
+    /// be completed. A child may answer it with an `"id": null` error ([`Self::take_cut`]).
+    pub(crate) fn cut_part(&mut self) {
+        if let ServerSide::Child(c) = self {
+            c.stdin.cut_part();
+        }
+    }
+
+    /// A line was cut short at the child and its `"id": null` answer not seen yet: true
+    /// (and one fewer owed) if so.
+    pub(crate) fn take_cut(&mut self) -> bool {
+        match self {
+            ServerSide::Child(c) => c.stdin.take_cut(),
+            ServerSide::Remote(_) => false,
+        }
+    }
+
     /// Queues bytes that are whole lines already.
     pub(crate) fn stage(&mut self, lines: &[u8]) {
         each!(self, c => c.stdin.stage(lines), r => r.remote.stage(lines))

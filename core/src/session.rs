@@ -20,9 +20,12 @@ use crate::msglog;
 use crate::remote::Inbound;
 use crate::requests::Requests;
 use crate::server::{Hang, Limits, ServerEnd, ServerSide};
+use crate::stream_check::{StreamCheck, Streamed};
 use crate::supervisor::{Decision, Supervisor};
 use crate::timer::Timer;
 use crate::{ChildId, Endpoint, ExitStatus, Output, ServerId, UpId};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -216,9 +219,10 @@ struct Link {
     to_server: Early,
     /// Cut-through of the child's current line to a TCP client.
     to_client: Early,
-    /// Lines the child got cut short (forwarded in part, then not completed): the
-    /// `"id": null` error it may answer each with is the relay's to drop, not the client's.
-    cut_lines: Option<(ChildId, u32)>,
+    /// The check of the client's current line while it is streamed through.
+    check_in: Option<Box<Check>>,
+    /// The check of the child's current line while it is streamed through.
+    check_out: Option<Box<Check>>,
 }
 
 /// A long line forwarded as it arrives, before its end (cut-through): bytes go on once a
@@ -233,26 +237,91 @@ enum Early {
     None,
     /// This line is not forwarded early (decided once, from its first bytes).
     Declined,
-    /// `sent` bytes of the current line went to (or came from) `child` already.
-    Sent { child: ChildId, sent: usize },
+    /// Bytes of the current line went to (or came from) `child` already: `sent` bytes of
+    /// what the framer holds; with `taking`, the framer drops what was forwarded (the line
+    /// is checked as it passes, [`StreamCheck`], and never held whole).
+    Sent {
+        child: ChildId,
+        sent: usize,
+        taking: bool,
+    },
 }
 
 impl Early {
-    /// Bytes of the finished line already forwarded, if they went to (came from) `child`.
-    fn take(&mut self, child: Option<ChildId>) -> usize {
+    /// How far the finished line went, if it went to (came from) `child`: the bytes of
+    /// what the framer still holds that were forwarded, and whether the line was taken.
+    fn take(&mut self, child: Option<ChildId>) -> Option<(usize, bool)> {
         match std::mem::take(self) {
-            Early::Sent { child: c, sent } if Some(c) == child => sent,
-            _ => 0,
+            Early::Sent {
+                child: c,
+                sent,
+                taking,
+            } if Some(c) == child => Some((sent, taking)),
+            _ => None,
         }
     }
 }
 
-/// Where the bytes of a partial line that may be forwarded end: a trailing `\r` may be the
-/// first half of the line's `\r\n`, which is not part of the line.
-/// The line's last byte is also kept back until its end: a line refused at its end must
-/// reach the receiver cut short, never whole (its bytes may all be here before its newline).
+/// A line streamed through: its check, and its length so far.
+#[derive(Debug, Default)]
+struct Check {
+    check: StreamCheck,
+    len: usize,
+    /// The top-level id, if it came in the line's start (when the check began).
+    early_id: Option<RawId>,
+}
+
+impl Check {
+    /// A check that starts with `start`, the line from its first byte.
+    fn starting(start: &[u8]) -> Box<Self> {
+        let mut scan = IdScanner::default();
+        scan.feed(start);
+        let mut check = Box::new(Check {
+            early_id: scan.finish(),
+            ..Check::default()
+        });
+        check.feed(start);
+        check
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        self.check.feed(bytes);
+    }
+
+    /// What the whole line was (with its length), or why it is no message.
+    fn finish(self) -> (usize, Result<Streamed, ClassifyError>) {
+        (self.len, self.check.finish())
+    }
+}
+
+/// The envelope of a message that was checked as it streamed through.
+fn streamed_envelope(s: &Streamed) -> Envelope<'_> {
+    Envelope {
+        kind: s.kind,
+        id: s
+            .id
+            .as_ref()
+            .and_then(|id| serde_json::from_str::<&RawValue>(id.as_str()).ok()),
+        method: s.method.as_deref().map(Cow::Borrowed),
+        params: s.params_raw(),
+    }
+}
+
+/// A message as the session has it when the line ends.
+#[derive(Clone, Copy, Debug)]
+enum Whole<'a> {
+    /// The whole line, of which `early` bytes were forwarded already.
+    Line { line: &'a [u8], early: usize },
+    /// A line streamed through and not kept: the bytes after what was forwarded, and the
+    /// line's whole length.
+    Streamed { rest: &'a [u8], len: usize },
+}
+
+/// Where the bytes of a partial line that may be forwarded end (see
+/// [`crate::framing::held_back`]; the framer keeps the same bytes when the line is taken).
 fn forwardable(bytes: &[u8]) -> usize {
-    (bytes.len() - usize::from(bytes.last() == Some(&b'\r'))).saturating_sub(1)
+    bytes.len() - crate::framing::held_back(bytes)
 }
 
 /// The partial line holds one JSON object (not a batch, not blank).
@@ -359,7 +428,8 @@ impl Session {
                 clocks: BTreeMap::new(),
                 to_server: Early::None,
                 to_client: Early::None,
-                cut_lines: None,
+                check_in: None,
+                check_out: None,
             },
         }
     }
@@ -586,7 +656,13 @@ impl Session {
                 "{}: the client closed in the middle of a message; it was dropped",
                 self.link.label
             );
-            if self.link.to_server.take(self.link.server.child_id()) > 0 {
+            self.link.check_in = None;
+            if self
+                .link
+                .to_server
+                .take(self.link.server.child_id())
+                .is_some()
+            {
                 self.link.cut_server_line();
             }
         }
@@ -945,18 +1021,19 @@ impl Link {
     /// One frame from the client; stops the framer while what it produces is loaded.
     fn client_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
         match frame {
-            Frame::Partial(bytes) => {
-                self.client_partial(bytes);
-                return Flow::Continue;
-            }
+            Frame::Partial(bytes) => return self.client_partial(bytes),
             Frame::Line(line) => {
                 let early = self.to_server.take(self.server.child_id());
-                if !self.client_line(line, early, ctx) && early > 0 {
+                let sent = early.map_or(0, |(sent, _)| sent);
+                if !self.client_line(line, sent, ctx) && early.is_some() {
                     self.cut_server_line();
                 }
             }
+            Frame::End(rest) => self.client_end(rest, ctx),
             Frame::Oversize { len, id } => {
-                if self.to_server.take(self.server.child_id()) > 0 {
+                // The framer saw only what was not taken: the id may be in the taken start.
+                let id = id.or(self.check_in.take().and_then(|c| c.early_id));
+                if self.to_server.take(self.server.child_id()).is_some() {
                     self.cut_server_line();
                 }
                 ctx.stats.oversize_messages += 1;
@@ -983,76 +1060,232 @@ impl Link {
     /// the mark: frame no more of it for now.
     fn client_input_loaded(&self, config: &Config) -> bool {
         let high = config.max_buffered;
-        self.server.load() > high || self.client.load() > high || self.requests.held_len() > high
+        // What the relay answers itself while a line to the client is cut through waits for
+        // its end (outside the load that pauses the server, whose output ends that line).
+        self.server.load() > high
+            || self.client.load() + self.client.waiting() > high
+            || self.requests.held_len() > high
     }
 
     /// More of a long line from the client, not ended yet: forwarded to the child as it
     /// comes while the session serves and the child's stdin keeps up. What the relay must
     /// learn from the line (its kind, id, method) is read when it ends, before its newline
-    /// goes: the child cannot act on it sooner.
-    fn client_partial(&mut self, bytes: &[u8]) {
-        let Some(child) = self.server.child_id() else {
+    /// goes: the child cannot act on it sooner. Once the session is initialized (and
+    /// `--log-messages` is off), the line is taken: checked as it passes and not kept.
+    fn client_partial(&mut self, bytes: &[u8]) -> Flow {
+        let current = self.child();
+        let end = forwardable(bytes);
+        let (child, sent, taking) = match self.to_server {
+            Early::Sent {
+                child,
+                sent,
+                taking,
+            } => (child, sent, taking),
+            Early::Declined => return Flow::Continue,
+            Early::None => {
+                let Some(child) = current else {
+                    return Flow::Continue;
+                };
+                if !starts_object(bytes) {
+                    self.to_server = Early::Declined;
+                    return Flow::Continue;
+                }
+                (child, 0, false)
+            }
+        };
+        let serving = Some(child) == current
+            && matches!(self.phase, Phase::Serving)
+            && self.server.accepts()
+            && self.server.is_up();
+        if !serving {
+            if taking {
+                // Its server is gone: the rest is only checked (its id is answered at the
+                // end), and not kept.
+                if let Some(check) = &mut self.check_in {
+                    check.feed(&bytes[sent..end]);
+                }
+                self.to_server = Early::Sent {
+                    child,
+                    sent: 0,
+                    taking,
+                };
+                return Flow::Taken;
+            }
+            // What is not forwarded early goes whole when the line ends (or, for another
+            // child's line, is answered then).
+            return Flow::Continue;
+        }
+        if self.server.is_loaded() {
+            return Flow::Continue;
+        }
+        self.server.stage_part(&bytes[sent..end]);
+        if taking {
+            if let Some(check) = &mut self.check_in {
+                check.feed(&bytes[sent..end]);
+            }
+        } else if !msglog::enabled() && self.setup.initialize.is_some() {
+            // Everything so far is held here, from the line's start: the check starts with
+            // it. (Until `initialize` is answered, a line may be the one the relay must keep
+            // to replay to a replacement: those stay whole.)
+            let check = Check::starting(&bytes[..end]);
+            self.check_in = Some(check);
+        } else {
+            self.to_server = Early::Sent {
+                child,
+                sent: end,
+                taking: false,
+            };
+            return Flow::Continue;
+        }
+        self.to_server = Early::Sent {
+            child,
+            sent: 0,
+            taking: true,
+        };
+        Flow::Taken
+    }
+
+    /// The end of a client line that was taken (streamed through, not kept).
+    fn client_end(&mut self, rest: &[u8], ctx: &mut Ctx<'_>) {
+        let current = self.child();
+        let (child, sent) = match std::mem::take(&mut self.to_server) {
+            Early::Sent { child, sent, .. } => (Some(child), sent),
+            Early::None | Early::Declined => (None, 0),
+        };
+        let rest = rest.get(sent..).unwrap_or_default();
+        let Some(mut check) = self.check_in.take() else {
+            // The framer hands out an end only after the session took the line's start.
+            self.client_refused(ClassifyError::NotJson(
+                "the start of this message was lost".into(),
+            ));
             return;
         };
-        let sent = match self.to_server {
-            Early::Sent { child: c, sent } if c == child => sent,
-            Early::Sent { .. } | Early::Declined => return,
-            Early::None if !starts_object(bytes) => {
-                self.to_server = Early::Declined;
+        check.feed(rest);
+        let (len, streamed) = check.finish();
+        let streamed = match streamed {
+            Ok(streamed) if streamed.long_id => {
+                // Without its id it could be neither followed nor answered.
+                self.client.error(
+                    None,
+                    codes::INVALID_REQUEST,
+                    "mcp-relay: invalid request: an id longer than 256 bytes in a message too long to keep",
+                );
+                if child.is_some() && child == current {
+                    self.cut_server_line();
+                }
                 return;
             }
-            Early::None => 0,
+            Ok(streamed) => streamed,
+            Err(e) => {
+                self.client_refused(e);
+                if child.is_some() && child == current {
+                    self.cut_server_line();
+                }
+                return;
+            }
         };
-        if !matches!(self.phase, Phase::Serving)
-            || !self.server.accepts()
-            || !self.server.is_up()
-            || self.server.is_loaded()
-        {
-            // Not now: what is not forwarded early goes when the line ends.
+        let envelope = streamed_envelope(&streamed);
+        if child.is_none() || child != current {
+            // Its start went to a server that is gone.
+            self.answer_undelivered(std::slice::from_ref(&envelope));
             return;
         }
-        let end = forwardable(bytes);
-        if end > sent {
-            self.server.stage_part(&bytes[sent..end]);
-            self.to_server = Early::Sent { child, sent: end };
+        let msg = Message::Single(envelope);
+        if !self.client_msg(&msg, Whole::Streamed { rest, len }, ctx) {
+            self.cut_server_line();
         }
     }
 
     /// More of a long line from the child to a TCP client, not ended yet: forwarded as it
     /// comes when its first bytes show it answers a request the client has in flight (its
-    /// `"id"` comes early: a response whose id comes last waits for its end).
-    fn server_partial(&mut self, bytes: &[u8], ctx: &mut Ctx<'_>) {
-        let Some(child) = self.server.child_id() else {
-            return;
+    /// `"id"` comes early: a response whose id comes last waits for its end); taken (checked
+    /// as it passes, not kept) unless `--log-messages` needs it whole.
+    fn server_partial(&mut self, bytes: &[u8], ctx: &mut Ctx<'_>) -> Flow {
+        let Some(child) = self.child() else {
+            return Flow::Continue;
         };
-        let sent = match self.to_client {
-            Early::Sent { child: c, sent } if c == child => sent,
-            Early::Sent { .. } | Early::Declined => return,
+        let end = forwardable(bytes);
+        let (sent, taking) = match self.to_client {
+            Early::Sent {
+                child: c,
+                sent,
+                taking,
+            } if c == child => (sent, taking),
+            Early::Sent { .. } | Early::Declined => return Flow::Continue,
             Early::None => {
                 let mut scan = IdScanner::default();
                 scan.feed(bytes);
-                let answers_client = scan
-                    .finish()
-                    .is_some_and(|id| self.requests.is_in_flight(&id));
+                let id = scan.finish();
+                let answers_client = id.as_ref().is_some_and(|id| self.requests.is_in_flight(id));
+                let setup = self
+                    .setup
+                    .pending_initialize
+                    .as_ref()
+                    .is_some_and(|(p, _)| Some(p) == id.as_ref());
                 if !answers_client
+                    || setup
                     || !starts_object(bytes)
                     || self.client.conn().is_none()
                     || !matches!(self.phase, Phase::Serving)
                     || self.server.is_hung()
                 {
                     self.to_client = Early::Declined;
-                    return;
+                    return Flow::Continue;
                 }
-                0
+                (0, false)
             }
         };
         if self.client.load() > ctx.config.max_buffered {
-            return;
+            return Flow::Continue;
         }
-        let end = forwardable(bytes);
-        if end > sent {
-            self.client.send_partial(&bytes[sent..end]);
-            self.to_client = Early::Sent { child, sent: end };
+        self.client.send_partial(&bytes[sent..end]);
+        if taking {
+            if let Some(check) = &mut self.check_out {
+                check.feed(&bytes[sent..end]);
+            }
+        } else if !msglog::enabled() {
+            let check = Check::starting(&bytes[..end]);
+            self.check_out = Some(check);
+        } else {
+            self.to_client = Early::Sent {
+                child,
+                sent: end,
+                taking: false,
+            };
+            return Flow::Continue;
+        }
+        self.to_client = Early::Sent {
+            child,
+            sent: 0,
+            taking: true,
+        };
+        Flow::Taken
+    }
+
+    /// The end of a line from the child that was taken (streamed to the client, not kept).
+    fn server_end(&mut self, rest: &[u8], ctx: &mut Ctx<'_>) {
+        let sent = match std::mem::take(&mut self.to_client) {
+            Early::Sent { sent, .. } => sent,
+            Early::None | Early::Declined => 0,
+        };
+        let rest = rest.get(sent..).unwrap_or_default();
+        let streamed = self.check_out.take().map(|mut check| {
+            check.feed(rest);
+            check.finish()
+        });
+        let forwarded = match streamed {
+            Some((len, Ok(streamed))) if !self.server.is_hung() && !streamed.long_id => {
+                let msg = Message::Single(streamed_envelope(&streamed));
+                self.server_msg(&msg, Whole::Streamed { rest, len }, ctx)
+            }
+            Some((_, Ok(_))) => false,
+            Some((_, Err(_))) | None => {
+                self.server_line_dropped(b"(a long line, streamed)", ctx);
+                false
+            }
+        };
+        if !forwarded {
+            self.cut_client_line();
         }
     }
 
@@ -1061,24 +1294,23 @@ impl Link {
     fn end_orphaned_early(&mut self) {
         if let Early::Sent { child, .. } = self.to_client {
             // The line's start is still in the child's framer (pipe data outlives an exit).
-            let open = self.server.child_id() == Some(child) && self.server.has_partial_output();
+            let open = self.child() == Some(child) && self.server.has_partial_output();
             if !open {
                 self.to_client = Early::None;
+                self.check_out = None;
                 self.cut_client_line();
             }
         }
     }
 
+    /// The child serving the session (cut-through is between a client and a child only).
+    fn child(&self) -> Option<ChildId> {
+        self.server.child_id().filter(|_| self.server.is_process())
+    }
+
     /// Ends at the child a line it got in part and will not get whole.
     fn cut_server_line(&mut self) {
-        let Some(child) = self.server.child_id() else {
-            return;
-        };
-        self.server.end_part(b"");
-        match &mut self.cut_lines {
-            Some((c, n)) if *c == child => *n = n.saturating_add(1),
-            _ => self.cut_lines = Some((child, 1)),
-        }
+        self.server.cut_part();
         log::warn!(
             "{}: a long message from the client was forwarded in part and then refused; the server got it cut short",
             self.label
@@ -1087,7 +1319,7 @@ impl Link {
 
     /// Ends at the client a line it got in part and will not get whole.
     fn cut_client_line(&mut self) {
-        self.client.send_rest(b"");
+        self.client.cut_partial();
         log::warn!(
             "{}: a long message from the server was forwarded in part and then dropped; the client got it cut short",
             self.label
@@ -1097,18 +1329,18 @@ impl Link {
     /// One frame from the server; stops the framer while the client side is loaded.
     fn server_frame(&mut self, frame: Frame<'_>, ctx: &mut Ctx<'_>) -> Flow {
         match frame {
-            Frame::Partial(bytes) => {
-                self.server_partial(bytes, ctx);
-                return Flow::Continue;
-            }
+            Frame::Partial(bytes) => return self.server_partial(bytes, ctx),
             Frame::Line(line) => {
                 let early = self.to_client.take(self.server.child_id());
-                if !self.server_line(line, early, ctx) && early > 0 {
+                let sent = early.map_or(0, |(sent, _)| sent);
+                if !self.server_line(line, sent, ctx) && early.is_some() {
                     self.cut_client_line();
                 }
             }
+            Frame::End(rest) => self.server_end(rest, ctx),
             Frame::Oversize { len, id } => {
-                if self.to_client.take(self.server.child_id()) > 0 {
+                let id = id.or(self.check_out.take().and_then(|c| c.early_id));
+                if self.to_client.take(self.server.child_id()).is_some() {
                     self.cut_client_line();
                 }
                 ctx.stats.oversize_messages += 1;
@@ -1138,27 +1370,40 @@ impl Link {
     /// One line from the client; `early` bytes of it went to the server already. True if
     /// the line went (or goes now) to the server whole.
     fn client_line(&mut self, line: &[u8], early: usize, ctx: &mut Ctx<'_>) -> bool {
-        let msg = match classify(line) {
-            Ok(msg) => msg,
-            Err(ClassifyError::NotJson(e)) => {
+        match classify(line) {
+            Ok(msg) => self.client_msg(&msg, Whole::Line { line, early }, ctx),
+            Err(e) => {
+                self.client_refused(e);
+                false
+            }
+        }
+    }
+
+    /// The client's line is not a message: it is told why.
+    fn client_refused(&mut self, e: ClassifyError) {
+        match e {
+            ClassifyError::NotJson(e) => {
                 let text = format!("mcp-relay: parse error: {e}");
                 self.client.error(None, codes::PARSE_ERROR, &text);
-                return false;
             }
-            Err(ClassifyError::NotAMessage) => {
+            ClassifyError::NotAMessage => {
                 self.client.error(
                     None,
                     codes::INVALID_REQUEST,
                     "mcp-relay: invalid request: a JSON-RPC message is an object (or an array of them)",
                 );
-                return false;
             }
-        };
-        let entries: &[Envelope<'_>] = match &msg {
+        }
+    }
+
+    /// One message from the client, whole or streamed through; true if it went (or goes now)
+    /// to the server.
+    fn client_msg(&mut self, msg: &Message<'_>, whole: Whole<'_>, ctx: &mut Ctx<'_>) -> bool {
+        let entries: &[Envelope<'_>] = match msg {
             Message::Single(e) => std::slice::from_ref(e),
             Message::Batch(es) => es,
         };
-        if let Message::Single(e) = &msg {
+        if let Message::Single(e) = msg {
             match e.kind {
                 Kind::Heartbeat => {
                     self.client_heartbeat(ctx);
@@ -1175,9 +1420,9 @@ impl Link {
                 _ => {}
             }
         }
-        if msglog::enabled() {
+        if let (true, Whole::Line { line, .. }) = (msglog::enabled(), &whole) {
             let dir = msglog::Direction::ToServer;
-            self.msglog.log(&self.label, dir, &msg, line, ctx.now);
+            self.msglog.log(&self.label, dir, msg, line, ctx.now);
         }
         if let Phase::Ended { reason, .. } = &self.phase {
             let reason = reason.to_string();
@@ -1208,6 +1453,15 @@ impl Link {
             return false;
         }
         let holding = !matches!(self.phase, Phase::Serving) || !self.server.accepts();
+        let line = match whole {
+            Whole::Line { line, .. } => line,
+            Whole::Streamed { .. } if holding => {
+                // Its start went to a server that is gone: nothing is left to hold.
+                self.answer_undelivered(entries);
+                return false;
+            }
+            Whole::Streamed { .. } => &[],
+        };
         let batch = matches!(msg, Message::Batch(_)).then(|| self.requests.new_batch());
         let deadline = ctx.config.request_timeout.map(|t| ctx.now + t);
         for e in entries {
@@ -1221,12 +1475,18 @@ impl Link {
             }
         } else {
             ctx.stats.messages_to_server += 1;
-            ctx.stats.bytes_to_server += line.len() as u64 + 1;
-            if early > 0 {
-                self.server.end_part(line.get(early..).unwrap_or_default());
-            } else {
-                self.server.stage_line(line);
+            match whole {
+                Whole::Line { line, early: 0 } => self.server.stage_line(line),
+                Whole::Line { line, early } => {
+                    self.server.end_part(line.get(early..).unwrap_or_default());
+                }
+                Whole::Streamed { rest, len } => {
+                    self.server.end_part(rest);
+                    ctx.stats.bytes_to_server += len as u64 + 1;
+                    return true;
+                }
             }
+            ctx.stats.bytes_to_server += line.len() as u64 + 1;
             return true;
         }
         false
@@ -1244,13 +1504,29 @@ impl Link {
         let method = e.method.as_deref().unwrap_or("");
         if e.kind == Kind::Request {
             if let Some(id) = e.id.map(RawId::from_raw) {
-                if method == "initialize" {
+                if line.is_empty() {
+                    // Streamed through, not kept (only once the session is initialized): a
+                    // setting it makes cannot be given to a replacement.
+                    if matches!(
+                        method,
+                        "initialize"
+                            | "logging/setLevel"
+                            | "resources/subscribe"
+                            | "resources/unsubscribe"
+                    ) {
+                        log::warn!(
+                            "{}: a {method} request too long to keep will not be repeated to a replacement server",
+                            self.label
+                        );
+                    }
+                } else if method == "initialize" {
                     self.setup.pending_initialize = Some((id.clone(), line.to_vec()));
                 } else if self.setup.initialize.is_none() && self.setup.pending_initialize.is_none()
                 {
                     self.setup.stateless = true;
                 }
                 match method {
+                    _ if line.is_empty() => {}
                     "logging/setLevel" => self.setup.log_level = Some(line.to_vec()),
                     "resources/subscribe" | "resources/unsubscribe" => {
                         if let Some(uri) = message::param_str(e.params, "uri") {
@@ -1291,6 +1567,19 @@ impl Link {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Answers the requests among `entries`, streamed toward a server that ended before
+    /// their end went: nothing of them is left to give a replacement.
+    fn answer_undelivered(&mut self, entries: &[Envelope<'_>]) {
+        for e in entries.iter().filter(|e| e.kind == Kind::Request) {
+            let id = e.id.map(RawId::from_raw);
+            self.client.error(
+                id.as_ref(),
+                codes::SERVER_FAILED,
+                "mcp-relay: the server ended while this message was being forwarded to it; it was not delivered",
+            );
         }
     }
 
@@ -1413,29 +1702,46 @@ impl Link {
         if self.server.is_hung() {
             return false;
         }
-        let msg = match classify(line) {
-            Ok(Message::Single(e)) if e.kind == Kind::Invalid || e.kind == Kind::Heartbeat => None,
-            Ok(msg) => Some(msg),
-            Err(_) => None,
+        match classify(line) {
+            Ok(msg) => self.server_msg(&msg, Whole::Line { line, early }, ctx),
+            Err(_) => {
+                self.server_line_dropped(&line[..line.len().min(200)], ctx);
+                false
+            }
+        }
+    }
+
+    /// A line from the server that is no JSON-RPC message (`shown`: its start) is dropped.
+    fn server_line_dropped(&mut self, shown: &[u8], ctx: &mut Ctx<'_>) {
+        ctx.stats.dropped_server_lines += 1;
+        let shown = String::from_utf8_lossy(shown);
+        log::warn!(
+            "{}: dropped a line from the server's stdout that is not a JSON-RPC message: {}",
+            self.label,
+            crate::child::escape_controls(&shown)
+        );
+    }
+
+    /// One message from the server, whole or streamed through; true if it went (or goes
+    /// now) to the client.
+    fn server_msg(&mut self, msg: &Message<'_>, whole: Whole<'_>, ctx: &mut Ctx<'_>) -> bool {
+        if let Message::Single(e) = msg {
+            if e.kind == Kind::Invalid || e.kind == Kind::Heartbeat {
+                let shown = match whole {
+                    Whole::Line { line, .. } => &line[..line.len().min(200)],
+                    Whole::Streamed { .. } => b"(a long line, streamed)",
+                };
+                self.server_line_dropped(shown, ctx);
+                return false;
+            }
+        }
+        let line = match whole {
+            Whole::Line { line, .. } => line,
+            Whole::Streamed { .. } => &[],
         };
-        let Some(msg) = msg else {
-            ctx.stats.dropped_server_lines += 1;
-            let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
-            log::warn!(
-                "{}: dropped a line from the server's stdout that is not a JSON-RPC message: {}",
-                self.label,
-                crate::child::escape_controls(&shown)
-            );
-            return false;
-        };
-        if let (Message::Single(e), Some((child, n))) = (&msg, &mut self.cut_lines) {
-            if e.kind == Kind::Response
-                && e.id.is_none()
-                && *n > 0
-                && self.server.child_id() == Some(*child)
-            {
+        if let Message::Single(e) = msg {
+            if e.kind == Kind::Response && e.id.is_none() && self.server.take_cut() {
                 // Most likely its answer to a line the relay cut short: not the client's.
-                *n -= 1;
                 log::debug!(
                     "{}: dropped the server's error without an id that followed a line cut short",
                     self.label
@@ -1443,7 +1749,7 @@ impl Link {
                 return false;
             }
         }
-        let entries: &[Envelope<'_>] = match &msg {
+        let entries: &[Envelope<'_>] = match msg {
             Message::Single(e) => std::slice::from_ref(e),
             Message::Batch(es) => es,
         };
@@ -1516,11 +1822,10 @@ impl Link {
         if forward && !matches!(self.phase, Phase::Replaying { .. }) {
             if msglog::enabled() {
                 let dir = msglog::Direction::ToClient;
-                self.msglog.log(&self.label, dir, &msg, line, ctx.now);
+                self.msglog.log(&self.label, dir, msg, line, ctx.now);
             }
             ctx.stats.messages_to_client += 1;
-            ctx.stats.bytes_to_client += line.len() as u64 + 1;
-            let route = match &msg {
+            let route = match msg {
                 Message::Single(e) if e.kind == Kind::Response => {
                     Route::Response(e.id.map(RawId::from_raw).or(attributed))
                 }
@@ -1542,10 +1847,19 @@ impl Link {
                     progress_token: None,
                 },
             };
-            if early > 0 {
-                self.client.send_rest(line.get(early..).unwrap_or_default());
-            } else {
-                self.client.send(route, line);
+            match whole {
+                Whole::Line { line, early: 0 } => {
+                    ctx.stats.bytes_to_client += line.len() as u64 + 1;
+                    self.client.send(route, line);
+                }
+                Whole::Line { line, early } => {
+                    ctx.stats.bytes_to_client += line.len() as u64 + 1;
+                    self.client.send_rest(line.get(early..).unwrap_or_default());
+                }
+                Whole::Streamed { rest, len } => {
+                    ctx.stats.bytes_to_client += len as u64 + 1;
+                    self.client.send_rest(rest);
+                }
             }
             return true;
         }

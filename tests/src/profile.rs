@@ -375,7 +375,6 @@ impl Profile {
         Config {
             max_message_size: *rng.pick(&self.max_message_size),
             max_buffered: *rng.pick(&self.max_buffered),
-            cut_through_from: *rng.pick(&self.cut_through_from),
             max_in_flight: *rng.pick(&self.max_in_flight),
             shutdown_grace: ms(*rng.pick(&self.grace_ms)),
             server_label: "sim-server --stdio".into(),

@@ -1327,6 +1327,7 @@ fuzz_target!(|data: &[u8]| {
     let config = Config {
         max_message_size: [64, 256, 1024, 16 * 1024][usize::from(conf & 3)],
         max_buffered: [128, 512, 4096, 64 * 1024][usize::from(conf >> 2 & 3)],
+        cut_through_from: Config::default().cut_through_from,
         max_read,
         max_in_flight: 4,
         shutdown_grace: Duration::from_millis(300),
