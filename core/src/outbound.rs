@@ -89,6 +89,20 @@ impl Outbound {
         }
     }
 
+    /// Stages pieces that go out together (a response head and its body, the framing of an
+    /// event around a message), growing the buffer once to the size they need: a large
+    /// message is copied once, straight to where it leaves from.
+    pub(crate) fn stage_parts(&mut self, parts: &[&[u8]]) {
+        if self.accepts() {
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            self.staged.reserve(len);
+            for part in parts {
+                self.staged.extend_from_slice(part);
+            }
+            self.staged_total += len as u64;
+        }
+    }
+
     /// Stages one line and its newline.
     pub(crate) fn stage_line(&mut self, line: &[u8]) {
         if self.accepts() {
@@ -151,5 +165,28 @@ impl Outbound {
     pub(crate) fn written(&mut self, n: usize, out: &mut VecDeque<Output>) {
         self.in_driver = self.in_driver.saturating_sub(n);
         self.flush(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConnId;
+
+    #[test]
+    fn parts_are_staged_together_in_order() {
+        let mut o = Outbound::new(Endpoint::Conn(ConnId(1)), true, 1024);
+        let mut out = VecDeque::new();
+        o.stage(b"head ");
+        o.stage_parts(&[b"a", b"", b"bc", b"\r\n"]);
+        assert_eq!(o.staged_total(), 10);
+        o.flush(&mut out);
+        match out.pop_front() {
+            Some(Output::Send { data, .. }) => assert_eq!(data, b"head abc\r\n"),
+            other => panic!("{other:?}"),
+        }
+        o.set_gone();
+        o.stage_parts(&[b"dropped"]);
+        assert_eq!(o.staged_total(), 10);
     }
 }
