@@ -994,16 +994,44 @@ impl HttpServer {
         body: &[u8],
         close: bool,
     ) {
+        self.respond_body(
+            conn,
+            status,
+            headers,
+            content_type,
+            Body::Borrowed(body),
+            close,
+        );
+    }
+
+    /// [`Self::respond`] with a body that may be handed to the driver as it is.
+    fn respond_body(
+        &mut self,
+        conn: ConnId,
+        status: u16,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Body<'_>,
+        close: bool,
+    ) {
         *self.responses.entry(status).or_default() += 1;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let close = close || c.close_after || c.eof;
         let bytes_at = c.out.staged_total();
-        // The head and the body are staged together, in a buffer grown once to their size: a
-        // large body is copied once, not into a buffer of its own first.
         let head = wire::response_head(status, headers, content_type, body.len(), close);
-        c.out.stage_parts(&[&head, body]);
+        match body {
+            // A large message goes out as it is, after its head: no copy of it.
+            Body::Owned(b) if b.len() >= HAND_OVER => {
+                c.out.stage(&head);
+                c.out.stage_owned(b, &mut self.out);
+            }
+            // The head and the body are staged together, in a buffer grown once to their
+            // size: the body is copied once, not into a buffer of its own first.
+            Body::Owned(b) => c.out.stage_parts(&[&head, &b]),
+            Body::Borrowed(b) => c.out.stage_parts(&[&head, b]),
+        }
         c.out.flush(&mut self.out);
         let req = c
             .req
@@ -1693,7 +1721,7 @@ impl HttpServer {
             })
             .unwrap_or_default();
         for msg in pending {
-            self.stream_send(stream, &msg, false);
+            self.stream_send(stream, msg, false);
         }
         self.flush_conn(conn);
         Ok(())
@@ -1987,7 +2015,7 @@ impl HttpServer {
     }
 
     /// Sends one message on a stream; `last` ends it.
-    fn stream_send(&mut self, stream: StreamId, msg: &[u8], last: bool) {
+    fn stream_send(&mut self, stream: StreamId, msg: Vec<u8>, last: bool) {
         let Some(st) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -1999,7 +2027,7 @@ impl HttpServer {
             if let Some(conn) = st.conn {
                 let headers: Vec<(&str, String)> = st.extra_headers.clone();
                 let status = if st.stateless {
-                    stateless::status_for(msg)
+                    stateless::status_for(&msg)
                 } else {
                     200
                 };
@@ -2007,7 +2035,14 @@ impl HttpServer {
                 st.done = true;
                 self.finish_stream(stream);
                 let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-                self.respond(conn, status, &h, Some("application/json"), msg, false);
+                self.respond_body(
+                    conn,
+                    status,
+                    &h,
+                    Some("application/json"),
+                    Body::Owned(msg),
+                    false,
+                );
                 self.released(key, stream);
                 self.after_response(conn);
                 return;
@@ -2026,7 +2061,7 @@ impl HttpServer {
         let id = (!legacy).then(|| format!("{}-{}", stream.0, st.seq));
         let prefix = wire::sse_event_prefix(id.as_deref(), legacy.then_some("message"));
         if !legacy {
-            keep_for_replay(st, stream, &prefix, msg, self.config.http.replay_buffer);
+            keep_for_replay(st, stream, &prefix, &msg, self.config.http.replay_buffer);
         }
         if last {
             st.done = true;
@@ -2036,11 +2071,18 @@ impl HttpServer {
         if let Some(conn) = conn {
             self.start_sse(stream);
             if let Some(c) = self.conns.get_mut(&conn) {
-                // The chunk is staged in one pass: the message is copied once.
                 let len = prefix.len() + msg.len() + wire::SSE_EVENT_END.len();
                 let size = wire::chunk_size_line(len);
-                c.out
-                    .stage_parts(&[&size, &prefix, msg, wire::SSE_EVENT_END, b"\r\n"]);
+                if msg.len() >= HAND_OVER {
+                    // A large message goes out as it is, between its framing: no copy of it.
+                    c.out.stage_parts(&[&size, &prefix]);
+                    c.out.stage_owned(msg, &mut self.out);
+                    c.out.stage_parts(&[wire::SSE_EVENT_END, b"\r\n"]);
+                } else {
+                    // The chunk is staged in one pass: the message is copied once.
+                    c.out
+                        .stage_parts(&[&size, &prefix, &msg, wire::SSE_EVENT_END, b"\r\n"]);
+                }
             }
             if last {
                 self.end_stream(self.now, stream);
@@ -2299,7 +2341,7 @@ impl HttpServer {
         }
         if s.legacy {
             if let Some(stream) = s.get_stream {
-                self.stream_send(stream, &msg, false);
+                self.stream_send(stream, msg, false);
             }
             return;
         }
@@ -2323,7 +2365,7 @@ impl HttpServer {
                 }
                 None => false,
             };
-            self.stream_send(stream, &msg, last);
+            self.stream_send(stream, msg, last);
             return;
         }
         if let Route::Cancelled(id) = &route {
@@ -2381,7 +2423,7 @@ impl HttpServer {
                             .retain(|_, r| waiting_for_any(&self.streams, &s.streams, r));
                     }
                 }
-                self.stream_send(stream, &msg, last);
+                self.stream_send(stream, msg, last);
             }
             None => {
                 if let Route::Response(Some(id)) = &route {
@@ -2397,7 +2439,7 @@ impl HttpServer {
                     .get_stream
                     .filter(|g| self.streams.get(g).is_some_and(|st| st.conn.is_some()));
                 match get {
-                    Some(stream) => self.stream_send(stream, &msg, false),
+                    Some(stream) => self.stream_send(stream, msg, false),
                     None => {
                         let limit = self.config.max_buffered;
                         if let Some(s) = self.sessions.get_mut(&key) {
@@ -2878,6 +2920,25 @@ fn host_name(host: &str) -> &str {
             host
         }
     })
+}
+
+/// Messages at least this large are handed to the driver as they are, in a write of their
+/// own, rather than copied into the connection's output (where smaller ones are gathered).
+const HAND_OVER: usize = 64 * 1024;
+
+/// A response body: borrowed (copied when staged), or owned (a large one is not copied).
+enum Body<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Borrowed(b) => b.len(),
+            Body::Owned(b) => b.len(),
+        }
+    }
 }
 
 /// Stages `data` as one chunk of a chunked body (nothing for empty data, which would end it).
