@@ -76,3 +76,70 @@ fn a_stream_dropped_before_its_end_was_written_can_be_resumed() {
         s.show()
     );
 }
+
+/// An event larger than the whole replay buffer goes out whole on its connection but is not
+/// kept for resuming (that would be a second copy of the message): a client that lost it and
+/// resumes gets the stream from the next event on, as it would for an event the buffer dropped
+/// to make room.
+#[test]
+fn an_event_larger_than_the_replay_buffer_is_sent_but_not_kept() {
+    let mut config = Config::default();
+    config.http.replay_buffer = 4096;
+    let mut s = Script::new(config);
+    let (sid, child) = s.open_http_session();
+    s.accept_http(2);
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow","_meta":{"progressToken":"t"}}}"#;
+    s.client_data(2, http_post(Some(&sid), call).as_bytes());
+    s.child_data(
+        child,
+        br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1}}
+"#,
+    );
+    let seen = s.sent_to(conn(2));
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let first_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("an event id")
+        .to_owned();
+    s.written(conn(2), seen.len());
+    // A progress notification of 8 KiB: twice the replay buffer.
+    let pad = "p".repeat(8192);
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"t","progress":2,"message":"{pad}"}}}}"#
+    );
+    s.child_data(child, format!("{big}\n").as_bytes());
+    let stream = first_id.split('-').next().expect("a stream number");
+    let event = format!("id: {stream}-2\ndata: {big}\n\n");
+    let expected = format!("{:x}\r\n{event}\r\n", event.len());
+    let all = s.sent_to(conn(2));
+    assert_eq!(
+        String::from_utf8_lossy(&all[seen.len()..]),
+        expected,
+        "the large event goes out as one chunk"
+    );
+    s.input(Input::Broken {
+        endpoint: conn(2),
+        reason: "connection reset by peer",
+    });
+    s.accept_http(3);
+    let get = format!(
+        "GET /mcp HTTP/1.1\r\nHost: {LOCAL}\r\nAccept: text/event-stream\r\nMcp-Session-Id: {sid}\r\nMCP-Protocol-Version: 2025-06-18\r\nLast-Event-ID: {first_id}\r\n\r\n"
+    );
+    s.client_data(3, get.as_bytes());
+    s.child_data(
+        child,
+        br#"{"jsonrpc":"2.0","id":2,"result":{"content":[],"tag":"the-answer"}}
+"#,
+    );
+    let resumed = String::from_utf8_lossy(&s.sent_to(conn(3))).into_owned();
+    assert!(
+        resumed.starts_with("HTTP/1.1 200") && !resumed.contains(&pad),
+        "the resumed stream does not replay the event too large to keep; got:\n{resumed}"
+    );
+    assert!(
+        resumed.contains(&format!("id: {stream}-3\n")) && resumed.contains("the-answer"),
+        "the stream goes on after it; got:\n{resumed}\noutputs:\n{}",
+        s.show()
+    );
+}

@@ -994,22 +994,44 @@ impl HttpServer {
         body: &[u8],
         close: bool,
     ) {
+        self.respond_body(
+            conn,
+            status,
+            headers,
+            content_type,
+            Body::Borrowed(body),
+            close,
+        );
+    }
+
+    /// [`Self::respond`] with a body that may be handed to the driver as it is.
+    fn respond_body(
+        &mut self,
+        conn: ConnId,
+        status: u16,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Body<'_>,
+        close: bool,
+    ) {
         *self.responses.entry(status).or_default() += 1;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let close = close || c.close_after || c.eof;
         let bytes_at = c.out.staged_total();
-        // The head and the body go out as they are: a large body is not copied into a
-        // buffer of its own first.
-        c.out.stage(&wire::response_head(
-            status,
-            headers,
-            content_type,
-            body.len(),
-            close,
-        ));
-        c.out.stage(body);
+        let head = wire::response_head(status, headers, content_type, body.len(), close);
+        match body {
+            // A large message goes out as it is, after its head: no copy of it.
+            Body::Owned(b) if b.len() >= HAND_OVER => {
+                c.out.stage(&head);
+                c.out.stage_owned(b, &mut self.out);
+            }
+            // The head and the body are staged together, in a buffer grown once to their
+            // size: the body is copied once, not into a buffer of its own first.
+            Body::Owned(b) => c.out.stage_parts(&[&head, &b]),
+            Body::Borrowed(b) => c.out.stage_parts(&[&head, b]),
+        }
         c.out.flush(&mut self.out);
         let req = c
             .req
@@ -1699,7 +1721,7 @@ impl HttpServer {
             })
             .unwrap_or_default();
         for msg in pending {
-            self.stream_send(stream, &msg, false);
+            self.stream_send(stream, msg, false);
         }
         self.flush_conn(conn);
         Ok(())
@@ -1734,24 +1756,29 @@ impl HttpServer {
         }
         self.attach_conn(conn, key);
         self.start_sse(stream);
-        let events: Vec<Vec<u8>> = self
-            .streams
-            .get(&stream)
-            .map(|st| {
-                st.replay
-                    .iter()
-                    .filter(|(seq, _)| *seq > after)
-                    .map(|(_, e)| e.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        log::debug!(
-            "{conn}: resuming stream {} after event {after}: {} event(s) to replay",
-            stream.0,
-            events.len()
-        );
-        for e in events {
-            self.write_chunk(conn, &e);
+        if let (Some(st), Some(c)) = (self.streams.get(&stream), self.conns.get_mut(&conn)) {
+            let mut replayed = 0;
+            // The replay buffer holds the stream's latest events, without a gap; older ones
+            // (and one too large to keep) are gone, and a client resuming before them does not
+            // get them.
+            let first = st.replay.front().map_or(st.seq + 1, |(seq, _)| *seq);
+            if first > after + 1 && st.seq > after {
+                log::warn!(
+                    "{conn}: resuming stream {} after event {after}: events {} to {} are no longer in the replay buffer ({} bytes at most) and are not sent again",
+                    stream.0,
+                    after + 1,
+                    first - 1,
+                    self.config.http.replay_buffer
+                );
+            }
+            for (_, e) in st.replay.iter().filter(|(seq, _)| *seq > after) {
+                stage_chunk(&mut c.out, e);
+                replayed += 1;
+            }
+            log::debug!(
+                "{conn}: resuming stream {} after event {after}: {replayed} event(s) replayed",
+                stream.0
+            );
         }
         if self.streams.get(&stream).is_some_and(|s| s.done) {
             self.end_stream(now, stream);
@@ -1974,11 +2001,10 @@ impl HttpServer {
         }
     }
 
+    /// Writes `data` as one chunk of the connection's body, straight into its output.
     fn write_chunk(&mut self, conn: ConnId, data: &[u8]) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            let mut framed = Vec::with_capacity(data.len() + 16);
-            wire::chunk(&mut framed, data);
-            c.out.stage(&framed);
+            stage_chunk(&mut c.out, data);
         }
     }
 
@@ -1989,7 +2015,7 @@ impl HttpServer {
     }
 
     /// Sends one message on a stream; `last` ends it.
-    fn stream_send(&mut self, stream: StreamId, msg: &[u8], last: bool) {
+    fn stream_send(&mut self, stream: StreamId, msg: Vec<u8>, last: bool) {
         let Some(st) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -2001,7 +2027,7 @@ impl HttpServer {
             if let Some(conn) = st.conn {
                 let headers: Vec<(&str, String)> = st.extra_headers.clone();
                 let status = if st.stateless {
-                    stateless::status_for(msg)
+                    stateless::status_for(&msg)
                 } else {
                     200
                 };
@@ -2009,7 +2035,14 @@ impl HttpServer {
                 st.done = true;
                 self.finish_stream(stream);
                 let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-                self.respond(conn, status, &h, Some("application/json"), msg, false);
+                self.respond_body(
+                    conn,
+                    status,
+                    &h,
+                    Some("application/json"),
+                    Body::Owned(msg),
+                    false,
+                );
                 self.released(key, stream);
                 self.after_response(conn);
                 return;
@@ -2023,19 +2056,12 @@ impl HttpServer {
             return;
         };
         st.seq += 1;
-        let id = format!("{}-{}", stream.0, st.seq);
-        let event_name = (st.kind == StreamKind::Legacy).then_some("message");
-        let event = wire::sse_event(
-            (st.kind != StreamKind::Legacy).then_some(id.as_str()),
-            event_name,
-            msg,
-        );
-        st.replay_bytes += event.len();
-        st.replay.push_back((st.seq, event.clone()));
-        while st.replay_bytes > self.config.http.replay_buffer && st.replay.len() > 1 {
-            if let Some((_, e)) = st.replay.pop_front() {
-                st.replay_bytes -= e.len();
-            }
+        // Legacy HTTP+SSE events have no id: nothing can resume them, so none is kept.
+        let legacy = st.kind == StreamKind::Legacy;
+        let id = (!legacy).then(|| format!("{}-{}", stream.0, st.seq));
+        let prefix = wire::sse_event_prefix(id.as_deref(), legacy.then_some("message"));
+        if !legacy {
+            keep_for_replay(st, stream, &prefix, &msg, self.config.http.replay_buffer);
         }
         if last {
             st.done = true;
@@ -2044,7 +2070,20 @@ impl HttpServer {
         let key = st.session;
         if let Some(conn) = conn {
             self.start_sse(stream);
-            self.write_chunk(conn, &event);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                let len = prefix.len() + msg.len() + wire::SSE_EVENT_END.len();
+                let size = wire::chunk_size_line(len);
+                if msg.len() >= HAND_OVER {
+                    // A large message goes out as it is, between its framing: no copy of it.
+                    c.out.stage_parts(&[&size, &prefix]);
+                    c.out.stage_owned(msg, &mut self.out);
+                    c.out.stage_parts(&[wire::SSE_EVENT_END, b"\r\n"]);
+                } else {
+                    // The chunk is staged in one pass: the message is copied once.
+                    c.out
+                        .stage_parts(&[&size, &prefix, &msg, wire::SSE_EVENT_END, b"\r\n"]);
+                }
+            }
             if last {
                 self.end_stream(self.now, stream);
             }
@@ -2302,7 +2341,7 @@ impl HttpServer {
         }
         if s.legacy {
             if let Some(stream) = s.get_stream {
-                self.stream_send(stream, &msg, false);
+                self.stream_send(stream, msg, false);
             }
             return;
         }
@@ -2326,7 +2365,7 @@ impl HttpServer {
                 }
                 None => false,
             };
-            self.stream_send(stream, &msg, last);
+            self.stream_send(stream, msg, last);
             return;
         }
         if let Route::Cancelled(id) = &route {
@@ -2384,7 +2423,7 @@ impl HttpServer {
                             .retain(|_, r| waiting_for_any(&self.streams, &s.streams, r));
                     }
                 }
-                self.stream_send(stream, &msg, last);
+                self.stream_send(stream, msg, last);
             }
             None => {
                 if let Route::Response(Some(id)) = &route {
@@ -2400,7 +2439,7 @@ impl HttpServer {
                     .get_stream
                     .filter(|g| self.streams.get(g).is_some_and(|st| st.conn.is_some()));
                 match get {
-                    Some(stream) => self.stream_send(stream, &msg, false),
+                    Some(stream) => self.stream_send(stream, msg, false),
                     None => {
                         let limit = self.config.max_buffered;
                         if let Some(s) = self.sessions.get_mut(&key) {
@@ -2881,6 +2920,63 @@ fn host_name(host: &str) -> &str {
             host
         }
     })
+}
+
+/// Messages at least this large are handed to the driver as they are, in a write of their
+/// own, rather than copied into the connection's output (where smaller ones are gathered).
+const HAND_OVER: usize = 64 * 1024;
+
+/// A response body: borrowed (copied when staged), or owned (a large one is not copied).
+enum Body<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Borrowed(b) => b.len(),
+            Body::Owned(b) => b.len(),
+        }
+    }
+}
+
+/// Stages `data` as one chunk of a chunked body (nothing for empty data, which would end it).
+fn stage_chunk(out: &mut Outbound, data: &[u8]) {
+    if !data.is_empty() {
+        out.stage_parts(&[&wire::chunk_size_line(data.len()), data, b"\r\n"]);
+    }
+}
+
+/// Keeps an event of a resumable stream (its `prefix`, `msg` and end) in the stream's replay
+/// buffer, dropping its oldest events past `limit` bytes. An event larger than `limit` on its
+/// own is not kept while the stream has a connection (it was just written there; keeping it
+/// would hold a second copy of the whole message): the buffer then holds nothing before it
+/// either, so that it stays a run of the stream's latest events. On a stream without a
+/// connection it is the only copy and is kept (alone) for the client to resume.
+fn keep_for_replay(st: &mut Stream, stream: StreamId, prefix: &[u8], msg: &[u8], limit: usize) {
+    let len = prefix.len() + msg.len() + wire::SSE_EVENT_END.len();
+    if len > limit && st.conn.is_some() {
+        log::debug!(
+            "stream {}: event {} of {len} bytes is larger than the replay buffer ({limit} bytes); not kept for resuming",
+            stream.0,
+            st.seq
+        );
+        st.replay.clear();
+        st.replay_bytes = 0;
+        return;
+    }
+    let mut event = Vec::with_capacity(len);
+    event.extend_from_slice(prefix);
+    event.extend_from_slice(msg);
+    event.extend_from_slice(wire::SSE_EVENT_END);
+    st.replay_bytes += len;
+    st.replay.push_back((st.seq, event));
+    while st.replay_bytes > limit && st.replay.len() > 1 {
+        if let Some((_, e)) = st.replay.pop_front() {
+            st.replay_bytes -= e.len();
+        }
+    }
 }
 
 /// A body without the whitespace around it, in place (no copy unless there is leading

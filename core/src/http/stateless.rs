@@ -608,7 +608,7 @@ impl HttpServer {
                         resources,
                     },
                 );
-                self.stream_send(stream, &ack, false);
+                self.stream_send(stream, ack, false);
                 self.sync_subscriptions(q.server);
             }
             Work::Forward => {}
@@ -917,7 +917,7 @@ impl HttpServer {
                 match stream {
                     Some(stream) => {
                         let answer = bridge::complete(msg, &job.method, &job.client_id);
-                        self.stream_send(stream, &answer, true);
+                        self.stream_send(stream, answer, true);
                     }
                     // Held for a retry: the retry gets it.
                     None => job.answer = Some(msg.to_vec()),
@@ -1001,7 +1001,7 @@ impl HttpServer {
                 .collect();
             for (stream, id) in targets {
                 let tagged = bridge::tag_subscription(v, &id);
-                self.stream_send(stream, &tagged, false);
+                self.stream_send(stream, tagged, false);
             }
             return;
         }
@@ -1039,12 +1039,12 @@ impl HttpServer {
                     p.insert("progressToken".into(), token);
                 }
                 let bytes = serde_json::to_vec(&n).unwrap_or_default();
-                self.stream_send(stream, &bytes, false);
+                self.stream_send(stream, bytes, false);
             }
             "notifications/message" => {
                 if bridge::log_passes(v, job.meta.log_level) {
                     let bytes = serde_json::to_vec(v).unwrap_or_default();
-                    self.stream_send(stream, &bytes, false);
+                    self.stream_send(stream, bytes, false);
                 }
             }
             _ => log::debug!("stateless child: {method} is not for a 2026-07-28 client; dropped"),
@@ -1129,7 +1129,7 @@ impl HttpServer {
             for no in refused {
                 self.tell_child(key, no);
             }
-            self.stream_send(stream, &answer, true);
+            self.stream_send(stream, answer, true);
             let why = "the client lacks a capability the request needs";
             self.pool_release(now, key, Some((child_id, why)));
             return;
@@ -1154,7 +1154,7 @@ impl HttpServer {
             s.busy = None;
             s.last_activity = now;
         }
-        self.stream_send(stream, &answer, true);
+        self.stream_send(stream, answer, true);
         self.timers.set(
             HttpTimer::Input(key),
             Some((
@@ -1270,7 +1270,7 @@ impl HttpServer {
         }
         if let Some(held) = held {
             let answer = bridge::complete(&held, &method, &r.id);
-            self.stream_send(stream, &answer, true);
+            self.stream_send(stream, answer, true);
             return Ok(());
         }
         for a in answers {
@@ -1458,7 +1458,7 @@ impl HttpServer {
         for (stream, l) in listens {
             if self.streams.contains_key(&stream) {
                 let closed = bridge::listen_closed(&l.id);
-                self.stream_send(stream, &closed, true);
+                self.stream_send(stream, closed, true);
             }
         }
     }

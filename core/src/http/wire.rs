@@ -538,13 +538,19 @@ fn header(out: &mut Vec<u8>, name: &str, value: &str) {
 }
 
 /// One chunk of a chunked body.
+#[cfg(test)]
 pub(crate) fn chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(&chunk_size_line(data.len()));
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
+}
+
+/// The line that opens a chunk of `len` bytes (which must not be 0: that ends the body).
+pub(crate) fn chunk_size_line(len: usize) -> Vec<u8> {
+    format!("{len:x}\r\n").into_bytes()
 }
 
 /// The end of a chunked body.
@@ -552,9 +558,10 @@ pub(crate) fn last_chunk(out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n\r\n");
 }
 
-/// One server-sent event carrying a JSON-RPC message (which never contains a newline).
-pub(crate) fn sse_event(id: Option<&str>, event: Option<&str>, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 48);
+/// What comes before the data of a server-sent event: its `event` and `id` fields and the
+/// `data: ` field name.
+pub(crate) fn sse_event_prefix(id: Option<&str>, event: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
     if let Some(event) = event {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(event.as_bytes());
@@ -566,8 +573,19 @@ pub(crate) fn sse_event(id: Option<&str>, event: Option<&str>, data: &[u8]) -> V
         out.push(b'\n');
     }
     out.extend_from_slice(b"data: ");
+    out
+}
+
+/// What ends a server-sent event.
+pub(crate) const SSE_EVENT_END: &[u8] = b"\n\n";
+
+/// One server-sent event carrying a JSON-RPC message (which never contains a newline).
+pub(crate) fn sse_event(id: Option<&str>, event: Option<&str>, data: &[u8]) -> Vec<u8> {
+    let prefix = sse_event_prefix(id, event);
+    let mut out = Vec::with_capacity(prefix.len() + data.len() + SSE_EVENT_END.len());
+    out.extend_from_slice(&prefix);
     out.extend_from_slice(data);
-    out.extend_from_slice(b"\n\n");
+    out.extend_from_slice(SSE_EVENT_END);
     out
 }
 
@@ -921,5 +939,11 @@ mod tests {
         chunk(&mut out, b"hello");
         last_chunk(&mut out);
         assert_eq!(out, b"5\r\nhello\r\n0\r\n\r\n");
+        assert_eq!(chunk_size_line(300), b"12c\r\n");
+        assert_eq!(
+            sse_event_prefix(None, Some("message")),
+            b"event: message\ndata: "
+        );
+        assert_eq!(sse_event_prefix(Some("3-1"), None), b"id: 3-1\ndata: ");
     }
 }
