@@ -336,3 +336,24 @@ pub fn utc_now() -> String {
         rem % 3600 / 60
     )
 }
+
+/// Runs the program `cmd` starts on `cpus` (if any) and has it killed when the thread that
+/// starts it exits (PR_SET_PDEATHSIG), so that nothing outlives an interrupted benchmark.
+pub fn pinned_and_tied(cmd: &mut std::process::Command, cpus: Option<&CpuSet>) {
+    use std::os::unix::process::CommandExt;
+    let cpus = cpus.cloned();
+    // SAFETY: runs in the forked child before exec and only calls sched_setaffinity and
+    // prctl, which are async-signal-safe; `cpus` was cloned before the fork and building the
+    // cpu_set_t from it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(cpus) = &cpus {
+                cpus.apply(0)?;
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -5,7 +5,6 @@ use crate::machine::{self, CpuSet};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,24 +64,9 @@ impl RelayProc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let expected = args.iter().filter(|a| **a == "--listen").count();
-        let cpus = cpus.cloned();
-        // SAFETY: runs in the forked child before exec and only calls sched_setaffinity and
-        // prctl, which are async-signal-safe; `cpus` was cloned before the fork and building
-        // the cpu_set_t from it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(cpus) = &cpus {
-                    cpus.apply(0)?;
-                }
-                // The relay (and through its own PR_SET_PDEATHSIG, its servers) must not
-                // outlive an interrupted benchmark. The relay is always started from the
-                // main thread, which lives as long as the run.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // The relay (and through its own PR_SET_PDEATHSIG, its servers) must not outlive an
+        // interrupted benchmark; it is always started from the main thread.
+        machine::pinned_and_tied(&mut cmd, cpus);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the relay {}: {e}", exe.display()))?;

@@ -19,7 +19,6 @@ use crate::scale::{direct_target, rounds};
 use crate::transport::Target;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,20 +54,7 @@ impl Socat {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        let cpus = cpus.cloned();
-        // SAFETY: runs in the forked child before exec and only calls sched_setaffinity and
-        // prctl, which are async-signal-safe; `cpus` was cloned before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(cpus) = &cpus {
-                    cpus.apply(0)?;
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        machine::pinned_and_tied(&mut cmd, cpus);
         let mut s = Socat {
             child: cmd.spawn()?,
             addr,
